@@ -1,0 +1,200 @@
+"""The `drillkit` command: parse options, wire the pieces, map errors to exit codes.
+
+Exit codes: 0 every target met; 1 a target missed (or the drill failed / hit an abort
+condition); 2 bad input; 3 target system or Prometheus unavailable, or drill not started;
+130 interrupted (after reverting). Logic lives below this module; heavy imports are lazy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from drillkit import __version__
+from drillkit.errors import DrillkitError, InputError
+
+EXIT_BAD_INPUT = 2
+
+
+def _fail(exc: DrillkitError) -> None:
+    click.echo(f"drillkit: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn drillkit errors into one line on stderr and the documented exit code."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DrillkitError as exc:
+            _fail(exc)
+
+    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="drillkit")
+@click.option("-v", "--verbose", is_flag=True, help="Log retries and API calls.")
+def main(verbose: bool) -> None:
+    """Rehearse incidents: inject a playbook fault, time detection and response with
+    Prometheus, always revert, and write the post-mortem report."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="drillkit: %(message)s")
+
+
+def prometheus_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("--prometheus-url", envvar="DRILLKIT_PROMETHEUS_URL", default="http://127.0.0.1:9090",
+                     show_default=True, help="Prometheus base URL."),
+        click.option("--prometheus-token", envvar="DRILLKIT_PROMETHEUS_TOKEN", default=None,
+                     help="Bearer token for Prometheus."),
+        click.option("--prometheus-user", envvar="DRILLKIT_PROMETHEUS_USER", default=None,
+                     help="Basic-auth user (password in DRILLKIT_PROMETHEUS_PASSWORD)."),
+        click.option("--prometheus-ca", envvar="DRILLKIT_PROMETHEUS_CA", default=None,
+                     type=click.Path(exists=True, dir_okay=False), help="CA bundle for Prometheus TLS."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _prom_config(url: str, token: str | None, user: str | None, ca: str | None) -> Any:
+    from drillkit.prometheus import PromConfig
+
+    return PromConfig(url=url, bearer_token=token, username=user,
+                      password=os.environ.get("DRILLKIT_PROMETHEUS_PASSWORD"), ca_file=ca)
+
+
+@main.command()
+@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Run preflight, print the plan, touch nothing.")
+@click.option("--report-dir", envvar="DRILLKIT_REPORT_DIR", default="reports", show_default=True,
+              type=click.Path(file_okay=False), help="Where run folders are created.")
+@click.option("--format", "formats", envvar="DRILLKIT_FORMAT", default="md,html,json,junit",
+              show_default=True, help="Comma-separated report formats.")
+@click.option("--policy", envvar="DRILLKIT_POLICY", default=None, type=click.Path(dir_okay=False),
+              help="Policy file overriding the P1–P4 targets.")
+@click.option("--context", envvar="DRILLKIT_CONTEXT", default=None, help="kubeconfig context.")
+@click.option("--allow-context", "allow_contexts", envvar="DRILLKIT_ALLOW_CONTEXT", multiple=True,
+              help="Allow a non-kind kubeconfig context (repeatable).")
+@click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="kubeconfig file.")
+@prometheus_options
+@_guard
+def run(scenario: str, dry_run: bool, report_dir: str, formats: str, policy: str | None,
+        context: str | None, allow_contexts: tuple[str, ...], kubeconfig: str | None,
+        prometheus_url: str, prometheus_token: str | None, prometheus_user: str | None,
+        prometheus_ca: str | None) -> None:
+    """Run the drill in SCENARIO and write its report."""
+    from drillkit.engine import Drill, RunOptions
+    from drillkit.policy import load_policy
+    from drillkit.report import FORMATS
+    from drillkit.scenario import load_scenario
+    from drillkit.signals import StopFlag, handle_signals
+
+    fmt = tuple(f.strip() for f in formats.split(",") if f.strip())
+    bad = [f for f in fmt if f not in FORMATS]
+    if bad:
+        raise click.BadParameter(f"unknown format {bad[0]!r}; choose from {', '.join(FORMATS)}",
+                                 param_hint="--format")
+    sc = load_scenario(scenario)
+    kube_factory = None
+    if sc.target.kubernetes:
+        from drillkit.kube import kube_factory_for
+
+        kube_factory = kube_factory_for(sc, context, allow_contexts, kubeconfig)
+    opts = RunOptions(
+        prometheus=_prom_config(prometheus_url, prometheus_token, prometheus_user, prometheus_ca),
+        policy=load_policy(policy), report_root=Path(report_dir), formats=fmt, dry_run=dry_run,
+        out=lambda line: click.echo(line, err=True), tty=sys.stderr.isatty(), kube_factory=kube_factory,
+    )
+    with handle_signals(StopFlag()) as stop:
+        result = Drill(sc, opts, stop).run()
+    if result.folder:
+        click.echo(str(result.folder))
+    sys.exit(result.exit_code)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@_guard
+def validate(paths: tuple[str, ...]) -> None:
+    """Validate scenario files and folders (exit 2 on the first bad file)."""
+    from drillkit.errors import ScenarioError
+    from drillkit.scenario import load_scenario, scenario_paths
+
+    files = scenario_paths(paths)
+    if not files:
+        raise InputError(f"no *.yaml scenarios found in {', '.join(paths)}")
+    errors = 0
+    for path in files:
+        try:
+            sc = load_scenario(path)
+        except ScenarioError as exc:
+            click.echo(str(exc), err=True)
+            errors += 1
+            continue
+        click.echo(f"ok: {path} ({sc.name}, {sc.severity}, {', '.join(f.kind for f in sc.faults)})")
+    if errors:
+        click.echo(f"drillkit: {errors} of {len(files)} scenario(s) invalid", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the scenario format (for yaml-language-server)."""
+    from drillkit.scenario import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--format", "formats", default="md,html,json,junit", show_default=True)
+@_guard
+def report(path: str, formats: str) -> None:
+    """Re-render the report of a run from its journal (a journal file or a run folder)."""
+    from drillkit.report import render
+
+    for written in render(Path(path), tuple(f.strip() for f in formats.split(",") if f.strip())):
+        click.echo(str(written))
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--report-dir", envvar="DRILLKIT_REPORT_DIR", default="reports", show_default=True)
+@click.option("--by", default=lambda: os.environ.get("USER", "someone"), help="Who acknowledges.")
+@click.option("--note", default="", help="A note for the timeline.")
+@_guard
+def ack(run_id: str, report_dir: str, by: str, note: str) -> None:
+    """Acknowledge the alert of a running drill (response source `command`)."""
+    from drillkit.respond import write_ack
+
+    path = write_ack(Path(report_dir), run_id, by, note)
+    click.echo(f"acknowledged run {run_id} ({path})")
+
+
+@main.command()
+@click.argument("run_id")
+@click.argument("message")
+@click.option("--status-page", is_flag=True, help="This update went to the public status page.")
+@click.option("--report-dir", envvar="DRILLKIT_REPORT_DIR", default="reports", show_default=True)
+@_guard
+def update(run_id: str, message: str, status_page: bool, report_dir: str) -> None:
+    """Record a status update (or status-page update) for a drill's timeline."""
+    from drillkit.respond import write_update
+
+    write_update(Path(report_dir), run_id, message, status_page)
+    click.echo(f"recorded {'status page' if status_page else 'status'} update for run {run_id}")
+
+
+if __name__ == "__main__":
+    main()

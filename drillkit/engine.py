@@ -1,0 +1,361 @@
+"""The drill, phase by phase: preflight, steady state, inject, detect, respond, recover,
+revert, verify, report.
+
+Reverts sit on an ExitStack from the moment each fault registers them, so they unwind on
+success, failure, abort condition, SIGINT and SIGTERM alike. Every wait has a deadline, checks
+the stop flag and the abort conditions, and shows progress on a terminal.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from drillkit.errors import Aborted, DrillkitError, PreflightError
+from drillkit.faults import Fault, FaultContext, Undo, registry
+from drillkit.journal import JOURNAL_NAME, Journal, utcnow
+from drillkit.model import format_duration
+from drillkit.policy import Policy, limits_for
+from drillkit.prometheus import AlertRule, Prometheus, PromConfig
+from drillkit.respond import AckWaiter, AutoAck, CommandAck, PromptAck, check_interactive
+from drillkit.scenario import AckSource, Probe, RecoveryAction, Scenario
+from drillkit.signals import StopFlag
+
+T = TypeVar("T")
+
+
+class Status(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    NOT_STARTED = "not-started"
+    INCONCLUSIVE = "inconclusive"
+
+
+class NotStarted(DrillkitError):
+    """The system was not healthy before the drill, so nothing was injected."""
+
+    exit_code = 3
+
+
+@dataclass
+class RunOptions:
+    prometheus: PromConfig = field(default_factory=PromConfig)
+    policy: Policy = field(default_factory=Policy)
+    report_root: Path = Path("reports")
+    formats: tuple[str, ...] = ("md", "html", "json", "junit")
+    dry_run: bool = False
+    out: Callable[[str], None] = print
+    tty: bool = False
+    kube_factory: Callable[[], Any] | None = None
+    ack_factory: Callable[[AckSource, Path], AckWaiter] | None = None
+    ready_timeout: float = 60.0
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: Status
+    folder: Path | None
+    exit_code: int
+    plan: list[str] = field(default_factory=list)
+
+
+def exit_code_for(status: Status, by_signal: bool) -> int:
+    """Documented exit codes: 0 met, 1 missed, 3 not started/inconclusive, 130 interrupted."""
+    if status is Status.ABORTED:
+        return 130 if by_signal else 1
+    return {Status.PASSED: 0, Status.FAILED: 1, Status.NOT_STARTED: 3, Status.INCONCLUSIVE: 3}[status]
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(4)
+
+
+def report_folder(root: Path, scenario: Scenario, run_id: str, now: datetime) -> Path:
+    """`reports/<UTC date>-<scenario>-<run id>/`, created here and never reused."""
+    folder = root / f"{now:%Y-%m-%dT%H%M%SZ}-{scenario.name}-{run_id}"
+    folder.mkdir(parents=True, exist_ok=False)
+    return folder
+
+
+class Drill:
+    """One run of one scenario."""
+
+    def __init__(self, scenario: Scenario, opts: RunOptions, stop: StopFlag) -> None:
+        self.scenario, self.opts, self.stop = scenario, opts, stop
+        self.limits = limits_for(scenario, opts.policy)
+        self.prom = Prometheus(opts.prometheus)
+        self._last_abort_check = 0.0
+
+    # --- the run --------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        run_id = new_run_id()
+        if self.opts.dry_run:
+            return self._dry_run(run_id)
+        folder = report_folder(self.opts.report_root, self.scenario, run_id, utcnow())
+        journal = Journal(folder / JOURNAL_NAME)
+        self.opts.out(f"drill {self.scenario.name}: run {run_id}, report folder {folder}")
+        journal.append("started", run_id=run_id, scenario=_scenario_record(self.scenario),
+                       limits=self.limits.to_dict(), prometheus=self.opts.prometheus.url)
+        ctx = self._context(run_id, journal)
+        status, reason, by_signal = None, "", False
+        with ExitStack() as reverts:
+            undo = Undo(reverts, ctx)
+            try:
+                faults = self._preflight(ctx)
+                self._steady_state(journal)
+                self._inject(faults, undo, journal)
+                self._detect_respond_recover(journal, reverts, folder)
+            except Aborted as exc:
+                status, reason, by_signal = Status.ABORTED, exc.reason, exc.by_signal
+                journal.append("aborted", reason=exc.reason, by_signal=exc.by_signal)
+                self.opts.out(f"aborted: {exc.reason}; reverting")
+            except NotStarted as exc:
+                status, reason = Status.NOT_STARTED, str(exc)
+                journal.append("not_started", reason=str(exc))
+                self.opts.out(f"not started: {exc}")
+            except DrillkitError as exc:
+                status, reason = Status.INCONCLUSIVE, str(exc)
+                journal.append("error", error=str(exc), type=type(exc).__name__)
+                self.opts.out(f"error: {exc}; reverting")
+            finally:
+                self._revert(reverts, journal)
+        if undo.failures:
+            status, reason = Status.FAILED, "revert failed: " + "; ".join(undo.failures)
+        elif status in (None, Status.ABORTED) and not by_signal and _has(journal, "reverted"):
+            self._verify(journal)
+        if status is None:
+            status = self._judge(journal)
+        journal.append("finished", status=status.value, reason=reason)
+        journal.close()
+        from drillkit.report import render
+
+        written = render(folder, self.opts.formats)
+        self.opts.out(f"{status.value}: report written to {', '.join(str(p) for p in written)}")
+        return RunResult(run_id, status, folder, exit_code_for(status, by_signal))
+
+    def _context(self, run_id: str, journal: Journal) -> FaultContext:
+        return FaultContext(run_id=run_id, scenario=self.scenario, journal=journal, stop=self.stop,
+                            log=self.opts.out, kube_factory=self.opts.kube_factory)
+
+    def _dry_run(self, run_id: str) -> RunResult:
+        with tempfile.TemporaryDirectory(prefix="drillkit-dry-") as tmp:
+            journal = Journal(Path(tmp) / JOURNAL_NAME)
+            try:
+                faults = self._preflight(self._context(run_id, journal))
+            finally:
+                journal.close()
+        plan = [f"Prometheus {self.prom.url}: alert rule {self.scenario.detection.alert} loaded"]
+        plan += [f"steady state: {p.name}: {p.expr} {p.expect}" for p in self.scenario.steady_state]
+        for f in faults:
+            plan += [f"{f.kind}: {line}" for line in f.plan()]
+        plan.append(f"detect: {self.scenario.detection.alert} within {format_duration(self.limits.detect)}")
+        for line in plan:
+            self.opts.out(line)
+        return RunResult(run_id, Status.NOT_STARTED, None, 0, plan)
+
+    # --- phases ---------------------------------------------------------------------------
+
+    def _preflight(self, ctx: FaultContext) -> list[Fault]:
+        check_interactive(self.scenario.response.acknowledge.value)
+        self.prom.wait_ready(self.stop, self.opts.ready_timeout)
+        self.rule = self.prom.rule(self.scenario.detection.alert)
+        faults = [registry()[spec.kind](spec.params, ctx) for spec in self.scenario.faults]
+        for f in faults:
+            f.preflight()
+        if self.stop.is_set():
+            raise Aborted(self.stop.reason, by_signal=True)
+        return faults
+
+    def _steady_state(self, journal: Journal) -> None:
+        failing = [f"{p.name}: {why}" for p in self.scenario.steady_state if (why := self._probe(p))]
+        if failing:
+            raise NotStarted("steady state does not hold: " + "; ".join(failing))
+        d = self.scenario.detection
+        if self.prom.firing_now(d.alert, d.labels):
+            raise NotStarted(f"alert {d.alert} is already firing before the drill")
+        journal.append("steady_state_ok", probes=[p.name for p in self.scenario.steady_state])
+
+    def _probe(self, probe: Probe) -> str:
+        """'' when the probe holds, else why not."""
+        samples = self.prom.query(probe.expr)
+        if not samples:
+            return f"{probe.expr} returned no data"
+        bad = [s for s in samples if not probe.expect.holds(s.value)]
+        if bad:
+            return f"{probe.expr} = {bad[0].value:g}, expected {probe.expect}"
+        return ""
+
+    def _inject(self, faults: list[Fault], undo: Undo, journal: Journal) -> None:
+        for i, f in enumerate(faults):
+            self._check_stop()
+            journal.append("fault_injecting", fault=f.kind, plan=f.plan())
+            f.inject(undo)  # returns once the harm has taken effect
+            if i == 0:
+                journal.append("injected", fault=f.kind)
+            self.opts.out(f"injected {f.kind}")
+
+    def _detect_respond_recover(self, journal: Journal, reverts: ExitStack, folder: Path) -> None:
+        injected = next(e for e in journal.events if e.kind == "injected")
+        d = self.scenario.detection
+        rule: AlertRule = self.rule
+        since = injected.at - timedelta(seconds=0.5)
+        fired = self._wait("detect", injected.mono + self.limits.detect,
+                           lambda: self.prom.firing_time(rule, d.labels, since))
+        if fired is None:
+            journal.append("detection_missed", alert=d.alert, within=self.limits.detect)
+            self.opts.out(f"alert {d.alert} did not fire within {format_duration(self.limits.detect)}")
+            return
+        pending = self.prom.pending_time(rule, d.labels, since)
+        if pending is not None and pending <= fired:
+            journal.append("alert_pending", at=pending, alert=d.alert, source="prometheus activeAt")
+        journal.append("detected", at=fired, alert=d.alert, for_seconds=rule.for_seconds,
+                       source="prometheus")
+        self.opts.out(f"detected: {d.alert} firing at {fired.isoformat()} "
+                      f"({format_duration((fired - injected.at).total_seconds())} after injection)")
+        self._respond(journal, fired, folder)
+        self._recover(journal, reverts, injected.mono)
+
+    def _respond(self, journal: Journal, fired: datetime, folder: Path) -> None:
+        source = self.scenario.response.acknowledge
+        waiter = self._ack_waiter(source, folder)
+        deadline = journal.mono_of(fired) + self.limits.acknowledge
+        ack = waiter.wait(fired, deadline, self.stop, lambda: self._tick("respond", deadline))
+        self._check_stop()
+        if ack is None:
+            journal.append("acknowledge_missed", source=source.value, within=self.limits.acknowledge)
+            return
+        journal.append("acknowledged", at=ack.at, by=ack.by, note=ack.note, source=source.value)
+        self.opts.out(f"acknowledged by {ack.by}")
+
+    def _ack_waiter(self, source: AckSource, folder: Path) -> AckWaiter:
+        if self.opts.ack_factory:
+            return self.opts.ack_factory(source, folder)
+        if source is AckSource.COMMAND:
+            return CommandAck(folder)
+        if source is AckSource.PROMPT:
+            return PromptAck(self.opts.out)
+        if source is AckSource.ALERTMANAGER:
+            raise PreflightError("response.acknowledge `alertmanager` needs --alertmanager-url")
+        return AutoAck()
+
+    def _recover(self, journal: Journal, reverts: ExitStack, injected_mono: float) -> None:
+        if self.scenario.recovery.action is RecoveryAction.REVERT:
+            self.opts.out("mitigating by reverting the fault")
+            self._revert(reverts, journal)
+        ok = self._wait("recover", injected_mono + self.limits.mitigate, self._steady_now)
+        if ok:
+            journal.append("mitigated", probes=[p.name for p in self.scenario.steady_state])
+        else:
+            journal.append("mitigation_missed", within=self.limits.mitigate)
+
+    def _revert(self, reverts: ExitStack, journal: Journal) -> None:
+        if _has(journal, "reverted"):
+            return
+        if _has(journal, "revert_registered"):
+            reverts.close()
+            journal.append("reverted")
+
+    def _verify(self, journal: Journal) -> None:
+        deadline = time.monotonic() + self.scenario.recovery.verify_within
+        try:
+            ok = self._wait("verify", deadline, self._steady_now, check_abort=False)
+        except Aborted as exc:
+            journal.append("verify_interrupted", reason=exc.reason)
+            return
+        if ok:
+            journal.append("resolved", verified="steady state holds after revert")
+        else:
+            journal.append("verify_failed", within=self.scenario.recovery.verify_within)
+
+    def _judge(self, journal: Journal) -> Status:
+        from drillkit.report import verdicts
+
+        vs = verdicts(journal.events)
+        return Status.FAILED if any(v.met is False for v in vs) else Status.PASSED
+
+    # --- waiting --------------------------------------------------------------------------
+
+    def _steady_now(self) -> bool:
+        return all(not self._probe(p) for p in self.scenario.steady_state)
+
+    def _wait(self, phase: str, deadline: float, check: Callable[[], T | None],
+              interval: float = 0.5, check_abort: bool = True) -> T | None:
+        """Call `check` until it returns a truthy value or the monotonic deadline passes."""
+        while True:
+            if check_abort:
+                self._check_stop()
+            result = check()
+            if result:
+                self._clear_progress()
+                return result
+            if time.monotonic() >= deadline:
+                self._clear_progress()
+                return None
+            self._tick(phase, deadline)
+            if self.stop.wait(min(interval, max(0.0, deadline - time.monotonic()))) and check_abort:
+                self._check_stop()
+            elif self.stop.is_set() and not check_abort:
+                raise Aborted(self.stop.reason, by_signal=True)
+
+    def _tick(self, phase: str, deadline: float) -> None:
+        self._check_stop()
+        if self.opts.tty:
+            left = max(0.0, deadline - time.monotonic())
+            sys.stderr.write(f"\r[{phase}] {format_duration(left)} left  ")
+            sys.stderr.flush()
+
+    def _clear_progress(self) -> None:
+        if self.opts.tty:
+            sys.stderr.write("\r\033[K")
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise Aborted(self.stop.reason, by_signal=True)
+        now = time.monotonic()
+        if self.scenario.guardrails.abort_when and now - self._last_abort_check >= 1.0:
+            self._last_abort_check = now
+            for cond in self.scenario.guardrails.abort_when:
+                if self.prom.query(cond.expr):
+                    raise Aborted(f"abort condition {cond.name or cond.expr} holds", by_signal=False)
+
+
+def _scenario_record(s: Scenario) -> dict[str, Any]:
+    """The scenario as the report needs it (re-rendering reads only the journal)."""
+    return {
+        "name": s.name, "title": s.title, "incident": s.incident.value,
+        "severity": s.severity.value, "description": s.description, "path": s.path,
+        "target": asdict(s.target), "alert": s.detection.alert, "alert_labels": s.detection.labels,
+        "acknowledge": s.response.acknowledge.value, "recovery_action": s.recovery.action.value,
+        "faults": [{"kind": f.kind, "params": _jsonable(f.params)} for f in s.faults],
+        "steady_state": [{"name": p.name, "expr": p.expr, "expect": str(p.expect)} for p in s.steady_state],
+        "runbook": asdict(s.runbook),
+    }
+
+
+def _has(journal: Journal, kind: str) -> bool:
+    return any(e.kind == kind for e in journal.events)
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type) and not hasattr(type(value), "parse"):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, int | float | str | bool) or value is None:
+        return value
+    return str(value)
+

@@ -1,0 +1,141 @@
+"""The fault contract and registry.
+
+A fault is a class with typed `Params`, a `preflight` that resolves its targets inside the
+guardrails, a `plan` that says what it will do, an `inject` that registers its revert *before*
+doing harm, and a classmethod `revert` that undoes it from plain data, so `drillkit cleanup`
+can finish the job in another process after a crash. Third-party faults register through the
+`drillkit.faults` entry-point group.
+"""
+
+from __future__ import annotations
+
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from drillkit.errors import DrillkitError
+
+if TYPE_CHECKING:
+    from drillkit.journal import Journal
+    from drillkit.kube import Kube
+    from drillkit.scenario import Scenario
+    from drillkit.signals import StopFlag
+
+
+@dataclass
+class FaultContext:
+    """What a fault may use: the run's identity, journal, stop flag, and target access."""
+
+    run_id: str
+    scenario: Scenario
+    journal: Journal
+    stop: StopFlag
+    log: Callable[[str], None] = print
+    kube_factory: Callable[[], Kube] | None = None
+    _kube: Kube | None = field(default=None, repr=False)
+
+    @property
+    def kube(self) -> Kube:
+        if self._kube is None:
+            if self.kube_factory is None:
+                raise DrillkitError("this drill has no Kubernetes target")
+            self._kube = self.kube_factory()
+        return self._kube
+
+
+class Undo:
+    """Reverts as data: each is journalled when registered and when done, and runs from an
+    ExitStack so it unwinds on success, failure, abort and interrupt alike."""
+
+    def __init__(self, stack: ExitStack, ctx: FaultContext) -> None:
+        self._stack, self._ctx = stack, ctx
+        self._data: dict[int, dict[str, Any]] = {}
+        self.failures: list[str] = []
+
+    def register(self, fault: str, **data: Any) -> RevertHandle:
+        """Record how to undo `fault` before touching anything; returns a handle to add data."""
+        rid = len(self._data) + 1
+        self._data[rid] = dict(data)
+        self._ctx.journal.append("revert_registered", id=rid, fault=fault, data=data)
+        self._stack.callback(self._run, rid, fault)
+        return RevertHandle(self, rid, fault)
+
+    def _update(self, rid: int, fault: str, data: dict[str, Any]) -> None:
+        self._data[rid].update(data)
+        self._ctx.journal.append("revert_updated", id=rid, fault=fault, data=self._data[rid])
+
+    def _run(self, rid: int, fault: str) -> None:
+        try:
+            result = registry()[fault].revert(self._ctx, self._data[rid])
+        except Exception as exc:  # a failed revert must not stop the others
+            self.failures.append(f"{fault}: {exc}")
+            self._ctx.journal.append("revert_failed", id=rid, fault=fault, error=str(exc))
+            self._ctx.log(f"revert of {fault} failed: {exc} (run `drillkit cleanup`)")
+        else:
+            self._ctx.journal.append("revert_done", id=rid, fault=fault, result=result or {})
+
+
+@dataclass
+class RevertHandle:
+    undo: Undo
+    rid: int
+    fault: str
+
+    def update(self, **data: Any) -> None:
+        """Add data learnt while injecting (e.g. the name of an object just created)."""
+        self.undo._update(self.rid, self.fault, data)
+
+
+class Fault(ABC):
+    """Base class of every fault kind."""
+
+    kind: ClassVar[str]
+    target: ClassVar[str]  # "local" or "kubernetes"
+    Params: ClassVar[type]
+
+    def __init__(self, params: Any, ctx: FaultContext) -> None:
+        self.params, self.ctx = params, ctx
+
+    def preflight(self) -> None:
+        """Resolve targets and check guardrails; raise PreflightError. Touches nothing."""
+
+    @abstractmethod
+    def plan(self) -> list[str]:
+        """What inject would do, one line per action, naming the exact objects."""
+
+    @abstractmethod
+    def inject(self, undo: Undo) -> None:
+        """Register the revert with `undo`, then do the harm."""
+
+    @classmethod
+    @abstractmethod
+    def revert(cls, ctx: FaultContext, data: dict[str, Any]) -> dict[str, Any] | None:
+        """Undo from journalled data. Idempotent: 'already gone' is success."""
+
+
+_BUILTIN_MODULES = ("drillkit.faults.local", "drillkit.faults.kubernetes")
+
+
+@functools.cache
+def registry() -> dict[str, type[Fault]]:
+    """Every fault kind: built-ins plus the `drillkit.faults` entry points."""
+    import importlib
+
+    found: dict[str, type[Fault]] = {}
+    for name in _BUILTIN_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        for cls in getattr(module, "FAULTS", ()):
+            found[cls.kind] = cls
+    for ep in entry_points(group="drillkit.faults"):
+        cls = ep.load()
+        found[cls.kind] = cls
+    return found

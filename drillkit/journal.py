@@ -1,0 +1,167 @@
+"""The run journal: an append-only, fsynced JSONL timeline, the single record of a drill.
+
+Each event has a UTC wall-clock time (`at`, for the timeline) and a monotonic time (`mono`,
+for durations). Times that come from elsewhere (Prometheus's firing time, an ack written by
+another process) are wall-clock; they are placed on the monotonic axis through the pair of
+clocks read when the journal was opened, so every duration is a difference of `mono` values.
+The report, `drillkit report` and `drillkit cleanup` read only this file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from drillkit.errors import InputError
+
+JOURNAL_NAME = "journal.jsonl"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    """RFC 3339 (Prometheus sends nanoseconds; Python keeps microseconds)."""
+    text = text.strip().replace("Z", "+00:00")
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = "".join(c for c in rest if c.isdigit())
+        tz = rest[len(digits):]
+        text = f"{head}.{digits[:6].ljust(6, '0')}{tz}"
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    at: datetime
+    mono: float
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": self.kind, "at": rfc3339(self.at), "mono": self.mono, **self.data},
+                          default=str, sort_keys=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> Event:
+        raw = json.loads(line)
+        kind, at, mono = raw.pop("kind"), parse_time(raw.pop("at")), float(raw.pop("mono"))
+        return cls(kind, at, mono, raw)
+
+
+class Journal:
+    """Append events to `path`, flushing and fsyncing each so a crash loses nothing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._ref_wall, self._ref_mono = time.time(), time.monotonic()
+        self.events: list[Event] = []
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+
+    def mono_of(self, at: datetime) -> float:
+        """Where a wall-clock instant falls on this process's monotonic axis."""
+        return self._ref_mono + (at.timestamp() - self._ref_wall)
+
+    def append(self, kind: str, at: datetime | None = None, **data: Any) -> Event:
+        if at is None:
+            mono, at = time.monotonic(), utcnow()
+        else:
+            mono = self.mono_of(at)
+        event = Event(kind, at, mono, data)
+        self._fh.write(event.to_json() + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.events.append(event)
+        return event
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def read_journal(path: Path) -> list[Event]:
+    """Events of a journal file (or of the journal in a report folder)."""
+    if path.is_dir():
+        path = path / JOURNAL_NAME
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read journal: {exc.strerror}") from None
+    events = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            events.append(Event.from_json(line))
+        except (ValueError, KeyError, TypeError) as exc:
+            if n == len(lines):  # a torn last line from a crash: keep what came before
+                break
+            raise InputError(f"{path}:{n}: journal line is not a drillkit event: {exc}") from None
+    if not events or events[0].kind != "started":
+        raise InputError(f"{path}: not a drillkit journal (no `started` event first)")
+    return events
+
+
+def first(events: list[Event], kind: str) -> Event | None:
+    return next((e for e in events if e.kind == kind), None)
+
+
+@dataclass(frozen=True)
+class Measures:
+    """The derived durations, in seconds; None where the end event never happened."""
+
+    time_to_detect: float | None
+    time_to_acknowledge: float | None
+    time_to_mitigate: float | None
+    time_to_resolve: float | None
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {k: (round(v, 6) if v is not None else None) for k, v in self.__dict__.items()}
+
+
+def _between(a: Event | None, b: Event | None) -> float | None:
+    return b.mono - a.mono if a and b else None
+
+
+def measures(events: list[Event]) -> Measures:
+    injected, detected = first(events, "injected"), first(events, "detected")
+    return Measures(
+        time_to_detect=_between(injected, detected),
+        time_to_acknowledge=_between(detected, first(events, "acknowledged")),
+        time_to_mitigate=_between(injected, first(events, "mitigated")),
+        time_to_resolve=_between(injected, first(events, "resolved")),
+    )
+
+
+@dataclass(frozen=True)
+class PendingRevert:
+    run_id: str
+    id: int
+    fault: str
+    data: dict[str, Any]
+    journal: Path
+
+
+def pending_reverts(path: Path) -> list[PendingRevert]:
+    """Reverts registered but neither done nor superseded, newest first (undo order)."""
+    events = read_journal(path)
+    run_id = str(events[0].data.get("run_id", ""))
+    registered: dict[int, tuple[str, dict[str, Any]]] = {}
+    for e in events:
+        rid = e.data.get("id")
+        if e.kind in ("revert_registered", "revert_updated"):
+            registered[int(rid)] = (str(e.data["fault"]), dict(e.data.get("data", {})))
+        elif e.kind == "revert_done":
+            registered.pop(int(rid), None)
+    journal = path / JOURNAL_NAME if path.is_dir() else path
+    return [PendingRevert(run_id, rid, f, d, journal) for rid, (f, d) in sorted(registered.items(), reverse=True)]

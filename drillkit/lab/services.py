@@ -1,0 +1,137 @@
+"""Start the lab's real services (Prometheus, Alertmanager) as plain processes.
+
+Used by `drillkit lab`, by the demo drill and by the project's own integration tests, so a
+drill in the lab and a drill in the tests see the same Prometheus setup: 1 s scrape and
+evaluation intervals, storage in a scratch folder, loopback only.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from drillkit.errors import PreflightError, UnavailableError
+
+PACKAGES = {
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+    "prometheus-postgres-exporter": "prometheus-postgres-exporter",
+    "stress-ng": "stress-ng",
+    "initdb": "postgresql",
+    "pg_ctl": "postgresql",
+}
+
+
+def binary(name: str) -> str:
+    """Path of a required program, or a clear error naming the Debian package."""
+    found = shutil.which(name)
+    if not found and name in ("initdb", "pg_ctl", "postgres"):
+        candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+        found = str(candidates[-1]) if candidates else None
+    if not found:
+        raise PreflightError(f"`{name}` not found: install it with `apt-get install {PACKAGES.get(name, name)}`")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class Service:
+    """A started process with its log file."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    url: str = ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def spawn(name: str, argv: list[str], workdir: Path, url: str = "", **kwargs: Any) -> Service:
+    log = workdir / f"{name}.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, **kwargs)
+    return Service(name, proc, log, url)
+
+
+def wait_http(service: Service, path: str, timeout: float) -> None:
+    """Wait for HTTP 200 on `path`; fail early if the process died, with its log tail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.proc.poll() is not None:
+            tail = service.log.read_text(errors="replace")[-1500:]
+            raise UnavailableError(f"{service.name} exited with {service.proc.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(service.url + path, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise UnavailableError(f"{service.name} not answering {path} within {timeout:g}s (log: {service.log})")
+
+
+@dataclass
+class PrometheusSetup:
+    """What the lab's Prometheus scrapes and evaluates."""
+
+    scrape: dict[str, list[str]] = field(default_factory=dict)  # job -> ["127.0.0.1:port"]
+    rule_files: list[Path] = field(default_factory=list)
+    alertmanager: str | None = None  # "127.0.0.1:port"
+    interval: str = "1s"
+
+
+def start_prometheus(workdir: Path, setup: PrometheusSetup, port: int | None = None) -> Service:
+    """Start Prometheus with a generated config; returns once `/-/ready` answers."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": setup.interval, "evaluation_interval": setup.interval,
+                   "scrape_timeout": setup.interval},
+        "rule_files": [str(p) for p in setup.rule_files],
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": targets}]}
+            for job, targets in setup.scrape.items()
+        ],
+    }
+    if setup.alertmanager:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [setup.alertmanager]}]}]}
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    argv = [
+        binary("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
+        f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+        "--web.enable-lifecycle", "--storage.tsdb.retention.time=1d",
+    ]
+    service = spawn("prometheus", argv, workdir, url=f"http://127.0.0.1:{port}")
+    try:
+        wait_http(service, "/-/ready", 30)
+    except UnavailableError:
+        service.stop()
+        raise
+    return service

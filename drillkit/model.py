@@ -1,0 +1,399 @@
+"""Typed YAML: turn safely loaded YAML into frozen dataclasses, with located errors.
+
+One converter serves scenarios, fault parameters and policy files, and the same type hints
+produce the JSON Schema (`drillkit schema`), so the format has a single definition.
+Every error names the file, the line and the key path: `drill.yaml:12: faults[0].count: ...`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+
+from drillkit.errors import ScenarioError
+
+T = TypeVar("T")
+
+# --- value types -------------------------------------------------------------------------
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class DurationMark:
+    """Marker for `Annotated[float, DURATION]`: seconds, written `90s`, `5m`, `1h30m`."""
+
+
+DURATION = DurationMark()
+Duration = Annotated[float, DURATION]
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from `500ms`, `90s`, `5m`, `1h30m`, `2d` or a bare number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like 90s, 5m or 1h30m, got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"expected a non-negative duration, got {value}")
+        return float(value)
+    text = str(value).strip()
+    if not text or _DURATION_RE.sub("", text):
+        raise ValueError(f"expected a duration like 90s, 5m or 1h30m, got {value!r}")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_RE.findall(text))
+
+
+def format_duration(seconds: float | None) -> str:
+    """`1h2m3s`-style text for reports; `-` for an unmeasured value."""
+    if seconds is None:
+        return "-"
+    sign, s = ("-" if seconds < 0 else ""), abs(seconds)
+    if s < 60:
+        return f"{sign}{s:.2f}s" if s < 10 else f"{sign}{s:.1f}s"
+    parts, rest = [], round(s)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return sign + "".join(parts)
+
+
+@dataclass(frozen=True)
+class Count:
+    """A blast-radius or target count: an absolute number or a percentage of the candidates."""
+
+    value: float
+    percent: bool = False
+
+    @classmethod
+    def parse(cls, raw: object) -> Count:
+        if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
+            return cls(raw)
+        text = str(raw).strip()
+        if m := re.fullmatch(r"(\d+(?:\.\d+)?)%", text):
+            pct = float(m.group(1))
+            if 0 < pct <= 100:
+                return cls(pct, percent=True)
+        raise ValueError(f'expected a positive integer or a percentage like "50%", got {raw!r}')
+
+    def of(self, total: int) -> int:
+        """How many of `total` candidates this count allows (at least 1 for a percentage)."""
+        if not self.percent:
+            return int(self.value)
+        return max(1, int(total * self.value / 100)) if total else 0
+
+    def __str__(self) -> str:
+        return f"{self.value:g}%" if self.percent else str(int(self.value))
+
+
+@dataclass(frozen=True)
+class Comparator:
+    """A PromQL result check such as `>= 3` or `< 0.05`."""
+
+    op: str
+    value: float
+
+    OPS: typing.ClassVar[dict[str, typing.Callable[[float, float], bool]]] = {
+        ">=": lambda a, b: a >= b,
+        "<=": lambda a, b: a <= b,
+        "==": lambda a, b: a == b,
+        "!=": lambda a, b: a != b,
+        ">": lambda a, b: a > b,
+        "<": lambda a, b: a < b,
+    }
+
+    @classmethod
+    def parse(cls, raw: object) -> Comparator:
+        m = re.fullmatch(r"\s*(>=|<=|==|!=|>|<)\s*(-?\d+(?:\.\d+)?(?:e-?\d+)?)\s*", str(raw))
+        if not m or isinstance(raw, bool):
+            raise ValueError(
+                f'expected a comparison like ">= 3" or "< 0.05" (one of >= <= == != > <), '
+                f"got {raw!r}"
+            )
+        return cls(m.group(1), float(m.group(2)))
+
+    def holds(self, actual: float) -> bool:
+        return self.OPS[self.op](actual, self.value)
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.value:g}"
+
+
+_PARSERS: dict[type, typing.Callable[[object], Any]] = {
+    Count: Count.parse,
+    Comparator: Comparator.parse,
+}
+_SCHEMAS: dict[type, dict[str, Any]] = {
+    Count: {
+        "oneOf": [
+            {"type": "integer", "minimum": 1},
+            {"type": "string", "pattern": r"^\d+(\.\d+)?%$"},
+        ]
+    },
+    Comparator: {"type": "string", "pattern": r"^\s*(>=|<=|==|!=|>|<)\s*-?\d"},
+}
+_DURATION_SCHEMA = {
+    "oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"}]
+}
+
+
+# --- located YAML --------------------------------------------------------------------------
+
+
+class LocMap(dict[str, Any]):
+    """A YAML mapping that remembers the line of each key."""
+
+    line: int = 0
+    key_lines: dict[str, int]
+
+
+class LocList(list[Any]):
+    """A YAML sequence that remembers the line of each item."""
+
+    line: int = 0
+    item_lines: list[int]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps line numbers and refuses duplicate keys."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LocMap:
+    loader.flatten_mapping(node)
+    out = LocMap()
+    out.line, out.key_lines = node.start_mark.line + 1, {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if not isinstance(key, str):
+            raise _Located(line, f"keys must be strings, got {key!r}")
+        if key in out:
+            raise _Located(line, f"duplicate key {key!r}")
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.key_lines[key] = line
+    return out
+
+
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LocList:
+    out = LocList(loader.construct_object(child, deep=True) for child in node.value)
+    out.line = node.start_mark.line + 1
+    out.item_lines = [child.start_mark.line + 1 for child in node.value]
+    return out
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+class _Located(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line, self.message = line, message
+
+
+def load_yaml(path: Path) -> Any:
+    """Safely load one YAML document, keeping line numbers; errors are ScenarioErrors."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(str(path), None, "", f"cannot read file: {exc}") from None
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except _Located as exc:
+        raise ScenarioError(str(path), exc.line, "", exc.message) from None
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        raise ScenarioError(str(path), line, "", f"invalid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(str(path), None, "", f"invalid YAML: {exc}") from None
+
+
+# --- conversion ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a value sits: file, line and key path, for error messages."""
+
+    file: str
+    line: int
+    path: str
+
+    def key(self, data: object, key: str) -> Where:
+        lines = getattr(data, "key_lines", {})
+        return Where(self.file, lines.get(key, self.line), f"{self.path}.{key}" if self.path else key)
+
+    def item(self, data: object, index: int) -> Where:
+        lines = getattr(data, "item_lines", [])
+        line = lines[index] if index < len(lines) else self.line
+        return Where(self.file, line, f"{self.path}[{index}]")
+
+    def error(self, message: str) -> ScenarioError:
+        return ScenarioError(self.file, self.line, self.path, message)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def convert(tp: Any, value: object, where: Where) -> Any:
+    """Convert loaded YAML `value` to type `tp`, raising located errors."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        if any(isinstance(a, DurationMark) for a in args[1:]):
+            try:
+                return parse_duration(value)
+            except ValueError as exc:
+                raise where.error(str(exc)) from None
+        return convert(args[0], value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        if value is None and len(options) < len(args):
+            return None
+        return convert(options[0], value, where)
+    if tp is typing.Any:
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise where.error(f"expected a list, got {_describe(value)}")
+        return tuple(convert(args[0], v, where.item(value, i)) for i, v in enumerate(value))
+    if origin in (dict, Mapping, typing.Mapping) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise where.error(f"expected a mapping, got {_describe(value)}")
+        vt = args[1] if args else typing.Any
+        return {str(k): convert(vt, v, where.key(value, str(k))) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp) and tp not in _PARSERS:
+        return build(typing.cast(type, tp), value, where)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            choices = ", ".join(str(m.value) for m in tp)
+            raise where.error(f"expected one of {choices}, got {_describe(value)}") from None
+    if tp in _PARSERS:
+        try:
+            return _PARSERS[tp](value)
+        except ValueError as exc:
+            raise where.error(str(exc)) from None
+    return _scalar(tp, value, where)
+
+
+def _scalar(tp: Any, value: object, where: Where) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise where.error(f"expected true or false, got {_describe(value)}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise where.error(f"expected an integer, got {_describe(value)}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise where.error(f"expected a number, got {_describe(value)}")
+    if tp is str:
+        if isinstance(value, str) and value.strip():
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise where.error(f"expected a non-empty string, got {_describe(value)}")
+    raise TypeError(f"model: unsupported type {tp!r}")  # a programming error, not bad input
+
+
+def build(cls: type[T], data: object, where: Where, skip: frozenset[str] = frozenset()) -> T:
+    """Build dataclass `cls` from a YAML mapping: unknown keys and missing fields are errors.
+
+    `__post_init__` may raise ValueError for cross-field rules; it is reported at the mapping.
+    """
+    if not isinstance(data, Mapping):
+        raise where.error(f"expected a mapping, got {_describe(data)}")
+    hints = get_type_hints(cls, include_extras=True)
+    fields = {
+        f.name: f
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.init and not f.metadata.get("internal")
+    }
+    for key in data:
+        if key not in fields and key not in skip:
+            near = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else f"; known keys: {', '.join(fields)}"
+            raise where.key(data, key).error(f"unknown key{hint}")
+    kwargs = {}
+    for name, field in fields.items():
+        if name in data:
+            kwargs[name] = convert(hints[name], data[name], where.key(data, name))
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            path = f"{where.path}.{name}" if where.path else name
+            raise ScenarioError(where.file, where.line, path, "required key is missing")
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise where.error(str(exc)) from None
+
+
+# --- JSON Schema ---------------------------------------------------------------------------
+
+
+def schema_of(tp: Any) -> dict[str, Any]:
+    """JSON Schema (draft 2020-12 subset) for a type the converter accepts."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        if any(isinstance(a, DurationMark) for a in args[1:]):
+            return dict(_DURATION_SCHEMA)
+        return schema_of(args[0])
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        return schema_of(options[0])
+    if origin is tuple:
+        return {"type": "array", "items": schema_of(args[0])}
+    if origin in (dict, Mapping, typing.Mapping) or tp is dict:
+        vt = args[1] if args else typing.Any
+        return {"type": "object", "additionalProperties": schema_of(vt)}
+    if tp in _SCHEMAS:
+        return dict(_SCHEMAS[tp])
+    if dataclasses.is_dataclass(tp):
+        return dataclass_schema(typing.cast(type, tp))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return {"enum": [m.value for m in tp]}
+    simple = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    if tp in simple:
+        return {"type": simple[tp]}
+    return {}
+
+
+def dataclass_schema(cls: type) -> dict[str, Any]:
+    hints = get_type_hints(cls, include_extras=True)
+    props, required = {}, []
+    for f in dataclasses.fields(cls):
+        if not f.init or f.metadata.get("internal"):
+            continue
+        prop = schema_of(hints[f.name])
+        if doc := f.metadata.get("doc"):
+            prop["description"] = doc
+        props[f.name] = prop
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            required.append(f.name)
+    out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+    if required:
+        out["required"] = required
+    if cls.__doc__:
+        out["description"] = cls.__doc__.strip().splitlines()[0]
+    return out
+
+
+def doc(text: str, **kwargs: Any) -> Any:
+    """A dataclass field with a description for the JSON Schema."""
+    return dataclasses.field(metadata={"doc": text}, **kwargs)

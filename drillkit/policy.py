@@ -1,0 +1,183 @@
+"""P1–P4 targets from the playbook, and the verdict on each measured time.
+
+Defaults are the playbook's severity table (P1's "immediate" response is a configurable five
+minutes); a policy file (`--policy`) and each scenario's `targets:` override them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from drillkit.model import Duration, Where, build, format_duration, load_yaml
+from drillkit.scenario import Scenario, Severity
+
+H, M = 3600.0, 60.0
+
+
+@dataclass(frozen=True)
+class SeverityTargets:
+    """Targets for one severity; all in seconds."""
+
+    acknowledge: Duration
+    resolve: Duration
+    status_update_every: Duration
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Severity targets plus the status-page rule."""
+
+    P1: SeverityTargets = SeverityTargets(5 * M, 4 * H, 30 * M)
+    P2: SeverityTargets = SeverityTargets(30 * M, 8 * H, 30 * M)
+    P3: SeverityTargets = SeverityTargets(2 * H, 24 * H, 2 * H)
+    P4: SeverityTargets = SeverityTargets(24 * H, 7 * 24 * H, 2 * H)
+    status_page_within: Duration = 10 * M
+
+    def for_severity(self, severity: Severity) -> SeverityTargets:
+        targets: SeverityTargets = getattr(self, severity.value)
+        return targets
+
+
+@dataclass(frozen=True)
+class _PolicyFile:
+    """A policy file: any severity may be partially overridden."""
+
+    P1: dict[str, Duration] = field(default_factory=dict)
+    P2: dict[str, Duration] = field(default_factory=dict)
+    P3: dict[str, Duration] = field(default_factory=dict)
+    P4: dict[str, Duration] = field(default_factory=dict)
+    status_page_within: Duration | None = None
+
+
+def load_policy(path: str | Path | None) -> Policy:
+    """The default policy, overridden by a policy file if given."""
+    policy = Policy()
+    if path is None:
+        return policy
+    data = load_yaml(Path(path))
+    where = Where(str(path), getattr(data, "line", 1), "")
+    parsed = build(_PolicyFile, data, where)
+    for sev in Severity:
+        overrides: dict[str, float] = getattr(parsed, sev.value)
+        known = {"acknowledge", "resolve", "status_update_every"}
+        for key in overrides:
+            if key not in known:
+                raise where.key(data, sev.value).key(data[sev.value], key).error(
+                    f"unknown target; expected one of {', '.join(sorted(known))}"
+                )
+        policy = replace(policy, **{sev.value: replace(policy.for_severity(sev), **overrides)})
+    if parsed.status_page_within is not None:
+        policy = replace(policy, status_page_within=parsed.status_page_within)
+    return policy
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits that apply to one drill, in seconds (None: no such target)."""
+
+    detect: float
+    acknowledge: float
+    mitigate: float
+    resolve: float
+    status_update_every: float
+    status_page_within: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def limits_for(scenario: Scenario, policy: Policy) -> Limits:
+    """Combine policy defaults for the scenario's severity with the scenario's overrides."""
+    sev = policy.for_severity(scenario.severity)
+    o = scenario.targets
+    return Limits(
+        detect=scenario.detection.within,
+        acknowledge=scenario.response.within if scenario.response.within is not None else sev.acknowledge,
+        mitigate=scenario.recovery.within,
+        resolve=o.resolve if o.resolve is not None else sev.resolve,
+        status_update_every=o.status_update_every
+        if o.status_update_every is not None
+        else sev.status_update_every,
+        status_page_within=o.status_page_within
+        if o.status_page_within is not None
+        else policy.status_page_within,
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Met / missed / not measured (met is None, with the reason) for one target."""
+
+    target: str
+    description: str
+    limit_seconds: float
+    actual_seconds: float | None
+    met: bool | None
+    reason: str = ""
+
+    @property
+    def margin_seconds(self) -> float | None:
+        """Positive: time to spare; negative: how late."""
+        if self.actual_seconds is None:
+            return None
+        return self.limit_seconds - self.actual_seconds
+
+    @property
+    def outcome(self) -> str:
+        return {True: "met", False: "missed", None: "not measured"}[self.met]
+
+    def summary(self) -> str:
+        if self.met is None:
+            return f"{self.description}: not measured ({self.reason})"
+        return (
+            f"{self.description}: {format_duration(self.actual_seconds)} "
+            f"against {format_duration(self.limit_seconds)} ({self.outcome}, margin "
+            f"{format_duration(self.margin_seconds)})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "description": self.description,
+            "limit_seconds": self.limit_seconds,
+            "actual_seconds": self.actual_seconds,
+            "met": self.met,
+            "outcome": self.outcome,
+            "margin_seconds": self.margin_seconds,
+            "reason": self.reason,
+        }
+
+
+def judge(
+    target: str,
+    description: str,
+    limit: float,
+    actual: float | None,
+    missing_reason: str,
+    missing_is_miss: bool,
+) -> Verdict:
+    """A verdict: at the limit counts as met. An unmeasured time is a miss when the thing
+    should have happened (the alert never fired) and 'not measured' when it could not be."""
+    if actual is None:
+        return Verdict(target, description, limit, None, False if missing_is_miss else None, missing_reason)
+    return Verdict(target, description, limit, actual, actual <= limit)
+
+
+def status_update_verdict(limit: float, detected_mono: float | None, end_mono: float | None,
+                          update_monos: list[float]) -> Verdict:
+    """Status updates must come every `limit` seconds from detection until resolution."""
+    desc = "Status updates at the severity's cadence"
+    if detected_mono is None or end_mono is None:
+        return Verdict("status_updates", desc, limit, None, None, "the incident was never detected and closed")
+    span = end_mono - detected_mono
+    if span < limit and not update_monos:
+        return Verdict(
+            "status_updates", desc, limit, None, None,
+            f"no update was due: the incident lasted {format_duration(span)}, under the "
+            f"{format_duration(limit)} cadence",
+        )
+    marks = [detected_mono, *sorted(u for u in update_monos if detected_mono <= u <= end_mono), end_mono]
+    longest = max(b - a for a, b in zip(marks, marks[1:], strict=False))
+    return Verdict("status_updates", desc, limit, longest, longest <= limit)

@@ -1,0 +1,242 @@
+"""The drill report in the playbook's post-mortem format: Markdown, HTML, JSON, JUnit XML.
+
+The only jinja2 importer. Everything is computed from the run folder (journal plus the status
+updates written by `drillkit update`), so `drillkit report` re-renders any run identically.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from drillkit.errors import InputError
+from drillkit.journal import JOURNAL_NAME, Event, Measures, first, measures, parse_time, read_journal, rfc3339
+from drillkit.model import format_duration
+from drillkit.policy import Verdict, judge, status_update_verdict
+
+UPDATES_NAME = "updates.jsonl"
+FORMATS = {"md": "report.md", "html": "report.html", "json": "report.json", "junit": "junit.xml"}
+
+EVENT_TEXT = {
+    "started": "Drill started",
+    "steady_state_ok": "Steady state verified",
+    "fault_injecting": "Injecting fault",
+    "injected": "Fault took effect",
+    "alert_pending": "Alert condition first true (pending)",
+    "detected": "Alert firing",
+    "notified": "Alertmanager notified",
+    "acknowledged": "Acknowledged",
+    "status_update": "Status update",
+    "status_page": "Status page updated",
+    "mitigated": "Service restored (steady state back)",
+    "reverted": "Fault reverted",
+    "resolved": "Resolved (verified healthy after revert)",
+    "aborted": "Drill aborted",
+    "not_started": "Drill not started",
+    "detection_missed": "Alert did not fire in time",
+    "acknowledge_missed": "No acknowledgement in time",
+    "mitigation_missed": "Service not restored in time",
+    "verify_failed": "Not healthy after revert",
+    "revert_failed": "Revert failed",
+    "error": "Error",
+    "finished": "Drill finished",
+}
+TIMELINE_KINDS = set(EVENT_TEXT) - {"fault_injecting"}
+
+
+def load_events(folder: Path) -> list[Event]:
+    """Journal events plus status updates from other processes, on one time axis."""
+    events = read_journal(folder)
+    updates = folder / UPDATES_NAME if folder.is_dir() else folder.parent / UPDATES_NAME
+    if updates.exists():
+        start = events[0]
+        for line in updates.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                raw = json.loads(line)
+                at = parse_time(raw.pop("at"))
+                mono = start.mono + (at - start.at).total_seconds()
+                events.append(Event(raw.pop("kind"), at, mono, raw))
+    return sorted(events, key=lambda e: e.mono)
+
+
+def verdicts(events: list[Event]) -> list[Verdict]:
+    """One verdict per target, from the journal alone."""
+    limits: dict[str, float] = events[0].data["limits"]
+    m = measures(events)
+    kinds = {e.kind for e in events}
+    alert = events[0].data["scenario"]["alert"]
+    injected, detected = first(events, "injected"), first(events, "detected")
+    not_reached = "the drill ended before this phase" if "aborted" in kinds or "error" in kinds else ""
+    out = [
+        judge("detect", f"Time to detect ({alert} firing after injection)", limits["detect"],
+              m.time_to_detect, not_reached or f"{alert} did not fire within "
+              f"{format_duration(limits['detect'])}", "detection_missed" in kinds),
+        judge("acknowledge", "Time to acknowledge (response target)", limits["acknowledge"],
+              m.time_to_acknowledge, not_reached or "nothing to acknowledge: the alert never fired"
+              if not detected else "no acknowledgement", "acknowledge_missed" in kinds),
+        judge("mitigate", "Time to mitigate (service restored)", limits["mitigate"],
+              m.time_to_mitigate, not_reached or "service was not restored",
+              "mitigation_missed" in kinds),
+        judge("resolve", "Time to resolve (verified after revert)", limits["resolve"],
+              m.time_to_resolve, not_reached or "not verified healthy after the revert",
+              "verify_failed" in kinds and injected is not None),
+    ]
+    page = first(events, "status_page")
+    out.append(judge(
+        "status_page", "Status page updated after detection", limits["status_page_within"],
+        page.mono - detected.mono if page and detected else None,
+        "no status page update recorded (`drillkit update RUN_ID --status-page`)", False,
+    ))
+    end = first(events, "resolved") or first(events, "mitigated")
+    out.append(status_update_verdict(
+        limits["status_update_every"], detected.mono if detected else None,
+        end.mono if end else None, [e.mono for e in events if e.kind in ("status_update", "status_page")],
+    ))
+    return out
+
+
+@dataclass(frozen=True)
+class ReportData:
+    run_id: str
+    status: str
+    reason: str
+    scenario: dict[str, Any]
+    events: list[Event]
+    measures: Measures
+    verdicts: list[Verdict]
+
+    def to_json(self) -> dict[str, Any]:
+        start = self.events[0]
+        return {
+            "run_id": self.run_id,
+            "scenario": self.scenario["name"],
+            "title": self.scenario["title"],
+            "incident": self.scenario["incident"],
+            "severity": self.scenario["severity"],
+            "status": self.status,
+            "reason": self.reason,
+            "started_at": rfc3339(start.at),
+            "events": [{"kind": e.kind, "at": rfc3339(e.at), "offset_seconds": round(e.mono - start.mono, 6),
+                        **_public(e.data)} for e in self.events if e.kind != "started"],
+            "measures": self.measures.to_dict(),
+            "verdicts": [v.to_dict() for v in self.verdicts],
+            "faults": self.scenario["faults"],
+        }
+
+
+def _public(data: dict[str, Any]) -> dict[str, Any]:
+    """Event data fit for a report (reverts are already data without secrets; keep it short)."""
+    return {k: v for k, v in data.items() if k not in ("scenario", "limits")}
+
+
+def collect(folder: Path) -> ReportData:
+    events = load_events(folder)
+    start, end = events[0], first(events, "finished")
+    return ReportData(
+        run_id=str(start.data["run_id"]),
+        status=str(end.data["status"]) if end else "inconclusive",
+        reason=str(end.data.get("reason", "")) if end else "the run did not finish (crashed or killed)",
+        scenario=start.data["scenario"],
+        events=events,
+        measures=measures(events),
+        verdicts=verdicts(events),
+    )
+
+
+def render(folder: Path, formats: tuple[str, ...] | list[str]) -> list[Path]:
+    """Write the requested formats into the run folder; returns the paths written."""
+    import jinja2
+
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise InputError(f"unknown report format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
+    if folder.is_file():
+        folder = folder.parent
+    if not (folder / JOURNAL_NAME).exists():
+        raise InputError(f"{folder}: no {JOURNAL_NAME} here")
+    data = collect(folder)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("drillkit", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "xml"]),
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["dur"] = format_duration
+    env.filters["time"] = lambda at: at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+    ctx = _template_context(data)
+    written = []
+    for fmt in formats:
+        path = folder / FORMATS[fmt]
+        if fmt == "json":
+            text = json.dumps(data.to_json(), indent=2) + "\n"
+        else:
+            text = env.get_template(FORMATS[fmt] + ".j2").render(**ctx)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def _template_context(d: ReportData) -> dict[str, Any]:
+    start = d.events[0]
+    end = first(d.events, "finished") or d.events[-1]
+    injected = first(d.events, "injected")
+    timeline = [
+        {"at": e.at, "offset": e.mono - start.mono, "text": _event_text(e)}
+        for e in d.events if e.kind in TIMELINE_KINDS
+    ]
+    missed = [v for v in d.verdicts if v.met is False]
+    met = [v for v in d.verdicts if v.met is True]
+    went_well = [v.summary() for v in met]
+    went_wrong = [v.summary() for v in missed]
+    went_wrong += [_event_text(e) for e in d.events if e.kind in ("revert_failed", "error", "aborted")]
+    if any(e.kind == "resolved" for e in d.events):
+        went_well.append("The fault was reverted and the system verified healthy afterwards")
+    actions = [_action_for(v) for v in missed]
+    actions += [f"Investigate: {_event_text(e)}" for e in d.events if e.kind in ("revert_failed", "error")]
+    return {
+        "d": d,
+        "s": d.scenario,
+        "date": start.at,
+        "duration": (end.mono - (injected or start).mono),
+        "timeline": timeline,
+        "went_well": went_well,
+        "went_wrong": went_wrong,
+        "actions": actions,
+        "due": (start.at + timedelta(days=14)).strftime("%Y-%m-%d"),
+        "detected": first(d.events, "detected"),
+        "injected": injected,
+        "acknowledged": first(d.events, "acknowledged"),
+        "mitigated": first(d.events, "mitigated"),
+        "resolved": first(d.events, "resolved"),
+        "plans": [e.data.get("plan", []) for e in d.events if e.kind == "fault_injecting"],
+        "verdict_classes": {True: "met", False: "missed", None: "unmeasured"},
+    }
+
+
+def _event_text(e: Event) -> str:
+    text = EVENT_TEXT.get(e.kind, e.kind.replace("_", " "))
+    detail = {
+        "injected": e.data.get("fault"), "detected": e.data.get("alert"),
+        "alert_pending": e.data.get("alert"), "acknowledged": e.data.get("by"),
+        "aborted": e.data.get("reason"), "not_started": e.data.get("reason"),
+        "error": e.data.get("error"), "revert_failed": e.data.get("error"),
+        "status_update": e.data.get("message"), "status_page": e.data.get("message"),
+        "finished": e.data.get("status"),
+    }.get(e.kind)
+    return f"{text}: {detail}" if detail else text
+
+
+def _action_for(v: Verdict) -> str:
+    fixes = {
+        "detect": "Tune the detection alert (threshold, `for:`, scrape/evaluation interval) so it fires "
+                  "within the target",
+        "acknowledge": "Review paging and on-call routing so the alert is acknowledged within the target",
+        "mitigate": "Improve automated recovery or the runbook's mitigation steps",
+        "resolve": "Shorten resolution: automate the fix and the verification",
+        "status_page": "Practise updating the status page within the target after detection",
+        "status_updates": "Practise regular status updates at the severity's cadence",
+    }
+    return f"{fixes.get(v.target, 'Review')} ({v.summary()})"

@@ -1,0 +1,122 @@
+"""Acknowledgement sources: who says "I'm on it", and when.
+
+`auto` acknowledges at detection (unattended CI runs measure detection only); `command` waits
+for `drillkit ack RUN_ID` from another shell, which records the time it was run; `prompt` asks
+the trainee at the terminal; `alertmanager` waits for a silence matching the alert.
+The acknowledgement time is always the acknowledger's, not our poll loop's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from drillkit.errors import InputError, PreflightError
+from drillkit.journal import parse_time, rfc3339, utcnow
+from drillkit.signals import StopFlag
+
+ACK_FILE = "ack.json"
+
+
+@dataclass(frozen=True)
+class Ack:
+    at: datetime
+    by: str
+    note: str = ""
+
+
+class AckWaiter(Protocol):
+    def wait(self, detected_at: datetime, deadline: float, stop: StopFlag,
+             tick: Callable[[], None]) -> Ack | None:
+        """Block until acknowledged (returning when), the monotonic deadline, or stop."""
+
+
+@dataclass
+class AutoAck:
+    def wait(self, detected_at: datetime, deadline: float, stop: StopFlag,
+             tick: Callable[[], None]) -> Ack | None:
+        return Ack(detected_at, "auto", "acknowledged at detection (unattended run)")
+
+
+@dataclass
+class CommandAck:
+    """Waits for the file `drillkit ack` writes into the run's report folder."""
+
+    folder: Path
+
+    def wait(self, detected_at: datetime, deadline: float, stop: StopFlag,
+             tick: Callable[[], None]) -> Ack | None:
+        path = self.folder / ACK_FILE
+        while time.monotonic() < deadline:
+            if path.exists():
+                raw = json.loads(path.read_text(encoding="utf-8"))
+                return Ack(parse_time(raw["at"]), raw.get("by", ""), raw.get("note", ""))
+            tick()
+            if stop.wait(0.2):
+                return None
+        return None
+
+
+@dataclass
+class PromptAck:
+    """The trainee presses Enter at the terminal (optionally typing a note)."""
+
+    out: Callable[[str], None]
+
+    def wait(self, detected_at: datetime, deadline: float, stop: StopFlag,
+             tick: Callable[[], None]) -> Ack | None:
+        self.out("ALERT FIRING: acknowledge by pressing Enter (type a note first if you like)")
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([sys.stdin], [], [], 0.2)
+            if ready:
+                at = utcnow()
+                line = sys.stdin.readline()
+                return Ack(at, os.environ.get("USER", "trainee"), line.strip())
+            tick()
+            if stop.is_set():
+                return None
+        return None
+
+
+def write_ack(report_root: Path, run_id: str, by: str, note: str = "") -> Path:
+    """Record an acknowledgement for a running drill (`drillkit ack`)."""
+    folder = find_run_folder(report_root, run_id)
+    path = folder / ACK_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"at": rfc3339(utcnow()), "by": by, "note": note}), encoding="utf-8")
+    os.replace(tmp, path)  # atomic: the runner never reads half a file
+    return path
+
+
+def find_run_folder(report_root: Path, run_id: str) -> Path:
+    matches = sorted(report_root.glob(f"*-{run_id}"))
+    if not matches:
+        raise InputError(f"no run {run_id!r} under {report_root}/ (see the run's first output line)")
+    return matches[-1]
+
+
+def check_interactive(source: str) -> None:
+    if source == "prompt" and not sys.stdin.isatty():
+        raise PreflightError(
+            "response.acknowledge is `prompt` but stdin is not a terminal; "
+            "use `command` (drillkit ack RUN_ID) or `auto` for unattended runs"
+        )
+
+
+def write_update(report_root: Path, run_id: str, message: str, status_page: bool) -> Path:
+    """Append a status update to the run folder's updates file (read by the report)."""
+    folder = find_run_folder(report_root, run_id)
+    path = folder / "updates.jsonl"
+    kind = "status_page" if status_page else "status_update"
+    line = json.dumps({"kind": kind, "at": rfc3339(utcnow()), "message": message})
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+    return path

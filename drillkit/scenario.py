@@ -1,0 +1,275 @@
+"""The drill scenario format: frozen dataclasses, the loader, and its JSON Schema.
+
+A scenario says what incident to inject, what "healthy" means (steady-state probes), which
+alert must catch it, how the response is acknowledged and which targets apply. Loading is the
+only place YAML is touched; everything past it is typed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from drillkit.errors import ScenarioError
+from drillkit.model import (
+    Comparator,
+    Count,
+    Duration,
+    Where,
+    build,
+    dataclass_schema,
+    doc,
+    load_yaml,
+)
+
+
+class Severity(StrEnum):
+    """The playbook's severity levels."""
+
+    P1 = "P1"
+    P2 = "P2"
+    P3 = "P3"
+    P4 = "P4"
+
+
+class Incident(StrEnum):
+    """The playbook's common incidents (plus `other` for ad hoc experiments)."""
+
+    SERVICE_OUTAGE = "service-outage"
+    HIGH_LATENCY = "high-latency"
+    AUTH_FAILURE = "auth-failure"
+    DATABASE = "database"
+    MEMORY_LEAK = "memory-leak"
+    OTHER = "other"
+
+
+class AckSource(StrEnum):
+    """Where the acknowledgement comes from: a person at the terminal, another shell,
+    Alertmanager (a silence), or automatically at detection (unattended CI runs)."""
+
+    PROMPT = "prompt"
+    COMMAND = "command"
+    ALERTMANAGER = "alertmanager"
+    AUTO = "auto"
+
+
+class RecoveryAction(StrEnum):
+    """How service is restored: wait for self-healing / human mitigation, or revert the fault."""
+
+    WAIT = "wait"
+    REVERT = "revert"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A steady-state check: the PromQL result must satisfy `expect` (every sample)."""
+
+    name: str
+    expr: str
+    expect: Comparator = doc('comparison every sample must satisfy, e.g. ">= 3"')
+
+
+@dataclass(frozen=True)
+class AbortCondition:
+    """A PromQL expression that, when it returns any sample, aborts the drill (and reverts)."""
+
+    expr: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class KubernetesTarget:
+    """A Kubernetes namespace reached through a kubeconfig context."""
+
+    namespace: str
+    context: str | None = doc("kubeconfig context; must be allowed (kind-* by default)", default=None)
+
+
+@dataclass(frozen=True)
+class LocalTarget:
+    """Processes on this host (the embedded lab, or anything you run locally)."""
+
+    lab_dir: str | None = doc("state directory of `drillkit lab` (default .drillkit/lab)", default=None)
+
+
+@dataclass(frozen=True)
+class Target:
+    kubernetes: KubernetesTarget | None = None
+    local: LocalTarget | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kubernetes is None) == (self.local is None):
+            raise ValueError("expected exactly one of `kubernetes` or `local`")
+
+
+@dataclass(frozen=True)
+class Guardrails:
+    max_targets: Count = doc("blast radius: most targets one fault may touch", default=Count(50, True))
+    abort_when: tuple[AbortCondition, ...] = ()
+    allow_namespaces: tuple[str, ...] = doc(
+        "protected namespaces this drill may touch anyway", default=()
+    )
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """One fault: its kind and that kind's typed parameters."""
+
+    kind: str
+    params: Any
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Detection:
+    alert: str = doc("alert rule name that must fire")
+    labels: dict[str, str] = field(default_factory=dict)
+    within: Duration = doc("detection target: injected -> firing", default=300.0)
+
+
+@dataclass(frozen=True)
+class Response:
+    acknowledge: AckSource = AckSource.AUTO
+    within: Duration | None = doc("override the severity's response target", default=None)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    within: Duration = doc("mitigation target and deadline: injected -> steady state back", default=600.0)
+    action: RecoveryAction = RecoveryAction.WAIT
+    verify_within: Duration = doc("deadline for steady state after the revert", default=120.0)
+
+
+@dataclass(frozen=True)
+class TargetOverrides:
+    """Per-scenario overrides of the severity policy (see policy.py)."""
+
+    resolve: Duration | None = None
+    status_update_every: Duration | None = None
+    status_page_within: Duration | None = None
+
+
+@dataclass(frozen=True)
+class Runbook:
+    """Trainee hints, from the playbook's common incidents."""
+
+    initial_response: tuple[str, ...] = ()
+    resolution: tuple[str, ...] = ()
+
+
+_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A drill scenario (see scenarios/ and `drillkit schema`)."""
+
+    name: str = doc("slug, used in report folder names")
+    title: str
+    severity: Severity
+    target: Target
+    detection: Detection
+    steady_state: tuple[Probe, ...]
+    faults: tuple[FaultSpec, ...] = field(default=(), metadata={"internal": True})
+    incident: Incident = Incident.OTHER
+    description: str = ""
+    guardrails: Guardrails = Guardrails()
+    response: Response = Response()
+    recovery: Recovery = Recovery()
+    targets: TargetOverrides = TargetOverrides()
+    runbook: Runbook = Runbook()
+    path: str = field(default="", metadata={"internal": True})
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.fullmatch(self.name):
+            raise ValueError(f"name: expected a lowercase slug like pod-kill-api, got {self.name!r}")
+
+    @property
+    def target_kind(self) -> str:
+        return "kubernetes" if self.target.kubernetes else "local"
+
+
+def _build_fault(raw: object, where: Where) -> FaultSpec:
+    from drillkit.faults import registry
+
+    if not isinstance(raw, dict) or "kind" not in raw:
+        raise where.error("expected a mapping with a `kind`")
+    kinds = registry()
+    kind = raw["kind"]
+    if kind not in kinds:
+        near = difflib.get_close_matches(str(kind), list(kinds), n=1)
+        hint = f"did you mean {near[0]!r}?" if near else f"known kinds: {', '.join(sorted(kinds))}"
+        raise where.key(raw, "kind").error(f"unknown fault kind {kind!r}; {hint}")
+    params = build(kinds[kind].Params, raw, where, skip=frozenset({"kind"}))
+    return FaultSpec(kind=kind, params=params, line=where.line)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Load and validate one scenario file."""
+    p = Path(path)
+    data = load_yaml(p)
+    where = Where(str(p), getattr(data, "line", 1), "")
+    if not isinstance(data, dict):
+        raise where.error("expected a mapping at the top level of a scenario")
+    faults_raw = data.get("faults")
+    if not isinstance(faults_raw, list) or not faults_raw:
+        raise where.key(data, "faults").error("expected a non-empty list of faults")
+    fw = where.key(data, "faults")
+    faults = tuple(_build_fault(f, fw.item(faults_raw, i)) for i, f in enumerate(faults_raw))
+    steady = data.get("steady_state")
+    if not isinstance(steady, list) or not steady:
+        raise where.key(data, "steady_state").error("expected a non-empty list of probes")
+    scenario = build(Scenario, data, where, skip=frozenset({"faults"}))
+    for i, spec in enumerate(faults):
+        fault_target = registry_target(spec.kind)
+        if fault_target != scenario.target_kind:
+            raise fw.item(faults_raw, i).key(faults_raw[i], "kind").error(
+                f"fault {spec.kind!r} needs a `{fault_target}` target, "
+                f"but the scenario's target is `{scenario.target_kind}`"
+            )
+    return dataclasses.replace(scenario, faults=faults, path=str(p))
+
+
+def registry_target(kind: str) -> str:
+    from drillkit.faults import registry
+
+    return registry()[kind].target
+
+
+def scenario_paths(paths: tuple[str, ...] | list[str]) -> list[Path]:
+    """Files named directly, plus every *.yaml / *.yml below folders named."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml")))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise ScenarioError(raw, None, "", "no such file or directory")
+    return out
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the scenario format, with one `oneOf` branch per fault kind."""
+    from drillkit.faults import registry
+
+    schema = dataclass_schema(Scenario)
+    branches = []
+    for kind, fault in sorted(registry().items()):
+        branch = dataclass_schema(fault.Params)
+        branch["properties"] = {"kind": {"const": kind}, **branch["properties"]}
+        branch["required"] = ["kind", *branch.get("required", [])]
+        branch["description"] = f"{fault.target} fault: {(fault.__doc__ or '').strip().splitlines()[0]}"
+        branches.append(branch)
+    schema["properties"]["faults"] = {"type": "array", "minItems": 1, "items": {"oneOf": branches}}
+    schema["required"] = [*schema["required"], "faults"]
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://drillkit.dev/schema/scenario.json"
+    schema["title"] = "drillkit scenario"
+    return schema

@@ -1,0 +1,37 @@
+"""Small helpers shared by tests: write a scenario file, run the real CLI as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def write_scenario(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def drillkit_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "drillkit.cli", *args]
+
+
+def run_cli(*args: str, timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(drillkit_cmd(*args), capture_output=True, text=True, timeout=timeout,
+                          env=env, **kwargs)
+
+
+def run_folder(report_root: Path) -> Path:
+    folders = [p for p in report_root.iterdir() if p.is_dir()]
+    assert len(folders) == 1, f"expected one run folder in {report_root}, found {folders}"
+    return folders[0]
+
+
+def report_json(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "report.json").read_text())
