@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install drillkit's system services (Debian/Ubuntu) and the Python package in .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+need=()
+for pair in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
+            prometheus-postgres-exporter:prometheus-postgres-exporter stress-ng:stress-ng; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+if ((${#need[@]})); then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The Debian packages start their own daemons on the default ports; drillkit starts its own.
+for svc in prometheus prometheus-alertmanager prometheus-postgres-exporter postgresql; do
+  $SUDO service "$svc" stop >/dev/null 2>&1 || true
+done
+PY=${PYTHON:-python3}
+[[ -x .venv/bin/python ]] || "$PY" -m venv .venv
+.venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/pip install -q -e '.[test]'
