@@ -87,11 +87,13 @@ def _prom_config(url: str, token: str | None, user: str | None, ca: str | None) 
 @click.option("--allow-context", "allow_contexts", envvar="DRILLKIT_ALLOW_CONTEXT", multiple=True,
               help="Allow a non-kind kubeconfig context (repeatable).")
 @click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="kubeconfig file.")
+@click.option("--ready-timeout", envvar="DRILLKIT_READY_TIMEOUT", default=60.0, show_default=True,
+              type=click.FloatRange(min=0), help="Seconds to wait for Prometheus to be ready.")
 @prometheus_options
 @_guard
 def run(scenario: str, dry_run: bool, report_dir: str, formats: str, policy: str | None,
         context: str | None, allow_contexts: tuple[str, ...], kubeconfig: str | None,
-        prometheus_url: str, prometheus_token: str | None, prometheus_user: str | None,
+        ready_timeout: float, prometheus_url: str, prometheus_token: str | None, prometheus_user: str | None,
         prometheus_ca: str | None) -> None:
     """Run the drill in SCENARIO and write its report."""
     from drillkit.engine import Drill, RunOptions
@@ -115,6 +117,7 @@ def run(scenario: str, dry_run: bool, report_dir: str, formats: str, policy: str
         prometheus=_prom_config(prometheus_url, prometheus_token, prometheus_user, prometheus_ca),
         policy=load_policy(policy), report_root=Path(report_dir), formats=fmt, dry_run=dry_run,
         out=lambda line: click.echo(line, err=True), tty=sys.stderr.isatty(), kube_factory=kube_factory,
+        ready_timeout=ready_timeout,
     )
     with handle_signals(StopFlag()) as stop:
         result = Drill(sc, opts, stop).run()

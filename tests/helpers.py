@@ -21,8 +21,9 @@ def drillkit_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "drillkit.cli", *args]
 
 
-def run_cli(*args: str, timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_cli(*args: str, timeout: float = 120, env_extra: dict[str, str] | None = None,
+            **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     return subprocess.run(drillkit_cmd(*args), capture_output=True, text=True, timeout=timeout,
                           env=env, **kwargs)
 
