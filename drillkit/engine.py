@@ -125,7 +125,7 @@ class Drill:
                 status, reason = Status.NOT_STARTED, str(exc)
                 journal.append("not_started", reason=str(exc))
                 self.opts.out(f"not started: {exc}")
-            except DrillkitError as exc:
+            except Exception as exc:  # any failure, ours or a library's: revert, then report it
                 status, reason = Status.INCONCLUSIVE, str(exc)
                 journal.append("error", error=str(exc), type=type(exc).__name__)
                 self.opts.out(f"error: {exc}; reverting")

@@ -158,10 +158,9 @@ def pending_reverts(path: Path) -> list[PendingRevert]:
     run_id = str(events[0].data.get("run_id", ""))
     registered: dict[int, tuple[str, dict[str, Any]]] = {}
     for e in events:
-        rid = e.data.get("id")
         if e.kind in ("revert_registered", "revert_updated"):
-            registered[int(rid)] = (str(e.data["fault"]), dict(e.data.get("data", {})))
+            registered[int(e.data["id"])] = (str(e.data["fault"]), dict(e.data.get("data", {})))
         elif e.kind == "revert_done":
-            registered.pop(int(rid), None)
+            registered.pop(int(e.data["id"]), None)
     journal = path / JOURNAL_NAME if path.is_dir() else path
     return [PendingRevert(run_id, rid, f, d, journal) for rid, (f, d) in sorted(registered.items(), reverse=True)]

@@ -67,7 +67,8 @@ def load_policy(path: str | Path | None) -> Policy:
                 raise where.key(data, sev.value).key(data[sev.value], key).error(
                     f"unknown target; expected one of {', '.join(sorted(known))}"
                 )
-        policy = replace(policy, **{sev.value: replace(policy.for_severity(sev), **overrides)})
+        updated: Any = replace(policy.for_severity(sev), **overrides)
+        policy = replace(policy, **{sev.value: updated})
     if parsed.status_page_within is not None:
         policy = replace(policy, status_page_within=parsed.status_page_within)
     return policy

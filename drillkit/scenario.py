@@ -169,7 +169,7 @@ _NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 class Scenario:
     """A drill scenario (see scenarios/ and `drillkit schema`)."""
 
-    name: str = doc("slug, used in report folder names")
+    name: str  # a slug, used in report folder names
     title: str
     severity: Severity
     target: Target
@@ -205,7 +205,7 @@ def _build_fault(raw: object, where: Where) -> FaultSpec:
         near = difflib.get_close_matches(str(kind), list(kinds), n=1)
         hint = f"did you mean {near[0]!r}?" if near else f"known kinds: {', '.join(sorted(kinds))}"
         raise where.key(raw, "kind").error(f"unknown fault kind {kind!r}; {hint}")
-    params = build(kinds[kind].Params, raw, where, skip=frozenset({"kind"}))
+    params: Any = build(kinds[kind].Params, raw, where, skip=frozenset({"kind"}))
     return FaultSpec(kind=kind, params=params, line=where.line)
 
 
