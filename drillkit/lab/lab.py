@@ -1,0 +1,692 @@
+"""`drillkit lab up | down | status | logs`: the demo platform as plain local processes.
+
+Drills need something real to break and a real Prometheus to catch it, on any Debian/Ubuntu
+machine without Docker or Kubernetes. The lab is PostgreSQL, its exporter, a delaying DB proxy
+(the `latency` fault's lever), N chat API replicas kept alive by `drillkit.lab.supervise` (the
+Deployment analogue), a traffic generator, Alertmanager and Prometheus with the lab's alert
+rules — each a process group started here, on 127.0.0.1, at fixed offsets from a base port.
+
+Everything the faults and `drillkit run` need to find the lab is in ``<dir>/state.json``
+(`LabState`): URLs, ports, pids, DSNs, the JWT secret file, the latency control file and the
+replicas' pid files. `up` is idempotent: components already running are kept, dead ones are
+started again. `down` stops every recorded process group and leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pwd
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from drillkit.errors import InputError, UnavailableError
+from drillkit.lab.services import (
+    PrometheusSetup,
+    Service,
+    binary,
+    port_in_use,
+    spawn,
+    start_prometheus,
+    wait_http,
+)
+
+DEFAULT_DIR = Path(".drillkit/lab")
+DEFAULT_BASE_PORT = 19090
+STATE_FILE = "state.json"
+RULES = Path(__file__).parent / "rules" / "chatbot.rules.yml"
+PG_SUPERUSER = "postgres"
+APP_USER = "chatbot"  # the app is not a superuser: exhaustion hits it first, like production
+APP_DB = "chatbot"
+MAX_CONNECTIONS = 20  # small, so the connection-exhaustion drill needs few connections
+MAX_REPLICAS = 20
+READY_TIMEOUT_S = 90.0
+
+# Offsets from the base port (the API replicas take base+10 ... base+10+N-1).
+OFFSETS = {"prometheus": 0, "alertmanager": 1, "postgres": 2, "proxy": 3, "proxy_metrics": 4,
+           "exporter": 5, "traffic_metrics": 6}
+API_OFFSET = 10
+
+COMPONENTS = ("postgres", "exporter", "proxy", "api", "traffic", "alertmanager", "prometheus")
+
+
+@dataclass(frozen=True)
+class Ports:
+    prometheus: int
+    alertmanager: int
+    postgres: int
+    proxy: int
+    proxy_metrics: int
+    exporter: int
+    traffic_metrics: int
+    api: tuple[int, ...]
+
+    @classmethod
+    def layout(cls, base: int, replicas: int) -> Ports:
+        if not 1 <= replicas <= MAX_REPLICAS:
+            raise InputError(f"--replicas: expected 1..{MAX_REPLICAS}, got {replicas}")
+        if not 1024 <= base <= 65535 - API_OFFSET - replicas:
+            raise InputError(f"--base-port: expected 1024..{65535 - API_OFFSET - replicas}, got {base}")
+        api = tuple(base + API_OFFSET + i for i in range(replicas))
+        return cls(**{k: base + v for k, v in OFFSETS.items()}, api=api)
+
+    def owned_by(self, component: str) -> list[int]:
+        """The ports a component listens on."""
+        return {
+            "postgres": [self.postgres], "exporter": [self.exporter],
+            "proxy": [self.proxy, self.proxy_metrics], "api": list(self.api),
+            "traffic": [self.traffic_metrics], "alertmanager": [self.alertmanager],
+            "prometheus": [self.prometheus],
+        }[component]
+
+
+@dataclass
+class Proc:
+    """A started process group: the leader's pid, its group, and how to recognise it."""
+
+    pid: int
+    pgid: int
+    marker: str  # a substring of its command line (guards against pid reuse)
+    log: str
+
+
+@dataclass
+class LabState:
+    """What `lab up` started and where; read by `lab down/status/logs`, faults and `run`."""
+
+    dir: str
+    base_port: int
+    replicas: int
+    ports: Ports
+    urls: dict[str, str]
+    dsn: str  # what the app replicas use: through the delaying proxy, as the app user
+    dsn_direct: str  # the app user straight to PostgreSQL (bypasses the proxy)
+    dsn_admin: str  # the superuser (the exporter's connection)
+    pg_root: str  # holds data/ and postgres.log (outside `dir` if `postgres` can't reach it)
+    pg_user: str | None  # the OS user PostgreSQL runs as (when drillkit runs as root)
+    jwt_secret_file: str
+    latency_file: str
+    pid_files: dict[str, str]  # replica name -> pid file written by the supervisor
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dir) / STATE_FILE
+
+    def save(self) -> None:
+        data = asdict(self)
+        tmp = self.path.with_name(f".{STATE_FILE}.tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, self.path)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> LabState:
+        values = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}
+        values["ports"] = Ports(**{**raw["ports"], "api": tuple(raw["ports"]["api"])})
+        values["procs"] = {k: Proc(**v) for k, v in raw.get("procs", {}).items()}
+        return cls(**values)
+
+    def replica_pids(self) -> dict[str, int | None]:
+        return {name: read_pid(Path(path)) for name, path in self.pid_files.items()}
+
+
+def load_state(lab_dir: str | Path = DEFAULT_DIR) -> LabState | None:
+    """The lab's recorded state, or None if `lab up` never ran there (or `lab down` did)."""
+    path = Path(lab_dir) / STATE_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise UnavailableError(f"{path}: unreadable lab state ({exc}); run `drillkit lab down`") from None
+    return LabState.from_dict(raw)
+
+
+def prometheus_url(lab_dir: str | Path = DEFAULT_DIR) -> str | None:
+    """The lab's Prometheus URL if a lab was brought up in `lab_dir` (for `drillkit run`)."""
+    try:
+        state = load_state(lab_dir)
+    except UnavailableError:
+        return None
+    return state.urls["prometheus"] if state else None
+
+
+# --- processes ------------------------------------------------------------------------------
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    """A live, non-zombie process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def running(proc: Proc | None) -> bool:
+    return proc is not None and alive(proc.pid) and proc.marker in cmdline(proc.pid)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes of a process group (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat[0] != "Z" and int(stat[2]) == pgid:
+            found.append(int(entry.name))
+    return found
+
+
+def stop_group(proc: Proc, sig: signal.Signals = signal.SIGTERM, grace: float = 10.0) -> None:
+    """Signal the group's leader (and the group), wait, then SIGKILL whatever is left."""
+    if proc.pgid in (os.getpgid(0), 0, 1):
+        raise UnavailableError(f"refusing to signal process group {proc.pgid}")
+    if running(proc):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, sig)
+            os.kill(proc.pid, signal.SIGCONT)  # a SIGSTOPped leader must see the signal
+    deadline = time.monotonic() + grace
+    while alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _group_is_ours(proc) and group_members(proc.pgid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while group_members(proc.pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _group_is_ours(proc: Proc) -> bool:
+    """Linux never reuses a pid while it names a live process group, so a group without a
+    live leader is still ours; a live leader must be the process we started."""
+    if alive(proc.pgid):
+        return proc.pgid == proc.pid and running(proc)
+    return True
+
+
+def started(service: Service | subprocess.Popen[bytes], marker: str, log: Path) -> Proc:
+    p = service.proc if isinstance(service, Service) else service
+    return Proc(pid=p.pid, pgid=os.getpgid(p.pid), marker=marker, log=str(log))
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------
+
+def _pg_user() -> str | None:
+    """PostgreSQL refuses to run as root: use the `postgres` account then."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(PG_SUPERUSER)
+    except KeyError:
+        raise UnavailableError("running as root needs the `postgres` OS user: "
+                               "install it with `apt-get install postgresql`") from None
+    return PG_SUPERUSER
+
+
+def _as_user(user: str | None) -> dict[str, Any]:
+    if user is None:
+        return {}
+    pw = pwd.getpwnam(user)
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": [],
+            "env": {**os.environ, "HOME": pw.pw_dir, "USER": user}}
+
+
+def _reachable_by(user: str, path: Path) -> bool:
+    return subprocess.run(["test", "-w", str(path), "-a", "-x", str(path)], check=False,
+                          **_as_user(user)).returncode == 0
+
+
+def _pg_root(lab_dir: Path, user: str | None) -> Path:
+    """Where the cluster lives: `<dir>/postgres`, or a private folder under the system temp
+    dir when the `postgres` user cannot reach the lab dir (e.g. a 0700 home or pytest tmp)."""
+    root = lab_dir / "postgres"
+    root.mkdir(exist_ok=True)
+    if user is None:
+        return root
+    pw = pwd.getpwnam(user)
+    os.chown(root, pw.pw_uid, pw.pw_gid)
+    if _reachable_by(user, root):
+        return root
+    digest = hashlib.sha256(str(lab_dir.resolve()).encode()).hexdigest()[:12]
+    root = Path(tempfile.gettempdir()) / f"drillkit-lab-pg-{digest}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    os.chown(root, pw.pw_uid, pw.pw_gid)
+    return root
+
+
+def _pg(state: LabState, *argv: str, timeout: float = 60,
+        **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([binary(argv[0]), *argv[1:]], capture_output=True, text=True,
+                          timeout=timeout, check=False, cwd=state.pg_root,
+                          **_as_user(state.pg_user), **kwargs)
+
+
+def start_postgres(state: LabState) -> Proc:
+    root = Path(state.pg_root)
+    data, log = root / "data", root / "postgres.log"
+    if not (data / "PG_VERSION").exists():
+        r = _pg(state, "initdb", "-D", str(data), "-U", PG_SUPERUSER, "--auth=trust", "--no-sync",
+                "-E", "UTF8", "--locale=C")
+        if r.returncode != 0:
+            raise UnavailableError(f"initdb failed: {r.stdout}{r.stderr}")
+        with (data / "postgresql.conf").open("a") as conf:
+            conf.write("include_if_exists = 'drillkit-lab.conf'\n")
+    settings = {  # rewritten at every start, so a new --base-port applies
+        "listen_addresses": "'127.0.0.1'", "port": str(state.ports.postgres),
+        "unix_socket_directories": "''",  # TCP only: no socket path length/permission trouble
+        "max_connections": str(MAX_CONNECTIONS), "superuser_reserved_connections": "3",
+        "shared_buffers": "16MB", "fsync": "off", "synchronous_commit": "off",
+        "full_page_writes": "off",
+    }
+    conf_text = "".join(f"{k} = {v}\n" for k, v in settings.items())
+    conf_file = data / "drillkit-lab.conf"
+    conf_file.write_text(conf_text)
+    if state.pg_user:
+        pw = pwd.getpwnam(state.pg_user)
+        os.chown(conf_file, pw.pw_uid, pw.pw_gid)
+    r = _pg(state, "pg_ctl", "start", "-w", "-t", "30", "-D", str(data), "-l", str(log),
+            start_new_session=True)
+    if r.returncode != 0:
+        tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+        raise UnavailableError(f"PostgreSQL did not start: {r.stdout}{r.stderr}\n{tail}")
+    pid = read_pid(data / "postmaster.pid")
+    if pid is None:
+        raise UnavailableError(f"PostgreSQL started but {data / 'postmaster.pid'} has no pid")
+    _bootstrap_db(state)
+    return Proc(pid=pid, pgid=os.getpgid(pid), marker=str(data), log=str(log))
+
+
+def _bootstrap_db(state: LabState) -> None:
+    """The app's own role and database (idempotent)."""
+    import psycopg
+
+    with psycopg.connect(state.dsn_admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_USER,)).fetchone():
+            conn.execute(f"CREATE ROLE {APP_USER} LOGIN")
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (APP_DB,)).fetchone():
+            conn.execute(f"CREATE DATABASE {APP_DB} OWNER {APP_USER}")
+
+
+def stop_postgres(state: LabState, proc: Proc) -> None:
+    if running(proc):
+        _pg(state, "pg_ctl", "stop", "-w", "-t", "20", "-m", "fast", "-D",
+            str(Path(state.pg_root) / "data"))
+    stop_group(proc, signal.SIGINT)  # leftovers (SIGINT = PostgreSQL's fast shutdown)
+
+
+# --- the other components -------------------------------------------------------------------
+
+def _logs(state: LabState) -> Path:
+    path = Path(state.dir) / "logs"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _wait_port(name: str, port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not port_in_use(port):
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-1500:]
+            raise UnavailableError(f"{name} exited with {proc.returncode}:\n{tail}")
+        if time.monotonic() > deadline:
+            raise UnavailableError(f"{name} not listening on port {port} within {timeout:g}s (log: {log})")
+        time.sleep(0.05)
+
+
+def start_exporter(state: LabState) -> Proc:
+    addr = f"127.0.0.1:{state.ports.exporter}"
+    argv = [binary("prometheus-postgres-exporter"), f"--web.listen-address={addr}", "--log.level=warn"]
+    svc = spawn("exporter", argv, _logs(state), url=f"http://{addr}",
+                env={**os.environ, "DATA_SOURCE_NAME": state.dsn_admin})
+    wait_http(svc, "/metrics", 20)
+    return started(svc, f"--web.listen-address={addr}", svc.log)
+
+
+def start_proxy(state: LabState) -> Proc:
+    p = state.ports
+    listen = f"127.0.0.1:{p.proxy}"
+    argv = [sys.executable, "-m", "drillkit.lab.proxy", "--listen", listen,
+            "--upstream", f"127.0.0.1:{p.postgres}", "--control", state.latency_file,
+            "--metrics-port", str(p.proxy_metrics)]
+    svc = spawn("proxy", argv, _logs(state))
+    _wait_port("proxy", p.proxy, svc.proc, svc.log)
+    return started(svc, f"--listen {listen}", svc.log)
+
+
+def start_api(state: LabState) -> Proc:
+    logs = _logs(state)
+    programs = []
+    for i, port in enumerate(state.ports.api, start=1):
+        name = f"api-{i}"
+        programs.append({
+            "name": name, "pidfile": state.pid_files[name], "log": str(logs / f"{name}.log"),
+            "argv": [sys.executable, "-m", "drillkit.lab.app", "--port", str(port), "--dsn", state.dsn,
+                     "--jwt-secret-file", state.jwt_secret_file, "--replica", name],
+        })
+    config = Path(state.dir) / "supervise.json"
+    config.write_text(json.dumps({"programs": programs, "backoff": 1.0}, indent=2) + "\n")
+    svc = spawn("supervisor", [sys.executable, "-m", "drillkit.lab.supervise", "--config", str(config)],
+                logs)
+    for port in state.ports.api:
+        replica = Service(f"api on port {port}", svc.proc, svc.log, f"http://127.0.0.1:{port}")
+        wait_http(replica, "/healthz", 30)
+    return started(svc, f"--config {config}", svc.log)
+
+
+def start_traffic(state: LabState) -> Proc:
+    targets = ",".join(f"http://127.0.0.1:{port}" for port in state.ports.api)
+    port = state.ports.traffic_metrics
+    argv = [sys.executable, "-m", "drillkit.lab.traffic", "--targets", targets, "--rps", "10",
+            "--metrics-port", str(port)]
+    svc = spawn("traffic", argv, _logs(state), url=f"http://127.0.0.1:{port}")
+    wait_http(svc, "/metrics", 20)
+    return started(svc, f"--metrics-port {port}", svc.log)
+
+
+def start_alertmanager(state: LabState) -> Proc:
+    work = Path(state.dir) / "alertmanager"
+    work.mkdir(exist_ok=True)
+    config = {  # no real receivers: drills read alerts (and silences) from its API
+        "route": {"receiver": "drill", "group_by": ["alertname"], "group_wait": "0s",
+                  "group_interval": "1s", "repeat_interval": "1h"},
+        "receivers": [{"name": "drill"}],
+    }
+    (work / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    addr = f"127.0.0.1:{state.ports.alertmanager}"
+    argv = [binary("prometheus-alertmanager"), f"--config.file={work / 'alertmanager.yml'}",
+            f"--storage.path={work / 'data'}", f"--web.listen-address={addr}",
+            "--cluster.listen-address=", "--log.level=warn"]
+    svc = spawn("alertmanager", argv, work, url=f"http://{addr}")
+    try:
+        wait_http(svc, "/-/ready", 30)
+    except UnavailableError:
+        svc.stop()
+        raise
+    return started(svc, f"--web.listen-address={addr}", svc.log)
+
+
+def prometheus_setup(state: LabState) -> PrometheusSetup:
+    p = state.ports
+    local = "127.0.0.1:{}".format
+    return PrometheusSetup(
+        scrape={
+            "chatbot-api": [local(port) for port in p.api],
+            "postgres": [local(p.exporter)],
+            "chatbot-db-proxy": [local(p.proxy_metrics)],
+            "chatbot-traffic": [local(p.traffic_metrics)],
+            "alertmanager": [local(p.alertmanager)],
+            "prometheus": [local(p.prometheus)],
+        },
+        rule_files=[RULES], alertmanager=local(p.alertmanager))
+
+
+def start_prom(state: LabState) -> Proc:
+    svc = start_prometheus(Path(state.dir) / "prometheus", prometheus_setup(state), state.ports.prometheus)
+    return started(svc, f"--web.listen-address=127.0.0.1:{state.ports.prometheus}", svc.log)
+
+
+STARTERS: dict[str, Callable[[LabState], Proc]] = {
+    "postgres": start_postgres, "exporter": start_exporter, "proxy": start_proxy, "api": start_api,
+    "traffic": start_traffic, "alertmanager": start_alertmanager, "prometheus": start_prom,
+}
+# Prometheus first: its first scrape and rule evaluation come seconds after it starts, so
+# that wait overlaps with starting everything else. Dependencies before dependents otherwise.
+START_ORDER = ("prometheus", "alertmanager", "postgres", "exporter", "proxy", "api", "traffic")
+
+
+# --- up / down / status / logs ---------------------------------------------------------------
+
+@dataclass
+class UpResult:
+    state: LabState
+    started: list[str]
+    kept: list[str]
+    seconds: float
+
+    @property
+    def already_running(self) -> bool:
+        return not self.started
+
+
+def new_state(lab_dir: Path, base_port: int, replicas: int) -> LabState:
+    ports = Ports.layout(base_port, replicas)
+    user = _pg_user()
+    pg_root = _pg_root(lab_dir, user)
+    loc = f"127.0.0.1:{ports.postgres}"
+    opts = "sslmode=disable&connect_timeout=2"
+    names = [f"api-{i}" for i in range(1, replicas + 1)]
+    urls = {"prometheus": f"http://127.0.0.1:{ports.prometheus}",
+            "alertmanager": f"http://127.0.0.1:{ports.alertmanager}",
+            "exporter": f"http://127.0.0.1:{ports.exporter}/metrics",
+            "proxy_metrics": f"http://127.0.0.1:{ports.proxy_metrics}/metrics",
+            "traffic_metrics": f"http://127.0.0.1:{ports.traffic_metrics}/metrics",
+            **{name: f"http://127.0.0.1:{port}" for name, port in zip(names, ports.api, strict=True)}}
+    return LabState(
+        dir=str(lab_dir), base_port=base_port, replicas=replicas, ports=ports, urls=urls,
+        dsn=f"postgresql://{APP_USER}@127.0.0.1:{ports.proxy}/{APP_DB}?{opts}",
+        dsn_direct=f"postgresql://{APP_USER}@{loc}/{APP_DB}?{opts}",
+        dsn_admin=f"postgresql://{PG_SUPERUSER}@{loc}/postgres?{opts}",
+        pg_root=str(pg_root), pg_user=user,
+        jwt_secret_file=str(lab_dir / "jwt.secret"), latency_file=str(lab_dir / "latency.json"),
+        pid_files={name: str(lab_dir / f"{name}.pid") for name in names},
+    )
+
+
+def up(lab_dir: Path = DEFAULT_DIR, base_port: int | None = None, replicas: int | None = None,
+       out: Callable[[str], None] = print, ready_timeout: float = READY_TIMEOUT_S) -> UpResult:
+    """Start whatever part of the lab is not running; wait until Prometheus sees it all."""
+    t0 = time.monotonic()
+    lab_dir = lab_dir.absolute()
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    state = load_state(lab_dir)
+    live = [c for c in COMPONENTS if state and running(state.procs.get(c))]
+    if state and live:
+        wanted = (base_port or state.base_port, replicas or state.replicas)
+        if wanted != (state.base_port, state.replicas):
+            raise InputError(f"the lab in {lab_dir} runs with --base-port {state.base_port} "
+                             f"--replicas {state.replicas}; run `drillkit lab down` first to change them")
+    if state is None or not live:
+        state = new_state(lab_dir, base_port or (state.base_port if state else DEFAULT_BASE_PORT),
+                          replicas or (state.replicas if state else 2))
+    missing = [c for c in START_ORDER if c not in live]
+    if not missing:
+        return UpResult(state, [], live, time.monotonic() - t0)
+    busy = [f"{port} ({c})" for c in missing for port in state.ports.owned_by(c) if port_in_use(port)]
+    if busy:
+        raise UnavailableError(f"port {', '.join(busy)} already in use on 127.0.0.1: stop what "
+                               f"listens there or pick another --base-port")
+    for c in missing:  # preflight every binary before starting anything
+        for name in {"postgres": ["initdb", "pg_ctl"], "exporter": ["prometheus-postgres-exporter"],
+                     "alertmanager": ["prometheus-alertmanager"], "prometheus": ["prometheus"]}.get(c, []):
+            binary(name)
+    _prepare_files(state)
+    state.save()
+    done: list[str] = []
+    try:
+        for c in missing:
+            out(f"starting {c}")
+            state.procs[c] = STARTERS[c](state)
+            done.append(c)
+            state.save()
+        wait_ready(state, ready_timeout)
+    except BaseException:
+        for c in reversed(done):
+            _stop_component(state, c)
+            state.procs.pop(c, None)
+        state.save()
+        raise
+    return UpResult(state, done, live, time.monotonic() - t0)
+
+
+def _prepare_files(state: LabState) -> None:
+    secret = Path(state.jwt_secret_file)
+    if not secret.exists():
+        secret.write_text(secrets.token_hex(32) + "\n")
+        secret.chmod(0o600)
+    latency = Path(state.latency_file)
+    if not latency.exists():
+        latency.write_text('{"delay_ms": 0}\n')
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return json.loads(r.read())
+
+
+def wait_ready(state: LabState, timeout: float) -> None:
+    """Until Prometheus has evaluated the lab's rules and sees every target up."""
+    prom = state.urls["prometheus"]
+    deadline = time.monotonic() + timeout
+    why = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            groups = _get_json(f"{prom}/api/v1/rules")["data"]["groups"]
+            targets = _get_json(f"{prom}/api/v1/targets")["data"]["activeTargets"]
+        except (OSError, ValueError, KeyError) as exc:
+            why = f"Prometheus API: {exc}"
+        else:
+            evaluated = any(g["name"] == "chatbot" and not g["lastEvaluation"].startswith("0001")
+                            for g in groups)
+            down = [f"{t['labels']['job']} {t['scrapeUrl']}" for t in targets if t["health"] != "up"]
+            if evaluated and not down and targets:
+                return
+            why = "rules not evaluated yet" if not evaluated else f"targets not up: {', '.join(down)}"
+        time.sleep(0.2)
+    raise UnavailableError(f"lab not ready within {timeout:g}s: {why}")
+
+
+def _stop_component(state: LabState, component: str) -> None:
+    proc = state.procs.get(component)
+    if proc is None:
+        return
+    if component == "postgres":
+        stop_postgres(state, proc)
+    else:
+        stop_group(proc)
+    if component == "api":  # replicas a fault moved out of the group (or orphaned)
+        for pid in state.replica_pids().values():
+            if pid and alive(pid) and state.jwt_secret_file in cmdline(pid):
+                os.kill(pid, signal.SIGKILL)
+        for path in state.pid_files.values():
+            Path(path).unlink(missing_ok=True)
+
+
+@dataclass
+class DownResult:
+    stopped: list[str]
+    pids: list[int]  # every process that was recorded (all are gone now)
+
+
+def down(lab_dir: Path = DEFAULT_DIR, out: Callable[[str], None] = print) -> DownResult | None:
+    """Stop every recorded component, dependents first; None if no lab state was found."""
+    state = load_state(lab_dir)
+    if state is None:
+        return None
+    pids = [p.pid for p in state.procs.values()] + [p for p in state.replica_pids().values() if p]
+    stopped = []
+    for c in reversed(START_ORDER):
+        if c in state.procs:
+            if running(state.procs[c]):
+                out(f"stopping {c}")
+                stopped.append(c)
+            _stop_component(state, c)
+    leftover = [pid for pid in pids if alive(pid)]
+    if leftover:
+        raise UnavailableError(f"processes still alive after lab down: {leftover}")
+    state.path.unlink(missing_ok=True)
+    return DownResult(stopped, pids)
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    up: bool
+    pid: int | None
+    detail: str
+
+
+def status(lab_dir: Path = DEFAULT_DIR) -> list[ComponentStatus] | None:
+    """Each component up or down (process alive and its port answering)."""
+    state = load_state(lab_dir)
+    if state is None:
+        return None
+    rows = []
+    for c in START_ORDER:
+        proc = state.procs.get(c)
+        if c == "api":
+            ok = running(proc)
+            rows.append(ComponentStatus("supervisor", ok, proc.pid if proc else None,
+                                        f"restarts dead replicas; config {state.dir}/supervise.json"))
+            for (name, pid), port in zip(state.replica_pids().items(), state.ports.api, strict=True):
+                up_ = pid is not None and alive(pid) and port_in_use(port)
+                rows.append(ComponentStatus(name, up_, pid, state.urls[name]))
+            continue
+        ports = state.ports.owned_by(c)
+        ok = running(proc) and all(port_in_use(p) for p in ports)
+        detail = state.urls.get(c) or f"127.0.0.1:{ports[0]}"
+        if c == "postgres":
+            detail = f"{state.dsn_direct} (app via proxy: {state.dsn})"
+        rows.append(ComponentStatus(c, ok, proc.pid if proc else None, detail))
+    return rows
+
+
+def log_files(state: LabState) -> dict[str, Path]:
+    files = {c: Path(p.log) for c, p in state.procs.items() if c != "api"}
+    logs = Path(state.dir) / "logs"
+    files["supervisor"] = logs / "supervisor.log"
+    files.update({name: logs / f"{name}.log" for name in state.pid_files})
+    return files
+
+
+def tail(path: Path, lines: int) -> Iterator[str]:
+    try:
+        with path.open("rb") as f:
+            start = max(0, f.seek(0, os.SEEK_END) - 300 * lines)
+            f.seek(start)
+            text = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return
+    chunk = text.splitlines()
+    yield from (chunk[1:] if start else chunk)[-lines:]  # the first line read may be cut
+
+
+def summary(state: LabState) -> list[str]:
+    """What `lab up` prints: where everything is and what to do next."""
+    lines = [f"Prometheus    {state.urls['prometheus']}",
+             f"Alertmanager  {state.urls['alertmanager']}"]
+    lines += [f"{name:<13} {state.urls[name]}" for name in state.pid_files]
+    lines += [f"PostgreSQL    {state.dsn_direct}",
+              f"app DSN       {state.dsn}  (through the latency proxy)",
+              f"state         {state.path}"]
+    return lines
