@@ -1,0 +1,60 @@
+"""Pytest fixtures for the Kubernetes API test server.
+
+Import them from ``tests/conftest.py``::
+
+    from tests.kubeserver.fixture import (  # noqa: F401
+        kube_api_client, kube_demo, kube_server, kube_server_options)
+
+    def test_something(kube_server):
+        kube_server.seed_demo()                      # nodes + chatbot platform, pods Ready
+        api = kubernetes.config.new_client_from_config(
+            config_file=kube_server.kubeconfig_path, context="kind-drillkit-test")
+        ...
+        assert kube_server.get("pods", "chatbot", name) is None
+
+``kube_server`` fails the test at teardown if the server hit an internal error (a bug in
+the server or a request it cannot handle), so such problems are never silent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .server import CONTEXT, KubeServer
+
+
+@pytest.fixture
+def kube_server_options() -> dict:
+    """Keyword arguments for KubeServer (`ready_delay`, `tick`); override it to change them."""
+    return {}
+
+
+@pytest.fixture
+def kube_server(tmp_path, kube_server_options) -> Iterator[KubeServer]:
+    """A started, empty KubeServer (kubeconfig written under tmp_path)."""
+    server = KubeServer(kubeconfig_dir=tmp_path, **kube_server_options).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+    if server.internal_errors:
+        pytest.fail("kubeserver internal errors:\n" + "\n".join(server.internal_errors))
+
+
+@pytest.fixture
+def kube_demo(kube_server: KubeServer) -> KubeServer:
+    """`kube_server` with `seed_demo()` done and all demo pods Ready."""
+    kube_server.seed_demo(wait=True)
+    return kube_server
+
+
+@pytest.fixture
+def kube_api_client(kube_server: KubeServer):
+    """A real `kubernetes.client.ApiClient` on the `kind-drillkit-test` context, closed after."""
+    client = kube_server.api_client(CONTEXT)
+    try:
+        yield client
+    finally:
+        client.close()
