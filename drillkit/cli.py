@@ -53,8 +53,9 @@ def main(verbose: bool) -> None:
 
 def prometheus_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
-        click.option("--prometheus-url", envvar="DRILLKIT_PROMETHEUS_URL", default="http://127.0.0.1:9090",
-                     show_default=True, help="Prometheus base URL."),
+        click.option("--prometheus-url", envvar="DRILLKIT_PROMETHEUS_URL", default=None,
+                     help="Prometheus base URL [default: the lab's, if `drillkit lab up` ran in the "
+                          "scenario's lab dir (.drillkit/lab), else http://127.0.0.1:9090]."),
         click.option("--prometheus-token", envvar="DRILLKIT_PROMETHEUS_TOKEN", default=None,
                      help="Bearer token for Prometheus."),
         click.option("--prometheus-user", envvar="DRILLKIT_PROMETHEUS_USER", default=None,
@@ -72,6 +73,15 @@ def _prom_config(url: str, token: str | None, user: str | None, ca: str | None) 
 
     return PromConfig(url=url, bearer_token=token, username=user,
                       password=os.environ.get("DRILLKIT_PROMETHEUS_PASSWORD"), ca_file=ca)
+
+
+def _lab_prometheus(sc: Any) -> str | None:
+    """A local-target drill defaults to the Prometheus of the lab in its lab dir, if one is up."""
+    if sc.target.local is None:
+        return None
+    from drillkit.lab.lab import DEFAULT_DIR, prometheus_url
+
+    return prometheus_url(sc.target.local.lab_dir or DEFAULT_DIR)
 
 
 @main.command()
@@ -93,7 +103,7 @@ def _prom_config(url: str, token: str | None, user: str | None, ca: str | None) 
 @_guard
 def run(scenario: str, dry_run: bool, report_dir: str, formats: str, policy: str | None,
         context: str | None, allow_contexts: tuple[str, ...], kubeconfig: str | None,
-        ready_timeout: float, prometheus_url: str, prometheus_token: str | None, prometheus_user: str | None,
+        ready_timeout: float, prometheus_url: str | None, prometheus_token: str | None, prometheus_user: str | None,
         prometheus_ca: str | None) -> None:
     """Run the drill in SCENARIO and write its report."""
     from drillkit.engine import Drill, RunOptions
@@ -113,6 +123,8 @@ def run(scenario: str, dry_run: bool, report_dir: str, formats: str, policy: str
         from drillkit.kube import kube_factory_for
 
         kube_factory = kube_factory_for(sc, context, allow_contexts, kubeconfig)
+    if prometheus_url is None:
+        prometheus_url = _lab_prometheus(sc) or "http://127.0.0.1:9090"
     opts = RunOptions(
         prometheus=_prom_config(prometheus_url, prometheus_token, prometheus_user, prometheus_ca),
         policy=load_policy(policy), report_root=Path(report_dir), formats=fmt, dry_run=dry_run,
