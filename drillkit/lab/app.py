@@ -5,6 +5,8 @@ Every common incident of the playbook gets a real, observable victim: replicas t
 corrupt (auth failures) and a process whose memory can grow (memory leak). The secret is read
 at startup only; one shorter than 32 bytes (RFC 7518 §3.2) is unusable, so every login and
 token check then fails with 401 until a good secret is restored and the replica restarted.
+`POST /debug/leak?mb=N` keeps N more MiB for good (`chatbot_debug_leaked_bytes`): the lever the
+memory-pressure fault pulls until the kernel OOM-kills the replica in its memory-limited cgroup.
 
     python -m drillkit.lab.app --port 8081 --dsn DSN --jwt-secret-file FILE --replica a
 """
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import jwt
 import prometheus_client as prom
@@ -66,7 +69,9 @@ def json_reply(status: int, obj: Any) -> Reply:
 
 def route_of(path: str) -> tuple[str, str]:
     """Metric-safe route template and its path argument (bounded label cardinality)."""
-    path = path.split("?", 1)[0]
+    path, _, query = path.partition("?")
+    if path == "/debug/leak":
+        return path, query
     if (m := re.fullmatch(r"/conversations/(.+)", path)) and USER_RE.fullmatch(m.group(1)):
         return "/conversations/{user}", m.group(1)
     return (path if path in {"/login", "/chat", "/healthz", "/readyz", "/metrics"} else "other"), ""
@@ -97,6 +102,7 @@ class Metrics:
         self.pool_in_use = prom.Gauge("chatbot_db_pool_in_use", "Connections lent out", registry=r)
         prom.Gauge("chatbot_db_pool_size", "Pool maximum size", registry=r).set(pool_size)
         prom.Info("chatbot_replica", "Replica identity", registry=r).info({"replica": replica})
+        self.leaked = prom.Gauge("chatbot_debug_leaked_bytes", "Bytes kept by /debug/leak", registry=r)
         # Pre-create the series that alert ratios divide, so the first failures count.
         for kind in ("pool_timeout", "query"):
             self.db_errors.labels(kind)
@@ -121,6 +127,8 @@ class ChatApp:
                     "options": "-c statement_timeout=5000"})
         self.metrics = Metrics(cfg.replica, cfg.pool_size)
         self.schema_ready = threading.Event()
+        self._leak: list[bytearray] = []  # /debug/leak: never freed, like a real leak
+        self._leak_lock = threading.Lock()
 
     def open(self) -> None:
         """Serve at once; create the schema in the background (and lazily, if the DB is late)."""
@@ -151,7 +159,8 @@ class ChatApp:
             ("GET", "/readyz"): self.readyz,
             ("GET", "/metrics"): lambda: Reply(200, prom.generate_latest(self.metrics.registry),
                                                prom.CONTENT_TYPE_LATEST),
-            ("POST", "/login"): lambda: self.login(body)}
+            ("POST", "/login"): lambda: self.login(body),
+            ("POST", "/debug/leak"): lambda: self.leak(arg)}
         private: dict[tuple[str, str], Callable[[str], Reply]] = {
             ("POST", "/chat"): lambda user: self.chat(user, body),
             ("GET", "/conversations/{user}"): lambda user: self.conversation(user, arg)}
@@ -180,6 +189,24 @@ class ChatApp:
         except psycopg.Error as exc:
             error = type(exc).__name__
         return json_reply(503 if error else 200, {"ready": not error, "error": error})
+
+    def leak(self, query: str) -> Reply:
+        """Keep `mb` more MiB for good (the memory-pressure fault's push towards an OOM kill).
+
+        The pages are written, so they are resident and charged to the process's cgroup."""
+        try:
+            mb = int(parse_qs(query).get("mb", ["1"])[0])
+        except ValueError:
+            mb = 0
+        if not 1 <= mb <= 1024:
+            return json_reply(400, {"error": "expected ?mb=N with 1 <= N <= 1024"})
+        chunk = bytearray(mb << 20)
+        chunk[::4096] = b"\x01" * len(chunk[::4096])  # touch every page
+        with self._leak_lock:
+            self._leak.append(chunk)
+            total = sum(len(c) for c in self._leak)
+        self.metrics.leaked.set(total)
+        return json_reply(200, {"leaked_bytes": total})
 
     def login(self, body: bytes) -> Reply:
         try:
