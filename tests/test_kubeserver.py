@@ -102,7 +102,11 @@ def test_crud_metadata_404_409(kube_server, core):
     assert generated.metadata.name.startswith("tok-") and len(generated.metadata.name) == 9, generated
     assert generated.data == {"k": "dg=="}, f"stringData is stored base64 in data: {generated.data}"
 
-    core.delete_namespaced_config_map("cfg", "crud")
+    with pytest.raises(ApiException) as precondition:
+        core.delete_namespaced_config_map("cfg", "crud", body={"preconditions": {"uid": "other"}})
+    assert precondition.value.status == 409, precondition.value.body
+    assert "Precondition failed: UID" in status_of(precondition.value)["message"], precondition.value.body
+    core.delete_namespaced_config_map("cfg", "crud", body={"preconditions": {"uid": meta.uid}})
     with pytest.raises(ApiException) as missing:
         core.read_namespaced_config_map("cfg", "crud")
     body = status_of(missing.value)

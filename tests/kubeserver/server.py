@@ -49,6 +49,7 @@ from .store import (
     selector_string,
 )
 
+DEMO_MANIFESTS = Path(__file__).with_name("demo.yaml")
 CONTEXT = "kind-drillkit-test"
 PROD_CONTEXT = "prod-cluster"
 MEMORY_PRESSURE_MARKER = "drillkit-memory-pressure"
@@ -108,10 +109,6 @@ def parse_quantity(value: Any) -> int:
     units = {"": 1, "m": 1e-3, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
              "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
     return int(float(m[1]) * units[m[2]])
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
 
 
 class KubeServer:
@@ -356,61 +353,14 @@ class KubeServer:
 
     # ------------------------------------------------------------ demo platform
     def seed_demo(self, wait: bool = True, timeout: float = 10.0) -> None:
-        """Nodes, namespaces and the chatbot platform; waits for all pods Ready by default."""
-        self.seed({"kind": "Node", "metadata": {
-            "name": "kind-drillkit-control-plane",
-            "labels": {"node-role.kubernetes.io/control-plane": "", "ingress-ready": "true"}},
-            "spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane",
-                                 "effect": "NoSchedule"}]}})
-        for worker in ("kind-drillkit-worker", "kind-drillkit-worker2"):
-            self.seed({"kind": "Node", "metadata": {"name": worker}, "spec": {}})
-        for ns in ("kube-system", "default", "chatbot"):
-            if self.store.raw("namespaces", None, ns) is None:
-                self.seed({"kind": "Namespace", "metadata": {"name": ns}})
-        meta = {"namespace": "chatbot"}
-        self.seed({"kind": "Secret", "metadata": {**meta, "name": "chatbot-jwt"}, "type": "Opaque",
-                   "data": {"jwt-secret": _b64("drillkit-demo-jwt-secret")}})
-        self.seed({"kind": "Secret", "metadata": {**meta, "name": "chatbot-db-credentials"},
-                   "type": "Opaque", "data": {"username": _b64("chatbot"),
-                                              "password": _b64("chatbot-demo-password")}})
-        db_env = [{"name": "POSTGRES_USER", "valueFrom": {"secretKeyRef": {
-                      "name": "chatbot-db-credentials", "key": "username"}}},
-                  {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {
-                      "name": "chatbot-db-credentials", "key": "password"}}}]
-        self.seed({"kind": "Deployment", "metadata": {**meta, "name": "chatbot-api",
-                                                      "labels": {"app": "chatbot-api"}},
-                   "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "chatbot-api"}},
-                            "template": {"metadata": {"labels": {"app": "chatbot-api"}}, "spec": {
-                                "containers": [{
-                                    "name": "api", "image": "ghcr.io/drillkit/chatbot-api:0.1.0",
-                                    "ports": [{"name": "http", "containerPort": 8000}],
-                                    "env": [{"name": "JWT_SECRET_FILE",
-                                             "value": "/etc/chatbot/jwt/jwt-secret"},
-                                            {"name": "DB_HOST", "value": "chatbot-db"}, *db_env],
-                                    "volumeMounts": [{"name": "jwt", "mountPath": "/etc/chatbot/jwt",
-                                                      "readOnly": True}],
-                                    "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
-                                                  "limits": {"memory": "128Mi"}},
-                                    "readinessProbe": {"httpGet": {"path": "/healthz",
-                                                                   "port": 8000}}}],
-                                "volumes": [{"name": "jwt",
-                                             "secret": {"secretName": "chatbot-jwt"}}]}}}})
-        self.seed({"kind": "StatefulSet", "metadata": {**meta, "name": "chatbot-db",
-                                                       "labels": {"app": "chatbot-db"}},
-                   "spec": {"replicas": 1, "serviceName": "chatbot-db",
-                            "selector": {"matchLabels": {"app": "chatbot-db"}},
-                            "template": {"metadata": {"labels": {"app": "chatbot-db"}}, "spec": {
-                                "containers": [{
-                                    "name": "postgres", "image": "postgres:16", "env": db_env,
-                                    "ports": [{"name": "postgres", "containerPort": 5432}],
-                                    "resources": {"limits": {"memory": "256Mi"}}}]}}}})
-        self.seed({"kind": "Service", "metadata": {**meta, "name": "chatbot-db",
-                                                   "labels": {"app": "chatbot-db"}},
-                   "spec": {"selector": {"app": "chatbot-db"},
-                            "ports": [{"name": "postgres", "port": 5432, "targetPort": 5432}]}})
+        """Seed `demo.yaml` (nodes, namespaces, the chatbot platform), skipping objects that
+        already exist; by default wait until the 4 chatbot pods (3 api + 1 db) are Ready."""
+        for doc in yaml.safe_load_all(DEMO_MANIFESTS.read_text()):
+            resource, meta = KIND_TO_RESOURCE[doc["kind"]], doc["metadata"]
+            if self.store.raw(resource, meta.get("namespace"), meta["name"]) is None:
+                self.seed(doc)
         if wait:
-            self.wait_for(lambda: len([p for p in self.list("pods", "chatbot")
-                                       if pod_ready(p)]) == 4,
+            self.wait_for(lambda: len([p for p in self.list("pods", "chatbot") if pod_ready(p)]) == 4,
                           timeout, "the 4 chatbot pods (3 api + 1 db) to be Ready")
 
     # ------------------------------------------------------------ API operations
@@ -514,7 +464,15 @@ class KubeServer:
         propagation = query.get("propagationPolicy") or body.get("propagationPolicy")
         if str(query.get("orphanDependents", body.get("orphanDependents"))).lower() == "true":
             propagation = "Orphan"
-        gone = self.store.delete(resource, ns, name, propagation, dry)
+        with self.store.lock:
+            meta = self.store.must_get(resource, ns, name)["metadata"]
+            for key, field in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+                want = (body.get("preconditions") or {}).get(key)
+                if want and want != meta[key]:
+                    raise ApiError(409, f"Precondition failed: {field} in precondition: {want}, "
+                                        f"{field} in object meta: {meta[key]}", "Conflict",
+                                   {"name": name, "kind": resource})
+            gone = self.store.delete(resource, ns, name, propagation, dry)
         if resource == "pods":
             return 200, gone
         return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
