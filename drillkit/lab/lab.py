@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -564,6 +565,16 @@ def _get_json(url: str) -> Any:
         return json.loads(r.read())
 
 
+# Rate-based steady-state probes need two scrapes of successful traffic: wait for them, so
+# a drill started right after `lab up` finds a measurable steady state.
+TRAFFIC_FLOWING = 'sum(rate(chatbot_traffic_requests_total{outcome="ok"}[5s])) > 0'
+
+
+def _query(prom: str, expr: str) -> list[Any]:
+    url = f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    return list(_get_json(url)["data"]["result"])
+
+
 def wait_ready(state: LabState, timeout: float) -> None:
     """Until Prometheus has evaluated the lab's rules and sees every target up."""
     prom = state.urls["prometheus"]
@@ -579,9 +590,14 @@ def wait_ready(state: LabState, timeout: float) -> None:
             evaluated = any(g["name"] == "chatbot" and not g["lastEvaluation"].startswith("0001")
                             for g in groups)
             down = [f"{t['labels']['job']} {t['scrapeUrl']}" for t in targets if t["health"] != "up"]
-            if evaluated and not down and targets:
+            if not evaluated:
+                why = "rules not evaluated yet"
+            elif down or not targets:
+                why = f"targets not up: {', '.join(down)}"
+            elif not _query(prom, TRAFFIC_FLOWING):
+                why = "no successful traffic in Prometheus yet"
+            else:
                 return
-            why = "rules not evaluated yet" if not evaluated else f"targets not up: {', '.join(down)}"
         time.sleep(0.2)
     raise UnavailableError(f"lab not ready within {timeout:g}s: {why}")
 
