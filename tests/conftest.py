@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.kubeserver.fixture import kube_api_client, kube_demo, kube_server, kube_server_options  # noqa: F401
 from tests.promfixture import prom_env  # noqa: F401 - fixture
 
 
