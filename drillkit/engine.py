@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from drillkit.errors import Aborted, DrillkitError, PreflightError
-from drillkit.faults import Fault, FaultContext, Undo, registry
+from drillkit.faults import Fault, FaultContext, Undo, fault_class
 from drillkit.journal import JOURNAL_NAME, Journal, utcnow
 from drillkit.model import format_duration
 from drillkit.policy import Policy, limits_for
@@ -171,7 +171,8 @@ class Drill:
         check_interactive(self.scenario.response.acknowledge.value)
         self.prom.wait_ready(self.stop, self.opts.ready_timeout)
         self.rule = self.prom.rule(self.scenario.detection.alert)
-        faults = [registry()[spec.kind](spec.params, ctx) for spec in self.scenario.faults]
+        target = self.scenario.target_kind
+        faults = [fault_class(spec.kind, target)(spec.params, ctx) for spec in self.scenario.faults]
         for f in faults:
             f.preflight()
         if self.stop.is_set():

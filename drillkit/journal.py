@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -66,6 +67,7 @@ class Journal:
         self.path = path
         self._ref_wall, self._ref_mono = time.time(), time.monotonic()
         self.events: list[Event] = []
+        self._lock = threading.Lock()  # faults' background watchers append too
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
 
@@ -79,10 +81,11 @@ class Journal:
         else:
             mono = self.mono_of(at)
         event = Event(kind, at, mono, data)
-        self._fh.write(event.to_json() + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self.events.append(event)
+        with self._lock:
+            self._fh.write(event.to_json() + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self.events.append(event)
         return event
 
     def close(self) -> None:

@@ -194,14 +194,18 @@ class Scenario:
         return "kubernetes" if self.target.kubernetes else "local"
 
 
-def _build_fault(raw: object, where: Where) -> FaultSpec:
-    from drillkit.faults import registry
+def _build_fault(raw: object, where: Where, target: str) -> FaultSpec:
+    from drillkit.faults import catalogue, registry
 
     if not isinstance(raw, dict) or "kind" not in raw:
         raise where.error("expected a mapping with a `kind`")
-    kinds = registry()
+    kinds = registry(target)
     kind = raw["kind"]
     if kind not in kinds:
+        other = next((t for t, ks in sorted(catalogue().items()) if kind in ks), None)
+        if other:
+            raise where.key(raw, "kind").error(
+                f"fault {kind!r} needs a `{other}` target, but the scenario's target is `{target}`")
         near = difflib.get_close_matches(str(kind), list(kinds), n=1)
         hint = f"did you mean {near[0]!r}?" if near else f"known kinds: {', '.join(sorted(kinds))}"
         raise where.key(raw, "kind").error(f"unknown fault kind {kind!r}; {hint}")
@@ -220,25 +224,17 @@ def load_scenario(path: str | Path) -> Scenario:
     if not isinstance(faults_raw, list) or not faults_raw:
         raise where.key(data, "faults").error("expected a non-empty list of faults")
     fw = where.key(data, "faults")
-    faults = tuple(_build_fault(f, fw.item(faults_raw, i)) for i, f in enumerate(faults_raw))
+    raw_target = data.get("target")
+    given = [t for t in ("kubernetes", "local") if isinstance(raw_target, dict) and t in raw_target]
+    if len(given) != 1:  # report the target problem first: fault kinds depend on the target
+        build(Scenario, data, where, skip=frozenset({"faults"}))
+    target = given[0] if given else "local"
+    faults = tuple(_build_fault(f, fw.item(faults_raw, i), target) for i, f in enumerate(faults_raw))
     steady = data.get("steady_state")
     if not isinstance(steady, list) or not steady:
         raise where.key(data, "steady_state").error("expected a non-empty list of probes")
     scenario = build(Scenario, data, where, skip=frozenset({"faults"}))
-    for i, spec in enumerate(faults):
-        fault_target = registry_target(spec.kind)
-        if fault_target != scenario.target_kind:
-            raise fw.item(faults_raw, i).key(faults_raw[i], "kind").error(
-                f"fault {spec.kind!r} needs a `{fault_target}` target, "
-                f"but the scenario's target is `{scenario.target_kind}`"
-            )
     return dataclasses.replace(scenario, faults=faults, path=str(p))
-
-
-def registry_target(kind: str) -> str:
-    from drillkit.faults import registry
-
-    return registry()[kind].target
 
 
 def scenario_paths(paths: tuple[str, ...] | list[str]) -> list[Path]:
@@ -256,18 +252,20 @@ def scenario_paths(paths: tuple[str, ...] | list[str]) -> list[Path]:
 
 
 def json_schema() -> dict[str, Any]:
-    """JSON Schema of the scenario format, with one `oneOf` branch per fault kind."""
-    from drillkit.faults import registry
+    """JSON Schema of the scenario format, with one `anyOf` branch per fault kind and target
+    (a kind both targets implement has two branches)."""
+    from drillkit.faults import catalogue
 
     schema = dataclass_schema(Scenario)
     branches = []
-    for kind, fault in sorted(registry().items()):
+    every = [fault for _, kinds in sorted(catalogue().items()) for _, fault in sorted(kinds.items())]
+    for fault in every:
         branch = dataclass_schema(fault.Params)
-        branch["properties"] = {"kind": {"const": kind}, **branch["properties"]}
+        branch["properties"] = {"kind": {"const": fault.kind}, **branch["properties"]}
         branch["required"] = ["kind", *branch.get("required", [])]
         branch["description"] = f"{fault.target} fault: {(fault.__doc__ or '').strip().splitlines()[0]}"
         branches.append(branch)
-    schema["properties"]["faults"] = {"type": "array", "minItems": 1, "items": {"oneOf": branches}}
+    schema["properties"]["faults"] = {"type": "array", "minItems": 1, "items": {"anyOf": branches}}
     schema["required"] = [*schema["required"], "faults"]
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://drillkit.dev/schema/scenario.json"

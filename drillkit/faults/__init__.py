@@ -70,7 +70,8 @@ class Undo:
 
     def _run(self, rid: int, fault: str) -> None:
         try:
-            result = registry()[fault].revert(self._ctx, self._data[rid])
+            cls = fault_class(fault, self._ctx.scenario.target_kind)
+            result = cls.revert(self._ctx, self._data[rid])
         except Exception as exc:  # a failed revert must not stop the others
             self.failures.append(f"{fault}: {exc}")
             self._ctx.journal.append("revert_failed", id=rid, fault=fault, error=str(exc))
@@ -121,11 +122,14 @@ _BUILTIN_MODULES = ("drillkit.faults.local", "drillkit.faults.kubernetes")
 
 
 @functools.cache
-def registry() -> dict[str, type[Fault]]:
-    """Every fault kind: built-ins plus the `drillkit.faults` entry points."""
+def catalogue() -> dict[str, dict[str, type[Fault]]]:
+    """Every fault class by target ("local", "kubernetes") and kind: built-ins plus the
+    `drillkit.faults` entry points. One kind may exist for both targets (the playbook's
+    incidents: `memory-pressure` of a local process or of a pod); the scenario's target picks."""
     import importlib
 
-    found: dict[str, type[Fault]] = {}
+    found: dict[str, dict[str, type[Fault]]] = {}
+    classes: list[type[Fault]] = []
     for name in _BUILTIN_MODULES:
         try:
             module = importlib.import_module(name)
@@ -133,9 +137,23 @@ def registry() -> dict[str, type[Fault]]:
             if exc.name != name:
                 raise
             continue
-        for cls in getattr(module, "FAULTS", ()):
-            found[cls.kind] = cls
-    for ep in entry_points(group="drillkit.faults"):
-        cls = ep.load()
-        found[cls.kind] = cls
+        classes.extend(getattr(module, "FAULTS", ()))
+    classes.extend(ep.load() for ep in entry_points(group="drillkit.faults"))
+    for cls in classes:
+        found.setdefault(cls.target, {})[cls.kind] = cls
     return found
+
+
+def registry(target: str | None = None) -> dict[str, type[Fault]]:
+    """Fault kinds of one target, or of all targets (a kind both have: the Kubernetes one)."""
+    if target is not None:
+        return dict(catalogue().get(target, {}))
+    merged: dict[str, type[Fault]] = {}
+    for kinds in catalogue().values():
+        merged.update(kinds)
+    return merged
+
+
+def fault_class(kind: str, target: str) -> type[Fault]:
+    """The class implementing `kind` for `target` (KeyError if there is none)."""
+    return catalogue()[target][kind]
