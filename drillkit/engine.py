@@ -96,6 +96,7 @@ class Drill:
         self.limits = limits_for(scenario, opts.policy)
         self.prom = Prometheus(opts.prometheus)
         self._last_abort_check = 0.0
+        self._phase_started = time.monotonic()
 
     # --- the run --------------------------------------------------------------------------
 
@@ -135,6 +136,10 @@ class Drill:
             status, reason = Status.FAILED, "revert failed: " + "; ".join(undo.failures)
         elif status in (None, Status.ABORTED) and not by_signal and _has(journal, "reverted"):
             self._verify(journal)
+        if self.scenario.target.kubernetes and _has(journal, "reverted"):
+            left = self._leftovers(ctx, journal)
+            if left and status in (None, Status.PASSED, Status.INCONCLUSIVE):
+                status, reason = Status.FAILED, f"left in the cluster after revert: {', '.join(left)}"
         if status is None:
             status = self._judge(journal)
         journal.append("finished", status=status.value, reason=reason)
@@ -232,6 +237,7 @@ class Drill:
         source = self.scenario.response.acknowledge
         waiter = self._ack_waiter(source, folder)
         deadline = journal.mono_of(fired) + self.limits.acknowledge
+        self._phase_started = time.monotonic()
         ack = waiter.wait(fired, deadline, self.stop, lambda: self._tick("respond", deadline))
         self._check_stop()
         if ack is None:
@@ -280,6 +286,21 @@ class Drill:
         else:
             journal.append("verify_failed", within=self.scenario.recovery.verify_within)
 
+    def _leftovers(self, ctx: FaultContext, journal: Journal) -> list[str]:
+        """Verify, Kubernetes part: nothing labelled with this run's id remains (objects being
+        deleted asynchronously, like a Job's pods, get a short grace)."""
+        try:
+            left = [str(ref) for ref in ctx.kube.leftovers(ctx.run_id, wait=30.0)]
+        except DrillkitError as exc:
+            journal.append("leftovers_unknown", error=str(exc))
+            self.opts.out(f"could not check for leftovers: {exc} (run `drillkit cleanup`)")
+            return []
+        journal.append("leftovers_checked", remaining=left)
+        if left:
+            self.opts.out(f"left in the cluster: {', '.join(left)} (run `drillkit cleanup "
+                          f"--run-id {ctx.run_id}`)")
+        return left
+
     def _judge(self, journal: Journal) -> Status:
         from drillkit.report import verdicts
 
@@ -294,6 +315,7 @@ class Drill:
     def _wait(self, phase: str, deadline: float, check: Callable[[], T | None],
               interval: float = 0.5, check_abort: bool = True) -> T | None:
         """Call `check` until it returns a truthy value or the monotonic deadline passes."""
+        self._phase_started = time.monotonic()
         while True:
             if check_abort:
                 self._check_stop()
@@ -313,8 +335,10 @@ class Drill:
     def _tick(self, phase: str, deadline: float) -> None:
         self._check_stop()
         if self.opts.tty:
-            left = max(0.0, deadline - time.monotonic())
-            sys.stderr.write(f"\r[{phase}] {format_duration(left)} left  ")
+            now = time.monotonic()
+            elapsed = now - self._phase_started
+            left = max(0.0, deadline - now)
+            sys.stderr.write(f"\r[{phase}] {format_duration(elapsed)} elapsed, {format_duration(left)} left  ")
             sys.stderr.flush()
 
     def _clear_progress(self) -> None:

@@ -118,7 +118,7 @@ class Fault(ABC):
         """Undo from journalled data. Idempotent: 'already gone' is success."""
 
 
-_BUILTIN_MODULES = ("drillkit.faults.local", "drillkit.faults.kubernetes")
+_BUILTIN_MODULES = ("drillkit.faults.local", "drillkit.faults.lab", "drillkit.faults.kubernetes")
 
 
 @functools.cache
