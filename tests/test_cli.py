@@ -160,3 +160,56 @@ def test_command_ack_from_second_process(prom_env: PromEnv, tmp_path: Path) -> N
     tta = rep["measures"]["time_to_acknowledge"]
     assert 1.0 <= tta < 10, f"time to acknowledge {tta}s should reflect the ~1 s wait before `drillkit ack`"
     assert acked_at > 0
+
+
+@pytest.mark.integration
+def test_prompt_ack_from_a_terminal(prom_env: PromEnv, tmp_path: Path) -> None:
+    """A trainee at a real terminal (a pty) acknowledges by pressing Enter."""
+    import os
+    import pty
+
+    prom_env.ensure_exporter()
+    prom_env.wait_up()
+    data = yaml.safe_load((DATA / "exporter-kill.yaml").read_text())
+    data["faults"][0]["pidfile"] = str(prom_env.pidfile)
+    data["faults"][0]["restart"] = prom_env.restart_command()
+    data["response"] = {"acknowledge": "prompt"}
+    path = write_scenario(tmp_path / "d.yaml", data)
+    reports = tmp_path / "reports"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(drillkit_cmd("run", str(path), "--prometheus-url", prom_env.url,
+                                         "--report-dir", str(reports)),
+                            stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.close(slave)
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            journals = list(reports.glob("*/journal.jsonl")) if reports.exists() else []
+            if journals and '"kind": "detected"' in journals[0].read_text():
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the alert never fired")
+        time.sleep(0.5)
+        os.write(master, b"on it\n")
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "acknowledge by pressing Enter" in err
+    rep = report_json(run_folder(reports))
+    ackev = next(e for e in rep["events"] if e["kind"] == "acknowledged")
+    assert ackev["note"] == "on it" and ackev["source"] == "prompt", ackev
+    assert rep["measures"]["time_to_acknowledge"] >= 0.5
+
+
+def test_prompt_without_terminal_is_refused(tmp_path: Path) -> None:
+    data = yaml.safe_load((DATA / "exporter-kill.yaml").read_text())
+    data["response"] = {"acknowledge": "prompt"}
+    path = write_scenario(tmp_path / "d.yaml", data)
+    r = run_cli("run", str(path), "--report-dir", str(tmp_path / "r"), stdin=subprocess.DEVNULL)
+    assert r.returncode == 3, r.stderr
+    assert "stdin is not a terminal" in r.stderr
