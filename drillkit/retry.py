@@ -30,6 +30,14 @@ def _wait_with_retry_after(base: tenacity.wait.wait_base) -> Callable[[tenacity.
     return wait
 
 
+def _exponential_jitter(initial: float, maximum: float) -> tenacity.wait.wait_base:
+    """tenacity >= 9.2 calls the first delay `multiplier` (and warns about `initial`)."""
+    try:
+        return tenacity.wait_exponential_jitter(multiplier=initial, max=maximum)  # type: ignore[call-arg]
+    except TypeError:  # older tenacity
+        return tenacity.wait_exponential_jitter(initial=initial, max=maximum)
+
+
 def retrying(what: str, attempts: int = 6, max_delay: float = 60.0,
              initial: float = 0.5, maximum: float = 8.0) -> tenacity.Retrying:
     """A Retrying for one boundary: TransientError only, `attempts` tries within `max_delay` s."""
@@ -43,7 +51,7 @@ def retrying(what: str, attempts: int = 6, max_delay: float = 60.0,
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(TransientError),
         stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_after_delay(max_delay),
-        wait=_wait_with_retry_after(tenacity.wait_exponential_jitter(initial=initial, max=maximum)),
+        wait=_wait_with_retry_after(_exponential_jitter(initial, maximum)),
         before_sleep=before_sleep,
         reraise=True,
     )
