@@ -75,13 +75,13 @@ def _prom_config(url: str, token: str | None, user: str | None, ca: str | None) 
                       password=os.environ.get("DRILLKIT_PROMETHEUS_PASSWORD"), ca_file=ca)
 
 
-def _lab_prometheus(sc: Any) -> str | None:
-    """A local-target drill defaults to the Prometheus of the lab in its lab dir, if one is up."""
+def _lab_url(sc: Any, service: str) -> str | None:
+    """A local-target drill defaults to the services of the lab in its lab dir, if one is up."""
     if sc.target.local is None:
         return None
-    from drillkit.lab.lab import DEFAULT_DIR, prometheus_url
+    from drillkit.lab.lab import DEFAULT_DIR, lab_url
 
-    return prometheus_url(sc.target.local.lab_dir or DEFAULT_DIR)
+    return lab_url(service, sc.target.local.lab_dir or DEFAULT_DIR)
 
 
 @main.command()
@@ -97,14 +97,16 @@ def _lab_prometheus(sc: Any) -> str | None:
 @click.option("--allow-context", "allow_contexts", envvar="DRILLKIT_ALLOW_CONTEXT", multiple=True,
               help="Allow a non-kind kubeconfig context (repeatable).")
 @click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="kubeconfig file.")
+@click.option("--alertmanager-url", envvar="DRILLKIT_ALERTMANAGER_URL", default=None,
+              help="Alertmanager base URL: records when the page went out; needed for `acknowledge: alertmanager`.")
 @click.option("--ready-timeout", envvar="DRILLKIT_READY_TIMEOUT", default=60.0, show_default=True,
               type=click.FloatRange(min=0), help="Seconds to wait for Prometheus to be ready.")
 @prometheus_options
 @_guard
 def run(scenario: str, dry_run: bool, report_dir: str, formats: str, policy: str | None,
         context: str | None, allow_contexts: tuple[str, ...], kubeconfig: str | None,
-        ready_timeout: float, prometheus_url: str | None, prometheus_token: str | None, prometheus_user: str | None,
-        prometheus_ca: str | None) -> None:
+        alertmanager_url: str | None, ready_timeout: float, prometheus_url: str | None,
+        prometheus_token: str | None, prometheus_user: str | None, prometheus_ca: str | None) -> None:
     """Run the drill in SCENARIO and write its report."""
     from drillkit.engine import Drill, RunOptions
     from drillkit.policy import load_policy
@@ -124,12 +126,14 @@ def run(scenario: str, dry_run: bool, report_dir: str, formats: str, policy: str
 
         kube_factory = kube_factory_for(sc, context, allow_contexts, kubeconfig)
     if prometheus_url is None:
-        prometheus_url = _lab_prometheus(sc) or "http://127.0.0.1:9090"
+        prometheus_url = _lab_url(sc, "prometheus") or "http://127.0.0.1:9090"
+    if alertmanager_url is None:
+        alertmanager_url = _lab_url(sc, "alertmanager")
     opts = RunOptions(
         prometheus=_prom_config(prometheus_url, prometheus_token, prometheus_user, prometheus_ca),
         policy=load_policy(policy), report_root=Path(report_dir), formats=fmt, dry_run=dry_run,
         out=lambda line: click.echo(line, err=True), tty=sys.stderr.isatty(), kube_factory=kube_factory,
-        ready_timeout=ready_timeout,
+        ready_timeout=ready_timeout, alertmanager_url=alertmanager_url,
     )
     with handle_signals(StopFlag()) as stop:
         result = Drill(sc, opts, stop).run()
@@ -242,12 +246,13 @@ def lab_up(lab_dir: str, replicas: int | None, base_port: int | None) -> None:
 
 @lab.command("down")
 @click.option("--dir", "lab_dir", default=".drillkit/lab", show_default=True, help=LAB_DIR_HELP)
+@click.option("--purge", is_flag=True, help="Also delete the lab's data, logs and JWT secret.")
 @_guard
-def lab_down(lab_dir: str) -> None:
-    """Stop every lab process (data and logs stay in the state directory)."""
+def lab_down(lab_dir: str, purge: bool) -> None:
+    """Stop every lab process (data and logs stay unless --purge)."""
     from drillkit.lab import lab as lab_mod
 
-    res = lab_mod.down(Path(lab_dir), out=lambda m: click.echo(m, err=True))
+    res = lab_mod.down(Path(lab_dir), out=lambda m: click.echo(m, err=True), purge=purge)
     click.echo(f"no lab state in {lab_dir}; nothing to stop" if res is None
                else f"lab down: stopped {', '.join(res.stopped) or 'nothing (all were already gone)'}")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -46,11 +45,9 @@ def all_pids(state: LabState) -> list[int]:
 
 
 def lab_down(lab_dir: Path) -> None:
-    """Stop the lab and remove a PostgreSQL folder that lives outside the temp dir."""
-    state = load_state(lab_dir)
-    run_cli("lab", "down", "--dir", str(lab_dir), timeout=120)
-    if state and not Path(state.pg_root).is_relative_to(lab_dir):
-        shutil.rmtree(state.pg_root, ignore_errors=True)
+    """Stop the lab and delete its data (PostgreSQL may live outside the temp dir)."""
+    r = run_cli("lab", "down", "--purge", "--dir", str(lab_dir), timeout=120)
+    assert r.returncode == 0, r.stderr
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +165,9 @@ def test_lab_down_leaves_no_process(lab: tuple[Path, int, float]) -> None:
     postgres_backends = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
                          and str(Path(state.pg_root) / "data") in _cmdline(int(p.name))]
     assert len(pids) == 9, pids
-    r = run_cli("lab", "down", "--dir", str(lab_dir), timeout=120)
+    r = run_cli("lab", "down", "--purge", "--dir", str(lab_dir), timeout=120)
     assert r.returncode == 0, r.stderr
+    assert not Path(state.pg_root).exists() and not (lab_dir / "logs").exists(), "--purge left data"
     survivors = [pid for pid in pids + postgres_backends if alive(pid)]
     assert not survivors, f"still alive after lab down: {survivors}"
     for port in [*state.ports.owned_by("postgres"), *state.ports.api, state.ports.prometheus]:

@@ -20,6 +20,7 @@ import json
 import os
 import pwd
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -156,13 +157,13 @@ def load_state(lab_dir: str | Path = DEFAULT_DIR) -> LabState | None:
     return LabState.from_dict(raw)
 
 
-def prometheus_url(lab_dir: str | Path = DEFAULT_DIR) -> str | None:
-    """The lab's Prometheus URL if a lab was brought up in `lab_dir` (for `drillkit run`)."""
+def lab_url(service: str, lab_dir: str | Path = DEFAULT_DIR) -> str | None:
+    """A lab service's URL (prometheus, alertmanager) if a lab was brought up in `lab_dir`."""
     try:
         state = load_state(lab_dir)
     except UnavailableError:
         return None
-    return state.urls["prometheus"] if state else None
+    return state.urls.get(service) if state else None
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -517,16 +518,21 @@ def up(lab_dir: Path = DEFAULT_DIR, base_port: int | None = None, replicas: int 
         if wanted != (state.base_port, state.replicas):
             raise InputError(f"the lab in {lab_dir} runs with --base-port {state.base_port} "
                              f"--replicas {state.replicas}; run `drillkit lab down` first to change them")
-    if state is None or not live:
-        state = new_state(lab_dir, base_port or (state.base_port if state else DEFAULT_BASE_PORT),
-                          replicas or (state.replicas if state else 2))
+    if state and live:
+        ports = state.ports
+    else:
+        base_port = base_port or (state.base_port if state else DEFAULT_BASE_PORT)
+        replicas = replicas or (state.replicas if state else 2)
+        ports = Ports.layout(base_port, replicas)
     missing = [c for c in START_ORDER if c not in live]
-    if not missing:
+    if state and not missing:
         return UpResult(state, [], live, time.monotonic() - t0)
-    busy = [f"{port} ({c})" for c in missing for port in state.ports.owned_by(c) if port_in_use(port)]
-    if busy:
+    busy = [f"{port} ({c})" for c in missing for port in ports.owned_by(c) if port_in_use(port)]
+    if busy:  # checked before anything is created or started
         raise UnavailableError(f"port {', '.join(busy)} already in use on 127.0.0.1: stop what "
                                f"listens there or pick another --base-port")
+    if state is None or not live:
+        state = new_state(lab_dir, ports.prometheus, len(ports.api))
     for c in missing:  # preflight every binary before starting anything
         for name in {"postgres": ["initdb", "pg_ctl"], "exporter": ["prometheus-postgres-exporter"],
                      "alertmanager": ["prometheus-alertmanager"], "prometheus": ["prometheus"]}.get(c, []):
@@ -567,7 +573,8 @@ def _get_json(url: str) -> Any:
 
 # Rate-based steady-state probes need two scrapes of successful traffic: wait for them, so
 # a drill started right after `lab up` finds a measurable steady state.
-TRAFFIC_FLOWING = 'sum(rate(chatbot_traffic_requests_total{outcome="ok"}[5s])) > 0'
+TRAFFIC_FLOWING = ('sum(rate(chatbot_traffic_requests_total{outcome="ok"}[5s])) > 0 and on() '
+                   'sum(rate(chatbot_http_requests_total{job="chatbot-api",route="/chat",code="200"}[5s])) > 0')
 
 
 def _query(prom: str, expr: str) -> list[Any]:
@@ -624,8 +631,10 @@ class DownResult:
     pids: list[int]  # every process that was recorded (all are gone now)
 
 
-def down(lab_dir: Path = DEFAULT_DIR, out: Callable[[str], None] = print) -> DownResult | None:
-    """Stop every recorded component, dependents first; None if no lab state was found."""
+def down(lab_dir: Path = DEFAULT_DIR, out: Callable[[str], None] = print,
+         purge: bool = False) -> DownResult | None:
+    """Stop every recorded component, dependents first; None if no lab state was found.
+    `purge` also deletes what the lab wrote (databases, TSDB, logs, secret)."""
     state = load_state(lab_dir)
     if state is None:
         return None
@@ -641,7 +650,21 @@ def down(lab_dir: Path = DEFAULT_DIR, out: Callable[[str], None] = print) -> Dow
     if leftover:
         raise UnavailableError(f"processes still alive after lab down: {leftover}")
     state.path.unlink(missing_ok=True)
+    if purge:
+        _purge(state)
     return DownResult(stopped, pids)
+
+
+def _purge(state: LabState) -> None:
+    lab_dir = Path(state.dir)
+    for sub in ("postgres", "prometheus", "alertmanager", "logs"):
+        shutil.rmtree(lab_dir / sub, ignore_errors=True)
+    shutil.rmtree(state.pg_root, ignore_errors=True)
+    for name in (state.jwt_secret_file, state.latency_file, lab_dir / "supervise.json",
+                 *state.pid_files.values()):
+        Path(name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        lab_dir.rmdir()  # only if nothing else is in it
 
 
 @dataclass(frozen=True)
