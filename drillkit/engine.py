@@ -20,6 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from drillkit.alertmanager import Alertmanager, AlertmanagerAck, NotificationWatch
 from drillkit.errors import Aborted, DrillkitError, PreflightError
 from drillkit.faults import Fault, FaultContext, Undo, fault_class
 from drillkit.journal import JOURNAL_NAME, Journal, utcnow
@@ -59,6 +60,7 @@ class RunOptions:
     kube_factory: Callable[[], Any] | None = None
     ack_factory: Callable[[AckSource, Path], AckWaiter] | None = None
     ready_timeout: float = 60.0
+    alertmanager_url: str | None = None
 
 
 @dataclass
@@ -95,6 +97,9 @@ class Drill:
         self.scenario, self.opts, self.stop = scenario, opts, stop
         self.limits = limits_for(scenario, opts.policy)
         self.prom = Prometheus(opts.prometheus)
+        self.am = Alertmanager(opts.alertmanager_url) if opts.alertmanager_url else None
+        self._notify: NotificationWatch | None = None
+        self._journal: Journal | None = None
         self._last_abort_check = 0.0
         self._phase_started = time.monotonic()
 
@@ -174,7 +179,11 @@ class Drill:
 
     def _preflight(self, ctx: FaultContext) -> list[Fault]:
         check_interactive(self.scenario.response.acknowledge.value)
+        if self.scenario.response.acknowledge is AckSource.ALERTMANAGER and self.am is None:
+            raise PreflightError("response.acknowledge is `alertmanager` but no --alertmanager-url was given")
         self.prom.wait_ready(self.stop, self.opts.ready_timeout)
+        if self.am:
+            self.am.wait_ready(self.stop, self.opts.ready_timeout)
         self.rule = self.prom.rule(self.scenario.detection.alert)
         target = self.scenario.target_kind
         faults = [fault_class(spec.kind, target)(spec.params, ctx) for spec in self.scenario.faults]
@@ -230,6 +239,10 @@ class Drill:
                        source="prometheus")
         self.opts.out(f"detected: {d.alert} firing at {fired.isoformat()} "
                       f"({format_duration((fired - injected.at).total_seconds())} after injection)")
+        if self.am:
+            self._notify = NotificationWatch(self.am, d.alert, d.labels)
+            self._journal = journal
+            self._poll_notification()
         self._respond(journal, fired, folder)
         self._recover(journal, reverts, injected.mono)
 
@@ -253,8 +266,9 @@ class Drill:
             return CommandAck(folder)
         if source is AckSource.PROMPT:
             return PromptAck(self.opts.out)
-        if source is AckSource.ALERTMANAGER:
-            raise PreflightError("response.acknowledge `alertmanager` needs --alertmanager-url")
+        if source is AckSource.ALERTMANAGER and self.am:
+            d = self.scenario.detection
+            return AlertmanagerAck(self.am, d.alert, d.labels)
         return AutoAck()
 
     def _recover(self, journal: Journal, reverts: ExitStack, injected_mono: float) -> None:
@@ -332,8 +346,14 @@ class Drill:
             elif self.stop.is_set() and not check_abort:
                 raise Aborted(self.stop.reason, by_signal=True)
 
+    def _poll_notification(self) -> None:
+        if self._notify and self._journal and (seen := self._notify.poll()):
+            self._journal.append("notified", at=seen, alert=self._notify.alert,
+                                 source="Alertmanager API: first listed (polled every 0.25 s)")
+
     def _tick(self, phase: str, deadline: float) -> None:
         self._check_stop()
+        self._poll_notification()
         if self.opts.tty:
             now = time.monotonic()
             elapsed = now - self._phase_started

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from drillkit.lab.services import PrometheusSetup, Service, free_port, start_prometheus
+from drillkit.lab.services import PrometheusSetup, Service, free_port, start_alertmanager, start_prometheus
 
 HERE = Path(__file__).parent
 RULES = """
@@ -40,6 +40,7 @@ groups:
 class PromEnv:
     prometheus: Service
     url: str
+    alertmanager: Service | None
     exporter_port: int
     pidfile: Path
     workdir: Path
@@ -80,16 +81,20 @@ def prom_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromEnv]:
     port = free_port()
     pidfile = work / "exporter.pid"
     (work / "rules.yml").write_text(RULES)
-    env = PromEnv(prometheus=None, url="", exporter_port=port, pidfile=pidfile, workdir=work)  # type: ignore[arg-type]
+    env = PromEnv(prometheus=None, url="", alertmanager=None, exporter_port=port,  # type: ignore[arg-type]
+                  pidfile=pidfile, workdir=work)
     env.ensure_exporter()
+    env.alertmanager = start_alertmanager(work / "alertmanager")
     prom = start_prometheus(work / "prometheus", PrometheusSetup(
-        scrape={"demo": [f"127.0.0.1:{port}"]}, rule_files=[work / "rules.yml"]))
+        scrape={"demo": [f"127.0.0.1:{port}"]}, rule_files=[work / "rules.yml"],
+        alertmanager=env.alertmanager.url.removeprefix("http://")))
     env.prometheus, env.url = prom, prom.url
     try:
         env.wait_up(30)
         yield env
     finally:
         prom.stop()
+        env.alertmanager.stop()
         try:
             os.kill(env.exporter_pid(), 9)
         except (OSError, ValueError):

@@ -135,3 +135,27 @@ def start_prometheus(workdir: Path, setup: PrometheusSetup, port: int | None = N
         service.stop()
         raise
     return service
+
+
+def start_alertmanager(workdir: Path, port: int | None = None) -> Service:
+    """Start Alertmanager with a receiver that sends nothing: drills read its API (alerts and
+    silences). Group wait 0 s so the page 'goes out' as soon as Prometheus sends the alert."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    config = {
+        "route": {"receiver": "drill", "group_by": ["alertname"], "group_wait": "0s",
+                  "group_interval": "1s", "repeat_interval": "1h"},
+        "receivers": [{"name": "drill"}],
+    }
+    (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    addr = f"127.0.0.1:{port}"
+    argv = [binary("prometheus-alertmanager"), f"--config.file={workdir / 'alertmanager.yml'}",
+            f"--storage.path={workdir / 'data'}", f"--web.listen-address={addr}",
+            "--cluster.listen-address=", "--log.level=warn"]
+    service = spawn("alertmanager", argv, workdir, url=f"http://{addr}")
+    try:
+        wait_http(service, "/-/ready", 30)
+    except UnavailableError:
+        service.stop()
+        raise
+    return service

@@ -1,0 +1,83 @@
+"""Acknowledgement through Alertmanager: a silence created by on-call is the ack (real services)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from drillkit.alertmanager import Matcher
+from tests.helpers import drillkit_cmd, report_json, run_folder, write_scenario
+from tests.promfixture import PromEnv
+
+pytestmark = pytest.mark.integration
+DATA = Path(__file__).parent / "data"
+
+
+def test_silence_is_the_acknowledgement(prom_env: PromEnv, tmp_path: Path) -> None:
+    assert prom_env.alertmanager is not None
+    am = prom_env.alertmanager.url
+    prom_env.ensure_exporter()
+    prom_env.wait_up()
+    data = yaml.safe_load((DATA / "exporter-kill.yaml").read_text())
+    data["faults"][0]["pidfile"] = str(prom_env.pidfile)
+    data["faults"][0]["restart"] = prom_env.restart_command()
+    data["response"] = {"acknowledge": "alertmanager", "within": "60s"}
+    path = write_scenario(tmp_path / "d.yaml", data)
+    reports = tmp_path / "reports"
+    proc = subprocess.Popen(drillkit_cmd("run", str(path), "--prometheus-url", prom_env.url,
+                                         "--alertmanager-url", am, "--report-dir", str(reports)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            journals = list(reports.glob("*/journal.jsonl")) if reports.exists() else []
+            if journals and '"kind": "notified"' in journals[0].read_text():
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("Alertmanager never listed the alert")
+        now = datetime.now(UTC)
+        silence = {
+            "matchers": [{"name": "alertname", "value": "DemoExporterDown", "isRegex": False, "isEqual": True}],
+            "startsAt": now.isoformat(), "endsAt": (now + timedelta(minutes=5)).isoformat(),
+            "createdBy": "bob", "comment": "looking into it",
+        }
+        r = requests.post(f"{am}/api/v2/silences", json=silence, timeout=5)
+        assert r.status_code == 200, r.text
+        silence_id = r.json()["silenceID"]
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    rep = report_json(run_folder(reports))
+    ack = next(e for e in rep["events"] if e["kind"] == "acknowledged")
+    assert ack["by"] == "bob" and silence_id in ack["note"], ack
+    stored = requests.get(f"{am}/api/v2/silence/{silence_id}", timeout=5).json()
+    updated = datetime.fromisoformat(stored["updatedAt"].replace("Z", "+00:00"))
+    detected = next(e for e in rep["events"] if e["kind"] == "detected")
+    detected_at = datetime.fromisoformat(detected["at"].replace("Z", "+00:00"))
+    expected = (updated - detected_at).total_seconds()
+    assert rep["measures"]["time_to_acknowledge"] == pytest.approx(expected, abs=0.01), (
+        f"ack time must be the silence's updatedAt ({stored['updatedAt']}), not when we polled")
+    notified = next(e for e in rep["events"] if e["kind"] == "notified")
+    assert notified["at"] >= detected["at"]
+    requests.delete(f"{am}/api/v2/silence/{silence_id}", timeout=5)
+
+
+@pytest.mark.parametrize(("matcher", "labels", "hit"), [
+    (Matcher("alertname", "X"), {"alertname": "X"}, True),
+    (Matcher("alertname", "X", is_equal=False), {"alertname": "X"}, False),
+    (Matcher("severity", "P[12]", is_regex=True), {"severity": "P2"}, True),
+    (Matcher("severity", "P[12]", is_regex=True), {"severity": "P3"}, False),
+    (Matcher("team", "sre"), {"alertname": "X"}, False),
+])
+def test_silence_matchers(matcher: Matcher, labels: dict[str, str], hit: bool) -> None:
+    assert matcher.matches(labels) is hit
