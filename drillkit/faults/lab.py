@@ -150,6 +150,15 @@ def state_dir(run_id: str) -> Path:
     return d
 
 
+def _remove_scratch(*files: str | None) -> None:
+    """Delete a revert's scratch files, and the run's scratch folder once it is empty."""
+    for name in files:
+        if name:
+            Path(name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                Path(name).parent.rmdir()
+
+
 def _write_atomically(path: Path, content: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
     """Replace `path` with `content` in one rename: readers see the old or the new file, never
     a torn one. The temporary file is created with `mode` already (no window of wider access)."""
@@ -372,10 +381,10 @@ class DbConnectionExhaustion(Fault):
     def inject(self, undo: Undo) -> None:
         p, ctx = self.params, self.ctx
         tag, work = self._tag(), state_dir(ctx.run_id)
-        status = work / "hold-connections.json"
+        status, log_file = work / "hold-connections.json", work / "hold-connections.log"
         status.unlink(missing_ok=True)
         handle = undo.register(self.kind, dsn=p.dsn, password_env=p.password_env, application_name=tag,
-                               holder_pid=None, backend_pids=[], status_file=str(status))
+                               holder_pid=None, backend_pids=[], status_file=str(status), log_file=str(log_file))
         env = {**os.environ, **({"PGPASSWORD": _password(p.password_env)["password"]} if p.password_env else {})}
         # one more than the server should ever accept, so its refusal is seen (a pooler in front
         # of it would accept forever)
@@ -385,7 +394,7 @@ class DbConnectionExhaustion(Fault):
                 "--status", str(status), "--owner-pid", str(os.getpid()),
                 "--max-hold", f"{p.hold_at_most or _drill_length(ctx):g}",
                 "--application-name", tag, "--connect-timeout", f"{p.connect_timeout:g}"]
-        pid = _spawn(argv, work / "hold-connections.log", env)
+        pid = _spawn(argv, log_file, env)
         handle.update(holder_pid=pid)
         deadline = time.monotonic() + p.ready_within
         while True:
@@ -393,7 +402,7 @@ class DbConnectionExhaustion(Fault):
             if state.get("state") == "holding":
                 break
             if state.get("state") == "error" or not alive(pid):
-                log = (work / "hold-connections.log").read_text(errors="replace")[-800:]
+                log = log_file.read_text(errors="replace")[-800:]
                 raise UnavailableError(f"{self.kind}: the holder could not take the connections: "
                                        f"{state.get('error') or log or 'it exited'}")
             if time.monotonic() >= deadline:
@@ -415,8 +424,6 @@ class DbConnectionExhaustion(Fault):
         holders |= set(find_processes(rf"hold-connections .*--application-name {re.escape(tag)}\b", None))
         for pid in sorted(holders):
             stopped += stop_group(pid, "hold-connections")["signalled"]
-        if data.get("status_file"):
-            Path(data["status_file"]).unlink(missing_ok=True)
         journalled = [int(x) for x in data.get("backend_pids", [])]
         terminated: list[int] = []
         with _db(str(data["dsn"]), data.get("password_env"), "verify connections released") as conn:
@@ -437,6 +444,7 @@ class DbConnectionExhaustion(Fault):
                     raise DrillkitError(f"backends {left} ({tag}) still in pg_stat_activity after terminating them")
                 time.sleep(0.1)
         reused = sorted(pid for pid, app in rows if app != tag)
+        _remove_scratch(data.get("status_file"), data.get("log_file"))
         return {"holder_stopped": stopped, "terminated": sorted(set(terminated)), "remaining": [],
                 "pids_reused_by_others": reused}
 
@@ -735,13 +743,14 @@ class CpuPressure(Fault):
             argv += ["--cpu-load", str(p.load)]
         if self.procs_file is not None:  # move itself, then exec: its workers are born inside
             argv = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.procs_file), *argv]
-        handle = undo.register(self.kind, pgid=None, workers=self.n, timeout=self._timeout())
-        pgid = _spawn(argv, state_dir(ctx.run_id) / "stress-ng.log")
+        log_file = state_dir(ctx.run_id) / "stress-ng.log"
+        handle = undo.register(self.kind, pgid=None, workers=self.n, timeout=self._timeout(), log_file=str(log_file))
+        pgid = _spawn(argv, log_file)
         handle.update(pgid=pgid)
         deadline = time.monotonic() + 10
         while len(running := [q for q in group_members(pgid) if "stress-ng" in cmdline(q)]) < self.n + 1:
             if not alive(pgid):
-                log = (state_dir(ctx.run_id) / "stress-ng.log").read_text(errors="replace")[-500:]
+                log = log_file.read_text(errors="replace")[-500:]
                 raise UnavailableError(f"{self.kind}: stress-ng exited at once: {log}")
             if time.monotonic() >= deadline:
                 raise UnavailableError(f"{self.kind}: only {len(running)} stress-ng processes after 10s")
@@ -752,9 +761,9 @@ class CpuPressure(Fault):
 
     @classmethod
     def revert(cls, ctx: FaultContext, data: dict[str, Any]) -> dict[str, Any]:
-        if not data.get("pgid"):
-            return {"signalled": [], "note": "never started"}
-        return stop_group(int(data["pgid"]), "stress-ng")
+        result = stop_group(int(data["pgid"]), "stress-ng") if data.get("pgid") else {"signalled": []}
+        _remove_scratch(data.get("log_file"))
+        return result
 
 
 # --- latency --------------------------------------------------------------------------------
