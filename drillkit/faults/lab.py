@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import functools
 import http.client
 import json
 import math
@@ -36,7 +37,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from drillkit.errors import (
     Aborted,
@@ -136,6 +137,23 @@ def _wait_gone(pids: list[int], timeout: float) -> list[int]:
         if not left or time.monotonic() >= deadline:
             return left
         time.sleep(0.05)
+
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def _host_errors(inject: F) -> F:
+    """A file, cgroup or process operation that fails mid-inject is the host refusing, not a
+    bug: report it as drillkit's UnavailableError (the reverts run either way)."""
+
+    @functools.wraps(inject)
+    def wrapper(self: Fault, undo: Undo) -> None:
+        try:
+            inject(self, undo)
+        except OSError as exc:
+            raise UnavailableError(f"{self.kind}: {exc}") from exc
+
+    return cast(F, wrapper)
 
 
 def _check_stop(ctx: FaultContext) -> None:
@@ -378,6 +396,7 @@ class DbConnectionExhaustion(Fault):
     def _tag(self) -> str:
         return f"drillkit-{self.ctx.run_id}-hold"
 
+    @_host_errors
     def inject(self, undo: Undo) -> None:
         p, ctx = self.params, self.ctx
         tag, work = self._tag(), state_dir(ctx.run_id)
@@ -588,7 +607,8 @@ class MemoryPressure(Fault):
             return [f"limit the target's memory to {self.params.limit} in a new cgroup"]
         p, h = self.params, self.hierarchy
         group = self.parent / f"drillkit-{self.ctx.run_id}"
-        lines = [f"create cgroup v{h.version} {group} with {cg.limit_file(h.version)} = {p.limit}",
+        limit = (f"its charge after the move {p.limit}" if p.headroom else p.limit)
+        lines = [f"create cgroup v{h.version} {group} with {cg.limit_file(h.version)} = {limit}",
                  f"move pid {self.pid} ({cmdline(self.pid)[:80]}) into it from {self.origin}"]
         if p.leak_url:
             lines.append(f"POST {p.leak_url} every {p.leak_every:g}s until the kernel OOM-kills it "
@@ -596,6 +616,7 @@ class MemoryPressure(Fault):
         lines.append(f"revert: lift the limit, move remaining processes back to {self.origin}, rmdir the cgroup")
         return lines
 
+    @_host_errors
     def inject(self, undo: Undo) -> None:
         p, ctx, h = self.params, self.ctx, self.hierarchy
         group = self.parent / f"drillkit-{ctx.run_id}"
@@ -736,6 +757,7 @@ class CpuPressure(Fault):
     def _timeout(self) -> int:
         return math.ceil(self.params.duration or _drill_length(self.ctx))
 
+    @_host_errors
     def inject(self, undo: Undo) -> None:
         p, ctx = self.params, self.ctx
         argv = [self.binary, "--cpu", str(self.n), "--timeout", f"{self._timeout()}s", "--quiet"]
@@ -820,6 +842,7 @@ class Latency(Fault):
         return [f'write {{"delay_ms": {self.delay_ms}}} to {p.control} (proxy {p.proxy_host}:{p.proxy_port})',
                 f"revert: restore the previous {Path(p.control).name} or remove it"]
 
+    @_host_errors
     def inject(self, undo: Undo) -> None:
         control = Path(self.params.control)
         previous: dict[str, Any] = {"existed": control.exists()}
@@ -932,6 +955,9 @@ class AuthSecretCorruption(Fault):
         secret = Path(p.secret_file)
         if not secret.is_file():
             raise PreflightError(f"{self.kind}: secret file {secret} does not exist or is not a file")
+        if secret.is_symlink():  # replacing it would replace the link, not what it points to
+            raise PreflightError(f"{self.kind}: {secret} is a symbolic link; name the file it points to "
+                                 f"({secret.resolve()})")
         if not os.access(secret, os.R_OK) or not os.access(secret.parent, os.W_OK):
             raise PreflightError(f"{self.kind}: need read access to {secret} and write access to {secret.parent}")
         if self._backup().exists():
@@ -957,6 +983,7 @@ class AuthSecretCorruption(Fault):
                 *[f"restart replica pid {pid} with SIGTERM: {cmdline(pid)[:100]}" for pid in victims],
                 "revert: restore the secret from the backup, restart those replicas again, delete the backup"]
 
+    @_host_errors
     def inject(self, undo: Undo) -> None:
         p, ctx = self.params, self.ctx
         secret, backup = Path(p.secret_file), self._backup()
