@@ -122,7 +122,7 @@ class ChatApp:
         name = f"chatbot-{cfg.replica}"  # also the application_name in pg_stat_activity
         self.pool = ConnectionPool(  # a short reconnect_timeout makes recovery prompt
             cfg.dsn, min_size=1, max_size=cfg.pool_size, timeout=cfg.pool_timeout, open=False,
-            check=ConnectionPool.check_connection, reconnect_timeout=3.0, name=name,
+            check=ConnectionPool.check_connection, reconnect_timeout=3.0, max_idle=30, name=name,
             kwargs={"connect_timeout": 2, "application_name": name,
                     "options": "-c statement_timeout=5000"})
         self.metrics = Metrics(cfg.replica, cfg.pool_size)
