@@ -215,6 +215,33 @@ def update(run_id: str, message: str, status_page: bool, report_dir: str) -> Non
     click.echo(f"recorded {'status page' if status_page else 'status'} update for run {run_id}")
 
 
+@main.command()
+@click.option("--run-id", default=None, help="Clean up after this run only.")
+@click.option("--all", "everything", is_flag=True,
+              help="Every run under --report-dir and every drillkit-labelled object.")
+@click.option("--report-dir", envvar="DRILLKIT_REPORT_DIR", default="reports", show_default=True,
+              type=click.Path(file_okay=False), help="Where run folders (journals) are.")
+@click.option("--context", envvar="DRILLKIT_CONTEXT", default=None,
+              help="kubeconfig context (default: the one each run used).")
+@click.option("--allow-context", "allow_contexts", envvar="DRILLKIT_ALLOW_CONTEXT", multiple=True,
+              help="Allow a non-kind kubeconfig context (repeatable).")
+@click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="kubeconfig file.")
+@_guard
+def cleanup(run_id: str | None, everything: bool, report_dir: str, context: str | None,
+            allow_contexts: tuple[str, ...], kubeconfig: str | None) -> None:
+    """Finish the reverts of killed drills: pending journalled reverts, then every object
+    labelled drillkit.io/run-id (exit 1 if something could not be undone)."""
+    from drillkit.cleanup import cleanup as run_cleanup
+
+    if bool(run_id) == everything:
+        raise click.UsageError("pass exactly one of --run-id ID or --all")
+    result = run_cleanup(Path(report_dir), run_id, context, allow_contexts, kubeconfig,
+                         log=lambda line: click.echo(line, err=True))
+    for line in result.lines():
+        click.echo(line)
+    sys.exit(1 if result.failed else 0)
+
+
 # --- the embedded lab (logic in drillkit.lab.lab) ----------------------------------------------
 
 LAB_DIR_HELP = "State directory of the lab (relative to the working directory)."

@@ -657,25 +657,26 @@ class Kube:
     def wait_pods(self, namespace: str, label_selector: str | None,
                   done: Callable[[list[Pod]], T | None], timeout: float,
                   stop: StopFlag | None = None, field_selector: str | None = None) -> T | None:
-        """Watch pods until `done(current pods)` returns something truthy; None at the deadline.
+        """List, then watch from the list's resourceVersion, until `done(current pods)` returns
+        something truthy; None at the deadline or when `stop` is set.
 
-        The watch starts with the current list (ADDED events), so `done` sees the full set.
-        Transient errors reconnect until the deadline.
+        Transient errors and an expired resourceVersion (410) start over with a fresh list.
         """
         deadline = time.monotonic() + timeout
         kw = {k: v for k, v in (("label_selector", label_selector),
                                 ("field_selector", field_selector)) if v}
+        what = f"watch pods in {namespace}"
         while time.monotonic() < deadline and not (stop and stop.is_set()):
-            pods: dict[str, Pod] = {}
             try:
-                initial = self.list_pods(namespace, label_selector, field_selector)
-                for p in initial:
-                    pods[p.uid] = p
+                listing = self.call(f"list pods in {namespace}", self.core.list_namespaced_pod,
+                                    namespace, **kw)
+                pods = {p.uid: p for p in map(Pod.from_json, listing.get("items") or [])}
                 if (result := done(list(pods.values()))):
                     return result
-                for kind, obj in self._watch(f"watch pods in {namespace}",
-                                             self.core.list_namespaced_pod, namespace,
-                                             timeout=min(deadline - time.monotonic(), 30.0), **kw):
+                rv = (listing.get("metadata") or {}).get("resourceVersion")
+                for kind, obj in self._watch(what, self.core.list_namespaced_pod, namespace,
+                                             timeout=min(deadline - time.monotonic(), 30.0),
+                                             resource_version=rv, **kw):
                     pod = Pod.from_json(obj)
                     if kind == "DELETED":
                         pods.pop(pod.uid, None)
@@ -686,8 +687,11 @@ class Kube:
                     if time.monotonic() >= deadline or (stop and stop.is_set()):
                         return None
             except TransientError as exc:
-                log.warning("watch interrupted, reconnecting: %s", exc)
+                log.warning("%s interrupted, listing again: %s", what, exc)
                 time.sleep(0.5)
+            except KubeError as exc:
+                if exc.status != 410:
+                    raise
         return None
 
     # -- workloads ----------------------------------------------------------------------------

@@ -169,3 +169,178 @@ def test_auth_secret_corruption_restores_and_keeps_secrets_out(kube_demo: KubeSe
     assert data == {"namespace": NS, "secret": "chatbot-jwt", "key": "jwt-secret",
                     "backup": f"drillkit-backup-chatbot-jwt-{run_id}",
                     "restart": "deployment/chatbot-api"}, data
+
+
+def test_db_connection_exhaustion_job_by_reference_and_deleted(kube_demo: KubeServer,
+                                                               prom_env: PromEnv,
+                                                               tmp_path: Path) -> None:
+    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
+        [{"kind": "db-connection-exhaustion", "service": "chatbot-db",
+          "secret": "chatbot-db-credentials", "connections": 50}]))
+    run_id = run.result.run_id
+    data = run.event("revert_registered").data["data"]
+    job = data["job"]
+    assert data == {"namespace": NS, "job": job} and job.startswith(f"drillkit-dbconn-{run_id}-")
+    created = next(r.body for r in kube_demo.requests if r.method == "POST" and r.path.endswith("/jobs"))
+    assert created["metadata"]["labels"]["drillkit.io/run-id"] == run_id
+    spec = created["spec"]
+    assert spec["activeDeadlineSeconds"] == 30 + 120, "dead-man's switch: recovery.within + 2m"
+    container = spec["template"]["spec"]["containers"][0]
+    assert container["image"] == "postgres:16"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["PGUSER"]["valueFrom"]["secretKeyRef"] == {"name": "chatbot-db-credentials", "key": "username"}
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "chatbot-db-credentials", "key": "password"}
+    assert env["PGHOST"]["value"] == "chatbot-db" and env["PGPORT"]["value"] == "5432"
+    assert env["DRILLKIT_CONNECTIONS"]["value"] == "50"
+    assert "psql" in container["command"][2] and "sleep" in container["command"][2]
+    assert "Job " in run.journal_text() and "running" in run.journal_text()
+    assert kube_demo.get("jobs", NS, job) is None, "Job not deleted by the revert"
+    assert not kube_demo.list("pods", NS, label_selector=f"job-name={job}"), "Job pods left behind"
+    deletes = [r for r in kube_demo.requests if r.method == "DELETE" and r.path.endswith(f"/jobs/{job}")]
+    assert deletes and deletes[0].body.get("propagationPolicy") == "Background", deletes
+    no_secret_values(run.journal_text(), "chatbot-demo-password")
+    no_secret_values(str(report(run)), "chatbot-demo-password")
+
+
+def test_node_drain_cordons_evicts_respects_pdb_and_uncordons(kube_demo: KubeServer,
+                                                              prom_env: PromEnv,
+                                                              tmp_path: Path) -> None:
+    kube_demo.seed({"kind": "PodDisruptionBudget", "metadata": {"name": "api", "namespace": NS},
+                    "spec": {"minAvailable": 3, "selector": {"matchLabels": {"app": "chatbot-api"}}}})
+    db = kube_demo.get("pods", NS, "chatbot-db-0")
+    assert db is not None
+    node = db["spec"]["nodeName"]
+    on_node = {p["metadata"]["name"] for p in kube_demo.list("pods", field_selector=f"spec.nodeName={node}")}
+    api_on_node = {n for n in on_node if n.startswith("chatbot-api")}
+    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
+        [{"kind": "node-drain", "pod_selector": "app=chatbot-db", "evict_timeout": "1.5s"}]))
+    result = run.event("drain_result").data
+    assert result["node"] == node and result["evicted"] == [f"{NS}/chatbot-db-0"], result
+    assert set(result["blocked"]) == {f"{NS}/{n}" for n in api_on_node}, result
+    evictions = [r for r in kube_demo.requests if r.path.endswith("/eviction")]
+    for name in api_on_node:  # a PDB's 429 is retried with backoff until the deadline
+        tries = [r for r in evictions if f"/pods/{name}/" in r.path]
+        assert len(tries) >= 2, f"eviction of {name} tried {len(tries)} time(s)"
+    cordon = [r.body for r in kube_demo.requests if r.method == "PATCH" and r.path.endswith(f"/nodes/{node}")]
+    assert cordon[0]["spec"]["unschedulable"] is True, cordon
+    after = kube_demo.get("nodes", None, node)
+    assert after is not None and not after["spec"].get("unschedulable"), after["spec"]
+    assert "drillkit.io/cordoned-by" not in (after["metadata"].get("annotations") or {})
+    new_db = kube_demo.get("pods", NS, "chatbot-db-0")
+    assert new_db is None or new_db["metadata"]["uid"] != db["metadata"]["uid"], "db pod not evicted"
+
+
+def test_memory_pressure_container_is_oom_killed(kube_demo: KubeServer, prom_env: PromEnv,
+                                                 tmp_path: Path) -> None:
+    pods = api_pods(kube_demo)
+    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
+        [{"kind": "memory-pressure", "selector": "app=chatbot-api", "container": "api",
+          "timeout": "10s"}]))
+    oom = run.event("oom_killed").data
+    pod = kube_demo.get("pods", NS, oom["pod"])
+    assert pod is not None and pod["metadata"]["uid"] == pods[oom["pod"]]
+    status = pod["status"]["containerStatuses"][0]
+    assert status["restartCount"] == 1 and status["lastState"]["terminated"]["reason"] == "OOMKilled"
+    assert oom == {"fault": "memory-pressure", "pod": oom["pod"], "container": "api",
+                   "restarts": 1, "reason": "OOMKilled"}
+    execs = [(e.pod, e.command) for e in kube_demo.execs]
+    assert execs[0] == (oom["pod"], ["sh", "-c", "true"]), execs
+    assert "drillkit-memory-pressure" in execs[1][1][2], execs
+    assert "drillkit-memory-pressure" not in execs[2][1][2], "the revert's killer must not match itself"
+
+
+@pytest.mark.parametrize(("patch", "words"), [
+    ({"image": "gcr.io/distroless/static:nonroot"}, "needs a POSIX shell"),
+    ({"resources": {}}, "has no memory limit"),
+])
+def test_memory_pressure_preflight_refuses(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path,
+                                           patch: dict[str, object], words: str) -> None:
+    def change(d: dict) -> None:
+        d["spec"]["template"]["spec"]["containers"][0].update(patch)
+
+    kube_demo.update("deployments", NS, "chatbot-api", change)
+    kube_demo.wait_for(lambda: {p["spec"]["containers"][0].get("image") for p in
+                                kube_demo.list("pods", NS, "app=chatbot-api")} ==
+                       {(patch.get("image") or "ghcr.io/drillkit/chatbot-api:0.1.0")}
+                       and ready_count(kube_demo) == 3
+                       and all(p["spec"]["containers"][0].get("resources") == patch.get("resources", p["spec"]["containers"][0].get("resources"))
+                               for p in kube_demo.list("pods", NS, "app=chatbot-api")), timeout=10)
+    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
+        [{"kind": "memory-pressure", "selector": "app=chatbot-api"}]))
+    assert run.result.status.value == "inconclusive"
+    assert words in run.event("error").data["error"], run.event("error").data
+    assert "revert_registered" not in run.kinds()
+
+
+@pytest.mark.parametrize(("kind", "extra", "args"), [
+    ("memory-pressure", {"mode": "node", "memory": "256Mi"}, ["--vm", "1", "--vm-bytes", "256Mi"]),
+    ("cpu-pressure", {"workers": 2}, ["--cpu", "2"]),
+])
+def test_stress_pod_pinned_to_targets_node_and_deleted(kube_demo: KubeServer, prom_env: PromEnv,
+                                                       tmp_path: Path, kind: str,
+                                                       extra: dict[str, object], args: list[str]) -> None:
+    target = kube_demo.get("pods", NS, "chatbot-db-0")
+    assert target is not None
+    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
+        [{"kind": kind, "selector": "app=chatbot-db", **extra}]))
+    run_id = run.result.run_id
+    created = next(r.body for r in kube_demo.requests if r.method == "POST" and r.path.endswith("/pods"))
+    name = created["metadata"]["name"]
+    assert run.event("revert_registered").data["data"] == {"mode": "node", "namespace": NS, "pod": name}
+    assert created["metadata"]["labels"]["drillkit.io/run-id"] == run_id
+    assert created["spec"]["nodeName"] == target["spec"]["nodeName"]
+    container = created["spec"]["containers"][0]
+    assert container["image"] == "ghcr.io/colinianking/stress-ng"
+    assert container["args"][:len(args)] == args, container["args"]
+    if kind == "memory-pressure":
+        assert container["resources"]["requests"]["memory"] == "256Mi"
+    assert kube_demo.get("pods", NS, name) is None, "stress pod not deleted by the revert"
+    assert run.event("leftovers_checked").data["remaining"] == []
+
+
+def test_cpu_pressure_container_busy_loop_is_killed(kube_demo: KubeServer, prom_env: PromEnv,
+                                                    tmp_path: Path) -> None:
+    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
+        [{"kind": "cpu-pressure", "mode": "container", "selector": "app=chatbot-api",
+          "duration": "30s"}]))
+    commands = [e.command for e in kube_demo.execs]
+    assert ["sh", "-c", "true"] in commands
+    loop = next(c for c in commands if "drillkit-cpu-pressure=1" in c[2])
+    assert "+ 30 ))" in loop[2], loop
+    killer = next(c for c in commands if "kill -9" in c[2])
+    assert "drillkit-cpu-pressure=1" not in killer[2]
+    assert run.reverts()[0]["result"]["stopped_in"], run.reverts()
+
+
+def test_network_latency_ephemeral_netem_and_revert(kube_demo: KubeServer, prom_env: PromEnv,
+                                                    tmp_path: Path) -> None:
+    kube_demo.on_exec("tc qdisc show", lambda pod, c, cmd: (
+        "qdisc netem 8001: root refcnt 2 limit 1000 delay 200ms  20ms\n", "", 0))
+    kube_demo.on_exec("tc qdisc del", lambda pod, c, cmd: ("", "", 0))
+    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
+        [{"kind": "network-latency", "selector": "app=chatbot-api", "latency": "200ms",
+          "jitter": "20ms"}]))
+    run_id = run.result.run_id
+    name = run.event("revert_registered").data["data"]["pods"][0]["name"]
+    pod = kube_demo.get("pods", NS, name)
+    assert pod is not None
+    eph = pod["spec"]["ephemeralContainers"]
+    assert [e["name"] for e in eph] == [f"drillkit-netem-{run_id}"], eph
+    assert eph[0]["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"]
+    assert "tc qdisc add dev eth0 root netem delay 200ms 20ms" in eph[0]["command"][2]
+    dry = [r for r in kube_demo.requests if r.path.endswith("/ephemeralcontainers")
+           and r.query.get("dryRun") == "All"]
+    assert dry, "preflight did not dry-run the ephemeral container"
+    dels = [e for e in kube_demo.execs if e.command[:3] == ["tc", "qdisc", "del"]]
+    assert dels and dels[0].container == f"drillkit-netem-{run_id}" and dels[0].pod == name, dels
+    assert run.reverts()[0]["result"] == {name: "delay removed"}
+
+
+def test_network_latency_refused_where_ephemeral_containers_are_forbidden(
+        kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
+    kube_demo.ephemeral_containers_forbidden = True
+    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
+        [{"kind": "network-latency", "selector": "app=chatbot-api", "latency": "200ms"}]))
+    error = run.event("error").data["error"]
+    assert "ephemeral containers are forbidden" in error and "NET_ADMIN" in error, error
+    assert not any(p["spec"].get("ephemeralContainers") for p in kube_demo.list("pods", NS))

@@ -1,0 +1,221 @@
+"""`drillkit cleanup`: finish the reverts of a drill that could not finish them itself.
+
+Why it exists: a runner killed with SIGKILL (or a machine that died) leaves harm in place. Two
+independent records let another process undo it:
+
+1. the run's journal: every revert is journalled as data *before* the harm, so the pending ones
+   (`drillkit.journal.pending_reverts`) are run through the fault registry, newest first, and
+   marked done in that journal;
+2. the cluster itself: every object drillkit creates carries `drillkit.io/run-id`, and nodes it
+   cordoned carry `drillkit.io/cordoned-by`, so whatever is still there after step 1 (or whose
+   journal is lost) is found by label and deleted — backup Secrets first put their original
+   value back and restart the workloads that use it.
+
+Both steps are idempotent; running cleanup twice is harmless. Do not point `--all` at report
+folders of drills that are still running: it would revert them under their feet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from drillkit.errors import DrillkitError, InputError
+from drillkit.faults import FaultContext, fault_class
+from drillkit.journal import JOURNAL_NAME, Journal, PendingRevert, pending_reverts, read_journal
+from drillkit.signals import StopFlag
+
+if TYPE_CHECKING:
+    from drillkit.kube import Kube, KubeSettings
+    from drillkit.scenario import Scenario
+
+
+@dataclass
+class CleanupReport:
+    """What cleanup did, one line per action, and what it could not do."""
+
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return ([f"done: {x}" for x in self.done] + [f"FAILED: {x}" for x in self.failed]
+                + [f"note: {x}" for x in self.notes])
+
+
+@dataclass(frozen=True)
+class _Run:
+    run_id: str
+    folder: Path
+    target: str  # local | kubernetes
+    context: str | None
+    scenario_path: str
+
+
+def _runs(report_dir: Path, run_id: str | None) -> list[_Run]:
+    if not report_dir.is_dir():
+        return []
+    out = []
+    for journal in sorted(report_dir.glob(f"*/{JOURNAL_NAME}")):
+        try:
+            started = read_journal(journal)[0]
+        except InputError:
+            continue
+        rid = str(started.data.get("run_id", ""))
+        if run_id and rid != run_id:
+            continue
+        scenario = started.data.get("scenario") or {}
+        kube = (scenario.get("target") or {}).get("kubernetes")
+        out.append(_Run(rid, journal.parent, "kubernetes" if kube else "local",
+                        (kube or {}).get("context"), str(scenario.get("path", ""))))
+    return out
+
+
+def _scenario_of(run: _Run) -> Scenario:
+    """The run's scenario if its file still loads; reverts work from journal data alone, so a
+    missing file is no obstacle (the context then carries no scenario)."""
+    from drillkit.scenario import load_scenario
+
+    try:
+        return load_scenario(run.scenario_path)
+    except DrillkitError:
+        return cast("Scenario", None)
+
+
+class _Kubes:
+    """One Kube facade per context, created only when needed (the allowlist applies)."""
+
+    def __init__(self, context: str | None, allow: tuple[str, ...], kubeconfig: str | None) -> None:
+        self.context, self.allow, self.kubeconfig = context, allow, kubeconfig
+        self._made: dict[str, Kube] = {}
+
+    def settings(self, journal_context: str | None) -> KubeSettings:
+        from drillkit.kube import resolve_settings
+
+        return resolve_settings(self.context, journal_context, self.allow, self.kubeconfig)
+
+    def get(self, settings: KubeSettings) -> Kube:
+        from drillkit.kube import Kube
+
+        if settings.context not in self._made:
+            self._made[settings.context] = Kube(settings)
+        return self._made[settings.context]
+
+    def factory(self, journal_context: str | None) -> Callable[[], Kube]:
+        settings = self.settings(journal_context)
+        return lambda: self.get(settings)
+
+    def close(self) -> None:
+        for kube in self._made.values():
+            kube.close()
+
+
+def cleanup(report_dir: Path, run_id: str | None, context: str | None = None,
+            allow_contexts: tuple[str, ...] = (), kubeconfig: str | None = None,
+            log: Callable[[str], None] = print) -> CleanupReport:
+    """Run pending journalled reverts, then remove run-labelled objects from the cluster.
+
+    `run_id` None means every run found under `report_dir` and every labelled object.
+    """
+    report = CleanupReport()
+    kubes = _Kubes(context, allow_contexts, kubeconfig)
+    contexts: set[str] = set()
+    try:
+        runs = _runs(report_dir, run_id)
+        if run_id and not runs:
+            report.notes.append(f"no journal of run {run_id} under {report_dir}")
+        for run in runs:
+            _revert_run(run, kubes, report, log, contexts)
+        if context or any(r.target == "kubernetes" for r in runs) or not runs:
+            _sweep(kubes, run_id, report, log, contexts)
+    finally:
+        kubes.close()
+    return report
+
+
+def _revert_run(run: _Run, kubes: _Kubes, report: CleanupReport, log: Callable[[str], None],
+                contexts: set[str]) -> None:
+    pending = pending_reverts(run.folder)
+    if not pending:
+        return
+    factory = None
+    if run.target == "kubernetes":
+        try:
+            settings = kubes.settings(run.context)
+        except DrillkitError as exc:
+            report.failed.append(f"run {run.run_id}: {exc}")
+            return
+        contexts.add(settings.context)
+        factory = lambda: kubes.get(settings)  # noqa: E731 - bound to this run's context
+    journal = Journal(run.folder / JOURNAL_NAME)
+    try:
+        ctx = FaultContext(run_id=run.run_id, scenario=_scenario_of(run), journal=journal,
+                           stop=StopFlag(), log=log, kube_factory=factory)
+        for p in pending:
+            _revert_one(p, run.target, ctx, journal, report)
+    finally:
+        journal.close()
+
+
+def _revert_one(p: PendingRevert, target: str, ctx: FaultContext, journal: Journal,
+                report: CleanupReport) -> None:
+    what = f"run {p.run_id}: revert {p.fault} #{p.id}"
+    try:
+        result = fault_class(p.fault, target).revert(ctx, p.data)
+    except (DrillkitError, KeyError, OSError) as exc:
+        journal.append("revert_failed", id=p.id, fault=p.fault, error=str(exc), by="drillkit cleanup")
+        report.failed.append(f"{what}: {exc}")
+        return
+    journal.append("revert_done", id=p.id, fault=p.fault, result=result or {}, by="drillkit cleanup")
+    report.done.append(f"{what}: {_short(result)}")
+
+
+def _short(result: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (result or {}).items()) or "ok"
+
+
+def _sweep(kubes: _Kubes, run_id: str | None, report: CleanupReport, log: Callable[[str], None],
+           contexts: set[str]) -> None:
+    """Delete (or restore, then delete) everything labelled with the run id(s)."""
+    from drillkit.faults.kubernetes import restore_from_backup
+    from drillkit.kube import BACKUP_OF
+
+    targets = set(contexts)
+    if kubes.context or not targets:
+        try:
+            targets.add(kubes.settings(None).context)
+        except DrillkitError as exc:
+            report.notes.append(f"no Kubernetes cluster checked: {exc}")
+            return
+    for name in sorted(targets):
+        kube = kubes.get(kubes.settings(name))
+        try:
+            found = kube.labelled(run_id)
+        except DrillkitError as exc:
+            report.failed.append(f"context {name}: cannot list labelled objects: {exc}")
+            continue
+        order = {"Secret": 0, "Node": 1, "Job": 2, "Pod": 3}
+        backups = [x for x in found if x.ref.kind == "Secret" and BACKUP_OF in x.annotations]
+        rest = sorted((x for x in found if x not in backups), key=lambda x: order.get(x.ref.kind, 9))
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for x in backups:
+            try:
+                result = restore_from_backup(kube, x.ref.namespace or "", x.ref.name, now)
+                report.done.append(f"context {name}: restored {x.ref} -> {_short(result)}")
+            except DrillkitError as exc:
+                report.failed.append(f"context {name}: restore from {x.ref}: {exc}")
+        for x in rest:
+            try:
+                gone = kube.delete(x.ref)
+                verb = "uncordoned" if x.ref.kind == "Node" else "deleted"
+                report.done.append(f"context {name}: {verb} {x.ref} (run {x.run_id})"
+                                   + ("" if gone else ", already gone"))
+            except DrillkitError as exc:
+                report.failed.append(f"context {name}: {x.ref}: {exc}")
+        if not found:
+            report.notes.append(f"context {name}: nothing labelled "
+                                f"{'with run ' + run_id if run_id else 'by drillkit'} remains")
+        log(f"cleanup: context {name}: {len(found)} labelled object(s) handled")
