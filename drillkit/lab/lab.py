@@ -454,6 +454,9 @@ def prometheus_setup(state: LabState) -> PrometheusSetup:
 
 
 def start_prom(state: LabState) -> Proc:
+    # A fresh TSDB: old series of the same instances would make `changes()`/`deriv()` rules
+    # (ChatbotMemoryLeak) fire on a restarted lab, and drills would refuse to start.
+    shutil.rmtree(Path(state.dir) / "prometheus" / "data", ignore_errors=True)
     svc = start_prometheus(Path(state.dir) / "prometheus", prometheus_setup(state), state.ports.prometheus)
     return started(svc, f"--web.listen-address=127.0.0.1:{state.ports.prometheus}", svc.log)
 
