@@ -2,7 +2,8 @@
 real files — no mocks. Each fault is injected through the Fault API (a real `Undo` on an
 `ExitStack`, a real `Journal`), its harm is shown with evidence, and the revert must put the
 system back exactly; the revert is run again (a no-op), from journal data in a fresh process (what
-`drillkit cleanup` does), and by a real `drillkit run` that receives SIGTERM mid-drill.
+`drillkit cleanup` does), by a real `drillkit run` that receives SIGTERM mid-drill, and by the real
+`drillkit cleanup` after the runner was SIGKILLed.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from drillkit.faults.local import alive, cmdline
 from drillkit.journal import JOURNAL_NAME, Journal, pending_reverts, read_journal
 from drillkit.scenario import load_scenario
 from drillkit.signals import StopFlag
-from tests.helpers import drillkit_cmd, write_scenario
+from tests.helpers import drillkit_cmd, run_cli, write_scenario
 from tests.pgutil import Postgres, free_port, start_postgres
 from tests.promfixture import PromEnv
 
@@ -615,37 +616,43 @@ def test_sigterm_during_fault_restores_the_system(prom_env: PromEnv, pg: Postgre
         rig.restored(journal)
 
 
-def test_db_holder_lets_go_when_the_runner_is_sigkilled(prom_env: PromEnv, pg: Postgres, tmp_path: Path) -> None:
-    """No revert ran, yet the holder saw its owner die and closed the connections; a later
-    cleanup finds nothing left and succeeds."""
+@pytest.mark.parametrize("kind", ["db-connection-exhaustion", "memory-pressure", "cpu-pressure", "latency",
+                                  "auth-secret-corruption"])
+def test_sigkilled_runner_then_drillkit_cleanup_restores(prom_env: PromEnv, pg: Postgres, tmp_path: Path,
+                                                         kind: str) -> None:
+    """The runner dies without reverting anything; the real `drillkit cleanup --run-id` finishes
+    the job from the journal. (The connection holder does not even wait for it: it sees its
+    owner gone and lets go by itself.)"""
     prom_env.ensure_exporter()
     prom_env.wait_up()
-    rig = DbRig(pg)
-    path = write_scenario(tmp_path / "drill.yaml", scenario_dict(rig.fault()))
-    reports = tmp_path / "reports"
-    proc = subprocess.Popen(
-        drillkit_cmd("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports)),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        journal = wait_for(lambda: next((j for j in reports.glob(f"*/{JOURNAL_NAME}")
-                                         if '"kind": "injected"' in j.read_text()), None), 90, "injection")
-        rig.harmed(journal)
-        proc.kill()
-        proc.wait()
-    finally:
-        if proc.poll() is None:
+    with rig_for(kind, pg, tmp_path) as rig:
+        path = write_scenario(tmp_path / "drill.yaml", scenario_dict(rig.fault()))
+        reports = tmp_path / "reports"
+        proc = subprocess.Popen(
+            drillkit_cmd("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports)),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            journal = wait_for(lambda: next((j for j in reports.glob(f"*/{JOURNAL_NAME}")
+                                             if '"kind": "injected"' in j.read_text()), None), 90, "injection")
+            rig.harmed(journal)
             proc.kill()
             proc.wait()
-    tag = f"drillkit-{run_id_of(journal)}-hold"
-    wait_for(lambda: not [a for _, a in client_backends(pg) if a == tag], 5, "the holder to let go")
-    data = latest_data(journal)
-    wait_for(lambda: not alive(int(data["holder_pid"])), 5, "the holder to exit")
-    assert len(pending_reverts(journal)) == 1, "the revert is still owed in the journal"
-    ctx = FaultContext(run_id=run_id_of(journal), scenario=load_scenario(path),
-                       journal=Journal(tmp_path / "cleanup.jsonl"), stop=StopFlag())
-    result = fault_class("db-connection-exhaustion", "local").revert(ctx, data)
-    assert result["terminated"] == [] and result["holder_stopped"] == [], result
-    rig.restored(journal)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert len(pending_reverts(journal)) == 1, "the revert is still owed in the journal"
+        if kind == "db-connection-exhaustion":
+            tag, data = f"drillkit-{run_id_of(journal)}-hold", latest_data(journal)
+            wait_for(lambda: not [a for _, a in client_backends(pg) if a == tag], 5, "the holder to let go")
+            wait_for(lambda: not alive(int(data["holder_pid"])), 5, "the holder to exit")
+        r = run_cli("cleanup", "--run-id", run_id_of(journal), "--report-dir", str(reports), timeout=120)
+        assert r.returncode == 0, f"cleanup exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+        assert f"revert {kind}" in r.stdout, r.stdout
+        assert pending_reverts(journal) == []
+        rig.restored(journal)
+        again = run_cli("cleanup", "--run-id", run_id_of(journal), "--report-dir", str(reports), timeout=120)
+        assert again.returncode == 0 and f"revert {kind}" not in again.stdout, again.stdout
 
 
 # --- specific evidence and guardrails -------------------------------------------------------
