@@ -692,6 +692,7 @@ class Kube:
             except KubeError as exc:
                 if exc.status != 410:
                     raise
+                time.sleep(0.2)  # resourceVersion expired: list again
         return None
 
     # -- workloads ----------------------------------------------------------------------------

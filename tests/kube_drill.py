@@ -2,8 +2,8 @@
 
 Why: the wire tests must exercise faults exactly as `drillkit run` does (preflight, journal,
 revert on the ExitStack, leftovers check), with a real Prometheus deciding steady state and
-detection. Detection uses the prom_env rule `DemoNeverFires` with a 1 s target, so each drill
-injects, waits one second, reverts and verifies; the tests then assert on the server's state.
+detection. Detection uses the prom_env rule `DemoNeverFires` with a 0.5 s target, so each drill
+injects, waits half a second, reverts and verifies; the tests then assert on the server's state.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tests.kubeserver import CONTEXT, KubeServer
 from tests.promfixture import PromEnv
 
 
-def scenario(faults: list[dict[str, Any]], alert: str = "DemoNeverFires", within: str = "1s",
+def scenario(faults: list[dict[str, Any]], alert: str = "DemoNeverFires", within: str = "500ms",
              namespace: str = "chatbot", context: str = CONTEXT, **extra: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "name": "kube-wire-drill",

@@ -1,0 +1,182 @@
+"""A real `drillkit run` subprocess killed mid-fault: SIGTERM reverts by itself, SIGKILL is
+finished by `drillkit cleanup` (from the journal, or from the cluster's labels alone)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drillkit.cleanup import cleanup
+from drillkit.faults import FaultContext, Undo, fault_class
+from drillkit.journal import Journal, pending_reverts
+from drillkit.kube import kube_factory_for
+from drillkit.scenario import load_scenario
+from drillkit.signals import StopFlag
+from tests.helpers import drillkit_cmd, run_cli, write_scenario
+from tests.kube_drill import scenario
+from tests.kubeserver import CONTEXT, KubeServer
+from tests.promfixture import PromEnv
+
+pytestmark = [pytest.mark.wire, pytest.mark.integration]
+NS = "chatbot"
+FAULTS = [{"kind": "scale-to-zero", "workload": "deployment/chatbot-api", "wait": 0},
+          {"kind": "auth-secret-corruption", "secret": "chatbot-jwt", "key": "jwt-secret"}]
+
+
+@pytest.fixture
+def kube_server_options() -> dict[str, float]:
+    return {"ready_delay": 0.15}
+
+
+def jwt(server: KubeServer) -> str:
+    s = server.get("secrets", NS, "chatbot-jwt")
+    assert s is not None
+    return str(s["data"]["jwt-secret"])
+
+
+def replicas(server: KubeServer) -> int:
+    d = server.get("deployments", NS, "chatbot-api")
+    assert d is not None
+    return int(d["spec"]["replicas"])
+
+
+def backups(server: KubeServer) -> list[str]:
+    return [s["metadata"]["name"] for s in server.list("secrets", NS, "drillkit.io/run-id")]
+
+
+def start_run(server: KubeServer, prom: PromEnv, tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    prom.ensure_exporter()
+    prom.wait_up()
+    path = write_scenario(tmp_path / "drill.yaml", scenario(
+        FAULTS, alert="DemoSlowToFire", within="90s", guardrails={"max_targets": "100%"}))
+    reports = tmp_path / "reports"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "KUBECONFIG": server.kubeconfig_path}
+    proc = subprocess.Popen(drillkit_cmd("run", str(path), "--prometheus-url", prom.url,
+                                         "--report-dir", str(reports), "--format", "json"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return proc, reports
+
+
+def wait_harmed(server: KubeServer, proc: subprocess.Popen[str], original: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        if replicas(server) == 0 and jwt(server) != original and backups(server):
+            return
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=5) if proc.poll() is not None else ("", "")
+    raise AssertionError(f"drill never injected both faults (exit {proc.poll()}):\n{err}")
+
+
+def assert_restored(server: KubeServer, original: str) -> None:
+    assert replicas(server) == 3, f"replicas {replicas(server)}, expected 3 restored"
+    assert jwt(server) == original, "jwt-secret not restored"
+    assert backups(server) == [], f"backup Secrets left: {backups(server)}"
+    server.wait_for(lambda: len([p for p in server.list("pods", NS, "app=chatbot-api")
+                                 if p["status"].get("phase") == "Running"]) == 3,
+                    timeout=10, message="3 chatbot-api pods running again")
+
+
+def test_sigterm_mid_fault_reverts_everything(kube_demo: KubeServer, prom_env: PromEnv,
+                                              tmp_path: Path) -> None:
+    original = jwt(kube_demo)
+    proc, reports = start_run(kube_demo, prom_env, tmp_path)
+    try:
+        wait_harmed(kube_demo, proc, original)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, f"exit {proc.returncode}\n{err}"
+    assert_restored(kube_demo, original)
+    journal = next(reports.glob("*/journal.jsonl"))
+    kinds = [json.loads(line)["kind"] for line in journal.read_text().splitlines()]
+    assert kinds.count("revert_done") == 2 and "aborted" in kinds and kinds[-1] == "finished", kinds
+    assert pending_reverts(journal) == []
+    checked = [json.loads(line) for line in journal.read_text().splitlines()
+               if '"leftovers_checked"' in line]
+    assert checked and checked[0]["remaining"] == [], checked
+
+
+def test_sigkill_is_finished_by_drillkit_cleanup(kube_demo: KubeServer, prom_env: PromEnv,
+                                                 tmp_path: Path) -> None:
+    original = jwt(kube_demo)
+    proc, reports = start_run(kube_demo, prom_env, tmp_path)
+    try:
+        wait_harmed(kube_demo, proc, original)
+        time.sleep(0.2)
+        proc.kill()
+        proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert replicas(kube_demo) == 0 and jwt(kube_demo) != original, "SIGKILL must leave the harm"
+    journal = next(reports.glob("*/journal.jsonl"))
+    run_id = json.loads(journal.read_text().splitlines()[0])["run_id"]
+    assert [p.fault for p in pending_reverts(journal)] == ["auth-secret-corruption", "scale-to-zero"]
+    r = run_cli("cleanup", "--run-id", run_id, "--report-dir", str(reports),
+                "--kubeconfig", kube_demo.kubeconfig_path, timeout=60)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    assert f"done: run {run_id}: revert auth-secret-corruption #2" in r.stdout, r.stdout
+    assert f"done: run {run_id}: revert scale-to-zero #1: replicas=3" in r.stdout, r.stdout
+    assert_restored(kube_demo, original)
+    assert pending_reverts(journal) == []
+    again = cleanup(reports, run_id, kubeconfig=kube_demo.kubeconfig_path, log=lambda _: None)
+    assert again.done == [] and again.failed == [], again  # idempotent: nothing left to do
+
+
+def test_cleanup_without_journal_uses_labels(kube_demo: KubeServer, tmp_path: Path) -> None:
+    """The runner died and its report folder is gone: labels alone let cleanup restore the
+    Secret from its backup, delete the Job, and uncordon the node."""
+    original = jwt(kube_demo)
+    db_node = (kube_demo.get("pods", NS, "chatbot-db-0") or {})["spec"]["nodeName"]
+    faults: list[dict[str, Any]] = [
+        {"kind": "auth-secret-corruption", "secret": "chatbot-jwt", "key": "jwt-secret"},
+        {"kind": "db-connection-exhaustion", "service": "chatbot-db",
+         "secret": "chatbot-db-credentials", "connections": 5},
+        {"kind": "node-drain", "node": db_node, "evict_timeout": "1s"},
+    ]
+    sc = load_scenario(write_scenario(tmp_path / "d.yaml", scenario(faults)))
+    folder = tmp_path / "reports" / "run"
+    journal = Journal(folder / "journal.jsonl")
+    journal.append("started", run_id="deadbeef", scenario={})
+    factory = kube_factory_for(sc, None, (), kube_demo.kubeconfig_path)
+    ctx = FaultContext(run_id="deadbeef", scenario=sc, journal=journal, stop=StopFlag(),
+                       log=lambda _: None, kube_factory=factory)
+    with ExitStack() as stack:
+        undo = Undo(stack, ctx)
+        for spec in sc.faults:
+            fault = fault_class(spec.kind, "kubernetes")(spec.params, ctx)
+            fault.preflight()
+            fault.inject(undo)
+        stack.pop_all()  # the process "dies": no revert runs
+    journal.close()
+    assert jwt(kube_demo) != original and len(kube_demo.list("jobs", NS)) == 1
+    node = kube_demo.get("nodes", None, db_node)
+    assert node is not None and node["spec"].get("unschedulable") is True
+    shutil.rmtree(folder)
+    kube_demo.requests.clear()
+    r = run_cli("cleanup", "--all", "--report-dir", str(tmp_path / "reports"),
+                "--context", CONTEXT, "--kubeconfig", kube_demo.kubeconfig_path, timeout=60)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    assert jwt(kube_demo) == original, r.stdout
+    assert base64.b64decode(jwt(kube_demo)).decode() == "drillkit-demo-jwt-secret"
+    assert kube_demo.list("jobs", NS) == [], r.stdout
+    assert kube_demo.list("secrets", NS, "drillkit.io/run-id") == []
+    node = kube_demo.get("nodes", None, db_node)
+    assert node is not None and not node["spec"].get("unschedulable"), r.stdout
+    restarts = [q for q in kube_demo.requests if q.method == "PATCH"
+                and q.path.endswith("/deployments/chatbot-api") and "restartedAt" in str(q.body)]
+    assert restarts, "the Secret's users were not restarted after the restore"
+    assert "restored Secret chatbot/drillkit-backup-chatbot-jwt-deadbeef" in r.stdout, r.stdout
