@@ -663,7 +663,7 @@ def _purge(state: LabState) -> None:
     for sub in ("postgres", "prometheus", "alertmanager", "logs"):
         shutil.rmtree(lab_dir / sub, ignore_errors=True)
     shutil.rmtree(state.pg_root, ignore_errors=True)
-    for name in (state.jwt_secret_file, state.latency_file, lab_dir / "supervise.json",
+    for name in (state.jwt_secret_file, state.latency_file, str(lab_dir / "supervise.json"),
                  *state.pid_files.values()):
         Path(name).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
