@@ -680,6 +680,41 @@ def test_db_ordinary_role_is_refused_at_the_superuser_reserve(pg: Postgres, tmp_
     assert not [p for p, _ in client_backends(pg) if p in data["backend_pids"]]
 
 
+def test_db_password_comes_from_the_environment_and_is_never_recorded(
+        pg: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A role that must authenticate (scram): the password reaches libpq through password_env
+    (and PGPASSWORD for the holder), never the journal or a command line."""
+    password = f"pw-{secrets.token_hex(8)}"
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS drill_pw")
+        conn.execute(f"CREATE ROLE drill_pw LOGIN PASSWORD '{password}'")
+        hba = Path(conn.execute("SHOW hba_file").fetchone()[0])  # type: ignore[index]
+        if "drill_pw" not in hba.read_text():
+            hba.write_text("host all drill_pw 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+            conn.execute("SELECT pg_reload_conf()")
+    dsn = pg.dsn().replace("postgres@", "drill_pw@")
+    wait_for(lambda: _refused_without_password(dsn), 5, "scram to be required")
+    monkeypatch.setenv("DRILL_PG_PASSWORD", password)
+    drill = prepare(tmp_path, {"kind": "db-connection-exhaustion", "dsn": dsn, "connections": 2,
+                               "password_env": "DRILL_PG_PASSWORD"})
+    drill.fault.preflight()
+    with ExitStack() as stack:
+        drill.fault.inject(Undo(stack, drill.ctx))
+        data = drill.revert_data()
+        assert len(data["backend_pids"]) == 2
+        assert password not in cmdline(int(data["holder_pid"]))
+    assert not [p for p, _ in client_backends(pg) if p in data["backend_pids"]]
+    assert password not in drill.path.read_text(), "the password leaked into the journal"
+
+
+def _refused_without_password(dsn: str) -> bool:
+    try:
+        psycopg.connect(dsn, autocommit=True).close()
+    except psycopg.OperationalError as exc:
+        return "password" in str(exc)
+    return False
+
+
 def test_db_count_beyond_free_slots_is_a_preflight_error(pg: Postgres, tmp_path: Path) -> None:
     drill = prepare(tmp_path, {"kind": "db-connection-exhaustion", "dsn": pg.dsn(), "connections": 500})
     with pytest.raises(PreflightError, match="500 connections requested but only"):
