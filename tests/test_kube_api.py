@@ -28,6 +28,7 @@ from drillkit.kube import (
 from tests.helpers import write_scenario
 from tests.kube_drill import scenario
 from tests.kubeserver import CONTEXT, PROD_CONTEXT, KubeServer
+from tests.kubeserver_ext import no_delay
 from tests.promfixture import PromEnv
 
 pytestmark = pytest.mark.wire
@@ -38,6 +39,11 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def kube_server_options() -> dict[str, float]:
     return {"ready_delay": 0.15}
+
+
+@pytest.fixture(autouse=True)
+def _fast_kube_server(kube_server: KubeServer) -> None:
+    no_delay(kube_server)
 
 
 @pytest.fixture
@@ -121,7 +127,7 @@ def test_no_kubernetes_exception_escapes(kube_demo: KubeServer, kube: Kube) -> N
                 call(kube)
             except DrillkitError:
                 pass  # wrapped: NotFound, Forbidden, KubeError, ...
-            except BaseException as exc:  # noqa: BLE001 - the point of the test
+            except BaseException as exc:  # the point of the test
                 escaped.append(f"{name} on {status}: {type(exc).__module__}.{type(exc).__name__}: {exc}")
     kube_demo.clear_injections()
     assert not escaped, "\n".join(escaped)
@@ -162,12 +168,12 @@ def test_context_allowlist(kube_server: KubeServer) -> None:
     cfg = kube_server.kubeconfig_path
     assert context_allowed("kind-drillkit", ()) and not context_allowed("prod-cluster", ())
     assert resolve_settings(None, None, (), cfg).context == CONTEXT  # current-context, kind-*
-    with pytest.raises(InputError, match="refusing kubeconfig context 'prod-cluster'.*--allow-context prod-cluster"):
+    with pytest.raises(InputError, match=r"refusing kubeconfig context 'prod-cluster'.*--allow-context prod-cluster"):
         resolve_settings(None, PROD_CONTEXT, (), cfg)  # named by the scenario: still refused
     with pytest.raises(InputError, match="refusing kubeconfig context 'prod-cluster'"):
         resolve_settings(PROD_CONTEXT, CONTEXT, (), cfg)  # --context
     assert resolve_settings(None, PROD_CONTEXT, (PROD_CONTEXT,), cfg).context == PROD_CONTEXT
-    with pytest.raises(InputError, match="'kind-nope' not found; available: kind-drillkit-test, prod-cluster"):
+    with pytest.raises(InputError, match=r"'kind-nope' not found; available: kind-drillkit-test, prod-cluster"):
         resolve_settings("kind-nope", None, (), cfg)
 
 

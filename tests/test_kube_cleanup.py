@@ -25,6 +25,7 @@ from drillkit.signals import StopFlag
 from tests.helpers import drillkit_cmd, run_cli, write_scenario
 from tests.kube_drill import scenario
 from tests.kubeserver import CONTEXT, KubeServer
+from tests.kubeserver_ext import no_delay
 from tests.promfixture import PromEnv
 
 pytestmark = [pytest.mark.wire, pytest.mark.integration]
@@ -36,6 +37,11 @@ FAULTS = [{"kind": "scale-to-zero", "workload": "deployment/chatbot-api", "wait"
 @pytest.fixture
 def kube_server_options() -> dict[str, float]:
     return {"ready_delay": 0.15}
+
+
+@pytest.fixture(autouse=True)
+def _fast_kube_server(kube_server: KubeServer) -> None:
+    no_delay(kube_server)
 
 
 def jwt(server: KubeServer) -> str:
@@ -73,7 +79,7 @@ def wait_harmed(server: KubeServer, proc: subprocess.Popen[str], original: str) 
         if replicas(server) == 0 and jwt(server) != original and backups(server):
             return
         time.sleep(0.05)
-    out, err = proc.communicate(timeout=5) if proc.poll() is not None else ("", "")
+    err = proc.communicate(timeout=5)[1] if proc.poll() is not None else ""
     raise AssertionError(f"drill never injected both faults (exit {proc.poll()}):\n{err}")
 
 
@@ -93,7 +99,7 @@ def test_sigterm_mid_fault_reverts_everything(kube_demo: KubeServer, prom_env: P
     try:
         wait_harmed(kube_demo, proc, original)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        err = proc.communicate(timeout=60)[1]
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -13,6 +13,7 @@ import pytest
 
 from tests.kube_drill import no_secret_values, report, run_drill, scenario
 from tests.kubeserver import KubeServer
+from tests.kubeserver_ext import no_delay
 from tests.promfixture import PromEnv
 
 pytestmark = [pytest.mark.wire, pytest.mark.integration]
@@ -22,6 +23,11 @@ NS = "chatbot"
 @pytest.fixture
 def kube_server_options() -> dict[str, float]:
     return {"ready_delay": 0.15}
+
+
+@pytest.fixture(autouse=True)
+def _fast_kube_server(kube_server: KubeServer) -> None:
+    no_delay(kube_server)
 
 
 def api_pods(server: KubeServer) -> dict[str, str]:
@@ -213,7 +219,7 @@ def test_node_drain_cordons_evicts_respects_pdb_and_uncordons(kube_demo: KubeSer
     on_node = {p["metadata"]["name"] for p in kube_demo.list("pods", field_selector=f"spec.nodeName={node}")}
     api_on_node = {n for n in on_node if n.startswith("chatbot-api")}
     run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": "node-drain", "pod_selector": "app=chatbot-db", "evict_timeout": "1.5s"}]))
+        [{"kind": "node-drain", "pod_selector": "app=chatbot-db", "evict_timeout": "1s"}]))
     result = run.event("drain_result").data
     assert result["node"] == node and result["evicted"] == [f"{NS}/chatbot-db-0"], result
     assert set(result["blocked"]) == {f"{NS}/{n}" for n in api_on_node}, result
@@ -259,12 +265,15 @@ def test_memory_pressure_preflight_refuses(kube_demo: KubeServer, prom_env: Prom
         d["spec"]["template"]["spec"]["containers"][0].update(patch)
 
     kube_demo.update("deployments", NS, "chatbot-api", change)
-    kube_demo.wait_for(lambda: {p["spec"]["containers"][0].get("image") for p in
-                                kube_demo.list("pods", NS, "app=chatbot-api")} ==
-                       {(patch.get("image") or "ghcr.io/drillkit/chatbot-api:0.1.0")}
-                       and ready_count(kube_demo) == 3
-                       and all(p["spec"]["containers"][0].get("resources") == patch.get("resources", p["spec"]["containers"][0].get("resources"))
-                               for p in kube_demo.list("pods", NS, "app=chatbot-api")), timeout=10)
+    want = (kube_demo.get("deployments", NS, "chatbot-api") or {})["spec"]["template"]["spec"]["containers"][0]
+
+    def rolled() -> bool:
+        pods = kube_demo.list("pods", NS, "app=chatbot-api")
+        return len(pods) == 3 == ready_count(kube_demo) and all(
+            p["spec"]["containers"][0].get("image") == want.get("image")
+            and p["spec"]["containers"][0].get("resources") == want.get("resources") for p in pods)
+
+    kube_demo.wait_for(rolled, timeout=10, message="the changed template rolled out")
     run = run_drill(kube_demo, prom_env, tmp_path, scenario(
         [{"kind": "memory-pressure", "selector": "app=chatbot-api"}]))
     assert run.result.status.value == "inconclusive"
