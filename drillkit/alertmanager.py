@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import requests
 
@@ -61,7 +62,7 @@ class Alertmanager:
         if self.bearer_token:
             self._session.headers["Authorization"] = f"Bearer {self.bearer_token}"
 
-    def _get(self, path: str, params: dict[str, object] | None = None) -> object:
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> object:
         def once() -> object:
             try:
                 r = self._session.get(f"{self.url}{path}", params=params, timeout=self.timeout)

@@ -26,7 +26,7 @@ from drillkit.faults import Fault, FaultContext, Undo, fault_class
 from drillkit.journal import JOURNAL_NAME, Journal, utcnow
 from drillkit.model import format_duration
 from drillkit.policy import Policy, limits_for
-from drillkit.prometheus import AlertRule, Prometheus, PromConfig
+from drillkit.prometheus import AlertRule, PromConfig, Prometheus
 from drillkit.respond import AckWaiter, AutoAck, CommandAck, PromptAck, check_interactive
 from drillkit.scenario import AckSource, Probe, RecoveryAction, Scenario
 from drillkit.signals import StopFlag

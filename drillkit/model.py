@@ -207,7 +207,7 @@ def load_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(str(path), None, "", f"cannot read file: {exc}") from None
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        return yaml.load(text, Loader=_Loader)
     except _Located as exc:
         raise ScenarioError(str(path), exc.line, "", exc.message) from None
     except yaml.MarkedYAMLError as exc:

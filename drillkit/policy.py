@@ -7,6 +7,7 @@ minutes); a policy file (`--policy`) and each scenario's `targets:` override the
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -180,5 +181,5 @@ def status_update_verdict(limit: float, detected_mono: float | None, end_mono: f
             f"{format_duration(limit)} cadence",
         )
     marks = [detected_mono, *sorted(u for u in update_monos if detected_mono <= u <= end_mono), end_mono]
-    longest = max(b - a for a, b in zip(marks, marks[1:], strict=False))
+    longest = max(b - a for a, b in pairwise(marks))
     return Verdict("status_updates", desc, limit, longest, longest <= limit)

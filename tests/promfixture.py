@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -95,7 +96,5 @@ def prom_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromEnv]:
     finally:
         prom.stop()
         env.alertmanager.stop()
-        try:
+        with contextlib.suppress(OSError, ValueError):
             os.kill(env.exporter_pid(), 9)
-        except (OSError, ValueError):
-            pass

@@ -78,8 +78,9 @@ def test_every_shipped_scenario_validates() -> None:
 
 
 def test_report_rerenders_from_journal(tmp_path: Path) -> None:
-    from tests.test_policy_journal_report import fixed_journal
     from datetime import UTC, datetime
+
+    from tests.test_policy_journal_report import fixed_journal
 
     folder = tmp_path / "run"
     fixed_journal(folder, datetime(2026, 11, 29, 9, 30, tzinfo=UTC))

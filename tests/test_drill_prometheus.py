@@ -135,7 +135,7 @@ def test_signal_during_detect_reverts_and_exits_130(prom_env: PromEnv, tmp_path:
         assert journal, "drill never reached injection"
         time.sleep(1.0)  # well inside the detect phase (the alert needs 60 s)
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()

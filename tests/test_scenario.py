@@ -102,7 +102,8 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("old", "new", "line", "path", "words"), BAD, ids=[f"{b[3] or 'top'}-{i}" for i, b in enumerate(BAD)])
+@pytest.mark.parametrize(("old", "new", "line", "path", "words"), BAD,
+                         ids=[f"{b[3] or 'top'}-{i}" for i, b in enumerate(BAD)])
 def test_bad_scenario_is_one_located_line(tmp_path: Path, old: str, new: str, line: int, path: str,
                                           words: str) -> None:
     assert old in GOOD, f"test table out of date: {old!r}"
