@@ -798,6 +798,16 @@ class Kube:
             return None
         return dict((o.get("metadata") or {}).get("annotations") or {})
 
+    def secret_keys(self, namespace: str, name: str) -> tuple[ObjRef, list[str]] | None:
+        """A Secret's key names (values are dropped at once), or None if it does not exist."""
+        try:
+            o = self.call(f"get secrets {namespace}/{name}", self.core.read_namespaced_secret,
+                          name, namespace)
+        except NotFound:
+            return None
+        ref = ObjRef("Secret", namespace, name, (o.get("metadata") or {}).get("uid", ""))
+        return ref, sorted(o.get("data") or {})
+
     def create_secret(self, namespace: str, name: str, data: dict[str, str],
                       labels: dict[str, str], annotations: dict[str, str]) -> None:
         body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
@@ -820,13 +830,15 @@ class Kube:
 
     # -- services, jobs, bare pods drillkit creates ----------------------------------------------
 
-    def service_ports(self, namespace: str, name: str) -> list[int] | None:
+    def service(self, namespace: str, name: str) -> tuple[ObjRef, list[int]] | None:
+        """A Service and its ports, or None if it does not exist."""
         try:
             o = self.call(f"get services {namespace}/{name}", self.core.read_namespaced_service,
                           name, namespace)
         except NotFound:
             return None
-        return [int(p["port"]) for p in (o.get("spec") or {}).get("ports") or [] if "port" in p]
+        ports = [int(p["port"]) for p in (o.get("spec") or {}).get("ports") or [] if "port" in p]
+        return ObjRef("Service", namespace, name, (o.get("metadata") or {}).get("uid", "")), ports
 
     def create_job(self, namespace: str, manifest: dict[str, Any]) -> ObjRef:
         name = manifest["metadata"]["name"]

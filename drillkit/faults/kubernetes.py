@@ -582,13 +582,13 @@ class AuthSecretCorruption(KubeFault):
     def preflight(self) -> None:
         p, ns = self.params, self.namespace
         self.guard_namespace(ns)
-        data = self.kube.secret_data(ns, p.secret)
-        if data is None:
+        secret = self.kube.secret_keys(ns, p.secret)
+        if secret is None:
             raise PreflightError(f"{self.kind}: Secret {ns}/{p.secret} not found")
-        if p.key not in data:
+        self.secret_ref, keys = secret
+        if p.key not in keys:
             raise PreflightError(f"{self.kind}: Secret {ns}/{p.secret} has no key {p.key!r} "
-                                 f"(keys: {', '.join(sorted(data))})")
-        del data  # values are not kept past this point
+                                 f"(keys: {', '.join(keys)})")
         if p.restart:
             users = []
             for ref in map(_parse_workload, p.restart):
@@ -605,7 +605,7 @@ class AuthSecretCorruption(KubeFault):
     def plan(self) -> list[str]:
         p, ns = self.params, self.namespace
         users = getattr(self, "users", [])
-        lines = [f"copy key {p.key} of Secret {ns}/{p.secret} into backup Secret "
+        lines = [f"copy key {p.key} of {getattr(self, 'secret_ref', p.secret)} into backup Secret "
                  f"{ns}/{getattr(self, 'backup', '?')} (labelled {RUN_LABEL}={self.ctx.run_id})",
                  f"replace key {p.key} of Secret {ns}/{p.secret} with a random value"]
         lines += [f"restart {w.ref}" for w in users] or ["restart: no workload uses this Secret"]
@@ -690,19 +690,21 @@ class DbConnectionExhaustion(KubeFault):
     def preflight(self) -> None:
         p, ns = self.params, self.namespace
         self.guard_namespace(ns)
-        ports = self.kube.service_ports(ns, p.service)
-        if ports is None:
+        service = self.kube.service(ns, p.service)
+        if service is None:
             raise PreflightError(f"{self.kind}: Service {ns}/{p.service} not found")
+        self.service_ref, ports = service
         if p.port is None and not ports:
             raise PreflightError(f"{self.kind}: Service {ns}/{p.service} has no ports; set `port`")
         self.port = p.port or ports[0]
-        keys = set(self.kube.secret_data(ns, p.secret) or {})  # names only; values dropped
-        if not keys:
-            raise PreflightError(f"{self.kind}: Secret {ns}/{p.secret} not found or empty")
+        secret = self.kube.secret_keys(ns, p.secret)
+        if secret is None:
+            raise PreflightError(f"{self.kind}: Secret {ns}/{p.secret} not found")
+        self.secret_ref, keys = secret
         missing = [k for k in (p.user_key, p.password_key) if k not in keys]
         if missing:
             raise PreflightError(f"{self.kind}: Secret {ns}/{p.secret} has no key "
-                                 f"{', '.join(missing)} (keys: {', '.join(sorted(keys))})")
+                                 f"{', '.join(missing)} (keys: {', '.join(keys)})")
         self.deadline = int(p.deadline if p.deadline is not None
                             else self.ctx.scenario.recovery.within + 120)
         self.job = f"drillkit-dbconn-{self.ctx.run_id}-{secrets.token_hex(2)}"
@@ -712,8 +714,10 @@ class DbConnectionExhaustion(KubeFault):
         p, ns = self.params, self.namespace
         return [f"create Job {ns}/{getattr(self, 'job', '?')} (image {getattr(self, 'image', '?')}, "
                 f"labelled {RUN_LABEL}={self.ctx.run_id}) holding {p.connections} idle {p.engine} "
-                f"connections to {p.service}:{getattr(self, 'port', '?')}",
-                f"credentials by reference: Secret {ns}/{p.secret} keys {p.user_key}/{p.password_key}",
+                f"connections to {getattr(self, 'service_ref', p.service)} port "
+                f"{getattr(self, 'port', '?')}",
+                f"credentials by reference: {getattr(self, 'secret_ref', p.secret)} keys "
+                f"{p.user_key}/{p.password_key} (secretKeyRef; drillkit never reads the values)",
                 f"dead-man's switch: activeDeadlineSeconds {getattr(self, 'deadline', '?')}",
                 "revert: delete the Job and its pods (propagation Background)"]
 
