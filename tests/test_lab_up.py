@@ -157,6 +157,15 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert state is None or not state.procs, "something was started despite the busy port"
 
 
+def test_missing_program_names_the_package(tmp_path: Path) -> None:
+    path = str(Path(sys.executable).parent)  # no /usr/bin: no prometheus
+    r = run_cli("lab", "up", "--dir", str(tmp_path / "lab"), "--base-port", str(free_block()),
+                env_extra={"PATH": path})
+    assert r.returncode == 3, r.stderr
+    assert "`prometheus` not found: install it with `apt-get install prometheus`" in r.stderr, r.stderr
+    assert load_state(tmp_path / "lab") is None, "something was set up without its programs"
+
+
 def test_lab_down_leaves_no_process(lab: tuple[Path, int, float]) -> None:
     lab_dir, _, _ = lab
     state = load_state(lab_dir)

@@ -534,12 +534,12 @@ def up(lab_dir: Path = DEFAULT_DIR, base_port: int | None = None, replicas: int 
     if busy:  # checked before anything is created or started
         raise UnavailableError(f"port {', '.join(busy)} already in use on 127.0.0.1: stop what "
                                f"listens there or pick another --base-port")
-    if state is None or not live:
-        state = new_state(lab_dir, ports.prometheus, len(ports.api))
-    for c in missing:  # preflight every binary before starting anything
+    for c in missing:  # every program, before anything is created or started
         for name in {"postgres": ["initdb", "pg_ctl"], "exporter": ["prometheus-postgres-exporter"],
                      "alertmanager": ["prometheus-alertmanager"], "prometheus": ["prometheus"]}.get(c, []):
             binary(name)
+    if state is None or not live:
+        state = new_state(lab_dir, ports.prometheus, len(ports.api))
     _prepare_files(state)
     state.save()
     done: list[str] = []
