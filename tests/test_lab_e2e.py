@@ -29,7 +29,8 @@ import pytest
 import requests
 import yaml
 
-from drillkit.lab.lab import DEFAULT_BASE_PORT, LabState, Ports, alive, load_state
+from drillkit.lab.lab import DEFAULT_BASE_PORT, LabState, Ports, load_state
+from drillkit.procs import alive
 from drillkit.scenario import load_scenario
 from tests.helpers import drillkit_cmd, run_cli
 from tests.test_lab_up import free_block

@@ -32,9 +32,8 @@ import pytest
 from drillkit.errors import PreflightError, ScenarioError
 from drillkit.faults import Fault, FaultContext, Undo, fault_class
 from drillkit.faults import cgroups as cg
-from drillkit.faults.lab import group_members
-from drillkit.faults.local import alive, cmdline
 from drillkit.journal import JOURNAL_NAME, Journal, pending_reverts, read_journal
+from drillkit.procs import alive, cmdline, group_members
 from drillkit.scenario import load_scenario
 from drillkit.signals import StopFlag
 from tests.helpers import drillkit_cmd, run_cli, write_scenario

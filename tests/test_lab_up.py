@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 import requests
 
-from drillkit.lab.lab import API_OFFSET, LabState, alive, load_state
+from drillkit.lab.lab import API_OFFSET, LabState, load_state
 from drillkit.lab.services import port_in_use
+from drillkit.procs import alive
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.integration

@@ -27,7 +27,6 @@ import re
 import signal
 import socket
 import stat
-import subprocess
 import sys
 import tempfile
 import threading
@@ -49,8 +48,8 @@ from drillkit.errors import (
 )
 from drillkit.faults import Fault, FaultContext, Undo
 from drillkit.faults import cgroups as cg
-from drillkit.faults.local import alive, cmdline, find_processes, start_detached
 from drillkit.model import Count, Duration, doc
+from drillkit.procs import alive, cmdline, find_processes, group_members, spawn, stop_group, wait_gone
 from drillkit.retry import retrying
 
 if TYPE_CHECKING:
@@ -58,85 +57,10 @@ if TYPE_CHECKING:
 
 # --- shared helpers ---------------------------------------------------------------------------
 
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def _spawn(argv: list[str], log_file: Path | None = None, env: dict[str, str] | None = None) -> int:
-    """Start `argv` in its own session (its pid is its process group id), so it outlives a
-    crashed drillkit and can be stopped as a group. Kept here only to be reaped."""
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env)
-    finally:
-        if log_file:
-            out.close()  # type: ignore[union-attr]
-    _CHILDREN[proc.pid] = proc
-    return proc.pid
 
 
-def _reap() -> None:
-    for pid, proc in list(_CHILDREN.items()):
-        if proc.poll() is not None:
-            del _CHILDREN[pid]
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat after the command name: [state, ppid, pgrp, session, ...]."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group `pgid`."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            f = _stat_fields(int(entry.name))
-            if f and f[0] != "Z" and int(f[2]) == pgid:
-                out.append(int(entry.name))
-    return sorted(out)
-
-
-def stop_group(pgid: int, expect: str, timeout: float = 5.0) -> dict[str, Any]:
-    """SIGTERM, then SIGKILL, the members of process group `pgid` whose command line contains
-    `expect` (a reused group id of some unrelated process is left alone); verifies they are gone."""
-    members = group_members(pgid)
-    ours = [pid for pid in members if expect in cmdline(pid)]
-    if not ours:
-        _reap()
-        return {"signalled": [], "killed": []}
-
-    def send(sig: signal.Signals, pids: list[int]) -> None:
-        if len(pids) == len(group_members(pgid)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, sig)  # atomic for the group: no fork escapes
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-
-    send(signal.SIGTERM, ours)
-    left = _wait_gone(ours, timeout)
-    if left:
-        send(signal.SIGKILL, left)
-        left = _wait_gone(left, 5.0)
-    _reap()
-    if left:
-        raise DrillkitError(f"processes {left} of group {pgid} survived SIGKILL")
-    return {"signalled": ours, "killed_hard": bool(left)}
-
-
-def _wait_gone(pids: list[int], timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        _reap()
-        left = [pid for pid in pids if alive(pid)]
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.05)
 
 
 F = TypeVar("F", bound=Callable[..., None])
@@ -413,7 +337,7 @@ class DbConnectionExhaustion(Fault):
                 "--status", str(status), "--owner-pid", str(os.getpid()),
                 "--max-hold", f"{p.hold_at_most or _drill_length(ctx):g}",
                 "--application-name", tag, "--connect-timeout", f"{p.connect_timeout:g}"]
-        pid = _spawn(argv, log_file, env)
+        pid = spawn(argv, log_file=log_file, env=env)
         handle.update(holder_pid=pid)
         deadline = time.monotonic() + p.ready_within
         while True:
@@ -767,7 +691,7 @@ class CpuPressure(Fault):
             argv = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.procs_file), *argv]
         log_file = state_dir(ctx.run_id) / "stress-ng.log"
         handle = undo.register(self.kind, pgid=None, workers=self.n, timeout=self._timeout(), log_file=str(log_file))
-        pgid = _spawn(argv, log_file)
+        pgid = spawn(argv, log_file=log_file)
         handle.update(pgid=pgid)
         deadline = time.monotonic() + 10
         while len(running := [q for q in group_members(pgid) if "stress-ng" in cmdline(q)]) < self.n + 1:
@@ -911,11 +835,11 @@ def _bounce(victims: list[int], data: dict[str, Any], on_signal: Callable[[int],
             on_signal(pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    if left := _wait_gone(victims, 10.0):
+    if left := wait_gone(victims, 10.0):
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        _wait_gone(left, 5.0)
+        wait_gone(left, 5.0)
     deadline = time.monotonic() + float(data.get("back_within", 0))
     while True:
         back = [pid for pid in _replicas(pattern, pidfiles) if pid not in before]
@@ -925,7 +849,7 @@ def _bounce(victims: list[int], data: dict[str, Any], on_signal: Callable[[int],
     restarted = []
     if data.get("restart"):
         for _ in range(len(victims) - len(back)):
-            restarted.append(start_detached(list(data["restart"]), data.get("restart_cwd"), data.get("restart_log")))
+            restarted.append(spawn(list(data["restart"]), data.get("restart_cwd"), data.get("restart_log")))
     return {"signalled": victims, "back": back, "restarted": restarted}
 
 
@@ -1034,7 +958,7 @@ class AuthSecretCorruption(Fault):
         missing = len(data.get("killed", [])) - len(fresh) - len(result.get("restarted", []))
         if missing > 0 and data.get("restart"):
             result["restarted"] = [*result.get("restarted", []), *(
-                start_detached(list(data["restart"]), data.get("restart_cwd"), data.get("restart_log"))
+                spawn(list(data["restart"]), data.get("restart_cwd"), data.get("restart_log"))
                 for _ in range(missing))]
         backup.unlink()
         _fsync_dir(backup.parent)

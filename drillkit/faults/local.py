@@ -8,65 +8,19 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from drillkit.errors import PreflightError
 from drillkit.faults import Fault, FaultContext, Undo
 from drillkit.model import Count, Duration, doc
+from drillkit.procs import alive, cmdline, find_processes, spawn
 
 SIGNALS = {"SIGKILL", "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGSTOP"}
 
 
-def cmdline(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return ""
-    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
 
-
-def alive(pid: int) -> bool:
-    """True for a live (non-zombie) process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def find_processes(pattern: str | None, pidfile: str | None) -> list[int]:
-    """Live pids matching the pid file or the command-line regex (never drillkit itself)."""
-    me = {os.getpid(), os.getppid()}
-    if pidfile:
-        try:
-            pid = int(Path(pidfile).read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return []
-        return [pid] if alive(pid) and pid not in me else []
-    regex = re.compile(pattern or "")
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (pid := int(entry.name)) not in me:
-            line = cmdline(pid)
-            if line and regex.search(line) and "drillkit" not in line.split(" ")[0] and alive(pid):
-                pids.append(pid)
-    return sorted(pids)
-
-
-def start_detached(command: list[str], cwd: str | None, log_file: str | None) -> int:
-    """Start a restart command in its own session, so it outlives drillkit."""
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
-    try:
-        proc = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    finally:
-        if log_file:
-            out.close()  # type: ignore[union-attr]
-    return proc.pid
 
 
 @dataclass(frozen=True)
@@ -157,7 +111,7 @@ class ProcessKill(Fault):
             time.sleep(0.2)
         restarted = []
         for _ in range(int(data.get("count", 1)) - len(back)):
-            restarted.append(start_detached(list(data["restart"]), data.get("restart_cwd"), data.get("restart_log")))
+            restarted.append(spawn(list(data["restart"]), data.get("restart_cwd"), data.get("restart_log")))
         ctx.log(f"process-kill revert: restarted {', '.join(map(str, restarted))}")
         return {"back": back, "restarted": restarted}
 

@@ -45,6 +45,7 @@ from drillkit.lab.services import (
     start_prometheus,
     wait_http,
 )
+from drillkit.procs import alive, cmdline, group_members, read_pid
 
 DEFAULT_DIR = Path(".drillkit/lab")
 DEFAULT_BASE_PORT = 19090
@@ -168,46 +169,12 @@ def lab_url(service: str, lab_dir: str | Path = DEFAULT_DIR) -> str | None:
 
 # --- processes ------------------------------------------------------------------------------
 
-def read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def alive(pid: int) -> bool:
-    """A live, non-zombie process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def running(proc: Proc | None) -> bool:
     return proc is not None and alive(proc.pid) and proc.marker in cmdline(proc.pid)
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live processes of a process group (read from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if stat[0] != "Z" and int(stat[2]) == pgid:
-            found.append(int(entry.name))
-    return found
 
 
 def stop_group(proc: Proc, sig: signal.Signals = signal.SIGTERM, grace: float = 10.0) -> None:
