@@ -36,3 +36,16 @@ def run_folder(report_root: Path) -> Path:
 
 def report_json(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "report.json").read_text())
+
+
+def wait_for_event(reports: Path, kind: str, timeout: float = 40) -> Path:
+    """The journal of the one run under `reports` once it records `kind` (polling, bounded)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        journals = list(reports.glob("*/journal.jsonl")) if reports.exists() else []
+        if journals and f'"kind": "{kind}"' in journals[0].read_text():
+            return journals[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no {kind!r} event in a journal under {reports} within {timeout} s")

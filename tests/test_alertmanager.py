@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import requests
 import yaml
 
 from drillkit.alertmanager import Matcher
-from tests.helpers import drillkit_cmd, report_json, run_folder, write_scenario
+from tests.helpers import drillkit_cmd, report_json, run_folder, wait_for_event, write_scenario
 from tests.promfixture import PromEnv
 
 pytestmark = pytest.mark.integration
@@ -34,14 +33,7 @@ def test_silence_is_the_acknowledgement(prom_env: PromEnv, tmp_path: Path) -> No
                                          "--alertmanager-url", am, "--report-dir", str(reports)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            journals = list(reports.glob("*/journal.jsonl")) if reports.exists() else []
-            if journals and '"kind": "notified"' in journals[0].read_text():
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("Alertmanager never listed the alert")
+        wait_for_event(reports, "notified")
         now = datetime.now(UTC)
         silence = {
             "matchers": [{"name": "alertname", "value": "DemoExporterDown", "isRegex": False, "isEqual": True}],

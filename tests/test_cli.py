@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from drillkit.cli import main
-from tests.helpers import drillkit_cmd, report_json, run_cli, run_folder, write_scenario
+from tests.helpers import drillkit_cmd, report_json, run_cli, run_folder, wait_for_event, write_scenario
 from tests.promfixture import PromEnv
 
 DATA = Path(__file__).parent / "data"
@@ -136,16 +136,9 @@ def test_command_ack_from_second_process(prom_env: PromEnv, tmp_path: Path) -> N
                                          "--report-dir", str(reports)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            journals = list(reports.glob("*/journal.jsonl")) if reports.exists() else []
-            if journals and '"kind": "detected"' in journals[0].read_text():
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the alert never fired")
+        journal = wait_for_event(reports, "detected")
         time.sleep(1.0)
-        run_id = journals[0].parent.name.rsplit("-", 1)[1]
+        run_id = journal.parent.name.rsplit("-", 1)[1]
         ack = run_cli("ack", run_id, "--report-dir", str(reports), "--by", "alice")
         acked_at = time.time()
         assert ack.returncode == 0, ack.stderr
@@ -183,14 +176,7 @@ def test_prompt_ack_from_a_terminal(prom_env: PromEnv, tmp_path: Path) -> None:
                             stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     os.close(slave)
     try:
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            journals = list(reports.glob("*/journal.jsonl")) if reports.exists() else []
-            if journals and '"kind": "detected"' in journals[0].read_text():
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the alert never fired")
+        wait_for_event(reports, "detected")
         time.sleep(0.5)
         os.write(master, b"on it\n")
         _out, err = proc.communicate(timeout=60)

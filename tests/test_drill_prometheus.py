@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.helpers import drillkit_cmd, report_json, run_cli, run_folder, write_scenario
+from tests.helpers import drillkit_cmd, report_json, run_cli, run_folder, wait_for_event, write_scenario
 from tests.promfixture import PromEnv
 
 pytestmark = pytest.mark.integration
@@ -124,15 +124,7 @@ def test_signal_during_detect_reverts_and_exits_130(prom_env: PromEnv, tmp_path:
         drillkit_cmd("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        deadline = time.monotonic() + 30
-        journal = None
-        while time.monotonic() < deadline:
-            folders = list(reports.glob("*/journal.jsonl")) if reports.exists() else []
-            if folders and '"kind": "injected"' in folders[0].read_text():
-                journal = folders[0]
-                break
-            time.sleep(0.1)
-        assert journal, "drill never reached injection"
+        journal = wait_for_event(reports, "injected", 30)
         time.sleep(1.0)  # well inside the detect phase (the alert needs 60 s)
         proc.send_signal(sig)
         _out, err = proc.communicate(timeout=60)
