@@ -340,7 +340,8 @@ class Pod:
         meta, spec, status = o.get("metadata") or {}, o.get("spec") or {}, o.get("status") or {}
         ctrl = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
 
-        def containers(specs: list[dict[str, Any]], statuses: list[dict[str, Any]]) -> tuple[Container, ...]:
+        def containers(specs: list[dict[str, Any]] | None,
+                       statuses: list[dict[str, Any]] | None) -> tuple[Container, ...]:
             by_name = {s.get("name"): s for s in statuses or []}
             out = []
             for c in specs or []:
@@ -666,6 +667,7 @@ class Kube:
         kw = {k: v for k, v in (("label_selector", label_selector),
                                 ("field_selector", field_selector)) if v}
         what = f"watch pods in {namespace}"
+        chunk = 5.0 if stop is not None else 30.0  # a quiet watch only notices `stop` between chunks
         while time.monotonic() < deadline and not (stop and stop.is_set()):
             try:
                 listing = self.call(f"list pods in {namespace}", self.core.list_namespaced_pod,
@@ -675,7 +677,7 @@ class Kube:
                     return result
                 rv = (listing.get("metadata") or {}).get("resourceVersion")
                 for kind, obj in self._watch(what, self.core.list_namespaced_pod, namespace,
-                                             timeout=min(deadline - time.monotonic(), 30.0),
+                                             timeout=min(deadline - time.monotonic(), chunk),
                                              resource_version=rv, **kw):
                     pod = Pod.from_json(obj)
                     if kind == "DELETED":

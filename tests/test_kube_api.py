@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def kube_server_options() -> dict[str, float]:
-    return {"ready_delay": 0.15}
+    return {"ready_delay": 0.05}
 
 
 @pytest.fixture(autouse=True)

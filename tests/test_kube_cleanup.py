@@ -1,5 +1,6 @@
 """A real `drillkit run` subprocess killed mid-fault: SIGTERM reverts by itself, SIGKILL is
-finished by `drillkit cleanup` (from the journal, or from the cluster's labels alone)."""
+finished by `drillkit cleanup` (from the journal, or from the cluster's labels alone; the
+cleanup command runs in-process through CliRunner, the drill as a real subprocess)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from drillkit.cleanup import cleanup
+from drillkit.cli import main
 from drillkit.faults import FaultContext, Undo, fault_class
 from drillkit.journal import Journal, pending_reverts
 from drillkit.kube import kube_factory_for
 from drillkit.scenario import load_scenario
 from drillkit.signals import StopFlag
-from tests.helpers import drillkit_cmd, run_cli, write_scenario
+from tests.helpers import drillkit_cmd, write_scenario
 from tests.kube_drill import scenario
 from tests.kubeserver import CONTEXT, KubeServer
 from tests.kubeserver_ext import no_delay
@@ -36,7 +39,7 @@ FAULTS = [{"kind": "scale-to-zero", "workload": "deployment/chatbot-api", "wait"
 
 @pytest.fixture
 def kube_server_options() -> dict[str, float]:
-    return {"ready_delay": 0.15}
+    return {"ready_delay": 0.05}
 
 
 @pytest.fixture(autouse=True)
@@ -131,9 +134,9 @@ def test_sigkill_is_finished_by_drillkit_cleanup(kube_demo: KubeServer, prom_env
     journal = next(reports.glob("*/journal.jsonl"))
     run_id = json.loads(journal.read_text().splitlines()[0])["run_id"]
     assert [p.fault for p in pending_reverts(journal)] == ["auth-secret-corruption", "scale-to-zero"]
-    r = run_cli("cleanup", "--run-id", run_id, "--report-dir", str(reports),
-                "--kubeconfig", kube_demo.kubeconfig_path, timeout=60)
-    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    r = CliRunner().invoke(main, ["cleanup", "--run-id", run_id, "--report-dir", str(reports),
+                                  "--kubeconfig", kube_demo.kubeconfig_path])
+    assert r.exit_code == 0, f"exit {r.exit_code}\n{r.stdout}\n{r.stderr}"
     assert f"done: run {run_id}: revert auth-secret-corruption #2" in r.stdout, r.stdout
     assert f"done: run {run_id}: revert scale-to-zero #1: replicas=3" in r.stdout, r.stdout
     assert_restored(kube_demo, original)
@@ -173,9 +176,9 @@ def test_cleanup_without_journal_uses_labels(kube_demo: KubeServer, tmp_path: Pa
     assert node is not None and node["spec"].get("unschedulable") is True
     shutil.rmtree(folder)
     kube_demo.requests.clear()
-    r = run_cli("cleanup", "--all", "--report-dir", str(tmp_path / "reports"),
-                "--context", CONTEXT, "--kubeconfig", kube_demo.kubeconfig_path, timeout=60)
-    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    r = CliRunner().invoke(main, ["cleanup", "--all", "--report-dir", str(tmp_path / "reports"),
+                                  "--context", CONTEXT, "--kubeconfig", kube_demo.kubeconfig_path])
+    assert r.exit_code == 0, f"exit {r.exit_code}\n{r.stdout}\n{r.stderr}"
     assert jwt(kube_demo) == original, r.stdout
     assert base64.b64decode(jwt(kube_demo)).decode() == "drillkit-demo-jwt-secret"
     assert kube_demo.list("jobs", NS) == [], r.stdout

@@ -22,7 +22,7 @@ NS = "chatbot"
 
 @pytest.fixture
 def kube_server_options() -> dict[str, float]:
-    return {"ready_delay": 0.15}
+    return {"ready_delay": 0.05}
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -1237,12 +1238,17 @@ class NetworkLatency(KubeFault):
                       interface=p.interface, pods=entries)
         for t in self.targets:
             kube.add_ephemeral_container(ns, t.name, self.spec())
+        name = self.container_name
+
+        def running_in(uid: str) -> Callable[[list[Pod]], Pod | None]:
+            def check(pods: list[Pod]) -> Pod | None:
+                return next((x for x in pods if x.uid == uid and (c := x.container(name)) and c.running),
+                            None)
+            return check
+
         for t in self.targets:
-            running = kube.wait_pods(
-                ns, None, lambda pods, uid=t.uid: next(
-                    (x for x in pods if x.uid == uid and (c := x.container(self.container_name))
-                     and c.running), None),
-                p.wait, self.ctx.stop, field_selector=f"metadata.name={t.name}")
+            running = kube.wait_pods(ns, None, running_in(t.uid), p.wait, self.ctx.stop,
+                                     field_selector=f"metadata.name={t.name}")
             if running is None:
                 raise DrillkitError(f"{self.kind}: ephemeral container {self.container_name} in "
                                     f"{t.ref} not running within {p.wait:g}s")
