@@ -7,6 +7,7 @@ that the revert put the cluster back exactly as it was.
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,23 @@ def test_pod_kill_deletes_pods_and_owner_restores_them(kube_demo: KubeServer, pr
     assert killed.data["data"]["killed"] == []
     assert run.event("leftovers_checked").data["remaining"] == []
     assert run.reverts()[0]["result"]["owners_ready"] == {"deployment/chatbot-api": True}
+
+
+def test_pod_kill_repeats_until_duration_and_revert_stops_it(kube_demo: KubeServer,
+                                                             prom_env: PromEnv, tmp_path: Path) -> None:
+    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
+        [{"kind": "pod-kill", "selector": "app=chatbot-api", "grace_period": 0,
+          "repeat_every": "150ms", "duration": "30s"}], within="1s"))
+    killed = [e.data["data"]["killed"] for e in run.events if e.kind == "revert_updated"][-1]
+    assert len(killed) >= 3, f"expected repeated kills within the 1 s detection window: {killed}"
+    done = run.kinds().index("revert_done")
+    later = [e for e in run.events[done:] if e.kind == "revert_updated"]
+    assert not later, f"pods still killed after the revert stopped the loop: {later}"
+    count = len(kube_demo.requests)
+    kube_demo.wait_for(lambda: ready_count(kube_demo) == 3, message="3 Ready pods")
+    time.sleep(0.5)
+    deletes = [r for r in kube_demo.requests[count:] if r.method == "DELETE"]
+    assert deletes == [], "the repeat loop outlived the drill"
 
 
 def test_pod_kill_recreates_an_ownerless_pod(kube_demo: KubeServer, prom_env: PromEnv,
@@ -177,11 +195,16 @@ def test_auth_secret_corruption_restores_and_keeps_secrets_out(kube_demo: KubeSe
                     "restart": "deployment/chatbot-api"}, data
 
 
+@pytest.mark.parametrize(("engine", "image", "user", "password", "client"), [
+    ("postgresql", "postgres:16", "PGUSER", "PGPASSWORD", "psql"),
+    ("mysql", "mysql:8", "DRILLKIT_USER", "MYSQL_PWD", "mysql"),
+])
 def test_db_connection_exhaustion_job_by_reference_and_deleted(kube_demo: KubeServer,
-                                                               prom_env: PromEnv,
-                                                               tmp_path: Path) -> None:
+                                                               prom_env: PromEnv, tmp_path: Path,
+                                                               engine: str, image: str, user: str,
+                                                               password: str, client: str) -> None:
     run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": "db-connection-exhaustion", "service": "chatbot-db",
+        [{"kind": "db-connection-exhaustion", "service": "chatbot-db", "engine": engine,
           "secret": "chatbot-db-credentials", "connections": 50}]))
     run_id = run.result.run_id
     data = run.event("revert_registered").data["data"]
@@ -192,13 +215,13 @@ def test_db_connection_exhaustion_job_by_reference_and_deleted(kube_demo: KubeSe
     spec = created["spec"]
     assert spec["activeDeadlineSeconds"] == 30 + 120, "dead-man's switch: recovery.within + 2m"
     container = spec["template"]["spec"]["containers"][0]
-    assert container["image"] == "postgres:16"
+    assert container["image"] == image
     env = {e["name"]: e for e in container["env"]}
-    assert env["PGUSER"]["valueFrom"]["secretKeyRef"] == {"name": "chatbot-db-credentials", "key": "username"}
-    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "chatbot-db-credentials", "key": "password"}
-    assert env["PGHOST"]["value"] == "chatbot-db" and env["PGPORT"]["value"] == "5432"
+    assert env[user]["valueFrom"]["secretKeyRef"] == {"name": "chatbot-db-credentials", "key": "username"}
+    assert env[password]["valueFrom"]["secretKeyRef"] == {"name": "chatbot-db-credentials", "key": "password"}
+    assert {"chatbot-db", "5432"} <= {str(e.get("value")) for e in env.values()}
     assert env["DRILLKIT_CONNECTIONS"]["value"] == "50"
-    assert "psql" in container["command"][2] and "sleep" in container["command"][2]
+    assert client in container["command"][2] and "sleep" in container["command"][2]
     assert "Job " in run.journal_text() and "running" in run.journal_text()
     assert kube_demo.get("jobs", NS, job) is None, "Job not deleted by the revert"
     assert not kube_demo.list("pods", NS, label_selector=f"job-name={job}"), "Job pods left behind"
