@@ -6,19 +6,8 @@
 # try the other drills (docs/lab.md), then stop it with `.venv/bin/drillkit lab down`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
 
-# Debian/Ubuntu ship `venv` separately; drillkit needs Python 3.11+.
-PY=${PYTHON:-python3}
-if ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
-fi
-if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-  echo "drillkit needs Python 3.11 or newer ($("$PY" --version)); set PYTHON=/path/to/python3.11" >&2
-  exit 2
-fi
-PYTHON="$PY" bash scripts/setup.sh
+bash scripts/setup.sh
 
 DK=.venv/bin/drillkit
 "$DK" validate scenarios/lab/

@@ -18,6 +18,19 @@ for svc in prometheus prometheus-alertmanager prometheus-postgres-exporter postg
   $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done
 PY=${PYTHON:-python3}
+# Debian/Ubuntu ship `venv` separately; drillkit needs Python 3.11+.
+if ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+fi
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "drillkit needs Python 3.11 or newer ($("$PY" --version)); set PYTHON=/path/to/python3.11" >&2
+  exit 2
+fi
 [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
-.venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/pip install -q -e '.[test]'
+log=$(mktemp)
+if ! .venv/bin/pip install -q -e '.[test]' >"$log" 2>&1; then
+  cat "$log" >&2
+  exit 1
+fi
+rm -f "$log"
