@@ -1,0 +1,119 @@
+"""The Prometheus boundary: errors are drillkit's own, retries follow the written policy."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from drillkit.errors import PermanentError, PreflightError, TransientError, UnavailableError
+from drillkit.lab.services import free_port
+from drillkit.prometheus import PromConfig, Prometheus
+from drillkit.signals import StopFlag
+from tests.helpers import report_json, run_cli, run_folder, write_scenario
+from tests.promfixture import PromEnv
+
+DATA = Path(__file__).parent / "data"
+
+
+class FlakyPrometheus(BaseHTTPRequestHandler):
+    """Answers /api/v1/query with 503 for the first `failures` calls, then a vector."""
+
+    failures = 2
+    calls: list[str] = []
+    auth: list[str | None] = []
+
+    def do_GET(self) -> None:
+        FlakyPrometheus.calls.append(self.path)
+        FlakyPrometheus.auth.append(self.headers.get("Authorization"))
+        if len(FlakyPrometheus.calls) <= FlakyPrometheus.failures:
+            body, code = b"overloaded", 503
+        else:
+            body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+                {"metric": {"job": "x"}, "value": [1700000000, "3"]}]}}).encode()
+            code = 200
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def flaky() -> Iterator[str]:
+    FlakyPrometheus.calls, FlakyPrometheus.auth = [], []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyPrometheus)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_5xx_is_retried_then_succeeds_with_bearer_token(flaky: str) -> None:
+    prom = Prometheus(PromConfig(url=flaky, bearer_token="s3cret"))
+    samples = prom.query("up")
+    prom.close()
+    assert [s.value for s in samples] == [3.0]
+    assert len(FlakyPrometheus.calls) == 3, FlakyPrometheus.calls
+    assert set(FlakyPrometheus.auth) == {"Bearer s3cret"}
+
+
+def test_connection_refused_is_transient_not_a_requests_error() -> None:
+    prom = Prometheus(PromConfig(url=f"http://127.0.0.1:{free_port()}", timeout=1))
+    with pytest.raises(UnavailableError, match=r"not ready within 0\.5s"):
+        prom.wait_ready(StopFlag(), timeout=0.5)
+    prom.close()
+
+
+@pytest.mark.integration
+def test_errors_from_a_real_prometheus_are_wrapped(prom_env: PromEnv) -> None:
+    prom = Prometheus(PromConfig(url=prom_env.url))
+    try:
+        with pytest.raises(PermanentError, match="HTTP Status Code 400"):
+            prom.query("sum(up")  # a PromQL syntax error is our input: never retried
+        with pytest.raises(PreflightError, match="did you mean 'DemoExporterDown'"):
+            prom.rule("DemoExporterDwn")
+        rule = prom.rule("DemoExporterDown")
+        assert rule.for_seconds == 2.0 and rule.last_evaluation is not None
+        since = datetime.now(UTC) + timedelta(seconds=60)
+        assert prom.firing_time(rule, {}, since) is None
+        assert abs(prom.server_time() - datetime.now(UTC).timestamp()) < 1
+    finally:
+        prom.close()
+    assert not issubclass(TransientError, PermanentError)
+
+
+@pytest.mark.integration
+def test_abort_condition_stops_and_reverts(prom_env: PromEnv, tmp_path: Path) -> None:
+    prom_env.ensure_exporter()
+    prom_env.wait_up()
+    old = prom_env.exporter_pid()
+    data = yaml.safe_load((DATA / "exporter-kill.yaml").read_text())
+    data["faults"][0]["pidfile"] = str(prom_env.pidfile)
+    data["faults"][0]["restart"] = prom_env.restart_command()
+    data["detection"] = {"alert": "DemoSlowToFire", "within": "60s"}
+    data["guardrails"] = {"abort_when": [{"name": "exporter down", "expr": 'up{job="demo"} == 0'}]}
+    path = write_scenario(tmp_path / "d.yaml", data)
+    reports = tmp_path / "reports"
+    r = run_cli("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports))
+    assert r.returncode == 1, r.stderr
+    rep = report_json(run_folder(reports))
+    assert rep["status"] == "aborted"
+    aborted = next(e for e in rep["events"] if e["kind"] == "aborted")
+    assert aborted["reason"] == "abort condition exporter down holds" and aborted["by_signal"] is False
+    assert aborted["offset_seconds"] < 10, "the abort condition is checked every second during waits"
+    kinds = [e["kind"] for e in rep["events"]]
+    assert kinds.index("aborted") < kinds.index("revert_done") < kinds.index("reverted")
+    assert prom_env.exporter_pid() != old
