@@ -256,7 +256,8 @@ class Drill:
         if ack is None:
             journal.append("acknowledge_missed", source=source.value, within=self.limits.acknowledge)
             return
-        journal.append("acknowledged", at=ack.at, by=ack.by, note=ack.note, source=source.value)
+        journal.append("acknowledged", at=ack.at, by=ack.by, note=ack.note, source=source.value,
+                       **({"severity": ack.severity} if ack.severity else {}))
         self.opts.out(f"acknowledged by {ack.by}")
 
     def _ack_waiter(self, source: AckSource, folder: Path) -> AckWaiter:

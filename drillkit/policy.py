@@ -131,6 +131,8 @@ class Verdict:
         return {True: "met", False: "missed", None: "not measured"}[self.met]
 
     def summary(self) -> str:
+        if self.target == "classification":
+            return f"{self.description}: {self.outcome}"
         if self.met is None:
             return f"{self.description}: not measured ({self.reason})"
         return (

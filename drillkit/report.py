@@ -90,6 +90,11 @@ def verdicts(events: list[Event]) -> list[Verdict]:
         page.mono - detected.mono if page and detected else None,
         "no status page update recorded (`drillkit update RUN_ID --status-page`)", False,
     ))
+    ack = first(events, "acknowledged")
+    if ack and ack.data.get("severity"):
+        expected, given = events[0].data["scenario"]["severity"], ack.data["severity"]
+        out.append(Verdict("classification", f"Severity classified as {given} (playbook: {expected})",
+                           0.0, None, given == expected))
     end = first(events, "resolved") or first(events, "mitigated")
     out.append(status_update_verdict(
         limits["status_update_every"], detected.mono if detected else None,
@@ -238,5 +243,6 @@ def _action_for(v: Verdict) -> str:
         "resolve": "Shorten resolution: automate the fix and the verification",
         "status_page": "Practise updating the status page within the target after detection",
         "status_updates": "Practise regular status updates at the severity's cadence",
+        "classification": "Review the playbook's severity table (impact assessment) with the responder",
     }
     return f"{fixes.get(v.target, 'Review')} ({v.summary()})"

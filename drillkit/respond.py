@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import sys
 import time
@@ -31,6 +32,7 @@ class Ack:
     at: datetime
     by: str
     note: str = ""
+    severity: str = ""  # the responder's classification (trainee mode), graded in the report
 
 
 class AckWaiter(Protocol):
@@ -67,19 +69,23 @@ class CommandAck:
 
 @dataclass
 class PromptAck:
-    """The trainee presses Enter at the terminal (optionally typing a note)."""
+    """The trainee presses Enter at the terminal, optionally typing the severity they assign
+    (graded against the scenario's) and a note first: `P2 checking the pods`."""
 
     out: Callable[[str], None]
 
     def wait(self, detected_at: datetime, deadline: float, stop: StopFlag,
              tick: Callable[[], None]) -> Ack | None:
-        self.out("ALERT FIRING: acknowledge by pressing Enter (type a note first if you like)")
+        self.out("ALERT FIRING: acknowledge by pressing Enter; type your severity (P1-P4) "
+                 "and a note first if you like, e.g. `P2 checking the pods`")
         while time.monotonic() < deadline:
             ready, _, _ = select.select([sys.stdin], [], [], 0.2)
             if ready:
                 at = utcnow()
-                line = sys.stdin.readline()
-                return Ack(at, os.environ.get("USER", "trainee"), line.strip())
+                line = sys.stdin.readline().strip()
+                m = re.match(r"(?i)(P[1-4])\b\s*(.*)", line)
+                severity, note = (m.group(1).upper(), m.group(2)) if m else ("", line)
+                return Ack(at, os.environ.get("USER", "trainee"), note, severity)
             tick()
             if stop.is_set():
                 return None
