@@ -28,22 +28,11 @@ from drillkit.kube import (
 from tests.helpers import write_scenario
 from tests.kube_drill import scenario
 from tests.kubeserver import CONTEXT, PROD_CONTEXT, KubeServer
-from tests.kubeserver_ext import no_delay
 from tests.promfixture import PromEnv
 
 pytestmark = pytest.mark.wire
 NS = "chatbot"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def kube_server_options() -> dict[str, float]:
-    return {"ready_delay": 0.05}
-
-
-@pytest.fixture(autouse=True)
-def _fast_kube_server(kube_server: KubeServer) -> None:
-    no_delay(kube_server)
 
 
 @pytest.fixture

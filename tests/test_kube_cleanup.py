@@ -28,23 +28,12 @@ from drillkit.signals import StopFlag
 from tests.helpers import drillkit_cmd, write_scenario
 from tests.kube_drill import scenario
 from tests.kubeserver import CONTEXT, KubeServer
-from tests.kubeserver_ext import no_delay
 from tests.promfixture import PromEnv
 
 pytestmark = [pytest.mark.wire, pytest.mark.integration]
 NS = "chatbot"
 FAULTS = [{"kind": "scale-to-zero", "workload": "deployment/chatbot-api", "wait": 0},
           {"kind": "auth-secret-corruption", "secret": "chatbot-jwt", "key": "jwt-secret"}]
-
-
-@pytest.fixture
-def kube_server_options() -> dict[str, float]:
-    return {"ready_delay": 0.05}
-
-
-@pytest.fixture(autouse=True)
-def _fast_kube_server(kube_server: KubeServer) -> None:
-    no_delay(kube_server)
 
 
 def jwt(server: KubeServer) -> str:

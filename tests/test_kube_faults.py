@@ -14,21 +14,10 @@ import pytest
 
 from tests.kube_drill import no_secret_values, report, run_drill, scenario
 from tests.kubeserver import KubeServer
-from tests.kubeserver_ext import no_delay
 from tests.promfixture import PromEnv
 
 pytestmark = [pytest.mark.wire, pytest.mark.integration]
 NS = "chatbot"
-
-
-@pytest.fixture
-def kube_server_options() -> dict[str, float]:
-    return {"ready_delay": 0.05}
-
-
-@pytest.fixture(autouse=True)
-def _fast_kube_server(kube_server: KubeServer) -> None:
-    no_delay(kube_server)
 
 
 def api_pods(server: KubeServer) -> dict[str, str]:
