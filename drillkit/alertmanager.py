@@ -3,7 +3,8 @@
 On-call engineers acknowledge by silencing the alert; the acknowledgement time is the
 silence's `updatedAt`, set by Alertmanager when it stored the silence — not our poll loop's.
 Alertmanager keeps no per-alert notification log, so `notified` is the first time its API
-listed the alert (polled every 0.25 s); the report says so.
+listed the alert (checked at most every 0.25 s while the drill waits, at least every 0.5 s);
+the journal says so.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Any
 
 import requests
 
-from drillkit.errors import PermanentError, TransientError, UnavailableError
+from drillkit.errors import Aborted, PermanentError, TransientError, UnavailableError
 from drillkit.journal import parse_time, utcnow
+from drillkit.prometheus import escape
 from drillkit.respond import Ack
 from drillkit.retry import retrying
 from drillkit.signals import StopFlag
@@ -62,6 +64,9 @@ class Alertmanager:
         if self.bearer_token:
             self._session.headers["Authorization"] = f"Bearer {self.bearer_token}"
 
+    def close(self) -> None:
+        self._session.close()
+
     def _get(self, path: str, params: dict[str, Any] | None = None) -> object:
         def once() -> object:
             try:
@@ -88,11 +93,13 @@ class Alertmanager:
             except requests.RequestException:
                 pass
             stop.wait(0.25)
+        if stop.is_set():
+            raise Aborted(stop.reason, by_signal=True)
         raise UnavailableError(f"Alertmanager at {self.url} not ready within {timeout:g}s")
 
     def alert_labels(self, alert: str, labels: dict[str, str]) -> list[dict[str, str]]:
         """Label sets of the matching alerts Alertmanager holds (active or silenced)."""
-        matchers = [f'alertname="{alert}"', *(f'{k}="{v}"' for k, v in sorted(labels.items()))]
+        matchers = [f'alertname="{escape(alert)}"', *(f'{k}="{escape(v)}"' for k, v in sorted(labels.items()))]
         data = self._get("/api/v2/alerts", {"filter": matchers, "active": "true", "silenced": "true",
                                             "inhibited": "true"})
         return [dict(a.get("labels", {})) for a in data] if isinstance(data, list) else []

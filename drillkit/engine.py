@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from drillkit.alertmanager import Alertmanager, AlertmanagerAck, NotificationWatch
-from drillkit.errors import Aborted, DrillkitError, PreflightError
+from drillkit.errors import Aborted, DrillkitError, InputError, PreflightError
 from drillkit.faults import Fault, FaultContext, Undo, fault_class
 from drillkit.journal import JOURNAL_NAME, Journal, utcnow
 from drillkit.model import format_duration
@@ -84,9 +85,12 @@ def new_run_id() -> str:
 
 
 def report_folder(root: Path, scenario: Scenario, run_id: str, now: datetime) -> Path:
-    """`reports/<UTC date>-<scenario>-<run id>/`, created here and never reused."""
+    """`reports/<UTC time>-<scenario>-<run id>/`, created here and never reused."""
     folder = root / f"{now:%Y-%m-%dT%H%M%SZ}-{scenario.name}-{run_id}"
-    folder.mkdir(parents=True, exist_ok=False)
+    try:
+        folder.mkdir(parents=True, exist_ok=False)
+    except OSError as exc:
+        raise InputError(f"cannot create the report folder {folder}: {exc.strerror}") from None
     return folder
 
 
@@ -102,62 +106,97 @@ class Drill:
         self._journal: Journal | None = None
         self._last_abort_check = 0.0
         self._phase_started = time.monotonic()
+        self._ctx: FaultContext | None = None
+        self._injecting = ""
+        self._inject_lock = threading.Lock()
 
     # --- the run --------------------------------------------------------------------------
 
     def run(self) -> RunResult:
         run_id = new_run_id()
-        if self.opts.dry_run:
-            return self._dry_run(run_id)
+        try:
+            return self._dry_run(run_id) if self.opts.dry_run else self._run(run_id)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release HTTP sessions and the Kubernetes client."""
+        self.prom.close()
+        if self.am:
+            self.am.close()
+        if self._ctx is not None and self._ctx._kube is not None:
+            self._ctx._kube.close()
+
+    def _run(self, run_id: str) -> RunResult:
         folder = report_folder(self.opts.report_root, self.scenario, run_id, utcnow())
         journal = Journal(folder / JOURNAL_NAME)
         self.opts.out(f"drill {self.scenario.name}: run {run_id}, report folder {folder}")
         journal.append("started", run_id=run_id, scenario=_scenario_record(self.scenario),
                        limits=self.limits.to_dict(), prometheus=self.opts.prometheus.url)
-        ctx = self._context(run_id, journal)
-        status, reason, by_signal = None, "", False
-        with ExitStack() as reverts:
-            undo = Undo(reverts, ctx)
-            try:
-                faults = self._preflight(ctx)
-                self._steady_state(journal)
-                self._inject(faults, undo, journal)
-                self._detect_respond_recover(journal, reverts, folder)
-            except Aborted as exc:
-                status, reason, by_signal = Status.ABORTED, exc.reason, exc.by_signal
-                journal.append("aborted", reason=exc.reason, by_signal=exc.by_signal)
-                self.opts.out(f"aborted: {exc.reason}; reverting")
-            except NotStarted as exc:
-                status, reason = Status.NOT_STARTED, str(exc)
-                journal.append("not_started", reason=str(exc))
-                self.opts.out(f"not started: {exc}")
-            except Exception as exc:  # any failure, ours or a library's: revert, then report it
-                status, reason = Status.INCONCLUSIVE, str(exc)
-                journal.append("error", error=str(exc), type=type(exc).__name__)
-                self.opts.out(f"error: {exc}; reverting")
-            finally:
-                self._revert(reverts, journal)
+        ctx = self._ctx = self._context(run_id, journal)
+        status: Status | None = None
+        reason, by_signal = "", False
+        try:
+            with ExitStack() as reverts:
+                undo = Undo(reverts, ctx)
+                try:
+                    faults = self._preflight(ctx)
+                    self._steady_state(journal)
+                    self._inject(faults, undo, journal)
+                    self._detect_respond_recover(journal, reverts, folder)
+                except Aborted as exc:
+                    status, reason, by_signal = Status.ABORTED, exc.reason, exc.by_signal
+                    journal.append("aborted", reason=exc.reason, by_signal=exc.by_signal)
+                    self.opts.out(f"aborted: {exc.reason}; reverting")
+                except NotStarted as exc:
+                    status, reason = Status.NOT_STARTED, str(exc)
+                    journal.append("not_started", reason=str(exc))
+                    self.opts.out(f"not started: {exc}")
+                except Exception as exc:  # any failure, ours or a library's: revert, then report it
+                    status, reason = Status.INCONCLUSIVE, str(exc)
+                    journal.append("error", error=str(exc), type=type(exc).__name__)
+                    self.opts.out(f"error: {exc}; reverting")
+                finally:
+                    self._revert(reverts, journal)
+            status, reason = self._after_revert(ctx, journal, undo, status, reason, by_signal)
+        except Exception as exc:  # verification or judging failed: the reverts already ran
+            journal.append("error", error=str(exc), type=type(exc).__name__)
+            status, reason = Status.INCONCLUSIVE, str(exc)
+        finally:
+            final = status or Status.INCONCLUSIVE
+            journal.append("finished", status=final.value, reason=reason)
+            journal.close()
+        self._render(folder, final)
+        return RunResult(run_id, final, folder, exit_code_for(final, by_signal))
+
+    def _after_revert(self, ctx: FaultContext, journal: Journal, undo: Undo, status: Status | None,
+                      reason: str, by_signal: bool) -> tuple[Status, str]:
+        """Verify the system after the reverts, then judge the targets."""
         if undo.failures:
-            status, reason = Status.FAILED, "revert failed: " + "; ".join(undo.failures)
-        elif status in (None, Status.ABORTED) and not by_signal and _has(journal, "reverted"):
+            return Status.FAILED, "revert failed: " + "; ".join(undo.failures)
+        if status in (None, Status.ABORTED) and not by_signal and _has(journal, "reverted"):
             self._verify(journal)
         if self.scenario.target.kubernetes and _has(journal, "reverted"):
             left = self._leftovers(ctx, journal)
             if left and status in (None, Status.PASSED, Status.INCONCLUSIVE):
-                status, reason = Status.FAILED, f"left in the cluster after revert: {', '.join(left)}"
-        if status is None:
-            status = self._judge(journal)
-        journal.append("finished", status=status.value, reason=reason)
-        journal.close()
+                return Status.FAILED, f"left in the cluster after revert: {', '.join(left)}"
+        return (status or self._judge(journal)), reason
+
+    def _render(self, folder: Path, status: Status) -> None:
         from drillkit.report import render
 
-        written = render(folder, self.opts.formats)
+        try:
+            written = render(folder, self.opts.formats)
+        except Exception as exc:  # the journal is the record; a report can be rendered later
+            self.opts.out(f"{status.value}: rendering the report failed ({exc}); the journal is "
+                          f"{folder / JOURNAL_NAME}: try `drillkit report {folder}`")
+            return
         self.opts.out(f"{status.value}: report written to {', '.join(str(p) for p in written)}")
-        return RunResult(run_id, status, folder, exit_code_for(status, by_signal))
 
     def _context(self, run_id: str, journal: Journal) -> FaultContext:
         return FaultContext(run_id=run_id, scenario=self.scenario, journal=journal, stop=self.stop,
-                            log=self.opts.out, kube_factory=self.opts.kube_factory)
+                            log=self.opts.out, kube_factory=self.opts.kube_factory,
+                            on_harm=lambda: self._mark_injected(journal))
 
     def _dry_run(self, run_id: str) -> RunResult:
         with tempfile.TemporaryDirectory(prefix="drillkit-dry-") as tmp:
@@ -200,6 +239,9 @@ class Drill:
         d = self.scenario.detection
         if self.prom.firing_now(d.alert, d.labels):
             raise NotStarted(f"alert {d.alert} is already firing before the drill")
+        holding = [c.name or c.expr for c in self.scenario.guardrails.abort_when if self.prom.query(c.expr)]
+        if holding:
+            raise NotStarted(f"abort condition already holds before the drill: {'; '.join(holding)}")
         journal.append("steady_state_ok", probes=[p.name for p in self.scenario.steady_state])
 
     def _probe(self, probe: Probe) -> str:
@@ -213,30 +255,37 @@ class Drill:
         return ""
 
     def _inject(self, faults: list[Fault], undo: Undo, journal: Journal) -> None:
-        for i, f in enumerate(faults):
+        for f in faults:
             self._check_stop()
+            self._injecting = f.kind
             journal.append("fault_injecting", fault=f.kind, plan=f.plan())
             f.inject(undo)  # returns once the harm has taken effect
-            if i == 0:
-                journal.append("injected", fault=f.kind)
+            self._mark_injected(journal)
             self.opts.out(f"injected {f.kind}")
+
+    def _mark_injected(self, journal: Journal) -> None:
+        """Journal `injected` once: when the first fault's harm began (see harm_started)."""
+        with self._inject_lock:
+            if not _has(journal, "injected"):
+                journal.append("injected", fault=self._injecting)
 
     def _detect_respond_recover(self, journal: Journal, reverts: ExitStack, folder: Path) -> None:
         injected = next(e for e in journal.events if e.kind == "injected")
         d = self.scenario.detection
         rule: AlertRule = self.rule
         since = injected.at - timedelta(seconds=0.5)
-        fired = self._wait("detect", injected.mono + self.limits.detect,
+        found = self._wait("detect", injected.mono + self.limits.detect,
                            lambda: self.prom.firing_time(rule, d.labels, since))
-        if fired is None:
+        if found is None:
             journal.append("detection_missed", alert=d.alert, within=self.limits.detect)
             self.opts.out(f"alert {d.alert} did not fire within {format_duration(self.limits.detect)}")
             return
+        fired, method = found
         pending = self.prom.pending_time(rule, d.labels, since)
         if pending is not None and pending <= fired:
             journal.append("alert_pending", at=pending, alert=d.alert, source="prometheus activeAt")
         journal.append("detected", at=fired, alert=d.alert, for_seconds=rule.for_seconds,
-                       source="prometheus")
+                       source="prometheus", method=method)
         self.opts.out(f"detected: {d.alert} firing at {fired.isoformat()} "
                       f"({format_duration((fired - injected.at).total_seconds())} after injection)")
         if self.am:
@@ -286,7 +335,8 @@ class Drill:
         if _has(journal, "reverted"):
             return
         if _has(journal, "revert_registered"):
-            reverts.close()
+            with self.stop.protect():  # a stop request must not cut the reverts short
+                reverts.close()
             journal.append("reverted")
 
     def _verify(self, journal: Journal) -> None:
@@ -341,7 +391,7 @@ class Drill:
             if time.monotonic() >= deadline:
                 self._clear_progress()
                 return None
-            self._tick(phase, deadline)
+            self._tick(phase, deadline, check_abort)
             if self.stop.wait(min(interval, max(0.0, deadline - time.monotonic()))) and check_abort:
                 self._check_stop()
             elif self.stop.is_set() and not check_abort:
@@ -350,10 +400,11 @@ class Drill:
     def _poll_notification(self) -> None:
         if self._notify and self._journal and (seen := self._notify.poll()):
             self._journal.append("notified", at=seen, alert=self._notify.alert,
-                                 source="Alertmanager API: first listed (polled every 0.25 s)")
+                                 source="Alertmanager API: first listed (checked every 0.25-0.5 s)")
 
-    def _tick(self, phase: str, deadline: float) -> None:
-        self._check_stop()
+    def _tick(self, phase: str, deadline: float, check_abort: bool = True) -> None:
+        if check_abort:
+            self._check_stop()
         self._poll_notification()
         if self.opts.tty:
             now = time.monotonic()

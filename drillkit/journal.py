@@ -66,7 +66,14 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._ref_wall, self._ref_mono = time.time(), time.monotonic()
+        self._resumed = False
         self.events: list[Event] = []
+        if path.exists() and path.stat().st_size:
+            # Appending to another process's journal (`drillkit cleanup`): its monotonic clock
+            # is not ours, so place our events on its axis through the wall clock.
+            first_event = read_journal(path)[0]
+            self._ref_wall, self._ref_mono = first_event.at.timestamp(), first_event.mono
+            self._resumed = True
         self._lock = threading.Lock()  # faults' background watchers append too
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
@@ -76,9 +83,10 @@ class Journal:
         return self._ref_mono + (at.timestamp() - self._ref_wall)
 
     def append(self, kind: str, at: datetime | None = None, **data: Any) -> Event:
-        if at is None:
+        if at is None and not self._resumed:
             mono, at = time.monotonic(), utcnow()
         else:
+            at = at or utcnow()
             mono = self.mono_of(at)
         event = Event(kind, at, mono, data)
         with self._lock:

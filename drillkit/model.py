@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import math
 import re
 import types
 import typing
@@ -43,8 +44,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration like 90s, 5m or 1h30m, got {value!r}")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"expected a non-negative duration, got {value}")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"expected a non-negative finite duration, got {value}")
         return float(value)
     text = str(value).strip()
     if not text or _DURATION_RE.sub("", text):

@@ -10,6 +10,7 @@ other 4xx are permanent.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -18,13 +19,14 @@ from typing import Any
 
 import requests
 
-from drillkit.errors import PermanentError, PreflightError, TransientError, UnavailableError
+from drillkit.errors import Aborted, PermanentError, PreflightError, TransientError, UnavailableError
 from drillkit.journal import parse_time
-from drillkit.model import parse_duration
 from drillkit.retry import retrying
 from drillkit.signals import StopFlag
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
+# A malformed URL is our input: never retried.
+_BAD_URL = (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,14 @@ class AlertRule:
     labels: dict[str, str]
     group: str
     last_evaluation: datetime | None
+    interval: float = 0.0  # the group's evaluation interval (s)
+
+    @property
+    def fires_after(self) -> float:
+        """Seconds from `activeAt` to firing: the first evaluation at or after `for`."""
+        if self.interval <= 0:
+            return self.for_seconds
+        return math.ceil(self.for_seconds / self.interval - 1e-9) * self.interval
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,8 @@ class Prometheus:
         def once() -> Any:
             try:
                 return fn(*args, **kwargs)
+            except _BAD_URL as exc:
+                raise PermanentError(f"Prometheus URL {self.url!r} is not usable: {exc}") from None
             except requests.RequestException as exc:
                 raise TransientError(f"Prometheus at {self.url} unreachable: {exc}") from None
             except PrometheusApiClientException as exc:
@@ -128,6 +140,8 @@ class Prometheus:
         def once() -> Any:
             try:
                 return get()
+            except _BAD_URL as exc:
+                raise PermanentError(f"Prometheus URL {self.url!r} is not usable: {exc}") from None
             except requests.RequestException as exc:
                 raise TransientError(f"Prometheus at {self.url} unreachable: {exc}") from None
             except (ValueError, KeyError) as exc:
@@ -172,6 +186,7 @@ class Prometheus:
                     labels=dict(rule.get("labels") or {}),
                     group=group.get("name", ""),
                     last_evaluation=None if not last or last.startswith("0001") else parse_time(last),
+                    interval=float(group.get("interval") or 0),
                 ))
         return out
 
@@ -201,11 +216,15 @@ class Prometheus:
                     last_error = "alert rules not evaluated yet"
                 else:
                     last_error = f"/-/ready answered HTTP {r.status_code}"
+            except _BAD_URL as exc:
+                raise PermanentError(f"Prometheus URL {self.url!r} is not usable: {exc}") from None
             except requests.RequestException as exc:
                 last_error = str(exc)
-            except (TransientError, PermanentError) as exc:
+            except TransientError as exc:
                 last_error = str(exc)
             stop.wait(0.25)
+        if stop.is_set():
+            raise Aborted(stop.reason, by_signal=True)
         raise UnavailableError(f"Prometheus at {self.url} not ready within {timeout:g}s: {last_error}")
 
     # --- alerts ---------------------------------------------------------------------------
@@ -223,17 +242,28 @@ class Prometheus:
             out.append(ActiveAlert(name, al, a.get("state", ""), parse_time(active)))
         return out
 
-    def firing_time(self, rule: AlertRule, labels: dict[str, str], since: datetime) -> datetime | None:
+    def firing_time(self, rule: AlertRule, labels: dict[str, str],
+                    since: datetime) -> tuple[datetime, str] | None:
         """When Prometheus itself moved the alert to firing, for an episode that began after
-        `since`; None if it has not fired (yet)."""
+        `since`, and how that was read; None if it has not fired (yet)."""
         for a in sorted(self.alerts(rule.name, labels), key=lambda a: a.active_at):
             if a.state == "firing" and a.active_at >= since:
-                return a.active_at + timedelta(seconds=rule.for_seconds)
-        # Fired and already resolved: the first raw firing sample after `since`.
-        selector = _selector(rule.name, labels, "firing")
-        seconds = (datetime.now(UTC) - since).total_seconds() + 2
-        stamps = [ts for _, ts in self.raw_samples(selector, seconds) if ts >= since.timestamp()]
-        return datetime.fromtimestamp(min(stamps), UTC) if stamps else None
+                return a.active_at + timedelta(seconds=rule.fires_after), "activeAt + for"
+        # Fired and already resolved: the first raw firing sample of an episode after `since`
+        # (a sample right after another belongs to an episode that began earlier).
+        gap = 1.5 * (rule.interval or 1.0)
+        seconds = (datetime.now(UTC) - since).total_seconds() + 3 * gap
+        series: dict[tuple[tuple[str, str], ...], list[float]] = {}
+        for lbls, ts in self.raw_samples(_selector(rule.name, labels, "firing"), seconds):
+            series.setdefault(tuple(sorted(lbls.items())), []).append(ts)
+        starts = []
+        for stamps in series.values():
+            stamps.sort()
+            starts += [ts for i, ts in enumerate(stamps)
+                       if ts >= since.timestamp() and (i == 0 or ts - stamps[i - 1] > gap)]
+        if not starts:
+            return None
+        return datetime.fromtimestamp(min(starts), UTC), "first raw ALERTS firing sample"
 
     def pending_time(self, rule: AlertRule, labels: dict[str, str], since: datetime) -> datetime | None:
         """When the alert's condition first held (`activeAt`), for an episode after `since`."""
@@ -246,14 +276,11 @@ class Prometheus:
 
 def _selector(alert: str, labels: dict[str, str], state: str) -> str:
     matchers = [f'alertname="{alert}"', f'alertstate="{state}"']
-    matchers += [f'{k}="{_escape(v)}"' for k, v in sorted(labels.items())]
+    matchers += [f'{k}="{escape(v)}"' for k, v in sorted(labels.items())]
     return "ALERTS{" + ",".join(matchers) + "}"
 
 
-def _escape(value: str) -> str:
+def escape(value: str) -> str:
+    """A label value inside double quotes, for PromQL and Alertmanager matchers."""
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
-
-def rule_for_seconds(text: str) -> float:
-    """`for:` as written in a rule file (`3s`, `1m`)."""
-    return parse_duration(text)

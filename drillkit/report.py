@@ -54,11 +54,12 @@ def load_events(folder: Path) -> list[Event]:
     if updates.exists():
         start = events[0]
         for line in updates.read_text(encoding="utf-8").splitlines():
-            if line.strip():
+            try:
                 raw = json.loads(line)
-                at = parse_time(raw.pop("at"))
-                mono = start.mono + (at - start.at).total_seconds()
-                events.append(Event(raw.pop("kind"), at, mono, raw))
+                kind, at = str(raw.pop("kind")), parse_time(str(raw.pop("at")))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # a torn or hand-edited line: the journal is the record, keep the rest
+            events.append(Event(kind, at, start.mono + (at - start.at).total_seconds(), raw))
     return sorted(events, key=lambda e: e.mono)
 
 
@@ -75,8 +76,9 @@ def verdicts(events: list[Event]) -> list[Verdict]:
               m.time_to_detect, not_reached or f"{alert} did not fire within "
               f"{format_duration(limits['detect'])}", "detection_missed" in kinds),
         judge("acknowledge", "Time to acknowledge (response target)", limits["acknowledge"],
-              m.time_to_acknowledge, not_reached or "nothing to acknowledge: the alert never fired"
-              if not detected else "no acknowledgement", "acknowledge_missed" in kinds),
+              m.time_to_acknowledge, not_reached or ("no acknowledgement" if detected else
+                                                     "nothing to acknowledge: the alert never fired"),
+              "acknowledge_missed" in kinds),
         judge("mitigate", "Time to mitigate (service restored)", limits["mitigate"],
               m.time_to_mitigate, not_reached or "service was not restored",
               "mitigation_missed" in kinds),
@@ -125,16 +127,18 @@ class ReportData:
             "reason": self.reason,
             "started_at": rfc3339(start.at),
             "events": [{"kind": e.kind, "at": rfc3339(e.at), "offset_seconds": round(e.mono - start.mono, 6),
-                        **_public(e.data)} for e in self.events if e.kind != "started"],
+                        **_public(e.kind, e.data)} for e in self.events if e.kind != "started"],
             "measures": self.measures.to_dict(),
             "verdicts": [v.to_dict() for v in self.verdicts],
             "faults": self.scenario["faults"],
         }
 
 
-def _public(data: dict[str, Any]) -> dict[str, Any]:
-    """Event data fit for a report (reverts are already data without secrets; keep it short)."""
-    return {k: v for k, v in data.items() if k not in ("scenario", "limits")}
+def _public(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Event data fit for a shared report: revert data (saved manifests, templates) stays in
+    the journal, where `drillkit cleanup` needs it; the report keeps what happened."""
+    hidden = {"scenario", "limits"} | ({"data"} if kind.startswith("revert_") else set())
+    return {k: v for k, v in data.items() if k not in hidden}
 
 
 def collect(folder: Path) -> ReportData:

@@ -60,7 +60,9 @@ class CommandAck:
         while time.monotonic() < deadline:
             if path.exists():
                 raw = json.loads(path.read_text(encoding="utf-8"))
-                return Ack(parse_time(raw["at"]), raw.get("by", ""), raw.get("note", ""))
+                at = parse_time(raw["at"])
+                if at >= detected_at:  # an ack from before the alert fired acknowledges nothing
+                    return Ack(at, raw.get("by", ""), raw.get("note", ""))
             tick()
             if stop.wait(0.2):
                 return None

@@ -7,12 +7,14 @@ module classified as transient are retried, never a 4xx caused by our input.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import tenacity
 
-from drillkit.errors import TransientError
+from drillkit import signals
+from drillkit.errors import Aborted, TransientError
 
 log = logging.getLogger("drillkit.retry")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,6 +40,17 @@ def _exponential_jitter(initial: float, maximum: float) -> tenacity.wait.wait_ba
         return tenacity.wait_exponential_jitter(initial=initial, max=maximum)
 
 
+def _sleep(seconds: float) -> None:
+    """Back off, but give up at once when the drill is asked to stop (outside its reverts)."""
+    flag = signals.active()
+    if flag is not None and flag.interrupts():
+        raise Aborted(flag.reason, by_signal=True)
+    if flag is None or flag.is_set():  # no drill here, or reverting after a stop: full back-off
+        time.sleep(seconds)
+    elif flag.wait(seconds) and flag.interrupts():
+        raise Aborted(flag.reason, by_signal=True)
+
+
 def retrying(what: str, attempts: int = 6, max_delay: float = 60.0,
              initial: float = 0.5, maximum: float = 8.0) -> tenacity.Retrying:
     """A Retrying for one boundary: TransientError only, `attempts` tries within `max_delay` s."""
@@ -53,5 +66,6 @@ def retrying(what: str, attempts: int = 6, max_delay: float = 60.0,
         stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_after_delay(max_delay),
         wait=_wait_with_retry_after(_exponential_jitter(initial, maximum)),
         before_sleep=before_sleep,
+        sleep=_sleep,
         reraise=True,
     )

@@ -201,6 +201,8 @@ def _build_fault(raw: object, where: Where, target: str) -> FaultSpec:
         raise where.error("expected a mapping with a `kind`")
     kinds = registry(target)
     kind = raw["kind"]
+    if not isinstance(kind, str):
+        raise where.key(raw, "kind").error(f"expected a fault kind name, got {kind!r}")
     if kind not in kinds:
         other = next((t for t, ks in sorted(catalogue().items()) if kind in ks), None)
         if other:

@@ -16,12 +16,29 @@ from types import FrameType
 
 
 class StopFlag:
-    """Why the run must stop, if it must; shared by every wait loop."""
+    """Why the run must stop, if it must; shared by every wait loop.
+
+    While `reverting`, waits (retry back-offs included) keep going: the first signal asks for
+    the reverts, it must not cut them short."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self.reason = ""
         self.signals = 0
+        self.reverting = False
+
+    @contextmanager
+    def protect(self) -> Iterator[None]:
+        """Mark a block (the reverts) that a stop request must not interrupt."""
+        previous, self.reverting = self.reverting, True
+        try:
+            yield
+        finally:
+            self.reverting = previous
+
+    def interrupts(self) -> bool:
+        """True when a wait should give up now: stop requested and not reverting."""
+        return self._event.is_set() and not self.reverting
 
     def set(self, reason: str) -> None:
         if not self._event.is_set():
@@ -36,12 +53,30 @@ class StopFlag:
         return self._event.wait(max(0.0, seconds))
 
 
+_active: list[StopFlag] = []
+
+
+def active() -> StopFlag | None:
+    """The stop flag of the drill running in this process, if any (for retry back-offs)."""
+    return _active[-1] if _active else None
+
+
 @contextmanager
-def handle_signals(flag: StopFlag, on_signal: object = None) -> Iterator[StopFlag]:
+def handle_signals(flag: StopFlag) -> Iterator[StopFlag]:
     """Route SIGINT and SIGTERM to `flag` for the duration of the block (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
+    _active.append(flag)
+    try:
+        if threading.current_thread() is not threading.main_thread():
+            yield flag
+        else:
+            with _routed(flag):
+                yield flag
+    finally:
+        _active.remove(flag)
+
+
+@contextmanager
+def _routed(flag: StopFlag) -> Iterator[None]:
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -54,7 +89,7 @@ def handle_signals(flag: StopFlag, on_signal: object = None) -> Iterator[StopFla
     for s in previous:
         signal.signal(s, handler)
     try:
-        yield flag
+        yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

@@ -101,6 +101,47 @@ def test_journal_round_trip_and_pending_reverts(tmp_path: Path) -> None:
     assert pending[0].run_id == "abc123"
 
 
+def test_second_process_appends_on_the_first_ones_time_axis(tmp_path: Path) -> None:
+    """`drillkit cleanup` appends to a journal a killed runner left: its events must sort after."""
+    path = tmp_path / "journal.jsonl"
+    t0 = datetime.now(UTC) - timedelta(hours=1)
+    path.write_text(json.dumps({"kind": "started", "at": t0.isoformat().replace("+00:00", "Z"),
+                                "mono": 12345.0, "run_id": "r", "scenario": {}, "limits": {}}) + "\n")
+    j = Journal(path)
+    ev = j.append("revert_done", id=1, fault="x", result={})
+    j.close()
+    assert ev.mono == pytest.approx(12345.0 + 3600, abs=5), ev.mono
+    kinds = [e.kind for e in sorted(read_journal(path), key=lambda e: e.mono)]
+    assert kinds == ["started", "revert_done"]
+
+
+def test_command_ack_before_detection_is_ignored(tmp_path: Path) -> None:
+    import time as _time
+
+    from drillkit.respond import CommandAck
+    from drillkit.signals import StopFlag
+
+    detected = datetime.now(UTC)
+    early = (detected - timedelta(seconds=5)).isoformat().replace("+00:00", "Z")
+    (tmp_path / "ack.json").write_text(json.dumps({"at": early, "by": "eager"}))
+    waiter = CommandAck(tmp_path)
+    assert waiter.wait(detected, _time.monotonic() + 0.5, StopFlag(), lambda: None) is None
+    late = (detected + timedelta(seconds=2)).isoformat().replace("+00:00", "Z")
+    (tmp_path / "ack.json").write_text(json.dumps({"at": late, "by": "carol"}))
+    ack = waiter.wait(detected, _time.monotonic() + 0.5, StopFlag(), lambda: None)
+    assert ack is not None and ack.by == "carol" and (ack.at - detected).total_seconds() == pytest.approx(2)
+
+
+def test_malformed_status_update_lines_are_skipped(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    fixed_journal(folder, datetime(2026, 11, 29, 9, 30, tzinfo=UTC))
+    (folder / "updates.jsonl").write_text('{"kind": "status_update"\n[1, 2]\n{"kind": "status_update", '
+                                          '"at": "2026-11-29T09:30:03Z", "message": "ok"}\n')
+    render(folder, ("json",))
+    rep = json.loads((folder / "report.json").read_text())
+    assert [e["message"] for e in rep["events"] if e["kind"] == "status_update"] == ["ok"]
+
+
 def test_journal_survives_a_torn_last_line(tmp_path: Path) -> None:
     j = Journal(tmp_path / "journal.jsonl")
     j.append("started", run_id="r", scenario={}, limits={})
@@ -169,6 +210,9 @@ def test_report_json_contract(tmp_path: Path) -> None:
                                              "time_to_mitigate": 4.56, "time_to_resolve": 5.06})
     assert all(set(v) >= {"target", "limit_seconds", "actual_seconds", "met"} for v in rep["verdicts"])
     assert all(e["at"].endswith("Z") for e in rep["events"])
+    reverts = [e for e in rep["events"] if e["kind"].startswith("revert_")]
+    assert reverts and all("data" not in e for e in reverts), "revert data (saved manifests) stays in the journal"
+    assert '"killed"' in (folder / "journal.jsonl").read_text()
 
 
 def test_status_updates_from_another_process_reach_the_report(tmp_path: Path) -> None:

@@ -117,3 +117,113 @@ def test_abort_condition_stops_and_reverts(prom_env: PromEnv, tmp_path: Path) ->
     kinds = [e["kind"] for e in rep["events"]]
     assert kinds.index("aborted") < kinds.index("revert_done") < kinds.index("reverted")
     assert prom_env.exporter_pid() != old
+
+
+@pytest.mark.parametrize(("for_s", "interval", "fires"), [(2, 1, 2), (3, 2, 4), (0, 1, 0), (5, 0, 5), (2.5, 1, 3)])
+def test_firing_comes_at_the_first_evaluation_after_for(for_s: float, interval: float, fires: float) -> None:
+    from drillkit.prometheus import AlertRule
+
+    assert AlertRule("A", for_s, "", {}, "g", None, interval).fires_after == fires
+
+
+class RawSamplesPrometheus(BaseHTTPRequestHandler):
+    """No active alert; ALERTS firing samples: an episode at 100-102 s and one from 110 s."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/api/v1/alerts"):
+            data: object = {"alerts": []}
+        else:
+            data = {"resultType": "matrix", "result": [{"metric": {"alertname": "A"},
+                    "values": [[t, "1"] for t in (100.0, 101.0, 102.0, 110.0, 111.0)]}]}
+        body = json.dumps({"status": "success", "data": data}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_resolved_alert_time_is_the_start_of_an_episode_after_injection() -> None:
+    from drillkit.prometheus import AlertRule
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RawSamplesPrometheus)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    prom = Prometheus(PromConfig(url=f"http://127.0.0.1:{server.server_address[1]}"))
+    rule = AlertRule("A", 2.0, "", {}, "g", None, 1.0)
+    try:
+        at = lambda ts: datetime.fromtimestamp(ts, UTC)  # noqa: E731
+        assert prom.firing_time(rule, {}, at(99.5)) == (at(100.0), "first raw ALERTS firing sample")
+        # injected mid-episode: that episode began before the fault, the next one counts
+        assert prom.firing_time(rule, {}, at(100.5)) == (at(110.0), "first raw ALERTS firing sample")
+        assert prom.firing_time(rule, {}, at(110.5)) is None
+    finally:
+        prom.close()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_retry_backoff_gives_up_when_the_drill_is_stopped_but_not_while_reverting() -> None:
+    import time
+
+    from drillkit.errors import Aborted
+    from drillkit.retry import retrying
+    from drillkit.signals import StopFlag, handle_signals
+
+    calls: list[float] = []
+
+    def always_down() -> None:
+        calls.append(time.monotonic())
+        raise TransientError("down")
+
+    flag = StopFlag()
+    with handle_signals(flag):
+        threading.Timer(0.3, flag.set, args=("test stop",)).start()
+        t = time.monotonic()
+        with pytest.raises(Aborted, match="test stop"):
+            retrying("x", attempts=20, max_delay=60, initial=1.0, maximum=1.0)(always_down)
+        assert time.monotonic() - t < 1.5, "a stop request must cut a back-off short"
+        calls.clear()
+        with flag.protect(), pytest.raises(TransientError):
+            retrying("x", attempts=3, max_delay=60, initial=0.1, maximum=0.1)(always_down)
+        assert len(calls) == 3, "reverts keep retrying after a stop request"
+
+
+@pytest.mark.integration
+def test_abort_condition_holding_before_injection_means_not_started(prom_env: PromEnv, tmp_path: Path) -> None:
+    prom_env.ensure_exporter()
+    prom_env.wait_up()
+    pid = prom_env.exporter_pid()
+    data = yaml.safe_load((DATA / "exporter-kill.yaml").read_text())
+    data["faults"][0]["pidfile"] = str(prom_env.pidfile)
+    data["guardrails"] = {"abort_when": [{"name": "exporter up", "expr": 'up{job="demo"} == 1'}]}
+    path = write_scenario(tmp_path / "d.yaml", data)
+    r = run_cli("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(tmp_path / "r"))
+    assert r.returncode == 3, r.stderr
+    rep = report_json(run_folder(tmp_path / "r"))
+    assert rep["status"] == "not-started" and "abort condition already holds" in rep["reason"]
+    assert prom_env.exporter_pid() == pid and Path(f"/proc/{pid}").exists(), "nothing may be injected"
+
+
+def test_sigint_while_waiting_for_prometheus_exits_130(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from tests.helpers import drillkit_cmd
+
+    data = yaml.safe_load((DATA / "exporter-kill.yaml").read_text())
+    path = write_scenario(tmp_path / "d.yaml", data)
+    proc = subprocess.Popen(drillkit_cmd("run", str(path), "--prometheus-url", f"http://127.0.0.1:{free_port()}",
+                                         "--ready-timeout", "60", "--report-dir", str(tmp_path / "r")),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    t = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - t < 5
+    assert report_json(run_folder(tmp_path / "r"))["status"] == "aborted"

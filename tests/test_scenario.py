@@ -81,6 +81,8 @@ BAD = [
     ("    expr: up{job=\"api\"}\n", "", 13, "steady_state[0].expr", "required key is missing"),
     ("  - kind: process-kill", "  - kind: proces-kill", 17, "faults[0].kind", "did you mean 'process-kill'"),
     ("  - kind: process-kill", "  - kind: teleport", 17, "faults[0].kind", "unknown fault kind"),
+    ("  - kind: process-kill", "  - kind: [process-kill]", 17, "faults[0].kind", "expected a fault kind name"),
+    ("  within: 5m", "  within: .nan", 24, "detection.within", "finite duration"),
     ('    pattern: "demo-api"', '    pattern: "demo-api"\n    pidfile: /x.pid', 17, "faults[0]", "exactly one of"),
     ('    pattern: "demo-api"', '    pattern: "(unclosed"', 17, "faults[0]", "regular expression"),
     ("    count: 1", "    count: two", 19, "faults[0].count", "positive integer"),
@@ -150,7 +152,8 @@ def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("bad", ["", "5", "5 m", "m5", "5mins", "1h30", "-5s", True, "5s5"])
+@pytest.mark.parametrize("bad", ["", "5", "5 m", "m5", "5mins", "1h30", "-5s", True, "5s5", float("nan"),
+                                 float("inf"), -1])
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(bad)
