@@ -36,7 +36,14 @@ class FaultContext:
     stop: StopFlag
     log: Callable[[str], None] = print
     kube_factory: Callable[[], Kube] | None = None
+    on_harm: Callable[[], None] | None = None
     _kube: Kube | None = field(default=None, repr=False)
+
+    def harm_started(self) -> None:
+        """Faults call this right after their first harmful action, so the drill's `injected`
+        time is when the harm began even if inject() goes on waiting (for an OOM kill, say)."""
+        if self.on_harm is not None:
+            self.on_harm()
 
     @property
     def kube(self) -> Kube:

@@ -91,6 +91,7 @@ class ProcessKill(Fault):
             except ProcessLookupError:
                 continue
             killed.append(pid)
+            self.ctx.harm_started()
         _wait_gone(self.victims, 5.0 if p.signal == "SIGKILL" else 0.0)
 
     @classmethod
