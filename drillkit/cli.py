@@ -110,15 +110,11 @@ def run(scenario: str, dry_run: bool, report_dir: str, formats: str, policy: str
     """Run the drill in SCENARIO and write its report."""
     from drillkit.engine import Drill, RunOptions
     from drillkit.policy import load_policy
-    from drillkit.report import FORMATS
+    from drillkit.report import parse_formats
     from drillkit.scenario import load_scenario
     from drillkit.signals import StopFlag, handle_signals
 
-    fmt = tuple(f.strip() for f in formats.split(",") if f.strip())
-    bad = [f for f in fmt if f not in FORMATS]
-    if bad:
-        raise click.BadParameter(f"unknown format {bad[0]!r}; choose from {', '.join(FORMATS)}",
-                                 param_hint="--format")
+    fmt = parse_formats(formats)
     sc = load_scenario(scenario)
     kube_factory = None
     if sc.target.kubernetes:
@@ -181,9 +177,9 @@ def schema() -> None:
 @_guard
 def report(path: str, formats: str) -> None:
     """Re-render the report of a run from its journal (a journal file or a run folder)."""
-    from drillkit.report import render
+    from drillkit.report import parse_formats, render
 
-    for written in render(Path(path), tuple(f.strip() for f in formats.split(",") if f.strip())):
+    for written in render(Path(path), parse_formats(formats)):
         click.echo(str(written))
 
 

@@ -155,13 +155,21 @@ def collect(folder: Path) -> ReportData:
     )
 
 
+def parse_formats(text: str) -> tuple[str, ...]:
+    """`md,json` -> ("md", "json"); an unknown name is bad input."""
+    formats = tuple(f.strip() for f in text.split(",") if f.strip())
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        found = repr(unknown[0]) if unknown else "nothing"
+        raise InputError(f"--format: unknown report format {found}; choose from {', '.join(FORMATS)}")
+    return formats
+
+
 def render(folder: Path, formats: tuple[str, ...] | list[str]) -> list[Path]:
     """Write the requested formats into the run folder; returns the paths written."""
     import jinja2
 
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise InputError(f"unknown report format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
+    formats = parse_formats(",".join(formats))
     if folder.is_file():
         folder = folder.parent
     if not (folder / JOURNAL_NAME).exists():

@@ -56,7 +56,7 @@ def test_run_with_bad_scenario_is_one_line_exit_2(tmp_path: Path) -> None:
 
 def test_bad_format_is_usage_error(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["run", str(DATA / "exporter-kill.yaml"), "--format", "md,pdf"])
-    assert r.exit_code == 2 and "unknown format 'pdf'" in r.stderr
+    assert r.exit_code == 2 and "unknown report format 'pdf'" in r.stderr
 
 
 def test_schema_is_valid_and_accepts_every_shipped_scenario() -> None:
