@@ -77,9 +77,10 @@ def find_processes(pattern: str | None, pidfile: str | None) -> list[int]:
 
 
 def spawn(argv: list[str], cwd: str | None = None, log_file: str | Path | None = None,
-          env: dict[str, str] | None = None) -> int:
+          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start `argv` in its own session (its pid is its process group id), so it outlives a
-    crashed drillkit and can be stopped as a group. Kept here only to be reaped."""
+    crashed drillkit and can be stopped as a group; stdout and stderr are appended to
+    `log_file`. Also kept here, to be reaped."""
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     try:
         proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -88,7 +89,7 @@ def spawn(argv: list[str], cwd: str | None = None, log_file: str | Path | None =
         if log_file:
             out.close()  # type: ignore[union-attr]
     _CHILDREN[proc.pid] = proc
-    return proc.pid
+    return proc
 
 
 def reap() -> None:
@@ -108,12 +109,20 @@ def wait_gone(pids: list[int], timeout: float) -> list[int]:
         time.sleep(0.02)
 
 
+def _refuse_own_group(pgid: int) -> None:
+    if pgid in (os.getpgid(0), 0, 1):
+        raise DrillkitError(f"refusing to signal process group {pgid}")
+
+
 def stop_group(pgid: int, expect: str, timeout: float = 5.0,
                sig: signal.Signals = signal.SIGTERM) -> dict[str, Any]:
     """`sig` (SIGTERM), then SIGKILL, the members of process group `pgid` whose command line contains
-    `expect` (a reused group id of some unrelated process is left alone); verifies they are gone."""
-    if pgid in (os.getpgid(0), 0, 1):
-        raise DrillkitError(f"refusing to signal process group {pgid}")
+    `expect` (a reused group id of some unrelated process is left alone); verifies they are gone.
+
+    For groups recorded long ago (a fault's helper, found again by `drillkit cleanup`), whose
+    id may since name someone else's group. A group drillkit started and owns as a whole,
+    children included, is stopped with `stop_own_group`."""
+    _refuse_own_group(pgid)
     ours = [pid for pid in group_members(pgid) if expect in cmdline(pid)]
     if not ours:
         reap()
@@ -141,3 +150,39 @@ def stop_group(pgid: int, expect: str, timeout: float = 5.0,
     if left:
         raise DrillkitError(f"processes {left} of group {pgid} survived SIGKILL")
     return {"signalled": ours, "killed_hard": hard}
+
+
+def is_ours(pid: int, marker: str) -> bool:
+    """`pid` is alive and still the process started with `marker` in its command line."""
+    return alive(pid) and marker in cmdline(pid)
+
+
+def stop_own_group(pid: int, pgid: int, marker: str, sig: signal.Signals = signal.SIGTERM,
+                   grace: float = 10.0) -> dict[str, Any]:
+    """Stop a process group drillkit started and owns as a whole (a lab component): `sig` to its
+    leader `pid` only, if it is still ours (`marker` in its command line), so it can stop its
+    own children (a supervisor its replicas, PostgreSQL its backends); after up to `grace`
+    seconds, SIGKILL to the whole group — children the leader left behind or never stopped
+    included — unless the group id is someone else's now. Returns what is left (normally
+    nothing) after waiting up to 5 s for the SIGKILL."""
+    _refuse_own_group(pgid)
+    signalled = is_ours(pid, marker)
+    if signalled:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+            os.kill(pid, signal.SIGCONT)  # a SIGSTOPped leader must see the signal
+        wait_gone([pid], grace)
+    # Linux never reuses a pid while it names a live process group, so a group without a
+    # live leader is still ours; a live leader must be the process we started.
+    ours = (pgid == pid and is_ours(pid, marker)) if alive(pgid) else True
+    if not ours:
+        return {"signalled": [], "killed_hard": False, "left": []}
+    hard = bool(group_members(pgid))
+    if hard:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while (left := group_members(pgid)) and time.monotonic() < deadline:
+        reap()
+        time.sleep(0.02)
+    return {"signalled": [pid] if signalled else [], "killed_hard": hard, "left": left}

@@ -8,6 +8,7 @@ non-default ports in a temp dir, and prove by pid that `lab down` leaves nothing
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -26,7 +27,7 @@ import requests
 
 from drillkit.lab.lab import API_OFFSET, LabState, load_state
 from drillkit.lab.services import port_in_use
-from drillkit.procs import alive
+from drillkit.procs import alive, cmdline, group_members, stop_own_group
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.integration
@@ -265,3 +266,52 @@ def test_proxy_delays_both_directions_and_follows_the_control_file(tmp_path: Pat
         proc.terminate()
         proc.wait(10)
         srv.close()
+
+
+# --- stopping a component's process group --------------------------------------------------------
+
+# A leader that exits on SIGTERM and leaves behind a child that ignores SIGTERM (a supervisor
+# that does not stop its replicas).
+CARELESS_LEADER = """
+import signal, subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                  "time.sleep(600)", "child-of-" + sys.argv[1]])
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+time.sleep(600)
+"""
+
+
+def _matching(text: str) -> list[int]:
+    return [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and text in cmdline(int(d.name))]
+
+
+def test_stop_own_group_kills_the_children_the_leader_left_behind() -> None:
+    marker = f"leader-{random.randrange(10**9)}"
+    leader = subprocess.Popen([sys.executable, "-c", CARELESS_LEADER, marker], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not _matching(f"child-of-{marker}"):
+            assert time.monotonic() < deadline, "the child did not start"
+            time.sleep(0.05)
+        child = _matching(f"child-of-{marker}")[0]
+        result = stop_own_group(leader.pid, leader.pid, marker, grace=5)
+        assert leader.wait(5) == 0, "the leader got SIGTERM, not SIGKILL"
+        assert not alive(child) and group_members(leader.pid) == [], group_members(leader.pid)
+        assert result["signalled"] == [leader.pid] and result["killed_hard"] and result["left"] == [], result
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
+
+
+def test_stop_own_group_leaves_a_reused_pid_alone() -> None:
+    """The recorded leader's pid now names another process (no marker): nothing is signalled."""
+    other = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        t0 = time.monotonic()
+        result = stop_own_group(other.pid, other.pid, "--config /no/such/supervise.json", grace=5)
+        assert time.monotonic() - t0 < 1, "waited for a process it did not signal"
+        assert other.poll() is None and result == {"signalled": [], "killed_hard": False, "left": []}, result
+    finally:
+        other.kill()
+        other.wait()

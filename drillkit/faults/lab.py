@@ -337,7 +337,7 @@ class DbConnectionExhaustion(Fault):
                 "--status", str(status), "--owner-pid", str(os.getpid()),
                 "--max-hold", f"{p.hold_at_most or _drill_length(ctx):g}",
                 "--application-name", tag, "--connect-timeout", f"{p.connect_timeout:g}"]
-        pid = spawn(argv, log_file=log_file, env=env)
+        pid = spawn(argv, log_file=log_file, env=env).pid
         handle.update(holder_pid=pid)
         deadline = time.monotonic() + p.ready_within
         while True:
@@ -691,7 +691,7 @@ class CpuPressure(Fault):
             argv = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.procs_file), *argv]
         log_file = state_dir(ctx.run_id) / "stress-ng.log"
         handle = undo.register(self.kind, pgid=None, workers=self.n, timeout=self._timeout(), log_file=str(log_file))
-        pgid = spawn(argv, log_file=log_file)
+        pgid = spawn(argv, log_file=log_file).pid
         handle.update(pgid=pgid)
         deadline = time.monotonic() + 10
         while len(running := [q for q in group_members(pgid) if "stress-ng" in cmdline(q)]) < self.n + 1:
@@ -849,7 +849,7 @@ def _bounce(victims: list[int], data: dict[str, Any], on_signal: Callable[[int],
     restarted = []
     if data.get("restart"):
         for _ in range(len(victims) - len(back)):
-            restarted.append(spawn(list(data["restart"]), data.get("restart_cwd"), data.get("restart_log")))
+            restarted.append(spawn(list(data["restart"]), data.get("restart_cwd"), data.get("restart_log")).pid)
     return {"signalled": victims, "back": back, "restarted": restarted}
 
 
@@ -958,7 +958,7 @@ class AuthSecretCorruption(Fault):
         missing = len(data.get("killed", [])) - len(fresh) - len(result.get("restarted", []))
         if missing > 0 and data.get("restart"):
             result["restarted"] = [*result.get("restarted", []), *(
-                spawn(list(data["restart"]), data.get("restart_cwd"), data.get("restart_log"))
+                spawn(list(data["restart"]), data.get("restart_cwd"), data.get("restart_log")).pid
                 for _ in range(missing))]
         backup.unlink()
         _fsync_dir(backup.parent)

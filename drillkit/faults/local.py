@@ -112,7 +112,7 @@ class ProcessKill(Fault):
             time.sleep(0.2)
         restarted = []
         for _ in range(int(data.get("count", 1)) - len(back)):
-            restarted.append(spawn(list(data["restart"]), data.get("restart_cwd"), data.get("restart_log")))
+            restarted.append(spawn(list(data["restart"]), data.get("restart_cwd"), data.get("restart_log")).pid)
         ctx.log(f"process-kill revert: restarted {', '.join(map(str, restarted))}")
         return {"back": back, "restarted": restarted}
 

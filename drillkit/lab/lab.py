@@ -33,19 +33,18 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from drillkit.errors import InputError, UnavailableError
+from drillkit.lab import services
 from drillkit.lab.services import (
     PrometheusSetup,
     Service,
     binary,
     port_in_use,
-    spawn,
     start_prometheus,
+    start_service,
     wait_http,
 )
-from drillkit.procs import alive, cmdline, group_members, read_pid
+from drillkit.procs import alive, cmdline, is_ours, read_pid, stop_own_group
 
 DEFAULT_DIR = Path(".drillkit/lab")
 DEFAULT_BASE_PORT = 19090
@@ -174,34 +173,12 @@ def lab_url(service: str, lab_dir: str | Path = DEFAULT_DIR) -> str | None:
 
 
 def running(proc: Proc | None) -> bool:
-    return proc is not None and alive(proc.pid) and proc.marker in cmdline(proc.pid)
+    return proc is not None and is_ours(proc.pid, proc.marker)
 
 
-def stop_group(proc: Proc, sig: signal.Signals = signal.SIGTERM, grace: float = 10.0) -> None:
-    """Signal the group's leader (and the group), wait, then SIGKILL whatever is left."""
-    if proc.pgid in (os.getpgid(0), 0, 1):
-        raise UnavailableError(f"refusing to signal process group {proc.pgid}")
-    if running(proc):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, sig)
-            os.kill(proc.pid, signal.SIGCONT)  # a SIGSTOPped leader must see the signal
-    deadline = time.monotonic() + grace
-    while alive(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _group_is_ours(proc) and group_members(proc.pgid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pgid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while group_members(proc.pgid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def _group_is_ours(proc: Proc) -> bool:
-    """Linux never reuses a pid while it names a live process group, so a group without a
-    live leader is still ours; a live leader must be the process we started."""
-    if alive(proc.pgid):
-        return proc.pgid == proc.pid and running(proc)
-    return True
+def stop_proc(proc: Proc, sig: signal.Signals = signal.SIGTERM, grace: float = 10.0) -> None:
+    """Signal the component's leader, then SIGKILL its whole group (supervised children too)."""
+    stop_own_group(proc.pid, proc.pgid, proc.marker, sig, grace)
 
 
 def started(service: Service | subprocess.Popen[bytes], marker: str, log: Path) -> Proc:
@@ -311,7 +288,7 @@ def stop_postgres(state: LabState, proc: Proc) -> None:
     if running(proc):
         _pg(state, "pg_ctl", "stop", "-w", "-t", "20", "-m", "fast", "-D",
             str(Path(state.pg_root) / "data"))
-    stop_group(proc, signal.SIGINT)  # leftovers (SIGINT = PostgreSQL's fast shutdown)
+    stop_proc(proc, signal.SIGINT)  # leftovers (SIGINT = PostgreSQL's fast shutdown)
 
 
 # --- the other components -------------------------------------------------------------------
@@ -336,8 +313,8 @@ def _wait_port(name: str, port: int, proc: subprocess.Popen[bytes], log: Path, t
 def start_exporter(state: LabState) -> Proc:
     addr = f"127.0.0.1:{state.ports.exporter}"
     argv = [binary("prometheus-postgres-exporter"), f"--web.listen-address={addr}", "--log.level=warn"]
-    svc = spawn("exporter", argv, _logs(state), url=f"http://{addr}",
-                env={**os.environ, "DATA_SOURCE_NAME": state.dsn_admin})
+    svc = start_service("exporter", argv, _logs(state), url=f"http://{addr}",
+                        env={**os.environ, "DATA_SOURCE_NAME": state.dsn_admin})
     wait_http(svc, "/metrics", 20)
     return started(svc, f"--web.listen-address={addr}", svc.log)
 
@@ -348,7 +325,7 @@ def start_proxy(state: LabState) -> Proc:
     argv = [sys.executable, "-m", "drillkit.lab.proxy", "--listen", listen,
             "--upstream", f"127.0.0.1:{p.postgres}", "--control", state.latency_file,
             "--metrics-port", str(p.proxy_metrics)]
-    svc = spawn("proxy", argv, _logs(state))
+    svc = start_service("proxy", argv, _logs(state))
     _wait_port("proxy", p.proxy, svc.proc, svc.log)
     return started(svc, f"--listen {listen}", svc.log)
 
@@ -365,8 +342,8 @@ def start_api(state: LabState) -> Proc:
         })
     config = Path(state.dir) / "supervise.json"
     config.write_text(json.dumps({"programs": programs, "backoff": 1.0}, indent=2) + "\n")
-    svc = spawn("supervisor", [sys.executable, "-m", "drillkit.lab.supervise", "--config", str(config)],
-                logs)
+    svc = start_service("supervisor", [sys.executable, "-m", "drillkit.lab.supervise", "--config", str(config)],
+                        logs)
     for port in state.ports.api:
         replica = Service(f"api on port {port}", svc.proc, svc.log, f"http://127.0.0.1:{port}")
         wait_http(replica, "/healthz", 30)
@@ -378,31 +355,15 @@ def start_traffic(state: LabState) -> Proc:
     port = state.ports.traffic_metrics
     argv = [sys.executable, "-m", "drillkit.lab.traffic", "--targets", targets, "--rps", "10",
             "--metrics-port", str(port)]
-    svc = spawn("traffic", argv, _logs(state), url=f"http://127.0.0.1:{port}")
+    svc = start_service("traffic", argv, _logs(state), url=f"http://127.0.0.1:{port}")
     wait_http(svc, "/metrics", 20)
     return started(svc, f"--metrics-port {port}", svc.log)
 
 
 def start_alertmanager(state: LabState) -> Proc:
-    work = Path(state.dir) / "alertmanager"
-    work.mkdir(exist_ok=True)
-    config = {  # no real receivers: drills read alerts (and silences) from its API
-        "route": {"receiver": "drill", "group_by": ["alertname"], "group_wait": "0s",
-                  "group_interval": "1s", "repeat_interval": "1h"},
-        "receivers": [{"name": "drill"}],
-    }
-    (work / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    addr = f"127.0.0.1:{state.ports.alertmanager}"
-    argv = [binary("prometheus-alertmanager"), f"--config.file={work / 'alertmanager.yml'}",
-            f"--storage.path={work / 'data'}", f"--web.listen-address={addr}",
-            "--cluster.listen-address=", "--log.level=warn"]
-    svc = spawn("alertmanager", argv, work, url=f"http://{addr}")
-    try:
-        wait_http(svc, "/-/ready", 30)
-    except UnavailableError:
-        svc.stop()
-        raise
-    return started(svc, f"--web.listen-address={addr}", svc.log)
+    # no real receivers: drills read alerts (and silences) from its API
+    svc = services.start_alertmanager(Path(state.dir) / "alertmanager", state.ports.alertmanager)
+    return started(svc, f"--web.listen-address=127.0.0.1:{state.ports.alertmanager}", svc.log)
 
 
 def prometheus_setup(state: LabState) -> PrometheusSetup:
@@ -586,7 +547,7 @@ def _stop_component(state: LabState, component: str) -> None:
     if component == "postgres":
         stop_postgres(state, proc)
     else:
-        stop_group(proc)
+        stop_proc(proc)
     if component == "api":  # replicas a fault moved out of the group (or orphaned)
         for pid in state.replica_pids().values():
             if pid and alive(pid) and state.jwt_secret_file in cmdline(pid):

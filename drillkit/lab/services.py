@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from drillkit.errors import PreflightError, UnavailableError
+from drillkit.procs import spawn
 
 PACKAGES = {
     "prometheus": "prometheus",
@@ -72,12 +73,11 @@ class Service:
                 self.proc.wait()
 
 
-def spawn(name: str, argv: list[str], workdir: Path, url: str = "", **kwargs: Any) -> Service:
+def start_service(name: str, argv: list[str], workdir: Path, url: str = "",
+                  env: dict[str, str] | None = None) -> Service:
+    """`procs.spawn` (own session, reaped) with its output in `<workdir>/<name>.log`."""
     log = workdir / f"{name}.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, **kwargs)
-    return Service(name, proc, log, url)
+    return Service(name, spawn(argv, log_file=log, env=env), log, url)
 
 
 def wait_http(service: Service, path: str, timeout: float) -> None:
@@ -128,7 +128,7 @@ def start_prometheus(workdir: Path, setup: PrometheusSetup, port: int | None = N
         f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
         "--web.enable-lifecycle", "--storage.tsdb.retention.time=1d",
     ]
-    service = spawn("prometheus", argv, workdir, url=f"http://127.0.0.1:{port}")
+    service = start_service("prometheus", argv, workdir, url=f"http://127.0.0.1:{port}")
     try:
         wait_http(service, "/-/ready", 30)
     except UnavailableError:
@@ -152,7 +152,7 @@ def start_alertmanager(workdir: Path, port: int | None = None) -> Service:
     argv = [binary("prometheus-alertmanager"), f"--config.file={workdir / 'alertmanager.yml'}",
             f"--storage.path={workdir / 'data'}", f"--web.listen-address={addr}",
             "--cluster.listen-address=", "--log.level=warn"]
-    service = spawn("alertmanager", argv, workdir, url=f"http://{addr}")
+    service = start_service("alertmanager", argv, workdir, url=f"http://{addr}")
     try:
         wait_http(service, "/-/ready", 30)
     except UnavailableError:
