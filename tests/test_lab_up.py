@@ -9,9 +9,11 @@ non-default ports in a temp dir, and prove by pid that `lab down` leaves nothing
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,10 +27,11 @@ from typing import Any
 import pytest
 import requests
 
-from drillkit.lab.lab import API_OFFSET, LabState, load_state
+from drillkit.errors import UnavailableError
+from drillkit.lab.lab import API_OFFSET, LabState, _bootstrap_db, _pg, lab_url, load_state, new_state, wait_ready
 from drillkit.lab.services import port_in_use
 from drillkit.procs import alive, cmdline, group_members, stop_own_group
-from tests.helpers import run_cli
+from tests.helpers import run_cli, write_scenario
 
 pytestmark = pytest.mark.integration
 
@@ -266,6 +269,93 @@ def test_proxy_delays_both_directions_and_follows_the_control_file(tmp_path: Pat
         proc.terminate()
         proc.wait(10)
         srv.close()
+
+
+# --- errors are one line, never a traceback ----------------------------------------------------
+
+@pytest.mark.parametrize("raw", [
+    pytest.param({"dir": "/somewhere", "base_port": 19090}, id="missing-keys"),
+    pytest.param({"ports": "19090"}, id="ports-not-a-mapping"),
+    pytest.param([1, 2], id="not-an-object"),
+])
+def test_malformed_state_is_a_one_line_error(tmp_path: Path, raw: Any) -> None:
+    lab_dir = tmp_path / "lab"
+    lab_dir.mkdir()
+    (lab_dir / "state.json").write_text(json.dumps(raw))
+    with pytest.raises(UnavailableError, match="malformed lab state"):
+        load_state(lab_dir)
+    assert lab_url("prometheus", lab_dir) is None
+    r = run_cli("lab", "status", "--dir", str(lab_dir))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 3 and len(lines) == 1 and "malformed lab state" in lines[0], r.stderr
+    # `drillkit run` of a local scenario looks for the lab's Alertmanager there: not a crash
+    scenario = write_scenario(tmp_path / "drill.yaml", {
+        "name": "malformed-lab", "title": "t", "severity": "P3", "target": {"local": {"lab_dir": str(lab_dir)}},
+        "steady_state": [{"name": "up", "expr": "up", "expect": "== 1"}],
+        "faults": [{"kind": "process-kill", "pattern": "^no-such-process-anywhere$"}],
+        "detection": {"alert": "X", "within": "10s"}, "recovery": {"within": "10s"}})
+    r = run_cli("run", str(scenario), "--dry-run", "--prometheus-url", f"http://127.0.0.1:{free_block(0)}",
+                "--ready-timeout", "0", "--report-dir", str(tmp_path / "reports"), timeout=60)
+    assert "Traceback" not in r.stderr and r.returncode == 3, f"exit {r.returncode}\n{r.stderr}"
+
+
+@pytest.fixture
+def bare_state(tmp_path: Path) -> Iterator[LabState]:
+    """A lab's state with nothing started: every port of its block is free."""
+    (tmp_path / "lab").mkdir()
+    state = new_state(tmp_path / "lab", free_block(1), 1)
+    try:
+        yield state
+    finally:
+        shutil.rmtree(state.pg_root, ignore_errors=True)
+
+
+def test_database_bootstrap_failure_is_unavailable(bare_state: LabState) -> None:
+    """PostgreSQL not answering at the DSN: UnavailableError, not a psycopg exception."""
+    with pytest.raises(UnavailableError, match=r"PostgreSQL: cannot create the app's role and database .*"
+                                               r"(refused|failed)"):
+        _bootstrap_db(bare_state)
+
+
+def test_postgres_command_timeout_is_unavailable(bare_state: LabState) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(UnavailableError, match=r"`sleep 30` did not finish within 0.5s"):
+        _pg(bare_state, "sleep", "30", timeout=0.5)
+    assert time.monotonic() - t0 < 5
+
+
+class _HalfPrometheus(http.server.BaseHTTPRequestHandler):
+    """Rules evaluated and targets up, but every query fails with HTTP 500."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/api/v1/rules"):
+            body: Any = {"data": {"groups": [{"name": "chatbot", "lastEvaluation": "2024-01-01T00:00:00Z"}]}}
+        elif self.path.startswith("/api/v1/targets"):
+            body = {"data": {"activeTargets": [{"labels": {"job": "x"}, "scrapeUrl": "u", "health": "up"}]}}
+        else:
+            self.send_error(500, "query failed")
+            return
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_wait_ready_query_failure_is_unavailable(bare_state: LabState) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HalfPrometheus)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    bare_state.urls["prometheus"] = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(UnavailableError, match="lab not ready within 1s: Prometheus API: HTTPError"):
+            wait_ready(bare_state, 1)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # --- stopping a component's process group --------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import pwd
@@ -154,7 +155,12 @@ def load_state(lab_dir: str | Path = DEFAULT_DIR) -> LabState | None:
         return None
     except (OSError, ValueError) as exc:
         raise UnavailableError(f"{path}: unreadable lab state ({exc}); run `drillkit lab down`") from None
-    return LabState.from_dict(raw)
+    try:
+        return LabState.from_dict(raw)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise UnavailableError(f"{path}: malformed lab state ({what}); stop what it started by hand "
+                               "and delete it, or start over in another --dir") from None
 
 
 def lab_url(service: str, lab_dir: str | Path = DEFAULT_DIR) -> str | None:
@@ -233,9 +239,15 @@ def _pg_root(lab_dir: Path, user: str | None) -> Path:
 
 def _pg(state: LabState, *argv: str, timeout: float = 60,
         **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([binary(argv[0]), *argv[1:]], capture_output=True, text=True,
-                          timeout=timeout, check=False, cwd=state.pg_root,
-                          **_as_user(state.pg_user), **kwargs)
+    try:
+        return subprocess.run([binary(argv[0]), *argv[1:]], capture_output=True, text=True,
+                              timeout=timeout, check=False, cwd=state.pg_root,
+                              **_as_user(state.pg_user), **kwargs)
+    except subprocess.TimeoutExpired:
+        raise UnavailableError(f"`{' '.join(argv[:2])}` did not finish within {timeout:g}s "
+                               f"(PostgreSQL log: {Path(state.pg_root) / 'postgres.log'})") from None
+    except OSError as exc:
+        raise UnavailableError(f"cannot run {argv[0]}: {exc}") from None
 
 
 def start_postgres(state: LabState) -> Proc:
@@ -277,11 +289,16 @@ def _bootstrap_db(state: LabState) -> None:
     """The app's own role and database (idempotent)."""
     import psycopg
 
-    with psycopg.connect(state.dsn_admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_USER,)).fetchone():
-            conn.execute(f"CREATE ROLE {APP_USER} LOGIN")
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (APP_DB,)).fetchone():
-            conn.execute(f"CREATE DATABASE {APP_DB} OWNER {APP_USER}")
+    try:
+        with psycopg.connect(state.dsn_admin, autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_USER,)).fetchone():
+                conn.execute(f"CREATE ROLE {APP_USER} LOGIN")
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (APP_DB,)).fetchone():
+                conn.execute(f"CREATE DATABASE {APP_DB} OWNER {APP_USER}")
+    except psycopg.Error as exc:
+        text = " ".join(str(exc).split())
+        raise UnavailableError(f"PostgreSQL: cannot create the app's role and database "
+                               f"({state.dsn_admin}): {text}") from None
 
 
 def stop_postgres(state: LabState, proc: Proc) -> None:
@@ -513,29 +530,33 @@ def _query(prom: str, expr: str) -> list[Any]:
     return list(_get_json(url)["data"]["result"])
 
 
+def _not_ready(prom: str) -> str | None:
+    """Why the lab is not ready yet according to Prometheus, or None when it is."""
+    groups = _get_json(f"{prom}/api/v1/rules")["data"]["groups"]
+    targets = _get_json(f"{prom}/api/v1/targets")["data"]["activeTargets"]
+    evaluated = any(g["name"] == "chatbot" and not g["lastEvaluation"].startswith("0001") for g in groups)
+    down = [f"{t['labels']['job']} {t['scrapeUrl']}" for t in targets if t["health"] != "up"]
+    if not evaluated:
+        return "rules not evaluated yet"
+    if down or not targets:
+        return f"targets not up: {', '.join(down)}"
+    if not _query(prom, TRAFFIC_FLOWING):
+        return "no successful traffic in Prometheus yet"
+    return None
+
+
 def wait_ready(state: LabState, timeout: float) -> None:
     """Until Prometheus has evaluated the lab's rules and sees every target up."""
     prom = state.urls["prometheus"]
     deadline = time.monotonic() + timeout
-    why = "no answer yet"
+    why: str | None = "no answer yet"
     while time.monotonic() < deadline:
         try:
-            groups = _get_json(f"{prom}/api/v1/rules")["data"]["groups"]
-            targets = _get_json(f"{prom}/api/v1/targets")["data"]["activeTargets"]
-        except (OSError, ValueError, KeyError) as exc:
-            why = f"Prometheus API: {exc}"
-        else:
-            evaluated = any(g["name"] == "chatbot" and not g["lastEvaluation"].startswith("0001")
-                            for g in groups)
-            down = [f"{t['labels']['job']} {t['scrapeUrl']}" for t in targets if t["health"] != "up"]
-            if not evaluated:
-                why = "rules not evaluated yet"
-            elif down or not targets:
-                why = f"targets not up: {', '.join(down)}"
-            elif not _query(prom, TRAFFIC_FLOWING):
-                why = "no successful traffic in Prometheus yet"
-            else:
-                return
+            why = _not_ready(prom)
+        except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException) as exc:
+            why = f"Prometheus API: {type(exc).__name__}: {exc}"
+        if why is None:
+            return
         time.sleep(0.2)
     raise UnavailableError(f"lab not ready within {timeout:g}s: {why}")
 
