@@ -85,12 +85,12 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def scenario_dict(fault: dict[str, Any], name: str = "lab-fault") -> dict[str, Any]:
+def scenario_dict(fault: dict[str, Any], name: str = "lab-fault", max_targets: str = "100%") -> dict[str, Any]:
     """A minimal local scenario; the alert needs 60 s to fire, so a drill sits in `detect`."""
     return {
         "name": name, "title": f"Lab fault {fault['kind']}", "severity": "P3",
         "target": {"local": {}},
-        "guardrails": {"max_targets": "100%"},
+        "guardrails": {"max_targets": max_targets},
         "steady_state": [{"name": "exporter up", "expr": 'up{job="demo"}', "expect": "== 1"}],
         "faults": [fault],
         "detection": {"alert": "DemoSlowToFire", "within": "90s"},
@@ -120,8 +120,8 @@ class Drill:
         return [e.data["result"] for e in read_journal(self.path) if e.kind == "revert_done"]
 
 
-def prepare(tmp_path: Path, fault: dict[str, Any]) -> Drill:
-    path = write_scenario(tmp_path / "drill.yaml", scenario_dict(fault))
+def prepare(tmp_path: Path, fault: dict[str, Any], max_targets: str = "100%") -> Drill:
+    path = write_scenario(tmp_path / "drill.yaml", scenario_dict(fault, max_targets=max_targets))
     sc = load_scenario(path)
     run_id = secrets.token_hex(4)
     journal = Journal(tmp_path / f"run-{run_id}" / JOURNAL_NAME)
@@ -843,8 +843,38 @@ def test_auth_guardrail_refuses_restarting_more_replicas_than_allowed(pg: Postgr
         journal = Journal(tmp_path / "j" / JOURNAL_NAME)
         ctx = FaultContext(run_id="guard", scenario=sc, journal=journal, stop=StopFlag())
         fault = fault_class("auth-secret-corruption", "local")(sc.faults[0].params, ctx)
-        with pytest.raises(PreflightError, match="exceeds max_targets 50%"):
+        with pytest.raises(PreflightError, match=r"2 of 2 replica\(s\) matching .* exceed the blast radius "
+                                                 r"guardrails.max_targets = 50% \(at most 1\)"):
             fault.preflight()
         assert rig.secret.read_bytes() == rig.original
     finally:
         rig.close()
+
+
+def test_process_kill_blast_radius(tmp_path: Path) -> None:
+    """guardrails.max_targets: a percentage allows at least the one match; 2 of 2 exceed 50%."""
+    marker = f"blast-{secrets.token_hex(4)}"
+    argv = [sys.executable, "-c", "import time; time.sleep(600)", marker]
+    procs = [subprocess.Popen(argv) for _ in range(2)]
+    try:
+        wait_for(lambda: len(_pids_matching(marker)) == 2, 10, "both sleeps")
+        single = prepare(tmp_path, {"kind": "process-kill", "pattern": f"{marker}$", "count": 1}, max_targets="50%")
+        procs[1].kill()
+        procs[1].wait()
+        single.fault.preflight()
+        assert single.fault.victims == [procs[0].pid]  # type: ignore[attr-defined]
+        procs[1] = subprocess.Popen(argv)
+        wait_for(lambda: len(_pids_matching(marker)) == 2, 10, "both sleeps")
+        both = prepare(tmp_path, {"kind": "process-kill", "pattern": f"{marker}$", "count": "100%"},
+                       max_targets="50%")
+        with pytest.raises(PreflightError, match=r"process-kill: 2 of 2 process\(es\) matching pattern .* exceed "
+                                                 r"the blast radius guardrails.max_targets = 50% \(at most 1\)"):
+            both.fault.preflight()
+        three = prepare(tmp_path, {"kind": "process-kill", "pattern": f"{marker}$", "count": 3})
+        with pytest.raises(PreflightError, match=r"process-kill: count 3 but only 2 process\(es\) matching"):
+            three.fault.preflight()
+        assert all(p.poll() is None for p in procs), "preflight touched a process"
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

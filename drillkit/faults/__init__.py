@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from drillkit.errors import DrillkitError
+from drillkit.errors import DrillkitError, PreflightError
 
 if TYPE_CHECKING:
     from drillkit.journal import Journal
     from drillkit.kube import Kube
+    from drillkit.model import Count
     from drillkit.scenario import Scenario
     from drillkit.signals import StopFlag
 
@@ -123,6 +124,22 @@ class Fault(ABC):
     @abstractmethod
     def revert(cls, ctx: FaultContext, data: dict[str, Any]) -> dict[str, Any] | None:
         """Undo from journalled data. Idempotent: 'already gone' is success."""
+
+
+def check_blast_radius(kind: str, found: int, count: Count, max_targets: Count, what: str) -> int:
+    """How many of the `found` candidates (`what`, e.g. "processes matching pattern 'x'") a fault
+    touches: `count` of them, refused (PreflightError) if there are fewer than that or if it
+    exceeds the scenario's `guardrails.max_targets`. A percentage allows at least 1, so a
+    single candidate can always be touched."""
+    n = count.of(found)
+    if n > found:
+        raise PreflightError(f"{kind}: count {count} but only {found} {what}")
+    limit = max_targets.of(found)
+    if n > limit:
+        raise PreflightError(f"{kind}: {n} of {found} {what} exceed the blast radius "
+                             f"guardrails.max_targets = {max_targets} (at most {limit}); "
+                             "narrow the selection, lower the count, or raise max_targets")
+    return n
 
 
 _BUILTIN_MODULES = ("drillkit.faults.local", "drillkit.faults.lab", "drillkit.faults.kubernetes")

@@ -46,7 +46,7 @@ from drillkit.errors import (
     TransientError,
     UnavailableError,
 )
-from drillkit.faults import Fault, FaultContext, Undo
+from drillkit.faults import Fault, FaultContext, Undo, check_blast_radius
 from drillkit.faults import cgroups as cg
 from drillkit.model import Count, Duration, doc
 from drillkit.procs import alive, cmdline, find_processes, group_members, spawn, stop_group, wait_gone
@@ -890,13 +890,8 @@ class AuthSecretCorruption(Fault):
         what = f"pattern {p.pattern!r}" if p.pattern else f"pid files {', '.join(p.pidfiles)}"
         if not found:
             raise PreflightError(f"{self.kind}: no running replica matches {what}")
-        n = p.count.of(len(found))
-        limit = self.ctx.scenario.guardrails.max_targets.of(len(found))
-        if n > len(found):
-            raise PreflightError(f"{self.kind}: count {p.count} but only {len(found)} replica(s) match {what}")
-        if n > limit and not (len(found) == 1 and n == 1):
-            raise PreflightError(f"{self.kind}: restarting {n} of {len(found)} replicas exceeds max_targets "
-                                 f"{self.ctx.scenario.guardrails.max_targets}")
+        n = check_blast_radius(self.kind, len(found), p.count, self.ctx.scenario.guardrails.max_targets,
+                               f"replica(s) matching {what}")
         self.replicas, self.victims = found, found[:n]
 
     def plan(self) -> list[str]:

@@ -13,14 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from drillkit.errors import PreflightError
-from drillkit.faults import Fault, FaultContext, Undo
+from drillkit.faults import Fault, FaultContext, Undo, check_blast_radius
 from drillkit.model import Count, Duration, doc
 from drillkit.procs import alive, cmdline, find_processes, spawn
 
 SIGNALS = {"SIGKILL", "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGSTOP"}
-
-
-
 
 
 @dataclass(frozen=True)
@@ -60,13 +57,8 @@ class ProcessKill(Fault):
         what = f"pattern {p.pattern!r}" if p.pattern else f"pid file {p.pidfile}"
         if not found:
             raise PreflightError(f"process-kill: no running process matches {what}")
-        n = p.count.of(len(found))
-        limit = self.ctx.scenario.guardrails.max_targets.of(len(found))
-        if n > len(found):
-            raise PreflightError(f"process-kill: count {p.count} but only {len(found)} process(es) match {what}")
-        if n > limit and not (len(found) == 1 and n == 1):
-            raise PreflightError(f"process-kill: {n} process(es) exceed max_targets "
-                                 f"{self.ctx.scenario.guardrails.max_targets} of {len(found)}")
+        n = check_blast_radius(self.kind, len(found), p.count, self.ctx.scenario.guardrails.max_targets,
+                               f"process(es) matching {what}")
         self.victims = found[:n]
 
     def plan(self) -> list[str]:
