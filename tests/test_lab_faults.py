@@ -878,3 +878,51 @@ def test_process_kill_blast_radius(tmp_path: Path) -> None:
         for p in procs:
             p.kill()
             p.wait()
+
+
+# --- signals a process ignores, crashes mid-inject, a stop during a restart wait --------------
+
+# A process that ignores (or, for SIGHUP, "reloads" on) the signals process-kill may send
+# other than SIGKILL/SIGSTOP; it says when its handlers are in place.
+STUBBORN = ("import signal, sys, time\n"
+            "for s in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT): signal.signal(s, signal.SIG_IGN)\n"
+            "signal.signal(signal.SIGHUP, lambda *_: print('reloaded', flush=True))\n"
+            "open(sys.argv[1], 'w').close()\n"
+            "time.sleep(600)\n")
+
+
+@contextlib.contextmanager
+def stubborn(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], list[str], str]]:
+    """A running STUBBORN process, its argv (also the restart command) and a unique marker."""
+    marker = f"stubborn-{secrets.token_hex(4)}"
+    ready = tmp_path / f"{marker}.ready"
+    argv = [sys.executable, "-c", STUBBORN, str(ready), marker]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(ready.exists, 10, "the stubborn process's handlers")
+        yield proc, argv, marker
+    finally:
+        for pid in _pids_matching(marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGINT", "SIGQUIT"])
+def test_process_kill_revert_counts_a_process_that_survived_the_signal_as_back(tmp_path: Path, sig: str) -> None:
+    """The process ignored the signal (or reloaded): it keeps its pid and is still there, so the
+    revert must not start `restart` next to it."""
+    with stubborn(tmp_path) as (proc, argv, marker):
+        drill = prepare(tmp_path, {"kind": "process-kill", "pattern": f"{marker}$", "signal": sig,
+                                   "restart": argv, "back_within": "300ms",
+                                   "restart_log": str(tmp_path / "restarted.log")})
+        drill.fault.preflight()
+        with ExitStack() as stack:
+            drill.fault.inject(Undo(stack, drill.ctx))
+            assert latest_data(drill.path)["killed"] == [proc.pid]
+        time.sleep(0.5)  # a duplicate, had one been started, is exec'd by now
+        result = drill.results()[0]
+        assert proc.poll() is None, "the stubborn process died"
+        assert result["restarted"] == [] and result["survived"] == [proc.pid], result
+        assert _pids_matching(marker) == [proc.pid], f"a duplicate was started: {_pids_matching(marker)}"

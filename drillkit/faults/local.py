@@ -96,17 +96,21 @@ class ProcessKill(Fault):
             return {"continued": sorted(killed)}
         deadline = time.monotonic() + float(data.get("back_within", 0))
         while True:
-            back = [pid for pid in find_processes(data.get("pattern"), data.get("pidfile")) if pid not in killed]
-            if len(back) >= int(data.get("count", 1)) or not data.get("restart"):
-                return {"back": back, "restarted": []}
+            # a signalled process that is still there (it ignored the signal, or reloaded on
+            # SIGHUP) is back as much as a new one: restarting it would start a duplicate
+            found = find_processes(data.get("pattern"), data.get("pidfile"))
+            back = [pid for pid in found if pid not in killed]
+            survived = [pid for pid in found if pid in killed]
+            if len(back) + len(survived) >= int(data.get("count", 1)) or not data.get("restart"):
+                return {"back": back, "survived": survived, "restarted": []}
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.2)
         restarted = []
-        for _ in range(int(data.get("count", 1)) - len(back)):
+        for _ in range(int(data.get("count", 1)) - len(back) - len(survived)):
             restarted.append(spawn(list(data["restart"]), data.get("restart_cwd"), data.get("restart_log")).pid)
         ctx.log(f"process-kill revert: restarted {', '.join(map(str, restarted))}")
-        return {"back": back, "restarted": restarted}
+        return {"back": back, "survived": survived, "restarted": restarted}
 
 
 def _wait_gone(pids: list[int], timeout: float) -> None:
