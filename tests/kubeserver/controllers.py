@@ -110,6 +110,7 @@ class Controllers:
         self._ephemeral_at: dict[tuple[str, str], float] = {}
         self._job_started: dict[str, float] = {}
         self._rollout: dict[str, tuple[str, float]] = {}  # deployment uid -> (hash, since)
+        self.terminating: dict[str, float] = {}  # pod uid -> when its grace period ends
         self._rr = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kubeserver-controllers",
@@ -133,12 +134,38 @@ class Controllers:
 
     def reconcile(self) -> None:
         with self.store.lock:
+            self.finish_terminating()
             self.kubelet()
             self.deployments()
             self.replicasets()
             self.statefulsets()
             self.jobs()
             self.disruption_budgets()
+
+    # ------------------------------------------------------------ graceful pod deletion
+    def terminate(self, ns: str, name: str, grace: int) -> Obj:
+        """Start a graceful deletion: `deletionTimestamp` now, the pod gone `grace` s later
+        (what a DELETE with gracePeriodSeconds > 0 does; without it pods go at once here)."""
+        with self.store.lock:
+            def mark(o: Obj) -> None:
+                o["metadata"]["deletionTimestamp"] = now_rfc3339()
+                o["metadata"]["deletionGracePeriodSeconds"] = grace
+
+            pod = self.store.update("pods", ns, name, mark)
+            assert pod is not None
+            self.terminating[pod["metadata"]["uid"]] = time.monotonic() + grace
+            return pod
+
+    def finish_terminating(self) -> None:
+        now = time.monotonic()
+        for pod in self.store.raw_list("pods"):
+            meta = pod["metadata"]
+            due = self.terminating.get(meta["uid"])
+            if due is not None and due <= now:
+                self.store.delete("pods", meta["namespace"], meta["name"])
+        alive = {p["metadata"]["uid"] for p in self.store.raw_list("pods")}
+        for uid in [u for u in self.terminating if u not in alive]:
+            del self.terminating[uid]
 
     # ------------------------------------------------------------ workloads
     def _pod_from_template(self, owner: Obj, template: Obj, name: str | None = None,
@@ -281,8 +308,9 @@ class Controllers:
             reqs = selector_requirements(rs["spec"].get("selector"))
             pods = []
             for pod in self.store.owned("pods", ns, uid):
-                if pod["status"].get("phase") in ("Succeeded", "Failed"):
-                    continue  # finished pods no longer count as replicas
+                if pod["status"].get("phase") in ("Succeeded", "Failed") \
+                        or pod["metadata"].get("deletionTimestamp"):
+                    continue  # finished or terminating pods no longer count as replicas
                 if labels_match(reqs, pod["metadata"].get("labels")):
                     pods.append(pod)
                 else:  # relabelled out of the selector: release it, like the real controller

@@ -464,6 +464,7 @@ class KubeServer:
         propagation = query.get("propagationPolicy") or body.get("propagationPolicy")
         if str(query.get("orphanDependents", body.get("orphanDependents"))).lower() == "true":
             propagation = "Orphan"
+        grace = query.get("gracePeriodSeconds", body.get("gracePeriodSeconds"))
         with self.store.lock:
             meta = self.store.must_get(resource, ns, name)["metadata"]
             for key, field in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
@@ -472,6 +473,12 @@ class KubeServer:
                     raise ApiError(409, f"Precondition failed: {field} in precondition: {want}, "
                                         f"{field} in object meta: {meta[key]}", "Conflict",
                                    {"name": name, "kind": resource})
+            if resource == "pods" and not dry and (
+                    meta.get("deletionTimestamp") or (grace is not None and int(grace) > 0)):
+                if meta.get("deletionTimestamp") and (grace is None or int(grace) > 0):
+                    return 200, copy.deepcopy(self.store.must_get(resource, ns, name))
+                if not meta.get("deletionTimestamp"):
+                    return 200, self.controllers.terminate(ns or "", name, int(grace))  # type: ignore[arg-type]
             gone = self.store.delete(resource, ns, name, propagation, dry)
         if resource == "pods":
             return 200, gone
