@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 from drillkit.errors import DrillkitError, InputError
 from drillkit.faults import FaultContext, fault_class
 from drillkit.journal import JOURNAL_NAME, Journal, PendingRevert, pending_reverts, read_journal
+from drillkit.kube import KubeconfigError
 from drillkit.signals import StopFlag
 
 if TYPE_CHECKING:
@@ -67,10 +68,13 @@ def _runs(report_dir: Path, run_id: str | None) -> list[_Run]:
         rid = str(started.data.get("run_id", ""))
         if run_id and rid != run_id:
             continue
-        scenario = started.data.get("scenario") or {}
-        kube = (scenario.get("target") or {}).get("kubernetes")
+        scenario = started.data.get("scenario")
+        scenario = scenario if isinstance(scenario, dict) else {}
+        target = scenario.get("target")
+        kube = target.get("kubernetes") if isinstance(target, dict) else None
+        context = kube.get("context") if isinstance(kube, dict) else None
         out.append(_Run(rid, journal.parent, "kubernetes" if kube else "local",
-                        (kube or {}).get("context"), str(scenario.get("path", ""))))
+                        str(context) if context else None, str(scenario.get("path", ""))))
     return out
 
 
@@ -128,7 +132,12 @@ def cleanup(report_dir: Path, run_id: str | None, context: str | None = None,
         if run_id and not runs:
             report.notes.append(f"no journal of run {run_id} under {report_dir}")
         for run in runs:
-            _revert_run(run, kubes, report, log, contexts)
+            try:
+                _revert_run(run, kubes, report, log, contexts)
+            except KubeconfigError:  # no run can reach its cluster: one line, exit 2
+                raise
+            except Exception as exc:  # e.g. a ValueError from odd journal data: the next run still goes
+                report.failed.append(f"run {run.run_id} ({run.folder}): {_one_line(exc)}")
         if context or any(r.target == "kubernetes" for r in runs) or not runs:
             _sweep(kubes, run_id, report, log, contexts)
     finally:
@@ -145,6 +154,8 @@ def _revert_run(run: _Run, kubes: _Kubes, report: CleanupReport, log: Callable[[
     if run.target == "kubernetes":
         try:
             settings = kubes.settings(run.context)
+        except KubeconfigError:
+            raise
         except DrillkitError as exc:
             report.failed.append(f"run {run.run_id}: {exc}")
             return
@@ -165,12 +176,21 @@ def _revert_one(p: PendingRevert, target: str, ctx: FaultContext, journal: Journ
     what = f"run {p.run_id}: revert {p.fault} #{p.id}"
     try:
         result = fault_class(p.fault, target).revert(ctx, p.data)
-    except (DrillkitError, KeyError, OSError) as exc:
-        journal.append("revert_failed", id=p.id, fault=p.fault, error=str(exc), by="drillkit cleanup")
-        report.failed.append(f"{what}: {exc}")
+    except Exception as exc:  # bad journal data included (KeyError, ValueError, TypeError, ...)
+        error = _one_line(exc)
+        journal.append("revert_failed", id=p.id, fault=p.fault, error=error, by="drillkit cleanup")
+        report.failed.append(f"{what}: {error}")
         return
     journal.append("revert_done", id=p.id, fault=p.fault, result=result or {}, by="drillkit cleanup")
     report.done.append(f"{what}: {_short(result)}")
+
+
+def _one_line(exc: BaseException) -> str:
+    """drillkit's own errors as they are; anything else (bad journal data) named by type."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, DrillkitError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _short(result: dict[str, Any] | None) -> str:
@@ -187,6 +207,8 @@ def _sweep(kubes: _Kubes, run_id: str | None, report: CleanupReport, log: Callab
     if kubes.context or not targets:
         try:
             targets.add(kubes.settings(None).context)
+        except KubeconfigError:  # broken, not absent: the user must fix it (exit 2)
+            raise
         except DrillkitError as exc:
             report.notes.append(f"no Kubernetes cluster checked: {exc}")
             return

@@ -210,6 +210,36 @@ def context_allowed(name: str, allow: tuple[str, ...] | list[str]) -> bool:
     return name.startswith("kind-") or name in allow
 
 
+class KubeconfigError(InputError):
+    """The kubeconfig file is not valid YAML, or not shaped like a kubeconfig (exit 2)."""
+
+
+def _kubeconfig_name(kubeconfig: str | None) -> str:
+    return kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+
+
+def malformed_kubeconfig(kubeconfig: str | None, exc: BaseException) -> KubeconfigError | None:
+    """A one-line KubeconfigError naming the file for what the client raises on a malformed
+    kubeconfig (a YAML error, or a TypeError/KeyError/... from a wrongly shaped document);
+    None for anything else."""
+    import yaml
+
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        name = str(mark.name) if mark is not None and mark.name and not str(mark.name).startswith("<") \
+            else _kubeconfig_name(kubeconfig)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(str(exc.problem or exc.context or "").split())
+        return KubeconfigError(f"kubeconfig {name} is not valid YAML{where}: {what}")
+    if isinstance(exc, yaml.YAMLError):
+        detail = " ".join(str(exc).splitlines()[0].split())
+        return KubeconfigError(f"kubeconfig {_kubeconfig_name(kubeconfig)} is not valid YAML: {detail}")
+    if isinstance(exc, TypeError | KeyError | AttributeError | ValueError | IndexError):
+        return KubeconfigError(f"kubeconfig {_kubeconfig_name(kubeconfig)} is malformed (not a "
+                               f"kubeconfig document): {type(exc).__name__}: {exc}")
+    return None
+
+
 def _kubeconfig_contexts(kubeconfig: str | None) -> tuple[list[str], str | None]:
     from kubernetes import config
 
@@ -219,8 +249,16 @@ def _kubeconfig_contexts(kubeconfig: str | None) -> tuple[list[str], str | None]
         raise UnavailableError(f"cannot read kubeconfig {kubeconfig or '$KUBECONFIG'}: {exc}") from None
     except OSError as exc:
         raise UnavailableError(f"cannot read kubeconfig: {exc}") from None
-    names = [c["name"] for c in contexts or []]
-    return names, (active or {}).get("name")
+    except Exception as exc:
+        bad = malformed_kubeconfig(kubeconfig, exc)
+        if bad is None:
+            raise
+        raise bad from None
+    try:
+        names = [c["name"] for c in contexts or []]
+        return names, (active or {}).get("name")
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise malformed_kubeconfig(kubeconfig, exc) or exc from None
 
 
 def resolve_settings(context: str | None, scenario_context: str | None,
@@ -480,6 +518,11 @@ class Kube:
         except (config.ConfigException, OSError) as exc:
             raise UnavailableError(f"cannot load Kubernetes config for context "
                                    f"{settings.context!r}: {exc}") from None
+        except Exception as exc:
+            bad = malformed_kubeconfig(settings.kubeconfig, exc)
+            if bad is None:
+                raise
+            raise bad from None
         cfg.retries = False  # one retry policy: ours (drillkit.retry), not urllib3's as well
         self._cfg = cfg
         self.api = client.ApiClient(cfg)

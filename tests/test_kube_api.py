@@ -166,6 +166,23 @@ def test_context_allowlist(kube_server: KubeServer) -> None:
         resolve_settings("kind-nope", None, (), cfg)
 
 
+@pytest.mark.parametrize(("text", "words"), [
+    ("apiVersion: v1\nclusters: [\n  - name: x\ncontexts: {\n", "is not valid YAML, line 3, column 3"),
+    ("- just\n- a list\n", "is malformed (not a kubeconfig document)"),
+])
+def test_malformed_kubeconfig_is_one_line_exit_2(tmp_path: Path, text: str, words: str) -> None:
+    bad = tmp_path / "kubeconfig"
+    bad.write_text(text)
+    path = write_scenario(tmp_path / "d.yaml", scenario([{"kind": "pod-kill", "selector": "app=x"}]))
+    for args in (["run", str(path), "--report-dir", str(tmp_path / "r")],
+                 ["cleanup", "--all", "--report-dir", str(tmp_path / "r")]):
+        r = CliRunner().invoke(main, [*args, "--kubeconfig", str(bad)])
+        assert r.exit_code == 2, f"{args[0]}: exit {r.exit_code}: {r.exception!r}\n{r.stderr}"
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"kubeconfig {bad} {words}" in lines[0], (args[0], r.stderr)
+        assert "Traceback" not in r.output + r.stderr
+
+
 def cli_run(path: Path, prom: PromEnv, server: KubeServer, *extra: str) -> Any:
     return CliRunner().invoke(main, ["run", str(path), "--prometheus-url", prom.url,
                                      "--kubeconfig", server.kubeconfig_path, *extra])

@@ -178,3 +178,38 @@ def test_cleanup_without_journal_uses_labels(kube_demo: KubeServer, tmp_path: Pa
                 and q.path.endswith("/deployments/chatbot-api") and "restartedAt" in str(q.body)]
     assert restarts, "the Secret's users were not restarted after the restore"
     assert "restored Secret chatbot/drillkit-backup-chatbot-jwt-deadbeef" in r.stdout, r.stdout
+
+
+def test_cleanup_reports_bad_journal_data_per_run_and_goes_on(kube_demo: KubeServer,
+                                                               tmp_path: Path) -> None:
+    """A ValueError/TypeError from one run's journal data is one FAILED line; the other
+    reverts and runs still run, and the exit code is 1."""
+    reports = tmp_path / "reports"
+    record = {"target": {"kubernetes": {"context": CONTEXT, "namespace": NS}}, "path": ""}
+
+    def journal(folder: str, run_id: str, *reverts: tuple[Any, str, dict[str, Any]]) -> None:
+        j = Journal(reports / folder / "journal.jsonl")
+        j.append("started", run_id=run_id, scenario=record)
+        for rid, fault, data in reverts:
+            j.append("revert_registered", id=rid, fault=fault, data=data)
+        j.close()
+
+    base = {"namespace": NS, "kind": "Deployment", "name": "chatbot-api"}
+    journal("a-bad-data", "aaaa", (1, "scale-to-zero", {**base, "replicas": "three"}),
+            (2, "scale-to-zero", {**base, "replicas": None}))
+    journal("b-bad-event", "bbbb", ("x", "scale-to-zero", {**base, "replicas": 3}))
+    journal("c-good", "cccc", (1, "scale-to-zero", {**base, "replicas": 3}))
+    kube_demo.update("deployments", NS, "chatbot-api", lambda d: d["spec"].__setitem__("replicas", 0))
+    r = CliRunner().invoke(main, ["cleanup", "--all", "--report-dir", str(reports),
+                                  "--kubeconfig", kube_demo.kubeconfig_path])
+    assert r.exit_code == 1, f"exit {r.exit_code}: {r.exception!r}\n{r.stdout}\n{r.stderr}"
+    failed = [line for line in r.stdout.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 3, r.stdout
+    assert any("run aaaa: revert scale-to-zero #2: TypeError:" in line for line in failed), failed
+    assert any("run aaaa: revert scale-to-zero #1: ValueError: invalid literal" in line
+               for line in failed), failed
+    assert any(line.startswith("FAILED: run bbbb") and "ValueError" in line for line in failed), failed
+    assert "done: run cccc: revert scale-to-zero #1: replicas=3" in r.stdout, r.stdout
+    assert replicas(kube_demo) == 3
+    assert [p.id for p in pending_reverts(reports / "c-good")] == []
+    assert [p.id for p in pending_reverts(reports / "a-bad-data")] == [2, 1]  # failed stays pending
