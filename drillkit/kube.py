@@ -190,6 +190,26 @@ def _translate_websocket(what: str, message: str) -> Exception:
     return ExecFailed(f"{what}: {detail}")
 
 
+class _Stopped(Exception):
+    """Raised out of a retry back-off when the stop flag is set (never leaves this module)."""
+
+
+def _stoppable_sleep(stop: StopFlag | None) -> Callable[[float], None]:
+    """A sleep that notices `stop` within 0.1 s (by raising _Stopped)."""
+
+    def sleep(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while True:
+            if stop is not None and stop.is_set():
+                raise _Stopped
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(0.1, left))
+
+    return sleep
+
+
 # --- context allowlist ---------------------------------------------------------------------
 
 
@@ -957,16 +977,24 @@ class Kube:
     def evict(self, namespace: str, name: str, deadline: float,
               stop: StopFlag | None = None) -> str:
         """Evict through policy/v1 (PodDisruptionBudgets respected). A 429 (budget exhausted)
-        is retried with backoff until the monotonic `deadline`. -> 'evicted' | 'gone' | reason."""
+        is retried with backoff until the monotonic `deadline`, or until `stop` is set (checked
+        between attempts, during the backoff too). -> 'evicted' | 'gone' | reason."""
         what = f"create pods/eviction {namespace}/{name}"
+        stopped = "not evicted: the drill is stopping"
+        if stop is not None and stop.is_set():
+            return stopped
         body = {"apiVersion": "policy/v1", "kind": "Eviction",
                 "metadata": {"name": name, "namespace": namespace}}
         left = max(1.0, deadline - time.monotonic())
         policy = retrying(what, attempts=10_000, max_delay=left, initial=0.5, maximum=5.0)
+        if stop is not None:
+            policy = policy.copy(sleep=_stoppable_sleep(stop))
         try:
             policy(self._once, what, self.core.create_namespaced_pod_eviction, name, namespace, body)
         except NotFound:
             return "gone"
+        except _Stopped:
+            return stopped
         except KubeTransient as exc:
             return f"not evicted within the deadline: {exc}"
         return "evicted"
@@ -1011,7 +1039,10 @@ class Kube:
                 return [x.ref for x in found]
             if stop is not None and stop.is_set():
                 return [x.ref for x in found]
-            time.sleep(0.5)
+            try:
+                _stoppable_sleep(stop)(min(0.5, max(0.0, deadline - time.monotonic())))
+            except _Stopped:
+                return [x.ref for x in found]
 
     def delete(self, ref: ObjRef) -> bool:
         """Delete a labelled object by kind (Jobs with their pods); False if already gone."""

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from drillkit.engine import Drill, RunOptions, RunResult
-from drillkit.journal import Event, read_journal
+from drillkit.faults import Fault, FaultContext, fault_class
+from drillkit.journal import Event, Journal, read_journal
 from drillkit.kube import kube_factory_for
 from drillkit.prometheus import PromConfig
 from drillkit.scenario import load_scenario
@@ -89,3 +90,33 @@ def no_secret_values(text: str, *values: str) -> None:
 def report(run: DrillRun) -> dict[str, Any]:
     assert run.result.folder is not None
     return json.loads((run.result.folder / "report.json").read_text())
+
+
+@dataclass
+class Direct:
+    """A fault driven without the engine: preflight/inject/revert under the test's control."""
+
+    ctx: FaultContext
+    fault: Fault
+    journal: Journal
+
+    @property
+    def folder(self) -> Path:
+        return self.journal.path.parent
+
+    def events(self) -> list[Event]:
+        return read_journal(self.folder)
+
+
+def direct_fault(server: KubeServer, tmp_path: Path, fault: dict[str, Any], run_id: str = "deadbeef",
+                 stop: StopFlag | None = None, **extra: Any) -> Direct:
+    """The first fault of a one-fault scenario with a journal under tmp_path/reports/<run id>
+    (the caller closes it) and its own stop flag."""
+    sc = load_scenario(write_scenario(tmp_path / f"direct-{run_id}.yaml", scenario([fault], **extra)))
+    journal = Journal(tmp_path / "reports" / run_id / "journal.jsonl")
+    journal.append("started", run_id=run_id, scenario={})
+    ctx = FaultContext(run_id=run_id, scenario=sc, journal=journal, stop=stop or StopFlag(),
+                       log=lambda _: None,
+                       kube_factory=kube_factory_for(sc, None, (), server.kubeconfig_path))
+    spec = sc.faults[0]
+    return Direct(ctx, fault_class(spec.kind, "kubernetes")(spec.params, ctx), journal)

@@ -4,6 +4,7 @@ allowlist, and the guardrails and dry run as the CLI shows them."""
 from __future__ import annotations
 
 import ast
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,32 @@ def test_malformed_kubeconfig_is_one_line_exit_2(tmp_path: Path, text: str, word
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and f"kubeconfig {bad} {words}" in lines[0], (args[0], r.stderr)
         assert "Traceback" not in r.output + r.stderr
+
+
+def test_evict_gives_up_when_stopped(kube_demo: KubeServer, kube: Kube) -> None:
+    kube_demo.seed({"kind": "PodDisruptionBudget", "metadata": {"name": "api", "namespace": NS},
+                    "spec": {"minAvailable": 3, "selector": {"matchLabels": {"app": "chatbot-api"}}}})
+    name = kube.list_pods(NS, "app=chatbot-api")[0].name
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    start = time.monotonic()
+    result = kube.evict(NS, name, time.monotonic() + 15, stop)
+    took = time.monotonic() - start
+    assert took < 1.5, f"evict ignored the stop flag for {took:.1f}s ({result})"
+    assert result == "not evicted: the drill is stopping", result
+    assert kube_demo.get("pods", NS, name) is not None
+    assert kube.evict(NS, name, time.monotonic() + 15, stop) == result  # set before: no request
+
+
+def test_leftovers_wait_ends_when_stopped(kube_demo: KubeServer, kube: Kube) -> None:
+    kube_demo.seed({"kind": "Secret", "metadata": {"name": "left", "namespace": NS,
+                                                   "labels": {"drillkit.io/run-id": "r1"}}})
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    start = time.monotonic()
+    left = kube.leftovers("r1", wait=30.0, stop=stop)
+    assert time.monotonic() - start < 1.0
+    assert [str(x) for x in left] == [f"Secret {NS}/left (uid {left[0].uid})"]
 
 
 def cli_run(path: Path, prom: PromEnv, server: KubeServer, *extra: str) -> Any:

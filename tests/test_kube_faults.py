@@ -7,12 +7,17 @@ that the revert put the cluster back exactly as it was.
 from __future__ import annotations
 
 import base64
+import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from tests.kube_drill import no_secret_values, report, run_drill, scenario
+from drillkit.errors import Aborted
+from drillkit.faults import Undo
+from drillkit.signals import StopFlag
+from tests.kube_drill import direct_fault, no_secret_values, report, run_drill, scenario
 from tests.kubeserver import KubeServer
 from tests.promfixture import PromEnv
 
@@ -365,3 +370,26 @@ def test_network_latency_refused_where_ephemeral_containers_are_forbidden(
     error = run.event("error").data["error"]
     assert "ephemeral containers are forbidden" in error and "NET_ADMIN" in error, error
     assert not any(p["spec"].get("ephemeralContainers") for p in kube_demo.list("pods", NS))
+
+
+def test_memory_pressure_wait_for_the_oom_kill_ends_on_stop(kube_demo: KubeServer,
+                                                            tmp_path: Path) -> None:
+    release = threading.Event()
+    kube_demo.on_exec("drillkit-memory-pressure=1",
+                      lambda pod, c, cmd: (release.wait(20), ("", "", 137))[1])  # never OOM-killed
+    stop = StopFlag()
+    d = direct_fault(kube_demo, tmp_path, {"kind": "memory-pressure", "selector": "app=chatbot-api",
+                                           "container": "api", "timeout": "10s"}, stop=stop)
+    try:
+        d.fault.preflight()
+        with ExitStack() as stack:
+            undo = Undo(stack, d.ctx)
+            threading.Timer(0.5, stop.set, args=("received SIGTERM",)).start()
+            start = time.monotonic()
+            with pytest.raises(Aborted):
+                d.fault.inject(undo)
+            took = time.monotonic() - start
+        assert took < 2.5, f"inject ignored the stop flag for {took:.1f}s"
+    finally:
+        release.set()
+        d.journal.close()

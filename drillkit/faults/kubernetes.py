@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from drillkit.errors import DrillkitError, PreflightError
+from drillkit.errors import Aborted, DrillkitError, PreflightError
 from drillkit.faults import Fault, FaultContext, Undo
 from drillkit.kube import (
     BACKUP_OF,
@@ -864,11 +864,17 @@ class NodeDrain(KubeFault):
         undo.register(self.kind, node=node.name)
         kube.cordon(node.name, self.ctx.run_id)
         deadline = time.monotonic() + self.params.evict_timeout
-        results = {f"{p.namespace}/{p.name}": kube.evict(p.namespace, p.name, deadline, self.ctx.stop)
-                   for p in self.evict}
+        results: dict[str, str] = {}
+        for p in self.evict:  # a stop (SIGINT/SIGTERM) ends the evictions at once
+            if self.ctx.stop.is_set():
+                break
+            results[f"{p.namespace}/{p.name}"] = kube.evict(p.namespace, p.name, deadline,
+                                                            self.ctx.stop)
         blocked = {k: v for k, v in results.items() if v not in ("evicted", "gone")}
+        extra = {"stopped": True} if self.ctx.stop.is_set() else {}
         _journal(self.ctx, "drain_result", fault=self.kind, node=node.name,
-                 evicted=sorted(k for k, v in results.items() if v == "evicted"), blocked=blocked)
+                 evicted=sorted(k for k, v in results.items() if v == "evicted"), blocked=blocked,
+                 **extra)
         if blocked:
             self.ctx.log(f"node-drain: {len(blocked)} pod(s) could not be evicted within "
                          f"{self.params.evict_timeout:g}s: {'; '.join(f'{k}: {v}' for k, v in blocked.items())}")
@@ -929,6 +935,11 @@ class _PressureFault(KubeFault):
 
     def check_container(self, pod: Pod, container: str) -> None:
         """Extra per-container preconditions."""
+
+    def _check_stop(self) -> None:
+        """Raise Aborted when the drill is asked to stop (the registered revert then runs)."""
+        if self.ctx.stop.is_set():
+            raise Aborted(getattr(self.ctx.stop, "reason", "") or "stop requested", by_signal=True)
 
     def node_plan(self) -> list[str]:
         return [f"create Pod {self.namespace}/{self.stress} (image {self.params.image}, labelled "
@@ -1053,11 +1064,15 @@ class MemoryPressure(_PressureFault):
         threads = [threading.Thread(target=allocate, args=(e,), daemon=True) for e in entries]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join(p.timeout + 5)
+        deadline = time.monotonic() + p.timeout + 5
+        for t in threads:  # the execs end with their containers; a stop ends the wait at once
+            while t.is_alive() and time.monotonic() < deadline:
+                self._check_stop()
+                t.join(min(0.2, max(0.0, deadline - time.monotonic())))
         for entry in entries:
             evidence = self._oom_evidence(ns, entry, p.timeout)
             if evidence is None:
+                self._check_stop()
                 raise DrillkitError(f"{self.kind}: container {entry['container']} of pod "
                                     f"{ns}/{entry['name']} was not OOM-killed within {p.timeout:g}s"
                                     + (f" ({errors[entry['name']]})" if entry["name"] in errors else ""))
