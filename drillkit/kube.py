@@ -383,6 +383,7 @@ class Pod:
     containers: tuple[Container, ...]
     ephemeral: tuple[Container, ...] = ()
     mirror: bool = False
+    deletion_grace: int | None = None  # metadata.deletionGracePeriodSeconds of a terminating pod
 
     @property
     def ref(self) -> ObjRef:
@@ -424,6 +425,8 @@ class Pod:
             ephemeral=containers(spec.get("ephemeralContainers"),
                                  status.get("ephemeralContainerStatuses")),
             mirror="kubernetes.io/config.mirror" in (meta.get("annotations") or {}),
+            deletion_grace=None if meta.get("deletionGracePeriodSeconds") is None
+            else int(meta["deletionGracePeriodSeconds"]),
         )
 
 
@@ -643,6 +646,13 @@ class Kube:
         except Conflict:  # the uid precondition failed: a new pod with the same name
             return False
         return True
+
+    def wait_pod_gone(self, namespace: str, name: str, uid: str, timeout: float,
+                      stop: StopFlag | None = None) -> bool:
+        """Until the pod `name` with `uid` no longer exists (a terminating pod finishing its
+        grace period); False at the deadline or when `stop` is set."""
+        return bool(self.wait_pods(namespace, None, lambda pods: not any(p.uid == uid for p in pods),
+                                   timeout, stop, field_selector=f"metadata.name={name}"))
 
     def owner_of(self, pod: Pod) -> Owner | None:
         """The controller that recreates `pod`: ReplicaSet -> Deployment, StatefulSet, ..."""

@@ -16,6 +16,7 @@ import pytest
 
 from drillkit.errors import Aborted
 from drillkit.faults import Undo
+from drillkit.journal import pending_reverts
 from drillkit.signals import StopFlag
 from tests.kube_drill import direct_fault, no_secret_values, report, run_drill, scenario
 from tests.kubeserver import KubeServer
@@ -370,6 +371,66 @@ def test_network_latency_refused_where_ephemeral_containers_are_forbidden(
     error = run.event("error").data["error"]
     assert "ephemeral containers are forbidden" in error and "NET_ADMIN" in error, error
     assert not any(p["spec"].get("ephemeralContainers") for p in kube_demo.list("pods", NS))
+
+
+def pod_deletes(server: KubeServer) -> int:
+    return sum(1 for r in server.requests if r.method == "DELETE" and f"/namespaces/{NS}/pods/" in r.path)
+
+
+def test_pod_kill_revert_waits_for_a_repeat_kill_in_progress(kube_demo: KubeServer,
+                                                             tmp_path: Path) -> None:
+    """The revert stops the repeat loop for real: a kill in the middle of a (slow) delete is
+    waited for, nothing is deleted or journalled after `revert_done`, and the revert is not
+    pending again (cleanup would run it twice)."""
+    d = direct_fault(kube_demo, tmp_path, {
+        "kind": "pod-kill", "selector": "app=chatbot-api", "count": 2, "grace_period": 0,
+        "repeat_every": "100ms", "duration": "60s"}, guardrails={"max_targets": 2})
+    try:
+        with ExitStack() as stack:
+            undo = Undo(stack, d.ctx)
+            d.fault.preflight()
+            d.fault.inject(undo)
+            kube_demo.inject_error("DELETE", f"/namespaces/{NS}/pods/", status=None, delay=2.0,
+                                   times=1000)  # from now on every pod delete takes 2 s
+
+            def updates() -> int:
+                return sum(1 for e in d.journal.events if e.kind == "revert_updated")
+
+            kube_demo.wait_for(lambda: updates() >= 3, timeout=5,
+                               message="the repeat loop journalling its first victim")
+            time.sleep(0.1)  # ... and now in the middle of deleting it
+        deletes = pod_deletes(kube_demo)
+        time.sleep(2.5)  # longer than the delete the loop was in
+        assert pod_deletes(kube_demo) == deletes, "pods deleted after the revert reported done"
+        kinds = [e.kind for e in d.events()]
+        done = kinds.index("revert_done")
+        assert "revert_updated" not in kinds[done:], kinds
+        assert pending_reverts(d.folder) == [], "the revert looks pending again"
+    finally:
+        d.journal.close()
+        kube_demo.clear_injections()
+
+
+def test_pod_kill_recreates_an_ownerless_pod_after_its_grace_period(
+        kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
+    kube_demo.seed({"kind": "Pod", "metadata": {"name": "debug", "namespace": NS,
+                                                "labels": {"app": "debug"}},
+                    "spec": {"containers": [{"name": "sh", "image": "busybox:1.36",
+                                             "env": [{"name": "TOKEN", "value": "inline-s3cret"}]}]}})
+    kube_demo.wait_for(lambda: ready_count(kube_demo, "app=debug") == 1, message="debug pod Ready")
+    old = kube_demo.get("pods", NS, "debug")
+    assert old is not None
+    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
+        [{"kind": "pod-kill", "selector": "app=debug", "grace_period": "2s"}],
+        guardrails={"max_targets": "100%"}))
+    deletes = [r.body for r in kube_demo.requests if r.method == "DELETE" and r.path.endswith("/pods/debug")]
+    assert deletes and deletes[0]["gracePeriodSeconds"] == 2, deletes
+    assert run.reverts()[0]["result"]["recreated"] == ["debug"], run.reverts()
+    new = kube_demo.get("pods", NS, "debug")
+    assert new is not None, "the pod was still terminating at the revert and then vanished"
+    assert new["metadata"]["uid"] != old["metadata"]["uid"]
+    assert not new["metadata"].get("deletionTimestamp"), new["metadata"]
+    assert new["spec"]["containers"] == old["spec"]["containers"]
 
 
 def test_memory_pressure_wait_for_the_oom_kill_ends_on_stop(kube_demo: KubeServer,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import random
 import re
 import secrets
@@ -29,6 +30,7 @@ from drillkit.faults import Fault, FaultContext, Undo
 from drillkit.kube import (
     BACKUP_OF,
     PROTECTED_NAMESPACES,
+    REQUEST_TIMEOUT,
     RESTART,
     RUN_LABEL,
     Conflict,
@@ -109,6 +111,13 @@ def _parse_workload(text: str) -> tuple[str, str]:
 # --- shared machinery -------------------------------------------------------------------------
 
 
+READY_TIMEOUT = 60.0
+"""How long a revert waits for a restored workload to be Ready again."""
+STOP_TIMEOUT = REQUEST_TIMEOUT[0] + REQUEST_TIMEOUT[1] + 5.0
+"""How long a revert waits for a fault's background threads to stop: long enough for the one
+API call (a kill's delete, a watch chunk) each may be in the middle of."""
+
+
 class _Background:
     """Threads a fault leaves running after inject (repeat kills, watchers, long execs).
 
@@ -129,14 +138,49 @@ class _Background:
         t.start()
 
     @classmethod
-    def finish(cls, token: str | None, timeout: float = 10.0) -> None:
-        bg = cls.registry.pop(token or "", None)
+    def finish(cls, token: str | None, timeout: float = STOP_TIMEOUT) -> bool:
+        """Tell the threads of `token` to stop and wait up to `timeout` s until they have.
+
+        True once none is running (or this process never had any: a cleanup process). The
+        entry stays registered until its threads are gone, so a later call waits again."""
+        bg = cls.registry.get(token or "")
         if bg is None:
-            return
+            return True
         bg.stop.set()
         deadline = time.monotonic() + timeout
         for t in bg.threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in bg.threads):
+            return False
+        cls.registry.pop(token or "", None)
+        return True
+
+
+class _RevertStop:
+    """The stop flag as waits inside a revert should see it.
+
+    After SIGINT/SIGTERM the drill's flag is set for good (that is why it reverts), and the
+    engine protects its reverts: a wait a revert needs in order to finish gives up only when a
+    stop is requested outside that protection (`StopFlag.interrupts()`)."""
+
+    def __init__(self, stop: Any) -> None:
+        self.stop = stop
+
+    def is_set(self) -> bool:
+        interrupts = getattr(self.stop, "interrupts", None)
+        return bool(interrupts()) if callable(interrupts) else bool(self.stop.is_set())
+
+
+def _private_journal(ctx: FaultContext) -> None:
+    """Make the journal readable by its owner only (mode 0600) before it records a pod
+    template or manifest, which may hold inline `env[].value` credentials."""
+    path = getattr(ctx.journal, "path", None)
+    if path is None:
+        return
+    try:
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        ctx.log(f"warning: cannot make the journal {path} private (chmod 600): {exc}")
 
 
 def _journal(ctx: FaultContext, kind: str, **data: Any) -> None:
@@ -276,13 +320,20 @@ class PodKill(KubeFault):
         lock = threading.Lock()
 
         def kill(pods: list[Pod]) -> None:
+            """Journal, then delete. Once the revert has set `bg.stop` nothing more is journalled
+            or deleted; the revert waits for a kill in progress before it reports done, so no
+            `revert_updated` can follow `revert_done`."""
             for pod in pods:
+                if bg.stop.is_set():
+                    return
                 owner = self.owners.get(pod.uid) or (self.kube.owner_of(pod) if pod.controller else None)
                 entry: dict[str, Any] = {"name": pod.name, "uid": pod.uid,
                                          "owner": str(owner) if owner else None}
                 if owner is None:  # nobody recreates it: the revert will, from this manifest
                     entry["manifest"] = self.kube.pod_manifest(ns, pod.name)
                 with lock:
+                    if bg.stop.is_set():
+                        return
                     killed.append(entry)
                     handle.update(killed=list(killed))  # journalled before the delete
                 grace = None if p.grace_period is None else int(p.grace_period)
@@ -338,14 +389,30 @@ class PodKill(KubeFault):
 
     @classmethod
     def revert(cls, ctx: FaultContext, data: dict[str, Any]) -> dict[str, Any]:
-        _Background.finish(data.get("background"), timeout=1.0)
+        # Stop the repeat loop and the watchers for real first: a kill still in progress would
+        # delete pods (and journal them) after this revert reports done.
+        if not _Background.finish(data.get("background"), STOP_TIMEOUT):
+            raise DrillkitError(f"pod-kill revert: the background kill loop did not stop within "
+                                f"{STOP_TIMEOUT:g}s; run `drillkit cleanup` once this process ends")
         kube, ns = ctx.kube, data["namespace"]
         recreated, owners = [], set()
         for entry in data.get("killed", []):
             if entry.get("owner"):
                 owners.add(entry["owner"])
                 continue
-            if entry.get("manifest") and kube.get_pod(ns, entry["name"]) is None:
+            if not entry.get("manifest"):
+                continue
+            pod = kube.get_pod(ns, entry["name"])
+            if pod is not None and pod.terminating:  # still in its grace period: wait it out
+                timeout = min(float(pod.deletion_grace if pod.deletion_grace is not None else 30) + 30,
+                              330.0)
+                if not kube.wait_pod_gone(ns, pod.name, pod.uid, timeout, _RevertStop(ctx.stop)):
+                    raise DrillkitError(
+                        f"pod-kill revert: pod {ns}/{pod.name} (uid {pod.uid}) still terminating "
+                        f"after {timeout:g}s; it is re-created from the journal once it is gone "
+                        "(run `drillkit cleanup`)")
+                pod = kube.get_pod(ns, entry["name"])
+            if pod is None:
                 with contextlib.suppress(Conflict):
                     kube.create_pod(ns, entry["manifest"])
                 recreated.append(entry["name"])
@@ -356,7 +423,6 @@ class PodKill(KubeFault):
                 ready[owner] = kube.wait_workload_ready(
                     workload_kind(kind), ns, name, min(float(data.get("recovery_timeout", 60)), 60.0),
                     ctx.stop)
-        _Background.finish(data.get("background"))
         return {"recreated": recreated, "owners_ready": ready}
 
 
@@ -973,16 +1039,26 @@ class _PressureFault(KubeFault):
         kube, ns = ctx.kube, data["namespace"]
         if data.get("mode") == Mode.NODE.value:
             return {"deleted": kube.delete_pod(ns, data["pod"], grace_period=0)}
-        _Background.finish(data.get("background"), timeout=0.5)
-        stopped = []
-        for entry in data.get("pods", []):
-            try:
-                kube.exec(ns, entry["name"], entry["container"], ["sh", "-c", _killer(cls.marker)],
-                          timeout=20)
-                stopped.append(entry["name"])
-            except (NotFound, ExecFailed):  # pod gone or container restarted: nothing runs
-                pass
-        _Background.finish(data.get("background"))
+        token = data.get("background")
+        _Background.finish(token, timeout=0.5)  # no new exec starts from here on
+
+        def kill_all() -> list[str]:
+            stopped = []
+            for entry in data.get("pods", []):
+                try:
+                    kube.exec(ns, entry["name"], entry["container"],
+                              ["sh", "-c", _killer(cls.marker)], timeout=20)
+                    stopped.append(entry["name"])
+                except (NotFound, ExecFailed):  # pod gone or container restarted: nothing runs
+                    pass
+            return stopped
+
+        stopped = kill_all()
+        if not _Background.finish(token, timeout=10.0):  # an exec that began late: kill again
+            kill_all()
+            if not _Background.finish(token, STOP_TIMEOUT):
+                raise DrillkitError(f"{cls.kind} revert: the in-container load is still running "
+                                    f"after killing it twice; check the pods in {ns}")
         return {"stopped_in": stopped}
 
 
@@ -1159,9 +1235,11 @@ class CpuPressure(_PressureFault):
         undo.register(self.kind, mode=Mode.CONTAINER.value, namespace=ns, pods=entries,
                       background=bg.token)
         for entry in entries:
-            bg.start(self._burn, ns, entry)
+            bg.start(self._burn, ns, entry, bg)
 
-    def _burn(self, ns: str, entry: dict[str, Any]) -> None:
+    def _burn(self, ns: str, entry: dict[str, Any], bg: _Background) -> None:
+        if bg.stop.is_set():  # reverted before this thread got going
+            return
         try:
             self.kube.exec(ns, entry["name"], entry["container"], ["sh", "-c", self.command()],
                            timeout=self.params.duration + 10, retry=False)
