@@ -842,14 +842,19 @@ class Kube:
         return out
 
     def wait_workload_ready(self, kind: str, namespace: str, name: str, timeout: float,
-                            stop: StopFlag | None = None) -> bool:
-        """Until every desired replica of the workload is Ready (pods watched)."""
+                            stop: StopFlag | None = None, images: dict[str, str] | None = None) -> bool:
+        """Until every desired replica of the workload is Ready (pods watched). With `images`
+        (container name -> image), only pods running those images count, so pods of the
+        template that was just replaced do not pass for the new one."""
         w = self.get_workload(kind, namespace, name)
         if w is None:
             return False
 
+        def current(p: Pod) -> bool:
+            return not images or all(images.get(c.name, c.image) == c.image for c in p.containers)
+
         def done(pods: list[Pod]) -> bool:
-            ready = [p for p in pods if p.ready and not p.terminating]
+            ready = [p for p in pods if p.ready and not p.terminating and current(p)]
             return len(ready) >= w.replicas and len(pods) == len(ready)
 
         return bool(self.wait_pods(namespace, w.selector, done, timeout, stop))

@@ -7,6 +7,7 @@ that the revert put the cluster back exactly as it was.
 from __future__ import annotations
 
 import base64
+import copy
 import threading
 import time
 from contextlib import ExitStack
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from drillkit.errors import Aborted
+from drillkit.errors import Aborted, DrillkitError
 from drillkit.faults import Undo
 from drillkit.journal import pending_reverts
 from drillkit.signals import StopFlag
@@ -431,6 +432,40 @@ def test_pod_kill_recreates_an_ownerless_pod_after_its_grace_period(
     assert new["metadata"]["uid"] != old["metadata"]["uid"]
     assert not new["metadata"].get("deletionTimestamp"), new["metadata"]
     assert new["spec"]["containers"] == old["spec"]["containers"]
+
+
+def test_bad_rollout_revert_replaces_a_stuck_statefulset_pod(kube_demo: KubeServer,
+                                                            prom_env: PromEnv, tmp_path: Path) -> None:
+    """OrderedReady never replaces a pod stuck on the broken image once the template is back:
+    the revert deletes it, and the StatefulSet is Ready again."""
+    before = kube_demo.get("statefulsets", NS, "chatbot-db")
+    assert before is not None
+    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
+        [{"kind": "bad-rollout", "workload": "statefulset/chatbot-db", "container": "postgres"}]))
+    assert run.event("rollout_stuck").data["pod"] == "chatbot-db-0"
+    result = run.reverts()[0]["result"]
+    assert result == {"restored": True, "ready": True, "stuck_pods_deleted": ["chatbot-db-0"]}, result
+    after = kube_demo.get("statefulsets", NS, "chatbot-db")
+    assert after is not None and after["spec"]["template"] == before["spec"]["template"]
+    pod = kube_demo.get("pods", NS, "chatbot-db-0")
+    assert pod is not None and pod["spec"]["containers"][0]["image"] == "postgres:16"
+    assert ready_count(kube_demo, "app=chatbot-db") == 1
+
+
+def test_bad_rollout_revert_fails_when_statefulset_stays_unready(kube_demo: KubeServer,
+                                                                tmp_path: Path) -> None:
+    sts = kube_demo.get("statefulsets", NS, "chatbot-db")
+    assert sts is not None
+    broken = copy.deepcopy(sts["spec"]["template"])
+    broken["spec"]["containers"][0]["image"] = "postgres:drillkit-nonexistent-x"
+    d = direct_fault(kube_demo, tmp_path, {"kind": "bad-rollout", "workload": "statefulset/chatbot-db"})
+    try:
+        with pytest.raises(DrillkitError, match="not Ready within 1s"):
+            d.fault.revert(d.ctx, {"namespace": NS, "kind": "StatefulSet", "name": "chatbot-db",
+                                   "template": broken, "container": "postgres",
+                                   "image": "postgres:16", "ready_timeout": 1.0})
+    finally:
+        d.journal.close()
 
 
 def test_memory_pressure_wait_for_the_oom_kill_ends_on_stop(kube_demo: KubeServer,

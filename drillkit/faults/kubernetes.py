@@ -581,13 +581,40 @@ class BadRollout(KubeFault):
     @classmethod
     def revert(cls, ctx: FaultContext, data: dict[str, Any]) -> dict[str, Any]:
         kube, ns, kind, name = ctx.kube, data["namespace"], data["kind"], data["name"]
+        timeout = float(data.get("ready_timeout", READY_TIMEOUT))  # not journalled: a test knob
         current = kube.get_workload(kind, ns, name)
         if current is None:
             return {"gone": True}
         if current.template != data["template"]:
             kube.replace_template(kind, ns, name, data["template"])
-        ready = kube.wait_workload_ready(kind, ns, name, 60.0, ctx.stop)
-        return {"restored": True, "ready": ready}
+        if kind != "StatefulSet":
+            ready = kube.wait_workload_ready(kind, ns, name, timeout, ctx.stop)
+            return {"restored": True, "ready": ready}
+        # A StatefulSet (OrderedReady) never replaces a pod stuck on the broken image by itself
+        # once the template is back: delete the stuck pods so the controller recreates them.
+        images = _template_images(data["template"])
+        deleted = cls._delete_stuck(kube, ns, name, current.selector, images)
+        if not kube.wait_workload_ready(kind, ns, name, timeout, _RevertStop(ctx.stop), images):
+            raise DrillkitError(
+                f"bad-rollout revert: template of StatefulSet {ns}/{name} restored, but it was "
+                f"not Ready within {timeout:g}s (stuck pods deleted: {', '.join(deleted) or 'none'})")
+        return {"restored": True, "ready": True, "stuck_pods_deleted": deleted}
+
+    @staticmethod
+    def _delete_stuck(kube: Kube, ns: str, name: str, selector: str,
+                      images: dict[str, str]) -> list[str]:
+        """Delete the StatefulSet's not-Ready pods running other images than the template's."""
+        deleted = []
+        for pod in kube.list_pods(ns, selector):
+            ctrl = pod.controller
+            if ctrl is None or ctrl.kind != "StatefulSet" or ctrl.name != name:
+                continue
+            if pod.ready or pod.terminating:
+                continue
+            broken = any(c.name in images and c.image != images[c.name] for c in pod.containers)
+            if broken and kube.delete_pod(ns, pod.name, uid=pod.uid):
+                deleted.append(pod.name)
+        return deleted
 
 
 # --- auth-secret-corruption ---------------------------------------------------------------------
@@ -605,6 +632,12 @@ class AuthSecretParams:
     def __post_init__(self) -> None:
         for w in self.restart:
             _parse_workload(w)
+
+
+def _template_images(template: dict[str, Any]) -> dict[str, str]:
+    """Container name -> image of a pod template."""
+    return {str(c.get("name")): str(c.get("image"))
+            for c in (template.get("spec") or {}).get("containers") or [] if c.get("name")}
 
 
 def backup_name(secret: str, run_id: str) -> str:
