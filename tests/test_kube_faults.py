@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import stat
 import threading
 import time
 from contextlib import ExitStack
@@ -432,6 +433,25 @@ def test_pod_kill_recreates_an_ownerless_pod_after_its_grace_period(
     assert new["metadata"]["uid"] != old["metadata"]["uid"]
     assert not new["metadata"].get("deletionTimestamp"), new["metadata"]
     assert new["spec"]["containers"] == old["spec"]["containers"]
+
+
+def test_journal_holding_a_saved_manifest_is_private(kube_demo: KubeServer, prom_env: PromEnv,
+                                                     tmp_path: Path) -> None:
+    kube_demo.seed({"kind": "Pod", "metadata": {"name": "debug", "namespace": NS,
+                                                "labels": {"app": "debug"}},
+                    "spec": {"containers": [{"name": "sh", "image": "busybox:1.36",
+                                             "env": [{"name": "TOKEN", "value": "inline-s3cret"}]}]}})
+    kube_demo.wait_for(lambda: ready_count(kube_demo, "app=debug") == 1, message="debug pod Ready")
+    for fault in ({"kind": "pod-kill", "selector": "app=debug"},
+                  {"kind": "bad-rollout", "workload": "deployment/chatbot-api", "wait": 0}):
+        (tmp_path / fault["kind"]).mkdir()
+        run = run_drill(kube_demo, prom_env, tmp_path / fault["kind"], scenario(
+            [fault], guardrails={"max_targets": "100%"}))
+        assert run.result.folder is not None
+        journal = run.result.folder / "journal.jsonl"
+        assert "inline-s3cret" in journal.read_text() or fault["kind"] == "bad-rollout"
+        mode = stat.S_IMODE(journal.stat().st_mode)
+        assert mode == 0o600, f"{fault['kind']}: journal mode {oct(mode)}, expected 0o600"
 
 
 def test_bad_rollout_revert_replaces_a_stuck_statefulset_pod(kube_demo: KubeServer,

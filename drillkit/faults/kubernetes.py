@@ -330,6 +330,7 @@ class PodKill(KubeFault):
                 entry: dict[str, Any] = {"name": pod.name, "uid": pod.uid,
                                          "owner": str(owner) if owner else None}
                 if owner is None:  # nobody recreates it: the revert will, from this manifest
+                    _private_journal(self.ctx)
                     entry["manifest"] = self.kube.pod_manifest(ns, pod.name)
                 with lock:
                     if bg.stop.is_set():
@@ -564,6 +565,7 @@ class BadRollout(KubeFault):
         w = self.kube.get_workload(self.workload.kind, self.workload.namespace, self.workload.name)
         if w is None:
             raise PreflightError(f"{self.kind}: {self.workload.ref} disappeared")
+        _private_journal(self.ctx)  # the saved template may carry inline env values
         undo.register(self.kind, namespace=w.namespace, kind=w.kind, name=w.name,
                       template=w.template, container=self.container, image=self.image_before)
         self.kube.patch_workload(w.kind, w.namespace, w.name, {"spec": {"template": {"spec": {
