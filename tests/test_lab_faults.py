@@ -926,3 +926,25 @@ def test_process_kill_revert_counts_a_process_that_survived_the_signal_as_back(t
         assert proc.poll() is None, "the stubborn process died"
         assert result["restarted"] == [] and result["survived"] == [proc.pid], result
         assert _pids_matching(marker) == [proc.pid], f"a duplicate was started: {_pids_matching(marker)}"
+
+
+def test_cpu_pressure_revert_finds_stress_ng_whose_group_was_never_journalled(tmp_path: Path) -> None:
+    """A crash between starting stress-ng and journalling its group leaves the revert data as
+    registered (pgid null): the revert must still find and stop it, not leave it burning CPU
+    until its --timeout."""
+    drill = prepare(tmp_path, {"kind": "cpu-pressure", "workers": 1, "duration": "5m"})
+    drill.fault.preflight()
+    with ExitStack() as stack:
+        drill.fault.inject(Undo(stack, drill.ctx))
+        stack.pop_all()  # the runner "crashed": its reverts never run here
+    registered = next(e.data["data"] for e in read_journal(drill.path) if e.kind == "revert_registered")
+    pgid = int(latest_data(drill.path)["pgid"])
+    try:
+        assert registered["pgid"] is None
+        assert [p for p in group_members(pgid) if "stress-ng" in cmdline(p)], "stress-ng not running"
+        result = fault_class("cpu-pressure", "local").revert(drill.ctx, registered)
+        assert group_members(pgid) == [], f"stress-ng group {pgid} left running: {group_members(pgid)}"
+        assert pgid in result["signalled"], result
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)

@@ -645,7 +645,9 @@ class CpuPressure(Fault):
     for the target's CPU quota and shares).
 
     stress-ng runs detached in its own process group (group id journalled), with `--timeout`
-    as the dead-man's switch. The revert stops the whole group and verifies it is gone.
+    as the dead-man's switch. Its `--temp-path` is the run's scratch folder, which names the run
+    id: the revert also finds a stress-ng started just before a crash, when its group id was not
+    journalled yet. The revert stops the whole group and verifies it is gone.
     """
 
     kind = "cpu-pressure"
@@ -684,13 +686,17 @@ class CpuPressure(Fault):
     @_host_errors
     def inject(self, undo: Undo) -> None:
         p, ctx = self.params, self.ctx
-        argv = [self.binary, "--cpu", str(self.n), "--timeout", f"{self._timeout()}s", "--quiet"]
+        work = state_dir(ctx.run_id)
+        # --temp-path (unused by the cpu stressor) puts the run id in the command line
+        argv = [self.binary, "--cpu", str(self.n), "--timeout", f"{self._timeout()}s", "--quiet",
+                "--temp-path", str(work)]
         if p.load:
             argv += ["--cpu-load", str(p.load)]
         if self.procs_file is not None:  # move itself, then exec: its workers are born inside
             argv = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.procs_file), *argv]
-        log_file = state_dir(ctx.run_id) / "stress-ng.log"
-        handle = undo.register(self.kind, pgid=None, workers=self.n, timeout=self._timeout(), log_file=str(log_file))
+        log_file = work / "stress-ng.log"
+        handle = undo.register(self.kind, pgid=None, workers=self.n, timeout=self._timeout(), log_file=str(log_file),
+                               temp_path=str(work))
         pgid = spawn(argv, log_file=log_file).pid
         handle.update(pgid=pgid)
         deadline = time.monotonic() + 10
@@ -707,7 +713,16 @@ class CpuPressure(Fault):
 
     @classmethod
     def revert(cls, ctx: FaultContext, data: dict[str, Any]) -> dict[str, Any]:
-        result = stop_group(int(data["pgid"]), "stress-ng") if data.get("pgid") else {"signalled": []}
+        groups = {int(data["pgid"])} if data.get("pgid") else set()
+        if data.get("temp_path"):  # started just before a crash: found by its run's --temp-path
+            for pid in find_processes(rf"stress-ng .*--temp-path {re.escape(data['temp_path'])}(\s|$)", None):
+                with contextlib.suppress(ProcessLookupError):
+                    groups.add(os.getpgid(pid))
+        result: dict[str, Any] = {"signalled": [], "killed_hard": False}
+        for pgid in sorted(groups):
+            stopped = stop_group(pgid, "stress-ng")
+            result = {"signalled": result["signalled"] + stopped["signalled"],
+                      "killed_hard": result["killed_hard"] or stopped["killed_hard"]}
         _remove_scratch(data.get("log_file"))
         return result
 
