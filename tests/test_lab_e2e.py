@@ -154,6 +154,11 @@ class Drill:
     def at(self, kind: str) -> float:
         return ts(self.event(kind)["at"])
 
+    def journal(self, kind: str) -> list[dict[str, Any]]:
+        """Journal events (revert data lives only there, not in the shared report)."""
+        lines = (self.folder / "journal.jsonl").read_text().splitlines()
+        return [e for e in map(json.loads, filter(None, lines)) if e["kind"] == kind]
+
 
 def ts(rfc: str) -> float:
     return datetime.fromisoformat(rfc.replace("Z", "+00:00")).timestamp()
@@ -322,7 +327,7 @@ def test_memory_leak_oom_killed_and_restarted(lab: Lab) -> None:
     d = run_drill(lab, path)
     check_drill(lab, "memory-leak", d, "ChatbotMemoryLeak")
     # harmed: the kernel OOM-killed exactly our replica inside the drill's cgroup
-    data = [e["data"] for e in d.events("revert_updated") if e["fault"] == "memory-pressure"][-1]
+    data = [e["data"] for e in d.journal("revert_updated") if e["fault"] == "memory-pressure"][-1]
     assert data["pid"] == victim and data["oom_kill"] >= 1 and data["target_gone"], data
     assert _oom_kills() > kills_before, "kernel oom_kill counter did not move"
     log = (Path(lab.state.dir) / "logs" / "supervisor.log").read_text()

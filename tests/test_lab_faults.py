@@ -17,6 +17,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +30,7 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
-from drillkit.errors import PreflightError, ScenarioError
+from drillkit.errors import Aborted, PreflightError, ScenarioError
 from drillkit.faults import Fault, FaultContext, Undo, fault_class
 from drillkit.faults import cgroups as cg
 from drillkit.journal import JOURNAL_NAME, Journal, pending_reverts, read_journal
@@ -851,35 +852,6 @@ def test_auth_guardrail_refuses_restarting_more_replicas_than_allowed(pg: Postgr
         rig.close()
 
 
-def test_process_kill_blast_radius(tmp_path: Path) -> None:
-    """guardrails.max_targets: a percentage allows at least the one match; 2 of 2 exceed 50%."""
-    marker = f"blast-{secrets.token_hex(4)}"
-    argv = [sys.executable, "-c", "import time; time.sleep(600)", marker]
-    procs = [subprocess.Popen(argv) for _ in range(2)]
-    try:
-        wait_for(lambda: len(_pids_matching(marker)) == 2, 10, "both sleeps")
-        single = prepare(tmp_path, {"kind": "process-kill", "pattern": f"{marker}$", "count": 1}, max_targets="50%")
-        procs[1].kill()
-        procs[1].wait()
-        single.fault.preflight()
-        assert single.fault.victims == [procs[0].pid]  # type: ignore[attr-defined]
-        procs[1] = subprocess.Popen(argv)
-        wait_for(lambda: len(_pids_matching(marker)) == 2, 10, "both sleeps")
-        both = prepare(tmp_path, {"kind": "process-kill", "pattern": f"{marker}$", "count": "100%"},
-                       max_targets="50%")
-        with pytest.raises(PreflightError, match=r"process-kill: 2 of 2 process\(es\) matching pattern .* exceed "
-                                                 r"the blast radius guardrails.max_targets = 50% \(at most 1\)"):
-            both.fault.preflight()
-        three = prepare(tmp_path, {"kind": "process-kill", "pattern": f"{marker}$", "count": 3})
-        with pytest.raises(PreflightError, match=r"process-kill: count 3 but only 2 process\(es\) matching"):
-            three.fault.preflight()
-        assert all(p.poll() is None for p in procs), "preflight touched a process"
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-
-
 # --- signals a process ignores, crashes mid-inject, a stop during a restart wait --------------
 
 # A process that ignores (or, for SIGHUP, "reloads" on) the signals process-kill may send
@@ -928,6 +900,35 @@ def test_process_kill_revert_counts_a_process_that_survived_the_signal_as_back(t
         assert _pids_matching(marker) == [proc.pid], f"a duplicate was started: {_pids_matching(marker)}"
 
 
+def test_process_kill_blast_radius(tmp_path: Path) -> None:
+    """guardrails.max_targets: a percentage allows at least the one match; 2 of 2 exceed 50%."""
+    marker = f"blast-{secrets.token_hex(4)}"
+    argv = [sys.executable, "-c", "import time; time.sleep(600)", marker]
+    procs = [subprocess.Popen(argv) for _ in range(2)]
+    try:
+        wait_for(lambda: len(_pids_matching(marker)) == 2, 10, "both sleeps")
+        single = prepare(tmp_path, {"kind": "process-kill", "pattern": f"{marker}$", "count": 1}, max_targets="50%")
+        procs[1].kill()
+        procs[1].wait()
+        single.fault.preflight()
+        assert single.fault.victims == [procs[0].pid]  # type: ignore[attr-defined]
+        procs[1] = subprocess.Popen(argv)
+        wait_for(lambda: len(_pids_matching(marker)) == 2, 10, "both sleeps")
+        both = prepare(tmp_path, {"kind": "process-kill", "pattern": f"{marker}$", "count": "100%"},
+                       max_targets="50%")
+        with pytest.raises(PreflightError, match=r"process-kill: 2 of 2 process\(es\) matching pattern .* exceed "
+                                                 r"the blast radius guardrails.max_targets = 50% \(at most 1\)"):
+            both.fault.preflight()
+        three = prepare(tmp_path, {"kind": "process-kill", "pattern": f"{marker}$", "count": 3})
+        with pytest.raises(PreflightError, match=r"process-kill: count 3 but only 2 process\(es\) matching"):
+            three.fault.preflight()
+        assert all(p.poll() is None for p in procs), "preflight touched a process"
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
 def test_cpu_pressure_revert_finds_stress_ng_whose_group_was_never_journalled(tmp_path: Path) -> None:
     """A crash between starting stress-ng and journalling its group leaves the revert data as
     registered (pgid null): the revert must still find and stop it, not leave it burning CPU
@@ -948,3 +949,38 @@ def test_cpu_pressure_revert_finds_stress_ng_whose_group_was_never_journalled(tm
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
+
+
+def test_auth_inject_stops_waiting_for_replicas_when_the_drill_is_stopped(tmp_path: Path) -> None:
+    """Stopped (SIGTERM to drillkit) while waiting for a replica that ignores SIGTERM: the inject
+    gives up at once instead of waiting out the SIGTERM grace and back_within (~40 s here), and
+    the revert restores the secret without starting a duplicate of the replica still running."""
+    secret = tmp_path / "jwt.secret"
+    original = secrets.token_hex(32).encode()
+    secret.write_bytes(original)
+    with stubborn(tmp_path) as (proc, argv, marker):
+        drill = prepare(tmp_path, {"kind": "auth-secret-corruption", "secret_file": str(secret),
+                                   "pattern": f"{marker}$", "restart": argv, "back_within": "30s",
+                                   "restart_log": str(tmp_path / "restarted.log")})
+        drill.fault.preflight()
+
+        def stop_once_signalled() -> None:
+            wait_for(lambda: latest_data(drill.path).get("killed"), 10, "the replica to be signalled")
+            time.sleep(0.3)
+            drill.ctx.stop.set("test: stop requested")
+
+        stopper = threading.Thread(target=stop_once_signalled, daemon=True)
+        stopper.start()
+        t0 = time.monotonic()
+        with pytest.raises(Aborted), ExitStack() as stack:
+            drill.fault.inject(Undo(stack, drill.ctx))
+        took = time.monotonic() - t0
+        stopper.join(5)
+        assert took < 4, f"inject took {took:.1f}s after the stop request"
+        time.sleep(0.5)  # a duplicate, had one been started, is exec'd by now
+        result = drill.results()[0]
+        assert result["restored"] and result["restarted"] == [] and result["survived"] == [proc.pid], result
+        assert secret.read_bytes() == original
+        assert not list(tmp_path.glob(".jwt.secret.*"))
+        assert proc.poll() is None
+        assert _pids_matching(marker) == [proc.pid], f"a duplicate was started: {_pids_matching(marker)}"

@@ -55,12 +55,9 @@ from drillkit.retry import retrying
 if TYPE_CHECKING:
     import psycopg
 
+    from drillkit.signals import StopFlag
+
 # --- shared helpers ---------------------------------------------------------------------------
-
-
-
-
-
 
 
 F = TypeVar("F", bound=Callable[..., None])
@@ -839,30 +836,47 @@ def _replicas(pattern: str | None, pidfiles: list[str] | tuple[str, ...]) -> lis
     return find_processes(pattern, None)
 
 
-def _bounce(victims: list[int], data: dict[str, Any], on_signal: Callable[[int], None] | None = None
-            ) -> dict[str, Any]:
+def _bounce(victims: list[int], data: dict[str, Any], on_signal: Callable[[int], None] | None = None,
+            stop: StopFlag | None = None) -> dict[str, Any]:
     """SIGTERM `victims`, wait for as many new replicas (their supervisor's restarts), and start
-    `restart` for each one not back within `back_within`."""
+    `restart` for each one not back within `back_within`.
+
+    With `stop` (while injecting), every wait ends as soon as the drill is asked to stop, and
+    nothing more is done: the revert deals with what is left. A revert passes none: its waits
+    must not be cut short."""
     pattern, pidfiles = data.get("pattern"), data.get("pidfiles") or []
+
+    def pause(seconds: float) -> bool:
+        """Sleep; True when the drill is being stopped."""
+        if stop is None:
+            time.sleep(seconds)
+            return False
+        return stop.wait(seconds)
+
+    def wait_gone_or_stop(pids: list[int], timeout: float) -> list[int]:
+        deadline = time.monotonic() + timeout
+        while (left := wait_gone(pids, 0)) and time.monotonic() < deadline and not pause(0.02):
+            pass
+        return left
+
     before = set(_replicas(pattern, pidfiles))
     for pid in victims:
         if on_signal:
             on_signal(pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    if left := wait_gone(victims, 10.0):
+    if (left := wait_gone_or_stop(victims, 10.0)) and not (stop and stop.is_set()):
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        wait_gone(left, 5.0)
+        wait_gone_or_stop(left, 5.0)
     deadline = time.monotonic() + float(data.get("back_within", 0))
     while True:
         back = [pid for pid in _replicas(pattern, pidfiles) if pid not in before]
-        if len(back) >= len(victims) or time.monotonic() >= deadline:
+        if len(back) >= len(victims) or time.monotonic() >= deadline or pause(0.1):
             break
-        time.sleep(0.1)
     restarted = []
-    if data.get("restart"):
+    if data.get("restart") and not (stop and stop.is_set()):
         for _ in range(len(victims) - len(back)):
             restarted.append(spawn(list(data["restart"]), data.get("restart_cwd"), data.get("restart_log")).pid)
     return {"signalled": victims, "back": back, "restarted": restarted}
@@ -948,8 +962,9 @@ class AuthSecretCorruption(Fault):
             killed.append(pid)
             handle.update(killed=list(killed))
 
-        result = _bounce(self.victims, data, journal_first)
+        result = _bounce(self.victims, data, journal_first, ctx.stop)
         handle.update(restarted=result["restarted"], back=result["back"])
+        _check_stop(ctx)
         ctx.log(f"{self.kind}: secret replaced; restarted {len(self.victims)} replica(s): {result}")
 
     @classmethod
@@ -965,11 +980,15 @@ class AuthSecretCorruption(Fault):
         before = {int(x) for x in data.get("replicas_before", [])}
         fresh = [pid for pid in _replicas(data.get("pattern"), data.get("pidfiles") or []) if pid not in before]
         result = _bounce(fresh, data) if (fresh or data.get("killed")) else {"signalled": []}
-        missing = len(data.get("killed", [])) - len(fresh) - len(result.get("restarted", []))
+        # a replica that outlived its SIGTERM (an inject stopped before SIGKILL) is still there
+        replicas = set(_replicas(data.get("pattern"), data.get("pidfiles") or []))
+        survived = [pid for pid in data.get("killed", []) if pid in replicas]
+        missing = len(data.get("killed", [])) - len(survived) - len(fresh) - len(result.get("restarted", []))
         if missing > 0 and data.get("restart"):
             result["restarted"] = [*result.get("restarted", []), *(
                 spawn(list(data["restart"]), data.get("restart_cwd"), data.get("restart_log")).pid
                 for _ in range(missing))]
+        result["survived"] = survived
         backup.unlink()
         _fsync_dir(backup.parent)
         return {"restored": True, **result}
