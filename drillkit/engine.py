@@ -355,7 +355,8 @@ class Drill:
         """Verify, Kubernetes part: nothing labelled with this run's id remains (objects being
         deleted asynchronously, like a Job's pods, get a short grace)."""
         try:
-            left = [str(ref) for ref in ctx.kube.leftovers(ctx.run_id, wait=30.0)]
+            # after a signal the check lists once; otherwise it gives deletions 30 s (stop-aware)
+            left = [str(ref) for ref in ctx.kube.leftovers(ctx.run_id, wait=30.0, stop=self.stop)]
         except DrillkitError as exc:
             journal.append("leftovers_unknown", error=str(exc))
             self.opts.out(f"could not check for leftovers: {exc} (run `drillkit cleanup`)")
