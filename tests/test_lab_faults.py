@@ -290,6 +290,8 @@ class MemoryRig(Rig):
         kills = cg.oom_kills(group, self.h.version)
         assert code == -signal.SIGKILL, f"app exited with {code}, expected an OOM kill (SIGKILL)"
         assert kills is not None and kills >= 1, f"oom_kill counter of {group}: {kills}"
+        # `injected` is journalled at the first leak request; the fault records the kill after
+        wait_for(lambda: "oom_kill" in latest_data(journal), 10, "the OOM kill in the journal")
         assert latest_data(journal)["oom_kill"] >= 1
 
     def restored(self, journal: Path) -> None:

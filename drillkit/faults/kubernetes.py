@@ -339,6 +339,7 @@ class PodKill(KubeFault):
                     handle.update(killed=list(killed))  # journalled before the delete
                 grace = None if p.grace_period is None else int(p.grace_period)
                 self.kube.delete_pod(ns, pod.name, uid=pod.uid, grace_period=grace)
+                self.ctx.harm_started()
 
         kill(self.victims)
         self.ctx.log(f"pod-kill: deleted {', '.join(v.name for v in self.victims)}")
@@ -483,6 +484,7 @@ class ScaleToZero(KubeFault):
         replicas = self.kube.get_replicas(w.kind, w.namespace, w.name)
         undo.register(self.kind, namespace=w.namespace, kind=w.kind, name=w.name, replicas=replicas)
         self.kube.scale(w.kind, w.namespace, w.name, 0)
+        self.ctx.harm_started()
         if self.params.wait > 0:
             gone = self.kube.wait_pods(w.namespace, w.selector,
                                        lambda pods: not [p for p in pods if not p.terminating],
@@ -570,6 +572,7 @@ class BadRollout(KubeFault):
                       template=w.template, container=self.container, image=self.image_before)
         self.kube.patch_workload(w.kind, w.namespace, w.name, {"spec": {"template": {"spec": {
             "containers": [{"name": self.container, "image": self.image_after}]}}}})
+        self.ctx.harm_started()
         if self.params.wait > 0:
 
             def stuck(pods: list[Pod]) -> Pod | None:
@@ -735,6 +738,7 @@ class AuthSecretCorruption(KubeFault):
         now = _now()
         for w in self.users:
             kube.restart_workload(w.kind, ns, w.name, now)
+        self.ctx.harm_started()  # the restart that picks up the bad secret has begun
         self.ctx.log(f"auth-secret-corruption: {ns}/{p.secret}[{p.key}] replaced; "
                      f"restarted {restart or 'nothing'}")
 
@@ -878,6 +882,7 @@ class DbConnectionExhaustion(KubeFault):
                                     f"within {self.params.wait:g}s (image {self.image} pulled?)")
             _journal(self.ctx, "note", fault=self.kind,
                      text=f"Job {ns}/{self.job} pod {running.name} running on {running.node}")
+        self.ctx.harm_started()  # the client pod holds the connections from here
 
     @classmethod
     def revert(cls, ctx: FaultContext, data: dict[str, Any]) -> dict[str, Any]:
@@ -971,6 +976,8 @@ class NodeDrain(KubeFault):
                 break
             results[f"{p.namespace}/{p.name}"] = kube.evict(p.namespace, p.name, deadline,
                                                             self.ctx.stop)
+            if results[f"{p.namespace}/{p.name}"] == "evicted":
+                self.ctx.harm_started()
         blocked = {k: v for k, v in results.items() if v not in ("evicted", "gone")}
         extra = {"stopped": True} if self.ctx.stop.is_set() else {}
         _journal(self.ctx, "drain_result", fault=self.kind, node=node.name,
@@ -1068,6 +1075,7 @@ class _PressureFault(KubeFault):
         if started is None:
             raise DrillkitError(f"{self.kind}: stress pod {ns}/{self.stress} not running within "
                                 f"{p.wait:g}s (image {p.image} pullable? node {self.node} full?)")
+        self.ctx.harm_started()
 
     @classmethod
     def revert(cls, ctx: FaultContext, data: dict[str, Any]) -> dict[str, Any]:
@@ -1175,6 +1183,7 @@ class MemoryPressure(_PressureFault):
         threads = [threading.Thread(target=allocate, args=(e,), daemon=True) for e in entries]
         for t in threads:
             t.start()
+        self.ctx.harm_started()
         deadline = time.monotonic() + p.timeout + 5
         for t in threads:  # the execs end with their containers; a stop ends the wait at once
             while t.is_alive() and time.monotonic() < deadline:
@@ -1271,6 +1280,7 @@ class CpuPressure(_PressureFault):
                       background=bg.token)
         for entry in entries:
             bg.start(self._burn, ns, entry, bg)
+        self.ctx.harm_started()
 
     def _burn(self, ns: str, entry: dict[str, Any], bg: _Background) -> None:
         if bg.stop.is_set():  # reverted before this thread got going
@@ -1366,6 +1376,7 @@ class NetworkLatency(KubeFault):
                       interface=p.interface, pods=entries)
         for t in self.targets:
             kube.add_ephemeral_container(ns, t.name, self.spec())
+            self.ctx.harm_started()
         name = self.container_name
 
         def running_in(uid: str) -> Callable[[list[Pod]], Pod | None]:

@@ -340,6 +340,7 @@ class DbConnectionExhaustion(Fault):
         while True:
             state = _read_status(status)
             if state.get("state") == "holding":
+                self.ctx.harm_started()
                 break
             if state.get("state") == "error" or not alive(pid):
                 log = log_file.read_text(errors="replace")[-800:]
@@ -566,6 +567,7 @@ class MemoryPressure(Fault):
                                        f"({posts} leak requests; is {p.leak_url} allocating?)")
             if _post(p.leak_url):
                 posts += 1
+                ctx.harm_started()  # the leak began: what the memory alert watches
             else:
                 errors += 1
             ctx.stop.wait(p.leak_every)
@@ -695,6 +697,7 @@ class CpuPressure(Fault):
         handle = undo.register(self.kind, pgid=None, workers=self.n, timeout=self._timeout(), log_file=str(log_file),
                                temp_path=str(work))
         pgid = spawn(argv, log_file=log_file).pid
+        self.ctx.harm_started()
         handle.update(pgid=pgid)
         deadline = time.monotonic() + 10
         while len(running := [q for q in group_members(pgid) if "stress-ng" in cmdline(q)]) < self.n + 1:
@@ -793,6 +796,7 @@ class Latency(Fault):
         body = json.dumps({"delay_ms": self.delay_ms, "run_id": self.ctx.run_id}).encode()
         _write_atomically(control, body, previous.get("mode", 0o644))
         self.ctx.stop.wait(self.PICKUP_S)
+        self.ctx.harm_started()  # the proxy has picked the delay up
 
     @classmethod
     def revert(cls, ctx: FaultContext, data: dict[str, Any]) -> dict[str, Any]:
@@ -963,6 +967,7 @@ class AuthSecretCorruption(Fault):
             handle.update(killed=list(killed))
 
         result = _bounce(self.victims, data, journal_first, ctx.stop)
+        ctx.harm_started()  # the replicas now run with the bad secret
         handle.update(restarted=result["restarted"], back=result["back"])
         _check_stop(ctx)
         ctx.log(f"{self.kind}: secret replaced; restarted {len(self.victims)} replica(s): {result}")
