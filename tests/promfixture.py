@@ -49,6 +49,15 @@ class PromEnv:
     def restart_command(self) -> list[str]:
         return [sys.executable, str(HERE / "fake_exporter.py"), str(self.exporter_port), str(self.pidfile)]
 
+    def scenario(self, **overrides: object) -> dict[str, object]:
+        """tests/data/exporter-kill.yaml aimed at this exporter, with top-level overrides."""
+        import yaml
+
+        data = yaml.safe_load((HERE / "data" / "exporter-kill.yaml").read_text())
+        data["faults"][0]["pidfile"] = str(self.pidfile)
+        data["faults"][0]["restart"] = self.restart_command()
+        return {**data, **overrides}
+
     def exporter_pid(self) -> int:
         return int(self.pidfile.read_text())
 

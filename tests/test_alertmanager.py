@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
 
 from drillkit.alertmanager import Matcher
 from tests.helpers import drillkit_cmd, report_json, run_folder, wait_for_event, write_scenario
@@ -23,10 +22,7 @@ def test_silence_is_the_acknowledgement(prom_env: PromEnv, tmp_path: Path) -> No
     am = prom_env.alertmanager.url
     prom_env.ensure_exporter()
     prom_env.wait_up()
-    data = yaml.safe_load((DATA / "exporter-kill.yaml").read_text())
-    data["faults"][0]["pidfile"] = str(prom_env.pidfile)
-    data["faults"][0]["restart"] = prom_env.restart_command()
-    data["response"] = {"acknowledge": "alertmanager", "within": "60s"}
+    data = prom_env.scenario(response={"acknowledge": "alertmanager", "within": "60s"})
     path = write_scenario(tmp_path / "d.yaml", data)
     reports = tmp_path / "reports"
     proc = subprocess.Popen(drillkit_cmd("run", str(path), "--prometheus-url", prom_env.url,

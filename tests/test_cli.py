@@ -126,10 +126,7 @@ def test_dry_run_prints_plan_and_touches_nothing(prom_env: PromEnv, tmp_path: Pa
 def test_command_ack_from_second_process(prom_env: PromEnv, tmp_path: Path) -> None:
     prom_env.ensure_exporter()
     prom_env.wait_up()
-    data = yaml.safe_load((DATA / "exporter-kill.yaml").read_text())
-    data["faults"][0]["pidfile"] = str(prom_env.pidfile)
-    data["faults"][0]["restart"] = prom_env.restart_command()
-    data["response"] = {"acknowledge": "command", "within": "60s"}
+    data = prom_env.scenario(response={"acknowledge": "command", "within": "60s"})
     path = write_scenario(tmp_path / "d.yaml", data)
     reports = tmp_path / "reports"
     proc = subprocess.Popen(drillkit_cmd("run", str(path), "--prometheus-url", prom_env.url,
@@ -164,10 +161,7 @@ def test_prompt_ack_from_a_terminal(prom_env: PromEnv, tmp_path: Path) -> None:
 
     prom_env.ensure_exporter()
     prom_env.wait_up()
-    data = yaml.safe_load((DATA / "exporter-kill.yaml").read_text())
-    data["faults"][0]["pidfile"] = str(prom_env.pidfile)
-    data["faults"][0]["restart"] = prom_env.restart_command()
-    data["response"] = {"acknowledge": "prompt"}
+    data = prom_env.scenario(response={"acknowledge": "prompt"})
     path = write_scenario(tmp_path / "d.yaml", data)
     reports = tmp_path / "reports"
     master, slave = pty.openpty()

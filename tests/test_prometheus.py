@@ -100,10 +100,7 @@ def test_abort_condition_stops_and_reverts(prom_env: PromEnv, tmp_path: Path) ->
     prom_env.ensure_exporter()
     prom_env.wait_up()
     old = prom_env.exporter_pid()
-    data = yaml.safe_load((DATA / "exporter-kill.yaml").read_text())
-    data["faults"][0]["pidfile"] = str(prom_env.pidfile)
-    data["faults"][0]["restart"] = prom_env.restart_command()
-    data["detection"] = {"alert": "DemoSlowToFire", "within": "60s"}
+    data = prom_env.scenario(detection={"alert": "DemoSlowToFire", "within": "60s"})
     data["guardrails"] = {"abort_when": [{"name": "exporter down", "expr": 'up{job="demo"} == 0'}]}
     path = write_scenario(tmp_path / "d.yaml", data)
     reports = tmp_path / "reports"

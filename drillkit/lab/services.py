@@ -129,6 +129,11 @@ def start_prometheus(workdir: Path, setup: PrometheusSetup, port: int | None = N
         "--web.enable-lifecycle", "--storage.tsdb.retention.time=1d",
     ]
     service = start_service("prometheus", argv, workdir, url=f"http://127.0.0.1:{port}")
+    return _ready(service)
+
+
+def _ready(service: Service) -> Service:
+    """Wait for `/-/ready`; stop the process if it never gets there."""
     try:
         wait_http(service, "/-/ready", 30)
     except UnavailableError:
@@ -153,9 +158,4 @@ def start_alertmanager(workdir: Path, port: int | None = None) -> Service:
             f"--storage.path={workdir / 'data'}", f"--web.listen-address={addr}",
             "--cluster.listen-address=", "--log.level=warn"]
     service = start_service("alertmanager", argv, workdir, url=f"http://{addr}")
-    try:
-        wait_http(service, "/-/ready", 30)
-    except UnavailableError:
-        service.stop()
-        raise
-    return service
+    return _ready(service)
