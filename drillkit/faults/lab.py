@@ -988,7 +988,8 @@ class AuthSecretCorruption(Fault):
         # a replica that outlived its SIGTERM (an inject stopped before SIGKILL) is still there
         replicas = set(_replicas(data.get("pattern"), data.get("pidfiles") or []))
         survived = [pid for pid in data.get("killed", []) if pid in replicas]
-        missing = len(data.get("killed", [])) - len(survived) - len(fresh) - len(result.get("restarted", []))
+        # each fresh replica was just replaced (by its supervisor or `restart`): it counts once
+        missing = len(data.get("killed", [])) - len(survived) - len(fresh)
         if missing > 0 and data.get("restart"):
             result["restarted"] = [*result.get("restarted", []), *(
                 spawn(list(data["restart"]), data.get("restart_cwd"), data.get("restart_log")).pid
