@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +51,16 @@ def wait_for_event(reports: Path, kind: str, timeout: float = 40) -> Path:
             return journals[0]
         time.sleep(0.1)
     raise AssertionError(f"no {kind!r} event in a journal under {reports} within {timeout} s")
+
+
+@contextmanager
+def drill_process(*args: str, **popen: Any) -> Iterator[subprocess.Popen[str]]:
+    """A real `drillkit` subprocess (output piped), killed at the end if it is still running."""
+    proc = subprocess.Popen(drillkit_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, **popen)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 import requests
 
 from drillkit.alertmanager import Matcher
-from tests.helpers import drillkit_cmd, report_json, run_folder, wait_for_event, write_scenario
+from tests.helpers import drill_process, report_json, run_folder, wait_for_event, write_scenario
 from tests.promfixture import PromEnv
 
 pytestmark = pytest.mark.integration
@@ -25,10 +24,8 @@ def test_silence_is_the_acknowledgement(prom_env: PromEnv, tmp_path: Path) -> No
     data = prom_env.scenario(response={"acknowledge": "alertmanager", "within": "60s"})
     path = write_scenario(tmp_path / "d.yaml", data)
     reports = tmp_path / "reports"
-    proc = subprocess.Popen(drillkit_cmd("run", str(path), "--prometheus-url", prom_env.url,
-                                         "--alertmanager-url", am, "--report-dir", str(reports)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with drill_process("run", str(path), "--prometheus-url", prom_env.url, "--alertmanager-url", am,
+                       "--report-dir", str(reports)) as proc:
         wait_for_event(reports, "notified")
         now = datetime.now(UTC)
         silence = {
@@ -40,10 +37,6 @@ def test_silence_is_the_acknowledgement(prom_env: PromEnv, tmp_path: Path) -> No
         assert r.status_code == 200, r.text
         silence_id = r.json()["silenceID"]
         _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     rep = report_json(run_folder(reports))
     ack = next(e for e in rep["events"] if e["kind"] == "acknowledged")

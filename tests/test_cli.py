@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from drillkit.cli import main
-from tests.helpers import drillkit_cmd, report_json, run_cli, run_folder, wait_for_event, write_scenario
+from tests.helpers import drill_process, report_json, run_cli, run_folder, wait_for_event, write_scenario
 from tests.promfixture import PromEnv
 
 DATA = Path(__file__).parent / "data"
@@ -129,10 +129,7 @@ def test_command_ack_from_second_process(prom_env: PromEnv, tmp_path: Path) -> N
     data = prom_env.scenario(response={"acknowledge": "command", "within": "60s"})
     path = write_scenario(tmp_path / "d.yaml", data)
     reports = tmp_path / "reports"
-    proc = subprocess.Popen(drillkit_cmd("run", str(path), "--prometheus-url", prom_env.url,
-                                         "--report-dir", str(reports)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with drill_process("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports)) as proc:
         journal = wait_for_event(reports, "detected")
         time.sleep(1.0)
         run_id = journal.parent.name.rsplit("-", 1)[1]
@@ -140,10 +137,6 @@ def test_command_ack_from_second_process(prom_env: PromEnv, tmp_path: Path) -> N
         acked_at = time.time()
         assert ack.returncode == 0, ack.stderr
         _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     rep = report_json(run_folder(reports))
     ackev = next(e for e in rep["events"] if e["kind"] == "acknowledged")
@@ -165,20 +158,16 @@ def test_prompt_ack_from_a_terminal(prom_env: PromEnv, tmp_path: Path) -> None:
     path = write_scenario(tmp_path / "d.yaml", data)
     reports = tmp_path / "reports"
     master, slave = pty.openpty()
-    proc = subprocess.Popen(drillkit_cmd("run", str(path), "--prometheus-url", prom_env.url,
-                                         "--report-dir", str(reports)),
-                            stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    os.close(slave)
     try:
-        wait_for_event(reports, "detected")
-        time.sleep(0.5)
-        os.write(master, b"p1 on it\n")
-        _out, err = proc.communicate(timeout=60)
+        with drill_process("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports),
+                           stdin=slave) as proc:
+            os.close(slave)
+            wait_for_event(reports, "detected")
+            time.sleep(0.5)
+            os.write(master, b"p1 on it\n")
+            _out, err = proc.communicate(timeout=60)
     finally:
         os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 1, f"a wrong severity classification is a missed target\n{err}"
     assert "acknowledge by pressing Enter" in err
     rep = report_json(run_folder(reports))

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.helpers import drillkit_cmd, report_json, run_cli, run_folder, wait_for_event, write_scenario
+from tests.helpers import drill_process, report_json, run_cli, run_folder, wait_for_event, write_scenario
 from tests.promfixture import PromEnv
 
 pytestmark = pytest.mark.integration
@@ -120,18 +118,11 @@ def test_signal_during_detect_reverts_and_exits_130(prom_env: PromEnv, tmp_path:
     old_pid = prom_env.exporter_pid()
     path = write_scenario(tmp_path / "drill.yaml", scenario(prom_env, "DemoSlowToFire", within="90s"))
     reports = tmp_path / "reports"
-    proc = subprocess.Popen(
-        drillkit_cmd("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
+    with drill_process("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports)) as proc:
         journal = wait_for_event(reports, "injected", 30)
         time.sleep(1.0)  # well inside the detect phase (the alert needs 60 s)
         proc.send_signal(sig)
         _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 130, f"exit {proc.returncode}\n{err}"
     kinds = [json.loads(line)["kind"] for line in journal.read_text().splitlines()]
     assert "aborted" in kinds and "revert_done" in kinds and kinds[-1] == "finished", kinds
