@@ -183,9 +183,11 @@ class Drill:
         return (status or self._judge(journal)), reason
 
     def _render(self, folder: Path, status: Status) -> None:
-        from drillkit.report import render
+        from drillkit.report import load_events, render, verdicts
 
         try:
+            for v in verdicts(load_events(folder)):
+                self.opts.out(f"  {v.outcome:<12} {v.summary()}")
             written = render(folder, self.opts.formats)
         except Exception as exc:  # the journal is the record; a report can be rendered later
             self.opts.out(f"{status.value}: rendering the report failed ({exc}); the journal is "

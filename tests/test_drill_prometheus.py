@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from datetime import datetime
@@ -62,6 +63,7 @@ def test_exporter_kill_detected_with_prometheus_timing(prom_env: PromEnv, tmp_pa
     reports = tmp_path / "reports"
     r = run_cli("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports))
     assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+    assert re.search(r"^  met +Time to detect \(DemoExporterDown", r.stderr, re.M), r.stderr  # CI log summary
     folder = run_folder(reports)
     rep = report_json(folder)
     assert rep["status"] == "passed", rep
