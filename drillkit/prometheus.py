@@ -25,8 +25,9 @@ from drillkit.retry import retrying
 from drillkit.signals import StopFlag
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
-# A malformed URL is our input: never retried.
-_BAD_URL = (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL)
+# A malformed URL or a certificate our CA setting does not verify is our input: never retried.
+_BAD_URL = (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL,
+            requests.exceptions.SSLError)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,9 @@ class Prometheus:
     def close(self) -> None:
         self._session.close()
 
+    def _unusable(self, exc: Exception) -> PermanentError:
+        return PermanentError(f"Prometheus at {self.url!r} cannot be used (check the URL and --prometheus-ca): {exc}")
+
     # --- HTTP -----------------------------------------------------------------------------
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -111,7 +115,7 @@ class Prometheus:
             try:
                 return fn(*args, **kwargs)
             except _BAD_URL as exc:
-                raise PermanentError(f"Prometheus URL {self.url!r} is not usable: {exc}") from None
+                raise self._unusable(exc) from None
             except requests.RequestException as exc:
                 raise TransientError(f"Prometheus at {self.url} unreachable: {exc}") from None
             except PrometheusApiClientException as exc:
@@ -141,7 +145,7 @@ class Prometheus:
             try:
                 return get()
             except _BAD_URL as exc:
-                raise PermanentError(f"Prometheus URL {self.url!r} is not usable: {exc}") from None
+                raise self._unusable(exc) from None
             except requests.RequestException as exc:
                 raise TransientError(f"Prometheus at {self.url} unreachable: {exc}") from None
             except (ValueError, KeyError) as exc:
@@ -217,7 +221,7 @@ class Prometheus:
                 else:
                     last_error = f"/-/ready answered HTTP {r.status_code}"
             except _BAD_URL as exc:
-                raise PermanentError(f"Prometheus URL {self.url!r} is not usable: {exc}") from None
+                raise self._unusable(exc) from None
             except requests.RequestException as exc:
                 last_error = str(exc)
             except TransientError as exc:

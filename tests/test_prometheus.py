@@ -224,3 +224,53 @@ def test_sigint_while_waiting_for_prometheus_exits_130(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert time.monotonic() - t < 5
     assert report_json(run_folder(tmp_path / "r"))["status"] == "aborted"
+
+
+class AuthCheckingPrometheus(BaseHTTPRequestHandler):
+    """A TLS endpoint answering one vector, recording the Authorization header."""
+
+    seen: list[str | None] = []
+
+    def do_GET(self) -> None:
+        AuthCheckingPrometheus.seen.append(self.headers.get("Authorization"))
+        body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {}, "value": [1700000000, "7"]}]}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_basic_auth_and_a_custom_ca_over_tls(tmp_path: Path) -> None:
+    import base64
+    import ssl
+    import subprocess
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AuthCheckingPrometheus)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    AuthCheckingPrometheus.seen = []
+    try:
+        prom = Prometheus(PromConfig(url=url, username="drill", password="s3cret", ca_file=str(cert)))
+        assert [s.value for s in prom.query("up")] == [7.0]
+        prom.close()
+        assert AuthCheckingPrometheus.seen == ["Basic " + base64.b64encode(b"drill:s3cret").decode()]
+        untrusted = Prometheus(PromConfig(url=url))  # the system CAs do not know this certificate
+        with pytest.raises(PermanentError, match="cannot be used"):
+            untrusted.query("up")
+        untrusted.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
