@@ -54,13 +54,18 @@ def wait_for_event(reports: Path, kind: str, timeout: float = 40) -> Path:
 
 
 @contextmanager
-def drill_process(*args: str, **popen: Any) -> Iterator[subprocess.Popen[str]]:
-    """A real `drillkit` subprocess (output piped), killed at the end if it is still running."""
-    proc = subprocess.Popen(drillkit_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, **popen)
+def reaped(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """Kill and reap `proc` at the end of the block if it is still running."""
     try:
         yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def drill_process(*args: str, **popen: Any) -> Any:
+    """A real `drillkit` subprocess (output piped unless given), reaped at the end of the block."""
+    opts: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True,
+                            "env": {**os.environ, "PYTHONUNBUFFERED": "1"}, **popen}
+    return reaped(subprocess.Popen(drillkit_cmd(*args), **opts))

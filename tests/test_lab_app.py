@@ -22,6 +22,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from tests.helpers import reaped
 from tests.pgutil import Postgres, free_port, start_postgres
 
 pytestmark = pytest.mark.integration
@@ -194,8 +195,7 @@ def test_traffic_generator_drives_requests_and_survives_dead_targets(lab: Lab) -
     before, dead, metrics_port = served(), f"http://127.0.0.1:{free_port()}", free_port()
     argv = [sys.executable, "-m", "drillkit.lab.traffic", "--rps", "10", "--duration", "3",
             "--targets", f"{lab.a.url},{lab.b.url},{dead}", "--metrics-port", str(metrics_port)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) as proc:
         wait_status(f"http://127.0.0.1:{metrics_port}/metrics", 200, timeout=5)
         time.sleep(1)
         own = {s.labels["target"] + " " + s.labels["outcome"]: s.value
@@ -203,10 +203,6 @@ def test_traffic_generator_drives_requests_and_survives_dead_targets(lab: Lab) -
                    requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text)
                for s in f.samples if s.name == "chatbot_traffic_requests_total"}
         out, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert own.get(f"{lab.a.url} ok", 0) >= 1 and own.get(f"{dead} connection_error", 0) >= 1
     summary = json.loads(out)["requests"]
@@ -217,15 +213,10 @@ def test_traffic_generator_drives_requests_and_survives_dead_targets(lab: Lab) -
 
 def test_traffic_generator_exits_zero_on_sigterm(lab: Lab) -> None:
     argv = [sys.executable, "-m", "drillkit.lab.traffic", "--rps", "5", "--targets", lab.a.url]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) as proc:
         time.sleep(1.5)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert json.loads(out)["requests"][lab.a.url]["ok"] >= 1
 

@@ -37,7 +37,7 @@ from drillkit.journal import JOURNAL_NAME, Journal, pending_reverts, read_journa
 from drillkit.procs import alive, cmdline, group_members
 from drillkit.scenario import load_scenario
 from drillkit.signals import StopFlag
-from tests.helpers import drillkit_cmd, run_cli, write_scenario
+from tests.helpers import drill_process, run_cli, wait_for_event, write_scenario
 from tests.pgutil import Postgres, free_port, start_postgres
 from tests.promfixture import PromEnv
 
@@ -592,11 +592,7 @@ def test_sigterm_during_fault_restores_the_system(prom_env: PromEnv, pg: Postgre
     with rig_for(kind, pg, tmp_path) as rig:
         path = write_scenario(tmp_path / "drill.yaml", scenario_dict(rig.fault()))
         reports = tmp_path / "reports"
-        proc = subprocess.Popen(
-            drillkit_cmd("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports)),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
+        with drill_process("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports)) as proc:
             def injected() -> Path | None:
                 if proc.poll() is not None:
                     raise AssertionError(f"drillkit exited early with {proc.returncode}: {proc.communicate()}")
@@ -607,10 +603,6 @@ def test_sigterm_during_fault_restores_the_system(prom_env: PromEnv, pg: Postgre
             rig.harmed(journal)
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=90)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
         assert proc.returncode == 130, f"exit {proc.returncode}\n{out}\n{err}"
         kinds = [e.kind for e in read_journal(journal)]
         assert "aborted" in kinds and "revert_done" in kinds and "revert_failed" not in kinds, kinds
@@ -630,19 +622,12 @@ def test_sigkilled_runner_then_drillkit_cleanup_restores(prom_env: PromEnv, pg: 
     with rig_for(kind, pg, tmp_path) as rig:
         path = write_scenario(tmp_path / "drill.yaml", scenario_dict(rig.fault()))
         reports = tmp_path / "reports"
-        proc = subprocess.Popen(
-            drillkit_cmd("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports)),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            journal = wait_for(lambda: next((j for j in reports.glob(f"*/{JOURNAL_NAME}")
-                                             if '"kind": "injected"' in j.read_text()), None), 90, "injection")
+        with drill_process("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+            journal = wait_for_event(reports, "injected", 90)
             rig.harmed(journal)
             proc.kill()
             proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         assert len(pending_reverts(journal)) == 1, "the revert is still owed in the journal"
         if kind == "db-connection-exhaustion":
             tag, data = f"drillkit-{run_id_of(journal)}-hold", latest_data(journal)
