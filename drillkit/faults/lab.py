@@ -697,8 +697,8 @@ class CpuPressure(Fault):
         handle = undo.register(self.kind, pgid=None, workers=self.n, timeout=self._timeout(), log_file=str(log_file),
                                temp_path=str(work))
         pgid = spawn(argv, log_file=log_file).pid
-        self.ctx.harm_started()
         handle.update(pgid=pgid)
+        self.ctx.harm_started()  # after journalling the group: cleanup must find it
         deadline = time.monotonic() + 10
         while len(running := [q for q in group_members(pgid) if "stress-ng" in cmdline(q)]) < self.n + 1:
             if not alive(pgid):
@@ -967,8 +967,8 @@ class AuthSecretCorruption(Fault):
             handle.update(killed=list(killed))
 
         result = _bounce(self.victims, data, journal_first, ctx.stop)
-        ctx.harm_started()  # the replicas now run with the bad secret
         handle.update(restarted=result["restarted"], back=result["back"])
+        ctx.harm_started()  # the replicas now run with the bad secret
         _check_stop(ctx)
         ctx.log(f"{self.kind}: secret replaced; restarted {len(self.victims)} replica(s): {result}")
 
