@@ -340,7 +340,6 @@ class DbConnectionExhaustion(Fault):
         while True:
             state = _read_status(status)
             if state.get("state") == "holding":
-                self.ctx.harm_started()
                 break
             if state.get("state") == "error" or not alive(pid):
                 log = log_file.read_text(errors="replace")[-800:]
@@ -352,6 +351,7 @@ class DbConnectionExhaustion(Fault):
             ctx.stop.wait(0.05)
         pids = [int(x) for x in state["backend_pids"]]
         handle.update(backend_pids=pids, held=len(pids), refused=state.get("refused"))
+        ctx.harm_started()  # after journalling what the revert and the evidence need
         ctx.log(f"{self.kind}: holding {len(pids)} connections; "
                 + (f"server refused more: {state['refused']}" if state.get("refused")
                    else "the server never refused (a connection pooler in front of it?)"))
@@ -697,8 +697,7 @@ class CpuPressure(Fault):
         handle = undo.register(self.kind, pgid=None, workers=self.n, timeout=self._timeout(), log_file=str(log_file),
                                temp_path=str(work))
         pgid = spawn(argv, log_file=log_file).pid
-        handle.update(pgid=pgid)
-        self.ctx.harm_started()  # after journalling the group: cleanup must find it
+        handle.update(pgid=pgid)  # journalled before the workers start: cleanup must find them
         deadline = time.monotonic() + 10
         while len(running := [q for q in group_members(pgid) if "stress-ng" in cmdline(q)]) < self.n + 1:
             if not alive(pgid):
@@ -709,6 +708,7 @@ class CpuPressure(Fault):
             _check_stop(ctx)
             ctx.stop.wait(0.05)
         handle.update(processes=running)
+        ctx.harm_started()  # every worker is burning CPU now (a race seen in CI: marked too early)
         ctx.log(f"{self.kind}: stress-ng group {pgid} running {self.n} workers")
 
     @classmethod
