@@ -6,10 +6,13 @@ independent records let another process undo it:
 1. the run's journal: every revert is journalled as data *before* the harm, so the pending ones
    (`drillkit.journal.pending_reverts`) are run through the fault registry, newest first, and
    marked done in that journal;
-2. the cluster itself: every object drillkit creates carries `drillkit.io/run-id`, and nodes it
-   cordoned carry `drillkit.io/cordoned-by`, so whatever is still there after step 1 (or whose
-   journal is lost) is found by label and deleted — backup Secrets first put their original
-   value back and restart the workloads that use it.
+2. the cluster itself: every object drillkit creates carries `drillkit.io/run-id`, nodes it
+   cordoned carry `drillkit.io/cordoned-by`, and workloads it changed in place carry
+   `drillkit.io/modified-by` with their revert data in `drillkit.io/revert.<fault>` annotations
+   (replica count, previous pod template). Whatever is still there after step 1 (or whose
+   journal is lost — a CI runner's workspace, say) is found by label: backup Secrets put their
+   original value back and restart the workloads that use it, marked workloads are restored
+   from their annotations, and the rest is deleted.
 
 Both steps are idempotent; running cleanup twice is harmless. Do not point `--all` at report
 folders of drills that are still running: it would revert them under their feet.
@@ -200,7 +203,7 @@ def _short(result: dict[str, Any] | None) -> str:
 def _sweep(kubes: _Kubes, run_id: str | None, report: CleanupReport, log: Callable[[str], None],
            contexts: set[str]) -> None:
     """Delete (or restore, then delete) everything labelled with the run id(s)."""
-    from drillkit.faults.kubernetes import restore_from_backup
+    from drillkit.faults.kubernetes import restore_from_backup, restore_marked
     from drillkit.kube import BACKUP_OF
 
     targets = set(contexts)
@@ -221,7 +224,9 @@ def _sweep(kubes: _Kubes, run_id: str | None, report: CleanupReport, log: Callab
             continue
         order = {"Secret": 0, "Node": 1, "Job": 2, "Pod": 3}
         backups = [x for x in found if x.ref.kind == "Secret" and BACKUP_OF in x.annotations]
-        rest = sorted((x for x in found if x not in backups), key=lambda x: order.get(x.ref.kind, 9))
+        marked = [x for x in found if x.ref.kind in ("Deployment", "StatefulSet")]
+        rest = sorted((x for x in found if x not in backups and x not in marked),
+                      key=lambda x: order.get(x.ref.kind, 9))
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         for x in backups:
             try:
@@ -229,6 +234,12 @@ def _sweep(kubes: _Kubes, run_id: str | None, report: CleanupReport, log: Callab
                 report.done.append(f"context {name}: restored {x.ref} -> {_short(result)}")
             except DrillkitError as exc:
                 report.failed.append(f"context {name}: restore from {x.ref}: {exc}")
+        for x in marked:
+            try:
+                result = restore_marked(kube, x.ref.kind, x.ref.namespace or "", x.ref.name, StopFlag())
+                report.done.append(f"context {name}: restored {x.ref} (run {x.run_id}) -> {_short(result)}")
+            except DrillkitError as exc:
+                report.failed.append(f"context {name}: restore {x.ref}: {exc}")
         for x in rest:
             try:
                 gone = kube.delete(x.ref)

@@ -59,6 +59,14 @@ RESTARTED_AT = "drillkit.io/restartedAt"
 """Pod-template annotation patched to make a workload roll its pods (like `kubectl rollout restart`)."""
 CORDONED_BY = "drillkit.io/cordoned-by"
 """Annotation on a node drillkit cordoned (value: run id), so cleanup can find it without a journal."""
+MODIFIED_BY = "drillkit.io/modified-by"
+"""Label on a Deployment/StatefulSet a fault changed in place (value: run id): found by cleanup
+and by the leftover check, and refused as a target by other runs until it is restored."""
+REVERT_PREFIX = "drillkit.io/revert."
+"""Annotation `drillkit.io/revert.<fault>` on such a workload: JSON of what its revert needs (the
+replica count, the previous pod template), so cleanup can restore it when the journal is lost."""
+MAX_MARK_CHARS = 100_000
+"""Revert data larger than this stays in the journal only (annotations total at most 256 KiB)."""
 PROTECTED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "local-path-storage")
 IN_CLUSTER = "in-cluster"
 """Context name used for in-cluster service-account config (must be allowed explicitly)."""
@@ -443,10 +451,18 @@ class Workload:
     selector: str
     containers: tuple[Container, ...]
     template: dict[str, Any] = field(repr=False, default_factory=dict)
+    labels: dict[str, str] = field(repr=False, default_factory=dict)
+    annotations: dict[str, str] = field(repr=False, default_factory=dict)
 
     @property
     def ref(self) -> ObjRef:
         return ObjRef(self.kind, self.namespace, self.name, self.uid)
+
+    @property
+    def marks(self) -> dict[str, str]:
+        """Pending in-cluster revert records, by fault kind (see REVERT_PREFIX)."""
+        return {k.removeprefix(REVERT_PREFIX): v for k, v in self.annotations.items()
+                if k.startswith(REVERT_PREFIX)}
 
     def mounts_secret(self, secret: str) -> bool:
         """Whether the pod template uses Secret `secret` (volume, env or envFrom)."""
@@ -489,12 +505,21 @@ class ExecResult:
 
 @dataclass(frozen=True)
 class Labelled:
-    """An object carrying the run-id label (what `cleanup` deletes or restores)."""
+    """An object drillkit created or changed, found by its label (what `cleanup` deletes or restores)."""
 
     ref: ObjRef
     run_id: str
     annotations: dict[str, str]
     terminating: bool = False
+
+
+def revert_mark(run_id: str, fault: str, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The metadata patch recording `fault`'s revert data on the workload it changes; None when
+    the data is too large for an annotation (the journal still has it)."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    if len(text) > MAX_MARK_CHARS:
+        return None
+    return {"labels": {MODIFIED_BY: run_id}, "annotations": {REVERT_PREFIX + fault: text}}
 
 
 _WORKLOAD_KINDS = {"deployment": "Deployment", "deployments": "Deployment", "deploy": "Deployment",
@@ -802,7 +827,8 @@ class Kube:
         pod = Pod.from_json({"metadata": {}, "spec": template.get("spec") or {}, "status": {}})
         return Workload(kind, namespace, name, meta.get("uid", ""), int(spec.get("replicas", 1)),
                         int(status.get("readyReplicas") or 0), ",".join(p for p in parts if p),
-                        pod.containers, template)
+                        pod.containers, template, dict(meta.get("labels") or {}),
+                        dict(meta.get("annotations") or {}))
 
     def get_replicas(self, kind: str, namespace: str, name: str) -> int:
         read_scale = self._workload_fns(kind)[2]
@@ -824,6 +850,19 @@ class Kube:
         """Put back a pod template exactly (JSON patch `replace`, no merging)."""
         self.patch_workload(kind, namespace, name,
                             [{"op": "replace", "path": "/spec/template", "value": template}])
+
+    def unmark_workload(self, kind: str, namespace: str, name: str, fault: str) -> None:
+        """Drop the `fault`'s revert record (see `revert_mark`), and the label with the last one."""
+        w = self.get_workload(kind, namespace, name)
+        if w is None:
+            return
+        meta: dict[str, Any] = {}
+        if fault in w.marks:
+            meta["annotations"] = {REVERT_PREFIX + fault: None}
+        if MODIFIED_BY in w.labels and not set(w.marks) - {fault}:
+            meta["labels"] = {MODIFIED_BY: None}
+        if meta:
+            self.patch_workload(kind, namespace, name, {"metadata": meta})
 
     def restart_workload(self, kind: str, namespace: str, name: str, at: str) -> None:
         """Roll the workload's pods, like `kubectl rollout restart`."""
@@ -1017,19 +1056,23 @@ class Kube:
     # -- run-id labelled objects ---------------------------------------------------------------
 
     def labelled(self, run_id: str | None = None) -> list[Labelled]:
-        """Objects carrying the run-id label (this run's, or every run's if None)."""
-        selector = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
-        lists = (("Job", self.batch.list_job_for_all_namespaces),
-                 ("Pod", self.core.list_pod_for_all_namespaces),
-                 ("Secret", self.core.list_secret_for_all_namespaces))
+        """Objects carrying the run-id label, nodes marked cordoned and workloads marked modified
+        (this run's, or every run's if None)."""
+        lists: tuple[tuple[str, Callable[..., Any], str], ...] = (
+            ("Job", self.batch.list_job_for_all_namespaces, RUN_LABEL),
+            ("Pod", self.core.list_pod_for_all_namespaces, RUN_LABEL),
+            ("Secret", self.core.list_secret_for_all_namespaces, RUN_LABEL),
+            ("Deployment", self.apps.list_deployment_for_all_namespaces, MODIFIED_BY),
+            ("StatefulSet", self.apps.list_stateful_set_for_all_namespaces, MODIFIED_BY))
         out = []
-        for kind, fn in lists:
+        for kind, fn, label in lists:
+            selector = f"{label}={run_id}" if run_id else label
             data = self.call(f"list {kind.lower()}s in all namespaces", fn, label_selector=selector)
             for o in data.get("items") or []:
                 meta = o.get("metadata") or {}
                 out.append(Labelled(ObjRef(kind, meta.get("namespace"), meta.get("name", ""),
                                            meta.get("uid", "")),
-                                    (meta.get("labels") or {}).get(RUN_LABEL, ""),
+                                    (meta.get("labels") or {}).get(label, ""),
                                     dict(meta.get("annotations") or {}),
                                     bool(meta.get("deletionTimestamp"))))
         nodes = self.call("list nodes", self.core.list_node)
@@ -1042,7 +1085,8 @@ class Kube:
         return out
 
     def leftovers(self, run_id: str, wait: float = 0.0, stop: StopFlag | None = None) -> list[ObjRef]:
-        """What this run left behind: objects labelled with it (and nodes still marked cordoned).
+        """What this run left behind: objects labelled with it (nodes still marked cordoned,
+        workloads still marked modified).
 
         Waits up to `wait` s for objects being deleted asynchronously (a Job's pods, graceful
         pod termination) to disappear; whatever is still there then is returned.

@@ -22,7 +22,7 @@ from drillkit.cleanup import cleanup
 from drillkit.cli import main
 from drillkit.faults import FaultContext, Undo, fault_class
 from drillkit.journal import Journal, pending_reverts
-from drillkit.kube import kube_factory_for
+from drillkit.kube import MODIFIED_BY, REVERT_PREFIX, kube_factory_for
 from drillkit.scenario import load_scenario
 from drillkit.signals import StopFlag
 from tests.helpers import drillkit_cmd, write_scenario
@@ -178,6 +178,50 @@ def test_cleanup_without_journal_uses_labels(kube_demo: KubeServer, tmp_path: Pa
                 and q.path.endswith("/deployments/chatbot-api") and "restartedAt" in str(q.body)]
     assert restarts, "the Secret's users were not restarted after the restore"
     assert "restored Secret chatbot/drillkit-backup-chatbot-jwt-deadbeef" in r.stdout, r.stdout
+
+
+def test_cleanup_without_journal_restores_changed_workloads(kube_demo: KubeServer, tmp_path: Path) -> None:
+    """scale-to-zero and bad-rollout change objects drillkit did not create: their revert data
+    also lives on the object (label + annotations), so a lost journal still restores them."""
+    api = kube_demo.get("deployments", NS, "chatbot-api")
+    assert api is not None
+    faults: list[dict[str, Any]] = [
+        {"kind": "scale-to-zero", "workload": "statefulset/chatbot-db", "wait": 0},
+        {"kind": "bad-rollout", "workload": "deployment/chatbot-api", "wait": 0},
+    ]
+    sc = load_scenario(write_scenario(tmp_path / "d.yaml", scenario(faults, guardrails={"max_targets": "100%"})))
+    folder = tmp_path / "reports" / "run"
+    journal = Journal(folder / "journal.jsonl")
+    journal.append("started", run_id="cafe0001", scenario={})
+    ctx = FaultContext(run_id="cafe0001", scenario=sc, journal=journal, stop=StopFlag(), log=lambda _: None,
+                       kube_factory=kube_factory_for(sc, None, (), kube_demo.kubeconfig_path))
+    with ExitStack() as stack:
+        undo = Undo(stack, ctx)
+        for spec in sc.faults:
+            fault = fault_class(spec.kind, "kubernetes")(spec.params, ctx)
+            fault.preflight()
+            fault.inject(undo)
+        stack.pop_all()  # the process "dies": no revert runs
+    journal.close()
+    db = kube_demo.get("statefulsets", NS, "chatbot-db")
+    broken = kube_demo.get("deployments", NS, "chatbot-api")
+    assert db is not None and db["spec"]["replicas"] == 0
+    assert broken is not None and broken["spec"]["template"] != api["spec"]["template"]
+    shutil.rmtree(folder)
+    r = CliRunner().invoke(main, ["cleanup", "--all", "--report-dir", str(tmp_path / "reports"),
+                                  "--context", CONTEXT, "--kubeconfig", kube_demo.kubeconfig_path])
+    assert r.exit_code == 0, f"exit {r.exit_code}\n{r.stdout}\n{r.stderr}"
+    assert "restored StatefulSet chatbot/chatbot-db" in r.stdout and "(run cafe0001)" in r.stdout, r.stdout
+    db, fixed = kube_demo.get("statefulsets", NS, "chatbot-db"), kube_demo.get("deployments", NS, "chatbot-api")
+    assert db is not None and db["spec"]["replicas"] == 1, r.stdout
+    assert fixed is not None and fixed["spec"]["template"] == api["spec"]["template"], r.stdout
+    for obj in (db, fixed):
+        meta = obj["metadata"]
+        assert MODIFIED_BY not in meta.get("labels", {}), meta
+        assert not [k for k in meta.get("annotations", {}) if k.startswith(REVERT_PREFIX)], meta
+    again = cleanup(tmp_path / "reports", None, context=CONTEXT, kubeconfig=kube_demo.kubeconfig_path,
+                    log=lambda _: None)
+    assert again.done == [] and again.failed == [], again
 
 
 def test_cleanup_reports_bad_journal_data_per_run_and_goes_on(kube_demo: KubeServer,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import stat
 import threading
 import time
@@ -19,6 +20,7 @@ import pytest
 from drillkit.errors import Aborted, DrillkitError
 from drillkit.faults import Undo
 from drillkit.journal import pending_reverts
+from drillkit.kube import MODIFIED_BY, REVERT_PREFIX
 from drillkit.signals import StopFlag
 from tests.kube_drill import direct_fault, no_secret_values, report, run_drill, scenario
 from tests.kubeserver import KubeServer
@@ -107,11 +109,20 @@ def test_scale_to_zero_restores_exact_replicas(kube_demo: KubeServer, prom_env: 
         guardrails={"max_targets": "100%"}))
     data = run.event("revert_registered").data["data"]
     assert data == {"namespace": NS, "kind": "Deployment", "name": "chatbot-api", "replicas": 2}
-    scales = [r.body for r in kube_demo.requests
-              if r.method == "PATCH" and r.path.endswith("/deployments/chatbot-api/scale")]
+    patches = [r for r in kube_demo.requests
+               if r.method == "PATCH" and "/deployments/chatbot-api" in r.path]
+    scales = [r.body for r in patches if r.path.endswith("/scale")]
     assert [b["spec"]["replicas"] for b in scales] == [0, 2], f"scale PATCH bodies: {scales}"
+    # the revert data is recorded on the Deployment itself before the scale-down (for a cleanup
+    # without the journal), and dropped again by the revert
+    first = patches[0]
+    assert not first.path.endswith("/scale"), [r.path for r in patches]
+    assert first.body["metadata"] == {"labels": {MODIFIED_BY: run.result.run_id},
+                                      "annotations": {REVERT_PREFIX + "scale-to-zero": '{"replicas":2}'}}
     d = kube_demo.get("deployments", NS, "chatbot-api")
     assert d is not None and d["spec"]["replicas"] == 2, d and d["spec"]
+    assert MODIFIED_BY not in d["metadata"].get("labels", {}), d["metadata"]
+    assert not [k for k in d["metadata"].get("annotations", {}) if k.startswith(REVERT_PREFIX)]
     assert ready_count(kube_demo) == 2, api_pods(kube_demo)
 
 
@@ -137,9 +148,16 @@ def test_bad_rollout_restores_previous_template(kube_demo: KubeServer, prom_env:
     patches = [r.body for r in kube_demo.requests
                if r.method == "PATCH" and r.path.endswith("/deployments/chatbot-api")]
     assert patches[0]["spec"]["template"]["spec"]["containers"] == [{"name": "api", "image": bad}]
+    # the same PATCH records the previous template on the Deployment: no window without it
+    mark = patches[0]["metadata"]
+    assert mark["labels"] == {MODIFIED_BY: run_id}, mark
+    assert json.loads(mark["annotations"][REVERT_PREFIX + "bad-rollout"]) == {
+        "template": before["spec"]["template"]}
     after = kube_demo.get("deployments", NS, "chatbot-api")
     assert after is not None
     assert after["spec"]["template"] == before["spec"]["template"], "template not restored exactly"
+    assert after["metadata"].get("labels") == before["metadata"].get("labels"), after["metadata"]
+    assert not [k for k in after["metadata"].get("annotations", {}) if k.startswith("drillkit.io/")]
     images = {p["spec"]["containers"][0]["image"] for p in kube_demo.list("pods", NS, "app=chatbot-api")}
     assert images == {"ghcr.io/drillkit/chatbot-api:0.1.0"}, images
     assert run.event("revert_registered").data["data"]["template"] == before["spec"]["template"]
@@ -470,6 +488,29 @@ def test_bad_rollout_revert_replaces_a_stuck_statefulset_pod(kube_demo: KubeServ
     pod = kube_demo.get("pods", NS, "chatbot-db-0")
     assert pod is not None and pod["spec"]["containers"][0]["image"] == "postgres:16"
     assert ready_count(kube_demo, "app=chatbot-db") == 1
+
+
+def test_a_workload_awaiting_another_runs_revert_is_refused(kube_demo: KubeServer, prom_env: PromEnv,
+                                                            tmp_path: Path) -> None:
+    """A runner died after scale-to-zero: until cleanup restores it, no drill may treat the
+    broken state as the one to restore (a bad-rollout would save and later 'restore' it)."""
+    d = direct_fault(kube_demo, tmp_path, {"kind": "scale-to-zero", "workload": "deployment/chatbot-api",
+                                           "wait": 0}, run_id="aaaa1111", guardrails={"max_targets": "100%"})
+    try:
+        d.fault.preflight()
+        with ExitStack() as stack:
+            d.fault.inject(Undo(stack, d.ctx))
+            stack.pop_all()  # the runner "dies"
+    finally:
+        d.journal.close()
+    kube_demo.requests.clear()
+    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
+        [{"kind": "bad-rollout", "workload": "deployment/chatbot-api", "wait": 0}]))
+    assert run.result.status.value == "inconclusive", run.output  # a preflight refusal
+    error = run.event("error").data["error"]
+    assert "still awaits the revert of run aaaa1111 (scale-to-zero)" in error, error
+    assert "drillkit cleanup --run-id aaaa1111" in error, error
+    assert not [r for r in kube_demo.requests if r.method == "PATCH"], "something was patched"
 
 
 def test_bad_rollout_revert_fails_when_statefulset_stays_unready(kube_demo: KubeServer,

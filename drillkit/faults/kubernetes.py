@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import random
 import re
@@ -29,6 +30,7 @@ from drillkit.errors import Aborted, DrillkitError, PreflightError
 from drillkit.faults import Fault, FaultContext, Undo
 from drillkit.kube import (
     BACKUP_OF,
+    MODIFIED_BY,
     PROTECTED_NAMESPACES,
     REQUEST_TIMEOUT,
     RESTART,
@@ -41,7 +43,9 @@ from drillkit.kube import (
     NotFound,
     Owner,
     Pod,
+    StopFlag,
     Workload,
+    revert_mark,
     workload_kind,
 )
 from drillkit.model import Count, Duration, doc
@@ -256,7 +260,20 @@ class KubeFault(Fault):
         if w is None:
             raise PreflightError(f"{self.kind}: {ref[0]} {ns}/{ref[1]} not found "
                                  f"(context {self.kube.context})")
+        other = w.labels.get(MODIFIED_BY)
+        if other and other != self.ctx.run_id:
+            raise PreflightError(f"{self.kind}: {w.kind} {ns}/{w.name} still awaits the revert of run "
+                                 f"{other} ({', '.join(w.marks) or MODIFIED_BY}): run "
+                                 f"`drillkit cleanup --run-id {other}` first")
         return w
+
+    def mark(self, w: Workload, data: dict[str, Any]) -> dict[str, Any]:
+        """The metadata patch recording this fault's revert data on `w` (empty if too large)."""
+        meta = revert_mark(self.ctx.run_id, self.kind, data)
+        if meta is None:
+            self.ctx.log(f"{self.kind}: revert data of {w.ref} too large for an annotation; "
+                         "only the journal has it")
+        return meta or {}
 
     def pod_lines(self, pods: list[Pod]) -> list[str]:
         return [f"  - {p.ref} on node {p.node or '?'}" for p in pods]
@@ -483,6 +500,9 @@ class ScaleToZero(KubeFault):
         w = self.workload
         replicas = self.kube.get_replicas(w.kind, w.namespace, w.name)
         undo.register(self.kind, namespace=w.namespace, kind=w.kind, name=w.name, replicas=replicas)
+        meta = self.mark(w, {"replicas": replicas})
+        if meta:  # in the cluster too, for a cleanup that has lost the journal
+            self.kube.patch_workload(w.kind, w.namespace, w.name, {"metadata": meta})
         self.kube.scale(w.kind, w.namespace, w.name, 0)
         self.ctx.harm_started()
         if self.params.wait > 0:
@@ -494,13 +514,18 @@ class ScaleToZero(KubeFault):
 
     @classmethod
     def revert(cls, ctx: FaultContext, data: dict[str, Any]) -> dict[str, Any]:
-        kube, ns, kind, name = ctx.kube, data["namespace"], data["kind"], data["name"]
-        replicas = int(data["replicas"])
+        return cls.restore(ctx.kube, data, ctx.stop)
+
+    @classmethod
+    def restore(cls, kube: Kube, data: dict[str, Any], stop: StopFlag | None) -> dict[str, Any]:
+        """Scale back to the recorded count, then drop the in-cluster record."""
+        ns, kind, name, replicas = data["namespace"], data["kind"], data["name"], int(data["replicas"])
         try:
             kube.scale(kind, ns, name, replicas)
         except NotFound:
             return {"gone": True}
-        ready = kube.wait_workload_ready(kind, ns, name, 60.0, ctx.stop)
+        kube.unmark_workload(kind, ns, name, cls.kind)
+        ready = kube.wait_workload_ready(kind, ns, name, 60.0, stop)
         return {"replicas": replicas, "ready": ready}
 
 
@@ -570,8 +595,9 @@ class BadRollout(KubeFault):
         _private_journal(self.ctx)  # the saved template may carry inline env values
         undo.register(self.kind, namespace=w.namespace, kind=w.kind, name=w.name,
                       template=w.template, container=self.container, image=self.image_before)
-        self.kube.patch_workload(w.kind, w.namespace, w.name, {"spec": {"template": {"spec": {
-            "containers": [{"name": self.container, "image": self.image_after}]}}}})
+        meta = self.mark(w, {"template": w.template})  # one patch: the harm and its record
+        self.kube.patch_workload(w.kind, w.namespace, w.name, {"metadata": meta, "spec": {"template": {
+            "spec": {"containers": [{"name": self.container, "image": self.image_after}]}}}})
         self.ctx.harm_started()
         if self.params.wait > 0:
 
@@ -585,21 +611,27 @@ class BadRollout(KubeFault):
 
     @classmethod
     def revert(cls, ctx: FaultContext, data: dict[str, Any]) -> dict[str, Any]:
-        kube, ns, kind, name = ctx.kube, data["namespace"], data["kind"], data["name"]
+        return cls.restore(ctx.kube, data, ctx.stop)
+
+    @classmethod
+    def restore(cls, kube: Kube, data: dict[str, Any], stop: StopFlag | None) -> dict[str, Any]:
+        """Put the recorded template back exactly, drop the in-cluster record, wait for Ready."""
+        ns, kind, name = data["namespace"], data["kind"], data["name"]
         timeout = float(data.get("ready_timeout", READY_TIMEOUT))  # not journalled: a test knob
         current = kube.get_workload(kind, ns, name)
         if current is None:
             return {"gone": True}
         if current.template != data["template"]:
             kube.replace_template(kind, ns, name, data["template"])
+        kube.unmark_workload(kind, ns, name, cls.kind)
         if kind != "StatefulSet":
-            ready = kube.wait_workload_ready(kind, ns, name, timeout, ctx.stop)
+            ready = kube.wait_workload_ready(kind, ns, name, timeout, stop)
             return {"restored": True, "ready": ready}
         # A StatefulSet (OrderedReady) never replaces a pod stuck on the broken image by itself
         # once the template is back: delete the stuck pods so the controller recreates them.
         images = _template_images(data["template"])
         deleted = cls._delete_stuck(kube, ns, name, current.selector, images)
-        if not kube.wait_workload_ready(kind, ns, name, timeout, _RevertStop(ctx.stop), images):
+        if not kube.wait_workload_ready(kind, ns, name, timeout, _RevertStop(stop), images):
             raise DrillkitError(
                 f"bad-rollout revert: template of StatefulSet {ns}/{name} restored, but it was "
                 f"not Ready within {timeout:g}s (stuck pods deleted: {', '.join(deleted) or 'none'})")
@@ -674,6 +706,27 @@ def restore_from_backup(kube: Kube, ns: str, backup: str, now: str) -> dict[str,
             pass
     kube.delete_secret(ns, backup)
     return {"restored": True, "secret": secret, "key": key, "restarted": restarted}
+
+
+def restore_marked(kube: Kube, kind: str, ns: str, name: str, stop: StopFlag | None) -> dict[str, Any]:
+    """Undo what faults recorded on a workload they changed in place (`drillkit.io/revert.*`
+    annotations): `drillkit cleanup`'s way when the journal is lost. Replicas first, then the
+    template; each restore drops its own record."""
+    w = kube.get_workload(kind, ns, name)
+    if w is None:
+        return {"gone": True}
+    done: dict[str, Any] = {}
+    for fault in (ScaleToZero, BadRollout):
+        if fault.kind in w.marks:
+            try:
+                data = json.loads(w.marks[fault.kind])
+            except ValueError:
+                raise DrillkitError(f"{kind} {ns}/{name}: unreadable {fault.kind} revert record; "
+                                    "restore by hand") from None
+            done[fault.kind] = fault.restore(kube, {**data, "namespace": ns, "kind": kind, "name": name}, stop)
+    if not done:  # labelled but no record left (e.g. a crash between the two patches)
+        kube.unmark_workload(kind, ns, name, "")
+    return done
 
 
 class AuthSecretCorruption(KubeFault):
