@@ -79,9 +79,9 @@ def _lab_url(sc: Any, service: str) -> str | None:
     """A local-target drill defaults to the services of the lab in its lab dir, if one is up."""
     if sc.target.local is None:
         return None
-    from drillkit.lab.lab import DEFAULT_DIR, lab_url
+    from drillkit.lab.lab import lab_dir_default, lab_url
 
-    return lab_url(service, sc.target.local.lab_dir or DEFAULT_DIR)
+    return lab_url(service, sc.target.local.lab_dir or lab_dir_default())
 
 
 @main.command()
@@ -249,7 +249,8 @@ def lab() -> None:
 
 
 @lab.command("up")
-@click.option("--dir", "lab_dir", default=".drillkit/lab", show_default=True, help=LAB_DIR_HELP)
+@click.option("--dir", "lab_dir", envvar="DRILLKIT_LAB_DIR", default=".drillkit/lab", show_default=True,
+              help=LAB_DIR_HELP)
 @click.option("--replicas", type=click.IntRange(1, 20), default=None, help="Chat API replicas [2].")
 @click.option("--base-port", type=int, default=None,
               help="First of the lab's 127.0.0.1 ports (Prometheus) [19090].")
@@ -268,7 +269,8 @@ def lab_up(lab_dir: str, replicas: int | None, base_port: int | None) -> None:
 
 
 @lab.command("down")
-@click.option("--dir", "lab_dir", default=".drillkit/lab", show_default=True, help=LAB_DIR_HELP)
+@click.option("--dir", "lab_dir", envvar="DRILLKIT_LAB_DIR", default=".drillkit/lab", show_default=True,
+              help=LAB_DIR_HELP)
 @click.option("--purge", is_flag=True, help="Also delete the lab's data, logs and JWT secret.")
 @_guard
 def lab_down(lab_dir: str, purge: bool) -> None:
@@ -281,7 +283,8 @@ def lab_down(lab_dir: str, purge: bool) -> None:
 
 
 @lab.command("status")
-@click.option("--dir", "lab_dir", default=".drillkit/lab", show_default=True, help=LAB_DIR_HELP)
+@click.option("--dir", "lab_dir", envvar="DRILLKIT_LAB_DIR", default=".drillkit/lab", show_default=True,
+              help=LAB_DIR_HELP)
 @_guard
 def lab_status(lab_dir: str) -> None:
     """Show each component up or down (exit 3 if any is down or no lab is up)."""
@@ -298,7 +301,8 @@ def lab_status(lab_dir: str) -> None:
 
 @lab.command("logs")
 @click.argument("component", required=False)
-@click.option("--dir", "lab_dir", default=".drillkit/lab", show_default=True, help=LAB_DIR_HELP)
+@click.option("--dir", "lab_dir", envvar="DRILLKIT_LAB_DIR", default=".drillkit/lab", show_default=True,
+              help=LAB_DIR_HELP)
 @click.option("-n", "--lines", type=click.IntRange(1), default=20, show_default=True)
 @_guard
 def lab_logs(component: str | None, lab_dir: str, lines: int) -> None:

@@ -201,14 +201,35 @@ class _Located(Exception):
         self.line, self.message = line, message
 
 
-def load_yaml(path: Path) -> Any:
-    """Safely load one YAML document, keeping line numbers; errors are ScenarioErrors."""
+Lookup = typing.Callable[[str], "str | None"]
+"""Resolves a variable name (`env.HOME`, `lab.port.proxy`) to its value, or None if unknown."""
+
+_REF = re.compile(r"\$(\$?)\{([^{}]*)\}")
+
+
+def load_yaml(path: Path, variables: Lookup | None = None) -> Any:
+    """Safely load one YAML document, keeping line numbers; errors are ScenarioErrors.
+
+    With `variables`, `${name}` and `${name:-default}` in scalars are replaced before typing
+    (`$${` stays a literal `${`); an unquoted scalar is then typed by its new text, so
+    `port: ${lab.port.proxy}` is an int.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(str(path), None, "", f"cannot read file: {exc}") from None
     try:
-        return yaml.load(text, Loader=_Loader)
+        if variables is None:
+            return yaml.load(text, Loader=_Loader)
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _interpolate(loader, node, variables, str(path), "")
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except _Located as exc:
         raise ScenarioError(str(path), exc.line, "", exc.message) from None
     except yaml.MarkedYAMLError as exc:
@@ -216,6 +237,37 @@ def load_yaml(path: Path) -> Any:
         raise ScenarioError(str(path), line, "", f"invalid YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise ScenarioError(str(path), None, "", f"invalid YAML: {exc}") from None
+
+
+def _interpolate(loader: _Loader, node: yaml.Node, lookup: Lookup, file: str, path: str) -> None:
+    """Replace `${...}` references in the scalars under `node`, in place."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            _interpolate(loader, value, lookup, file, f"{path}.{name}" if path else name)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _interpolate(loader, item, lookup, file, f"{path}[{i}]")
+    elif isinstance(node, yaml.ScalarNode) and "${" in node.value:
+
+        def replace(m: re.Match[str]) -> str:
+            if m.group(1):
+                return "${" + m.group(2) + "}"
+            name, _, default = m.group(2).partition(":-")
+            value = lookup(name.strip())
+            if value is not None:
+                return value
+            if ":-" in m.group(2):
+                return default
+            raise ScenarioError(file, node.start_mark.line + 1, path,
+                                f"unknown variable ${{{name.strip()}}}: expected env.NAME (a set "
+                                "environment variable) or lab.dir / lab.port.<component>, or give a "
+                                "default: ${NAME:-value}")
+
+        new = _REF.sub(replace, node.value)
+        if new != node.value and node.style is None:  # plain scalar: type it by its new text
+            node.tag = loader.resolve(yaml.ScalarNode, new, (True, False))
+        node.value = new
 
 
 # --- conversion ----------------------------------------------------------------------------
@@ -348,12 +400,21 @@ def build(cls: type[T], data: object, where: Where, skip: frozenset[str] = froze
 # --- JSON Schema ---------------------------------------------------------------------------
 
 
+_VARIABLE_SCHEMA = {"type": "string", "pattern": r"^\$\{[^{}]+\}$",
+                    "description": "a ${variable}, typed once resolved"}
+
+
+def _or_variable(schema: dict[str, Any]) -> dict[str, Any]:
+    """A typed scalar may be written as one `${variable}` (see load_yaml)."""
+    return {"anyOf": [schema, _VARIABLE_SCHEMA]}
+
+
 def schema_of(tp: Any) -> dict[str, Any]:
     """JSON Schema (draft 2020-12 subset) for a type the converter accepts."""
     origin, args = get_origin(tp), get_args(tp)
     if origin is Annotated:
         if any(isinstance(a, DurationMark) for a in args[1:]):
-            return dict(_DURATION_SCHEMA)
+            return _or_variable(dict(_DURATION_SCHEMA))
         return schema_of(args[0])
     if origin in (typing.Union, types.UnionType):
         options = [a for a in args if a is not type(None)]
@@ -364,14 +425,14 @@ def schema_of(tp: Any) -> dict[str, Any]:
         vt = args[1] if args else typing.Any
         return {"type": "object", "additionalProperties": schema_of(vt)}
     if tp in _SCHEMAS:
-        return dict(_SCHEMAS[tp])
+        return _or_variable(dict(_SCHEMAS[tp]))
     if dataclasses.is_dataclass(tp):
         return dataclass_schema(typing.cast(type, tp))
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return {"enum": [m.value for m in tp]}
     simple = {bool: "boolean", int: "integer", float: "number", str: "string"}
     if tp in simple:
-        return {"type": simple[tp]}
+        return {"type": "string"} if tp is str else _or_variable({"type": simple[tp]})
     return {}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -94,7 +95,8 @@ class KubernetesTarget:
 class LocalTarget:
     """Processes on this host (the embedded lab, or anything you run locally)."""
 
-    lab_dir: str | None = doc("state directory of `drillkit lab` (default .drillkit/lab)", default=None)
+    lab_dir: str | None = doc("state directory of `drillkit lab` (default $DRILLKIT_LAB_DIR, else .drillkit/lab)",
+                              default=None)
 
 
 @dataclass(frozen=True)
@@ -215,10 +217,22 @@ def _build_fault(raw: object, where: Where, target: str) -> FaultSpec:
     return FaultSpec(kind=kind, params=params, line=where.line)
 
 
+def variable(name: str) -> str | None:
+    """What `${name}` in a scenario stands for: `env.NAME` is an environment variable,
+    `lab.dir` / `lab.port.<component>` describe the local lab (see `drillkit.lab.lab`)."""
+    if name.startswith("env."):
+        return os.environ.get(name.removeprefix("env."))
+    if name.startswith("lab."):
+        from drillkit.lab.lab import lab_variable
+
+        return lab_variable(name)
+    return None
+
+
 def load_scenario(path: str | Path) -> Scenario:
-    """Load and validate one scenario file."""
+    """Load and validate one scenario file (`${…}` variables resolved, see `variable`)."""
     p = Path(path)
-    data = load_yaml(p)
+    data = load_yaml(p, variable)
     where = Where(str(p), getattr(data, "line", 1), "")
     if not isinstance(data, dict):
         raise where.error("expected a mapping at the top level of a scenario")

@@ -70,6 +70,11 @@ def test_schema_is_valid_and_accepts_every_shipped_scenario() -> None:
     bad["faults"][0]["signall"] = "SIGTERM"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
+    latency = yaml.safe_load((ROOT / "scenarios" / "lab" / "high-latency.yaml").read_text())
+    assert latency["faults"][0]["proxy_port"] == "${lab.port.proxy}"  # an int field, as a variable
+    latency["faults"][0]["proxy_port"] = "port 19093"
+    with pytest.raises(jsonschema.ValidationError):  # any other string is still no int
+        jsonschema.validate(latency, schema)
 
 
 def test_every_shipped_scenario_validates() -> None:

@@ -178,3 +178,64 @@ def test_comparators(expr: str, value: float, holds: bool) -> None:
                                                        ("10%", 3, 1), ("10%", 0, 0)])
 def test_counts(raw: object, total: int, allowed: int) -> None:
     assert Count.parse(raw).of(total) == allowed
+
+
+# --- ${...} variables ----------------------------------------------------------------------------
+
+
+def test_env_variables_are_substituted_then_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRILL_COUNT", "2")
+    monkeypatch.setenv("DRILL_PATTERN", "demo-api")
+    monkeypatch.delenv("DRILL_UNSET", raising=False)
+    text = (GOOD.replace('pattern: "demo-api"', "pattern: ${env.DRILL_PATTERN}")
+            .replace("count: 1", "count: ${env.DRILL_COUNT}")
+            .replace("description: The API process dies.",
+                     "description: ${env.DRILL_UNSET:-nobody set it} $${env.DRILL_COUNT}"))
+    sc = load_scenario(write(tmp_path, text))
+    params = sc.faults[0].params
+    assert params.pattern == "demo-api"  # type: ignore[attr-defined]
+    assert params.count == Count(2, False), params.count  # type: ignore[attr-defined]  # an int again
+    assert sc.description == "nobody set it ${env.DRILL_COUNT}", sc.description
+
+
+def test_an_unknown_variable_is_one_located_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DRILL_UNSET", raising=False)
+    path = write(tmp_path, GOOD.replace('pattern: "demo-api"', "pattern: x-${env.DRILL_UNSET}"))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}:18: faults[0].pattern: unknown variable ${{env.DRILL_UNSET}}"), msg
+    assert "\n" not in msg
+    with pytest.raises(ScenarioError, match=r":18: faults\[0\]\.pattern: unknown variable \$\{lab\.nope\}"):
+        load_scenario(write(tmp_path, GOOD.replace('pattern: "demo-api"', "pattern: ${lab.nope}")))
+
+
+def _fake_lab(lab_dir: Path, base: int, replicas: int) -> None:
+    """A lab state file as `drillkit lab up --base-port BASE --replicas N` writes it."""
+    from drillkit.lab.lab import LabState, Ports
+
+    lab_dir.mkdir(parents=True)
+    LabState(dir=str(lab_dir), base_port=base, replicas=replicas, ports=Ports.layout(base, replicas),
+             urls={}, dsn="", dsn_direct="", dsn_admin="", pg_root="", pg_user=None,
+             jwt_secret_file="", latency_file="", pid_files={}).save()
+
+
+def test_lab_scenarios_follow_the_lab_in_drillkit_lab_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped lab scenarios name no port or path: a lab on other ports, in another
+    directory, is drilled with the same files."""
+    root = Path(__file__).resolve().parents[1] / "scenarios" / "lab"
+    monkeypatch.chdir(tmp_path)  # no .drillkit/lab here: the default layout
+    latency = load_scenario(root / "high-latency.yaml").faults[0].params
+    assert (latency.proxy_port, latency.control) == (19093, ".drillkit/lab/latency.json")  # type: ignore[attr-defined]
+    lab_dir = tmp_path / "elsewhere" / "lab"
+    _fake_lab(lab_dir, 25000, 3)
+    monkeypatch.setenv("DRILLKIT_LAB_DIR", str(lab_dir))
+    latency = load_scenario(root / "high-latency.yaml").faults[0].params
+    assert (latency.proxy_port, latency.control) == (25003, f"{lab_dir}/latency.json")  # type: ignore[attr-defined]
+    leak = load_scenario(root / "memory-leak.yaml")
+    assert leak.target.local is not None and leak.target.local.lab_dir == str(lab_dir)
+    assert leak.faults[0].params.leak_url.startswith("http://127.0.0.1:25010/")  # type: ignore[attr-defined]
+    db = load_scenario(root / "database-exhaustion.yaml").faults[0].params
+    assert "@127.0.0.1:25002/" in db.dsn, db.dsn  # type: ignore[attr-defined]
+    auth = load_scenario(root / "auth-failures.yaml").faults[0].params
+    assert auth.pidfiles == (f"{lab_dir}/api-1.pid", f"{lab_dir}/api-2.pid")  # type: ignore[attr-defined]

@@ -20,6 +20,7 @@ import http.client
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -172,9 +173,36 @@ def lab_url(service: str, lab_dir: str | Path = DEFAULT_DIR) -> str | None:
     return state.urls.get(service) if state else None
 
 
+def lab_dir_default() -> Path:
+    """The lab directory when none is given: `$DRILLKIT_LAB_DIR`, else `.drillkit/lab`."""
+    return Path(os.environ.get("DRILLKIT_LAB_DIR") or DEFAULT_DIR)
+
+
+def lab_variable(name: str) -> str | None:
+    """A scenario's `${lab.…}` variable: `lab.dir`, `lab.port.<component>` (prometheus,
+    alertmanager, postgres, proxy, proxy_metrics, exporter, traffic_metrics, api-1, api-2…).
+
+    Values come from the lab in `lab_dir_default()` if it is up, else from the default layout
+    (so `drillkit validate` needs no lab)."""
+    lab_dir = lab_dir_default()
+    if name == "lab.dir":
+        return str(lab_dir)
+    if not name.startswith("lab.port."):
+        return None
+    try:
+        state = load_state(lab_dir)
+    except UnavailableError:
+        state = None
+    ports = state.ports if state else Ports.layout(DEFAULT_BASE_PORT, 2)
+    component = name.removeprefix("lab.port.")
+    if m := re.fullmatch(r"api-(\d+)", component):
+        i = int(m.group(1))
+        return str(ports.api[i - 1]) if 1 <= i <= len(ports.api) else None
+    value = getattr(ports, component, None) if component in OFFSETS else None
+    return str(value) if isinstance(value, int) else None
+
+
 # --- processes ------------------------------------------------------------------------------
-
-
 
 
 
