@@ -34,7 +34,7 @@ from drillkit.errors import Aborted, PreflightError, ScenarioError
 from drillkit.faults import Fault, FaultContext, Undo, fault_class
 from drillkit.faults import cgroups as cg
 from drillkit.journal import JOURNAL_NAME, Journal, pending_reverts, read_journal
-from drillkit.procs import alive, cmdline, group_members
+from drillkit.procs import alive, cmdline, group_members, stat_fields
 from drillkit.scenario import load_scenario
 from drillkit.signals import StopFlag
 from tests.helpers import drill_process, run_cli, wait_for_event, write_scenario
@@ -427,6 +427,52 @@ class LatencyRig(Rig):
 
 
 @dataclass
+class ProcessRig(Rig):
+    """A process of our own, killed (the revert restarts it) or frozen (the revert resumes it)."""
+
+    tmp: Path
+    signal: str = "SIGKILL"
+
+    def __post_init__(self) -> None:
+        self.marker = f"victim-{secrets.token_hex(4)}"
+        self.argv = [sys.executable, "-c", "import time; time.sleep(600)", self.marker]
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: _pids_matching(self.marker) == [self.proc.pid], 10, "the victim")
+
+    def fault(self) -> dict[str, Any]:
+        f: dict[str, Any] = {"kind": "process-kill", "pattern": f"{self.marker}$", "signal": self.signal}
+        if self.signal == "SIGKILL":
+            f.update(restart=self.argv, back_within="300ms", restart_log=str(self.tmp / "restarted.log"))
+        return f
+
+    def state(self, pid: int) -> str:
+        fields = stat_fields(pid)
+        return fields[0] if fields else "gone"
+
+    def harmed(self, journal: Path) -> None:
+        assert latest_data(journal)["killed"] == [self.proc.pid], latest_data(journal)
+        if self.signal == "SIGSTOP":
+            assert self.state(self.proc.pid) == "T", f"pid {self.proc.pid} is {self.state(self.proc.pid)}"
+        else:
+            assert self.proc.wait(5) == -signal.SIGKILL, self.proc.returncode
+            assert _pids_matching(self.marker) == [], _pids_matching(self.marker)
+
+    def restored(self, journal: Path) -> None:
+        if self.signal == "SIGSTOP":
+            assert self.state(self.proc.pid) in ("S", "R"), f"pid {self.proc.pid} is {self.state(self.proc.pid)}"
+            return
+        back = wait_for(lambda: _pids_matching(self.marker), 10, "the restarted victim")
+        assert len(back) == 1 and back[0] != self.proc.pid, back
+
+    def close(self) -> None:
+        for pid in _pids_matching(self.marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.kill()
+        self.proc.wait()
+
+
+@dataclass
 class AuthRig(Rig):
     """Two app replicas under the lab's own supervisor (it restarts whatever exits)."""
 
@@ -519,6 +565,8 @@ def rig_for(name: str, pg: Postgres, tmp: Path, **kwargs: Any) -> Iterator[Rig]:
         "cpu-pressure": lambda: CpuRig(tmp, **kwargs),
         "latency": lambda: LatencyRig(pg, tmp, **kwargs),
         "auth-secret-corruption": lambda: AuthRig(pg, tmp, **kwargs),
+        "process-kill": lambda: ProcessRig(tmp, **kwargs),
+        "process-stop": lambda: ProcessRig(tmp, signal="SIGSTOP", **kwargs),
     }
     rig = factories[name]()
     try:
@@ -588,7 +636,7 @@ def test_revert_from_journal_in_a_fresh_process(pg: Postgres, tmp_path: Path, ki
 
 
 @pytest.mark.parametrize("kind", ["db-connection-exhaustion", "memory-pressure", "cpu-pressure", "latency",
-                                  "auth-secret-corruption"])
+                                  "auth-secret-corruption", "process-kill", "process-stop"])
 def test_sigterm_during_fault_restores_the_system(prom_env: PromEnv, pg: Postgres, tmp_path: Path,
                                                   kind: str) -> None:
     prom_env.ensure_exporter()
@@ -615,7 +663,7 @@ def test_sigterm_during_fault_restores_the_system(prom_env: PromEnv, pg: Postgre
 
 
 @pytest.mark.parametrize("kind", ["db-connection-exhaustion", "memory-pressure", "cpu-pressure", "latency",
-                                  "auth-secret-corruption"])
+                                  "auth-secret-corruption", "process-kill", "process-stop"])
 def test_sigkilled_runner_then_drillkit_cleanup_restores(prom_env: PromEnv, pg: Postgres, tmp_path: Path,
                                                          kind: str) -> None:
     """The runner dies without reverting anything; the real `drillkit cleanup --run-id` finishes
@@ -639,6 +687,7 @@ def test_sigkilled_runner_then_drillkit_cleanup_restores(prom_env: PromEnv, pg: 
             wait_for(lambda: not alive(int(data["holder_pid"])), 5, "the holder to exit")
         r = run_cli("cleanup", "--run-id", run_id_of(journal), "--report-dir", str(reports), timeout=120)
         assert r.returncode == 0, f"cleanup exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+        kind = rig.fault()["kind"]
         assert f"revert {kind}" in r.stdout, r.stdout
         assert pending_reverts(journal) == []
         rig.restored(journal)
