@@ -34,6 +34,7 @@ from drillkit.kube import (
     PROTECTED_NAMESPACES,
     REQUEST_TIMEOUT,
     RESTART,
+    REVERT_PREFIX,
     RUN_LABEL,
     Conflict,
     ExecFailed,
@@ -492,9 +493,10 @@ class ScaleToZero(KubeFault):
         w = getattr(self, "workload", None)
         if w is None:
             return []
-        return [f"scale {w.ref} from {w.replicas} to 0 replicas, deleting:",
+        return [f"record the replica count on {w.ref} ({MODIFIED_BY}, {REVERT_PREFIX}{self.kind})",
+                f"scale {w.ref} from {w.replicas} to 0 replicas, deleting:",
                 *self.pod_lines(self.pods),
-                f"revert: scale back to {w.replicas}"]
+                f"revert: scale back to {w.replicas}, drop the record"]
 
     def inject(self, undo: Undo) -> None:
         w = self.workload
@@ -585,8 +587,9 @@ class BadRollout(KubeFault):
         if w is None:
             return []
         return [f"set image of container {self.container} in {w.ref}: {self.image_before} -> "
-                f"{self.image_after}; pods to be replaced:", *self.pod_lines(self.pods),
-                "revert: restore the previous pod template exactly"]
+                f"{self.image_after} (the previous template recorded on it: {MODIFIED_BY}, "
+                f"{REVERT_PREFIX}{self.kind}); pods to be replaced:", *self.pod_lines(self.pods),
+                "revert: restore the previous pod template exactly, drop the record"]
 
     def inject(self, undo: Undo) -> None:
         w = self.kube.get_workload(self.workload.kind, self.workload.namespace, self.workload.name)
