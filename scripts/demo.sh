@@ -12,7 +12,7 @@ bash scripts/setup.sh
 DK=.venv/bin/drillkit
 "$DK" validate scenarios/lab/
 "$DK" lab up
-# `drillkit run` would find the lab's Prometheus by itself (.drillkit/lab/state.json); it is
+# `drillkit run` would find the lab's Prometheus by itself (<lab dir>/state.json); it is
 # spelled out here so the demo shows where detection is timed from.
 PROM=$(.venv/bin/python -c 'from drillkit.lab.lab import lab_url; print(lab_url("prometheus"))')
 set +e

@@ -210,13 +210,13 @@ def test_an_unknown_variable_is_one_located_line(tmp_path: Path, monkeypatch: py
         load_scenario(write(tmp_path, GOOD.replace('pattern: "demo-api"', "pattern: ${lab.nope}")))
 
 
-def _fake_lab(lab_dir: Path, base: int, replicas: int) -> None:
+def _fake_lab(lab_dir: Path, base: int, replicas: int, urls: dict[str, str] | None = None) -> None:
     """A lab state file as `drillkit lab up --base-port BASE --replicas N` writes it."""
     from drillkit.lab.lab import LabState, Ports
 
     lab_dir.mkdir(parents=True)
     LabState(dir=str(lab_dir), base_port=base, replicas=replicas, ports=Ports.layout(base, replicas),
-             urls={}, dsn="", dsn_direct="", dsn_admin="", pg_root="", pg_user=None,
+             urls=urls or {}, dsn="", dsn_direct="", dsn_admin="", pg_root="", pg_user=None,
              jwt_secret_file="", latency_file="", pid_files={}).save()
 
 
@@ -239,3 +239,14 @@ def test_lab_scenarios_follow_the_lab_in_drillkit_lab_dir(tmp_path: Path, monkey
     assert "@127.0.0.1:25002/" in db.dsn, db.dsn  # type: ignore[attr-defined]
     auth = load_scenario(root / "auth-failures.yaml").faults[0].params
     assert auth.pidfiles == (f"{lab_dir}/api-1.pid", f"{lab_dir}/api-2.pid")  # type: ignore[attr-defined]
+
+
+def test_the_lab_dir_default_follows_drillkit_lab_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`drillkit run` of a local drill (and the demo) find the lab's Prometheus there."""
+    from drillkit.lab.lab import lab_url
+
+    monkeypatch.chdir(tmp_path)
+    assert lab_url("prometheus") is None  # no lab in ./.drillkit/lab
+    _fake_lab(tmp_path / "lab2", 21000, 2, urls={"prometheus": "http://127.0.0.1:21000"})
+    monkeypatch.setenv("DRILLKIT_LAB_DIR", str(tmp_path / "lab2"))
+    assert lab_url("prometheus") == "http://127.0.0.1:21000"

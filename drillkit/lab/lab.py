@@ -164,10 +164,11 @@ def load_state(lab_dir: str | Path = DEFAULT_DIR) -> LabState | None:
                                "and delete it, or start over in another --dir") from None
 
 
-def lab_url(service: str, lab_dir: str | Path = DEFAULT_DIR) -> str | None:
-    """A lab service's URL (prometheus, alertmanager) if a lab was brought up in `lab_dir`."""
+def lab_url(service: str, lab_dir: str | Path | None = None) -> str | None:
+    """A lab service's URL (prometheus, alertmanager) if a lab was brought up in `lab_dir`
+    (default: `lab_dir_default()`)."""
     try:
-        state = load_state(lab_dir)
+        state = load_state(lab_dir or lab_dir_default())
     except UnavailableError:
         return None
     return state.urls.get(service) if state else None
