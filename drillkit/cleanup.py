@@ -8,11 +8,11 @@ independent records let another process undo it:
    marked done in that journal;
 2. the cluster itself: every object drillkit creates carries `drillkit.io/run-id`, nodes it
    cordoned carry `drillkit.io/cordoned-by`, and workloads it changed in place carry
-   `drillkit.io/modified-by` with their revert data in `drillkit.io/revert.<fault>` annotations
-   (replica count, previous pod template). Whatever is still there after step 1 (or whose
-   journal is lost — a CI runner's workspace, say) is found by label: backup Secrets put their
-   original value back and restart the workloads that use it, marked workloads are restored
-   from their annotations, and the rest is deleted.
+   `drillkit.io/modified-by`, their previous state (replica count, pod template) kept in a
+   run-labelled revert-record Secret. Whatever is still there after step 1 (or whose journal is
+   lost — a CI runner's workspace, say) is found by label: records restore their workloads,
+   backup Secrets put their original value back and restart the workloads that use it, and the
+   rest is deleted.
 
 Both steps are idempotent; running cleanup twice is harmless. Do not point `--all` at report
 folders of drills that are still running: it would revert them under their feet.
@@ -203,8 +203,8 @@ def _short(result: dict[str, Any] | None) -> str:
 def _sweep(kubes: _Kubes, run_id: str | None, report: CleanupReport, log: Callable[[str], None],
            contexts: set[str]) -> None:
     """Delete (or restore, then delete) everything labelled with the run id(s)."""
-    from drillkit.faults.kubernetes import restore_from_backup, restore_marked
-    from drillkit.kube import BACKUP_OF
+    from drillkit.faults.kubernetes import RECORDING_FAULTS, release_workload, restore_from_backup, restore_recorded
+    from drillkit.kube import BACKUP_OF, REVERT_FAULT, REVERT_OF
 
     targets = set(contexts)
     if kubes.context or not targets:
@@ -223,23 +223,35 @@ def _sweep(kubes: _Kubes, run_id: str | None, report: CleanupReport, log: Callab
             report.failed.append(f"context {name}: cannot list labelled objects: {exc}")
             continue
         order = {"Secret": 0, "Node": 1, "Job": 2, "Pod": 3}
+        faults = {f: i for i, f in enumerate(RECORDING_FAULTS)}
+        records = sorted((x for x in found if x.ref.kind == "Secret" and REVERT_OF in x.annotations),
+                         key=lambda x: faults.get(x.annotations.get(REVERT_FAULT, ""), 9))
         backups = [x for x in found if x.ref.kind == "Secret" and BACKUP_OF in x.annotations]
-        marked = [x for x in found if x.ref.kind in ("Deployment", "StatefulSet")]
-        rest = sorted((x for x in found if x not in backups and x not in marked),
+        workloads = [x for x in found if x.ref.kind in ("Deployment", "StatefulSet")]
+        rest = sorted((x for x in found if x not in records + backups + workloads),
                       key=lambda x: order.get(x.ref.kind, 9))
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for x in records:  # workloads changed in place: their previous state, from the cluster
+            try:
+                result = restore_recorded(kube, x.ref.namespace or "", x.ref.name, x.run_id, StopFlag())
+                report.done.append(f"context {name}: restored from {x.ref} (run {x.run_id}) -> {_short(result)}")
+            except Exception as exc:  # one FAILED line (bad record data too); the rest still goes
+                report.failed.append(f"context {name}: restore from {x.ref}: {_one_line(exc)}")
         for x in backups:
             try:
                 result = restore_from_backup(kube, x.ref.namespace or "", x.ref.name, now)
                 report.done.append(f"context {name}: restored {x.ref} -> {_short(result)}")
-            except DrillkitError as exc:
-                report.failed.append(f"context {name}: restore from {x.ref}: {exc}")
-        for x in marked:
+            except Exception as exc:  # as above
+                report.failed.append(f"context {name}: restore from {x.ref}: {_one_line(exc)}")
+        for x in workloads:  # still labelled: a restore above failed, or no record was left
             try:
-                result = restore_marked(kube, x.ref.kind, x.ref.namespace or "", x.ref.name, StopFlag())
-                report.done.append(f"context {name}: restored {x.ref} (run {x.run_id}) -> {_short(result)}")
+                ns = x.ref.namespace or ""
+                if release_workload(kube, ns, x.ref.kind, x.ref.name, x.run_id):
+                    report.done.append(f"context {name}: unlabelled {x.ref} (run {x.run_id})")
+                else:
+                    report.failed.append(f"context {name}: {x.ref} keeps its revert record (run {x.run_id})")
             except DrillkitError as exc:
-                report.failed.append(f"context {name}: restore {x.ref}: {exc}")
+                report.failed.append(f"context {name}: {x.ref}: {exc}")
         for x in rest:
             try:
                 gone = kube.delete(x.ref)

@@ -61,12 +61,15 @@ CORDONED_BY = "drillkit.io/cordoned-by"
 """Annotation on a node drillkit cordoned (value: run id), so cleanup can find it without a journal."""
 MODIFIED_BY = "drillkit.io/modified-by"
 """Label on a Deployment/StatefulSet a fault changed in place (value: run id): found by cleanup
-and by the leftover check, and refused as a target by other runs until it is restored."""
-REVERT_PREFIX = "drillkit.io/revert."
-"""Annotation `drillkit.io/revert.<fault>` on such a workload: JSON of what its revert needs (the
-replica count, the previous pod template), so cleanup can restore it when the journal is lost."""
-MAX_MARK_CHARS = 100_000
-"""Revert data larger than this stays in the journal only (annotations total at most 256 KiB)."""
+and by the leftover check, and refused as a target by other runs until it is restored. A label,
+not an annotation: the Deployment controller copies annotations onto ReplicaSets (and `rollout
+undo` copies them back), never the Deployment's own labels."""
+REVERT_OF = "drillkit.io/revert-of"
+"""Annotation on a revert-record Secret (run-labelled, next to the workload): `Kind/name` of the
+workload whose previous state (replica count, pod template) it keeps, so cleanup can restore it
+when the journal is lost."""
+REVERT_FAULT = "drillkit.io/revert-fault"
+"""Annotation on a revert-record Secret: the fault whose revert data it holds (key `revert`, JSON)."""
 PROTECTED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "local-path-storage")
 IN_CLUSTER = "in-cluster"
 """Context name used for in-cluster service-account config (must be allowed explicitly)."""
@@ -452,17 +455,10 @@ class Workload:
     containers: tuple[Container, ...]
     template: dict[str, Any] = field(repr=False, default_factory=dict)
     labels: dict[str, str] = field(repr=False, default_factory=dict)
-    annotations: dict[str, str] = field(repr=False, default_factory=dict)
 
     @property
     def ref(self) -> ObjRef:
         return ObjRef(self.kind, self.namespace, self.name, self.uid)
-
-    @property
-    def marks(self) -> dict[str, str]:
-        """Pending in-cluster revert records, by fault kind (see REVERT_PREFIX)."""
-        return {k.removeprefix(REVERT_PREFIX): v for k, v in self.annotations.items()
-                if k.startswith(REVERT_PREFIX)}
 
     def mounts_secret(self, secret: str) -> bool:
         """Whether the pod template uses Secret `secret` (volume, env or envFrom)."""
@@ -511,15 +507,6 @@ class Labelled:
     run_id: str
     annotations: dict[str, str]
     terminating: bool = False
-
-
-def revert_mark(run_id: str, fault: str, data: dict[str, Any]) -> dict[str, Any] | None:
-    """The metadata patch recording `fault`'s revert data on the workload it changes; None when
-    the data is too large for an annotation (the journal still has it)."""
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    if len(text) > MAX_MARK_CHARS:
-        return None
-    return {"labels": {MODIFIED_BY: run_id}, "annotations": {REVERT_PREFIX + fault: text}}
 
 
 _WORKLOAD_KINDS = {"deployment": "Deployment", "deployments": "Deployment", "deploy": "Deployment",
@@ -827,8 +814,7 @@ class Kube:
         pod = Pod.from_json({"metadata": {}, "spec": template.get("spec") or {}, "status": {}})
         return Workload(kind, namespace, name, meta.get("uid", ""), int(spec.get("replicas", 1)),
                         int(status.get("readyReplicas") or 0), ",".join(p for p in parts if p),
-                        pod.containers, template, dict(meta.get("labels") or {}),
-                        dict(meta.get("annotations") or {}))
+                        pod.containers, template, dict(meta.get("labels") or {}))
 
     def get_replicas(self, kind: str, namespace: str, name: str) -> int:
         read_scale = self._workload_fns(kind)[2]
@@ -851,18 +837,9 @@ class Kube:
         self.patch_workload(kind, namespace, name,
                             [{"op": "replace", "path": "/spec/template", "value": template}])
 
-    def unmark_workload(self, kind: str, namespace: str, name: str, fault: str) -> None:
-        """Drop the `fault`'s revert record (see `revert_mark`), and the label with the last one."""
-        w = self.get_workload(kind, namespace, name)
-        if w is None:
-            return
-        meta: dict[str, Any] = {}
-        if fault in w.marks:
-            meta["annotations"] = {REVERT_PREFIX + fault: None}
-        if MODIFIED_BY in w.labels and not set(w.marks) - {fault}:
-            meta["labels"] = {MODIFIED_BY: None}
-        if meta:
-            self.patch_workload(kind, namespace, name, {"metadata": meta})
+    def label_workload(self, kind: str, namespace: str, name: str, labels: dict[str, str | None]) -> None:
+        """Set (or, with None, remove) labels of the workload itself, not of its pods."""
+        self.patch_workload(kind, namespace, name, {"metadata": {"labels": labels}})
 
     def restart_workload(self, kind: str, namespace: str, name: str, at: str) -> None:
         """Roll the workload's pods, like `kubectl rollout restart`."""

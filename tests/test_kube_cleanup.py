@@ -21,8 +21,9 @@ from click.testing import CliRunner
 from drillkit.cleanup import cleanup
 from drillkit.cli import main
 from drillkit.faults import FaultContext, Undo, fault_class
+from drillkit.faults.kubernetes import record_name
 from drillkit.journal import Journal, pending_reverts
-from drillkit.kube import MODIFIED_BY, REVERT_PREFIX, kube_factory_for
+from drillkit.kube import MODIFIED_BY, REVERT_FAULT, REVERT_OF, kube_factory_for
 from drillkit.scenario import load_scenario
 from drillkit.signals import StopFlag
 from tests.helpers import drillkit_cmd, write_scenario
@@ -182,7 +183,8 @@ def test_cleanup_without_journal_uses_labels(kube_demo: KubeServer, tmp_path: Pa
 
 def test_cleanup_without_journal_restores_changed_workloads(kube_demo: KubeServer, tmp_path: Path) -> None:
     """scale-to-zero and bad-rollout change objects drillkit did not create: their revert data
-    also lives on the object (label + annotations), so a lost journal still restores them."""
+    also lives in run-labelled record Secrets (the workloads get a label), so a lost journal
+    still restores them; a record with damaged data is one FAILED line and the rest goes on."""
     api = kube_demo.get("deployments", NS, "chatbot-api")
     assert api is not None
     faults: list[dict[str, Any]] = [
@@ -211,17 +213,39 @@ def test_cleanup_without_journal_restores_changed_workloads(kube_demo: KubeServe
     r = CliRunner().invoke(main, ["cleanup", "--all", "--report-dir", str(tmp_path / "reports"),
                                   "--context", CONTEXT, "--kubeconfig", kube_demo.kubeconfig_path])
     assert r.exit_code == 0, f"exit {r.exit_code}\n{r.stdout}\n{r.stderr}"
-    assert "restored StatefulSet chatbot/chatbot-db" in r.stdout and "(run cafe0001)" in r.stdout, r.stdout
+    assert "workload=StatefulSet/chatbot-db" in r.stdout and "(run cafe0001)" in r.stdout, r.stdout
+    assert "workload=Deployment/chatbot-api" in r.stdout, r.stdout
     db, fixed = kube_demo.get("statefulsets", NS, "chatbot-db"), kube_demo.get("deployments", NS, "chatbot-api")
     assert db is not None and db["spec"]["replicas"] == 1, r.stdout
     assert fixed is not None and fixed["spec"]["template"] == api["spec"]["template"], r.stdout
     for obj in (db, fixed):
-        meta = obj["metadata"]
-        assert MODIFIED_BY not in meta.get("labels", {}), meta
-        assert not [k for k in meta.get("annotations", {}) if k.startswith(REVERT_PREFIX)], meta
+        assert MODIFIED_BY not in obj["metadata"].get("labels", {}), obj["metadata"]
+    assert kube_demo.list("secrets", NS, "drillkit.io/run-id") == [], "records left behind"
     again = cleanup(tmp_path / "reports", None, context=CONTEXT, kubeconfig=kube_demo.kubeconfig_path,
                     log=lambda _: None)
     assert again.done == [] and again.failed == [], again
+
+
+def test_cleanup_reports_a_damaged_revert_record_and_goes_on(kube_demo: KubeServer) -> None:
+    """A record whose data is not what drillkit wrote: FAILED, the workload keeps its label (so
+    other runs keep refusing it), and the other labelled objects are still handled."""
+    name = record_name("bad00001", "Deployment", "chatbot-api", "scale-to-zero")
+    kube_demo.seed({"kind": "Secret", "metadata": {
+        "name": name, "namespace": NS, "labels": {"drillkit.io/run-id": "bad00001"},
+        "annotations": {REVERT_OF: "Deployment/chatbot-api", REVERT_FAULT: "scale-to-zero"}},
+        "data": {"revert": base64.b64encode(b'["not", "a", "mapping"]').decode()}})
+    kube_demo.update("deployments", NS, "chatbot-api",
+                     lambda d: d["metadata"].setdefault("labels", {}).__setitem__(MODIFIED_BY, "bad00001"))
+    kube_demo.seed({"kind": "Secret", "metadata": {"name": "other", "namespace": NS,
+                                                   "labels": {"drillkit.io/run-id": "bad00001"}}})
+    report = cleanup(Path("/nonexistent"), "bad00001", context=CONTEXT, kubeconfig=kube_demo.kubeconfig_path,
+                     log=lambda _: None)
+    assert any(f"restore from Secret {NS}/{name}" in f and "unreadable" in f
+               and "restore Deployment/chatbot-api by hand" in f for f in report.failed), report
+    assert any("keeps its revert record" in f for f in report.failed), report
+    assert any(f"deleted Secret {NS}/other" in d for d in report.done), report
+    d = kube_demo.get("deployments", NS, "chatbot-api")
+    assert d is not None and d["metadata"]["labels"][MODIFIED_BY] == "bad00001"
 
 
 def test_cleanup_reports_bad_journal_data_per_run_and_goes_on(kube_demo: KubeServer,

@@ -14,13 +14,15 @@ import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from drillkit.errors import Aborted, DrillkitError
 from drillkit.faults import Undo
+from drillkit.faults.kubernetes import record_name
 from drillkit.journal import pending_reverts
-from drillkit.kube import MODIFIED_BY, REVERT_PREFIX
+from drillkit.kube import MODIFIED_BY, REVERT_FAULT, REVERT_OF
 from drillkit.signals import StopFlag
 from tests.kube_drill import direct_fault, no_secret_values, report, run_drill, scenario
 from tests.kubeserver import KubeServer
@@ -34,6 +36,18 @@ def api_pods(server: KubeServer) -> dict[str, str]:
     """name -> uid of the chatbot-api pods."""
     return {p["metadata"]["name"]: p["metadata"]["uid"]
             for p in server.list("pods", NS, label_selector="app=chatbot-api")}
+
+
+def record_posted(server: KubeServer) -> dict[str, Any]:
+    """The revert-record Secret drillkit created (the request body)."""
+    posts = [r.body for r in server.requests if r.method == "POST" and r.path.endswith("/secrets")
+             and REVERT_OF in (r.body.get("metadata", {}).get("annotations") or {})]
+    assert len(posts) == 1, posts
+    return dict(posts[0])
+
+
+def record_data(record: dict[str, Any]) -> dict[str, Any]:
+    return dict(json.loads(base64.b64decode(record["data"]["revert"])))
 
 
 def ready_count(server: KubeServer, selector: str = "app=chatbot-api") -> int:
@@ -113,16 +127,23 @@ def test_scale_to_zero_restores_exact_replicas(kube_demo: KubeServer, prom_env: 
                if r.method == "PATCH" and "/deployments/chatbot-api" in r.path]
     scales = [r.body for r in patches if r.path.endswith("/scale")]
     assert [b["spec"]["replicas"] for b in scales] == [0, 2], f"scale PATCH bodies: {scales}"
-    # the revert data is recorded on the Deployment itself before the scale-down (for a cleanup
-    # without the journal), and dropped again by the revert
+    # before the scale-down, the revert data goes into a run-labelled record Secret (for a
+    # cleanup without the journal) and the Deployment gets a label (never an annotation: the
+    # controller would copy it onto ReplicaSets); the revert drops both
+    run_id = run.result.run_id
     first = patches[0]
     assert not first.path.endswith("/scale"), [r.path for r in patches]
-    assert first.body["metadata"] == {"labels": {MODIFIED_BY: run.result.run_id},
-                                      "annotations": {REVERT_PREFIX + "scale-to-zero": '{"replicas":2}'}}
+    assert first.body == {"metadata": {"labels": {MODIFIED_BY: run_id}}}, first.body
+    record = record_posted(kube_demo)
+    assert record["metadata"]["name"] == record_name(run_id, "Deployment", "chatbot-api", "scale-to-zero")
+    assert record["metadata"]["labels"] == {"drillkit.io/run-id": run_id}
+    assert record["metadata"]["annotations"] == {REVERT_OF: "Deployment/chatbot-api", REVERT_FAULT: "scale-to-zero"}
+    assert record_data(record) == {"namespace": NS, "kind": "Deployment", "name": "chatbot-api", "replicas": 2}
+    assert kube_demo.get("secrets", NS, record["metadata"]["name"]) is None, "record not deleted by the revert"
     d = kube_demo.get("deployments", NS, "chatbot-api")
     assert d is not None and d["spec"]["replicas"] == 2, d and d["spec"]
     assert MODIFIED_BY not in d["metadata"].get("labels", {}), d["metadata"]
-    assert not [k for k in d["metadata"].get("annotations", {}) if k.startswith(REVERT_PREFIX)]
+    assert not [k for k in d["metadata"].get("annotations", {}) if k.startswith("drillkit.io/")]
     assert ready_count(kube_demo) == 2, api_pods(kube_demo)
 
 
@@ -148,11 +169,12 @@ def test_bad_rollout_restores_previous_template(kube_demo: KubeServer, prom_env:
     patches = [r.body for r in kube_demo.requests
                if r.method == "PATCH" and r.path.endswith("/deployments/chatbot-api")]
     assert patches[0]["spec"]["template"]["spec"]["containers"] == [{"name": "api", "image": bad}]
-    # the same PATCH records the previous template on the Deployment: no window without it
-    mark = patches[0]["metadata"]
-    assert mark["labels"] == {MODIFIED_BY: run_id}, mark
-    assert json.loads(mark["annotations"][REVERT_PREFIX + "bad-rollout"]) == {
-        "template": before["spec"]["template"]}
+    # the same PATCH labels the Deployment; the previous template went into a record Secret first
+    assert patches[0]["metadata"] == {"labels": {MODIFIED_BY: run_id}}, patches[0]
+    record = record_posted(kube_demo)
+    assert record["metadata"]["annotations"][REVERT_FAULT] == "bad-rollout"
+    assert record_data(record)["template"] == before["spec"]["template"]
+    assert kube_demo.get("secrets", NS, record["metadata"]["name"]) is None, "record not deleted by the revert"
     after = kube_demo.get("deployments", NS, "chatbot-api")
     assert after is not None
     assert after["spec"]["template"] == before["spec"]["template"], "template not restored exactly"
@@ -508,7 +530,7 @@ def test_a_workload_awaiting_another_runs_revert_is_refused(kube_demo: KubeServe
         [{"kind": "bad-rollout", "workload": "deployment/chatbot-api", "wait": 0}]))
     assert run.result.status.value == "inconclusive", run.output  # a preflight refusal
     error = run.event("error").data["error"]
-    assert "still awaits the revert of run aaaa1111 (scale-to-zero)" in error, error
+    assert f"still awaits the revert of run aaaa1111 (label {MODIFIED_BY})" in error, error
     assert "drillkit cleanup --run-id aaaa1111" in error, error
     assert not [r for r in kube_demo.requests if r.method == "PATCH"], "something was patched"
 

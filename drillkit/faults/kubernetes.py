@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -34,7 +35,8 @@ from drillkit.kube import (
     PROTECTED_NAMESPACES,
     REQUEST_TIMEOUT,
     RESTART,
-    REVERT_PREFIX,
+    REVERT_FAULT,
+    REVERT_OF,
     RUN_LABEL,
     Conflict,
     ExecFailed,
@@ -46,7 +48,6 @@ from drillkit.kube import (
     Pod,
     StopFlag,
     Workload,
-    revert_mark,
     workload_kind,
 )
 from drillkit.model import Count, Duration, doc
@@ -261,20 +262,31 @@ class KubeFault(Fault):
         if w is None:
             raise PreflightError(f"{self.kind}: {ref[0]} {ns}/{ref[1]} not found "
                                  f"(context {self.kube.context})")
-        other = w.labels.get(MODIFIED_BY)
-        if other and other != self.ctx.run_id:
-            raise PreflightError(f"{self.kind}: {w.kind} {ns}/{w.name} still awaits the revert of run "
-                                 f"{other} ({', '.join(w.marks) or MODIFIED_BY}): run "
-                                 f"`drillkit cleanup --run-id {other}` first")
+        self.claimable(w)
         return w
 
-    def mark(self, w: Workload, data: dict[str, Any]) -> dict[str, Any]:
-        """The metadata patch recording this fault's revert data on `w` (empty if too large)."""
-        meta = revert_mark(self.ctx.run_id, self.kind, data)
-        if meta is None:
-            self.ctx.log(f"{self.kind}: revert data of {w.ref} too large for an annotation; "
-                         "only the journal has it")
-        return meta or {}
+    def claimable(self, w: Workload) -> None:
+        """Refuse a workload another run changed and has not restored yet: a second drill would
+        save the broken state as the one to restore. Checked in preflight and again at inject."""
+        other = w.labels.get(MODIFIED_BY)
+        if other and other != self.ctx.run_id:
+            raise PreflightError(f"{self.kind}: {w.kind} {w.namespace}/{w.name} still awaits the revert "
+                                 f"of run {other} (label {MODIFIED_BY}): run "
+                                 f"`drillkit cleanup --run-id {other}` first")
+
+    def record(self, w: Workload, data: dict[str, Any]) -> None:
+        """Keep this fault's revert data in the cluster too, for a cleanup that has lost the
+        journal: a run-labelled Secret next to the workload (see `record_name`). An existing
+        record is kept: it holds the state from before this run's first change."""
+        body = json.dumps({"namespace": w.namespace, "kind": w.kind, "name": w.name, **data})
+        try:
+            self.kube.create_secret(
+                w.namespace, record_name(self.ctx.run_id, w.kind, w.name, self.kind),
+                {REVERT_KEY: base64.b64encode(body.encode()).decode()},
+                labels={RUN_LABEL: self.ctx.run_id},
+                annotations={REVERT_OF: f"{w.kind}/{w.name}", REVERT_FAULT: self.kind})
+        except Conflict:
+            self.ctx.log(f"{self.kind}: {w.ref} already has a revert record of this run; kept")
 
     def pod_lines(self, pods: list[Pod]) -> list[str]:
         return [f"  - {p.ref} on node {p.node or '?'}" for p in pods]
@@ -493,18 +505,21 @@ class ScaleToZero(KubeFault):
         w = getattr(self, "workload", None)
         if w is None:
             return []
-        return [f"record the replica count on {w.ref} ({MODIFIED_BY}, {REVERT_PREFIX}{self.kind})",
+        return [f"record the replica count in Secret {record_name(self.ctx.run_id, w.kind, w.name, self.kind)}"
+                f" and label {w.ref} {MODIFIED_BY}={self.ctx.run_id}",
                 f"scale {w.ref} from {w.replicas} to 0 replicas, deleting:",
                 *self.pod_lines(self.pods),
-                f"revert: scale back to {w.replicas}, drop the record"]
+                f"revert: scale back to {w.replicas}, delete the record and the label"]
 
     def inject(self, undo: Undo) -> None:
-        w = self.workload
+        w = self.kube.get_workload(self.workload.kind, self.workload.namespace, self.workload.name)
+        if w is None:
+            raise PreflightError(f"{self.kind}: {self.workload.ref} disappeared")
+        self.claimable(w)
         replicas = self.kube.get_replicas(w.kind, w.namespace, w.name)
         undo.register(self.kind, namespace=w.namespace, kind=w.kind, name=w.name, replicas=replicas)
-        meta = self.mark(w, {"replicas": replicas})
-        if meta:  # in the cluster too, for a cleanup that has lost the journal
-            self.kube.patch_workload(w.kind, w.namespace, w.name, {"metadata": meta})
+        self.record(w, {"replicas": replicas})
+        self.kube.label_workload(w.kind, w.namespace, w.name, {MODIFIED_BY: self.ctx.run_id})
         self.kube.scale(w.kind, w.namespace, w.name, 0)
         self.ctx.harm_started()
         if self.params.wait > 0:
@@ -516,17 +531,18 @@ class ScaleToZero(KubeFault):
 
     @classmethod
     def revert(cls, ctx: FaultContext, data: dict[str, Any]) -> dict[str, Any]:
-        return cls.restore(ctx.kube, data, ctx.stop)
+        return cls.restore(ctx.kube, data, ctx.stop, ctx.run_id)
 
     @classmethod
-    def restore(cls, kube: Kube, data: dict[str, Any], stop: StopFlag | None) -> dict[str, Any]:
+    def restore(cls, kube: Kube, data: dict[str, Any], stop: StopFlag | None, run_id: str) -> dict[str, Any]:
         """Scale back to the recorded count, then drop the in-cluster record."""
         ns, kind, name, replicas = data["namespace"], data["kind"], data["name"], int(data["replicas"])
         try:
             kube.scale(kind, ns, name, replicas)
         except NotFound:
+            drop_record(kube, ns, kind, name, cls.kind, run_id)
             return {"gone": True}
-        kube.unmark_workload(kind, ns, name, cls.kind)
+        drop_record(kube, ns, kind, name, cls.kind, run_id)
         ready = kube.wait_workload_ready(kind, ns, name, 60.0, stop)
         return {"replicas": replicas, "ready": ready}
 
@@ -586,21 +602,24 @@ class BadRollout(KubeFault):
         w = getattr(self, "workload", None)
         if w is None:
             return []
-        return [f"set image of container {self.container} in {w.ref}: {self.image_before} -> "
-                f"{self.image_after} (the previous template recorded on it: {MODIFIED_BY}, "
-                f"{REVERT_PREFIX}{self.kind}); pods to be replaced:", *self.pod_lines(self.pods),
-                "revert: restore the previous pod template exactly, drop the record"]
+        return [f"record the pod template in Secret {record_name(self.ctx.run_id, w.kind, w.name, self.kind)}",
+                f"set image of container {self.container} in {w.ref}: {self.image_before} -> "
+                f"{self.image_after}, label it {MODIFIED_BY}={self.ctx.run_id}; pods to be replaced:",
+                *self.pod_lines(self.pods),
+                "revert: restore the previous pod template exactly, delete the record and the label"]
 
     def inject(self, undo: Undo) -> None:
         w = self.kube.get_workload(self.workload.kind, self.workload.namespace, self.workload.name)
         if w is None:
             raise PreflightError(f"{self.kind}: {self.workload.ref} disappeared")
+        self.claimable(w)
         _private_journal(self.ctx)  # the saved template may carry inline env values
         undo.register(self.kind, namespace=w.namespace, kind=w.kind, name=w.name,
                       template=w.template, container=self.container, image=self.image_before)
-        meta = self.mark(w, {"template": w.template})  # one patch: the harm and its record
-        self.kube.patch_workload(w.kind, w.namespace, w.name, {"metadata": meta, "spec": {"template": {
-            "spec": {"containers": [{"name": self.container, "image": self.image_after}]}}}})
+        self.record(w, {"template": w.template})  # a Secret: the template may hold inline credentials
+        self.kube.patch_workload(w.kind, w.namespace, w.name, {  # one patch: the harm and its label
+            "metadata": {"labels": {MODIFIED_BY: self.ctx.run_id}},
+            "spec": {"template": {"spec": {"containers": [{"name": self.container, "image": self.image_after}]}}}})
         self.ctx.harm_started()
         if self.params.wait > 0:
 
@@ -614,19 +633,20 @@ class BadRollout(KubeFault):
 
     @classmethod
     def revert(cls, ctx: FaultContext, data: dict[str, Any]) -> dict[str, Any]:
-        return cls.restore(ctx.kube, data, ctx.stop)
+        return cls.restore(ctx.kube, data, ctx.stop, ctx.run_id)
 
     @classmethod
-    def restore(cls, kube: Kube, data: dict[str, Any], stop: StopFlag | None) -> dict[str, Any]:
+    def restore(cls, kube: Kube, data: dict[str, Any], stop: StopFlag | None, run_id: str) -> dict[str, Any]:
         """Put the recorded template back exactly, drop the in-cluster record, wait for Ready."""
         ns, kind, name = data["namespace"], data["kind"], data["name"]
         timeout = float(data.get("ready_timeout", READY_TIMEOUT))  # not journalled: a test knob
         current = kube.get_workload(kind, ns, name)
         if current is None:
+            drop_record(kube, ns, kind, name, cls.kind, run_id)
             return {"gone": True}
         if current.template != data["template"]:
             kube.replace_template(kind, ns, name, data["template"])
-        kube.unmark_workload(kind, ns, name, cls.kind)
+        drop_record(kube, ns, kind, name, cls.kind, run_id)
         if kind != "StatefulSet":
             ready = kube.wait_workload_ready(kind, ns, name, timeout, stop)
             return {"restored": True, "ready": ready}
@@ -711,25 +731,54 @@ def restore_from_backup(kube: Kube, ns: str, backup: str, now: str) -> dict[str,
     return {"restored": True, "secret": secret, "key": key, "restarted": restarted}
 
 
-def restore_marked(kube: Kube, kind: str, ns: str, name: str, stop: StopFlag | None) -> dict[str, Any]:
-    """Undo what faults recorded on a workload they changed in place (`drillkit.io/revert.*`
-    annotations): `drillkit cleanup`'s way when the journal is lost. Replicas first, then the
-    template; each restore drops its own record."""
+REVERT_KEY = "revert"
+"""Data key of a revert-record Secret: the revert data as JSON."""
+RECORDING_FAULTS = ("bad-rollout", "scale-to-zero")
+"""Faults that change a workload in place and keep a revert record; cleanup restores in this
+order (the template first: scaling a broken template back up would wait on stuck pods)."""
+
+
+def record_name(run_id: str, kind: str, name: str, fault: str) -> str:
+    """The revert-record Secret of `fault` on workload `kind/name` in this run (a fixed-length,
+    valid name whatever the workload's name)."""
+    digest = hashlib.sha256(f"{kind}/{name}/{fault}".encode()).hexdigest()[:10]
+    return f"drillkit-revert-{run_id}-{digest}"
+
+
+def drop_record(kube: Kube, ns: str, kind: str, name: str, fault: str, run_id: str) -> None:
+    """After a restore: delete the fault's record, and the workload's label with the run's last
+    record on it. Safe to repeat."""
+    kube.delete_secret(ns, record_name(run_id, kind, name, fault))
+    release_workload(kube, ns, kind, name, run_id)
+
+
+def release_workload(kube: Kube, ns: str, kind: str, name: str, run_id: str) -> bool:
+    """Remove the run's `drillkit.io/modified-by` label unless one of its records remains;
+    whether the workload is free of it now."""
+    if any(kube.secret_annotations(ns, record_name(run_id, kind, name, f)) is not None
+           for f in RECORDING_FAULTS):
+        return False
     w = kube.get_workload(kind, ns, name)
-    if w is None:
-        return {"gone": True}
-    done: dict[str, Any] = {}
-    for fault in (ScaleToZero, BadRollout):
-        if fault.kind in w.marks:
-            try:
-                data = json.loads(w.marks[fault.kind])
-            except ValueError:
-                raise DrillkitError(f"{kind} {ns}/{name}: unreadable {fault.kind} revert record; "
-                                    "restore by hand") from None
-            done[fault.kind] = fault.restore(kube, {**data, "namespace": ns, "kind": kind, "name": name}, stop)
-    if not done:  # labelled but no record left (e.g. a crash between the two patches)
-        kube.unmark_workload(kind, ns, name, "")
-    return done
+    if w is not None and w.labels.get(MODIFIED_BY) == run_id:
+        kube.label_workload(kind, ns, name, {MODIFIED_BY: None})
+    return True
+
+
+def restore_recorded(kube: Kube, ns: str, record: str, run_id: str, stop: StopFlag | None) -> dict[str, Any]:
+    """Restore a workload from its revert-record Secret (`drillkit cleanup` without a journal);
+    the restore deletes the record."""
+    ann = kube.secret_annotations(ns, record)
+    if ann is None:
+        return {"restored": False, "reason": f"record {ns}/{record} already gone"}
+    fault = ann.get(REVERT_FAULT, "")
+    try:
+        data = json.loads(base64.b64decode((kube.secret_data(ns, record) or {})[REVERT_KEY]))
+        restorers: dict[str, Callable[..., dict[str, Any]]] = {
+            "scale-to-zero": ScaleToZero.restore, "bad-rollout": BadRollout.restore}
+        return {"workload": ann.get(REVERT_OF), **restorers[fault](kube, data, stop, run_id)}
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DrillkitError(f"revert record Secret {ns}/{record} ({fault or 'no fault'}) is unreadable "
+                            f"({type(exc).__name__}: {exc}); restore {ann.get(REVERT_OF)} by hand") from None
 
 
 class AuthSecretCorruption(KubeFault):
