@@ -55,7 +55,7 @@ def prometheus_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option("--prometheus-url", envvar="DRILLKIT_PROMETHEUS_URL", default=None,
                      help="Prometheus base URL [default: the lab's, if `drillkit lab up` ran in the "
-                          "scenario's lab dir (.drillkit/lab), else http://127.0.0.1:9090]."),
+                          "scenario's lab dir ($DRILLKIT_LAB_DIR, else .drillkit/lab), else http://127.0.0.1:9090]."),
         click.option("--prometheus-token", envvar="DRILLKIT_PROMETHEUS_TOKEN", default=None,
                      help="Bearer token for Prometheus."),
         click.option("--prometheus-user", envvar="DRILLKIT_PROMETHEUS_USER", default=None,

@@ -202,7 +202,14 @@ class _Located(Exception):
 
 
 Lookup = typing.Callable[[str], "str | None"]
-"""Resolves a variable name (`env.HOME`, `lab.port.proxy`) to its value, or None if unknown."""
+"""Resolves a variable name (`env.HOME`, `lab.port.proxy`) to its value, None if it is unset;
+raises ValueError (its message shown to the user) for a name that is no variable at all."""
+SUBSTITUTED = "tag:drillkit.io,2026:substituted"
+
+
+class Substituted(str):
+    """A scalar whose text came (in part) from `${…}` variables. It stays a string; a field
+    typed int, float, bool, duration or count parses it (see `_typed`)."""
 
 _REF = re.compile(r"\$(\$?)\{([^{}]*)\}")
 
@@ -226,7 +233,7 @@ def load_yaml(path: Path, variables: Lookup | None = None) -> Any:
             node = loader.get_single_node()
             if node is None:
                 return None
-            _interpolate(loader, node, variables, str(path), "")
+            _interpolate(loader, node, variables, str(path), "", set())
             return loader.construct_document(node)
         finally:
             loader.dispose()
@@ -239,35 +246,64 @@ def load_yaml(path: Path, variables: Lookup | None = None) -> Any:
         raise ScenarioError(str(path), None, "", f"invalid YAML: {exc}") from None
 
 
-def _interpolate(loader: _Loader, node: yaml.Node, lookup: Lookup, file: str, path: str) -> None:
-    """Replace `${...}` references in the scalars under `node`, in place."""
+def _interpolate(loader: _Loader, node: yaml.Node, lookup: Lookup, file: str, path: str, seen: set[int]) -> None:
+    """Replace `${...}` references in the scalars under `node`, in place, once per node (an
+    alias shares its anchor's node; a recursive alias must not loop)."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             name = key.value if isinstance(key, yaml.ScalarNode) else "?"
-            _interpolate(loader, value, lookup, file, f"{path}.{name}" if path else name)
+            _interpolate(loader, value, lookup, file, f"{path}.{name}" if path else name, seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _interpolate(loader, item, lookup, file, f"{path}[{i}]")
+            _interpolate(loader, item, lookup, file, f"{path}[{i}]", seen)
     elif isinstance(node, yaml.ScalarNode) and "${" in node.value:
+        line = node.start_mark.line + 1
 
         def replace(m: re.Match[str]) -> str:
             if m.group(1):
                 return "${" + m.group(2) + "}"
-            name, _, default = m.group(2).partition(":-")
-            value = lookup(name.strip())
+            name, has_default, default = (part.strip() for part in m.group(2).partition(":-"))
+            try:
+                value = lookup(name)
+            except ValueError as exc:
+                raise ScenarioError(file, line, path, f"${{{name}}}: {exc}") from None
             if value is not None:
                 return value
-            if ":-" in m.group(2):
+            if has_default:
                 return default
-            raise ScenarioError(file, node.start_mark.line + 1, path,
-                                f"unknown variable ${{{name.strip()}}}: expected env.NAME (a set "
-                                "environment variable) or lab.dir / lab.port.<component>, or give a "
-                                "default: ${NAME:-value}")
+            raise ScenarioError(file, line, path, f"${{{name}}} is not set (give a default: "
+                                                  f"${{{name}:-value}})")
 
-        new = _REF.sub(replace, node.value)
-        if new != node.value and node.style is None:  # plain scalar: type it by its new text
-            node.tag = loader.resolve(yaml.ScalarNode, new, (True, False))
-        node.value = new
+        if "${" in _REF.sub("", node.value):
+            raise ScenarioError(file, line, path, "a `${` without its `}` or with another `${` inside "
+                                                  "(variables do not nest; write `$${` for a literal `${`)")
+        node.value = _REF.sub(replace, node.value)
+        node.tag = SUBSTITUTED
+
+
+def _construct_substituted(loader: _Loader, node: yaml.ScalarNode) -> Substituted:
+    return Substituted(node.value)
+
+
+_Loader.add_constructor(SUBSTITUTED, _construct_substituted)
+
+
+def _typed(value: object) -> object:
+    """A substituted scalar where a typed value is expected: the number or boolean it spells
+    (YAML 1.2 core forms only: no octal, no `yes`), else the text, which the type then refuses."""
+    if not isinstance(value, Substituted):
+        return value
+    text = value.strip()
+    if re.fullmatch(r"[-+]?\d+", text):
+        return int(text)
+    if re.fullmatch(r"[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?", text):
+        return float(text)
+    if text in ("true", "false", "True", "False", "TRUE", "FALSE"):
+        return text.lower() == "true"
+    return str(value)
 
 
 # --- conversion ----------------------------------------------------------------------------
@@ -308,7 +344,7 @@ def convert(tp: Any, value: object, where: Where) -> Any:
     if origin is Annotated:
         if any(isinstance(a, DurationMark) for a in args[1:]):
             try:
-                return parse_duration(value)
+                return parse_duration(_typed(value))
             except ValueError as exc:
                 raise where.error(str(exc)) from None
         return convert(args[0], value, where)
@@ -338,13 +374,15 @@ def convert(tp: Any, value: object, where: Where) -> Any:
             raise where.error(f"expected one of {choices}, got {_describe(value)}") from None
     if tp in _PARSERS:
         try:
-            return _PARSERS[tp](value)
+            return _PARSERS[tp](_typed(value))
         except ValueError as exc:
             raise where.error(str(exc)) from None
     return _scalar(tp, value, where)
 
 
 def _scalar(tp: Any, value: object, where: Where) -> Any:
+    if tp is not str:
+        value = _typed(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -359,7 +397,7 @@ def _scalar(tp: Any, value: object, where: Where) -> Any:
         raise where.error(f"expected a number, got {_describe(value)}")
     if tp is str:
         if isinstance(value, str) and value.strip():
-            return value
+            return str(value)
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
         raise where.error(f"expected a non-empty string, got {_describe(value)}")

@@ -220,13 +220,14 @@ def _build_fault(raw: object, where: Where, target: str) -> FaultSpec:
 def variable(name: str) -> str | None:
     """What `${name}` in a scenario stands for: `env.NAME` is an environment variable,
     `lab.dir` / `lab.port.<component>` describe the local lab (see `drillkit.lab.lab`)."""
-    if name.startswith("env."):
+    if name.startswith("env.") and len(name) > 4:
         return os.environ.get(name.removeprefix("env."))
     if name.startswith("lab."):
         from drillkit.lab.lab import lab_variable
 
         return lab_variable(name)
-    return None
+    raise ValueError("not a variable: expected env.NAME (an environment variable), lab.dir or "
+                     "lab.port.<component>")
 
 
 def load_scenario(path: str | Path) -> Scenario:

@@ -101,6 +101,7 @@ BAD = [
     ("response:\n", "response:\n  acknowledge: auto\n", 27, "", "duplicate key 'acknowledge'"),
     ("name: api-kill", "name: [api", 2, "", "invalid YAML"),
     ("  local: {}", "  local: {lab_dir: [a]}", 7, "target.local.lab_dir", "non-empty string"),
+    ("    restart: [/bin/true]", "    restart: &r\n      - *r", 20, "", "unconstructable recursive node"),
 ]
 
 
@@ -198,16 +199,42 @@ def test_env_variables_are_substituted_then_typed(tmp_path: Path, monkeypatch: p
     assert sc.description == "nobody set it ${env.DRILL_COUNT}", sc.description
 
 
-def test_an_unknown_variable_is_one_located_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("pattern_line", "message"), [
+    ("pattern: x-${env.DRILL_UNSET}", "faults[0].pattern: ${env.DRILL_UNSET} is not set (give a default: "
+                                      "${env.DRILL_UNSET:-value})"),
+    ("pattern: ${lab.nope}", "faults[0].pattern: ${lab.nope}: no such lab variable"),
+    ("pattern: ${lab.port.api-7}", "faults[0].pattern: ${lab.port.api-7}: the lab in"),
+    ("pattern: ${HOME:-x}", "faults[0].pattern: ${HOME}: not a variable: expected env.NAME"),
+    ("pattern: ${env.A:-${env.B}}", "faults[0].pattern: a `${` without its `}` or with another `${` inside"),
+    ("pattern: ab${env.A", "faults[0].pattern: a `${` without its `}`"),
+])
+def test_a_bad_variable_is_one_located_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            pattern_line: str, message: str) -> None:
     monkeypatch.delenv("DRILL_UNSET", raising=False)
-    path = write(tmp_path, GOOD.replace('pattern: "demo-api"', "pattern: x-${env.DRILL_UNSET}"))
+    monkeypatch.chdir(tmp_path)  # no lab here: the default layout (2 API replicas)
+    path = write(tmp_path, GOOD.replace('pattern: "demo-api"', pattern_line))
     with pytest.raises(ScenarioError) as info:
         load_scenario(path)
     msg = str(info.value)
-    assert msg.startswith(f"{path}:18: faults[0].pattern: unknown variable ${{env.DRILL_UNSET}}"), msg
+    assert msg.startswith(f"{path}:18: {message}"), msg
     assert "\n" not in msg
-    with pytest.raises(ScenarioError, match=r":18: faults\[0\]\.pattern: unknown variable \$\{lab\.nope\}"):
-        load_scenario(write(tmp_path, GOOD.replace('pattern: "demo-api"', "pattern: ${lab.nope}")))
+
+
+def test_substituted_text_stays_text_where_a_string_is_expected(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`1.10`, `0123`, `no` or a date from a variable are the same text in a string field (no
+    YAML re-typing); typed fields parse the text; anchors are substituted once."""
+    monkeypatch.setenv("DRILL_TAG", "1.10")
+    text = GOOD.replace('pattern: "demo-api"', "pattern: &p v${env.DRILL_TAG}-$${literal}")
+    text = text.replace("restart: [/bin/true]", "restart:\n      - ${env.DRILL_TAG}\n      - *p")
+    for value in ("1.10", "0123", "no", "2024-01-01"):
+        monkeypatch.setenv("DRILL_TAG", value)
+        params = load_scenario(write(tmp_path, text)).faults[0].params
+        assert params.restart == (value, f"v{value}-${{literal}}"), params.restart  # type: ignore[attr-defined]
+        assert params.pattern == f"v{value}-${{literal}}"  # type: ignore[attr-defined]
+    monkeypatch.setenv("DRILL_COUNT", "three")
+    with pytest.raises(ScenarioError, match=r":19: faults\[0\]\.count: expected a positive integer .*'three'"):
+        load_scenario(write(tmp_path, GOOD.replace("count: 1", "count: ${env.DRILL_COUNT}")))
 
 
 def _fake_lab(lab_dir: Path, base: int, replicas: int, urls: dict[str, str] | None = None) -> None:

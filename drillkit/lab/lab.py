@@ -179,28 +179,30 @@ def lab_dir_default() -> Path:
     return Path(os.environ.get("DRILLKIT_LAB_DIR") or DEFAULT_DIR)
 
 
-def lab_variable(name: str) -> str | None:
+def lab_variable(name: str) -> str:
     """A scenario's `${lab.…}` variable: `lab.dir`, `lab.port.<component>` (prometheus,
     alertmanager, postgres, proxy, proxy_metrics, exporter, traffic_metrics, api-1, api-2…).
 
-    Values come from the lab in `lab_dir_default()` if it is up, else from the default layout
-    (so `drillkit validate` needs no lab)."""
+    Values come from the lab in `lab_dir_default()` (not from the scenario's own
+    `target.local.lab_dir`, which may itself be `${lab.dir}`) if it is up, else from the default
+    layout, so `drillkit validate` needs no lab. ValueError for any other name."""
     lab_dir = lab_dir_default()
     if name == "lab.dir":
         return str(lab_dir)
-    if not name.startswith("lab.port."):
-        return None
+    component = name.removeprefix("lab.port.") if name.startswith("lab.port.") else ""
     try:
-        state = load_state(lab_dir)
+        state = load_state(lab_dir) if component else None
     except UnavailableError:
         state = None
     ports = state.ports if state else Ports.layout(DEFAULT_BASE_PORT, 2)
-    component = name.removeprefix("lab.port.")
     if m := re.fullmatch(r"api-(\d+)", component):
-        i = int(m.group(1))
-        return str(ports.api[i - 1]) if 1 <= i <= len(ports.api) else None
-    value = getattr(ports, component, None) if component in OFFSETS else None
-    return str(value) if isinstance(value, int) else None
+        if 1 <= int(m.group(1)) <= len(ports.api):
+            return str(ports.api[int(m.group(1)) - 1])
+        raise ValueError(f"the lab in {lab_dir} has {len(ports.api)} API replica(s)")
+    if component in OFFSETS:
+        return str(getattr(ports, component))
+    known = ", ".join([*OFFSETS, "api-1"])
+    raise ValueError(f"no such lab variable: expected lab.dir or lab.port.<component> ({known}, …)")
 
 
 # --- processes ------------------------------------------------------------------------------
