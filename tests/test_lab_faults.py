@@ -345,6 +345,8 @@ class CpuRig(Rig):
         return f
 
     def harmed(self, journal: Path) -> None:
+        # `injected` is journalled when stress-ng starts; its workers are journalled once all run
+        wait_for(lambda: "processes" in latest_data(journal), 10, "the stress-ng workers in the journal")
         pgid = int(latest_data(journal)["pgid"])
         members = [p for p in group_members(pgid) if "stress-ng" in cmdline(p)]
         assert len(members) >= self.workers + 1, f"stress-ng group {pgid}: {members}"

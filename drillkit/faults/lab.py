@@ -697,7 +697,8 @@ class CpuPressure(Fault):
         handle = undo.register(self.kind, pgid=None, workers=self.n, timeout=self._timeout(), log_file=str(log_file),
                                temp_path=str(work))
         pgid = spawn(argv, log_file=log_file).pid
-        handle.update(pgid=pgid)  # journalled before the workers start: cleanup must find them
+        handle.update(pgid=pgid)
+        self.ctx.harm_started()  # stress-ng runs (its workers fork within milliseconds)
         deadline = time.monotonic() + 10
         while len(running := [q for q in group_members(pgid) if "stress-ng" in cmdline(q)]) < self.n + 1:
             if not alive(pgid):
@@ -707,8 +708,7 @@ class CpuPressure(Fault):
                 raise UnavailableError(f"{self.kind}: only {len(running)} stress-ng processes after 10s")
             _check_stop(ctx)
             ctx.stop.wait(0.05)
-        handle.update(processes=running)
-        ctx.harm_started()  # every worker is burning CPU now (a race seen in CI: marked too early)
+        handle.update(processes=running)  # evidence: the workers, once all of them run
         ctx.log(f"{self.kind}: stress-ng group {pgid} running {self.n} workers")
 
     @classmethod
