@@ -135,5 +135,7 @@ def test_scenario_on_kind(platform: str, tmp_path: Path, path: Path) -> None:
     wait(lambda: healthy(platform), 600, "the demo platform to recover after the drill")
     leftovers = kubectl(platform, "get", "pods,jobs,secrets", "-A", "-l", "drillkit.io/run-id", "-o", "name")
     assert leftovers.strip() == "", leftovers
+    modified = kubectl(platform, "get", "deploy,sts", "-A", "-l", "drillkit.io/modified-by", "-o", "name")
+    assert modified.strip() == "", f"workloads still labelled as awaiting a revert: {modified}"
     nodes = json.loads(kubectl(platform, "get", "nodes", "-o", "json"))["items"]
     assert not [n["metadata"]["name"] for n in nodes if n["spec"].get("unschedulable")]
