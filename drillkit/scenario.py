@@ -223,7 +223,7 @@ def variable(name: str) -> str | None:
     if name.startswith("env.") and len(name) > 4:
         return os.environ.get(name.removeprefix("env."))
     if name.startswith("lab."):
-        from drillkit.lab.lab import lab_variable
+        from drillkit.lab.layout import lab_variable
 
         return lab_variable(name)
     raise ValueError("not a variable: expected env.NAME (an environment variable), lab.dir or "

@@ -28,7 +28,8 @@ import pytest
 import requests
 
 from drillkit.errors import UnavailableError
-from drillkit.lab.lab import API_OFFSET, LabState, _bootstrap_db, _pg, lab_url, load_state, new_state, wait_ready
+from drillkit.lab.lab import LabState, _bootstrap_db, _pg, lab_url, load_state, new_state, wait_ready
+from drillkit.lab.layout import API_OFFSET
 from drillkit.lab.services import port_in_use
 from drillkit.procs import alive, cmdline, group_members, stop_own_group
 from tests.helpers import run_cli, write_scenario

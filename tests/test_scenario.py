@@ -239,7 +239,8 @@ def test_substituted_text_stays_text_where_a_string_is_expected(tmp_path: Path,
 
 def _fake_lab(lab_dir: Path, base: int, replicas: int, urls: dict[str, str] | None = None) -> None:
     """A lab state file as `drillkit lab up --base-port BASE --replicas N` writes it."""
-    from drillkit.lab.lab import LabState, Ports
+    from drillkit.lab.lab import LabState
+    from drillkit.lab.layout import Ports
 
     lab_dir.mkdir(parents=True)
     LabState(dir=str(lab_dir), base_port=base, replicas=replicas, ports=Ports.layout(base, replicas),

@@ -20,7 +20,6 @@ import http.client
 import json
 import os
 import pwd
-import re
 import secrets
 import shutil
 import signal
@@ -37,6 +36,13 @@ from typing import Any
 
 from drillkit.errors import InputError, UnavailableError
 from drillkit.lab import services
+from drillkit.lab.layout import (
+    DEFAULT_BASE_PORT,
+    DEFAULT_DIR,
+    STATE_FILE,
+    Ports,
+    lab_dir_default,
+)
 from drillkit.lab.services import (
     PrometheusSetup,
     Service,
@@ -48,53 +54,14 @@ from drillkit.lab.services import (
 )
 from drillkit.procs import alive, cmdline, is_ours, read_pid, stop_own_group
 
-DEFAULT_DIR = Path(".drillkit/lab")
-DEFAULT_BASE_PORT = 19090
-STATE_FILE = "state.json"
 RULES = Path(__file__).parent / "rules" / "chatbot.rules.yml"
 PG_SUPERUSER = "postgres"
 APP_USER = "chatbot"  # the app is not a superuser: exhaustion hits it first, like production
 APP_DB = "chatbot"
 MAX_CONNECTIONS = 20  # small, so the connection-exhaustion drill needs few connections
-MAX_REPLICAS = 20
 READY_TIMEOUT_S = 90.0
 
-# Offsets from the base port (the API replicas take base+10 ... base+10+N-1).
-OFFSETS = {"prometheus": 0, "alertmanager": 1, "postgres": 2, "proxy": 3, "proxy_metrics": 4,
-           "exporter": 5, "traffic_metrics": 6}
-API_OFFSET = 10
-
 COMPONENTS = ("postgres", "exporter", "proxy", "api", "traffic", "alertmanager", "prometheus")
-
-
-@dataclass(frozen=True)
-class Ports:
-    prometheus: int
-    alertmanager: int
-    postgres: int
-    proxy: int
-    proxy_metrics: int
-    exporter: int
-    traffic_metrics: int
-    api: tuple[int, ...]
-
-    @classmethod
-    def layout(cls, base: int, replicas: int) -> Ports:
-        if not 1 <= replicas <= MAX_REPLICAS:
-            raise InputError(f"--replicas: expected 1..{MAX_REPLICAS}, got {replicas}")
-        if not 1024 <= base <= 65535 - API_OFFSET - replicas:
-            raise InputError(f"--base-port: expected 1024..{65535 - API_OFFSET - replicas}, got {base}")
-        api = tuple(base + API_OFFSET + i for i in range(replicas))
-        return cls(**{k: base + v for k, v in OFFSETS.items()}, api=api)
-
-    def owned_by(self, component: str) -> list[int]:
-        """The ports a component listens on."""
-        return {
-            "postgres": [self.postgres], "exporter": [self.exporter],
-            "proxy": [self.proxy, self.proxy_metrics], "api": list(self.api),
-            "traffic": [self.traffic_metrics], "alertmanager": [self.alertmanager],
-            "prometheus": [self.prometheus],
-        }[component]
 
 
 @dataclass
@@ -139,7 +106,7 @@ class LabState:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> LabState:
         values = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}
-        values["ports"] = Ports(**{**raw["ports"], "api": tuple(raw["ports"]["api"])})
+        values["ports"] = Ports.from_dict(raw["ports"])
         values["procs"] = {k: Proc(**v) for k, v in raw.get("procs", {}).items()}
         return cls(**values)
 
@@ -172,37 +139,6 @@ def lab_url(service: str, lab_dir: str | Path | None = None) -> str | None:
     except UnavailableError:
         return None
     return state.urls.get(service) if state else None
-
-
-def lab_dir_default() -> Path:
-    """The lab directory when none is given: `$DRILLKIT_LAB_DIR`, else `.drillkit/lab`."""
-    return Path(os.environ.get("DRILLKIT_LAB_DIR") or DEFAULT_DIR)
-
-
-def lab_variable(name: str) -> str:
-    """A scenario's `${lab.…}` variable: `lab.dir`, `lab.port.<component>` (prometheus,
-    alertmanager, postgres, proxy, proxy_metrics, exporter, traffic_metrics, api-1, api-2…).
-
-    Values come from the lab in `lab_dir_default()` (not from the scenario's own
-    `target.local.lab_dir`, which may itself be `${lab.dir}`) if it is up, else from the default
-    layout, so `drillkit validate` needs no lab. ValueError for any other name."""
-    lab_dir = lab_dir_default()
-    if name == "lab.dir":
-        return str(lab_dir)
-    component = name.removeprefix("lab.port.") if name.startswith("lab.port.") else ""
-    try:
-        state = load_state(lab_dir) if component else None
-    except UnavailableError:
-        state = None
-    ports = state.ports if state else Ports.layout(DEFAULT_BASE_PORT, 2)
-    if m := re.fullmatch(r"api-(\d+)", component):
-        if 1 <= int(m.group(1)) <= len(ports.api):
-            return str(ports.api[int(m.group(1)) - 1])
-        raise ValueError(f"the lab in {lab_dir} has {len(ports.api)} API replica(s)")
-    if component in OFFSETS:
-        return str(getattr(ports, component))
-    known = ", ".join([*OFFSETS, "api-1"])
-    raise ValueError(f"no such lab variable: expected lab.dir or lab.port.<component> ({known}, …)")
 
 
 # --- processes ------------------------------------------------------------------------------
