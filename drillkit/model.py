@@ -226,7 +226,7 @@ def load_yaml(path: Path, variables: Lookup | None = None) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(str(path), None, "", f"cannot read file: {exc}") from None
     try:
-        if variables is None:
+        if variables is None or "${" not in text:  # the common case: no second pass
             return yaml.load(text, Loader=_Loader)
         loader = _Loader(text)
         try:

@@ -197,29 +197,31 @@ class Scenario:
 
 
 def _build_fault(raw: object, where: Where, target: str) -> FaultSpec:
-    from drillkit.faults import catalogue, registry
+    from drillkit.faults import catalogue, fault_class, registry
 
     if not isinstance(raw, dict) or "kind" not in raw:
         raise where.error("expected a mapping with a `kind`")
-    kinds = registry(target)
     kind = raw["kind"]
     if not isinstance(kind, str):
         raise where.key(raw, "kind").error(f"expected a fault kind name, got {kind!r}")
-    if kind not in kinds:
+    try:
+        cls = fault_class(kind, target)
+    except KeyError:  # the slow path: every target and plugin, for a helpful message
+        kinds = registry(target)
         other = next((t for t, ks in sorted(catalogue().items()) if kind in ks), None)
         if other:
             raise where.key(raw, "kind").error(
-                f"fault {kind!r} needs a `{other}` target, but the scenario's target is `{target}`")
+                f"fault {kind!r} needs a `{other}` target, but the scenario's target is `{target}`") from None
         near = difflib.get_close_matches(str(kind), list(kinds), n=1)
         hint = f"did you mean {near[0]!r}?" if near else f"known kinds: {', '.join(sorted(kinds))}"
-        raise where.key(raw, "kind").error(f"unknown fault kind {kind!r}; {hint}")
-    params: Any = build(kinds[kind].Params, raw, where, skip=frozenset({"kind"}))
+        raise where.key(raw, "kind").error(f"unknown fault kind {kind!r}; {hint}") from None
+    params: Any = build(cls.Params, raw, where, skip=frozenset({"kind"}))
     return FaultSpec(kind=kind, params=params, line=where.line)
 
 
 def variable(name: str) -> str | None:
     """What `${name}` in a scenario stands for: `env.NAME` is an environment variable,
-    `lab.dir` / `lab.port.<component>` describe the local lab (see `drillkit.lab.lab`)."""
+    `lab.dir` / `lab.port.<component>` describe the local lab (see `drillkit.lab.layout`)."""
     if name.startswith("env.") and len(name) > 4:
         return os.environ.get(name.removeprefix("env."))
     if name.startswith("lab."):

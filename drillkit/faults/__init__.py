@@ -14,7 +14,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from drillkit.errors import DrillkitError, PreflightError
@@ -142,29 +141,43 @@ def check_blast_radius(kind: str, found: int, count: Count, max_targets: Count, 
     return n
 
 
-_BUILTIN_MODULES = ("drillkit.faults.local", "drillkit.faults.lab", "drillkit.faults.kubernetes")
+_BUILTIN_MODULES = {"local": ("drillkit.faults.local", "drillkit.faults.lab"),
+                    "kubernetes": ("drillkit.faults.kubernetes",)}
 
 
 @functools.cache
-def catalogue() -> dict[str, dict[str, type[Fault]]]:
-    """Every fault class by target ("local", "kubernetes") and kind: built-ins plus the
-    `drillkit.faults` entry points. One kind may exist for both targets (the playbook's
-    incidents: `memory-pressure` of a local process or of a pod); the scenario's target picks."""
+def _builtins(target: str) -> dict[str, type[Fault]]:
+    """The built-in fault classes of one target, importing only that target's modules (so
+    validating a local drill never loads the Kubernetes faults)."""
     import importlib
 
+    found: dict[str, type[Fault]] = {}
+    for name in _BUILTIN_MODULES.get(target, ()):
+        for cls in getattr(importlib.import_module(name), "FAULTS", ()):
+            found[cls.kind] = cls
+    return found
+
+
+@functools.cache
+def _plugins() -> dict[str, dict[str, type[Fault]]]:
+    """Fault classes of other packages (entry points `drillkit.faults`), by target and kind;
+    loaded only when a kind is not built in (importlib.metadata is slow to import)."""
+    from importlib.metadata import entry_points
+
     found: dict[str, dict[str, type[Fault]]] = {}
-    classes: list[type[Fault]] = []
-    for name in _BUILTIN_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        classes.extend(getattr(module, "FAULTS", ()))
-    classes.extend(ep.load() for ep in entry_points(group="drillkit.faults"))
-    for cls in classes:
+    for ep in entry_points(group="drillkit.faults"):
+        cls = ep.load()
         found.setdefault(cls.target, {})[cls.kind] = cls
+    return found
+
+
+def catalogue() -> dict[str, dict[str, type[Fault]]]:
+    """Every fault class by target ("local", "kubernetes") and kind: built-ins plus plugins (a
+    plugin cannot replace a built-in kind). One kind may exist for both targets (the playbook's
+    incidents: `memory-pressure` of a local process or of a pod); the scenario's target picks."""
+    found = {t: dict(ks) for t, ks in _plugins().items()}
+    for target in _BUILTIN_MODULES:
+        found.setdefault(target, {}).update(_builtins(target))
     return found
 
 
@@ -180,4 +193,5 @@ def registry(target: str | None = None) -> dict[str, type[Fault]]:
 
 def fault_class(kind: str, target: str) -> type[Fault]:
     """The class implementing `kind` for `target` (KeyError if there is none)."""
-    return catalogue()[target][kind]
+    builtin = _builtins(target).get(kind)
+    return builtin if builtin is not None else _plugins()[target][kind]
