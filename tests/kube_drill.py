@@ -9,6 +9,8 @@ injects, waits half a second, reverts and verifies; the tests then assert on the
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from drillkit.kube import kube_factory_for
 from drillkit.prometheus import PromConfig
 from drillkit.scenario import load_scenario
 from drillkit.signals import StopFlag
-from tests.helpers import write_scenario
+from tests.helpers import drillkit_cmd, write_scenario
 from tests.kubeserver import CONTEXT, KubeServer
 from tests.promfixture import PromEnv
 
@@ -61,6 +63,22 @@ class DrillRun:
     def journal_text(self) -> str:
         assert self.result.folder is not None
         return (self.result.folder / "journal.jsonl").read_text()
+
+
+def start_run(server: KubeServer, prom: PromEnv, tmp_path: Path,
+              faults: list[dict[str, Any]]) -> tuple[subprocess.Popen[str], Path]:
+    """A real `drillkit run` subprocess of `faults`, and its report dir. The alert takes 60 s to
+    fire, so the drill is still in its detect phase (harm in place) when a test interrupts it."""
+    prom.ensure_exporter()
+    prom.wait_up()
+    path = write_scenario(tmp_path / "drill.yaml", scenario(
+        faults, alert="DemoSlowToFire", within="90s", guardrails={"max_targets": "100%"}))
+    reports = tmp_path / "reports"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "KUBECONFIG": server.kubeconfig_path}
+    proc = subprocess.Popen(drillkit_cmd("run", str(path), "--prometheus-url", prom.url,
+                                         "--report-dir", str(reports), "--format", "json"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return proc, reports
 
 
 def run_drill(server: KubeServer, prom: PromEnv, tmp_path: Path, data: dict[str, Any],

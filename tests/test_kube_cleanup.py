@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -24,10 +23,10 @@ from drillkit.faults import FaultContext, Undo, fault_class
 from drillkit.faults.kubernetes import record_name
 from drillkit.journal import Journal, pending_reverts
 from drillkit.kube import MODIFIED_BY, REVERT_FAULT, REVERT_OF, kube_factory_for
-from drillkit.scenario import load_scenario
+from drillkit.scenario import Scenario, load_scenario
 from drillkit.signals import StopFlag
-from tests.helpers import drillkit_cmd, write_scenario
-from tests.kube_drill import scenario
+from tests.helpers import write_scenario
+from tests.kube_drill import scenario, start_run
 from tests.kubeserver import CONTEXT, KubeServer
 from tests.promfixture import PromEnv
 
@@ -53,19 +52,6 @@ def backups(server: KubeServer) -> list[str]:
     return [s["metadata"]["name"] for s in server.list("secrets", NS, "drillkit.io/run-id")]
 
 
-def start_run(server: KubeServer, prom: PromEnv, tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
-    prom.ensure_exporter()
-    prom.wait_up()
-    path = write_scenario(tmp_path / "drill.yaml", scenario(
-        FAULTS, alert="DemoSlowToFire", within="90s", guardrails={"max_targets": "100%"}))
-    reports = tmp_path / "reports"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "KUBECONFIG": server.kubeconfig_path}
-    proc = subprocess.Popen(drillkit_cmd("run", str(path), "--prometheus-url", prom.url,
-                                         "--report-dir", str(reports), "--format", "json"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    return proc, reports
-
-
 def wait_harmed(server: KubeServer, proc: subprocess.Popen[str], original: str) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
@@ -88,7 +74,7 @@ def assert_restored(server: KubeServer, original: str) -> None:
 def test_sigterm_mid_fault_reverts_everything(kube_demo: KubeServer, prom_env: PromEnv,
                                               tmp_path: Path) -> None:
     original = jwt(kube_demo)
-    proc, reports = start_run(kube_demo, prom_env, tmp_path)
+    proc, reports = start_run(kube_demo, prom_env, tmp_path, FAULTS)
     try:
         wait_harmed(kube_demo, proc, original)
         proc.send_signal(signal.SIGTERM)
@@ -111,7 +97,7 @@ def test_sigterm_mid_fault_reverts_everything(kube_demo: KubeServer, prom_env: P
 def test_sigkill_is_finished_by_drillkit_cleanup(kube_demo: KubeServer, prom_env: PromEnv,
                                                  tmp_path: Path) -> None:
     original = jwt(kube_demo)
-    proc, reports = start_run(kube_demo, prom_env, tmp_path)
+    proc, reports = start_run(kube_demo, prom_env, tmp_path, FAULTS)
     try:
         wait_harmed(kube_demo, proc, original)
         time.sleep(0.2)
@@ -135,6 +121,24 @@ def test_sigkill_is_finished_by_drillkit_cleanup(kube_demo: KubeServer, prom_env
     assert again.done == [] and again.failed == [], again  # idempotent: nothing left to do
 
 
+def inject_then_die(server: KubeServer, sc: Scenario, tmp_path: Path, run_id: str) -> Path:
+    """Inject every fault of `sc` as run `run_id`, then "die": no revert runs. The run folder."""
+    folder = tmp_path / "reports" / "run"
+    journal = Journal(folder / "journal.jsonl")
+    journal.append("started", run_id=run_id, scenario={})
+    ctx = FaultContext(run_id=run_id, scenario=sc, journal=journal, stop=StopFlag(), log=lambda _: None,
+                       kube_factory=kube_factory_for(sc, None, (), server.kubeconfig_path))
+    with ExitStack() as stack:
+        undo = Undo(stack, ctx)
+        for spec in sc.faults:
+            fault = fault_class(spec.kind, "kubernetes")(spec.params, ctx)
+            fault.preflight()
+            fault.inject(undo)
+        stack.pop_all()
+    journal.close()
+    return folder
+
+
 def test_cleanup_without_journal_uses_labels(kube_demo: KubeServer, tmp_path: Path) -> None:
     """The runner died and its report folder is gone: labels alone let cleanup restore the
     Secret from its backup, delete the Job, and uncordon the node."""
@@ -147,20 +151,7 @@ def test_cleanup_without_journal_uses_labels(kube_demo: KubeServer, tmp_path: Pa
         {"kind": "node-drain", "node": db_node, "evict_timeout": "1s"},
     ]
     sc = load_scenario(write_scenario(tmp_path / "d.yaml", scenario(faults)))
-    folder = tmp_path / "reports" / "run"
-    journal = Journal(folder / "journal.jsonl")
-    journal.append("started", run_id="deadbeef", scenario={})
-    factory = kube_factory_for(sc, None, (), kube_demo.kubeconfig_path)
-    ctx = FaultContext(run_id="deadbeef", scenario=sc, journal=journal, stop=StopFlag(),
-                       log=lambda _: None, kube_factory=factory)
-    with ExitStack() as stack:
-        undo = Undo(stack, ctx)
-        for spec in sc.faults:
-            fault = fault_class(spec.kind, "kubernetes")(spec.params, ctx)
-            fault.preflight()
-            fault.inject(undo)
-        stack.pop_all()  # the process "dies": no revert runs
-    journal.close()
+    folder = inject_then_die(kube_demo, sc, tmp_path, "deadbeef")
     assert jwt(kube_demo) != original and len(kube_demo.list("jobs", NS)) == 1
     node = kube_demo.get("nodes", None, db_node)
     assert node is not None and node["spec"].get("unschedulable") is True
@@ -192,19 +183,7 @@ def test_cleanup_without_journal_restores_changed_workloads(kube_demo: KubeServe
         {"kind": "bad-rollout", "workload": "deployment/chatbot-api", "wait": 0},
     ]
     sc = load_scenario(write_scenario(tmp_path / "d.yaml", scenario(faults, guardrails={"max_targets": "100%"})))
-    folder = tmp_path / "reports" / "run"
-    journal = Journal(folder / "journal.jsonl")
-    journal.append("started", run_id="cafe0001", scenario={})
-    ctx = FaultContext(run_id="cafe0001", scenario=sc, journal=journal, stop=StopFlag(), log=lambda _: None,
-                       kube_factory=kube_factory_for(sc, None, (), kube_demo.kubeconfig_path))
-    with ExitStack() as stack:
-        undo = Undo(stack, ctx)
-        for spec in sc.faults:
-            fault = fault_class(spec.kind, "kubernetes")(spec.params, ctx)
-            fault.preflight()
-            fault.inject(undo)
-        stack.pop_all()  # the process "dies": no revert runs
-    journal.close()
+    folder = inject_then_die(kube_demo, sc, tmp_path, "cafe0001")
     db = kube_demo.get("statefulsets", NS, "chatbot-db")
     broken = kube_demo.get("deployments", NS, "chatbot-api")
     assert db is not None and db["spec"]["replicas"] == 0

@@ -22,8 +22,8 @@ import pytest
 
 from drillkit.journal import pending_reverts, read_journal
 from drillkit.kube import MODIFIED_BY, RUN_LABEL
-from tests.helpers import drillkit_cmd, write_scenario
-from tests.kube_drill import scenario
+from tests.helpers import drillkit_cmd
+from tests.kube_drill import start_run
 from tests.kubeserver import KubeServer
 from tests.promfixture import PromEnv
 
@@ -185,21 +185,6 @@ RIGS: dict[str, Rig] = {
 }
 
 
-def start(server: KubeServer, prom: PromEnv, tmp_path: Path, rig: Rig) -> tuple[subprocess.Popen[str], Path]:
-    """`drillkit run` of the rig's fault; the alert takes 60 s to fire, so the drill is still
-    in its detect phase (harm in place) when the test interrupts it."""
-    prom.ensure_exporter()
-    prom.wait_up()
-    path = write_scenario(tmp_path / "drill.yaml", scenario(
-        [rig.fault], alert="DemoSlowToFire", within="90s", guardrails={"max_targets": "100%"}))
-    reports = tmp_path / "reports"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "KUBECONFIG": server.kubeconfig_path}
-    proc = subprocess.Popen(drillkit_cmd("run", str(path), "--prometheus-url", prom.url,
-                                         "--report-dir", str(reports), "--format", "json"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    return proc, reports
-
-
 def wait_harmed(server: KubeServer, proc: subprocess.Popen[str], reports: Path, rig: Rig) -> Path:
     """Until the harm shows on the server and the journal says `injected`; the journal."""
     deadline = time.monotonic() + 30
@@ -220,7 +205,7 @@ def test_sigterm_mid_fault_restores(kube_demo: KubeServer, prom_env: PromEnv, tm
     rig = RIGS[kind]
     rig.before = {}
     rig.setup(kube_demo, rig.before)
-    proc, reports = start(kube_demo, prom_env, tmp_path, rig)
+    proc, reports = start_run(kube_demo, prom_env, tmp_path, [rig.fault])
     try:
         journal = wait_harmed(kube_demo, proc, reports, rig)
         proc.send_signal(signal.SIGTERM)
@@ -242,7 +227,7 @@ def test_sigkill_mid_fault_then_cleanup_restores(kube_demo: KubeServer, prom_env
     rig = RIGS[kind]
     rig.before = {}
     rig.setup(kube_demo, rig.before)
-    proc, reports = start(kube_demo, prom_env, tmp_path, rig)
+    proc, reports = start_run(kube_demo, prom_env, tmp_path, [rig.fault])
     try:
         journal = wait_harmed(kube_demo, proc, reports, rig)
     finally:
