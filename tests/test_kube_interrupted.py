@@ -199,13 +199,19 @@ def wait_harmed(server: KubeServer, proc: subprocess.Popen[str], reports: Path, 
     raise AssertionError(f"{rig.fault['kind']}: harm never seen (exit {proc.returncode}):\n{out}\n{err}")
 
 
+def begin(kind: str, server: KubeServer, prom: PromEnv,
+          tmp_path: Path) -> tuple[Rig, subprocess.Popen[str], Path]:
+    """The fault's rig, set up afresh, and a `drillkit run` of it (process, report dir)."""
+    rig = RIGS[kind]
+    rig.before = {}
+    rig.setup(server, rig.before)
+    return (rig, *start_run(server, prom, tmp_path, [rig.fault]))
+
+
 @pytest.mark.parametrize("kind", list(RIGS))
 def test_sigterm_mid_fault_restores(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path,
                                     kind: str) -> None:
-    rig = RIGS[kind]
-    rig.before = {}
-    rig.setup(kube_demo, rig.before)
-    proc, reports = start_run(kube_demo, prom_env, tmp_path, [rig.fault])
+    rig, proc, reports = begin(kind, kube_demo, prom_env, tmp_path)
     try:
         journal = wait_harmed(kube_demo, proc, reports, rig)
         proc.send_signal(signal.SIGTERM)
@@ -224,10 +230,7 @@ def test_sigterm_mid_fault_restores(kube_demo: KubeServer, prom_env: PromEnv, tm
 @pytest.mark.parametrize("kind", list(RIGS))
 def test_sigkill_mid_fault_then_cleanup_restores(kube_demo: KubeServer, prom_env: PromEnv,
                                                  tmp_path: Path, kind: str) -> None:
-    rig = RIGS[kind]
-    rig.before = {}
-    rig.setup(kube_demo, rig.before)
-    proc, reports = start_run(kube_demo, prom_env, tmp_path, [rig.fault])
+    rig, proc, reports = begin(kind, kube_demo, prom_env, tmp_path)
     try:
         journal = wait_harmed(kube_demo, proc, reports, rig)
     finally:
