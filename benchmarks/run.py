@@ -61,8 +61,18 @@ def bench_journal(tmp: Path) -> tuple[float, float]:
     """Per-event cost on an open journal vs an open fd, in alternating rounds (fsync cost drifts)."""
     n, rounds = 100, 7
     journal = Journal(tmp / "ours.jsonl")
-    line = (json.dumps({"kind": "status_update", "at": "2026-11-29T09:30:00.000000Z", "mono": 1.0,
-                        "message": "update 100", "by": "bench"}) + "\n").encode()
+    line = (
+        json.dumps(
+            {
+                "kind": "status_update",
+                "at": "2026-11-29T09:30:00.000000Z",
+                "mono": 1.0,
+                "message": "update 100",
+                "by": "bench",
+            }
+        )
+        + "\n"
+    ).encode()
     fd = os.open(tmp / "base.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     ours, base = [], []
     try:
@@ -99,8 +109,9 @@ def big_journal(folder: Path, events: int) -> None:
     extra = []
     for i in range(events):
         at = (t0 + timedelta(seconds=3 + i * 0.001)).isoformat().replace("+00:00", "Z")
-        extra.append(json.dumps({"kind": "status_update", "at": at, "mono": 1003 + i * 0.001,
-                                 "message": f"update {i}"}))
+        extra.append(
+            json.dumps({"kind": "status_update", "at": at, "mono": 1003 + i * 0.001, "message": f"update {i}"})
+        )
     (folder / "journal.jsonl").write_text("\n".join([*lines[:-1], *extra, lines[-1]]) + "\n")
 
 
@@ -132,8 +143,10 @@ def main() -> int:
         ratio = ours / base
         ok = ratio <= target
         failed += not ok
-        print(f"{'ok  ' if ok else 'MISS'} {name}: {ours * 1000:.1f} ms vs {base * 1000:.1f} ms = {ratio:.2f}x "
-              f"(target <= {target:g}x)")
+        print(
+            f"{'ok  ' if ok else 'MISS'} {name}: {ours * 1000:.1f} ms vs {base * 1000:.1f} ms = {ratio:.2f}x "
+            f"(target <= {target:g}x)"
+        )
     mem_ok = mib <= 64
     failed += not mem_ok
     print(f"{'ok  ' if mem_ok else 'MISS'} report render peak memory: +{mib:.1f} MiB (target <= 64 MiB)")

@@ -100,18 +100,29 @@ class Alertmanager:
     def alert_labels(self, alert: str, labels: dict[str, str]) -> list[dict[str, str]]:
         """Label sets of the matching alerts Alertmanager holds (active or silenced)."""
         matchers = [f'alertname="{escape(alert)}"', *(f'{k}="{escape(v)}"' for k, v in sorted(labels.items()))]
-        data = self._get("/api/v2/alerts", {"filter": matchers, "active": "true", "silenced": "true",
-                                            "inhibited": "true"})
+        data = self._get(
+            "/api/v2/alerts", {"filter": matchers, "active": "true", "silenced": "true", "inhibited": "true"}
+        )
         return [dict(a.get("labels", {})) for a in data] if isinstance(data, list) else []
 
     def silences(self) -> list[Silence]:
         data = self._get("/api/v2/silences")
         out = []
         for s in data if isinstance(data, list) else []:
-            matchers = tuple(Matcher(m["name"], m["value"], bool(m.get("isRegex")), bool(m.get("isEqual", True)))
-                             for m in s.get("matchers", []))
-            out.append(Silence(s["id"], matchers, s.get("createdBy", ""), s.get("comment", ""),
-                               parse_time(s["updatedAt"]), s.get("status", {}).get("state", "")))
+            matchers = tuple(
+                Matcher(m["name"], m["value"], bool(m.get("isRegex")), bool(m.get("isEqual", True)))
+                for m in s.get("matchers", [])
+            )
+            out.append(
+                Silence(
+                    s["id"],
+                    matchers,
+                    s.get("createdBy", ""),
+                    s.get("comment", ""),
+                    parse_time(s["updatedAt"]),
+                    s.get("status", {}).get("state", ""),
+                )
+            )
         return out
 
 
@@ -123,15 +134,13 @@ class AlertmanagerAck:
     alert: str
     labels: dict[str, str]
 
-    def wait(self, detected_at: datetime, deadline: float, stop: StopFlag,
-             tick: Callable[[], None]) -> Ack | None:
+    def wait(self, detected_at: datetime, deadline: float, stop: StopFlag, tick: Callable[[], None]) -> Ack | None:
         target = {"alertname": self.alert, **self.labels}
         while time.monotonic() < deadline:
             held = self.am.alert_labels(self.alert, self.labels) or [target]
             for s in self.am.silences():
                 if s.state == "active" and s.updated_at >= detected_at and any(s.covers(lb) for lb in held):
-                    return Ack(s.updated_at, s.created_by or "alertmanager",
-                               f"silence {s.id}: {s.comment}".strip())
+                    return Ack(s.updated_at, s.created_by or "alertmanager", f"silence {s.id}: {s.comment}".strip())
             tick()
             if stop.wait(0.25):
                 return None

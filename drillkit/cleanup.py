@@ -46,8 +46,11 @@ class CleanupReport:
     notes: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        return ([f"done: {x}" for x in self.done] + [f"FAILED: {x}" for x in self.failed]
-                + [f"note: {x}" for x in self.notes])
+        return (
+            [f"done: {x}" for x in self.done]
+            + [f"FAILED: {x}" for x in self.failed]
+            + [f"note: {x}" for x in self.notes]
+        )
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,15 @@ def _runs(report_dir: Path, run_id: str | None) -> list[_Run]:
         target = scenario.get("target")
         kube = target.get("kubernetes") if isinstance(target, dict) else None
         context = kube.get("context") if isinstance(kube, dict) else None
-        out.append(_Run(rid, journal.parent, "kubernetes" if kube else "local",
-                        str(context) if context else None, str(scenario.get("path", ""))))
+        out.append(
+            _Run(
+                rid,
+                journal.parent,
+                "kubernetes" if kube else "local",
+                str(context) if context else None,
+                str(scenario.get("path", "")),
+            )
+        )
     return out
 
 
@@ -120,9 +130,14 @@ class _Kubes:
             kube.close()
 
 
-def cleanup(report_dir: Path, run_id: str | None, context: str | None = None,
-            allow_contexts: tuple[str, ...] = (), kubeconfig: str | None = None,
-            log: Callable[[str], None] = print) -> CleanupReport:
+def cleanup(
+    report_dir: Path,
+    run_id: str | None,
+    context: str | None = None,
+    allow_contexts: tuple[str, ...] = (),
+    kubeconfig: str | None = None,
+    log: Callable[[str], None] = print,
+) -> CleanupReport:
     """Run pending journalled reverts, then remove run-labelled objects from the cluster.
 
     `run_id` None means every run found under `report_dir` and every labelled object.
@@ -148,8 +163,9 @@ def cleanup(report_dir: Path, run_id: str | None, context: str | None = None,
     return report
 
 
-def _revert_run(run: _Run, kubes: _Kubes, report: CleanupReport, log: Callable[[str], None],
-                contexts: set[str]) -> None:
+def _revert_run(
+    run: _Run, kubes: _Kubes, report: CleanupReport, log: Callable[[str], None], contexts: set[str]
+) -> None:
     pending = pending_reverts(run.folder)
     if not pending:
         return
@@ -166,16 +182,21 @@ def _revert_run(run: _Run, kubes: _Kubes, report: CleanupReport, log: Callable[[
         factory = lambda: kubes.get(settings)  # noqa: E731 - bound to this run's context
     journal = Journal(run.folder / JOURNAL_NAME)
     try:
-        ctx = FaultContext(run_id=run.run_id, scenario=_scenario_of(run), journal=journal,
-                           stop=StopFlag(), log=log, kube_factory=factory)
+        ctx = FaultContext(
+            run_id=run.run_id,
+            scenario=_scenario_of(run),
+            journal=journal,
+            stop=StopFlag(),
+            log=log,
+            kube_factory=factory,
+        )
         for p in pending:
             _revert_one(p, run.target, ctx, journal, report)
     finally:
         journal.close()
 
 
-def _revert_one(p: PendingRevert, target: str, ctx: FaultContext, journal: Journal,
-                report: CleanupReport) -> None:
+def _revert_one(p: PendingRevert, target: str, ctx: FaultContext, journal: Journal, report: CleanupReport) -> None:
     what = f"run {p.run_id}: revert {p.fault} #{p.id}"
     try:
         result = fault_class(p.fault, target).revert(ctx, p.data)
@@ -200,8 +221,9 @@ def _short(result: dict[str, Any] | None) -> str:
     return ", ".join(f"{k}={v}" for k, v in (result or {}).items()) or "ok"
 
 
-def _sweep(kubes: _Kubes, run_id: str | None, report: CleanupReport, log: Callable[[str], None],
-           contexts: set[str]) -> None:
+def _sweep(
+    kubes: _Kubes, run_id: str | None, report: CleanupReport, log: Callable[[str], None], contexts: set[str]
+) -> None:
     """Delete (or restore, then delete) everything labelled with the run id(s)."""
     from drillkit.faults.kubernetes import RECORDING_FAULTS, release_workload, restore_from_backup, restore_recorded
     from drillkit.kube import BACKUP_OF, REVERT_FAULT, REVERT_OF
@@ -224,12 +246,15 @@ def _sweep(kubes: _Kubes, run_id: str | None, report: CleanupReport, log: Callab
             continue
         order = {"Secret": 0, "Node": 1, "Job": 2, "Pod": 3}
         faults = {f: i for i, f in enumerate(RECORDING_FAULTS)}
-        records = sorted((x for x in found if x.ref.kind == "Secret" and REVERT_OF in x.annotations),
-                         key=lambda x: faults.get(x.annotations.get(REVERT_FAULT, ""), 9))
+        records = sorted(
+            (x for x in found if x.ref.kind == "Secret" and REVERT_OF in x.annotations),
+            key=lambda x: faults.get(x.annotations.get(REVERT_FAULT, ""), 9),
+        )
         backups = [x for x in found if x.ref.kind == "Secret" and BACKUP_OF in x.annotations]
         workloads = [x for x in found if x.ref.kind in ("Deployment", "StatefulSet")]
-        rest = sorted((x for x in found if x not in records + backups + workloads),
-                      key=lambda x: order.get(x.ref.kind, 9))
+        rest = sorted(
+            (x for x in found if x not in records + backups + workloads), key=lambda x: order.get(x.ref.kind, 9)
+        )
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         for x in records:  # workloads changed in place: their previous state, from the cluster
             try:
@@ -256,11 +281,13 @@ def _sweep(kubes: _Kubes, run_id: str | None, report: CleanupReport, log: Callab
             try:
                 gone = kube.delete(x.ref)
                 verb = "uncordoned" if x.ref.kind == "Node" else "deleted"
-                report.done.append(f"context {name}: {verb} {x.ref} (run {x.run_id})"
-                                   + ("" if gone else ", already gone"))
+                report.done.append(
+                    f"context {name}: {verb} {x.ref} (run {x.run_id})" + ("" if gone else ", already gone")
+                )
             except DrillkitError as exc:
                 report.failed.append(f"context {name}: {x.ref}: {exc}")
         if not found:
-            report.notes.append(f"context {name}: nothing labelled "
-                                f"{'with run ' + run_id if run_id else 'by drillkit'} remains")
+            report.notes.append(
+                f"context {name}: nothing labelled {'with run ' + run_id if run_id else 'by drillkit'} remains"
+            )
         log(f"cleanup: context {name}: {len(found)} labelled object(s) handled")

@@ -47,21 +47,34 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
 def main(verbose: bool) -> None:
     """Rehearse incidents: inject a playbook fault, time detection and response with
     Prometheus, always revert, and write the post-mortem report."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="drillkit: %(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="drillkit: %(message)s")
 
 
 def prometheus_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
-        click.option("--prometheus-url", envvar="DRILLKIT_PROMETHEUS_URL", default=None,
-                     help="Prometheus base URL [default: the lab's, if `drillkit lab up` ran in the "
-                          "scenario's lab dir ($DRILLKIT_LAB_DIR, else .drillkit/lab), else http://127.0.0.1:9090]."),
-        click.option("--prometheus-token", envvar="DRILLKIT_PROMETHEUS_TOKEN", default=None,
-                     help="Bearer token for Prometheus."),
-        click.option("--prometheus-user", envvar="DRILLKIT_PROMETHEUS_USER", default=None,
-                     help="Basic-auth user (password in DRILLKIT_PROMETHEUS_PASSWORD)."),
-        click.option("--prometheus-ca", envvar="DRILLKIT_PROMETHEUS_CA", default=None,
-                     type=click.Path(exists=True, dir_okay=False), help="CA bundle for Prometheus TLS."),
+        click.option(
+            "--prometheus-url",
+            envvar="DRILLKIT_PROMETHEUS_URL",
+            default=None,
+            help="Prometheus base URL [default: the lab's, if `drillkit lab up` ran in the "
+            "scenario's lab dir ($DRILLKIT_LAB_DIR, else .drillkit/lab), else http://127.0.0.1:9090].",
+        ),
+        click.option(
+            "--prometheus-token", envvar="DRILLKIT_PROMETHEUS_TOKEN", default=None, help="Bearer token for Prometheus."
+        ),
+        click.option(
+            "--prometheus-user",
+            envvar="DRILLKIT_PROMETHEUS_USER",
+            default=None,
+            help="Basic-auth user (password in DRILLKIT_PROMETHEUS_PASSWORD).",
+        ),
+        click.option(
+            "--prometheus-ca",
+            envvar="DRILLKIT_PROMETHEUS_CA",
+            default=None,
+            type=click.Path(exists=True, dir_okay=False),
+            help="CA bundle for Prometheus TLS.",
+        ),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -71,8 +84,9 @@ def prometheus_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _prom_config(url: str, token: str | None, user: str | None, ca: str | None) -> Any:
     from drillkit.prometheus import PromConfig
 
-    return PromConfig(url=url, bearer_token=token, username=user,
-                      password=os.environ.get("DRILLKIT_PROMETHEUS_PASSWORD"), ca_file=ca)
+    return PromConfig(
+        url=url, bearer_token=token, username=user, password=os.environ.get("DRILLKIT_PROMETHEUS_PASSWORD"), ca_file=ca
+    )
 
 
 def _lab_url(sc: Any, service: str) -> str | None:
@@ -87,26 +101,70 @@ def _lab_url(sc: Any, service: str) -> str | None:
 @main.command()
 @click.argument("scenario", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Run preflight, print the plan, touch nothing.")
-@click.option("--report-dir", envvar="DRILLKIT_REPORT_DIR", default="reports", show_default=True,
-              type=click.Path(file_okay=False), help="Where run folders are created.")
-@click.option("--format", "formats", envvar="DRILLKIT_FORMAT", default="md,html,json,junit",
-              show_default=True, help="Comma-separated report formats.")
-@click.option("--policy", envvar="DRILLKIT_POLICY", default=None, type=click.Path(dir_okay=False),
-              help="Policy file overriding the P1–P4 targets.")
+@click.option(
+    "--report-dir",
+    envvar="DRILLKIT_REPORT_DIR",
+    default="reports",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where run folders are created.",
+)
+@click.option(
+    "--format",
+    "formats",
+    envvar="DRILLKIT_FORMAT",
+    default="md,html,json,junit",
+    show_default=True,
+    help="Comma-separated report formats.",
+)
+@click.option(
+    "--policy",
+    envvar="DRILLKIT_POLICY",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Policy file overriding the P1–P4 targets.",
+)
 @click.option("--context", envvar="DRILLKIT_CONTEXT", default=None, help="kubeconfig context.")
-@click.option("--allow-context", "allow_contexts", envvar="DRILLKIT_ALLOW_CONTEXT", multiple=True,
-              help="Allow a non-kind kubeconfig context (repeatable).")
+@click.option(
+    "--allow-context",
+    "allow_contexts",
+    envvar="DRILLKIT_ALLOW_CONTEXT",
+    multiple=True,
+    help="Allow a non-kind kubeconfig context (repeatable).",
+)
 @click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="kubeconfig file.")
-@click.option("--alertmanager-url", envvar="DRILLKIT_ALERTMANAGER_URL", default=None,
-              help="Alertmanager base URL: records when the page went out; needed for `acknowledge: alertmanager`.")
-@click.option("--ready-timeout", envvar="DRILLKIT_READY_TIMEOUT", default=60.0, show_default=True,
-              type=click.FloatRange(min=0), help="Seconds to wait for Prometheus to be ready.")
+@click.option(
+    "--alertmanager-url",
+    envvar="DRILLKIT_ALERTMANAGER_URL",
+    default=None,
+    help="Alertmanager base URL: records when the page went out; needed for `acknowledge: alertmanager`.",
+)
+@click.option(
+    "--ready-timeout",
+    envvar="DRILLKIT_READY_TIMEOUT",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds to wait for Prometheus to be ready.",
+)
 @prometheus_options
 @_guard
-def run(scenario: str, dry_run: bool, report_dir: str, formats: str, policy: str | None,
-        context: str | None, allow_contexts: tuple[str, ...], kubeconfig: str | None,
-        alertmanager_url: str | None, ready_timeout: float, prometheus_url: str | None,
-        prometheus_token: str | None, prometheus_user: str | None, prometheus_ca: str | None) -> None:
+def run(
+    scenario: str,
+    dry_run: bool,
+    report_dir: str,
+    formats: str,
+    policy: str | None,
+    context: str | None,
+    allow_contexts: tuple[str, ...],
+    kubeconfig: str | None,
+    alertmanager_url: str | None,
+    ready_timeout: float,
+    prometheus_url: str | None,
+    prometheus_token: str | None,
+    prometheus_user: str | None,
+    prometheus_ca: str | None,
+) -> None:
     """Run the drill in SCENARIO and write its report."""
     from drillkit.engine import Drill, RunOptions
     from drillkit.policy import load_policy
@@ -127,9 +185,15 @@ def run(scenario: str, dry_run: bool, report_dir: str, formats: str, policy: str
         alertmanager_url = _lab_url(sc, "alertmanager")
     opts = RunOptions(
         prometheus=_prom_config(prometheus_url, prometheus_token, prometheus_user, prometheus_ca),
-        policy=load_policy(policy), report_root=Path(report_dir), formats=fmt, dry_run=dry_run,
-        out=lambda line: click.echo(line, err=True), tty=sys.stderr.isatty(), kube_factory=kube_factory,
-        ready_timeout=ready_timeout, alertmanager_url=alertmanager_url,
+        policy=load_policy(policy),
+        report_root=Path(report_dir),
+        formats=fmt,
+        dry_run=dry_run,
+        out=lambda line: click.echo(line, err=True),
+        tty=sys.stderr.isatty(),
+        kube_factory=kube_factory,
+        ready_timeout=ready_timeout,
+        alertmanager_url=alertmanager_url,
     )
     with handle_signals(StopFlag()) as stop:
         result = Drill(sc, opts, stop).run()
@@ -213,26 +277,46 @@ def update(run_id: str, message: str, status_page: bool, report_dir: str) -> Non
 
 @main.command()
 @click.option("--run-id", default=None, help="Clean up after this run only.")
-@click.option("--all", "everything", is_flag=True,
-              help="Every run under --report-dir and every drillkit-labelled object.")
-@click.option("--report-dir", envvar="DRILLKIT_REPORT_DIR", default="reports", show_default=True,
-              type=click.Path(file_okay=False), help="Where run folders (journals) are.")
-@click.option("--context", envvar="DRILLKIT_CONTEXT", default=None,
-              help="kubeconfig context (default: the one each run used).")
-@click.option("--allow-context", "allow_contexts", envvar="DRILLKIT_ALLOW_CONTEXT", multiple=True,
-              help="Allow a non-kind kubeconfig context (repeatable).")
+@click.option(
+    "--all", "everything", is_flag=True, help="Every run under --report-dir and every drillkit-labelled object."
+)
+@click.option(
+    "--report-dir",
+    envvar="DRILLKIT_REPORT_DIR",
+    default="reports",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where run folders (journals) are.",
+)
+@click.option(
+    "--context", envvar="DRILLKIT_CONTEXT", default=None, help="kubeconfig context (default: the one each run used)."
+)
+@click.option(
+    "--allow-context",
+    "allow_contexts",
+    envvar="DRILLKIT_ALLOW_CONTEXT",
+    multiple=True,
+    help="Allow a non-kind kubeconfig context (repeatable).",
+)
 @click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="kubeconfig file.")
 @_guard
-def cleanup(run_id: str | None, everything: bool, report_dir: str, context: str | None,
-            allow_contexts: tuple[str, ...], kubeconfig: str | None) -> None:
+def cleanup(
+    run_id: str | None,
+    everything: bool,
+    report_dir: str,
+    context: str | None,
+    allow_contexts: tuple[str, ...],
+    kubeconfig: str | None,
+) -> None:
     """Finish the reverts of killed drills: pending journalled reverts, then every object
     labelled drillkit.io/run-id (exit 1 if something could not be undone)."""
     from drillkit.cleanup import cleanup as run_cleanup
 
     if bool(run_id) == everything:
         raise click.UsageError("pass exactly one of --run-id ID or --all")
-    result = run_cleanup(Path(report_dir), run_id, context, allow_contexts, kubeconfig,
-                         log=lambda line: click.echo(line, err=True))
+    result = run_cleanup(
+        Path(report_dir), run_id, context, allow_contexts, kubeconfig, log=lambda line: click.echo(line, err=True)
+    )
     for line in result.lines():
         click.echo(line)
     sys.exit(1 if result.failed else 0)
@@ -249,11 +333,11 @@ def lab() -> None:
 
 
 @lab.command("up")
-@click.option("--dir", "lab_dir", envvar="DRILLKIT_LAB_DIR", default=".drillkit/lab", show_default=True,
-              help=LAB_DIR_HELP)
+@click.option(
+    "--dir", "lab_dir", envvar="DRILLKIT_LAB_DIR", default=".drillkit/lab", show_default=True, help=LAB_DIR_HELP
+)
 @click.option("--replicas", type=click.IntRange(1, 20), default=None, help="Chat API replicas [2].")
-@click.option("--base-port", type=int, default=None,
-              help="First of the lab's 127.0.0.1 ports (Prometheus) [19090].")
+@click.option("--base-port", type=int, default=None, help="First of the lab's 127.0.0.1 ports (Prometheus) [19090].")
 @_guard
 def lab_up(lab_dir: str, replicas: int | None, base_port: int | None) -> None:
     """Start the lab (idempotent) and wait until Prometheus sees it all."""
@@ -269,8 +353,9 @@ def lab_up(lab_dir: str, replicas: int | None, base_port: int | None) -> None:
 
 
 @lab.command("down")
-@click.option("--dir", "lab_dir", envvar="DRILLKIT_LAB_DIR", default=".drillkit/lab", show_default=True,
-              help=LAB_DIR_HELP)
+@click.option(
+    "--dir", "lab_dir", envvar="DRILLKIT_LAB_DIR", default=".drillkit/lab", show_default=True, help=LAB_DIR_HELP
+)
 @click.option("--purge", is_flag=True, help="Also delete the lab's data, logs and JWT secret.")
 @_guard
 def lab_down(lab_dir: str, purge: bool) -> None:
@@ -278,13 +363,17 @@ def lab_down(lab_dir: str, purge: bool) -> None:
     from drillkit.lab import lab as lab_mod
 
     res = lab_mod.down(Path(lab_dir), out=lambda m: click.echo(m, err=True), purge=purge)
-    click.echo(f"no lab state in {lab_dir}; nothing to stop" if res is None
-               else f"lab down: stopped {', '.join(res.stopped) or 'nothing (all were already gone)'}")
+    click.echo(
+        f"no lab state in {lab_dir}; nothing to stop"
+        if res is None
+        else f"lab down: stopped {', '.join(res.stopped) or 'nothing (all were already gone)'}"
+    )
 
 
 @lab.command("status")
-@click.option("--dir", "lab_dir", envvar="DRILLKIT_LAB_DIR", default=".drillkit/lab", show_default=True,
-              help=LAB_DIR_HELP)
+@click.option(
+    "--dir", "lab_dir", envvar="DRILLKIT_LAB_DIR", default=".drillkit/lab", show_default=True, help=LAB_DIR_HELP
+)
 @_guard
 def lab_status(lab_dir: str) -> None:
     """Show each component up or down (exit 3 if any is down or no lab is up)."""
@@ -301,8 +390,9 @@ def lab_status(lab_dir: str) -> None:
 
 @lab.command("logs")
 @click.argument("component", required=False)
-@click.option("--dir", "lab_dir", envvar="DRILLKIT_LAB_DIR", default=".drillkit/lab", show_default=True,
-              help=LAB_DIR_HELP)
+@click.option(
+    "--dir", "lab_dir", envvar="DRILLKIT_LAB_DIR", default=".drillkit/lab", show_default=True, help=LAB_DIR_HELP
+)
 @click.option("-n", "--lines", type=click.IntRange(1), default=20, show_default=True)
 @_guard
 def lab_logs(component: str | None, lab_dir: str, lines: int) -> None:
@@ -314,8 +404,9 @@ def lab_logs(component: str | None, lab_dir: str, lines: int) -> None:
         raise InputError(f"no lab in {lab_dir}: start it with `drillkit lab up`")
     files = lab_mod.log_files(state)
     if component is not None and component not in files:
-        raise click.BadParameter(f"unknown component {component!r}; choose from {', '.join(files)}",
-                                 param_hint="COMPONENT")
+        raise click.BadParameter(
+            f"unknown component {component!r}; choose from {', '.join(files)}", param_hint="COMPONENT"
+        )
     for name, path in files.items():
         if component in (None, name):
             click.echo(f"==> {name}: {path} <==")

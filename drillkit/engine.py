@@ -131,8 +131,13 @@ class Drill:
         folder = report_folder(self.opts.report_root, self.scenario, run_id, utcnow())
         journal = Journal(folder / JOURNAL_NAME)
         self.opts.out(f"drill {self.scenario.name}: run {run_id}, report folder {folder}")
-        journal.append("started", run_id=run_id, scenario=_scenario_record(self.scenario),
-                       limits=self.limits.to_dict(), prometheus=self.opts.prometheus.url)
+        journal.append(
+            "started",
+            run_id=run_id,
+            scenario=_scenario_record(self.scenario),
+            limits=self.limits.to_dict(),
+            prometheus=self.opts.prometheus.url,
+        )
         ctx = self._ctx = self._context(run_id, journal)
         status: Status | None = None
         reason, by_signal = "", False
@@ -169,8 +174,9 @@ class Drill:
         self._render(folder, final)
         return RunResult(run_id, final, folder, exit_code_for(final, by_signal))
 
-    def _after_revert(self, ctx: FaultContext, journal: Journal, undo: Undo, status: Status | None,
-                      reason: str, by_signal: bool) -> tuple[Status, str]:
+    def _after_revert(
+        self, ctx: FaultContext, journal: Journal, undo: Undo, status: Status | None, reason: str, by_signal: bool
+    ) -> tuple[Status, str]:
         """Verify the system after the reverts, then judge the targets."""
         if undo.failures:
             return Status.FAILED, "revert failed: " + "; ".join(undo.failures)
@@ -190,15 +196,23 @@ class Drill:
                 self.opts.out(f"  {v.outcome:<12} {v.summary()}")
             written = render(folder, self.opts.formats)
         except Exception as exc:  # the journal is the record; a report can be rendered later
-            self.opts.out(f"{status.value}: rendering the report failed ({exc}); the journal is "
-                          f"{folder / JOURNAL_NAME}: try `drillkit report {folder}`")
+            self.opts.out(
+                f"{status.value}: rendering the report failed ({exc}); the journal is "
+                f"{folder / JOURNAL_NAME}: try `drillkit report {folder}`"
+            )
             return
         self.opts.out(f"{status.value}: report written to {', '.join(str(p) for p in written)}")
 
     def _context(self, run_id: str, journal: Journal) -> FaultContext:
-        return FaultContext(run_id=run_id, scenario=self.scenario, journal=journal, stop=self.stop,
-                            log=self.opts.out, kube_factory=self.opts.kube_factory,
-                            on_harm=lambda: self._mark_injected(journal))
+        return FaultContext(
+            run_id=run_id,
+            scenario=self.scenario,
+            journal=journal,
+            stop=self.stop,
+            log=self.opts.out,
+            kube_factory=self.opts.kube_factory,
+            on_harm=lambda: self._mark_injected(journal),
+        )
 
     def _dry_run(self, run_id: str) -> RunResult:
         with tempfile.TemporaryDirectory(prefix="drillkit-dry-") as tmp:
@@ -276,8 +290,9 @@ class Drill:
         d = self.scenario.detection
         rule: AlertRule = self.rule
         since = injected.at - timedelta(seconds=0.5)
-        found = self._wait("detect", injected.mono + self.limits.detect,
-                           lambda: self.prom.firing_time(rule, d.labels, since))
+        found = self._wait(
+            "detect", injected.mono + self.limits.detect, lambda: self.prom.firing_time(rule, d.labels, since)
+        )
         if found is None:
             journal.append("detection_missed", alert=d.alert, within=self.limits.detect)
             self.opts.out(f"alert {d.alert} did not fire within {format_duration(self.limits.detect)}")
@@ -286,10 +301,13 @@ class Drill:
         pending = self.prom.pending_time(rule, d.labels, since)
         if pending is not None and pending <= fired:
             journal.append("alert_pending", at=pending, alert=d.alert, source="prometheus activeAt")
-        journal.append("detected", at=fired, alert=d.alert, for_seconds=rule.for_seconds,
-                       source="prometheus", method=method)
-        self.opts.out(f"detected: {d.alert} firing at {fired.isoformat()} "
-                      f"({format_duration((fired - injected.at).total_seconds())} after injection)")
+        journal.append(
+            "detected", at=fired, alert=d.alert, for_seconds=rule.for_seconds, source="prometheus", method=method
+        )
+        self.opts.out(
+            f"detected: {d.alert} firing at {fired.isoformat()} "
+            f"({format_duration((fired - injected.at).total_seconds())} after injection)"
+        )
         if self.am:
             self._notify = NotificationWatch(self.am, d.alert, d.labels)
             self._journal = journal
@@ -307,8 +325,14 @@ class Drill:
         if ack is None:
             journal.append("acknowledge_missed", source=source.value, within=self.limits.acknowledge)
             return
-        journal.append("acknowledged", at=ack.at, by=ack.by, note=ack.note, source=source.value,
-                       **({"severity": ack.severity} if ack.severity else {}))
+        journal.append(
+            "acknowledged",
+            at=ack.at,
+            by=ack.by,
+            note=ack.note,
+            source=source.value,
+            **({"severity": ack.severity} if ack.severity else {}),
+        )
         self.opts.out(f"acknowledged by {ack.by}")
 
     def _ack_waiter(self, source: AckSource, folder: Path) -> AckWaiter:
@@ -365,8 +389,7 @@ class Drill:
             return []
         journal.append("leftovers_checked", remaining=left)
         if left:
-            self.opts.out(f"left in the cluster: {', '.join(left)} (run `drillkit cleanup "
-                          f"--run-id {ctx.run_id}`)")
+            self.opts.out(f"left in the cluster: {', '.join(left)} (run `drillkit cleanup --run-id {ctx.run_id}`)")
         return left
 
     def _judge(self, journal: Journal) -> Status:
@@ -380,8 +403,14 @@ class Drill:
     def _steady_now(self) -> bool:
         return all(not self._probe(p) for p in self.scenario.steady_state)
 
-    def _wait(self, phase: str, deadline: float, check: Callable[[], T | None],
-              interval: float = 0.5, check_abort: bool = True) -> T | None:
+    def _wait(
+        self,
+        phase: str,
+        deadline: float,
+        check: Callable[[], T | None],
+        interval: float = 0.5,
+        check_abort: bool = True,
+    ) -> T | None:
         """Call `check` until it returns a truthy value or the monotonic deadline passes."""
         self._phase_started = time.monotonic()
         while True:
@@ -402,8 +431,12 @@ class Drill:
 
     def _poll_notification(self) -> None:
         if self._notify and self._journal and (seen := self._notify.poll()):
-            self._journal.append("notified", at=seen, alert=self._notify.alert,
-                                 source="Alertmanager API: first listed (checked every 0.25-0.5 s)")
+            self._journal.append(
+                "notified",
+                at=seen,
+                alert=self._notify.alert,
+                source="Alertmanager API: first listed (checked every 0.25-0.5 s)",
+            )
 
     def _tick(self, phase: str, deadline: float, check_abort: bool = True) -> None:
         if check_abort:
@@ -434,10 +467,17 @@ class Drill:
 def _scenario_record(s: Scenario) -> dict[str, Any]:
     """The scenario as the report needs it (re-rendering reads only the journal)."""
     return {
-        "name": s.name, "title": s.title, "incident": s.incident.value,
-        "severity": s.severity.value, "description": s.description, "path": s.path,
-        "target": asdict(s.target), "alert": s.detection.alert, "alert_labels": s.detection.labels,
-        "acknowledge": s.response.acknowledge.value, "recovery_action": s.recovery.action.value,
+        "name": s.name,
+        "title": s.title,
+        "incident": s.incident.value,
+        "severity": s.severity.value,
+        "description": s.description,
+        "path": s.path,
+        "target": asdict(s.target),
+        "alert": s.detection.alert,
+        "alert_labels": s.detection.labels,
+        "acknowledge": s.response.acknowledge.value,
+        "recovery_action": s.recovery.action.value,
         "faults": [{"kind": f.kind, "params": _jsonable(f.params)} for f in s.faults],
         "steady_state": [{"name": p.name, "expr": p.expr, "expect": str(p.expect)} for p in s.steady_state],
         "runbook": asdict(s.runbook),
@@ -458,4 +498,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, int | float | str | bool) or value is None:
         return value
     return str(value)
-

@@ -37,7 +37,7 @@ def parse_time(text: str) -> datetime:
     if "." in text:
         head, _, rest = text.partition(".")
         digits = "".join(c for c in rest if c.isdigit())
-        tz = rest[len(digits):]
+        tz = rest[len(digits) :]
         text = f"{head}.{digits[:6].ljust(6, '0')}{tz}"
     return datetime.fromisoformat(text).astimezone(UTC)
 
@@ -50,8 +50,9 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"kind": self.kind, "at": rfc3339(self.at), "mono": self.mono, **self.data},
-                          default=str, sort_keys=False)
+        return json.dumps(
+            {"kind": self.kind, "at": rfc3339(self.at), "mono": self.mono, **self.data}, default=str, sort_keys=False
+        )
 
     @classmethod
     def from_json(cls, line: str) -> Event:

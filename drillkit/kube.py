@@ -47,6 +47,7 @@ class StopFlag(Protocol):
 
     def is_set(self) -> bool: ...
 
+
 T = TypeVar("T")
 
 RUN_LABEL = "drillkit.io/run-id"
@@ -152,20 +153,21 @@ def translate(what: str, exc: BaseException) -> Exception:
         if status == 0:
             return _translate_websocket(what, message)
         if status == 429:
-            return KubeTransient(f"{what}: 429 Too Many Requests: {message}",
-                                 _retry_after(exc.headers))
+            return KubeTransient(f"{what}: 429 Too Many Requests: {message}", _retry_after(exc.headers))
         if status >= 500:
             return KubeTransient(f"{what}: HTTP {status}: {message}", _retry_after(exc.headers))
         if status == 403:
-            return Forbidden(f"forbidden: cannot {what}: {message} (grant this verb on this "
-                             "resource to drillkit's user; see docs/kubernetes.md)", status)
+            return Forbidden(
+                f"forbidden: cannot {what}: {message} (grant this verb on this "
+                "resource to drillkit's user; see docs/kubernetes.md)",
+                status,
+            )
         if status == 404:
             return NotFound(f"{what}: not found: {message}", status)
         if status == 409:
             return Conflict(f"{what}: conflict: {message}", status)
         if status == 401:
-            return KubeError(f"{what}: unauthorized (401): check the kubeconfig credentials: "
-                             f"{message}", status)
+            return KubeError(f"{what}: unauthorized (401): check the kubeconfig credentials: {message}", status)
         return KubeError(f"{what}: HTTP {status}: {message}", status)
     if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError | OSError):
         return KubeTransient(f"{what}: cannot reach the Kubernetes API: {exc}")
@@ -191,8 +193,9 @@ def _translate_websocket(what: str, message: str) -> Exception:
         if status == 404:
             return NotFound(f"{what}: not found: {detail}", 404)
         if status == 403:
-            return Forbidden(f"forbidden: cannot {what}: {detail} (grant `create` on pods/exec; "
-                             "see docs/kubernetes.md)", 403)
+            return Forbidden(
+                f"forbidden: cannot {what}: {detail} (grant `create` on pods/exec; see docs/kubernetes.md)", 403
+            )
         if status == 429 or status >= 500:
             return KubeTransient(f"{what}: HTTP {status}: {detail}")
         return ExecFailed(f"{what}: HTTP {status}: {detail}", status)
@@ -257,8 +260,11 @@ def malformed_kubeconfig(kubeconfig: str | None, exc: BaseException) -> Kubeconf
 
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
-        name = str(mark.name) if mark is not None and mark.name and not str(mark.name).startswith("<") \
+        name = (
+            str(mark.name)
+            if mark is not None and mark.name and not str(mark.name).startswith("<")
             else _kubeconfig_name(kubeconfig)
+        )
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         what = " ".join(str(exc.problem or exc.context or "").split())
         return KubeconfigError(f"kubeconfig {name} is not valid YAML{where}: {what}")
@@ -266,8 +272,10 @@ def malformed_kubeconfig(kubeconfig: str | None, exc: BaseException) -> Kubeconf
         detail = " ".join(str(exc).splitlines()[0].split())
         return KubeconfigError(f"kubeconfig {_kubeconfig_name(kubeconfig)} is not valid YAML: {detail}")
     if isinstance(exc, TypeError | KeyError | AttributeError | ValueError | IndexError):
-        return KubeconfigError(f"kubeconfig {_kubeconfig_name(kubeconfig)} is malformed (not a "
-                               f"kubeconfig document): {type(exc).__name__}: {exc}")
+        return KubeconfigError(
+            f"kubeconfig {_kubeconfig_name(kubeconfig)} is malformed (not a "
+            f"kubeconfig document): {type(exc).__name__}: {exc}"
+        )
     return None
 
 
@@ -292,38 +300,42 @@ def _kubeconfig_contexts(kubeconfig: str | None) -> tuple[list[str], str | None]
         raise malformed_kubeconfig(kubeconfig, exc) or exc from None
 
 
-def resolve_settings(context: str | None, scenario_context: str | None,
-                     allow_contexts: tuple[str, ...] | list[str],
-                     kubeconfig: str | None) -> KubeSettings:
+def resolve_settings(
+    context: str | None,
+    scenario_context: str | None,
+    allow_contexts: tuple[str, ...] | list[str],
+    kubeconfig: str | None,
+) -> KubeSettings:
     """Pick the context (`--context`, else the scenario's, else the kubeconfig's current one)
     and refuse it unless allowed. Raises InputError for a disallowed or unknown context."""
     wanted = context or scenario_context
     if wanted == IN_CLUSTER or (wanted is None and _in_cluster_available() and not _has_kubeconfig(kubeconfig)):
         if not context_allowed(IN_CLUSTER, allow_contexts):
-            raise InputError("refusing the in-cluster service account: pass "
-                             "`--allow-context in-cluster` to run drills from inside a cluster")
+            raise InputError(
+                "refusing the in-cluster service account: pass "
+                "`--allow-context in-cluster` to run drills from inside a cluster"
+            )
         return KubeSettings(IN_CLUSTER, None)
     names, active = _kubeconfig_contexts(kubeconfig)
     name = wanted or active
     if not name:
-        raise InputError("no kubeconfig context: pass --context NAME or set "
-                         "target.kubernetes.context in the scenario")
+        raise InputError("no kubeconfig context: pass --context NAME or set target.kubernetes.context in the scenario")
     if name not in names:
-        raise InputError(f"kubeconfig context {name!r} not found; available: "
-                         f"{', '.join(names) or 'none'}")
+        raise InputError(f"kubeconfig context {name!r} not found; available: {', '.join(names) or 'none'}")
     if not context_allowed(name, allow_contexts):
         raise InputError(
             f"refusing kubeconfig context {name!r}: only kind-* contexts are allowed by default; "
-            f"pass `--allow-context {name}` if you really mean to run this drill there")
+            f"pass `--allow-context {name}` if you really mean to run this drill there"
+        )
     if context and scenario_context and context != scenario_context:
-        log.warning("using context %s (--context) instead of the scenario's %s", context,
-                    scenario_context)
+        log.warning("using context %s (--context) instead of the scenario's %s", context, scenario_context)
     return KubeSettings(name, kubeconfig)
 
 
 def _in_cluster_available() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(
-        "/var/run/secrets/kubernetes.io/serviceaccount/token")
+        "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    )
 
 
 def _has_kubeconfig(kubeconfig: str | None) -> bool:
@@ -332,12 +344,12 @@ def _has_kubeconfig(kubeconfig: str | None) -> bool:
     return os.path.exists(os.path.expanduser("~/.kube/config"))
 
 
-def kube_factory_for(scenario: Scenario, context: str | None, allow_contexts: tuple[str, ...],
-                     kubeconfig: str | None) -> Callable[[], Kube]:
+def kube_factory_for(
+    scenario: Scenario, context: str | None, allow_contexts: tuple[str, ...], kubeconfig: str | None
+) -> Callable[[], Kube]:
     """Check the context now (before anything runs) and return a factory for the facade."""
     target = scenario.target.kubernetes
-    settings = resolve_settings(context, target.context if target else None, allow_contexts,
-                                kubeconfig)
+    settings = resolve_settings(context, target.context if target else None, allow_contexts, kubeconfig)
     return lambda: Kube(settings)
 
 
@@ -410,33 +422,44 @@ class Pod:
         meta, spec, status = o.get("metadata") or {}, o.get("spec") or {}, o.get("status") or {}
         ctrl = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
 
-        def containers(specs: list[dict[str, Any]] | None,
-                       statuses: list[dict[str, Any]] | None) -> tuple[Container, ...]:
+        def containers(
+            specs: list[dict[str, Any]] | None, statuses: list[dict[str, Any]] | None
+        ) -> tuple[Container, ...]:
             by_name = {s.get("name"): s for s in statuses or []}
             out = []
             for c in specs or []:
                 s = by_name.get(c.get("name"), {})
                 last = ((s.get("lastState") or {}).get("terminated") or {}).get("reason")
                 limit = ((c.get("resources") or {}).get("limits") or {}).get("memory")
-                out.append(Container(c.get("name", ""), c.get("image", ""), limit,
-                                     int(s.get("restartCount") or 0),
-                                     "running" in (s.get("state") or {}), last))
+                out.append(
+                    Container(
+                        c.get("name", ""),
+                        c.get("image", ""),
+                        limit,
+                        int(s.get("restartCount") or 0),
+                        "running" in (s.get("state") or {}),
+                        last,
+                    )
+                )
             return tuple(out)
 
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                    for c in status.get("conditions") or [])
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
         return cls(
-            namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=meta.get("uid", ""),
-            node=spec.get("nodeName"), created=meta.get("creationTimestamp") or "",
-            phase=status.get("phase") or "", ready=ready,
-            terminating=bool(meta.get("deletionTimestamp")), labels=dict(meta.get("labels") or {}),
-            controller=ObjRef(ctrl["kind"], meta.get("namespace"), ctrl["name"], ctrl.get("uid", ""))
-            if ctrl else None,
+            namespace=meta.get("namespace", ""),
+            name=meta.get("name", ""),
+            uid=meta.get("uid", ""),
+            node=spec.get("nodeName"),
+            created=meta.get("creationTimestamp") or "",
+            phase=status.get("phase") or "",
+            ready=ready,
+            terminating=bool(meta.get("deletionTimestamp")),
+            labels=dict(meta.get("labels") or {}),
+            controller=ObjRef(ctrl["kind"], meta.get("namespace"), ctrl["name"], ctrl.get("uid", "")) if ctrl else None,
             containers=containers(spec.get("containers"), status.get("containerStatuses")),
-            ephemeral=containers(spec.get("ephemeralContainers"),
-                                 status.get("ephemeralContainerStatuses")),
+            ephemeral=containers(spec.get("ephemeralContainers"), status.get("ephemeralContainerStatuses")),
             mirror="kubernetes.io/config.mirror" in (meta.get("annotations") or {}),
-            deletion_grace=None if meta.get("deletionGracePeriodSeconds") is None
+            deletion_grace=None
+            if meta.get("deletionGracePeriodSeconds") is None
             else int(meta["deletionGracePeriodSeconds"]),
         )
 
@@ -509,8 +532,14 @@ class Labelled:
     terminating: bool = False
 
 
-_WORKLOAD_KINDS = {"deployment": "Deployment", "deployments": "Deployment", "deploy": "Deployment",
-                   "statefulset": "StatefulSet", "statefulsets": "StatefulSet", "sts": "StatefulSet"}
+_WORKLOAD_KINDS = {
+    "deployment": "Deployment",
+    "deployments": "Deployment",
+    "deploy": "Deployment",
+    "statefulset": "StatefulSet",
+    "statefulsets": "StatefulSet",
+    "sts": "StatefulSet",
+}
 
 
 def workload_kind(text: str) -> str:
@@ -524,8 +553,16 @@ def workload_kind(text: str) -> str:
 def strip_for_create(manifest: dict[str, Any]) -> dict[str, Any]:
     """A pod manifest that can be POSTed again: no status, uid, resourceVersion, nodeName."""
     meta = dict(manifest.get("metadata") or {})
-    for key in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp",
-                "deletionGracePeriodSeconds", "generation", "managedFields", "selfLink"):
+    for key in (
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "managedFields",
+        "selfLink",
+    ):
         meta.pop(key, None)
     spec = dict(manifest.get("spec") or {})
     spec.pop("nodeName", None)
@@ -548,11 +585,14 @@ class Kube:
             if settings.in_cluster:
                 config.load_incluster_config(client_configuration=cfg)
             else:
-                config.load_kube_config(config_file=settings.kubeconfig, context=settings.context,
-                                        client_configuration=cfg, persist_config=False)
+                config.load_kube_config(
+                    config_file=settings.kubeconfig,
+                    context=settings.context,
+                    client_configuration=cfg,
+                    persist_config=False,
+                )
         except (config.ConfigException, OSError) as exc:
-            raise UnavailableError(f"cannot load Kubernetes config for context "
-                                   f"{settings.context!r}: {exc}") from None
+            raise UnavailableError(f"cannot load Kubernetes config for context {settings.context!r}: {exc}") from None
         except Exception as exc:
             bad = malformed_kubeconfig(settings.kubeconfig, exc)
             if bad is None:
@@ -614,10 +654,10 @@ class Kube:
 
     # -- pods ---------------------------------------------------------------------------------
 
-    def list_pods(self, namespace: str | None, label_selector: str | None = None,
-                  field_selector: str | None = None) -> list[Pod]:
-        kw = {k: v for k, v in (("label_selector", label_selector),
-                                ("field_selector", field_selector)) if v}
+    def list_pods(
+        self, namespace: str | None, label_selector: str | None = None, field_selector: str | None = None
+    ) -> list[Pod]:
+        kw = {k: v for k, v in (("label_selector", label_selector), ("field_selector", field_selector)) if v}
         where = namespace or "all namespaces"
         if namespace:
             data = self.call(f"list pods in {where}", self.core.list_namespaced_pod, namespace, **kw)
@@ -627,23 +667,25 @@ class Kube:
 
     def get_pod(self, namespace: str, name: str) -> Pod | None:
         try:
-            return Pod.from_json(self.call(f"get pods {namespace}/{name}",
-                                           self.core.read_namespaced_pod, name, namespace))
+            return Pod.from_json(
+                self.call(f"get pods {namespace}/{name}", self.core.read_namespaced_pod, name, namespace)
+            )
         except NotFound:
             return None
 
     def pod_manifest(self, namespace: str, name: str) -> dict[str, Any]:
         """The pod as JSON, stripped so that it can be created again (owner-less pods)."""
-        return strip_for_create(self.call(f"get pods {namespace}/{name}",
-                                          self.core.read_namespaced_pod, name, namespace))
+        return strip_for_create(
+            self.call(f"get pods {namespace}/{name}", self.core.read_namespaced_pod, name, namespace)
+        )
 
     def create_pod(self, namespace: str, manifest: dict[str, Any]) -> Pod:
         name = (manifest.get("metadata") or {}).get("name", "?")
-        return Pod.from_json(self.call(f"create pods {namespace}/{name}",
-                                       self.core.create_namespaced_pod, namespace, manifest))
+        return Pod.from_json(
+            self.call(f"create pods {namespace}/{name}", self.core.create_namespaced_pod, namespace, manifest)
+        )
 
-    def delete_pod(self, namespace: str, name: str, uid: str | None = None,
-                   grace_period: int | None = None) -> bool:
+    def delete_pod(self, namespace: str, name: str, uid: str | None = None, grace_period: int | None = None) -> bool:
         """Delete (only the pod with `uid`, if given); False if it was already gone."""
         body: dict[str, Any] = {}
         if uid:
@@ -651,20 +693,26 @@ class Kube:
         if grace_period is not None:
             body["gracePeriodSeconds"] = grace_period
         try:
-            self.call(f"delete pods {namespace}/{name}", self.core.delete_namespaced_pod, name,
-                      namespace, body=body)
+            self.call(f"delete pods {namespace}/{name}", self.core.delete_namespaced_pod, name, namespace, body=body)
         except NotFound:
             return False
         except Conflict:  # the uid precondition failed: a new pod with the same name
             return False
         return True
 
-    def wait_pod_gone(self, namespace: str, name: str, uid: str, timeout: float,
-                      stop: StopFlag | None = None) -> bool:
+    def wait_pod_gone(self, namespace: str, name: str, uid: str, timeout: float, stop: StopFlag | None = None) -> bool:
         """Until the pod `name` with `uid` no longer exists (a terminating pod finishing its
         grace period); False at the deadline or when `stop` is set."""
-        return bool(self.wait_pods(namespace, None, lambda pods: not any(p.uid == uid for p in pods),
-                                   timeout, stop, field_selector=f"metadata.name={name}"))
+        return bool(
+            self.wait_pods(
+                namespace,
+                None,
+                lambda pods: not any(p.uid == uid for p in pods),
+                timeout,
+                stop,
+                field_selector=f"metadata.name={name}",
+            )
+        )
 
     def owner_of(self, pod: Pod) -> Owner | None:
         """The controller that recreates `pod`: ReplicaSet -> Deployment, StatefulSet, ..."""
@@ -673,18 +721,22 @@ class Kube:
             return None
         if ctrl.kind == "ReplicaSet":
             try:
-                rs = self.call(f"get replicasets {pod.namespace}/{ctrl.name}",
-                               self.apps.read_namespaced_replica_set, ctrl.name, pod.namespace)
+                rs = self.call(
+                    f"get replicasets {pod.namespace}/{ctrl.name}",
+                    self.apps.read_namespaced_replica_set,
+                    ctrl.name,
+                    pod.namespace,
+                )
             except NotFound:
                 return Owner("ReplicaSet", ctrl.name)
-            up = next((r for r in (rs.get("metadata") or {}).get("ownerReferences") or []
-                       if r.get("controller")), None)
+            up = next((r for r in (rs.get("metadata") or {}).get("ownerReferences") or [] if r.get("controller")), None)
             if up and up.get("kind") == "Deployment":
                 return Owner("Deployment", up["name"])
         return Owner(ctrl.kind, ctrl.name)
 
-    def exec(self, namespace: str, pod: str, container: str, command: list[str],
-             timeout: float = 30.0, retry: bool = True) -> ExecResult:
+    def exec(
+        self, namespace: str, pod: str, container: str, command: list[str], timeout: float = 30.0, retry: bool = True
+    ) -> ExecResult:
         """Run `command` in a container (no stdin, no tty) and wait up to `timeout` s.
 
         `retry=False` for commands that must not run twice (the connection of an exec that
@@ -700,10 +752,19 @@ class Kube:
                 if self._exec_api is None:
                     self._exec_api = client.CoreV1Api(client.ApiClient(self._cfg))
                 try:
-                    ws = stream(self._exec_api.connect_get_namespaced_pod_exec, pod, namespace,
-                                container=container, command=command, stderr=True, stdin=False,
-                                stdout=True, tty=False, _preload_content=False,
-                                _request_timeout=REQUEST_TIMEOUT[0])
+                    ws = stream(
+                        self._exec_api.connect_get_namespaced_pod_exec,
+                        pod,
+                        namespace,
+                        container=container,
+                        command=command,
+                        stderr=True,
+                        stdin=False,
+                        stdout=True,
+                        tty=False,
+                        _preload_content=False,
+                        _request_timeout=REQUEST_TIMEOUT[0],
+                    )
                 except Exception as exc:
                     raise translate(what, exc) from None
             try:
@@ -722,16 +783,23 @@ class Kube:
 
     # -- watches ------------------------------------------------------------------------------
 
-    def _watch(self, what: str, fn: Callable[..., Any], *args: Any, timeout: float,
-               **kwargs: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _watch(
+        self, what: str, fn: Callable[..., Any], *args: Any, timeout: float, **kwargs: Any
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
         """(event type, object JSON) from a watch ending after `timeout` s (server-side)."""
         from kubernetes import watch
 
         w = watch.Watch()
         seconds = max(1, int(timeout + 0.999))
         try:
-            for event in w.stream(fn, *args, timeout_seconds=seconds, deserialize=False,
-                                  _request_timeout=(REQUEST_TIMEOUT[0], seconds + 10), **kwargs):
+            for event in w.stream(
+                fn,
+                *args,
+                timeout_seconds=seconds,
+                deserialize=False,
+                _request_timeout=(REQUEST_TIMEOUT[0], seconds + 10),
+                **kwargs,
+            ):
                 obj = event.get("raw_object") or event.get("object")
                 if isinstance(obj, dict):
                     yield str(event.get("type")), obj
@@ -740,36 +808,45 @@ class Kube:
         finally:
             w.stop()
 
-    def wait_pods(self, namespace: str, label_selector: str | None,
-                  done: Callable[[list[Pod]], T | None], timeout: float,
-                  stop: StopFlag | None = None, field_selector: str | None = None) -> T | None:
+    def wait_pods(
+        self,
+        namespace: str,
+        label_selector: str | None,
+        done: Callable[[list[Pod]], T | None],
+        timeout: float,
+        stop: StopFlag | None = None,
+        field_selector: str | None = None,
+    ) -> T | None:
         """List, then watch from the list's resourceVersion, until `done(current pods)` returns
         something truthy; None at the deadline or when `stop` is set.
 
         Transient errors and an expired resourceVersion (410) start over with a fresh list.
         """
         deadline = time.monotonic() + timeout
-        kw = {k: v for k, v in (("label_selector", label_selector),
-                                ("field_selector", field_selector)) if v}
+        kw = {k: v for k, v in (("label_selector", label_selector), ("field_selector", field_selector)) if v}
         what = f"watch pods in {namespace}"
         chunk = 5.0 if stop is not None else 30.0  # a quiet watch only notices `stop` between chunks
         while time.monotonic() < deadline and not (stop and stop.is_set()):
             try:
-                listing = self.call(f"list pods in {namespace}", self.core.list_namespaced_pod,
-                                    namespace, **kw)
+                listing = self.call(f"list pods in {namespace}", self.core.list_namespaced_pod, namespace, **kw)
                 pods = {p.uid: p for p in map(Pod.from_json, listing.get("items") or [])}
-                if (result := done(list(pods.values()))):
+                if result := done(list(pods.values())):
                     return result
                 rv = (listing.get("metadata") or {}).get("resourceVersion")
-                for kind, obj in self._watch(what, self.core.list_namespaced_pod, namespace,
-                                             timeout=min(deadline - time.monotonic(), chunk),
-                                             resource_version=rv, **kw):
+                for kind, obj in self._watch(
+                    what,
+                    self.core.list_namespaced_pod,
+                    namespace,
+                    timeout=min(deadline - time.monotonic(), chunk),
+                    resource_version=rv,
+                    **kw,
+                ):
                     pod = Pod.from_json(obj)
                     if kind == "DELETED":
                         pods.pop(pod.uid, None)
                     elif kind in ("ADDED", "MODIFIED"):
                         pods[pod.uid] = pod
-                    if (result := done(list(pods.values()))):
+                    if result := done(list(pods.values())):
                         return result
                     if time.monotonic() >= deadline or (stop and stop.is_set()):
                         return None
@@ -784,16 +861,23 @@ class Kube:
 
     # -- workloads ----------------------------------------------------------------------------
 
-    def _workload_fns(self, kind: str) -> tuple[Callable[..., Any], Callable[..., Any],
-                                                 Callable[..., Any], Callable[..., Any]]:
+    def _workload_fns(
+        self, kind: str
+    ) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
         if kind == "Deployment":
-            return (self.apps.read_namespaced_deployment, self.apps.patch_namespaced_deployment,
-                    self.apps.read_namespaced_deployment_scale,
-                    self.apps.patch_namespaced_deployment_scale)
+            return (
+                self.apps.read_namespaced_deployment,
+                self.apps.patch_namespaced_deployment,
+                self.apps.read_namespaced_deployment_scale,
+                self.apps.patch_namespaced_deployment_scale,
+            )
         if kind == "StatefulSet":
-            return (self.apps.read_namespaced_stateful_set, self.apps.patch_namespaced_stateful_set,
-                    self.apps.read_namespaced_stateful_set_scale,
-                    self.apps.patch_namespaced_stateful_set_scale)
+            return (
+                self.apps.read_namespaced_stateful_set,
+                self.apps.patch_namespaced_stateful_set,
+                self.apps.read_namespaced_stateful_set_scale,
+                self.apps.patch_namespaced_stateful_set_scale,
+            )
         raise InputError(f"unsupported workload kind {kind!r}")
 
     def get_workload(self, kind: str, namespace: str, name: str) -> Workload | None:
@@ -808,13 +892,28 @@ class Kube:
         parts = [f"{k}={v}" for k, v in sorted(match.items())]
         for e in exprs:
             op, vals = e.get("operator"), ",".join(e.get("values") or [])
-            parts.append({"In": f"{e['key']} in ({vals})", "NotIn": f"{e['key']} notin ({vals})",
-                          "Exists": e["key"], "DoesNotExist": f"!{e['key']}"}.get(op, ""))
+            parts.append(
+                {
+                    "In": f"{e['key']} in ({vals})",
+                    "NotIn": f"{e['key']} notin ({vals})",
+                    "Exists": e["key"],
+                    "DoesNotExist": f"!{e['key']}",
+                }.get(op, "")
+            )
         template = spec.get("template") or {}
         pod = Pod.from_json({"metadata": {}, "spec": template.get("spec") or {}, "status": {}})
-        return Workload(kind, namespace, name, meta.get("uid", ""), int(spec.get("replicas", 1)),
-                        int(status.get("readyReplicas") or 0), ",".join(p for p in parts if p),
-                        pod.containers, template, dict(meta.get("labels") or {}))
+        return Workload(
+            kind,
+            namespace,
+            name,
+            meta.get("uid", ""),
+            int(spec.get("replicas", 1)),
+            int(status.get("readyReplicas") or 0),
+            ",".join(p for p in parts if p),
+            pod.containers,
+            template,
+            dict(meta.get("labels") or {}),
+        )
 
     def get_replicas(self, kind: str, namespace: str, name: str) -> int:
         read_scale = self._workload_fns(kind)[2]
@@ -823,19 +922,24 @@ class Kube:
 
     def scale(self, kind: str, namespace: str, name: str, replicas: int) -> None:
         patch_scale = self._workload_fns(kind)[3]
-        self.call(f"patch {kind.lower()}s/scale {namespace}/{name}", patch_scale, name, namespace,
-                  {"spec": {"replicas": replicas}})
+        self.call(
+            f"patch {kind.lower()}s/scale {namespace}/{name}",
+            patch_scale,
+            name,
+            namespace,
+            {"spec": {"replicas": replicas}},
+        )
 
-    def patch_workload(self, kind: str, namespace: str, name: str,
-                       patch: dict[str, Any] | list[dict[str, Any]]) -> None:
+    def patch_workload(
+        self, kind: str, namespace: str, name: str, patch: dict[str, Any] | list[dict[str, Any]]
+    ) -> None:
         """Strategic merge patch (a dict) or JSON patch (a list of operations)."""
         fn = self._workload_fns(kind)[1]
         self.call(f"patch {kind.lower()}s {namespace}/{name}", fn, name, namespace, patch)
 
     def replace_template(self, kind: str, namespace: str, name: str, template: dict[str, Any]) -> None:
         """Put back a pod template exactly (JSON patch `replace`, no merging)."""
-        self.patch_workload(kind, namespace, name,
-                            [{"op": "replace", "path": "/spec/template", "value": template}])
+        self.patch_workload(kind, namespace, name, [{"op": "replace", "path": "/spec/template", "value": template}])
 
     def label_workload(self, kind: str, namespace: str, name: str, labels: dict[str, str | None]) -> None:
         """Set (or, with None, remove) labels of the workload itself, not of its pods."""
@@ -843,12 +947,12 @@ class Kube:
 
     def restart_workload(self, kind: str, namespace: str, name: str, at: str) -> None:
         """Roll the workload's pods, like `kubectl rollout restart`."""
-        self.patch_workload(kind, namespace, name, {"spec": {"template": {"metadata": {
-            "annotations": {RESTARTED_AT: at}}}}})
+        self.patch_workload(
+            kind, namespace, name, {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}}
+        )
 
     def list_workloads(self, kind: str, namespace: str) -> list[Workload]:
-        fn = self.apps.list_namespaced_deployment if kind == "Deployment" \
-            else self.apps.list_namespaced_stateful_set
+        fn = self.apps.list_namespaced_deployment if kind == "Deployment" else self.apps.list_namespaced_stateful_set
         data = self.call(f"list {kind.lower()}s in {namespace}", fn, namespace)
         out = []
         for o in data.get("items") or []:
@@ -857,8 +961,15 @@ class Kube:
                 out.append(w)
         return out
 
-    def wait_workload_ready(self, kind: str, namespace: str, name: str, timeout: float,
-                            stop: StopFlag | None = None, images: dict[str, str] | None = None) -> bool:
+    def wait_workload_ready(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        timeout: float,
+        stop: StopFlag | None = None,
+        images: dict[str, str] | None = None,
+    ) -> bool:
         """Until every desired replica of the workload is Ready (pods watched). With `images`
         (container name -> image), only pods running those images count, so pods of the
         template that was just replaced do not pass for the new one."""
@@ -880,16 +991,14 @@ class Kube:
     def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's base64 data (kept in memory only), or None if it does not exist."""
         try:
-            o = self.call(f"get secrets {namespace}/{name}", self.core.read_namespaced_secret,
-                          name, namespace)
+            o = self.call(f"get secrets {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
         except NotFound:
             return None
         return dict(o.get("data") or {})
 
     def secret_annotations(self, namespace: str, name: str) -> dict[str, str] | None:
         try:
-            o = self.call(f"get secrets {namespace}/{name}", self.core.read_namespaced_secret,
-                          name, namespace)
+            o = self.call(f"get secrets {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
         except NotFound:
             return None
         return dict((o.get("metadata") or {}).get("annotations") or {})
@@ -897,29 +1006,36 @@ class Kube:
     def secret_keys(self, namespace: str, name: str) -> tuple[ObjRef, list[str]] | None:
         """A Secret's key names (values are dropped at once), or None if it does not exist."""
         try:
-            o = self.call(f"get secrets {namespace}/{name}", self.core.read_namespaced_secret,
-                          name, namespace)
+            o = self.call(f"get secrets {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
         except NotFound:
             return None
         ref = ObjRef("Secret", namespace, name, (o.get("metadata") or {}).get("uid", ""))
         return ref, sorted(o.get("data") or {})
 
-    def create_secret(self, namespace: str, name: str, data: dict[str, str],
-                      labels: dict[str, str], annotations: dict[str, str]) -> None:
-        body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                "metadata": {"name": name, "namespace": namespace, "labels": labels,
-                             "annotations": annotations}, "data": data}
-        self.call(f"create secrets {namespace}/{name}", self.core.create_namespaced_secret,
-                  namespace, body)
+    def create_secret(
+        self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str], annotations: dict[str, str]
+    ) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations},
+            "data": data,
+        }
+        self.call(f"create secrets {namespace}/{name}", self.core.create_namespaced_secret, namespace, body)
 
     def set_secret_key(self, namespace: str, name: str, key: str, b64value: str) -> None:
-        self.call(f"patch secrets {namespace}/{name}", self.core.patch_namespaced_secret, name,
-                  namespace, {"data": {key: b64value}})
+        self.call(
+            f"patch secrets {namespace}/{name}",
+            self.core.patch_namespaced_secret,
+            name,
+            namespace,
+            {"data": {key: b64value}},
+        )
 
     def delete_secret(self, namespace: str, name: str) -> bool:
         try:
-            self.call(f"delete secrets {namespace}/{name}", self.core.delete_namespaced_secret,
-                      name, namespace)
+            self.call(f"delete secrets {namespace}/{name}", self.core.delete_namespaced_secret, name, namespace)
         except NotFound:
             return False
         return True
@@ -929,8 +1045,7 @@ class Kube:
     def service(self, namespace: str, name: str) -> tuple[ObjRef, list[int]] | None:
         """A Service and its ports, or None if it does not exist."""
         try:
-            o = self.call(f"get services {namespace}/{name}", self.core.read_namespaced_service,
-                          name, namespace)
+            o = self.call(f"get services {namespace}/{name}", self.core.read_namespaced_service, name, namespace)
         except NotFound:
             return None
         ports = [int(p["port"]) for p in (o.get("spec") or {}).get("ports") or [] if "port" in p]
@@ -938,14 +1053,12 @@ class Kube:
 
     def create_job(self, namespace: str, manifest: dict[str, Any]) -> ObjRef:
         name = manifest["metadata"]["name"]
-        o = self.call(f"create jobs {namespace}/{name}", self.batch.create_namespaced_job,
-                      namespace, manifest)
+        o = self.call(f"create jobs {namespace}/{name}", self.batch.create_namespaced_job, namespace, manifest)
         return ObjRef("Job", namespace, name, (o.get("metadata") or {}).get("uid", ""))
 
     def job_status(self, namespace: str, name: str) -> dict[str, int] | None:
         try:
-            o = self.call(f"get jobs {namespace}/{name}", self.batch.read_namespaced_job, name,
-                          namespace)
+            o = self.call(f"get jobs {namespace}/{name}", self.batch.read_namespaced_job, name, namespace)
         except NotFound:
             return None
         st = o.get("status") or {}
@@ -954,21 +1067,33 @@ class Kube:
     def delete_job(self, namespace: str, name: str) -> bool:
         """Delete a Job and (propagation Background) its pods; False if already gone."""
         try:
-            self.call(f"delete jobs {namespace}/{name}", self.batch.delete_namespaced_job, name,
-                      namespace, body={"propagationPolicy": "Background"})
+            self.call(
+                f"delete jobs {namespace}/{name}",
+                self.batch.delete_namespaced_job,
+                name,
+                namespace,
+                body={"propagationPolicy": "Background"},
+            )
         except NotFound:
             return False
         return True
 
     # -- ephemeral containers ---------------------------------------------------------------------
 
-    def add_ephemeral_container(self, namespace: str, pod: str, container: dict[str, Any],
-                                dry_run: bool = False) -> None:
+    def add_ephemeral_container(
+        self, namespace: str, pod: str, container: dict[str, Any], dry_run: bool = False
+    ) -> None:
         body = {"spec": {"ephemeralContainers": [container]}}
         kw = {"dry_run": "All"} if dry_run else {}
-        self.call(f"patch pods/ephemeralcontainers {namespace}/{pod}",
-                  self.core.patch_namespaced_pod_ephemeralcontainers, pod, namespace, body,
-                  _content_type="application/strategic-merge-patch+json", **kw)
+        self.call(
+            f"patch pods/ephemeralcontainers {namespace}/{pod}",
+            self.core.patch_namespaced_pod_ephemeralcontainers,
+            pod,
+            namespace,
+            body,
+            _content_type="application/strategic-merge-patch+json",
+            **kw,
+        )
 
     # -- nodes ----------------------------------------------------------------------------------
 
@@ -985,14 +1110,22 @@ class Kube:
     @staticmethod
     def _node(o: dict[str, Any]) -> Node:
         meta, spec, status = o.get("metadata") or {}, o.get("spec") or {}, o.get("status") or {}
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                    for c in status.get("conditions") or [])
-        return Node(meta.get("name", ""), meta.get("uid", ""), bool(spec.get("unschedulable")),
-                    ready, dict(meta.get("annotations") or {}))
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        return Node(
+            meta.get("name", ""),
+            meta.get("uid", ""),
+            bool(spec.get("unschedulable")),
+            ready,
+            dict(meta.get("annotations") or {}),
+        )
 
     def cordon(self, name: str, run_id: str) -> None:
-        self.call(f"patch nodes {name}", self.core.patch_node, name,
-                  {"spec": {"unschedulable": True}, "metadata": {"annotations": {CORDONED_BY: run_id}}})
+        self.call(
+            f"patch nodes {name}",
+            self.core.patch_node,
+            name,
+            {"spec": {"unschedulable": True}, "metadata": {"annotations": {CORDONED_BY: run_id}}},
+        )
 
     def uncordon(self, name: str, keep_cordoned: bool = False) -> bool:
         """Remove drillkit's mark (and the cordon unless `keep_cordoned`); False if gone."""
@@ -1005,8 +1138,7 @@ class Kube:
             return False
         return True
 
-    def evict(self, namespace: str, name: str, deadline: float,
-              stop: StopFlag | None = None) -> str:
+    def evict(self, namespace: str, name: str, deadline: float, stop: StopFlag | None = None) -> str:
         """Evict through policy/v1 (PodDisruptionBudgets respected). A 429 (budget exhausted)
         is retried with backoff until the monotonic `deadline`, or until `stop` is set (checked
         between attempts, during the backoff too). -> 'evicted' | 'gone' | reason."""
@@ -1014,8 +1146,7 @@ class Kube:
         stopped = "not evicted: the drill is stopping"
         if stop is not None and stop.is_set():
             return stopped
-        body = {"apiVersion": "policy/v1", "kind": "Eviction",
-                "metadata": {"name": name, "namespace": namespace}}
+        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
         left = max(1.0, deadline - time.monotonic())
         policy = retrying(what, attempts=10_000, max_delay=left, initial=0.5, maximum=5.0)
         if stop is not None:
@@ -1040,25 +1171,34 @@ class Kube:
             ("Pod", self.core.list_pod_for_all_namespaces, RUN_LABEL),
             ("Secret", self.core.list_secret_for_all_namespaces, RUN_LABEL),
             ("Deployment", self.apps.list_deployment_for_all_namespaces, MODIFIED_BY),
-            ("StatefulSet", self.apps.list_stateful_set_for_all_namespaces, MODIFIED_BY))
+            ("StatefulSet", self.apps.list_stateful_set_for_all_namespaces, MODIFIED_BY),
+        )
         out = []
         for kind, fn, label in lists:
             selector = f"{label}={run_id}" if run_id else label
             data = self.call(f"list {kind.lower()}s in all namespaces", fn, label_selector=selector)
             for o in data.get("items") or []:
                 meta = o.get("metadata") or {}
-                out.append(Labelled(ObjRef(kind, meta.get("namespace"), meta.get("name", ""),
-                                           meta.get("uid", "")),
-                                    (meta.get("labels") or {}).get(label, ""),
-                                    dict(meta.get("annotations") or {}),
-                                    bool(meta.get("deletionTimestamp"))))
+                out.append(
+                    Labelled(
+                        ObjRef(kind, meta.get("namespace"), meta.get("name", ""), meta.get("uid", "")),
+                        (meta.get("labels") or {}).get(label, ""),
+                        dict(meta.get("annotations") or {}),
+                        bool(meta.get("deletionTimestamp")),
+                    )
+                )
         nodes = self.call("list nodes", self.core.list_node)
         for o in nodes.get("items") or []:
             meta = o.get("metadata") or {}
             mark = (meta.get("annotations") or {}).get(CORDONED_BY)
             if mark and (run_id is None or mark == run_id):
-                out.append(Labelled(ObjRef("Node", None, meta.get("name", ""), meta.get("uid", "")),
-                                    mark, dict(meta.get("annotations") or {})))
+                out.append(
+                    Labelled(
+                        ObjRef("Node", None, meta.get("name", ""), meta.get("uid", "")),
+                        mark,
+                        dict(meta.get("annotations") or {}),
+                    )
+                )
         return out
 
     def leftovers(self, run_id: str, wait: float = 0.0, stop: StopFlag | None = None) -> list[ObjRef]:

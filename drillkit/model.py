@@ -116,10 +116,7 @@ class Comparator:
     def parse(cls, raw: object) -> Comparator:
         m = re.fullmatch(r"\s*(>=|<=|==|!=|>|<)\s*(-?\d+(?:\.\d+)?(?:e-?\d+)?)\s*", str(raw))
         if not m or isinstance(raw, bool):
-            raise ValueError(
-                f'expected a comparison like ">= 3" or "< 0.05" (one of >= <= == != > <), '
-                f"got {raw!r}"
-            )
+            raise ValueError(f'expected a comparison like ">= 3" or "< 0.05" (one of >= <= == != > <), got {raw!r}')
         return cls(m.group(1), float(m.group(2)))
 
     def holds(self, actual: float) -> bool:
@@ -211,6 +208,7 @@ class Substituted(str):
     """A scalar whose text came (in part) from `${…}` variables. It stays a string; a field
     typed int, float, bool, duration or count parses it (see `_typed`)."""
 
+
 _REF = re.compile(r"\$(\$?)\{([^{}]*)\}")
 
 
@@ -274,12 +272,16 @@ def _interpolate(loader: _Loader, node: yaml.Node, lookup: Lookup, file: str, pa
                 return value
             if has_default:
                 return default
-            raise ScenarioError(file, line, path, f"${{{name}}} is not set (give a default: "
-                                                  f"${{{name}:-value}})")
+            raise ScenarioError(file, line, path, f"${{{name}}} is not set (give a default: ${{{name}:-value}})")
 
         if "${" in _REF.sub("", node.value):
-            raise ScenarioError(file, line, path, "a `${` without its `}` or with another `${` inside "
-                                                  "(variables do not nest; write `$${` for a literal `${`)")
+            raise ScenarioError(
+                file,
+                line,
+                path,
+                "a `${` without its `}` or with another `${` inside "
+                "(variables do not nest; write `$${` for a literal `${`)",
+            )
         node.value = _REF.sub(replace, node.value)
         node.tag = SUBSTITUTED
 
@@ -438,8 +440,7 @@ def build(cls: type[T], data: object, where: Where, skip: frozenset[str] = froze
 # --- JSON Schema ---------------------------------------------------------------------------
 
 
-_VARIABLE_SCHEMA = {"type": "string", "pattern": r"^\$\{[^{}]+\}$",
-                    "description": "a ${variable}, typed once resolved"}
+_VARIABLE_SCHEMA = {"type": "string", "pattern": r"^\$\{[^{}]+\}$", "description": "a ${variable}, typed once resolved"}
 
 
 def _or_variable(schema: dict[str, Any]) -> dict[str, Any]:

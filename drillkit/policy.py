@@ -65,8 +65,10 @@ def load_policy(path: str | Path | None) -> Policy:
         known = {"acknowledge", "resolve", "status_update_every"}
         for key in overrides:
             if key not in known:
-                raise where.key(data, sev.value).key(data[sev.value], key).error(
-                    f"unknown target; expected one of {', '.join(sorted(known))}"
+                raise (
+                    where.key(data, sev.value)
+                    .key(data[sev.value], key)
+                    .error(f"unknown target; expected one of {', '.join(sorted(known))}")
                 )
         updated: Any = replace(policy.for_severity(sev), **overrides)
         policy = replace(policy, **{sev.value: updated})
@@ -99,12 +101,8 @@ def limits_for(scenario: Scenario, policy: Policy) -> Limits:
         acknowledge=scenario.response.within if scenario.response.within is not None else sev.acknowledge,
         mitigate=scenario.recovery.within,
         resolve=o.resolve if o.resolve is not None else sev.resolve,
-        status_update_every=o.status_update_every
-        if o.status_update_every is not None
-        else sev.status_update_every,
-        status_page_within=o.status_page_within
-        if o.status_page_within is not None
-        else policy.status_page_within,
+        status_update_every=o.status_update_every if o.status_update_every is not None else sev.status_update_every,
+        status_page_within=o.status_page_within if o.status_page_within is not None else policy.status_page_within,
     )
 
 
@@ -169,8 +167,9 @@ def judge(
     return Verdict(target, description, limit, actual, actual <= limit)
 
 
-def status_update_verdict(limit: float, detected_mono: float | None, end_mono: float | None,
-                          update_monos: list[float]) -> Verdict:
+def status_update_verdict(
+    limit: float, detected_mono: float | None, end_mono: float | None, update_monos: list[float]
+) -> Verdict:
     """Status updates must come every `limit` seconds from detection until resolution."""
     desc = "Status updates at the severity's cadence"
     if detected_mono is None or end_mono is None:
@@ -178,7 +177,11 @@ def status_update_verdict(limit: float, detected_mono: float | None, end_mono: f
     span = end_mono - detected_mono
     if span < limit and not update_monos:
         return Verdict(
-            "status_updates", desc, limit, None, None,
+            "status_updates",
+            desc,
+            limit,
+            None,
+            None,
             f"no update was due: the incident lasted {format_duration(span)}, under the "
             f"{format_duration(limit)} cadence",
         )

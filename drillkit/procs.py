@@ -76,15 +76,23 @@ def find_processes(pattern: str | None, pidfile: str | None) -> list[int]:
     return sorted(pids)
 
 
-def spawn(argv: list[str], cwd: str | None = None, log_file: str | Path | None = None,
-          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    argv: list[str], cwd: str | None = None, log_file: str | Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start `argv` in its own session (its pid is its process group id), so it outlives a
     crashed drillkit and can be stopped as a group; stdout and stderr are appended to
     `log_file`. Also kept here, to be reaped."""
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env)
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
     finally:
         if log_file:
             out.close()  # type: ignore[union-attr]
@@ -114,8 +122,7 @@ def _refuse_own_group(pgid: int) -> None:
         raise DrillkitError(f"refusing to signal process group {pgid}")
 
 
-def stop_group(pgid: int, expect: str, timeout: float = 5.0,
-               sig: signal.Signals = signal.SIGTERM) -> dict[str, Any]:
+def stop_group(pgid: int, expect: str, timeout: float = 5.0, sig: signal.Signals = signal.SIGTERM) -> dict[str, Any]:
     """`sig` (SIGTERM), then SIGKILL, the members of process group `pgid` whose command line contains
     `expect` (a reused group id of some unrelated process is left alone); verifies they are gone.
 
@@ -157,8 +164,9 @@ def is_ours(pid: int, marker: str) -> bool:
     return alive(pid) and marker in cmdline(pid)
 
 
-def stop_own_group(pid: int, pgid: int, marker: str, sig: signal.Signals = signal.SIGTERM,
-                   grace: float = 10.0) -> dict[str, Any]:
+def stop_own_group(
+    pid: int, pgid: int, marker: str, sig: signal.Signals = signal.SIGTERM, grace: float = 10.0
+) -> dict[str, Any]:
     """Stop a process group drillkit started and owns as a whole (a lab component): `sig` to its
     leader `pid` only, if it is still ours (`marker` in its command line), so it can stop its
     own children (a supervisor its replicas, PostgreSQL its backends); after up to `grace`

@@ -26,8 +26,12 @@ from drillkit.signals import StopFlag
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
 # A malformed URL or a certificate our CA setting does not verify is our input: never retried.
-_BAD_URL = (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL,
-            requests.exceptions.SSLError)
+_BAD_URL = (
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.SSLError,
+)
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,10 @@ class Prometheus:
         self.url = cfg.url.rstrip("/")
         # Our tenacity policy is the only retry layer: the client's own urllib3 retries are off.
         self._client = PrometheusConnect(
-            url=self.url, headers=headers, session=s, retry=Retry(total=0),
+            url=self.url,
+            headers=headers,
+            session=s,
+            retry=Retry(total=0),
             timeout=int(cfg.timeout),
         )
         self._client.auth = s.auth
@@ -183,15 +190,17 @@ class Prometheus:
                 if rule.get("type") != "alerting":
                     continue
                 last = rule.get("lastEvaluation") or group.get("lastEvaluation")
-                out.append(AlertRule(
-                    name=rule["name"],
-                    for_seconds=float(rule.get("duration", 0)),
-                    query=rule.get("query", ""),
-                    labels=dict(rule.get("labels") or {}),
-                    group=group.get("name", ""),
-                    last_evaluation=None if not last or last.startswith("0001") else parse_time(last),
-                    interval=float(group.get("interval") or 0),
-                ))
+                out.append(
+                    AlertRule(
+                        name=rule["name"],
+                        for_seconds=float(rule.get("duration", 0)),
+                        query=rule.get("query", ""),
+                        labels=dict(rule.get("labels") or {}),
+                        group=group.get("name", ""),
+                        last_evaluation=None if not last or last.startswith("0001") else parse_time(last),
+                        interval=float(group.get("interval") or 0),
+                    )
+                )
         return out
 
     def rule(self, name: str) -> AlertRule:
@@ -246,8 +255,7 @@ class Prometheus:
             out.append(ActiveAlert(name, al, a.get("state", ""), parse_time(active)))
         return out
 
-    def firing_time(self, rule: AlertRule, labels: dict[str, str],
-                    since: datetime) -> tuple[datetime, str] | None:
+    def firing_time(self, rule: AlertRule, labels: dict[str, str], since: datetime) -> tuple[datetime, str] | None:
         """When Prometheus itself moved the alert to firing, for an episode that began after
         `since`, and how that was read; None if it has not fired (yet)."""
         for a in sorted(self.alerts(rule.name, labels), key=lambda a: a.active_at):
@@ -263,8 +271,9 @@ class Prometheus:
         starts = []
         for stamps in series.values():
             stamps.sort()
-            starts += [ts for i, ts in enumerate(stamps)
-                       if ts >= since.timestamp() and (i == 0 or ts - stamps[i - 1] > gap)]
+            starts += [
+                ts for i, ts in enumerate(stamps) if ts >= since.timestamp() and (i == 0 or ts - stamps[i - 1] > gap)
+            ]
         if not starts:
             return None
         return datetime.fromtimestamp(min(starts), UTC), "first raw ALERTS firing sample"
@@ -287,4 +296,3 @@ def _selector(alert: str, labels: dict[str, str], state: str) -> str:
 def escape(value: str) -> str:
     """A label value inside double quotes, for PromQL and Alertmanager matchers."""
     return value.replace("\\", "\\\\").replace('"', '\\"')
-

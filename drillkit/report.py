@@ -72,36 +72,67 @@ def verdicts(events: list[Event]) -> list[Verdict]:
     injected, detected = first(events, "injected"), first(events, "detected")
     not_reached = "the drill ended before this phase" if "aborted" in kinds or "error" in kinds else ""
     out = [
-        judge("detect", f"Time to detect ({alert} firing after injection)", limits["detect"],
-              m.time_to_detect, not_reached or f"{alert} did not fire within "
-              f"{format_duration(limits['detect'])}", "detection_missed" in kinds),
-        judge("acknowledge", "Time to acknowledge (response target)", limits["acknowledge"],
-              m.time_to_acknowledge, not_reached or ("no acknowledgement" if detected else
-                                                     "nothing to acknowledge: the alert never fired"),
-              "acknowledge_missed" in kinds),
-        judge("mitigate", "Time to mitigate (service restored)", limits["mitigate"],
-              m.time_to_mitigate, not_reached or "service was not restored",
-              "mitigation_missed" in kinds),
-        judge("resolve", "Time to resolve (verified after revert)", limits["resolve"],
-              m.time_to_resolve, not_reached or "not verified healthy after the revert",
-              "verify_failed" in kinds and injected is not None),
+        judge(
+            "detect",
+            f"Time to detect ({alert} firing after injection)",
+            limits["detect"],
+            m.time_to_detect,
+            not_reached or f"{alert} did not fire within {format_duration(limits['detect'])}",
+            "detection_missed" in kinds,
+        ),
+        judge(
+            "acknowledge",
+            "Time to acknowledge (response target)",
+            limits["acknowledge"],
+            m.time_to_acknowledge,
+            not_reached or ("no acknowledgement" if detected else "nothing to acknowledge: the alert never fired"),
+            "acknowledge_missed" in kinds,
+        ),
+        judge(
+            "mitigate",
+            "Time to mitigate (service restored)",
+            limits["mitigate"],
+            m.time_to_mitigate,
+            not_reached or "service was not restored",
+            "mitigation_missed" in kinds,
+        ),
+        judge(
+            "resolve",
+            "Time to resolve (verified after revert)",
+            limits["resolve"],
+            m.time_to_resolve,
+            not_reached or "not verified healthy after the revert",
+            "verify_failed" in kinds and injected is not None,
+        ),
     ]
     page = first(events, "status_page")
-    out.append(judge(
-        "status_page", "Status page updated after detection", limits["status_page_within"],
-        page.mono - detected.mono if page and detected else None,
-        "no status page update recorded (`drillkit update RUN_ID --status-page`)", False,
-    ))
+    out.append(
+        judge(
+            "status_page",
+            "Status page updated after detection",
+            limits["status_page_within"],
+            page.mono - detected.mono if page and detected else None,
+            "no status page update recorded (`drillkit update RUN_ID --status-page`)",
+            False,
+        )
+    )
     ack = first(events, "acknowledged")
     if ack and ack.data.get("severity"):
         expected, given = events[0].data["scenario"]["severity"], ack.data["severity"]
-        out.append(Verdict("classification", f"Severity classified as {given} (playbook: {expected})",
-                           0.0, None, given == expected))
+        out.append(
+            Verdict(
+                "classification", f"Severity classified as {given} (playbook: {expected})", 0.0, None, given == expected
+            )
+        )
     end = first(events, "resolved") or first(events, "mitigated")
-    out.append(status_update_verdict(
-        limits["status_update_every"], detected.mono if detected else None,
-        end.mono if end else None, [e.mono for e in events if e.kind in ("status_update", "status_page")],
-    ))
+    out.append(
+        status_update_verdict(
+            limits["status_update_every"],
+            detected.mono if detected else None,
+            end.mono if end else None,
+            [e.mono for e in events if e.kind in ("status_update", "status_page")],
+        )
+    )
     return out
 
 
@@ -126,8 +157,16 @@ class ReportData:
             "status": self.status,
             "reason": self.reason,
             "started_at": rfc3339(start.at),
-            "events": [{"kind": e.kind, "at": rfc3339(e.at), "offset_seconds": round(e.mono - start.mono, 6),
-                        **_public(e.kind, e.data)} for e in self.events if e.kind != "started"],
+            "events": [
+                {
+                    "kind": e.kind,
+                    "at": rfc3339(e.at),
+                    "offset_seconds": round(e.mono - start.mono, 6),
+                    **_public(e.kind, e.data),
+                }
+                for e in self.events
+                if e.kind != "started"
+            ],
             "measures": self.measures.to_dict(),
             "verdicts": [v.to_dict() for v in self.verdicts],
             "faults": self.scenario["faults"],
@@ -178,7 +217,9 @@ def render(folder: Path, formats: tuple[str, ...] | list[str]) -> list[Path]:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("drillkit", "templates"),
         autoescape=jinja2.select_autoescape(["html", "xml"]),
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
     )
     env.filters["dur"] = format_duration
@@ -202,7 +243,8 @@ def _template_context(d: ReportData) -> dict[str, Any]:
     injected = first(d.events, "injected")
     timeline = [
         {"at": e.at, "offset": e.mono - start.mono, "text": _event_text(e)}
-        for e in d.events if e.kind in TIMELINE_KINDS
+        for e in d.events
+        if e.kind in TIMELINE_KINDS
     ]
     missed = [v for v in d.verdicts if v.met is False]
     met = [v for v in d.verdicts if v.met is True]
@@ -236,11 +278,16 @@ def _template_context(d: ReportData) -> dict[str, Any]:
 def _event_text(e: Event) -> str:
     text = EVENT_TEXT.get(e.kind, e.kind.replace("_", " "))
     detail = {
-        "injected": e.data.get("fault"), "detected": e.data.get("alert"),
-        "alert_pending": e.data.get("alert"), "acknowledged": e.data.get("by"),
-        "aborted": e.data.get("reason"), "not_started": e.data.get("reason"),
-        "error": e.data.get("error"), "revert_failed": e.data.get("error"),
-        "status_update": e.data.get("message"), "status_page": e.data.get("message"),
+        "injected": e.data.get("fault"),
+        "detected": e.data.get("alert"),
+        "alert_pending": e.data.get("alert"),
+        "acknowledged": e.data.get("by"),
+        "aborted": e.data.get("reason"),
+        "not_started": e.data.get("reason"),
+        "error": e.data.get("error"),
+        "revert_failed": e.data.get("error"),
+        "status_update": e.data.get("message"),
+        "status_page": e.data.get("message"),
         "finished": e.data.get("status"),
     }.get(e.kind)
     return f"{text}: {detail}" if detail else text
@@ -249,7 +296,7 @@ def _event_text(e: Event) -> str:
 def _action_for(v: Verdict) -> str:
     fixes = {
         "detect": "Tune the detection alert (threshold, `for:`, scrape/evaluation interval) so it fires "
-                  "within the target",
+        "within the target",
         "acknowledge": "Review paging and on-call routing so the alert is acknowledged within the target",
         "mitigate": "Improve automated recovery or the runbook's mitigation steps",
         "resolve": "Shorten resolution: automate the fix and the verification",

@@ -36,15 +36,13 @@ class Ack:
 
 
 class AckWaiter(Protocol):
-    def wait(self, detected_at: datetime, deadline: float, stop: StopFlag,
-             tick: Callable[[], None]) -> Ack | None:
+    def wait(self, detected_at: datetime, deadline: float, stop: StopFlag, tick: Callable[[], None]) -> Ack | None:
         """Block until acknowledged (returning when), the monotonic deadline, or stop."""
 
 
 @dataclass
 class AutoAck:
-    def wait(self, detected_at: datetime, deadline: float, stop: StopFlag,
-             tick: Callable[[], None]) -> Ack | None:
+    def wait(self, detected_at: datetime, deadline: float, stop: StopFlag, tick: Callable[[], None]) -> Ack | None:
         return Ack(detected_at, "auto", "acknowledged at detection (unattended run)")
 
 
@@ -54,8 +52,7 @@ class CommandAck:
 
     folder: Path
 
-    def wait(self, detected_at: datetime, deadline: float, stop: StopFlag,
-             tick: Callable[[], None]) -> Ack | None:
+    def wait(self, detected_at: datetime, deadline: float, stop: StopFlag, tick: Callable[[], None]) -> Ack | None:
         path = self.folder / ACK_FILE
         while time.monotonic() < deadline:
             if path.exists():
@@ -76,10 +73,11 @@ class PromptAck:
 
     out: Callable[[str], None]
 
-    def wait(self, detected_at: datetime, deadline: float, stop: StopFlag,
-             tick: Callable[[], None]) -> Ack | None:
-        self.out("ALERT FIRING: acknowledge by pressing Enter; type your severity (P1-P4) "
-                 "and a note first if you like, e.g. `P2 checking the pods`")
+    def wait(self, detected_at: datetime, deadline: float, stop: StopFlag, tick: Callable[[], None]) -> Ack | None:
+        self.out(
+            "ALERT FIRING: acknowledge by pressing Enter; type your severity (P1-P4) "
+            "and a note first if you like, e.g. `P2 checking the pods`"
+        )
         while time.monotonic() < deadline:
             ready, _, _ = select.select([sys.stdin], [], [], 0.2)
             if ready:

@@ -51,15 +51,17 @@ def _sleep(seconds: float) -> None:
         raise Aborted(flag.reason, by_signal=True)
 
 
-def retrying(what: str, attempts: int = 6, max_delay: float = 60.0,
-             initial: float = 0.5, maximum: float = 8.0) -> tenacity.Retrying:
+def retrying(
+    what: str, attempts: int = 6, max_delay: float = 60.0, initial: float = 0.5, maximum: float = 8.0
+) -> tenacity.Retrying:
     """A Retrying for one boundary: TransientError only, `attempts` tries within `max_delay` s."""
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         sleep = state.next_action.sleep if state.next_action else 0.0
-        log.warning("%s: attempt %d/%d failed; retrying in %.1f s: %s",
-                    what, state.attempt_number, attempts, sleep, exc)
+        log.warning(
+            "%s: attempt %d/%d failed; retrying in %.1f s: %s", what, state.attempt_number, attempts, sleep, exc
+        )
 
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(TransientError),

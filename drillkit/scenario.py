@@ -95,8 +95,9 @@ class KubernetesTarget:
 class LocalTarget:
     """Processes on this host (the embedded lab, or anything you run locally)."""
 
-    lab_dir: str | None = doc("state directory of `drillkit lab` (default $DRILLKIT_LAB_DIR, else .drillkit/lab)",
-                              default=None)
+    lab_dir: str | None = doc(
+        "state directory of `drillkit lab` (default $DRILLKIT_LAB_DIR, else .drillkit/lab)", default=None
+    )
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,7 @@ class Target:
 class Guardrails:
     max_targets: Count = doc("blast radius: most targets one fault may touch", default=Count(50, True))
     abort_when: tuple[AbortCondition, ...] = ()
-    allow_namespaces: tuple[str, ...] = doc(
-        "protected namespaces this drill may touch anyway", default=()
-    )
+    allow_namespaces: tuple[str, ...] = doc("protected namespaces this drill may touch anyway", default=())
 
 
 @dataclass(frozen=True)
@@ -211,7 +210,8 @@ def _build_fault(raw: object, where: Where, target: str) -> FaultSpec:
         other = next((t for t, ks in sorted(catalogue().items()) if kind in ks), None)
         if other:
             raise where.key(raw, "kind").error(
-                f"fault {kind!r} needs a `{other}` target, but the scenario's target is `{target}`") from None
+                f"fault {kind!r} needs a `{other}` target, but the scenario's target is `{target}`"
+            ) from None
         near = difflib.get_close_matches(str(kind), list(kinds), n=1)
         hint = f"did you mean {near[0]!r}?" if near else f"known kinds: {', '.join(sorted(kinds))}"
         raise where.key(raw, "kind").error(f"unknown fault kind {kind!r}; {hint}") from None
@@ -228,8 +228,7 @@ def variable(name: str) -> str | None:
         from drillkit.lab.layout import lab_variable
 
         return lab_variable(name)
-    raise ValueError("not a variable: expected env.NAME (an environment variable), lab.dir or "
-                     "lab.port.<component>")
+    raise ValueError("not a variable: expected env.NAME (an environment variable), lab.dir or lab.port.<component>")
 
 
 def load_scenario(path: str | Path) -> Scenario:

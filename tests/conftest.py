@@ -9,8 +9,12 @@ from tests.promfixture import prom_env  # noqa: F401 - fixture
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--kind", action="store_true", default=False,
-                     help="run the opt-in suite against a real kind cluster (kind-* context)")
+    parser.addoption(
+        "--kind",
+        action="store_true",
+        default=False,
+        help="run the opt-in suite against a real kind cluster (kind-* context)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

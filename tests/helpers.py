@@ -23,11 +23,11 @@ def drillkit_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "drillkit.cli", *args]
 
 
-def run_cli(*args: str, timeout: float = 120, env_extra: dict[str, str] | None = None,
-            **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = 120, env_extra: dict[str, str] | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
-    return subprocess.run(drillkit_cmd(*args), capture_output=True, text=True, timeout=timeout,
-                          env=env, **kwargs)
+    return subprocess.run(drillkit_cmd(*args), capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
 
 
 def run_folder(report_root: Path) -> Path:
@@ -66,6 +66,11 @@ def reaped(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
 
 def drill_process(*args: str, **popen: Any) -> Any:
     """A real `drillkit` subprocess (output piped unless given), reaped at the end of the block."""
-    opts: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True,
-                            "env": {**os.environ, "PYTHONUNBUFFERED": "1"}, **popen}
+    opts: dict[str, Any] = {
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.PIPE,
+        "text": True,
+        "env": {**os.environ, "PYTHONUNBUFFERED": "1"},
+        **popen,
+    }
     return reaped(subprocess.Popen(drillkit_cmd(*args), **opts))

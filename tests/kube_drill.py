@@ -27,8 +27,14 @@ from tests.kubeserver import CONTEXT, KubeServer
 from tests.promfixture import PromEnv
 
 
-def scenario(faults: list[dict[str, Any]], alert: str = "DemoNeverFires", within: str = "500ms",
-             namespace: str = "chatbot", context: str = CONTEXT, **extra: Any) -> dict[str, Any]:
+def scenario(
+    faults: list[dict[str, Any]],
+    alert: str = "DemoNeverFires",
+    within: str = "500ms",
+    namespace: str = "chatbot",
+    context: str = CONTEXT,
+    **extra: Any,
+) -> dict[str, Any]:
     data: dict[str, Any] = {
         "name": "kube-wire-drill",
         "title": "Wire drill",
@@ -65,32 +71,50 @@ class DrillRun:
         return (self.result.folder / "journal.jsonl").read_text()
 
 
-def start_run(server: KubeServer, prom: PromEnv, tmp_path: Path,
-              faults: list[dict[str, Any]]) -> tuple[subprocess.Popen[str], Path]:
+def start_run(
+    server: KubeServer, prom: PromEnv, tmp_path: Path, faults: list[dict[str, Any]]
+) -> tuple[subprocess.Popen[str], Path]:
     """A real `drillkit run` subprocess of `faults`, and its report dir. The alert takes 60 s to
     fire, so the drill is still in its detect phase (harm in place) when a test interrupts it."""
     prom.ensure_exporter()
     prom.wait_up()
-    path = write_scenario(tmp_path / "drill.yaml", scenario(
-        faults, alert="DemoSlowToFire", within="90s", guardrails={"max_targets": "100%"}))
+    path = write_scenario(
+        tmp_path / "drill.yaml",
+        scenario(faults, alert="DemoSlowToFire", within="90s", guardrails={"max_targets": "100%"}),
+    )
     reports = tmp_path / "reports"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "KUBECONFIG": server.kubeconfig_path}
-    proc = subprocess.Popen(drillkit_cmd("run", str(path), "--prometheus-url", prom.url,
-                                         "--report-dir", str(reports), "--format", "json"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        drillkit_cmd("run", str(path), "--prometheus-url", prom.url, "--report-dir", str(reports), "--format", "json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     return proc, reports
 
 
-def run_drill(server: KubeServer, prom: PromEnv, tmp_path: Path, data: dict[str, Any],
-              dry_run: bool = False, allow: tuple[str, ...] = ()) -> DrillRun:
+def run_drill(
+    server: KubeServer,
+    prom: PromEnv,
+    tmp_path: Path,
+    data: dict[str, Any],
+    dry_run: bool = False,
+    allow: tuple[str, ...] = (),
+) -> DrillRun:
     prom.ensure_exporter()
     prom.wait_up()
     path = write_scenario(tmp_path / f"{data['name']}.yaml", data)
     sc = load_scenario(path)
     lines: list[str] = []
-    opts = RunOptions(prometheus=PromConfig(url=prom.url), report_root=tmp_path / "reports",
-                      formats=("json",), dry_run=dry_run, out=lines.append,
-                      kube_factory=kube_factory_for(sc, None, allow, server.kubeconfig_path))
+    opts = RunOptions(
+        prometheus=PromConfig(url=prom.url),
+        report_root=tmp_path / "reports",
+        formats=("json",),
+        dry_run=dry_run,
+        out=lines.append,
+        kube_factory=kube_factory_for(sc, None, allow, server.kubeconfig_path),
+    )
     result = Drill(sc, opts, StopFlag()).run()
     events = read_journal(result.folder) if result.folder else []
     return DrillRun(result, events, lines)
@@ -126,15 +150,26 @@ class Direct:
         return read_journal(self.folder)
 
 
-def direct_fault(server: KubeServer, tmp_path: Path, fault: dict[str, Any], run_id: str = "deadbeef",
-                 stop: StopFlag | None = None, **extra: Any) -> Direct:
+def direct_fault(
+    server: KubeServer,
+    tmp_path: Path,
+    fault: dict[str, Any],
+    run_id: str = "deadbeef",
+    stop: StopFlag | None = None,
+    **extra: Any,
+) -> Direct:
     """The first fault of a one-fault scenario with a journal under tmp_path/reports/<run id>
     (the caller closes it) and its own stop flag."""
     sc = load_scenario(write_scenario(tmp_path / f"direct-{run_id}.yaml", scenario([fault], **extra)))
     journal = Journal(tmp_path / "reports" / run_id / "journal.jsonl")
     journal.append("started", run_id=run_id, scenario={})
-    ctx = FaultContext(run_id=run_id, scenario=sc, journal=journal, stop=stop or StopFlag(),
-                       log=lambda _: None,
-                       kube_factory=kube_factory_for(sc, None, (), server.kubeconfig_path))
+    ctx = FaultContext(
+        run_id=run_id,
+        scenario=sc,
+        journal=journal,
+        stop=stop or StopFlag(),
+        log=lambda _: None,
+        kube_factory=kube_factory_for(sc, None, (), server.kubeconfig_path),
+    )
     spec = sc.faults[0]
     return Direct(ctx, fault_class(spec.kind, "kubernetes")(spec.params, ctx), journal)

@@ -74,9 +74,14 @@ class Postgres:
             self._proc = None  # stopped behind our back (e.g. `pg_ctl stop` by a fault)
         with self.logfile.open("ab") as log:
             self._proc = subprocess.Popen(
-                [str(PG_BIN / "postgres"), "-D", str(self.datadir)], user=self.run_as,
-                cwd=self.root, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [str(PG_BIN / "postgres"), "-D", str(self.datadir)],
+                user=self.run_as,
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while self._run("pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port)).returncode:
             if self._proc.poll() is not None or time.monotonic() > deadline:
@@ -113,8 +118,7 @@ class Postgres:
 
 
 def _usable_by(user: str, path: Path) -> bool:
-    probe = subprocess.run(["test", "-w", str(path), "-a", "-x", str(path)], user=user,
-                           check=False)
+    probe = subprocess.run(["test", "-w", str(path), "-a", "-x", str(path)], user=user, check=False)
     return probe.returncode == 0
 
 
@@ -133,8 +137,9 @@ def start_postgres(tmpdir: Path | str, port: int, max_connections: int = 20) -> 
         if pw is not None:
             os.chown(root, pw.pw_uid, pw.pw_gid)
     pg = Postgres(root=root, port=port, run_as=run_as, owns_root=owns_root)
-    pg._checked("initdb", "-D", str(pg.datadir), "-U", SUPERUSER, "--auth=trust",
-                "--no-sync", "-E", "UTF8", "--locale=C")
+    pg._checked(
+        "initdb", "-D", str(pg.datadir), "-U", SUPERUSER, "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"
+    )
     settings = {
         "listen_addresses": "'127.0.0.1'",
         "port": str(port),

@@ -81,8 +81,9 @@ class PromEnv:
                 return
         except (OSError, ValueError):
             pass
-        subprocess.Popen(self.restart_command(), start_new_session=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            self.restart_command(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
 
 @pytest.fixture(scope="session")
@@ -91,13 +92,24 @@ def prom_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromEnv]:
     port = free_port()
     pidfile = work / "exporter.pid"
     (work / "rules.yml").write_text(RULES)
-    env = PromEnv(prometheus=None, url="", alertmanager=None, exporter_port=port,  # type: ignore[arg-type]
-                  pidfile=pidfile, workdir=work)
+    env = PromEnv(
+        prometheus=None,
+        url="",
+        alertmanager=None,
+        exporter_port=port,  # type: ignore[arg-type]
+        pidfile=pidfile,
+        workdir=work,
+    )
     env.ensure_exporter()
     env.alertmanager = start_alertmanager(work / "alertmanager")
-    prom = start_prometheus(work / "prometheus", PrometheusSetup(
-        scrape={"demo": [f"127.0.0.1:{port}"]}, rule_files=[work / "rules.yml"],
-        alertmanager=env.alertmanager.url.removeprefix("http://")))
+    prom = start_prometheus(
+        work / "prometheus",
+        PrometheusSetup(
+            scrape={"demo": [f"127.0.0.1:{port}"]},
+            rule_files=[work / "rules.yml"],
+            alertmanager=env.alertmanager.url.removeprefix("http://"),
+        ),
+    )
     env.prometheus, env.url = prom, prom.url
     try:
         env.wait_up(30)

@@ -24,14 +24,17 @@ def test_silence_is_the_acknowledgement(prom_env: PromEnv, tmp_path: Path) -> No
     data = prom_env.scenario(response={"acknowledge": "alertmanager", "within": "60s"})
     path = write_scenario(tmp_path / "d.yaml", data)
     reports = tmp_path / "reports"
-    with drill_process("run", str(path), "--prometheus-url", prom_env.url, "--alertmanager-url", am,
-                       "--report-dir", str(reports)) as proc:
+    with drill_process(
+        "run", str(path), "--prometheus-url", prom_env.url, "--alertmanager-url", am, "--report-dir", str(reports)
+    ) as proc:
         wait_for_event(reports, "notified")
         now = datetime.now(UTC)
         silence = {
             "matchers": [{"name": "alertname", "value": "DemoExporterDown", "isRegex": False, "isEqual": True}],
-            "startsAt": now.isoformat(), "endsAt": (now + timedelta(minutes=5)).isoformat(),
-            "createdBy": "bob", "comment": "looking into it",
+            "startsAt": now.isoformat(),
+            "endsAt": (now + timedelta(minutes=5)).isoformat(),
+            "createdBy": "bob",
+            "comment": "looking into it",
         }
         r = requests.post(f"{am}/api/v2/silences", json=silence, timeout=5)
         assert r.status_code == 200, r.text
@@ -47,18 +50,22 @@ def test_silence_is_the_acknowledgement(prom_env: PromEnv, tmp_path: Path) -> No
     detected_at = datetime.fromisoformat(detected["at"].replace("Z", "+00:00"))
     expected = (updated - detected_at).total_seconds()
     assert rep["measures"]["time_to_acknowledge"] == pytest.approx(expected, abs=0.01), (
-        f"ack time must be the silence's updatedAt ({stored['updatedAt']}), not when we polled")
+        f"ack time must be the silence's updatedAt ({stored['updatedAt']}), not when we polled"
+    )
     notified = next(e for e in rep["events"] if e["kind"] == "notified")
     assert notified["at"] >= detected["at"]
     requests.delete(f"{am}/api/v2/silence/{silence_id}", timeout=5)
 
 
-@pytest.mark.parametrize(("matcher", "labels", "hit"), [
-    (Matcher("alertname", "X"), {"alertname": "X"}, True),
-    (Matcher("alertname", "X", is_equal=False), {"alertname": "X"}, False),
-    (Matcher("severity", "P[12]", is_regex=True), {"severity": "P2"}, True),
-    (Matcher("severity", "P[12]", is_regex=True), {"severity": "P3"}, False),
-    (Matcher("team", "sre"), {"alertname": "X"}, False),
-])
+@pytest.mark.parametrize(
+    ("matcher", "labels", "hit"),
+    [
+        (Matcher("alertname", "X"), {"alertname": "X"}, True),
+        (Matcher("alertname", "X", is_equal=False), {"alertname": "X"}, False),
+        (Matcher("severity", "P[12]", is_regex=True), {"severity": "P2"}, True),
+        (Matcher("severity", "P[12]", is_regex=True), {"severity": "P3"}, False),
+        (Matcher("team", "sre"), {"alertname": "X"}, False),
+    ],
+)
 def test_silence_matchers(matcher: Matcher, labels: dict[str, str], hit: bool) -> None:
     assert matcher.matches(labels) is hit

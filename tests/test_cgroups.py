@@ -100,13 +100,17 @@ def test_v2_new_group_goes_to_the_nearest_parent_with_the_controller() -> None:
     assert not top.exists()
 
 
-@pytest.mark.parametrize(("version", "name", "content", "expected"), [
-    (2, "memory.events", "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n", 1),
-    (1, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", 3),
-    (1, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\n", None),  # kernels before 4.13
-])
-def test_oom_kill_counter_in_each_version_s_format(tmp_path: Path, version: int, name: str, content: str,
-                                                    expected: int | None) -> None:
+@pytest.mark.parametrize(
+    ("version", "name", "content", "expected"),
+    [
+        (2, "memory.events", "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n", 1),
+        (1, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", 3),
+        (1, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\n", None),  # kernels before 4.13
+    ],
+)
+def test_oom_kill_counter_in_each_version_s_format(
+    tmp_path: Path, version: int, name: str, content: str, expected: int | None
+) -> None:
     (tmp_path / name).write_text(content)
     assert cg.oom_kills(tmp_path, version) == expected
     assert cg.oom_kills(tmp_path / "gone", version) is None

@@ -49,8 +49,9 @@ def test_run_with_bad_scenario_is_one_line_exit_2(tmp_path: Path) -> None:
     bad.write_text((DATA / "exporter-kill.yaml").read_text().replace("within: 30s", "within: soon"))
     r = run_cli("run", str(bad), "--report-dir", str(tmp_path / "reports"))
     assert r.returncode == 2, r.stderr
-    assert r.stderr.strip().splitlines() == [f"drillkit: {bad}:19: detection.within: expected a duration "
-                                             "like 90s, 5m or 1h30m, got 'soon'"], r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"drillkit: {bad}:19: detection.within: expected a duration like 90s, 5m or 1h30m, got 'soon'"
+    ], r.stderr
     assert not (tmp_path / "reports").exists(), "no report folder for a drill that never loaded"
 
 
@@ -106,8 +107,16 @@ def test_unreachable_prometheus_is_exit_3(tmp_path: Path) -> None:
     from drillkit.lab.services import free_port
 
     path = write_scenario(tmp_path / "d.yaml", yaml.safe_load((DATA / "exporter-kill.yaml").read_text()))
-    r = run_cli("run", str(path), "--prometheus-url", f"http://127.0.0.1:{free_port()}",
-                "--report-dir", str(tmp_path / "r"), timeout=180, env_extra={"DRILLKIT_READY_TIMEOUT": "3"})
+    r = run_cli(
+        "run",
+        str(path),
+        "--prometheus-url",
+        f"http://127.0.0.1:{free_port()}",
+        "--report-dir",
+        str(tmp_path / "r"),
+        timeout=180,
+        env_extra={"DRILLKIT_READY_TIMEOUT": "3"},
+    )
     assert r.returncode == 3, r.stderr
     assert "Traceback" not in r.stderr
 
@@ -164,8 +173,9 @@ def test_prompt_ack_from_a_terminal(prom_env: PromEnv, tmp_path: Path) -> None:
     reports = tmp_path / "reports"
     master, slave = pty.openpty()
     try:
-        with drill_process("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports),
-                           stdin=slave) as proc:
+        with drill_process(
+            "run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports), stdin=slave
+        ) as proc:
             os.close(slave)
             wait_for_event(reports, "detected")
             time.sleep(0.5)

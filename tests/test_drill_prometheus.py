@@ -28,8 +28,9 @@ def scenario(env: PromEnv, alert: str, within: str = "30s", ack: str = "auto") -
         "description": "The demo exporter process is killed; Prometheus must page.",
         "target": {"local": {}},
         "steady_state": [{"name": "exporter up", "expr": 'up{job="demo"}', "expect": "== 1"}],
-        "faults": [{"kind": "process-kill", "pidfile": str(env.pidfile),
-                    "restart": env.restart_command(), "back_within": "1s"}],
+        "faults": [
+            {"kind": "process-kill", "pidfile": str(env.pidfile), "restart": env.restart_command(), "back_within": "1s"}
+        ],
         "detection": {"alert": alert, "within": within},
         "response": {"acknowledge": ack},
         "recovery": {"action": "revert", "within": "60s", "verify_within": "30s"},
@@ -73,7 +74,8 @@ def test_exporter_kill_detected_with_prometheus_timing(prom_env: PromEnv, tmp_pa
     measured = rep["measures"]["time_to_detect"]
     assert abs(measured - expected) < 0.05, (
         f"time_to_detect {measured:.3f}s differs from Prometheus's firing time - injected "
-        f"{expected:.3f}s by {abs(measured - expected) * 1000:.0f} ms")
+        f"{expected:.3f}s by {abs(measured - expected) * 1000:.0f} ms"
+    )
     assert 2.0 <= measured < 6, f"alert has for: 2s at 1 s intervals; measured {measured}"
     # The revert restarted the exporter: a new live pid.
     new_pid = prom_env.exporter_pid()
@@ -81,9 +83,18 @@ def test_exporter_kill_detected_with_prometheus_timing(prom_env: PromEnv, tmp_pa
     done = event(rep, "revert_done")
     assert done["result"]["restarted"] == [new_pid] or new_pid in done["result"]["back"], done
     md = (folder / "report.md").read_text()
-    for section in ("# Incident Post-Mortem: Demo exporter killed", "## Overview", "## Timeline",
-                    "## Root Cause", "## Detection", "## Resolution", "## What Went Well",
-                    "## What Went Wrong", "## Action Items", "- Severity: P2"):
+    for section in (
+        "# Incident Post-Mortem: Demo exporter killed",
+        "## Overview",
+        "## Timeline",
+        "## Root Cause",
+        "## Detection",
+        "## Resolution",
+        "## What Went Well",
+        "## What Went Wrong",
+        "## Action Items",
+        "- Severity: P2",
+    ):
         assert section in md, f"report.md lacks {section!r}:\n{md}"
     for name in ("report.html", "junit.xml", "journal.jsonl"):
         assert (folder / name).stat().st_size > 0, name
@@ -113,8 +124,7 @@ def test_alert_that_never_fires_fails_and_reverts(prom_env: PromEnv, tmp_path: P
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_during_detect_reverts_and_exits_130(prom_env: PromEnv, tmp_path: Path,
-                                                    sig: signal.Signals) -> None:
+def test_signal_during_detect_reverts_and_exits_130(prom_env: PromEnv, tmp_path: Path, sig: signal.Signals) -> None:
     prom_env.ensure_exporter()
     prom_env.wait_up()
     old_pid = prom_env.exporter_pid()

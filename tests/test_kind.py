@@ -57,8 +57,10 @@ def context() -> str:
         pytest.fail(f"refusing context {name!r}: the kind suite only runs against kind-* contexts")
     contexts = sh("kubectl", "config", "get-contexts", "-o", "name").split()
     if name not in contexts:
-        pytest.fail(f"no context {name!r}; create it: kind create cluster --name "
-                    f"{name.removeprefix('kind-')} --config kind-config.yaml")
+        pytest.fail(
+            f"no context {name!r}; create it: kind create cluster --name "
+            f"{name.removeprefix('kind-')} --config kind-config.yaml"
+        )
     return name
 
 
@@ -68,9 +70,11 @@ def kubectl(ctx: str, *args: str, **kw: object) -> str:
 
 def prometheus_ready() -> bool:
     try:
-        r = requests.get(f"{PROMETHEUS}/api/v1/query",
-                         params={"query": 'kube_deployment_status_replicas_available{namespace="chatbot"}'},
-                         timeout=2)
+        r = requests.get(
+            f"{PROMETHEUS}/api/v1/query",
+            params={"query": 'kube_deployment_status_replicas_available{namespace="chatbot"}'},
+            timeout=2,
+        )
         rules = requests.get(f"{PROMETHEUS}/api/v1/rules", timeout=2).json()["data"]["groups"]
     except (requests.RequestException, ValueError, KeyError):
         return False
@@ -92,14 +96,26 @@ def platform(context: str) -> Iterator[str]:
     sh("docker", "build", "-t", IMAGE, "-f", str(KIND_DIR / "Dockerfile"), str(ROOT), timeout=900)
     sh("kind", "load", "docker-image", IMAGE, "--name", cluster, timeout=600)
     kubectl(context, "apply", "-f", str(KIND_DIR / "platform.yaml"))
-    rules = kubectl(context, "-n", "monitoring", "create", "configmap", "chatbot-rules",
-                    f"--from-file={ROOT / 'drillkit/lab/rules/chatbot.rules.yml'}",
-                    "--dry-run=client", "-o", "yaml")
+    rules = kubectl(
+        context,
+        "-n",
+        "monitoring",
+        "create",
+        "configmap",
+        "chatbot-rules",
+        f"--from-file={ROOT / 'drillkit/lab/rules/chatbot.rules.yml'}",
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    )
     kubectl(context, "apply", "-f", "-", input=rules)
-    for ns, kind, name in (("chatbot", "statefulset", "chatbot-db"), ("chatbot", "deployment", "chatbot-api"),
-                           ("chatbot", "deployment", "chatbot-traffic"),
-                           ("monitoring", "deployment", "kube-state-metrics"),
-                           ("monitoring", "deployment", "prometheus")):
+    for ns, kind, name in (
+        ("chatbot", "statefulset", "chatbot-db"),
+        ("chatbot", "deployment", "chatbot-api"),
+        ("chatbot", "deployment", "chatbot-traffic"),
+        ("monitoring", "deployment", "kube-state-metrics"),
+        ("monitoring", "deployment", "prometheus"),
+    ):
         kubectl(context, "-n", ns, "rollout", "status", f"{kind}/{name}", "--timeout=10m", timeout=700)
     wait(prometheus_ready, 300, f"Prometheus at {PROMETHEUS} with kube-state-metrics and the rules")
     yield context
@@ -115,8 +131,19 @@ def test_scenario_on_kind(platform: str, tmp_path: Path, path: Path) -> None:
     wait(lambda: healthy(platform), 300, "the demo platform to be healthy before the drill")
     time.sleep(20)  # let rate() windows and `for:` clauses settle after the previous drill
     reports = tmp_path / "reports"
-    r = run_cli("run", str(path), "--context", platform, "--prometheus-url", PROMETHEUS,
-                "--report-dir", str(reports), "--format", "json,md", timeout=1800)
+    r = run_cli(
+        "run",
+        str(path),
+        "--context",
+        platform,
+        "--prometheus-url",
+        PROMETHEUS,
+        "--report-dir",
+        str(reports),
+        "--format",
+        "json,md",
+        timeout=1800,
+    )
     folders = list(reports.iterdir()) if reports.exists() else []
     assert len(folders) == 1, f"exit {r.returncode}, no report:\n{r.stdout}\n{r.stderr}"
     events = [json.loads(line) for line in (folders[0] / "journal.jsonl").read_text().splitlines()]

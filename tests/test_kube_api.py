@@ -67,8 +67,13 @@ def test_500_and_dropped_connections_are_retried(kube_demo: KubeServer, kube: Ku
 
 
 def test_403_fails_fast_naming_verb_and_resource(kube_demo: KubeServer, kube: Kube) -> None:
-    kube_demo.inject_error("DELETE", "/pods/", status=403, times=5,
-                           message='pods "x" is forbidden: User "drill" cannot delete resource "pods"')
+    kube_demo.inject_error(
+        "DELETE",
+        "/pods/",
+        status=403,
+        times=5,
+        message='pods "x" is forbidden: User "drill" cannot delete resource "pods"',
+    )
     name = kube.list_pods(NS, "app=chatbot-api")[0].name
     start = time.monotonic()
     with pytest.raises(Forbidden) as info:
@@ -123,16 +128,19 @@ def test_no_kubernetes_exception_escapes(kube_demo: KubeServer, kube: Kube) -> N
     assert not escaped, "\n".join(escaped)
 
 
-@pytest.mark.parametrize(("exc", "kind"), [
-    (ApiException(status=429, reason="Too Many Requests"), KubeTransient),
-    (ApiException(status=503, reason="Unavailable"), KubeTransient),
-    (ApiException(status=403, reason="Forbidden"), Forbidden),
-    (ApiException(status=404, reason="Not Found"), NotFound),
-    (ApiException(status=0, reason="Handshake status 404 Not Found -+-+- {} -+-+- b'{}'"), NotFound),
-    (urllib3.exceptions.MaxRetryError(None, "/", "refused"), KubeTransient),
-    (urllib3.exceptions.ProtocolError("Connection aborted."), KubeTransient),
-    (ConnectionResetError("reset"), KubeTransient),
-])
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (ApiException(status=429, reason="Too Many Requests"), KubeTransient),
+        (ApiException(status=503, reason="Unavailable"), KubeTransient),
+        (ApiException(status=403, reason="Forbidden"), Forbidden),
+        (ApiException(status=404, reason="Not Found"), NotFound),
+        (ApiException(status=0, reason="Handshake status 404 Not Found -+-+- {} -+-+- b'{}'"), NotFound),
+        (urllib3.exceptions.MaxRetryError(None, "/", "refused"), KubeTransient),
+        (urllib3.exceptions.ProtocolError("Connection aborted."), KubeTransient),
+        (ConnectionResetError("reset"), KubeTransient),
+    ],
+)
 def test_translate_classifies(exc: BaseException, kind: type) -> None:
     out = translate("get pods chatbot/x", exc)
     assert isinstance(out, kind) and isinstance(out, DrillkitError), (exc, out)
@@ -144,8 +152,13 @@ def test_only_kube_module_imports_kubernetes() -> None:
     for path in (ROOT / "drillkit").rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if any(n == "kubernetes" or n.startswith("kubernetes.") for n in names):
                 offenders.append(str(path.relative_to(ROOT)))
     assert set(offenders) == {"drillkit/kube.py"}, offenders
@@ -167,16 +180,21 @@ def test_context_allowlist(kube_server: KubeServer) -> None:
         resolve_settings("kind-nope", None, (), cfg)
 
 
-@pytest.mark.parametrize(("text", "words"), [
-    ("apiVersion: v1\nclusters: [\n  - name: x\ncontexts: {\n", "is not valid YAML, line 3, column 3"),
-    ("- just\n- a list\n", "is malformed (not a kubeconfig document)"),
-])
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("apiVersion: v1\nclusters: [\n  - name: x\ncontexts: {\n", "is not valid YAML, line 3, column 3"),
+        ("- just\n- a list\n", "is malformed (not a kubeconfig document)"),
+    ],
+)
 def test_malformed_kubeconfig_is_one_line_exit_2(tmp_path: Path, text: str, words: str) -> None:
     bad = tmp_path / "kubeconfig"
     bad.write_text(text)
     path = write_scenario(tmp_path / "d.yaml", scenario([{"kind": "pod-kill", "selector": "app=x"}]))
-    for args in (["run", str(path), "--report-dir", str(tmp_path / "r")],
-                 ["cleanup", "--all", "--report-dir", str(tmp_path / "r")]):
+    for args in (
+        ["run", str(path), "--report-dir", str(tmp_path / "r")],
+        ["cleanup", "--all", "--report-dir", str(tmp_path / "r")],
+    ):
         r = CliRunner().invoke(main, [*args, "--kubeconfig", str(bad)])
         assert r.exit_code == 2, f"{args[0]}: exit {r.exit_code}: {r.exception!r}\n{r.stderr}"
         lines = r.stderr.strip().splitlines()
@@ -185,8 +203,13 @@ def test_malformed_kubeconfig_is_one_line_exit_2(tmp_path: Path, text: str, word
 
 
 def test_evict_gives_up_when_stopped(kube_demo: KubeServer, kube: Kube) -> None:
-    kube_demo.seed({"kind": "PodDisruptionBudget", "metadata": {"name": "api", "namespace": NS},
-                    "spec": {"minAvailable": 3, "selector": {"matchLabels": {"app": "chatbot-api"}}}})
+    kube_demo.seed(
+        {
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "api", "namespace": NS},
+            "spec": {"minAvailable": 3, "selector": {"matchLabels": {"app": "chatbot-api"}}},
+        }
+    )
     name = kube.list_pods(NS, "app=chatbot-api")[0].name
     stop = threading.Event()
     threading.Timer(0.5, stop.set).start()
@@ -200,8 +223,9 @@ def test_evict_gives_up_when_stopped(kube_demo: KubeServer, kube: Kube) -> None:
 
 
 def test_leftovers_wait_ends_when_stopped(kube_demo: KubeServer, kube: Kube) -> None:
-    kube_demo.seed({"kind": "Secret", "metadata": {"name": "left", "namespace": NS,
-                                                   "labels": {"drillkit.io/run-id": "r1"}}})
+    kube_demo.seed(
+        {"kind": "Secret", "metadata": {"name": "left", "namespace": NS, "labels": {"drillkit.io/run-id": "r1"}}}
+    )
     stop = threading.Event()
     threading.Timer(0.3, stop.set).start()
     start = time.monotonic()
@@ -211,18 +235,19 @@ def test_leftovers_wait_ends_when_stopped(kube_demo: KubeServer, kube: Kube) -> 
 
 
 def cli_run(path: Path, prom: PromEnv, server: KubeServer, *extra: str) -> Any:
-    return CliRunner().invoke(main, ["run", str(path), "--prometheus-url", prom.url,
-                                     "--kubeconfig", server.kubeconfig_path, *extra])
+    return CliRunner().invoke(
+        main, ["run", str(path), "--prometheus-url", prom.url, "--kubeconfig", server.kubeconfig_path, *extra]
+    )
 
 
 def writes(server: KubeServer) -> list[str]:
-    return [f"{r.method} {r.path}" for r in server.requests
-            if r.method != "GET" and r.query.get("dryRun") != "All"]
+    return [f"{r.method} {r.path}" for r in server.requests if r.method != "GET" and r.query.get("dryRun") != "All"]
 
 
 def test_cli_refuses_non_kind_context(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
-    path = write_scenario(tmp_path / "d.yaml", scenario(
-        [{"kind": "pod-kill", "selector": "app=chatbot-api"}], context=PROD_CONTEXT))
+    path = write_scenario(
+        tmp_path / "d.yaml", scenario([{"kind": "pod-kill", "selector": "app=chatbot-api"}], context=PROD_CONTEXT)
+    )
     r = cli_run(path, prom_env, kube_demo, "--report-dir", str(tmp_path / "r"))
     assert r.exit_code == 2, r.output + r.stderr
     assert "refusing kubeconfig context 'prod-cluster'" in r.stderr
@@ -234,47 +259,80 @@ def test_cli_refuses_non_kind_context(kube_demo: KubeServer, prom_env: PromEnv, 
 # --- guardrails and dry run -----------------------------------------------------------------------
 
 
-def test_dry_run_prints_exact_objects_and_touches_nothing(kube_demo: KubeServer, prom_env: PromEnv,
-                                                          tmp_path: Path) -> None:
-    path = write_scenario(tmp_path / "d.yaml", scenario([
-        {"kind": "pod-kill", "selector": "app=chatbot-api", "count": 1, "pick": "oldest"},
-        {"kind": "scale-to-zero", "workload": "statefulset/chatbot-db"},
-        {"kind": "auth-secret-corruption", "secret": "chatbot-jwt", "key": "jwt-secret"},
-    ], guardrails={"max_targets": "100%"}))
+def test_dry_run_prints_exact_objects_and_touches_nothing(
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path
+) -> None:
+    path = write_scenario(
+        tmp_path / "d.yaml",
+        scenario(
+            [
+                {"kind": "pod-kill", "selector": "app=chatbot-api", "count": 1, "pick": "oldest"},
+                {"kind": "scale-to-zero", "workload": "statefulset/chatbot-db"},
+                {"kind": "auth-secret-corruption", "secret": "chatbot-jwt", "key": "jwt-secret"},
+            ],
+            guardrails={"max_targets": "100%"},
+        ),
+    )
     r = cli_run(path, prom_env, kube_demo, "--dry-run", "--report-dir", str(tmp_path / "r"))
     assert r.exit_code == 0, r.output + r.stderr
-    oldest = min(kube_demo.list("pods", NS, "app=chatbot-api"),
-                 key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]))
+    oldest = min(
+        kube_demo.list("pods", NS, "app=chatbot-api"),
+        key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]),
+    )
     db = kube_demo.get("pods", NS, "chatbot-db-0")
     sts = kube_demo.get("statefulsets", NS, "chatbot-db")
     deploy = kube_demo.get("deployments", NS, "chatbot-api")
     assert db and sts and deploy
-    for text in (f"pod-kill: delete Pod {NS}/{oldest['metadata']['name']} (uid {oldest['metadata']['uid']})",
-                 f"scale-to-zero: scale StatefulSet {NS}/chatbot-db (uid {sts['metadata']['uid']}) from 1 to 0",
-                 f"Pod {NS}/chatbot-db-0 (uid {db['metadata']['uid']})",
-                 f"auth-secret-corruption: restart Deployment {NS}/chatbot-api (uid {deploy['metadata']['uid']})"):
+    for text in (
+        f"pod-kill: delete Pod {NS}/{oldest['metadata']['name']} (uid {oldest['metadata']['uid']})",
+        f"scale-to-zero: scale StatefulSet {NS}/chatbot-db (uid {sts['metadata']['uid']}) from 1 to 0",
+        f"Pod {NS}/chatbot-db-0 (uid {db['metadata']['uid']})",
+        f"auth-secret-corruption: restart Deployment {NS}/chatbot-api (uid {deploy['metadata']['uid']})",
+    ):
         assert text in r.stderr, f"dry run lacks {text!r}:\n{r.stderr}"
     assert writes(kube_demo) == [], f"dry run wrote to the cluster: {writes(kube_demo)}"
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize(("fault", "extra", "words"), [
-    ({"kind": "pod-kill", "selector": "app=chatbot-api", "count": 3}, {},
-     "3 of 3 pods matching selector 'app=chatbot-api' exceed the blast radius guardrails.max_targets = 50%"),
-    ({"kind": "pod-kill", "selector": "app=chatbot-api", "count": "100%"}, {"guardrails": {"max_targets": 2}},
-     "exceed the blast radius guardrails.max_targets = 2"),
-    ({"kind": "pod-kill", "selector": "app=nothing"}, {}, "no pod in namespace chatbot matches selector 'app=nothing'"),
-    ({"kind": "pod-kill", "selector": "component=dns"}, {"namespace": "kube-system"},
-     "namespace 'kube-system' is protected"),
-    ({"kind": "pod-kill", "selector": "app=chatbot-api", "namespace": "kube-public"}, {},
-     "namespace 'kube-public' is protected"),
-    ({"kind": "bad-rollout", "workload": "deployment/nope"}, {}, "Deployment chatbot/nope not found"),
-    ({"kind": "auth-secret-corruption", "secret": "chatbot-jwt", "key": "nope"}, {},
-     "has no key 'nope' (keys: jwt-secret)"),
-])
-def test_guardrails_refuse_before_touching_anything(kube_demo: KubeServer, prom_env: PromEnv,
-                                                    tmp_path: Path, fault: dict[str, Any],
-                                                    extra: dict[str, Any], words: str) -> None:
+@pytest.mark.parametrize(
+    ("fault", "extra", "words"),
+    [
+        (
+            {"kind": "pod-kill", "selector": "app=chatbot-api", "count": 3},
+            {},
+            "3 of 3 pods matching selector 'app=chatbot-api' exceed the blast radius guardrails.max_targets = 50%",
+        ),
+        (
+            {"kind": "pod-kill", "selector": "app=chatbot-api", "count": "100%"},
+            {"guardrails": {"max_targets": 2}},
+            "exceed the blast radius guardrails.max_targets = 2",
+        ),
+        (
+            {"kind": "pod-kill", "selector": "app=nothing"},
+            {},
+            "no pod in namespace chatbot matches selector 'app=nothing'",
+        ),
+        (
+            {"kind": "pod-kill", "selector": "component=dns"},
+            {"namespace": "kube-system"},
+            "namespace 'kube-system' is protected",
+        ),
+        (
+            {"kind": "pod-kill", "selector": "app=chatbot-api", "namespace": "kube-public"},
+            {},
+            "namespace 'kube-public' is protected",
+        ),
+        ({"kind": "bad-rollout", "workload": "deployment/nope"}, {}, "Deployment chatbot/nope not found"),
+        (
+            {"kind": "auth-secret-corruption", "secret": "chatbot-jwt", "key": "nope"},
+            {},
+            "has no key 'nope' (keys: jwt-secret)",
+        ),
+    ],
+)
+def test_guardrails_refuse_before_touching_anything(
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path, fault: dict[str, Any], extra: dict[str, Any], words: str
+) -> None:
     path = write_scenario(tmp_path / "d.yaml", scenario([fault], **extra))
     r = cli_run(path, prom_env, kube_demo, "--report-dir", str(tmp_path / "r"))
     assert r.exit_code == 3, r.output + r.stderr
@@ -282,22 +340,31 @@ def test_guardrails_refuse_before_touching_anything(kube_demo: KubeServer, prom_
     assert writes(kube_demo) == []
 
 
-def test_protected_namespace_allowed_when_listed(kube_demo: KubeServer, prom_env: PromEnv,
-                                                 tmp_path: Path) -> None:
-    kube_demo.seed({"kind": "Pod", "metadata": {"name": "coredns-x", "namespace": "kube-system",
-                                                "labels": {"k8s-app": "kube-dns"}},
-                    "spec": {"containers": [{"name": "dns", "image": "coredns:1.11"}]}})
-    path = write_scenario(tmp_path / "d.yaml", scenario(
-        [{"kind": "pod-kill", "selector": "k8s-app=kube-dns"}], namespace="kube-system",
-        guardrails={"allow_namespaces": ["kube-system"], "max_targets": "100%"}))
+def test_protected_namespace_allowed_when_listed(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
+    kube_demo.seed(
+        {
+            "kind": "Pod",
+            "metadata": {"name": "coredns-x", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
+            "spec": {"containers": [{"name": "dns", "image": "coredns:1.11"}]},
+        }
+    )
+    path = write_scenario(
+        tmp_path / "d.yaml",
+        scenario(
+            [{"kind": "pod-kill", "selector": "k8s-app=kube-dns"}],
+            namespace="kube-system",
+            guardrails={"allow_namespaces": ["kube-system"], "max_targets": "100%"},
+        ),
+    )
     r = cli_run(path, prom_env, kube_demo, "--dry-run")
     assert r.exit_code == 0, r.output + r.stderr
     assert "delete Pod kube-system/coredns-x" in r.stderr
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "scenarios" / "k8s").glob("*.yaml")), ids=lambda p: p.stem)
-def test_shipped_k8s_scenario_preflights_on_the_demo_platform(kube_demo: KubeServer, tmp_path: Path,
-                                                              path: Path) -> None:
+def test_shipped_k8s_scenario_preflights_on_the_demo_platform(
+    kube_demo: KubeServer, tmp_path: Path, path: Path
+) -> None:
     """Each scenarios/k8s drill resolves its targets on the demo platform and plans exact objects
     (context overridden to the test server's; nothing is written)."""
     from drillkit.faults import FaultContext, fault_class
@@ -308,9 +375,14 @@ def test_shipped_k8s_scenario_preflights_on_the_demo_platform(kube_demo: KubeSer
 
     sc = load_scenario(path)
     journal = Journal(tmp_path / "journal.jsonl")
-    ctx = FaultContext(run_id="cafe0001", scenario=sc, journal=journal, stop=StopFlag(),
-                       log=lambda _: None,
-                       kube_factory=kube_factory_for(sc, CONTEXT, (), kube_demo.kubeconfig_path))
+    ctx = FaultContext(
+        run_id="cafe0001",
+        scenario=sc,
+        journal=journal,
+        stop=StopFlag(),
+        log=lambda _: None,
+        kube_factory=kube_factory_for(sc, CONTEXT, (), kube_demo.kubeconfig_path),
+    )
     lines = []
     for spec in sc.faults:
         fault = fault_class(spec.kind, "kubernetes")(spec.params, ctx)

@@ -32,8 +32,10 @@ from tests.promfixture import PromEnv
 
 pytestmark = [pytest.mark.wire, pytest.mark.integration]
 NS = "chatbot"
-FAULTS = [{"kind": "scale-to-zero", "workload": "deployment/chatbot-api", "wait": 0},
-          {"kind": "auth-secret-corruption", "secret": "chatbot-jwt", "key": "jwt-secret"}]
+FAULTS = [
+    {"kind": "scale-to-zero", "workload": "deployment/chatbot-api", "wait": 0},
+    {"kind": "auth-secret-corruption", "secret": "chatbot-jwt", "key": "jwt-secret"},
+]
 
 
 def jwt(server: KubeServer) -> str:
@@ -66,13 +68,16 @@ def assert_restored(server: KubeServer, original: str) -> None:
     assert replicas(server) == 3, f"replicas {replicas(server)}, expected 3 restored"
     assert jwt(server) == original, "jwt-secret not restored"
     assert backups(server) == [], f"backup Secrets left: {backups(server)}"
-    server.wait_for(lambda: len([p for p in server.list("pods", NS, "app=chatbot-api")
-                                 if p["status"].get("phase") == "Running"]) == 3,
-                    timeout=10, message="3 chatbot-api pods running again")
+    server.wait_for(
+        lambda: (
+            len([p for p in server.list("pods", NS, "app=chatbot-api") if p["status"].get("phase") == "Running"]) == 3
+        ),
+        timeout=10,
+        message="3 chatbot-api pods running again",
+    )
 
 
-def test_sigterm_mid_fault_reverts_everything(kube_demo: KubeServer, prom_env: PromEnv,
-                                              tmp_path: Path) -> None:
+def test_sigterm_mid_fault_reverts_everything(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
     original = jwt(kube_demo)
     proc, reports = start_run(kube_demo, prom_env, tmp_path, FAULTS)
     try:
@@ -89,13 +94,11 @@ def test_sigterm_mid_fault_reverts_everything(kube_demo: KubeServer, prom_env: P
     kinds = [json.loads(line)["kind"] for line in journal.read_text().splitlines()]
     assert kinds.count("revert_done") == 2 and "aborted" in kinds and kinds[-1] == "finished", kinds
     assert pending_reverts(journal) == []
-    checked = [json.loads(line) for line in journal.read_text().splitlines()
-               if '"leftovers_checked"' in line]
+    checked = [json.loads(line) for line in journal.read_text().splitlines() if '"leftovers_checked"' in line]
     assert checked and checked[0]["remaining"] == [], checked
 
 
-def test_sigkill_is_finished_by_drillkit_cleanup(kube_demo: KubeServer, prom_env: PromEnv,
-                                                 tmp_path: Path) -> None:
+def test_sigkill_is_finished_by_drillkit_cleanup(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
     original = jwt(kube_demo)
     proc, reports = start_run(kube_demo, prom_env, tmp_path, FAULTS)
     try:
@@ -110,8 +113,9 @@ def test_sigkill_is_finished_by_drillkit_cleanup(kube_demo: KubeServer, prom_env
     journal = next(reports.glob("*/journal.jsonl"))
     run_id = json.loads(journal.read_text().splitlines()[0])["run_id"]
     assert [p.fault for p in pending_reverts(journal)] == ["auth-secret-corruption", "scale-to-zero"]
-    r = CliRunner().invoke(main, ["cleanup", "--run-id", run_id, "--report-dir", str(reports),
-                                  "--kubeconfig", kube_demo.kubeconfig_path])
+    r = CliRunner().invoke(
+        main, ["cleanup", "--run-id", run_id, "--report-dir", str(reports), "--kubeconfig", kube_demo.kubeconfig_path]
+    )
     assert r.exit_code == 0, f"exit {r.exit_code}\n{r.stdout}\n{r.stderr}"
     assert f"done: run {run_id}: revert auth-secret-corruption #2" in r.stdout, r.stdout
     assert f"done: run {run_id}: revert scale-to-zero #1: replicas=3" in r.stdout, r.stdout
@@ -126,8 +130,14 @@ def inject_then_die(server: KubeServer, sc: Scenario, tmp_path: Path, run_id: st
     folder = tmp_path / "reports" / "run"
     journal = Journal(folder / "journal.jsonl")
     journal.append("started", run_id=run_id, scenario={})
-    ctx = FaultContext(run_id=run_id, scenario=sc, journal=journal, stop=StopFlag(), log=lambda _: None,
-                       kube_factory=kube_factory_for(sc, None, (), server.kubeconfig_path))
+    ctx = FaultContext(
+        run_id=run_id,
+        scenario=sc,
+        journal=journal,
+        stop=StopFlag(),
+        log=lambda _: None,
+        kube_factory=kube_factory_for(sc, None, (), server.kubeconfig_path),
+    )
     with ExitStack() as stack:
         undo = Undo(stack, ctx)
         for spec in sc.faults:
@@ -146,8 +156,12 @@ def test_cleanup_without_journal_uses_labels(kube_demo: KubeServer, tmp_path: Pa
     db_node = (kube_demo.get("pods", NS, "chatbot-db-0") or {})["spec"]["nodeName"]
     faults: list[dict[str, Any]] = [
         {"kind": "auth-secret-corruption", "secret": "chatbot-jwt", "key": "jwt-secret"},
-        {"kind": "db-connection-exhaustion", "service": "chatbot-db",
-         "secret": "chatbot-db-credentials", "connections": 5},
+        {
+            "kind": "db-connection-exhaustion",
+            "service": "chatbot-db",
+            "secret": "chatbot-db-credentials",
+            "connections": 5,
+        },
         {"kind": "node-drain", "node": db_node, "evict_timeout": "1s"},
     ]
     sc = load_scenario(write_scenario(tmp_path / "d.yaml", scenario(faults)))
@@ -157,8 +171,19 @@ def test_cleanup_without_journal_uses_labels(kube_demo: KubeServer, tmp_path: Pa
     assert node is not None and node["spec"].get("unschedulable") is True
     shutil.rmtree(folder)
     kube_demo.requests.clear()
-    r = CliRunner().invoke(main, ["cleanup", "--all", "--report-dir", str(tmp_path / "reports"),
-                                  "--context", CONTEXT, "--kubeconfig", kube_demo.kubeconfig_path])
+    r = CliRunner().invoke(
+        main,
+        [
+            "cleanup",
+            "--all",
+            "--report-dir",
+            str(tmp_path / "reports"),
+            "--context",
+            CONTEXT,
+            "--kubeconfig",
+            kube_demo.kubeconfig_path,
+        ],
+    )
     assert r.exit_code == 0, f"exit {r.exit_code}\n{r.stdout}\n{r.stderr}"
     assert jwt(kube_demo) == original, r.stdout
     assert base64.b64decode(jwt(kube_demo)).decode() == "drillkit-demo-jwt-secret"
@@ -166,8 +191,11 @@ def test_cleanup_without_journal_uses_labels(kube_demo: KubeServer, tmp_path: Pa
     assert kube_demo.list("secrets", NS, "drillkit.io/run-id") == []
     node = kube_demo.get("nodes", None, db_node)
     assert node is not None and not node["spec"].get("unschedulable"), r.stdout
-    restarts = [q for q in kube_demo.requests if q.method == "PATCH"
-                and q.path.endswith("/deployments/chatbot-api") and "restartedAt" in str(q.body)]
+    restarts = [
+        q
+        for q in kube_demo.requests
+        if q.method == "PATCH" and q.path.endswith("/deployments/chatbot-api") and "restartedAt" in str(q.body)
+    ]
     assert restarts, "the Secret's users were not restarted after the restore"
     assert "restored Secret chatbot/drillkit-backup-chatbot-jwt-deadbeef" in r.stdout, r.stdout
 
@@ -189,8 +217,19 @@ def test_cleanup_without_journal_restores_changed_workloads(kube_demo: KubeServe
     assert db is not None and db["spec"]["replicas"] == 0
     assert broken is not None and broken["spec"]["template"] != api["spec"]["template"]
     shutil.rmtree(folder)
-    r = CliRunner().invoke(main, ["cleanup", "--all", "--report-dir", str(tmp_path / "reports"),
-                                  "--context", CONTEXT, "--kubeconfig", kube_demo.kubeconfig_path])
+    r = CliRunner().invoke(
+        main,
+        [
+            "cleanup",
+            "--all",
+            "--report-dir",
+            str(tmp_path / "reports"),
+            "--context",
+            CONTEXT,
+            "--kubeconfig",
+            kube_demo.kubeconfig_path,
+        ],
+    )
     assert r.exit_code == 0, f"exit {r.exit_code}\n{r.stdout}\n{r.stderr}"
     assert "workload=StatefulSet/chatbot-db" in r.stdout and "(run cafe0001)" in r.stdout, r.stdout
     assert "workload=Deployment/chatbot-api" in r.stdout, r.stdout
@@ -200,8 +239,9 @@ def test_cleanup_without_journal_restores_changed_workloads(kube_demo: KubeServe
     for obj in (db, fixed):
         assert MODIFIED_BY not in obj["metadata"].get("labels", {}), obj["metadata"]
     assert kube_demo.list("secrets", NS, "drillkit.io/run-id") == [], "records left behind"
-    again = cleanup(tmp_path / "reports", None, context=CONTEXT, kubeconfig=kube_demo.kubeconfig_path,
-                    log=lambda _: None)
+    again = cleanup(
+        tmp_path / "reports", None, context=CONTEXT, kubeconfig=kube_demo.kubeconfig_path, log=lambda _: None
+    )
     assert again.done == [] and again.failed == [], again
 
 
@@ -209,26 +249,41 @@ def test_cleanup_reports_a_damaged_revert_record_and_goes_on(kube_demo: KubeServ
     """A record whose data is not what drillkit wrote: FAILED, the workload keeps its label (so
     other runs keep refusing it), and the other labelled objects are still handled."""
     name = record_name("bad00001", "Deployment", "chatbot-api", "scale-to-zero")
-    kube_demo.seed({"kind": "Secret", "metadata": {
-        "name": name, "namespace": NS, "labels": {"drillkit.io/run-id": "bad00001"},
-        "annotations": {REVERT_OF: "Deployment/chatbot-api", REVERT_FAULT: "scale-to-zero"}},
-        "data": {"revert": base64.b64encode(b'["not", "a", "mapping"]').decode()}})
-    kube_demo.update("deployments", NS, "chatbot-api",
-                     lambda d: d["metadata"].setdefault("labels", {}).__setitem__(MODIFIED_BY, "bad00001"))
-    kube_demo.seed({"kind": "Secret", "metadata": {"name": "other", "namespace": NS,
-                                                   "labels": {"drillkit.io/run-id": "bad00001"}}})
-    report = cleanup(Path("/nonexistent"), "bad00001", context=CONTEXT, kubeconfig=kube_demo.kubeconfig_path,
-                     log=lambda _: None)
-    assert any(f"restore from Secret {NS}/{name}" in f and "unreadable" in f
-               and "restore Deployment/chatbot-api by hand" in f for f in report.failed), report
+    kube_demo.seed(
+        {
+            "kind": "Secret",
+            "metadata": {
+                "name": name,
+                "namespace": NS,
+                "labels": {"drillkit.io/run-id": "bad00001"},
+                "annotations": {REVERT_OF: "Deployment/chatbot-api", REVERT_FAULT: "scale-to-zero"},
+            },
+            "data": {"revert": base64.b64encode(b'["not", "a", "mapping"]').decode()},
+        }
+    )
+    kube_demo.update(
+        "deployments",
+        NS,
+        "chatbot-api",
+        lambda d: d["metadata"].setdefault("labels", {}).__setitem__(MODIFIED_BY, "bad00001"),
+    )
+    kube_demo.seed(
+        {"kind": "Secret", "metadata": {"name": "other", "namespace": NS, "labels": {"drillkit.io/run-id": "bad00001"}}}
+    )
+    report = cleanup(
+        Path("/nonexistent"), "bad00001", context=CONTEXT, kubeconfig=kube_demo.kubeconfig_path, log=lambda _: None
+    )
+    assert any(
+        f"restore from Secret {NS}/{name}" in f and "unreadable" in f and "restore Deployment/chatbot-api by hand" in f
+        for f in report.failed
+    ), report
     assert any("keeps its revert record" in f for f in report.failed), report
     assert any(f"deleted Secret {NS}/other" in d for d in report.done), report
     d = kube_demo.get("deployments", NS, "chatbot-api")
     assert d is not None and d["metadata"]["labels"][MODIFIED_BY] == "bad00001"
 
 
-def test_cleanup_reports_bad_journal_data_per_run_and_goes_on(kube_demo: KubeServer,
-                                                               tmp_path: Path) -> None:
+def test_cleanup_reports_bad_journal_data_per_run_and_goes_on(kube_demo: KubeServer, tmp_path: Path) -> None:
     """A ValueError/TypeError from one run's journal data is one FAILED line; the other
     reverts and runs still run, and the exit code is 1."""
     reports = tmp_path / "reports"
@@ -242,19 +297,23 @@ def test_cleanup_reports_bad_journal_data_per_run_and_goes_on(kube_demo: KubeSer
         j.close()
 
     base = {"namespace": NS, "kind": "Deployment", "name": "chatbot-api"}
-    journal("a-bad-data", "aaaa", (1, "scale-to-zero", {**base, "replicas": "three"}),
-            (2, "scale-to-zero", {**base, "replicas": None}))
+    journal(
+        "a-bad-data",
+        "aaaa",
+        (1, "scale-to-zero", {**base, "replicas": "three"}),
+        (2, "scale-to-zero", {**base, "replicas": None}),
+    )
     journal("b-bad-event", "bbbb", ("x", "scale-to-zero", {**base, "replicas": 3}))
     journal("c-good", "cccc", (1, "scale-to-zero", {**base, "replicas": 3}))
     kube_demo.update("deployments", NS, "chatbot-api", lambda d: d["spec"].__setitem__("replicas", 0))
-    r = CliRunner().invoke(main, ["cleanup", "--all", "--report-dir", str(reports),
-                                  "--kubeconfig", kube_demo.kubeconfig_path])
+    r = CliRunner().invoke(
+        main, ["cleanup", "--all", "--report-dir", str(reports), "--kubeconfig", kube_demo.kubeconfig_path]
+    )
     assert r.exit_code == 1, f"exit {r.exit_code}: {r.exception!r}\n{r.stdout}\n{r.stderr}"
     failed = [line for line in r.stdout.splitlines() if line.startswith("FAILED")]
     assert len(failed) == 3, r.stdout
     assert any("run aaaa: revert scale-to-zero #2: TypeError:" in line for line in failed), failed
-    assert any("run aaaa: revert scale-to-zero #1: ValueError: invalid literal" in line
-               for line in failed), failed
+    assert any("run aaaa: revert scale-to-zero #1: ValueError: invalid literal" in line for line in failed), failed
     assert any(line.startswith("FAILED: run bbbb") and "ValueError" in line for line in failed), failed
     assert "done: run cccc: revert scale-to-zero #1: replicas=3" in r.stdout, r.stdout
     assert replicas(kube_demo) == 3

@@ -34,14 +34,20 @@ NS = "chatbot"
 
 def api_pods(server: KubeServer) -> dict[str, str]:
     """name -> uid of the chatbot-api pods."""
-    return {p["metadata"]["name"]: p["metadata"]["uid"]
-            for p in server.list("pods", NS, label_selector="app=chatbot-api")}
+    return {
+        p["metadata"]["name"]: p["metadata"]["uid"] for p in server.list("pods", NS, label_selector="app=chatbot-api")
+    }
 
 
 def record_posted(server: KubeServer) -> dict[str, Any]:
     """The revert-record Secret drillkit created (the request body)."""
-    posts = [r.body for r in server.requests if r.method == "POST" and r.path.endswith("/secrets")
-             and REVERT_OF in (r.body.get("metadata", {}).get("annotations") or {})]
+    posts = [
+        r.body
+        for r in server.requests
+        if r.method == "POST"
+        and r.path.endswith("/secrets")
+        and REVERT_OF in (r.body.get("metadata", {}).get("annotations") or {})
+    ]
     assert len(posts) == 1, posts
     return dict(posts[0])
 
@@ -51,24 +57,34 @@ def record_data(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def ready_count(server: KubeServer, selector: str = "app=chatbot-api") -> int:
-    return sum(1 for p in server.list("pods", NS, label_selector=selector)
-               if any(c["type"] == "Ready" and c["status"] == "True"
-                      for c in p["status"].get("conditions", [])))
+    return sum(
+        1
+        for p in server.list("pods", NS, label_selector=selector)
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+    )
 
 
-def test_pod_kill_deletes_pods_and_owner_restores_them(kube_demo: KubeServer, prom_env: PromEnv,
-                                                       tmp_path: Path) -> None:
+def test_pod_kill_deletes_pods_and_owner_restores_them(
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path
+) -> None:
     before = api_pods(kube_demo)
-    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": "pod-kill", "selector": "app=chatbot-api", "count": 2, "pick": "oldest",
-          "grace_period": 0}], guardrails={"max_targets": 2}))
+    run = run_drill(
+        kube_demo,
+        prom_env,
+        tmp_path,
+        scenario(
+            [{"kind": "pod-kill", "selector": "app=chatbot-api", "count": 2, "pick": "oldest", "grace_period": 0}],
+            guardrails={"max_targets": 2},
+        ),
+    )
     killed = run.event("revert_registered")  # registered before any delete
     updates = [e.data["data"]["killed"] for e in run.events if e.kind == "revert_updated"]
     victims = {k["name"]: k["uid"] for k in updates[-1]}
     assert len(victims) == 2 and set(victims.items()) <= set(before.items()), (victims, before)
     after = api_pods(kube_demo)
     assert not set(victims.values()) & set(after.values()), (
-        f"killed pod UIDs {sorted(victims.values())} still present after pod-kill: {after}")
+        f"killed pod UIDs {sorted(victims.values())} still present after pod-kill: {after}"
+    )
     assert len(after) == 3 and ready_count(kube_demo) == 3, f"owner did not restore 3 Ready pods: {after}"
     restored = run.event("replicas_restored").data
     assert restored["owner"] == "deployment/chatbot-api" and 0 < restored["seconds"] < 10, restored
@@ -79,11 +95,26 @@ def test_pod_kill_deletes_pods_and_owner_restores_them(kube_demo: KubeServer, pr
     assert run.reverts()[0]["result"]["owners_ready"] == {"deployment/chatbot-api": True}
 
 
-def test_pod_kill_repeats_until_duration_and_revert_stops_it(kube_demo: KubeServer,
-                                                             prom_env: PromEnv, tmp_path: Path) -> None:
-    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": "pod-kill", "selector": "app=chatbot-api", "grace_period": 0,
-          "repeat_every": "150ms", "duration": "30s"}], within="1s"))
+def test_pod_kill_repeats_until_duration_and_revert_stops_it(
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path
+) -> None:
+    run = run_drill(
+        kube_demo,
+        prom_env,
+        tmp_path,
+        scenario(
+            [
+                {
+                    "kind": "pod-kill",
+                    "selector": "app=chatbot-api",
+                    "grace_period": 0,
+                    "repeat_every": "150ms",
+                    "duration": "30s",
+                }
+            ],
+            within="1s",
+        ),
+    )
     killed = [e.data["data"]["killed"] for e in run.events if e.kind == "revert_updated"][-1]
     assert len(killed) >= 3, f"expected repeated kills within the 1 s detection window: {killed}"
     done = run.kinds().index("revert_done")
@@ -96,16 +127,23 @@ def test_pod_kill_repeats_until_duration_and_revert_stops_it(kube_demo: KubeServ
     assert deletes == [], "the repeat loop outlived the drill"
 
 
-def test_pod_kill_recreates_an_ownerless_pod(kube_demo: KubeServer, prom_env: PromEnv,
-                                              tmp_path: Path) -> None:
-    kube_demo.seed({"kind": "Pod", "metadata": {"name": "debug", "namespace": NS,
-                                                "labels": {"app": "debug"}},
-                    "spec": {"containers": [{"name": "sh", "image": "busybox:1.36"}]}})
+def test_pod_kill_recreates_an_ownerless_pod(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
+    kube_demo.seed(
+        {
+            "kind": "Pod",
+            "metadata": {"name": "debug", "namespace": NS, "labels": {"app": "debug"}},
+            "spec": {"containers": [{"name": "sh", "image": "busybox:1.36"}]},
+        }
+    )
     kube_demo.wait_for(lambda: ready_count(kube_demo, "app=debug") == 1, message="debug pod Ready")
     old = kube_demo.get("pods", NS, "debug")
     assert old is not None
-    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": "pod-kill", "selector": "app=debug"}], guardrails={"max_targets": "100%"}))
+    run = run_drill(
+        kube_demo,
+        prom_env,
+        tmp_path,
+        scenario([{"kind": "pod-kill", "selector": "app=debug"}], guardrails={"max_targets": "100%"}),
+    )
     new = kube_demo.get("pods", NS, "debug")
     assert new is not None, "revert did not re-create the owner-less pod"
     assert new["metadata"]["uid"] != old["metadata"]["uid"], "pod was never deleted"
@@ -114,17 +152,18 @@ def test_pod_kill_recreates_an_ownerless_pod(kube_demo: KubeServer, prom_env: Pr
     assert run.reverts()[0]["result"]["recreated"] == ["debug"]
 
 
-def test_scale_to_zero_restores_exact_replicas(kube_demo: KubeServer, prom_env: PromEnv,
-                                               tmp_path: Path) -> None:
+def test_scale_to_zero_restores_exact_replicas(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
     kube_demo.update("deployments", NS, "chatbot-api", lambda d: d["spec"].__setitem__("replicas", 2))
     kube_demo.wait_for(lambda: len(api_pods(kube_demo)) == 2 and ready_count(kube_demo) == 2)
-    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": "scale-to-zero", "workload": "deployment/chatbot-api"}],
-        guardrails={"max_targets": "100%"}))
+    run = run_drill(
+        kube_demo,
+        prom_env,
+        tmp_path,
+        scenario([{"kind": "scale-to-zero", "workload": "deployment/chatbot-api"}], guardrails={"max_targets": "100%"}),
+    )
     data = run.event("revert_registered").data["data"]
     assert data == {"namespace": NS, "kind": "Deployment", "name": "chatbot-api", "replicas": 2}
-    patches = [r for r in kube_demo.requests
-               if r.method == "PATCH" and "/deployments/chatbot-api" in r.path]
+    patches = [r for r in kube_demo.requests if r.method == "PATCH" and "/deployments/chatbot-api" in r.path]
     scales = [r.body for r in patches if r.path.endswith("/scale")]
     assert [b["spec"]["replicas"] for b in scales] == [0, 2], f"scale PATCH bodies: {scales}"
     # before the scale-down, the revert data goes into a run-labelled record Secret (for a
@@ -147,27 +186,31 @@ def test_scale_to_zero_restores_exact_replicas(kube_demo: KubeServer, prom_env: 
     assert ready_count(kube_demo) == 2, api_pods(kube_demo)
 
 
-def test_scale_to_zero_needs_full_blast_radius(kube_demo: KubeServer, prom_env: PromEnv,
-                                               tmp_path: Path) -> None:
-    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": "scale-to-zero", "workload": "deployment/chatbot-api"}]))
+def test_scale_to_zero_needs_full_blast_radius(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
+    run = run_drill(
+        kube_demo, prom_env, tmp_path, scenario([{"kind": "scale-to-zero", "workload": "deployment/chatbot-api"}])
+    )
     assert run.result.status.value == "inconclusive", run.output
     assert "exceed the blast radius" in run.event("error").data["error"]
     assert not [r for r in kube_demo.requests if r.method == "PATCH"], "something was patched"
 
 
-def test_bad_rollout_restores_previous_template(kube_demo: KubeServer, prom_env: PromEnv,
-                                                tmp_path: Path) -> None:
+def test_bad_rollout_restores_previous_template(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
     before = kube_demo.get("deployments", NS, "chatbot-api")
     assert before is not None
-    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": "bad-rollout", "workload": "deployment/chatbot-api", "container": "api"}]))
+    run = run_drill(
+        kube_demo,
+        prom_env,
+        tmp_path,
+        scenario([{"kind": "bad-rollout", "workload": "deployment/chatbot-api", "container": "api"}]),
+    )
     run_id = run.result.run_id
     stuck = run.event("rollout_stuck").data
     bad = f"ghcr.io/drillkit/chatbot-api:drillkit-nonexistent-{run_id}"
     assert stuck["image"] == bad, stuck
-    patches = [r.body for r in kube_demo.requests
-               if r.method == "PATCH" and r.path.endswith("/deployments/chatbot-api")]
+    patches = [
+        r.body for r in kube_demo.requests if r.method == "PATCH" and r.path.endswith("/deployments/chatbot-api")
+    ]
     assert patches[0]["spec"]["template"]["spec"]["containers"] == [{"name": "api", "image": bad}]
     # the same PATCH labels the Deployment; the previous template went into a record Secret first
     assert patches[0]["metadata"] == {"labels": {MODIFIED_BY: run_id}}, patches[0]
@@ -185,9 +228,9 @@ def test_bad_rollout_restores_previous_template(kube_demo: KubeServer, prom_env:
     assert run.event("revert_registered").data["data"]["template"] == before["spec"]["template"]
 
 
-def test_auth_secret_corruption_restores_and_keeps_secrets_out(kube_demo: KubeServer,
-                                                               prom_env: PromEnv,
-                                                               tmp_path: Path) -> None:
+def test_auth_secret_corruption_restores_and_keeps_secrets_out(
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path
+) -> None:
     original = kube_demo.get("secrets", NS, "chatbot-jwt")
     assert original is not None
     seen: dict[str, str] = {}
@@ -203,12 +246,17 @@ def test_auth_secret_corruption_restores_and_keeps_secrets_out(kube_demo: KubeSe
         return False
 
     import threading
+
     stop = threading.Event()
     t = threading.Thread(target=lambda: [watch_backup() for _ in iter(lambda: stop.wait(0.05), True)])
     t.start()
     try:
-        run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-            [{"kind": "auth-secret-corruption", "secret": "chatbot-jwt", "key": "jwt-secret"}]))
+        run = run_drill(
+            kube_demo,
+            prom_env,
+            tmp_path,
+            scenario([{"kind": "auth-secret-corruption", "secret": "chatbot-jwt", "key": "jwt-secret"}]),
+        )
     finally:
         stop.set()
         t.join()
@@ -219,30 +267,57 @@ def test_auth_secret_corruption_restores_and_keeps_secrets_out(kube_demo: KubeSe
     after = kube_demo.get("secrets", NS, "chatbot-jwt")
     assert after is not None and after["data"] == original["data"], "secret not restored"
     assert not [b for b in kube_demo.list("secrets", NS) if "drillkit-backup" in b["metadata"]["name"]]
-    restarts = [r.body for r in kube_demo.requests
-                if r.method == "PATCH" and r.path.endswith("/deployments/chatbot-api")]
+    restarts = [
+        r.body for r in kube_demo.requests if r.method == "PATCH" and r.path.endswith("/deployments/chatbot-api")
+    ]
     assert len(restarts) == 2 and all("drillkit.io/restartedAt" in str(b) for b in restarts), restarts
     secret_text = base64.b64decode(original["data"]["jwt-secret"]).decode()
     corrupt_text = base64.b64decode(seen["corrupt"]).decode()
     no_secret_values(run.journal_text(), secret_text, corrupt_text)
     no_secret_values(str(report(run)), secret_text, corrupt_text)
     data = run.event("revert_registered").data["data"]
-    assert data == {"namespace": NS, "secret": "chatbot-jwt", "key": "jwt-secret",
-                    "backup": f"drillkit-backup-chatbot-jwt-{run_id}",
-                    "restart": "deployment/chatbot-api"}, data
+    assert data == {
+        "namespace": NS,
+        "secret": "chatbot-jwt",
+        "key": "jwt-secret",
+        "backup": f"drillkit-backup-chatbot-jwt-{run_id}",
+        "restart": "deployment/chatbot-api",
+    }, data
 
 
-@pytest.mark.parametrize(("engine", "image", "user", "password", "client"), [
-    ("postgresql", "postgres:16", "PGUSER", "PGPASSWORD", "psql"),
-    ("mysql", "mysql:8", "DRILLKIT_USER", "MYSQL_PWD", "mysql"),
-])
-def test_db_connection_exhaustion_job_by_reference_and_deleted(kube_demo: KubeServer,
-                                                               prom_env: PromEnv, tmp_path: Path,
-                                                               engine: str, image: str, user: str,
-                                                               password: str, client: str) -> None:
-    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": "db-connection-exhaustion", "service": "chatbot-db", "engine": engine,
-          "secret": "chatbot-db-credentials", "connections": 50}]))
+@pytest.mark.parametrize(
+    ("engine", "image", "user", "password", "client"),
+    [
+        ("postgresql", "postgres:16", "PGUSER", "PGPASSWORD", "psql"),
+        ("mysql", "mysql:8", "DRILLKIT_USER", "MYSQL_PWD", "mysql"),
+    ],
+)
+def test_db_connection_exhaustion_job_by_reference_and_deleted(
+    kube_demo: KubeServer,
+    prom_env: PromEnv,
+    tmp_path: Path,
+    engine: str,
+    image: str,
+    user: str,
+    password: str,
+    client: str,
+) -> None:
+    run = run_drill(
+        kube_demo,
+        prom_env,
+        tmp_path,
+        scenario(
+            [
+                {
+                    "kind": "db-connection-exhaustion",
+                    "service": "chatbot-db",
+                    "engine": engine,
+                    "secret": "chatbot-db-credentials",
+                    "connections": 50,
+                }
+            ]
+        ),
+    )
     run_id = run.result.run_id
     data = run.event("revert_registered").data["data"]
     job = data["job"]
@@ -268,18 +343,27 @@ def test_db_connection_exhaustion_job_by_reference_and_deleted(kube_demo: KubeSe
     no_secret_values(str(report(run)), "chatbot-demo-password")
 
 
-def test_node_drain_cordons_evicts_respects_pdb_and_uncordons(kube_demo: KubeServer,
-                                                              prom_env: PromEnv,
-                                                              tmp_path: Path) -> None:
-    kube_demo.seed({"kind": "PodDisruptionBudget", "metadata": {"name": "api", "namespace": NS},
-                    "spec": {"minAvailable": 3, "selector": {"matchLabels": {"app": "chatbot-api"}}}})
+def test_node_drain_cordons_evicts_respects_pdb_and_uncordons(
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path
+) -> None:
+    kube_demo.seed(
+        {
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "api", "namespace": NS},
+            "spec": {"minAvailable": 3, "selector": {"matchLabels": {"app": "chatbot-api"}}},
+        }
+    )
     db = kube_demo.get("pods", NS, "chatbot-db-0")
     assert db is not None
     node = db["spec"]["nodeName"]
     on_node = {p["metadata"]["name"] for p in kube_demo.list("pods", field_selector=f"spec.nodeName={node}")}
     api_on_node = {n for n in on_node if n.startswith("chatbot-api")}
-    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": "node-drain", "pod_selector": "app=chatbot-db", "evict_timeout": "1s"}]))
+    run = run_drill(
+        kube_demo,
+        prom_env,
+        tmp_path,
+        scenario([{"kind": "node-drain", "pod_selector": "app=chatbot-db", "evict_timeout": "1s"}]),
+    )
     result = run.event("drain_result").data
     assert result["node"] == node and result["evicted"] == [f"{NS}/chatbot-db-0"], result
     assert set(result["blocked"]) == {f"{NS}/{n}" for n in api_on_node}, result
@@ -296,31 +380,42 @@ def test_node_drain_cordons_evicts_respects_pdb_and_uncordons(kube_demo: KubeSer
     assert new_db is None or new_db["metadata"]["uid"] != db["metadata"]["uid"], "db pod not evicted"
 
 
-def test_memory_pressure_container_is_oom_killed(kube_demo: KubeServer, prom_env: PromEnv,
-                                                 tmp_path: Path) -> None:
+def test_memory_pressure_container_is_oom_killed(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
     pods = api_pods(kube_demo)
-    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": "memory-pressure", "selector": "app=chatbot-api", "container": "api",
-          "timeout": "10s"}]))
+    run = run_drill(
+        kube_demo,
+        prom_env,
+        tmp_path,
+        scenario([{"kind": "memory-pressure", "selector": "app=chatbot-api", "container": "api", "timeout": "10s"}]),
+    )
     oom = run.event("oom_killed").data
     pod = kube_demo.get("pods", NS, oom["pod"])
     assert pod is not None and pod["metadata"]["uid"] == pods[oom["pod"]]
     status = pod["status"]["containerStatuses"][0]
     assert status["restartCount"] == 1 and status["lastState"]["terminated"]["reason"] == "OOMKilled"
-    assert oom == {"fault": "memory-pressure", "pod": oom["pod"], "container": "api",
-                   "restarts": 1, "reason": "OOMKilled"}
+    assert oom == {
+        "fault": "memory-pressure",
+        "pod": oom["pod"],
+        "container": "api",
+        "restarts": 1,
+        "reason": "OOMKilled",
+    }
     execs = [(e.pod, e.command) for e in kube_demo.execs]
     assert execs[0] == (oom["pod"], ["sh", "-c", "true"]), execs
     assert "drillkit-memory-pressure" in execs[1][1][2], execs
     assert "drillkit-memory-pressure" not in execs[2][1][2], "the revert's killer must not match itself"
 
 
-@pytest.mark.parametrize(("patch", "words"), [
-    ({"image": "gcr.io/distroless/static:nonroot"}, "needs a POSIX shell"),
-    ({"resources": {}}, "has no memory limit"),
-])
-def test_memory_pressure_preflight_refuses(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path,
-                                           patch: dict[str, object], words: str) -> None:
+@pytest.mark.parametrize(
+    ("patch", "words"),
+    [
+        ({"image": "gcr.io/distroless/static:nonroot"}, "needs a POSIX shell"),
+        ({"resources": {}}, "has no memory limit"),
+    ],
+)
+def test_memory_pressure_preflight_refuses(
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path, patch: dict[str, object], words: str
+) -> None:
     def change(d: dict) -> None:
         d["spec"]["template"]["spec"]["containers"][0].update(patch)
 
@@ -331,27 +426,32 @@ def test_memory_pressure_preflight_refuses(kube_demo: KubeServer, prom_env: Prom
         pods = kube_demo.list("pods", NS, "app=chatbot-api")
         return len(pods) == 3 == ready_count(kube_demo) and all(
             p["spec"]["containers"][0].get("image") == want.get("image")
-            and p["spec"]["containers"][0].get("resources") == want.get("resources") for p in pods)
+            and p["spec"]["containers"][0].get("resources") == want.get("resources")
+            for p in pods
+        )
 
     kube_demo.wait_for(rolled, timeout=10, message="the changed template rolled out")
-    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": "memory-pressure", "selector": "app=chatbot-api"}]))
+    run = run_drill(
+        kube_demo, prom_env, tmp_path, scenario([{"kind": "memory-pressure", "selector": "app=chatbot-api"}])
+    )
     assert run.result.status.value == "inconclusive"
     assert words in run.event("error").data["error"], run.event("error").data
     assert "revert_registered" not in run.kinds()
 
 
-@pytest.mark.parametrize(("kind", "extra", "args"), [
-    ("memory-pressure", {"mode": "node", "memory": "256Mi"}, ["--vm", "1", "--vm-bytes", "256Mi"]),
-    ("cpu-pressure", {"workers": 2}, ["--cpu", "2"]),
-])
-def test_stress_pod_pinned_to_targets_node_and_deleted(kube_demo: KubeServer, prom_env: PromEnv,
-                                                       tmp_path: Path, kind: str,
-                                                       extra: dict[str, object], args: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("kind", "extra", "args"),
+    [
+        ("memory-pressure", {"mode": "node", "memory": "256Mi"}, ["--vm", "1", "--vm-bytes", "256Mi"]),
+        ("cpu-pressure", {"workers": 2}, ["--cpu", "2"]),
+    ],
+)
+def test_stress_pod_pinned_to_targets_node_and_deleted(
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path, kind: str, extra: dict[str, object], args: list[str]
+) -> None:
     target = kube_demo.get("pods", NS, "chatbot-db-0")
     assert target is not None
-    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": kind, "selector": "app=chatbot-db", **extra}]))
+    run = run_drill(kube_demo, prom_env, tmp_path, scenario([{"kind": kind, "selector": "app=chatbot-db", **extra}]))
     run_id = run.result.run_id
     created = next(r.body for r in kube_demo.requests if r.method == "POST" and r.path.endswith("/pods"))
     name = created["metadata"]["name"]
@@ -360,18 +460,20 @@ def test_stress_pod_pinned_to_targets_node_and_deleted(kube_demo: KubeServer, pr
     assert created["spec"]["nodeName"] == target["spec"]["nodeName"]
     container = created["spec"]["containers"][0]
     assert container["image"] == "ghcr.io/colinianking/stress-ng"
-    assert container["args"][:len(args)] == args, container["args"]
+    assert container["args"][: len(args)] == args, container["args"]
     if kind == "memory-pressure":
         assert container["resources"]["requests"]["memory"] == "256Mi"
     assert kube_demo.get("pods", NS, name) is None, "stress pod not deleted by the revert"
     assert run.event("leftovers_checked").data["remaining"] == []
 
 
-def test_cpu_pressure_container_busy_loop_is_killed(kube_demo: KubeServer, prom_env: PromEnv,
-                                                    tmp_path: Path) -> None:
-    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": "cpu-pressure", "mode": "container", "selector": "app=chatbot-api",
-          "duration": "30s"}]))
+def test_cpu_pressure_container_busy_loop_is_killed(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
+    run = run_drill(
+        kube_demo,
+        prom_env,
+        tmp_path,
+        scenario([{"kind": "cpu-pressure", "mode": "container", "selector": "app=chatbot-api", "duration": "30s"}]),
+    )
     commands = [e.command for e in kube_demo.execs]
     assert ["sh", "-c", "true"] in commands
     loop = next(c for c in commands if "drillkit-cpu-pressure=1" in c[2])
@@ -381,14 +483,17 @@ def test_cpu_pressure_container_busy_loop_is_killed(kube_demo: KubeServer, prom_
     assert run.reverts()[0]["result"]["stopped_in"], run.reverts()
 
 
-def test_network_latency_ephemeral_netem_and_revert(kube_demo: KubeServer, prom_env: PromEnv,
-                                                    tmp_path: Path) -> None:
-    kube_demo.on_exec("tc qdisc show", lambda pod, c, cmd: (
-        "qdisc netem 8001: root refcnt 2 limit 1000 delay 200ms  20ms\n", "", 0))
+def test_network_latency_ephemeral_netem_and_revert(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
+    kube_demo.on_exec(
+        "tc qdisc show", lambda pod, c, cmd: ("qdisc netem 8001: root refcnt 2 limit 1000 delay 200ms  20ms\n", "", 0)
+    )
     kube_demo.on_exec("tc qdisc del", lambda pod, c, cmd: ("", "", 0))
-    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": "network-latency", "selector": "app=chatbot-api", "latency": "200ms",
-          "jitter": "20ms"}]))
+    run = run_drill(
+        kube_demo,
+        prom_env,
+        tmp_path,
+        scenario([{"kind": "network-latency", "selector": "app=chatbot-api", "latency": "200ms", "jitter": "20ms"}]),
+    )
     run_id = run.result.run_id
     name = run.event("revert_registered").data["data"]["pods"][0]["name"]
     pod = kube_demo.get("pods", NS, name)
@@ -397,8 +502,7 @@ def test_network_latency_ephemeral_netem_and_revert(kube_demo: KubeServer, prom_
     assert [e["name"] for e in eph] == [f"drillkit-netem-{run_id}"], eph
     assert eph[0]["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"]
     assert "tc qdisc add dev eth0 root netem delay 200ms 20ms" in eph[0]["command"][2]
-    dry = [r for r in kube_demo.requests if r.path.endswith("/ephemeralcontainers")
-           and r.query.get("dryRun") == "All"]
+    dry = [r for r in kube_demo.requests if r.path.endswith("/ephemeralcontainers") and r.query.get("dryRun") == "All"]
     assert dry, "preflight did not dry-run the ephemeral container"
     dels = [e for e in kube_demo.execs if e.command[:3] == ["tc", "qdisc", "del"]]
     assert dels and dels[0].container == f"drillkit-netem-{run_id}" and dels[0].pod == name, dels
@@ -406,10 +510,15 @@ def test_network_latency_ephemeral_netem_and_revert(kube_demo: KubeServer, prom_
 
 
 def test_network_latency_refused_where_ephemeral_containers_are_forbidden(
-        kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path
+) -> None:
     kube_demo.ephemeral_containers_forbidden = True
-    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": "network-latency", "selector": "app=chatbot-api", "latency": "200ms"}]))
+    run = run_drill(
+        kube_demo,
+        prom_env,
+        tmp_path,
+        scenario([{"kind": "network-latency", "selector": "app=chatbot-api", "latency": "200ms"}]),
+    )
     error = run.event("error").data["error"]
     assert "ephemeral containers are forbidden" in error and "NET_ADMIN" in error, error
     assert not any(p["spec"].get("ephemeralContainers") for p in kube_demo.list("pods", NS))
@@ -419,27 +528,38 @@ def pod_deletes(server: KubeServer) -> int:
     return sum(1 for r in server.requests if r.method == "DELETE" and f"/namespaces/{NS}/pods/" in r.path)
 
 
-def test_pod_kill_revert_waits_for_a_repeat_kill_in_progress(kube_demo: KubeServer,
-                                                             tmp_path: Path) -> None:
+def test_pod_kill_revert_waits_for_a_repeat_kill_in_progress(kube_demo: KubeServer, tmp_path: Path) -> None:
     """The revert stops the repeat loop for real: a kill in the middle of a (slow) delete is
     waited for, nothing is deleted or journalled after `revert_done`, and the revert is not
     pending again (cleanup would run it twice)."""
-    d = direct_fault(kube_demo, tmp_path, {
-        "kind": "pod-kill", "selector": "app=chatbot-api", "count": 2, "grace_period": 0,
-        "repeat_every": "100ms", "duration": "60s"}, guardrails={"max_targets": 2})
+    d = direct_fault(
+        kube_demo,
+        tmp_path,
+        {
+            "kind": "pod-kill",
+            "selector": "app=chatbot-api",
+            "count": 2,
+            "grace_period": 0,
+            "repeat_every": "100ms",
+            "duration": "60s",
+        },
+        guardrails={"max_targets": 2},
+    )
     try:
         with ExitStack() as stack:
             undo = Undo(stack, d.ctx)
             d.fault.preflight()
             d.fault.inject(undo)
-            kube_demo.inject_error("DELETE", f"/namespaces/{NS}/pods/", status=None, delay=2.0,
-                                   times=1000)  # from now on every pod delete takes 2 s
+            kube_demo.inject_error(
+                "DELETE", f"/namespaces/{NS}/pods/", status=None, delay=2.0, times=1000
+            )  # from now on every pod delete takes 2 s
 
             def updates() -> int:
                 return sum(1 for e in d.journal.events if e.kind == "revert_updated")
 
-            kube_demo.wait_for(lambda: updates() >= 3, timeout=5,
-                               message="the repeat loop journalling its first victim")
+            kube_demo.wait_for(
+                lambda: updates() >= 3, timeout=5, message="the repeat loop journalling its first victim"
+            )
             time.sleep(0.1)  # ... and now in the middle of deleting it
         deletes = pod_deletes(kube_demo)
         time.sleep(2.5)  # longer than the delete the loop was in
@@ -454,17 +574,30 @@ def test_pod_kill_revert_waits_for_a_repeat_kill_in_progress(kube_demo: KubeServ
 
 
 def test_pod_kill_recreates_an_ownerless_pod_after_its_grace_period(
-        kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
-    kube_demo.seed({"kind": "Pod", "metadata": {"name": "debug", "namespace": NS,
-                                                "labels": {"app": "debug"}},
-                    "spec": {"containers": [{"name": "sh", "image": "busybox:1.36",
-                                             "env": [{"name": "TOKEN", "value": "inline-s3cret"}]}]}})
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path
+) -> None:
+    kube_demo.seed(
+        {
+            "kind": "Pod",
+            "metadata": {"name": "debug", "namespace": NS, "labels": {"app": "debug"}},
+            "spec": {
+                "containers": [
+                    {"name": "sh", "image": "busybox:1.36", "env": [{"name": "TOKEN", "value": "inline-s3cret"}]}
+                ]
+            },
+        }
+    )
     kube_demo.wait_for(lambda: ready_count(kube_demo, "app=debug") == 1, message="debug pod Ready")
     old = kube_demo.get("pods", NS, "debug")
     assert old is not None
-    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": "pod-kill", "selector": "app=debug", "grace_period": "2s"}],
-        guardrails={"max_targets": "100%"}))
+    run = run_drill(
+        kube_demo,
+        prom_env,
+        tmp_path,
+        scenario(
+            [{"kind": "pod-kill", "selector": "app=debug", "grace_period": "2s"}], guardrails={"max_targets": "100%"}
+        ),
+    )
     deletes = [r.body for r in kube_demo.requests if r.method == "DELETE" and r.path.endswith("/pods/debug")]
     assert deletes and deletes[0]["gracePeriodSeconds"] == 2, deletes
     assert run.reverts()[0]["result"]["recreated"] == ["debug"], run.reverts()
@@ -475,18 +608,27 @@ def test_pod_kill_recreates_an_ownerless_pod_after_its_grace_period(
     assert new["spec"]["containers"] == old["spec"]["containers"]
 
 
-def test_journal_holding_a_saved_manifest_is_private(kube_demo: KubeServer, prom_env: PromEnv,
-                                                     tmp_path: Path) -> None:
-    kube_demo.seed({"kind": "Pod", "metadata": {"name": "debug", "namespace": NS,
-                                                "labels": {"app": "debug"}},
-                    "spec": {"containers": [{"name": "sh", "image": "busybox:1.36",
-                                             "env": [{"name": "TOKEN", "value": "inline-s3cret"}]}]}})
+def test_journal_holding_a_saved_manifest_is_private(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
+    kube_demo.seed(
+        {
+            "kind": "Pod",
+            "metadata": {"name": "debug", "namespace": NS, "labels": {"app": "debug"}},
+            "spec": {
+                "containers": [
+                    {"name": "sh", "image": "busybox:1.36", "env": [{"name": "TOKEN", "value": "inline-s3cret"}]}
+                ]
+            },
+        }
+    )
     kube_demo.wait_for(lambda: ready_count(kube_demo, "app=debug") == 1, message="debug pod Ready")
-    for fault in ({"kind": "pod-kill", "selector": "app=debug"},
-                  {"kind": "bad-rollout", "workload": "deployment/chatbot-api", "wait": 0}):
+    for fault in (
+        {"kind": "pod-kill", "selector": "app=debug"},
+        {"kind": "bad-rollout", "workload": "deployment/chatbot-api", "wait": 0},
+    ):
         (tmp_path / fault["kind"]).mkdir()
-        run = run_drill(kube_demo, prom_env, tmp_path / fault["kind"], scenario(
-            [fault], guardrails={"max_targets": "100%"}))
+        run = run_drill(
+            kube_demo, prom_env, tmp_path / fault["kind"], scenario([fault], guardrails={"max_targets": "100%"})
+        )
         assert run.result.folder is not None
         journal = run.result.folder / "journal.jsonl"
         assert "inline-s3cret" in journal.read_text() or fault["kind"] == "bad-rollout"
@@ -494,14 +636,19 @@ def test_journal_holding_a_saved_manifest_is_private(kube_demo: KubeServer, prom
         assert mode == 0o600, f"{fault['kind']}: journal mode {oct(mode)}, expected 0o600"
 
 
-def test_bad_rollout_revert_replaces_a_stuck_statefulset_pod(kube_demo: KubeServer,
-                                                            prom_env: PromEnv, tmp_path: Path) -> None:
+def test_bad_rollout_revert_replaces_a_stuck_statefulset_pod(
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path
+) -> None:
     """OrderedReady never replaces a pod stuck on the broken image once the template is back:
     the revert deletes it, and the StatefulSet is Ready again."""
     before = kube_demo.get("statefulsets", NS, "chatbot-db")
     assert before is not None
-    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": "bad-rollout", "workload": "statefulset/chatbot-db", "container": "postgres"}]))
+    run = run_drill(
+        kube_demo,
+        prom_env,
+        tmp_path,
+        scenario([{"kind": "bad-rollout", "workload": "statefulset/chatbot-db", "container": "postgres"}]),
+    )
     assert run.event("rollout_stuck").data["pod"] == "chatbot-db-0"
     result = run.reverts()[0]["result"]
     assert result == {"restored": True, "ready": True, "stuck_pods_deleted": ["chatbot-db-0"]}, result
@@ -512,12 +659,18 @@ def test_bad_rollout_revert_replaces_a_stuck_statefulset_pod(kube_demo: KubeServ
     assert ready_count(kube_demo, "app=chatbot-db") == 1
 
 
-def test_a_workload_awaiting_another_runs_revert_is_refused(kube_demo: KubeServer, prom_env: PromEnv,
-                                                            tmp_path: Path) -> None:
+def test_a_workload_awaiting_another_runs_revert_is_refused(
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path
+) -> None:
     """A runner died after scale-to-zero: until cleanup restores it, no drill may treat the
     broken state as the one to restore (a bad-rollout would save and later 'restore' it)."""
-    d = direct_fault(kube_demo, tmp_path, {"kind": "scale-to-zero", "workload": "deployment/chatbot-api",
-                                           "wait": 0}, run_id="aaaa1111", guardrails={"max_targets": "100%"})
+    d = direct_fault(
+        kube_demo,
+        tmp_path,
+        {"kind": "scale-to-zero", "workload": "deployment/chatbot-api", "wait": 0},
+        run_id="aaaa1111",
+        guardrails={"max_targets": "100%"},
+    )
     try:
         d.fault.preflight()
         with ExitStack() as stack:
@@ -526,8 +679,12 @@ def test_a_workload_awaiting_another_runs_revert_is_refused(kube_demo: KubeServe
     finally:
         d.journal.close()
     kube_demo.requests.clear()
-    run = run_drill(kube_demo, prom_env, tmp_path, scenario(
-        [{"kind": "bad-rollout", "workload": "deployment/chatbot-api", "wait": 0}]))
+    run = run_drill(
+        kube_demo,
+        prom_env,
+        tmp_path,
+        scenario([{"kind": "bad-rollout", "workload": "deployment/chatbot-api", "wait": 0}]),
+    )
     assert run.result.status.value == "inconclusive", run.output  # a preflight refusal
     error = run.event("error").data["error"]
     assert f"still awaits the revert of run aaaa1111 (label {MODIFIED_BY})" in error, error
@@ -535,8 +692,7 @@ def test_a_workload_awaiting_another_runs_revert_is_refused(kube_demo: KubeServe
     assert not [r for r in kube_demo.requests if r.method == "PATCH"], "something was patched"
 
 
-def test_bad_rollout_revert_fails_when_statefulset_stays_unready(kube_demo: KubeServer,
-                                                                tmp_path: Path) -> None:
+def test_bad_rollout_revert_fails_when_statefulset_stays_unready(kube_demo: KubeServer, tmp_path: Path) -> None:
     sts = kube_demo.get("statefulsets", NS, "chatbot-db")
     assert sts is not None
     broken = copy.deepcopy(sts["spec"]["template"])
@@ -544,21 +700,34 @@ def test_bad_rollout_revert_fails_when_statefulset_stays_unready(kube_demo: Kube
     d = direct_fault(kube_demo, tmp_path, {"kind": "bad-rollout", "workload": "statefulset/chatbot-db"})
     try:
         with pytest.raises(DrillkitError, match="not Ready within 1s"):
-            d.fault.revert(d.ctx, {"namespace": NS, "kind": "StatefulSet", "name": "chatbot-db",
-                                   "template": broken, "container": "postgres",
-                                   "image": "postgres:16", "ready_timeout": 1.0})
+            d.fault.revert(
+                d.ctx,
+                {
+                    "namespace": NS,
+                    "kind": "StatefulSet",
+                    "name": "chatbot-db",
+                    "template": broken,
+                    "container": "postgres",
+                    "image": "postgres:16",
+                    "ready_timeout": 1.0,
+                },
+            )
     finally:
         d.journal.close()
 
 
-def test_memory_pressure_wait_for_the_oom_kill_ends_on_stop(kube_demo: KubeServer,
-                                                            tmp_path: Path) -> None:
+def test_memory_pressure_wait_for_the_oom_kill_ends_on_stop(kube_demo: KubeServer, tmp_path: Path) -> None:
     release = threading.Event()
-    kube_demo.on_exec("drillkit-memory-pressure=1",
-                      lambda pod, c, cmd: (release.wait(20), ("", "", 137))[1])  # never OOM-killed
+    kube_demo.on_exec(
+        "drillkit-memory-pressure=1", lambda pod, c, cmd: (release.wait(20), ("", "", 137))[1]
+    )  # never OOM-killed
     stop = StopFlag()
-    d = direct_fault(kube_demo, tmp_path, {"kind": "memory-pressure", "selector": "app=chatbot-api",
-                                           "container": "api", "timeout": "10s"}, stop=stop)
+    d = direct_fault(
+        kube_demo,
+        tmp_path,
+        {"kind": "memory-pressure", "selector": "app=chatbot-api", "container": "api", "timeout": "10s"},
+        stop=stop,
+    )
     try:
         d.fault.preflight()
         with ExitStack() as stack:

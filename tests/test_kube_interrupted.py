@@ -34,9 +34,11 @@ API = "app=chatbot-api"
 
 def ready_api_pods(server: KubeServer) -> dict[str, str]:
     """name -> image of the Ready chatbot-api pods."""
-    return {p["metadata"]["name"]: p["spec"]["containers"][0]["image"]
-            for p in server.list("pods", NS, label_selector=API)
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))}
+    return {
+        p["metadata"]["name"]: p["spec"]["containers"][0]["image"]
+        for p in server.list("pods", NS, label_selector=API)
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+    }
 
 
 def labelled(server: KubeServer, resource: str) -> list[str]:
@@ -83,9 +85,11 @@ def _template_back(server: KubeServer, before: dict[str, Any]) -> None:
     assert d is not None and d["spec"]["template"] == before["template"], "template not restored exactly"
     assert MODIFIED_BY not in d["metadata"].get("labels", {}), d["metadata"]
     good = before["template"]["spec"]["containers"][0]["image"]
-    server.wait_for(lambda: set(ready_api_pods(server).values()) == {good}
-                    and len(ready_api_pods(server)) == 3, timeout=15,
-                    message=f"3 Ready pods on {good}: {ready_api_pods(server)}")
+    server.wait_for(
+        lambda: set(ready_api_pods(server).values()) == {good} and len(ready_api_pods(server)) == 3,
+        timeout=15,
+        message=f"3 Ready pods on {good}: {ready_api_pods(server)}",
+    )
 
 
 def _replicas(server: KubeServer) -> int:
@@ -102,11 +106,15 @@ def _scaled_back(server: KubeServer, before: dict[str, Any]) -> None:
 
 def _no_labelled(resource: str) -> Callable[[KubeServer, dict[str, Any]], None]:
     def check(server: KubeServer, before: dict[str, Any]) -> None:
-        server.wait_for(lambda: not labelled(server, resource), timeout=10,
-                        message=f"run-labelled {resource} gone: {labelled(server, resource)}")
+        server.wait_for(
+            lambda: not labelled(server, resource),
+            timeout=10,
+            message=f"run-labelled {resource} gone: {labelled(server, resource)}",
+        )
         if resource == "jobs":
             left = [p["metadata"]["name"] for p in server.list("pods", NS) if "dbconn" in p["metadata"]["name"]]
             assert not left, f"Job pods left behind: {left}"
+
     return check
 
 
@@ -151,37 +159,60 @@ def _node_back(server: KubeServer, before: dict[str, Any]) -> None:
 
 RIGS: dict[str, Rig] = {
     "pod-kill": Rig(
-        {"kind": "pod-kill", "selector": API, "count": 1, "grace_period": 0, "repeat_every": "300ms",
-         "duration": "2m"},
+        {"kind": "pod-kill", "selector": API, "count": 1, "grace_period": 0, "repeat_every": "300ms", "duration": "2m"},
         harmed=lambda s, b: not b["uids"] <= {p["metadata"]["uid"] for p in s.list("pods", NS, label_selector=API)},
-        restored=_no_more_deletes, setup=_pods_before),
+        restored=_no_more_deletes,
+        setup=_pods_before,
+    ),
     "scale-to-zero": Rig(
         {"kind": "scale-to-zero", "workload": "deployment/chatbot-api", "wait": 0},
-        harmed=lambda s, b: _replicas(s) == 0, restored=_scaled_back),
+        harmed=lambda s, b: _replicas(s) == 0,
+        restored=_scaled_back,
+    ),
     "bad-rollout": Rig(
         {"kind": "bad-rollout", "workload": "deployment/chatbot-api", "wait": 0},
         harmed=lambda s, b: (s.get("deployments", NS, "chatbot-api") or {})["spec"]["template"] != b["template"],
-        restored=_template_back, setup=_template),
+        restored=_template_back,
+        setup=_template,
+    ),
     "memory-pressure": Rig(
         {"kind": "memory-pressure", "mode": "node", "selector": "app=chatbot-db", "memory": "256Mi"},
-        harmed=lambda s, b: bool(labelled(s, "pods")), restored=_no_labelled("pods")),
+        harmed=lambda s, b: bool(labelled(s, "pods")),
+        restored=_no_labelled("pods"),
+    ),
     "cpu-pressure": Rig(
         {"kind": "cpu-pressure", "selector": "app=chatbot-db", "workers": 2},
-        harmed=lambda s, b: bool(labelled(s, "pods")), restored=_no_labelled("pods")),
+        harmed=lambda s, b: bool(labelled(s, "pods")),
+        restored=_no_labelled("pods"),
+    ),
     "db-connection-exhaustion": Rig(
-        {"kind": "db-connection-exhaustion", "service": "chatbot-db", "secret": "chatbot-db-credentials",
-         "connections": 5},
-        harmed=lambda s, b: bool(labelled(s, "jobs")), restored=_no_labelled("jobs")),
+        {
+            "kind": "db-connection-exhaustion",
+            "service": "chatbot-db",
+            "secret": "chatbot-db-credentials",
+            "connections": 5,
+        },
+        harmed=lambda s, b: bool(labelled(s, "jobs")),
+        restored=_no_labelled("jobs"),
+    ),
     "network-latency": Rig(
         {"kind": "network-latency", "selector": API, "latency": "200ms"},
-        harmed=_netem_added, restored=_netem_removed, setup=_netem_setup),
+        harmed=_netem_added,
+        restored=_netem_removed,
+        setup=_netem_setup,
+    ),
     "auth-secret-corruption": Rig(
         {"kind": "auth-secret-corruption", "secret": "chatbot-jwt", "key": "jwt-secret"},
         harmed=lambda s, b: _secret(s) != b["jwt"] and bool(labelled(s, "secrets")),
-        restored=_secret_back, setup=lambda s, b: b.__setitem__("jwt", _secret(s))),
+        restored=_secret_back,
+        setup=lambda s, b: b.__setitem__("jwt", _secret(s)),
+    ),
     "node-drain": Rig(
         {"kind": "node-drain", "pod_selector": "app=chatbot-db", "evict_timeout": "1s"},
-        harmed=_node_cordoned, restored=_node_back, setup=lambda s, b: b.__setitem__("node", db_node(s))),
+        harmed=_node_cordoned,
+        restored=_node_back,
+        setup=lambda s, b: b.__setitem__("node", db_node(s)),
+    ),
 }
 
 
@@ -199,8 +230,7 @@ def wait_harmed(server: KubeServer, proc: subprocess.Popen[str], reports: Path, 
     raise AssertionError(f"{rig.fault['kind']}: harm never seen (exit {proc.returncode}):\n{out}\n{err}")
 
 
-def begin(kind: str, server: KubeServer, prom: PromEnv,
-          tmp_path: Path) -> tuple[Rig, subprocess.Popen[str], Path]:
+def begin(kind: str, server: KubeServer, prom: PromEnv, tmp_path: Path) -> tuple[Rig, subprocess.Popen[str], Path]:
     """The fault's rig, set up afresh, and a `drillkit run` of it (process, report dir)."""
     rig = RIGS[kind]
     rig.before = {}
@@ -209,8 +239,7 @@ def begin(kind: str, server: KubeServer, prom: PromEnv,
 
 
 @pytest.mark.parametrize("kind", list(RIGS))
-def test_sigterm_mid_fault_restores(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path,
-                                    kind: str) -> None:
+def test_sigterm_mid_fault_restores(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path, kind: str) -> None:
     rig, proc, reports = begin(kind, kube_demo, prom_env, tmp_path)
     try:
         journal = wait_harmed(kube_demo, proc, reports, rig)
@@ -228,8 +257,9 @@ def test_sigterm_mid_fault_restores(kube_demo: KubeServer, prom_env: PromEnv, tm
 
 
 @pytest.mark.parametrize("kind", list(RIGS))
-def test_sigkill_mid_fault_then_cleanup_restores(kube_demo: KubeServer, prom_env: PromEnv,
-                                                 tmp_path: Path, kind: str) -> None:
+def test_sigkill_mid_fault_then_cleanup_restores(
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path, kind: str
+) -> None:
     rig, proc, reports = begin(kind, kube_demo, prom_env, tmp_path)
     try:
         journal = wait_harmed(kube_demo, proc, reports, rig)
@@ -240,8 +270,13 @@ def test_sigkill_mid_fault_then_cleanup_restores(kube_demo: KubeServer, prom_env
     assert [p.fault for p in pending_reverts(journal)] == [kind]
     run_id = json.loads(journal.read_text().splitlines()[0])["run_id"]
     env = {**os.environ, "KUBECONFIG": kube_demo.kubeconfig_path}
-    r = subprocess.run(drillkit_cmd("cleanup", "--run-id", run_id, "--report-dir", str(reports)),
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        drillkit_cmd("cleanup", "--run-id", run_id, "--report-dir", str(reports)),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 0, f"cleanup exit {r.returncode}\n{r.stdout}\n{r.stderr}"
     assert f"done: run {run_id}: revert {kind} #1" in r.stdout, r.stdout
     assert pending_reverts(journal) == []

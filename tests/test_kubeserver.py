@@ -22,6 +22,7 @@ kube_server, kube_demo, kube_api_client = fixture.kube_server, fixture.kube_demo
 def kube_server_options():
     return {"ready_delay": 0.15}  # faster than the default 0.3 s: keeps this file well under 20 s
 
+
 pytestmark = pytest.mark.wire
 NS = "chatbot"
 
@@ -46,19 +47,27 @@ def status_of(exc: ApiException) -> dict:
 
 
 def ready(pod: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True"
-               for c in pod["status"].get("conditions", []))
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
 
 
 def api_pods(server: KubeServer, ready_only: bool = True) -> list[dict]:
-    return [p for p in server.list("pods", NS, label_selector="app=chatbot-api")
-            if ready(p) or not ready_only]
+    return [p for p in server.list("pods", NS, label_selector="app=chatbot-api") if ready(p) or not ready_only]
 
 
 def exec_(core, pod: str, command: list[str], container: str | None = None):
     kwargs = {"container": container} if container else {}
-    resp = stream(core.connect_get_namespaced_pod_exec, pod, NS, command=command, stderr=True,
-                  stdin=False, stdout=True, tty=False, _preload_content=False, **kwargs)
+    resp = stream(
+        core.connect_get_namespaced_pod_exec,
+        pod,
+        NS,
+        command=command,
+        stderr=True,
+        stdin=False,
+        stdout=True,
+        tty=False,
+        _preload_content=False,
+        **kwargs,
+    )
     resp.run_forever(timeout=5)
     return resp.read_stdout(), resp.read_stderr(), resp.returncode, resp
 
@@ -97,8 +106,7 @@ def test_crud_metadata_404_409(kube_server, core):
         core.replace_namespaced_config_map("cfg", "crud", cm)
     assert stale.value.status == 409 and status_of(stale.value)["reason"] == "Conflict", stale.value.body
 
-    generated = core.create_namespaced_secret("crud", {"metadata": {"generateName": "tok-"},
-                                                       "stringData": {"k": "v"}})
+    generated = core.create_namespaced_secret("crud", {"metadata": {"generateName": "tok-"}, "stringData": {"k": "v"}})
     assert generated.metadata.name.startswith("tok-") and len(generated.metadata.name) == 9, generated
     assert generated.data == {"k": "dg=="}, f"stringData is stored base64 in data: {generated.data}"
 
@@ -121,25 +129,44 @@ def test_crud_metadata_404_409(kube_server, core):
 
 def test_patch_flavours(kube_demo, apps, core):
     # kubectl set image: strategic merge keeps the other container fields (merged by name)
-    apps.patch_namespaced_deployment("chatbot-api", NS, {"spec": {"template": {"spec": {
-        "containers": [{"name": "api", "image": "ghcr.io/drillkit/chatbot-api:0.2.0"}]}}}})
+    apps.patch_namespaced_deployment(
+        "chatbot-api",
+        NS,
+        {
+            "spec": {
+                "template": {"spec": {"containers": [{"name": "api", "image": "ghcr.io/drillkit/chatbot-api:0.2.0"}]}}
+            }
+        },
+    )
     container = kube_demo.get("deployments", NS, "chatbot-api")["spec"]["template"]["spec"]["containers"][0]
     assert container["image"].endswith(":0.2.0") and container["resources"]["limits"]["memory"] == "128Mi", container
     assert kube_demo.get("deployments", NS, "chatbot-api")["metadata"]["generation"] == 2
 
-    apps.patch_namespaced_deployment("chatbot-api", NS, [
-        {"op": "replace", "path": "/spec/replicas", "value": 2},
-        {"op": "add", "path": "/metadata/labels/tier", "value": "web"}])
+    apps.patch_namespaced_deployment(
+        "chatbot-api",
+        NS,
+        [
+            {"op": "replace", "path": "/spec/replicas", "value": 2},
+            {"op": "add", "path": "/metadata/labels/tier", "value": "web"},
+        ],
+    )
     dep = kube_demo.get("deployments", NS, "chatbot-api")
     assert dep["spec"]["replicas"] == 2 and dep["metadata"]["labels"]["tier"] == "web", dep["metadata"]
 
-    core.patch_namespaced_service("chatbot-db", NS, {"metadata": {"labels": {"app": None, "x": "y"}}},
-                                  _content_type="application/merge-patch+json")
+    core.patch_namespaced_service(
+        "chatbot-db",
+        NS,
+        {"metadata": {"labels": {"app": None, "x": "y"}}},
+        _content_type="application/merge-patch+json",
+    )
     labels = kube_demo.get("services", NS, "chatbot-db")["metadata"]["labels"]
     assert labels == {"x": "y"}, f"merge patch null deletes a key: {labels}"
     kinds = {r.headers.get("Content-Type") for r in kube_demo.requests if r.method == "PATCH"}
-    assert {"application/strategic-merge-patch+json", "application/json-patch+json",
-            "application/merge-patch+json"} <= kinds, kinds
+    assert {
+        "application/strategic-merge-patch+json",
+        "application/json-patch+json",
+        "application/merge-patch+json",
+    } <= kinds, kinds
 
 
 def test_label_and_field_selectors(kube_demo, core):
@@ -156,8 +183,9 @@ def test_label_and_field_selectors(kube_demo, core):
     assert names(label_selector="app=nothing") == []
 
     worker2 = names(field_selector="spec.nodeName=kind-drillkit-worker2")
-    expected = sorted(p["metadata"]["name"] for p in kube_demo.list("pods", NS)
-                      if p["spec"]["nodeName"] == "kind-drillkit-worker2")
+    expected = sorted(
+        p["metadata"]["name"] for p in kube_demo.list("pods", NS) if p["spec"]["nodeName"] == "kind-drillkit-worker2"
+    )
     assert worker2 == expected and worker2, (worker2, expected)
     assert names(field_selector="status.phase=Running,metadata.name==chatbot-db-0") == db
     assert names(field_selector="status.phase!=Running") == []
@@ -172,29 +200,43 @@ def test_scale_subresource(kube_demo, apps):
     scale = apps.read_namespaced_deployment_scale("chatbot-api", NS)
     assert scale.spec.replicas == 3 and scale.status.selector == "app=chatbot-api", scale
     apps.patch_namespaced_deployment_scale("chatbot-api", NS, {"spec": {"replicas": 5}})
-    kube_demo.wait_for(lambda: apps.read_namespaced_deployment("chatbot-api", NS).status
-                       .ready_replicas == 5, 5, "deployment status readyReplicas=5")
+    kube_demo.wait_for(
+        lambda: apps.read_namespaced_deployment("chatbot-api", NS).status.ready_replicas == 5,
+        5,
+        "deployment status readyReplicas=5",
+    )
     dep = apps.read_namespaced_deployment("chatbot-api", NS)
     assert len(api_pods(kube_demo)) == 5 and dep.status.observed_generation == 2, dep.status
 
-    apps.replace_namespaced_stateful_set_scale("chatbot-db", NS, {
-        "apiVersion": "autoscaling/v1", "kind": "Scale",
-        "metadata": {"name": "chatbot-db", "namespace": NS}, "spec": {"replicas": 2}})
+    apps.replace_namespaced_stateful_set_scale(
+        "chatbot-db",
+        NS,
+        {
+            "apiVersion": "autoscaling/v1",
+            "kind": "Scale",
+            "metadata": {"name": "chatbot-db", "namespace": NS},
+            "spec": {"replicas": 2},
+        },
+    )
     kube_demo.wait_for(lambda: kube_demo.get("pods", NS, "chatbot-db-1"), 5, "chatbot-db-1")
     assert apps.read_namespaced_stateful_set_scale("chatbot-db", NS).spec.replicas == 2
 
 
 def test_deleted_pod_is_recreated_ready(kube_demo, core):
     victim = api_pods(kube_demo)[0]
-    core.delete_namespaced_pod(victim["metadata"]["name"], NS, grace_period_seconds=0,
-                               propagation_policy="Background")
+    core.delete_namespaced_pod(victim["metadata"]["name"], NS, grace_period_seconds=0, propagation_policy="Background")
     assert kube_demo.get("pods", NS, victim["metadata"]["name"]) is None
-    pods = kube_demo.wait_for(lambda: (lambda ps: ps if len(ps) == 3 else None)(api_pods(kube_demo)),
-                              5, "3 ready chatbot-api pods again")
+    pods = kube_demo.wait_for(
+        lambda: (lambda ps: ps if len(ps) == 3 else None)(api_pods(kube_demo)), 5, "3 ready chatbot-api pods again"
+    )
     uids = {p["metadata"]["uid"] for p in pods}
     assert victim["metadata"]["uid"] not in uids, uids
-    new = [p for p in pods if p["metadata"]["creationTimestamp"] >= victim["metadata"]["creationTimestamp"]
-           and p["metadata"]["name"] != victim["metadata"]["name"]]
+    new = [
+        p
+        for p in pods
+        if p["metadata"]["creationTimestamp"] >= victim["metadata"]["creationTimestamp"]
+        and p["metadata"]["name"] != victim["metadata"]["name"]
+    ]
     assert new and new[0]["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet", pods
     delete = [r for r in kube_demo.requests if r.method == "DELETE"][-1]
     assert delete.query.get("gracePeriodSeconds") == "0", delete
@@ -202,13 +244,24 @@ def test_deleted_pod_is_recreated_ready(kube_demo, core):
 
 def test_template_change_rolls_out_new_replicaset(kube_demo, apps):
     old_rs = kube_demo.list("replicasets", NS)
-    apps.patch_namespaced_deployment("chatbot-api", NS, {"spec": {"template": {"metadata": {
-        "annotations": {"kubectl.kubernetes.io/restartedAt": "2024-01-01T00:00:00Z"}}}}})
+    apps.patch_namespaced_deployment(
+        "chatbot-api",
+        NS,
+        {
+            "spec": {
+                "template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2024-01-01T00:00:00Z"}}}
+            }
+        },
+    )
 
     def rolled():
         dep = kube_demo.get("deployments", NS, "chatbot-api")["status"]
-        return dep if dep.get("updatedReplicas") == dep.get("readyReplicas") == dep.get("replicas") == 3 \
-            and dep.get("observedGeneration") == 2 else None
+        return (
+            dep
+            if dep.get("updatedReplicas") == dep.get("readyReplicas") == dep.get("replicas") == 3
+            and dep.get("observedGeneration") == 2
+            else None
+        )
 
     kube_demo.wait_for(rolled, 8, "rollout to finish")
     rs = {r["metadata"]["name"]: r for r in kube_demo.list("replicasets", NS)}
@@ -220,11 +273,29 @@ def test_template_change_rolls_out_new_replicaset(kube_demo, apps):
     assert hashes == {new[0]["metadata"]["labels"]["pod-template-hash"]}, hashes
 
     # a bad image never gets Ready: the rollout stalls with the old pods still serving
-    apps.patch_namespaced_deployment("chatbot-api", NS, {"spec": {"template": {"spec": {"containers": [
-        {"name": "api", "image": "ghcr.io/drillkit/chatbot-api:drillkit-nonexistent"}]}}}})
-    stuck = kube_demo.wait_for(lambda: [p for p in api_pods(kube_demo, False) if (
-        p["status"].get("containerStatuses") or [{}])[0].get("state", {}).get("waiting", {}).get(
-            "reason") == "ImagePullBackOff"], 5, "an ImagePullBackOff pod")
+    apps.patch_namespaced_deployment(
+        "chatbot-api",
+        NS,
+        {
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [{"name": "api", "image": "ghcr.io/drillkit/chatbot-api:drillkit-nonexistent"}]
+                    }
+                }
+            }
+        },
+    )
+    stuck = kube_demo.wait_for(
+        lambda: [
+            p
+            for p in api_pods(kube_demo, False)
+            if (p["status"].get("containerStatuses") or [{}])[0].get("state", {}).get("waiting", {}).get("reason")
+            == "ImagePullBackOff"
+        ],
+        5,
+        "an ImagePullBackOff pod",
+    )
     time.sleep(0.5)
     assert stuck[0]["status"]["phase"] == "Pending", stuck[0]["status"]
     assert len(api_pods(kube_demo)) == 3, "old pods keep serving during a stuck rollout"
@@ -245,19 +316,25 @@ def test_readiness_override_and_statefulset_rollout(kube_demo, apps):
     kube_demo.wait_for(lambda: status(3), 3, "readyReplicas=3 again")
 
     old_uid = kube_demo.get("pods", NS, "chatbot-db-0")["metadata"]["uid"]
-    apps.patch_namespaced_stateful_set("chatbot-db", NS, {"spec": {"template": {"spec": {
-        "containers": [{"name": "postgres", "image": "postgres:17"}]}}}})
-    pod = kube_demo.wait_for(lambda: (lambda p: p if p and p["metadata"]["uid"] != old_uid and ready(p)
-                                      else None)(kube_demo.get("pods", NS, "chatbot-db-0")),
-                             3, "chatbot-db-0 replaced with the new template")
+    apps.patch_namespaced_stateful_set(
+        "chatbot-db",
+        NS,
+        {"spec": {"template": {"spec": {"containers": [{"name": "postgres", "image": "postgres:17"}]}}}},
+    )
+    pod = kube_demo.wait_for(
+        lambda: (lambda p: p if p and p["metadata"]["uid"] != old_uid and ready(p) else None)(
+            kube_demo.get("pods", NS, "chatbot-db-0")
+        ),
+        3,
+        "chatbot-db-0 replaced with the new template",
+    )
     assert pod["spec"]["containers"][0]["image"] == "postgres:17", pod["spec"]
 
 
 def test_watch_sees_deleted_and_added(kube_demo, core):
     victim = api_pods(kube_demo)[0]["metadata"]["name"]
     watch, seen = kubernetes.watch.Watch(), []
-    for event in watch.stream(core.list_namespaced_pod, NS, label_selector="app=chatbot-api",
-                              timeout_seconds=5):
+    for event in watch.stream(core.list_namespaced_pod, NS, label_selector="app=chatbot-api", timeout_seconds=5):
         seen.append((event["type"], event["object"].metadata.name))
         if len(seen) == 3:
             assert [t for t, _ in seen] == ["ADDED"] * 3, seen
@@ -268,20 +345,28 @@ def test_watch_sees_deleted_and_added(kube_demo, core):
     assert any(t == "ADDED" for t, _ in seen[3:]), f"replacement pod ADDED: {seen}"
 
     rv = core.list_namespaced_pod(NS).metadata.resource_version
-    quiet = list(kubernetes.watch.Watch().stream(core.list_namespaced_pod, NS, resource_version=rv,
-                                                 label_selector="app=chatbot-db", timeout_seconds=1))
+    quiet = list(
+        kubernetes.watch.Watch().stream(
+            core.list_namespaced_pod, NS, resource_version=rv, label_selector="app=chatbot-db", timeout_seconds=1
+        )
+    )
     assert quiet == [], f"no initial events when resourceVersion is given: {quiet}"
 
 
 def test_eviction_respects_pod_disruption_budget(kube_demo, core):
     policy = kubernetes.client.PolicyV1Api(core.api_client)
-    policy.create_namespaced_pod_disruption_budget(NS, {
-        "metadata": {"name": "api-pdb"},
-        "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "chatbot-api"}}}})
+    policy.create_namespaced_pod_disruption_budget(
+        NS,
+        {
+            "metadata": {"name": "api-pdb"},
+            "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "chatbot-api"}}},
+        },
+    )
 
     def evict(name):
-        return core.create_namespaced_pod_eviction(name, NS, {
-            "apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": NS}})
+        return core.create_namespaced_pod_eviction(
+            name, NS, {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": NS}}
+        )
 
     first, second = [p["metadata"]["name"] for p in api_pods(kube_demo)][:2]
     evict(first)
@@ -294,8 +379,13 @@ def test_eviction_respects_pod_disruption_budget(kube_demo, core):
     assert kube_demo.get("pods", NS, second) is not None
 
     kube_demo.wait_for(lambda: len(api_pods(kube_demo)) == 3, 5, "replacement pod Ready")
-    pdb = kube_demo.wait_for(lambda: (lambda p: p if p["status"].get("currentHealthy") == 3 else None)(
-        kube_demo.get("poddisruptionbudgets", NS, "api-pdb")), 2, "PDB status")
+    pdb = kube_demo.wait_for(
+        lambda: (lambda p: p if p["status"].get("currentHealthy") == 3 else None)(
+            kube_demo.get("poddisruptionbudgets", NS, "api-pdb")
+        ),
+        2,
+        "PDB status",
+    )
     assert pdb["status"]["disruptionsAllowed"] == 1, pdb["status"]
     evict(second)
     assert kube_demo.get("pods", NS, second) is None, "allowed again once the replacement is Ready"
@@ -306,8 +396,14 @@ def test_eviction_respects_pod_disruption_budget(kube_demo, core):
 
 def test_ephemeral_container_and_forbidden_switch(kube_demo, core):
     pod = api_pods(kube_demo)[0]["metadata"]["name"]
-    debugger = {"name": "debugger", "image": "busybox:1.36", "targetContainerName": "api",
-                "command": ["sh"], "stdin": True, "tty": True}
+    debugger = {
+        "name": "debugger",
+        "image": "busybox:1.36",
+        "targetContainerName": "api",
+        "command": ["sh"],
+        "stdin": True,
+        "tty": True,
+    }
     core.patch_namespaced_pod_ephemeralcontainers(pod, NS, {"spec": {"ephemeralContainers": [debugger]}})
 
     def running():
@@ -322,8 +418,9 @@ def test_ephemeral_container_and_forbidden_switch(kube_demo, core):
 
     kube_demo.ephemeral_containers_forbidden = True
     with pytest.raises(ApiException) as forbidden:
-        core.patch_namespaced_pod_ephemeralcontainers(pod, NS, {"spec": {"ephemeralContainers": [
-            {**debugger, "name": "debugger-2"}]}})
+        core.patch_namespaced_pod_ephemeralcontainers(
+            pod, NS, {"spec": {"ephemeralContainers": [{**debugger, "name": "debugger-2"}]}}
+        )
     assert forbidden.value.status == 403 and status_of(forbidden.value)["reason"] == "Forbidden", forbidden.value.body
 
 
@@ -337,8 +434,16 @@ def test_exec_handlers_and_builtins(kube_demo, core):
     assert (out, code) == (name + "\n", 0)
     out, err, code, _ = exec_(core, name, ["sh", "-c", "exit 3"])
     assert (out, err, code) == ("", "boom\n", 3)
-    text = stream(core.connect_get_namespaced_pod_exec, name, NS, command=["cat", "/etc/hostname"],
-                  stderr=True, stdin=False, stdout=True, tty=False)
+    text = stream(
+        core.connect_get_namespaced_pod_exec,
+        name,
+        NS,
+        command=["cat", "/etc/hostname"],
+        stderr=True,
+        stdin=False,
+        stdout=True,
+        tty=False,
+    )
     assert text == name + "\n", f"preloaded exec output: {text!r}"
 
     out, _, code, _ = exec_(core, name, ["sh", "-c", "cat /sys/fs/cgroup/memory.max 2>/dev/null"])
@@ -356,11 +461,25 @@ def test_exec_handlers_and_builtins(kube_demo, core):
 
 
 def test_exec_distroless_has_no_shell(kube_demo, core):
-    kube_demo.seed({"kind": "Pod", "metadata": {"name": "static", "namespace": NS}, "spec": {
-        "containers": [{"name": "app", "image": "gcr.io/distroless/static-debian12:nonroot"}]}})
+    kube_demo.seed(
+        {
+            "kind": "Pod",
+            "metadata": {"name": "static", "namespace": NS},
+            "spec": {"containers": [{"name": "app", "image": "gcr.io/distroless/static-debian12:nonroot"}]},
+        }
+    )
     kube_demo.wait_for(lambda: ready(kube_demo.get("pods", NS, "static")), 3, "plain pod Ready")
-    resp = stream(core.connect_get_namespaced_pod_exec, "static", NS, command=["sh", "-c", "true"],
-                  stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+    resp = stream(
+        core.connect_get_namespaced_pod_exec,
+        "static",
+        NS,
+        command=["sh", "-c", "true"],
+        stderr=True,
+        stdin=False,
+        stdout=True,
+        tty=False,
+        _preload_content=False,
+    )
     resp.run_forever(timeout=5)
     status = json.loads(resp.read_channel(3))
     assert "executable file not found in $PATH" in status["message"], status
@@ -371,8 +490,17 @@ def test_exec_distroless_has_no_shell(kube_demo, core):
 
 def test_exec_status_channel_is_real_api_shaped(kube_demo, core):
     name = api_pods(kube_demo)[0]["metadata"]["name"]
-    resp = stream(core.connect_get_namespaced_pod_exec, name, NS, command=["false"], stderr=True,
-                  stdin=False, stdout=True, tty=False, _preload_content=False)
+    resp = stream(
+        core.connect_get_namespaced_pod_exec,
+        name,
+        NS,
+        command=["false"],
+        stderr=True,
+        stdin=False,
+        stdout=True,
+        tty=False,
+        _preload_content=False,
+    )
     resp.run_forever(timeout=5)
     raw = resp.read_channel(3)
     status = json.loads(raw)
@@ -384,14 +512,22 @@ def test_job_active_deadline_and_delete_propagation(kube_server, batch, core):
     kube_server.seed({"kind": "Namespace", "metadata": {"name": "jobs"}})
 
     def job(name, **spec):
-        return {"metadata": {"name": name}, "spec": {**spec, "template": {"spec": {
-            "restartPolicy": "Never", "containers": [{"name": "stress", "image": "busybox"}]}}}}
+        return {
+            "metadata": {"name": name},
+            "spec": {
+                **spec,
+                "template": {
+                    "spec": {"restartPolicy": "Never", "containers": [{"name": "stress", "image": "busybox"}]}
+                },
+            },
+        }
 
     batch.create_namespaced_job("jobs", job("deadline", activeDeadlineSeconds=1))
     batch.create_namespaced_job("jobs", job("cascade"))
     batch.create_namespaced_job("jobs", job("orphan"))
-    kube_server.wait_for(lambda: len([p for p in kube_server.list("pods", "jobs") if ready(p)]) == 3,
-                         3, "3 job pods running")
+    kube_server.wait_for(
+        lambda: len([p for p in kube_server.list("pods", "jobs") if ready(p)]) == 3, 3, "3 job pods running"
+    )
     pod = kube_server.list("pods", "jobs", label_selector="job-name=cascade")[0]
     assert pod["metadata"]["ownerReferences"][0]["kind"] == "Job", pod["metadata"]
 
@@ -457,16 +593,26 @@ def test_cordoned_node_gets_no_new_pods(kube_demo, core):
     core.patch_node("kind-drillkit-worker", {"spec": {"unschedulable": True}})
     for pod in api_pods(kube_demo):
         core.delete_namespaced_pod(pod["metadata"]["name"], NS)
-    pods = kube_demo.wait_for(lambda: (lambda ps: ps if len(ps) == 3 else None)(api_pods(kube_demo)),
-                              5, "3 replacement pods Ready")
+    pods = kube_demo.wait_for(
+        lambda: (lambda ps: ps if len(ps) == 3 else None)(api_pods(kube_demo)), 5, "3 replacement pods Ready"
+    )
     nodes = {p["spec"]["nodeName"] for p in pods}
     assert nodes == {"kind-drillkit-worker2"}, f"cordoned worker got pods: {nodes}"
 
     core.patch_node("kind-drillkit-worker2", {"spec": {"unschedulable": True}})
     core.delete_namespaced_pod(pods[0]["metadata"]["name"], NS)
-    pending = kube_demo.wait_for(lambda: [p for p in api_pods(kube_demo, False) if any(
-        c["type"] == "PodScheduled" and c["reason"] == "Unschedulable"
-        for c in p["status"].get("conditions", []))], 3, "an Unschedulable pod")
+    pending = kube_demo.wait_for(
+        lambda: [
+            p
+            for p in api_pods(kube_demo, False)
+            if any(
+                c["type"] == "PodScheduled" and c["reason"] == "Unschedulable"
+                for c in p["status"].get("conditions", [])
+            )
+        ],
+        3,
+        "an Unschedulable pod",
+    )
     assert not pending[0]["spec"].get("nodeName") and pending[0]["status"]["phase"] == "Pending", pending
 
 
@@ -475,8 +621,9 @@ def test_server_stops_cleanly_with_open_watch(tmp_path):
     client = server.api_client()
     core = kubernetes.client.CoreV1Api(client)
     events = []
-    watcher = threading.Thread(target=lambda: events.extend(
-        kubernetes.watch.Watch().stream(core.list_namespace, timeout_seconds=30)))
+    watcher = threading.Thread(
+        target=lambda: events.extend(kubernetes.watch.Watch().stream(core.list_namespace, timeout_seconds=30))
+    )
     watcher.start()
     server.seed({"kind": "Namespace", "metadata": {"name": "w"}})
     server.wait_for(lambda: events, 3, "the watch to see the namespace")

@@ -51,9 +51,23 @@ class Replica:
 
 def start_replica(tmp: Path, dsn: str, secret_file: Path, name: str) -> Replica:
     port, log = free_port(), tmp / f"app-{name}.log"
-    argv = [sys.executable, "-m", "drillkit.lab.app", "--port", str(port), "--dsn", dsn,
-            "--jwt-secret-file", str(secret_file), "--replica", name,
-            "--pool-size", str(POOL_SIZE), "--pool-timeout", "0.5"]
+    argv = [
+        sys.executable,
+        "-m",
+        "drillkit.lab.app",
+        "--port",
+        str(port),
+        "--dsn",
+        dsn,
+        "--jwt-secret-file",
+        str(secret_file),
+        "--replica",
+        name,
+        "--pool-size",
+        str(POOL_SIZE),
+        "--pool-timeout",
+        "0.5",
+    ]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     return Replica(name, f"http://127.0.0.1:{port}", proc, log)
@@ -127,8 +141,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 def test_login_chat_and_read_back(lab: Lab) -> None:
     token = login(lab.a.url)
     for replica, text in ((lab.a, "hello from a"), (lab.b, "hello from b")):
-        resp = requests.post(f"{replica.url}/chat", json={"message": text}, headers=bearer(token),
-                             timeout=2)
+        resp = requests.post(f"{replica.url}/chat", json={"message": text}, headers=bearer(token), timeout=2)
         assert resp.status_code == 200, resp.text
         assert resp.json()["replica"] == replica.name
         assert text in resp.json()["reply"]
@@ -147,13 +160,10 @@ def test_rejects_missing_bad_foreign_and_expired_tokens(lab: Lab) -> None:
     now = int(time.time())
     foreign = jwt.encode({"sub": "alice", "exp": now + 60}, OTHER_SECRET, algorithm="HS256")
     expired = jwt.encode({"sub": "alice", "exp": now - 60}, SECRET, algorithm="HS256")
-    for headers in ({}, bearer("not-a-jwt"), bearer(foreign), bearer(expired),
-                    {"Authorization": f"Basic {foreign}"}):
-        resp = requests.post(f"{lab.a.url}/chat", json={"message": "x"}, headers=headers,
-                             timeout=2)
+    for headers in ({}, bearer("not-a-jwt"), bearer(foreign), bearer(expired), {"Authorization": f"Basic {foreign}"}):
+        resp = requests.post(f"{lab.a.url}/chat", json={"message": "x"}, headers=headers, timeout=2)
         assert resp.status_code == 401, (headers, resp.text)
-    bad_login = requests.post(f"{lab.a.url}/login", json={"user": "alice", "password": "nope"},
-                              timeout=2)
+    bad_login = requests.post(f"{lab.a.url}/login", json={"user": "alice", "password": "nope"}, timeout=2)
     assert bad_login.status_code == 401
     after = metrics(lab.a.url)
     assert sample(after, "chatbot_auth_failures_total") - before == 6
@@ -163,18 +173,17 @@ def test_rejects_missing_bad_foreign_and_expired_tokens(lab: Lab) -> None:
 def test_metrics_expose_the_series_the_rules_use(lab: Lab) -> None:
     token = login(lab.b.url, "carol")
     for _ in range(3):
-        requests.post(f"{lab.b.url}/chat", json={"message": "m"}, headers=bearer(token),
-                      timeout=2).raise_for_status()
-    requests.get(f"{lab.b.url}/conversations/carol", headers=bearer(token),
-                 timeout=2).raise_for_status()
+        requests.post(f"{lab.b.url}/chat", json={"message": "m"}, headers=bearer(token), timeout=2).raise_for_status()
+    requests.get(f"{lab.b.url}/conversations/carol", headers=bearer(token), timeout=2).raise_for_status()
     m = metrics(lab.b.url)
     assert sample(m, "chatbot_http_requests_total", route="/chat", method="POST", code="200") >= 3
-    assert sample(m, "chatbot_http_requests_total", route="/conversations/{user}", method="GET",
-                  code="200") >= 1
-    assert sample(m, "chatbot_http_requests_total", route="/login", method="POST",
-                  code="200") >= 1
-    buckets = {s.labels["le"]: s.value for s in m if s.labels.get("route") == "/chat"
-               and s.name == "chatbot_http_request_duration_seconds_bucket"}
+    assert sample(m, "chatbot_http_requests_total", route="/conversations/{user}", method="GET", code="200") >= 1
+    assert sample(m, "chatbot_http_requests_total", route="/login", method="POST", code="200") >= 1
+    buckets = {
+        s.labels["le"]: s.value
+        for s in m
+        if s.labels.get("route") == "/chat" and s.name == "chatbot_http_request_duration_seconds_bucket"
+    }
     assert {"0.005", "0.5", "5.0", "+Inf"} <= set(buckets)
     assert buckets["+Inf"] >= 3
     assert sample(m, "chatbot_http_request_duration_seconds_count", route="/chat") >= 3
@@ -189,19 +198,33 @@ def test_metrics_expose_the_series_the_rules_use(lab: Lab) -> None:
 
 def test_traffic_generator_drives_requests_and_survives_dead_targets(lab: Lab) -> None:
     def served() -> float:
-        return sum(sample(metrics(r.url), "chatbot_http_requests_total", route="/chat")
-                   for r in (lab.a, lab.b))
+        return sum(sample(metrics(r.url), "chatbot_http_requests_total", route="/chat") for r in (lab.a, lab.b))
 
     before, dead, metrics_port = served(), f"http://127.0.0.1:{free_port()}", free_port()
-    argv = [sys.executable, "-m", "drillkit.lab.traffic", "--rps", "10", "--duration", "3",
-            "--targets", f"{lab.a.url},{lab.b.url},{dead}", "--metrics-port", str(metrics_port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "drillkit.lab.traffic",
+        "--rps",
+        "10",
+        "--duration",
+        "3",
+        "--targets",
+        f"{lab.a.url},{lab.b.url},{dead}",
+        "--metrics-port",
+        str(metrics_port),
+    ]
     with reaped(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) as proc:
         wait_status(f"http://127.0.0.1:{metrics_port}/metrics", 200, timeout=5)
         time.sleep(1)
-        own = {s.labels["target"] + " " + s.labels["outcome"]: s.value
-               for f in text_string_to_metric_families(
-                   requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text)
-               for s in f.samples if s.name == "chatbot_traffic_requests_total"}
+        own = {
+            s.labels["target"] + " " + s.labels["outcome"]: s.value
+            for f in text_string_to_metric_families(
+                requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text
+            )
+            for s in f.samples
+            if s.name == "chatbot_traffic_requests_total"
+        }
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert own.get(f"{lab.a.url} ok", 0) >= 1 and own.get(f"{dead} connection_error", 0) >= 1
@@ -228,10 +251,16 @@ def test_unusable_secret_fails_every_auth_until_restored(lab: Lab) -> None:
     try:
         wait_status(f"{replica.url}/healthz", 200)
         good_token = login(lab.a.url)
-        assert requests.post(f"{replica.url}/login", json={"user": "alice", "password": "drill"},
-                             timeout=2).status_code == 401
-        assert requests.post(f"{replica.url}/chat", json={"message": "x"},
-                             headers=bearer(good_token), timeout=2).status_code == 401
+        assert (
+            requests.post(f"{replica.url}/login", json={"user": "alice", "password": "drill"}, timeout=2).status_code
+            == 401
+        )
+        assert (
+            requests.post(
+                f"{replica.url}/chat", json={"message": "x"}, headers=bearer(good_token), timeout=2
+            ).status_code
+            == 401
+        )
     finally:
         assert replica.stop() == 0
 
@@ -259,8 +288,7 @@ def test_database_outage_gives_fast_503_then_recovers(lab: Lab) -> None:
         assert time.monotonic() - start < 3
         for path, call in (("/chat", requests.post), ("/conversations/alice", requests.get)):
             start = time.monotonic()
-            resp = call(f"{lab.a.url}{path}", json={"message": "x"}, headers=bearer(token),
-                        timeout=5)
+            resp = call(f"{lab.a.url}{path}", json={"message": "x"}, headers=bearer(token), timeout=5)
             assert resp.status_code == 503, resp.text
             assert time.monotonic() - start < 3
         assert requests.get(f"{lab.a.url}/healthz", timeout=2).status_code == 200
@@ -273,8 +301,7 @@ def test_database_outage_gives_fast_503_then_recovers(lab: Lab) -> None:
         lab.pg.start()
     try:
         wait_status(f"{lab.a.url}/readyz", 200, timeout=10)
-        resp = requests.post(f"{lab.a.url}/chat", json={"message": "back"}, headers=bearer(token),
-                             timeout=2)
+        resp = requests.post(f"{lab.a.url}/chat", json={"message": "back"}, headers=bearer(token), timeout=2)
         assert resp.status_code == 200, resp.text
         assert late is not None
         wait_status(f"{late.url}/readyz", 200, timeout=10)

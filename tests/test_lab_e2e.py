@@ -75,6 +75,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 # --- helpers ----------------------------------------------------------------------------------
 
+
 def scenario_for(lab: Lab, name: str, **overrides: Any) -> Path:
     """The shipped scenario as it is (its `${lab.…}` variables find this lab's ports, which are
     not the default ones), with `overrides` applied."""
@@ -107,8 +108,9 @@ def raw_samples(lab: Lab, selector: str, seconds: int = 300) -> list[tuple[dict[
 
 def first_firing_sample(lab: Lab, alert: str, since: float) -> float:
     """Prometheus's own record of when the alert first fired: raw ALERTS samples."""
-    stamps = [ts for _, ts, _ in raw_samples(lab, f'ALERTS{{alertname="{alert}",alertstate="firing"}}', 600)
-              if ts >= since]
+    stamps = [
+        ts for _, ts, _ in raw_samples(lab, f'ALERTS{{alertname="{alert}",alertstate="firing"}}', 600) if ts >= since
+    ]
     assert stamps, f"Prometheus has no firing sample of {alert} after {since}"
     return min(stamps)
 
@@ -169,15 +171,18 @@ def journal_kinds(journal: Path) -> list[str]:
         return []
 
 
-def run_drill(lab: Lab, path: Path, during: Callable[[Path], None] | None = None,
-              timeout: float = 240) -> Drill:
+def run_drill(lab: Lab, path: Path, during: Callable[[Path], None] | None = None, timeout: float = 240) -> Drill:
     """`drillkit run` with no URL options, from the lab's working directory. `during(folder)`
     runs once the fault is injected, while the drill is still going."""
     reports = lab.work / "reports" / path.stem
-    proc = subprocess.Popen(drillkit_cmd("run", str(path.relative_to(lab.work)), "--report-dir",
-                                         str(reports.relative_to(lab.work))),
-                            cwd=lab.work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        drillkit_cmd("run", str(path.relative_to(lab.work)), "--report-dir", str(reports.relative_to(lab.work))),
+        cwd=lab.work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         if during is not None:
             deadline = time.monotonic() + 60
@@ -207,7 +212,8 @@ def check_drill(lab: Lab, name: str, d: Drill, alert: str) -> None:
     measured = d.report["measures"]["time_to_detect"]
     assert abs(measured - reference) < 0.05, (
         f"{name}: time_to_detect {measured:.3f}s vs Prometheus's first firing sample - injected "
-        f"{reference:.3f}s: off by {abs(measured - reference) * 1000:.0f} ms")
+        f"{reference:.3f}s: off by {abs(measured - reference) * 1000:.0f} ms"
+    )
     TIMINGS[name] = measured
     assert d.event("detected")["alert"] == alert
     assert d.at("acknowledged") >= d.at("detected") - 0.001
@@ -222,6 +228,7 @@ def check_drill(lab: Lab, name: str, d: Drill, alert: str) -> None:
 
 # --- the five incidents -------------------------------------------------------------------------
 
+
 def test_outage_all_replicas_hang(lab: Lab) -> None:
     path = scenario_for(lab, "outage")
     wait_steady(lab, path)
@@ -230,8 +237,11 @@ def test_outage_all_replicas_hang(lab: Lab) -> None:
     check_drill(lab, "outage", d, "ChatbotServiceDown")
     # harmed: Prometheus saw every replica down between injection and the revert
     window = (d.at("injected"), d.at("reverted"))
-    down = {s[0]["instance"] for s in raw_samples(lab, 'up{job="chatbot-api"}')
-            if window[0] <= s[1] <= window[1] and s[2] == 0}
+    down = {
+        s[0]["instance"]
+        for s in raw_samples(lab, 'up{job="chatbot-api"}')
+        if window[0] <= s[1] <= window[1] and s[2] == 0
+    }
     assert down == {f"127.0.0.1:{p}" for p in lab.state.ports.api}, f"instances seen down: {down}"
     continued = next(e for e in d.events("revert_done") if e["fault"] == "process-kill")["result"]
     assert continued["continued"], continued
@@ -254,8 +264,11 @@ def test_high_latency(lab: Lab) -> None:
     window = (d.at("injected"), d.at("reverted"))
     delays = {v for _, t, v in raw_samples(lab, "chatbot_db_proxy_delay_ms") if window[0] <= t <= window[1]}
     assert 300 in delays, delays
-    p95 = query(lab, "max_over_time(histogram_quantile(0.95, sum by (le) (rate("
-                     'chatbot_http_request_duration_seconds_bucket{job="chatbot-api",route="/chat"}[15s])))[2m:1s])')
+    p95 = query(
+        lab,
+        "max_over_time(histogram_quantile(0.95, sum by (le) (rate("
+        'chatbot_http_request_duration_seconds_bucket{job="chatbot-api",route="/chat"}[15s])))[2m:1s])',
+    )
     assert float(p95[0]["value"][1]) > 0.5, p95
     # restored: control file as before, and a query through the proxy is fast again
     assert control.read_bytes() == original
@@ -289,11 +302,21 @@ def test_database_exhaustion_acknowledged_from_a_second_process(lab: Lab) -> Non
                 "SELECT count(*) FILTER (WHERE backend_type = 'client backend'),"
                 " count(*) FILTER (WHERE application_name LIKE 'drillkit-%-hold'),"
                 " current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int"
-                " FROM pg_stat_activity").fetchone()
+                " FROM pg_stat_activity"
+            ).fetchone()
         seen["clients"], seen["held"], seen["limit"] = row
         run_id = folder.name.rsplit("-", 1)[1]
-        ack = run_cli("ack", run_id, "--by", "trainee", "--note", "pool exhausted",
-                      "--report-dir", str(folder.parent), cwd=lab.work)
+        ack = run_cli(
+            "ack",
+            run_id,
+            "--by",
+            "trainee",
+            "--note",
+            "pool exhausted",
+            "--report-dir",
+            str(folder.parent),
+            cwd=lab.work,
+        )
         assert ack.returncode == 0, ack.stderr
         seen["acked_at"] = time.time()
 
@@ -307,8 +330,9 @@ def test_database_exhaustion_acknowledged_from_a_second_process(lab: Lab) -> Non
     assert d.report["measures"]["time_to_acknowledge"] > 0
     # restored: the holder's connections are gone, and the app's role can connect again
     with psycopg.connect(lab.state.dsn_admin) as conn:
-        held = conn.execute("SELECT count(*) FROM pg_stat_activity "
-                            "WHERE application_name LIKE 'drillkit-%-hold'").fetchone()
+        held = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'drillkit-%-hold'"
+        ).fetchone()
     assert held == (0,), held
     psycopg.connect(lab.state.dsn_direct, connect_timeout=2).close()
 
@@ -342,8 +366,11 @@ def test_memory_leak_oom_killed_and_restarted(lab: Lab) -> None:
 
 def _traffic(lab: Lab, outcome: str) -> float:
     body = requests.get(lab.state.urls["traffic_metrics"], timeout=2).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-               if line.startswith("chatbot_traffic_requests_total{") and f'outcome="{outcome}"' in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith("chatbot_traffic_requests_total{") and f'outcome="{outcome}"' in line
+    )
 
 
 def test_auth_failures(lab: Lab) -> None:
@@ -364,8 +391,12 @@ def test_auth_failures(lab: Lab) -> None:
     login = requests.post(f"{urls[0]}/login", json={"user": "e2e", "password": "drill"}, timeout=2)
     assert login.status_code == 200, login.text
     for url in urls:
-        r = requests.post(f"{url}/chat", json={"message": "hi"}, timeout=2,
-                          headers={"Authorization": f"Bearer {login.json()['token']}"})
+        r = requests.post(
+            f"{url}/chat",
+            json={"message": "hi"},
+            timeout=2,
+            headers={"Authorization": f"Bearer {login.json()['token']}"},
+        )
         assert r.status_code == 200, (url, r.status_code, r.text)
 
 

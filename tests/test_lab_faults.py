@@ -63,8 +63,9 @@ def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float 
 
 def http(method: str, url: str, token: str | None = None, body: dict[str, Any] | None = None) -> int:
     data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Authorization": f"Bearer {token}"} if token else {})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Authorization": f"Bearer {token}"} if token else {}
+    )
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             return int(r.status)
@@ -75,8 +76,9 @@ def http(method: str, url: str, token: str | None = None, body: dict[str, Any] |
 
 
 def login(base: str) -> str:
-    req = urllib.request.Request(f"{base}/login", method="POST",
-                                 data=json.dumps({"user": "alice", "password": "drill"}).encode())
+    req = urllib.request.Request(
+        f"{base}/login", method="POST", data=json.dumps({"user": "alice", "password": "drill"}).encode()
+    )
     with urllib.request.urlopen(req, timeout=5) as r:
         return str(json.loads(r.read())["token"])
 
@@ -89,7 +91,9 @@ def port_open(port: int) -> bool:
 def scenario_dict(fault: dict[str, Any], name: str = "lab-fault", max_targets: str = "100%") -> dict[str, Any]:
     """A minimal local scenario; the alert needs 60 s to fire, so a drill sits in `detect`."""
     return {
-        "name": name, "title": f"Lab fault {fault['kind']}", "severity": "P3",
+        "name": name,
+        "title": f"Lab fault {fault['kind']}",
+        "severity": "P3",
         "target": {"local": {}},
         "guardrails": {"max_targets": max_targets},
         "steady_state": [{"name": "exporter up", "expr": 'up{job="demo"}', "expect": "== 1"}],
@@ -153,8 +157,13 @@ for p in pending:
 
 def cleanup_in_fresh_process(drill: Drill) -> list[dict[str, Any]]:
     """What `drillkit cleanup` does, in another process: pending_reverts, then the class's revert."""
-    r = subprocess.run([sys.executable, "-c", CLEANUP, str(drill.path), str(drill.scenario)],
-                       capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    r = subprocess.run(
+        [sys.executable, "-c", CLEANUP, str(drill.path), str(drill.scenario)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
+    )
     assert r.returncode == 0, f"cleanup process failed:\n{r.stdout}\n{r.stderr}"
     assert pending_reverts(drill.path) == [], "cleanup left reverts pending"
     return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
@@ -194,8 +203,10 @@ class Rig:
 
 def client_backends(pg: Postgres) -> list[tuple[int, str]]:
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-        rows = conn.execute("SELECT pid, application_name FROM pg_stat_activity"
-                            " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()").fetchall()
+        rows = conn.execute(
+            "SELECT pid, application_name FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchall()
     return [(int(p), str(a)) for p, a in rows]
 
 
@@ -209,19 +220,26 @@ class DbRig(Rig):
         self.others = client_backends(self.pg)
 
     def fault(self) -> dict[str, Any]:
-        return {"kind": "db-connection-exhaustion", "dsn": self.pg.dsn(), "connections": "all",
-                "reserve": self.reserve, "connect_timeout": "2s"}
+        return {
+            "kind": "db-connection-exhaustion",
+            "dsn": self.pg.dsn(),
+            "connections": "all",
+            "reserve": self.reserve,
+            "connect_timeout": "2s",
+        }
 
     def harmed(self, journal: Path) -> None:
         tag, data = f"drillkit-{run_id_of(journal)}-hold", latest_data(journal)
         with psycopg.connect(self.pg.dsn(), autocommit=True) as probe:  # takes the reserved slot
-            rows = probe.execute("SELECT pid, application_name FROM pg_stat_activity"
-                                 " WHERE backend_type = 'client backend'").fetchall()
+            rows = probe.execute(
+                "SELECT pid, application_name FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            ).fetchall()
             held = sorted(pid for pid, app in rows if app == tag)
             expected = MAX_CONNECTIONS - self.reserve - len(self.others)
             assert len(held) == expected, (
                 f"pg_stat_activity shows {len(held)} backends of {tag}, expected max_connections "
-                f"{MAX_CONNECTIONS} - reserve {self.reserve} - {len(self.others)} others = {expected}: {rows}")
+                f"{MAX_CONNECTIONS} - reserve {self.reserve} - {len(self.others)} others = {expected}: {rows}"
+            )
             assert len(rows) == MAX_CONNECTIONS, f"every slot is taken now: {rows}"
             assert held == sorted(data["backend_pids"]), (held, data["backend_pids"])
             with pytest.raises(psycopg.OperationalError, match="too many clients"):
@@ -233,7 +251,8 @@ class DbRig(Rig):
         tag = f"drillkit-{run_id_of(journal)}-hold"
         now = client_backends(self.pg)
         assert not [p for p, app in now if app == tag or p in data["backend_pids"]], (
-            f"backends of the holder still in pg_stat_activity: {now}")
+            f"backends of the holder still in pg_stat_activity: {now}"
+        )
         assert data["holder_pid"] and not alive(int(data["holder_pid"])), "holder process still running"
         conns = [psycopg.connect(self.pg.dsn(), autocommit=True) for _ in range(5)]  # room again
         for c in conns:
@@ -256,9 +275,22 @@ class MemoryRig(Rig):
         secret = self.tmp / "mem.secret"
         secret.write_text(secrets.token_hex(32))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "drillkit.lab.app", "--port", str(self.port), "--dsn", self.pg.dsn(),
-             "--jwt-secret-file", str(secret), "--replica", "mem"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "drillkit.lab.app",
+                "--port",
+                str(self.port),
+                "--dsn",
+                self.pg.dsn(),
+                "--jwt-secret-file",
+                str(secret),
+                "--replica",
+                "mem",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.pidfile = self.tmp / "mem.pid"
         self.pidfile.write_text(str(self.proc.pid))
         wait_for(lambda: http("GET", f"http://127.0.0.1:{self.port}/healthz") == 200, 20, "the app")
@@ -266,8 +298,12 @@ class MemoryRig(Rig):
         self.parent = cg.parent_for_new(self.proc.pid, h, "memory")[0]
 
     def fault(self) -> dict[str, Any]:
-        f: dict[str, Any] = {"kind": "memory-pressure", "pidfile": str(self.pidfile), "limit": "+48Mi",
-                             "oom_within": "30s"}
+        f: dict[str, Any] = {
+            "kind": "memory-pressure",
+            "pidfile": str(self.pidfile),
+            "limit": "+48Mi",
+            "oom_within": "30s",
+        }
         if self.leak:
             f |= {"leak_url": f"http://127.0.0.1:{self.port}/debug/leak?mb=16", "leak_every": "50ms"}
         return f
@@ -388,9 +424,20 @@ class LatencyRig(Rig):
             self.control.write_bytes(self.previous)
         self.port = free_port()
         self.proxy = subprocess.Popen(
-            [sys.executable, "-m", "drillkit.lab.proxy", "--listen", f"127.0.0.1:{self.port}",
-             "--upstream", f"127.0.0.1:{self.pg.port}", "--control", str(self.control)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "drillkit.lab.proxy",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--upstream",
+                f"127.0.0.1:{self.pg.port}",
+                "--control",
+                str(self.control),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for(lambda: port_open(self.port), 20, "the proxy")
         self.conn = psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True)
         assert self.fastest() < 0.3, "proxy slow before the drill"
@@ -405,8 +452,7 @@ class LatencyRig(Rig):
         return min(self.round_trip() for _ in range(3))
 
     def fault(self) -> dict[str, Any]:
-        return {"kind": "latency", "control": str(self.control), "delay": f"{self.delay_ms}ms",
-                "proxy_port": self.port}
+        return {"kind": "latency", "control": str(self.control), "delay": f"{self.delay_ms}ms", "proxy_port": self.port}
 
     def harmed(self, journal: Path) -> None:
         content = json.loads(self.control.read_text())
@@ -488,15 +534,37 @@ class AuthRig(Rig):
         self.secret.chmod(0o640)
         self.ports = [free_port(), free_port()]
         self.pidfiles = [self.tmp / f"api-{i}.pid" for i in range(2)]
-        config = {"programs": [
-            {"name": f"api-{i}", "pidfile": str(self.pidfiles[i]), "log": str(self.tmp / f"api-{i}.log"),
-             "argv": [sys.executable, "-m", "drillkit.lab.app", "--port", str(port), "--dsn", self.pg.dsn(),
-                      "--jwt-secret-file", str(self.secret), "--replica", f"api-{i}"]}
-            for i, port in enumerate(self.ports)], "backoff": 0.2}
+        config = {
+            "programs": [
+                {
+                    "name": f"api-{i}",
+                    "pidfile": str(self.pidfiles[i]),
+                    "log": str(self.tmp / f"api-{i}.log"),
+                    "argv": [
+                        sys.executable,
+                        "-m",
+                        "drillkit.lab.app",
+                        "--port",
+                        str(port),
+                        "--dsn",
+                        self.pg.dsn(),
+                        "--jwt-secret-file",
+                        str(self.secret),
+                        "--replica",
+                        f"api-{i}",
+                    ],
+                }
+                for i, port in enumerate(self.ports)
+            ],
+            "backoff": 0.2,
+        }
         (self.tmp / "supervise.json").write_text(json.dumps(config))
         self.supervisor = subprocess.Popen(
             [sys.executable, "-m", "drillkit.lab.supervise", "--config", str(self.tmp / "supervise.json")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.wait_serving()
         self.token = login(self.base(0))
         self.pids0 = self.pids()
@@ -514,12 +582,17 @@ class AuthRig(Rig):
         return out
 
     def wait_serving(self) -> None:
-        wait_for(lambda: all(http("GET", f"{self.base(i)}/healthz") == 200 for i in range(2)), 30,
-                 "both replicas serving")
+        wait_for(
+            lambda: all(http("GET", f"{self.base(i)}/healthz") == 200 for i in range(2)), 30, "both replicas serving"
+        )
 
     def fault(self) -> dict[str, Any]:
-        return {"kind": "auth-secret-corruption", "secret_file": str(self.secret),
-                "pidfiles": [str(p) for p in self.pidfiles], "back_within": "10s"}
+        return {
+            "kind": "auth-secret-corruption",
+            "secret_file": str(self.secret),
+            "pidfiles": [str(p) for p in self.pidfiles],
+            "back_within": "10s",
+        }
 
     def backup(self, journal: Path) -> Path:
         return self.tmp / f".jwt.secret.drillkit-backup-{run_id_of(journal)}"
@@ -592,8 +665,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("kind", "kwargs"), CASES)
-def test_inject_harms_and_revert_restores_exactly(pg: Postgres, tmp_path: Path, kind: str,
-                                                  kwargs: dict[str, Any]) -> None:
+def test_inject_harms_and_revert_restores_exactly(
+    pg: Postgres, tmp_path: Path, kind: str, kwargs: dict[str, Any]
+) -> None:
     with rig_for(kind, pg, tmp_path, **kwargs) as rig:
         drill = prepare(tmp_path, rig.fault())
         drill.fault.preflight()
@@ -611,15 +685,19 @@ def test_inject_harms_and_revert_restores_exactly(pg: Postgres, tmp_path: Path, 
         print(f"{kind}: first revert {first}; second {again}")
 
 
-@pytest.mark.parametrize(("kind", "kwargs"), [
-    pytest.param("db-connection-exhaustion", {}, id="db"),
-    pytest.param("memory-pressure", {"leak": False}, id="memory"),
-    pytest.param("cpu-pressure", {}, id="cpu"),
-    pytest.param("latency", {"previous": b'{"delay_ms": 5}'}, id="latency"),
-    pytest.param("auth-secret-corruption", {}, id="auth"),
-])
-def test_revert_from_journal_in_a_fresh_process(pg: Postgres, tmp_path: Path, kind: str,
-                                                kwargs: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("kind", "kwargs"),
+    [
+        pytest.param("db-connection-exhaustion", {}, id="db"),
+        pytest.param("memory-pressure", {"leak": False}, id="memory"),
+        pytest.param("cpu-pressure", {}, id="cpu"),
+        pytest.param("latency", {"previous": b'{"delay_ms": 5}'}, id="latency"),
+        pytest.param("auth-secret-corruption", {}, id="auth"),
+    ],
+)
+def test_revert_from_journal_in_a_fresh_process(
+    pg: Postgres, tmp_path: Path, kind: str, kwargs: dict[str, Any]
+) -> None:
     """As after a crash: nothing reverts in this process; `drillkit cleanup`'s steps do it."""
     with rig_for(kind, pg, tmp_path, **kwargs) as rig:
         drill = prepare(tmp_path, rig.fault())
@@ -637,16 +715,26 @@ def test_revert_from_journal_in_a_fresh_process(pg: Postgres, tmp_path: Path, ki
 # --- a real `drillkit run`, interrupted --------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["db-connection-exhaustion", "memory-pressure", "cpu-pressure", "latency",
-                                  "auth-secret-corruption", "process-kill", "process-stop"])
-def test_sigterm_during_fault_restores_the_system(prom_env: PromEnv, pg: Postgres, tmp_path: Path,
-                                                  kind: str) -> None:
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "db-connection-exhaustion",
+        "memory-pressure",
+        "cpu-pressure",
+        "latency",
+        "auth-secret-corruption",
+        "process-kill",
+        "process-stop",
+    ],
+)
+def test_sigterm_during_fault_restores_the_system(prom_env: PromEnv, pg: Postgres, tmp_path: Path, kind: str) -> None:
     prom_env.ensure_exporter()
     prom_env.wait_up()
     with rig_for(kind, pg, tmp_path) as rig:
         path = write_scenario(tmp_path / "drill.yaml", scenario_dict(rig.fault()))
         reports = tmp_path / "reports"
         with drill_process("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports)) as proc:
+
             def injected() -> Path | None:
                 if proc.poll() is not None:
                     raise AssertionError(f"drillkit exited early with {proc.returncode}: {proc.communicate()}")
@@ -664,10 +752,21 @@ def test_sigterm_during_fault_restores_the_system(prom_env: PromEnv, pg: Postgre
         rig.restored(journal)
 
 
-@pytest.mark.parametrize("kind", ["db-connection-exhaustion", "memory-pressure", "cpu-pressure", "latency",
-                                  "auth-secret-corruption", "process-kill", "process-stop"])
-def test_sigkilled_runner_then_drillkit_cleanup_restores(prom_env: PromEnv, pg: Postgres, tmp_path: Path,
-                                                         kind: str) -> None:
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "db-connection-exhaustion",
+        "memory-pressure",
+        "cpu-pressure",
+        "latency",
+        "auth-secret-corruption",
+        "process-kill",
+        "process-stop",
+    ],
+)
+def test_sigkilled_runner_then_drillkit_cleanup_restores(
+    prom_env: PromEnv, pg: Postgres, tmp_path: Path, kind: str
+) -> None:
     """The runner dies without reverting anything; the real `drillkit cleanup --run-id` finishes
     the job from the journal. (The connection holder does not even wait for it: it sees its
     owner gone and lets go by itself.)"""
@@ -676,8 +775,16 @@ def test_sigkilled_runner_then_drillkit_cleanup_restores(prom_env: PromEnv, pg: 
     with rig_for(kind, pg, tmp_path) as rig:
         path = write_scenario(tmp_path / "drill.yaml", scenario_dict(rig.fault()))
         reports = tmp_path / "reports"
-        with drill_process("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        with drill_process(
+            "run",
+            str(path),
+            "--prometheus-url",
+            prom_env.url,
+            "--report-dir",
+            str(reports),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ) as proc:
             journal = wait_for_event(reports, "injected", 90)
             rig.harmed(journal)
             proc.kill()
@@ -717,13 +824,16 @@ def test_db_ordinary_role_is_refused_at_the_superuser_reserve(pg: Postgres, tmp_
         with pytest.raises(psycopg.OperationalError, match="remaining connection slots are reserved"):
             psycopg.connect(dsn, autocommit=True).close()
         with psycopg.connect(pg.dsn(), autocommit=True) as su:  # the superuser still gets in
-            assert su.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-                              (f"drillkit-{drill.ctx.run_id}-hold",)).fetchone() == (len(data["backend_pids"]),)
+            assert su.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                (f"drillkit-{drill.ctx.run_id}-hold",),
+            ).fetchone() == (len(data["backend_pids"]),)
     assert not [p for p, _ in client_backends(pg) if p in data["backend_pids"]]
 
 
 def test_db_password_comes_from_the_environment_and_is_never_recorded(
-        pg: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pg: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A role that must authenticate (scram): the password reaches libpq through password_env
     (and PGPASSWORD for the holder), never the journal or a command line."""
     password = f"pw-{secrets.token_hex(8)}"
@@ -737,8 +847,10 @@ def test_db_password_comes_from_the_environment_and_is_never_recorded(
     dsn = pg.dsn().replace("postgres@", "drill_pw@")
     wait_for(lambda: _refused_without_password(dsn), 5, "scram to be required")
     monkeypatch.setenv("DRILL_PG_PASSWORD", password)
-    drill = prepare(tmp_path, {"kind": "db-connection-exhaustion", "dsn": dsn, "connections": 2,
-                               "password_env": "DRILL_PG_PASSWORD"})
+    drill = prepare(
+        tmp_path,
+        {"kind": "db-connection-exhaustion", "dsn": dsn, "connections": 2, "password_env": "DRILL_PG_PASSWORD"},
+    )
     drill.fault.preflight()
     with ExitStack() as stack:
         drill.fault.inject(Undo(stack, drill.ctx))
@@ -776,8 +888,14 @@ def test_db_revert_terminates_backends_whose_client_is_not_ours(pg: Postgres, tm
     stray = [psycopg.connect(pg.dsn(), autocommit=True, application_name=tag) for _ in range(2)]
     try:
         pids = [c.info.backend_pid for c in stray]
-        data = {"dsn": pg.dsn(), "password_env": None, "application_name": tag, "holder_pid": None,
-                "backend_pids": pids, "status_file": None}
+        data = {
+            "dsn": pg.dsn(),
+            "password_env": None,
+            "application_name": tag,
+            "holder_pid": None,
+            "backend_pids": pids,
+            "status_file": None,
+        }
         result = fault_class("db-connection-exhaustion", "local").revert(drill.ctx, data)
         assert sorted(result["terminated"]) == sorted(pids), result
         assert not [p for p, _ in client_backends(pg) if p in pids]
@@ -803,10 +921,16 @@ def test_memory_pressure_without_writable_cgroup_is_a_clear_preflight_error(tmp_
         "print(d.ctx.run_id)\n"
         "os.setgid(65534); os.setuid(65534)\n"
         "try:\n    d.fault.preflight()\nexcept PreflightError as e:\n    print(e); sys.exit(0)\n"
-        "sys.exit('no PreflightError')\n")
+        "sys.exit('no PreflightError')\n"
+    )
     try:
-        r = subprocess.run([sys.executable, "-c", code, str(tmp_path), f"^sleep {arg}$"], capture_output=True,
-                           text=True, cwd=Path(__file__).parent.parent, timeout=60)
+        r = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path), f"^sleep {arg}$"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent.parent,
+            timeout=60,
+        )
     finally:
         victim.kill()
         victim.wait()
@@ -826,12 +950,15 @@ def test_cpu_pressure_without_stress_ng_names_the_package(tmp_path: Path, monkey
 
 def test_latency_preflight_needs_a_listening_proxy_and_a_directory(tmp_path: Path) -> None:
     port = free_port()
-    drill = prepare(tmp_path, {"kind": "latency", "control": str(tmp_path / "latency.json"), "delay": "100ms",
-                               "proxy_port": port})
+    drill = prepare(
+        tmp_path, {"kind": "latency", "control": str(tmp_path / "latency.json"), "delay": "100ms", "proxy_port": port}
+    )
     with pytest.raises(PreflightError, match=f"no proxy listening on 127.0.0.1:{port}"):
         drill.fault.preflight()
-    drill = prepare(tmp_path, {"kind": "latency", "control": str(tmp_path / "nope" / "latency.json"),
-                               "delay": "100ms", "proxy_port": port})
+    drill = prepare(
+        tmp_path,
+        {"kind": "latency", "control": str(tmp_path / "nope" / "latency.json"), "delay": "100ms", "proxy_port": port},
+    )
     with pytest.raises(PreflightError, match="does not exist"):
         drill.fault.preflight()
     assert not (tmp_path / "latency.json").exists()
@@ -842,16 +969,35 @@ def test_auth_restart_command_brings_back_an_unsupervised_replica(pg: Postgres, 
     original = secrets.token_hex(32).encode()
     secret.write_bytes(original)
     port, replica = free_port(), f"solo-{secrets.token_hex(3)}"
-    argv = [sys.executable, "-m", "drillkit.lab.app", "--port", str(port), "--dsn", pg.dsn(),
-            "--jwt-secret-file", str(secret), "--replica", replica]
+    argv = [
+        sys.executable,
+        "-m",
+        "drillkit.lab.app",
+        "--port",
+        str(port),
+        "--dsn",
+        pg.dsn(),
+        "--jwt-secret-file",
+        str(secret),
+        "--replica",
+        replica,
+    ]
     first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: http("GET", f"{base}/healthz") == 200, 20, "the app")
         token = login(base)
-        drill = prepare(tmp_path, {"kind": "auth-secret-corruption", "secret_file": str(secret),
-                                   "pattern": f"--replica {replica}$", "restart": argv, "back_within": "500ms",
-                                   "restart_log": str(tmp_path / "restarted.log")})
+        drill = prepare(
+            tmp_path,
+            {
+                "kind": "auth-secret-corruption",
+                "secret_file": str(secret),
+                "pattern": f"--replica {replica}$",
+                "restart": argv,
+                "back_within": "500ms",
+                "restart_log": str(tmp_path / "restarted.log"),
+            },
+        )
         drill.fault.preflight()
         with ExitStack() as stack:
             drill.fault.inject(Undo(stack, drill.ctx))
@@ -886,8 +1032,11 @@ def test_auth_guardrail_refuses_restarting_more_replicas_than_allowed(pg: Postgr
         journal = Journal(tmp_path / "j" / JOURNAL_NAME)
         ctx = FaultContext(run_id="guard", scenario=sc, journal=journal, stop=StopFlag())
         fault = fault_class("auth-secret-corruption", "local")(sc.faults[0].params, ctx)
-        with pytest.raises(PreflightError, match=r"2 of 2 replica\(s\) matching .* exceed the blast radius "
-                                                 r"guardrails.max_targets = 50% \(at most 1\)"):
+        with pytest.raises(
+            PreflightError,
+            match=r"2 of 2 replica\(s\) matching .* exceed the blast radius "
+            r"guardrails.max_targets = 50% \(at most 1\)",
+        ):
             fault.preflight()
         assert rig.secret.read_bytes() == rig.original
     finally:
@@ -898,11 +1047,13 @@ def test_auth_guardrail_refuses_restarting_more_replicas_than_allowed(pg: Postgr
 
 # A process that ignores (or, for SIGHUP, "reloads" on) the signals process-kill may send
 # other than SIGKILL/SIGSTOP; it says when its handlers are in place.
-STUBBORN = ("import signal, sys, time\n"
-            "for s in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT): signal.signal(s, signal.SIG_IGN)\n"
-            "signal.signal(signal.SIGHUP, lambda *_: print('reloaded', flush=True))\n"
-            "open(sys.argv[1], 'w').close()\n"
-            "time.sleep(600)\n")
+STUBBORN = (
+    "import signal, sys, time\n"
+    "for s in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT): signal.signal(s, signal.SIG_IGN)\n"
+    "signal.signal(signal.SIGHUP, lambda *_: print('reloaded', flush=True))\n"
+    "open(sys.argv[1], 'w').close()\n"
+    "time.sleep(600)\n"
+)
 
 
 @contextlib.contextmanager
@@ -928,9 +1079,17 @@ def test_process_kill_revert_counts_a_process_that_survived_the_signal_as_back(t
     """The process ignored the signal (or reloaded): it keeps its pid and is still there, so the
     revert must not start `restart` next to it."""
     with stubborn(tmp_path) as (proc, argv, marker):
-        drill = prepare(tmp_path, {"kind": "process-kill", "pattern": f"{marker}$", "signal": sig,
-                                   "restart": argv, "back_within": "300ms",
-                                   "restart_log": str(tmp_path / "restarted.log")})
+        drill = prepare(
+            tmp_path,
+            {
+                "kind": "process-kill",
+                "pattern": f"{marker}$",
+                "signal": sig,
+                "restart": argv,
+                "back_within": "300ms",
+                "restart_log": str(tmp_path / "restarted.log"),
+            },
+        )
         drill.fault.preflight()
         with ExitStack() as stack:
             drill.fault.inject(Undo(stack, drill.ctx))
@@ -956,10 +1115,12 @@ def test_process_kill_blast_radius(tmp_path: Path) -> None:
         assert single.fault.victims == [procs[0].pid]  # type: ignore[attr-defined]
         procs[1] = subprocess.Popen(argv)
         wait_for(lambda: len(_pids_matching(marker)) == 2, 10, "both sleeps")
-        both = prepare(tmp_path, {"kind": "process-kill", "pattern": f"{marker}$", "count": "100%"},
-                       max_targets="50%")
-        with pytest.raises(PreflightError, match=r"process-kill: 2 of 2 process\(es\) matching pattern .* exceed "
-                                                 r"the blast radius guardrails.max_targets = 50% \(at most 1\)"):
+        both = prepare(tmp_path, {"kind": "process-kill", "pattern": f"{marker}$", "count": "100%"}, max_targets="50%")
+        with pytest.raises(
+            PreflightError,
+            match=r"process-kill: 2 of 2 process\(es\) matching pattern .* exceed "
+            r"the blast radius guardrails.max_targets = 50% \(at most 1\)",
+        ):
             both.fault.preflight()
         three = prepare(tmp_path, {"kind": "process-kill", "pattern": f"{marker}$", "count": 3})
         with pytest.raises(PreflightError, match=r"process-kill: count 3 but only 2 process\(es\) matching"):
@@ -1001,9 +1162,17 @@ def test_auth_inject_stops_waiting_for_replicas_when_the_drill_is_stopped(tmp_pa
     original = secrets.token_hex(32).encode()
     secret.write_bytes(original)
     with stubborn(tmp_path) as (proc, argv, marker):
-        drill = prepare(tmp_path, {"kind": "auth-secret-corruption", "secret_file": str(secret),
-                                   "pattern": f"{marker}$", "restart": argv, "back_within": "30s",
-                                   "restart_log": str(tmp_path / "restarted.log")})
+        drill = prepare(
+            tmp_path,
+            {
+                "kind": "auth-secret-corruption",
+                "secret_file": str(secret),
+                "pattern": f"{marker}$",
+                "restart": argv,
+                "back_within": "30s",
+                "restart_log": str(tmp_path / "restarted.log"),
+            },
+        )
         drill.fault.preflight()
 
         def stop_once_signalled() -> None:

@@ -21,8 +21,7 @@ pytestmark = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     assert PROMTOOL is not None
-    return subprocess.run([PROMTOOL, *args], cwd=RULES_DIR, capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run([PROMTOOL, *args], cwd=RULES_DIR, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_rules_are_valid() -> None:

@@ -85,22 +85,24 @@ def test_lab_up_starts_every_component(lab: tuple[Path, int, float]) -> None:
     state = load_state(lab_dir)
     assert state is not None
     assert state.ports.prometheus == base and state.ports.api == (base + 10, base + 11)
-    assert set(state.procs) == {"postgres", "exporter", "proxy", "api", "traffic", "alertmanager",
-                                "prometheus"}
+    assert set(state.procs) == {"postgres", "exporter", "proxy", "api", "traffic", "alertmanager", "prometheus"}
     dead = {c: p.pid for c, p in state.procs.items() if not alive(p.pid)}
     assert not dead, f"recorded processes not alive: {dead}"
     # every target up and the lab's rules evaluated, per Prometheus itself
     targets = prom_get(state, "/api/v1/targets")["activeTargets"]
     jobs = {t["labels"]["job"]: t["health"] for t in targets}
-    assert jobs == {j: "up" for j in ("chatbot-api", "postgres", "chatbot-db-proxy", "chatbot-traffic",
-                                      "alertmanager", "prometheus")}, jobs
+    assert jobs == {
+        j: "up"
+        for j in ("chatbot-api", "postgres", "chatbot-db-proxy", "chatbot-traffic", "alertmanager", "prometheus")
+    }, jobs
     groups = prom_get(state, "/api/v1/rules")["groups"]
     chatbot = next(g for g in groups if g["name"] == "chatbot")
     assert not chatbot["lastEvaluation"].startswith("0001"), chatbot["lastEvaluation"]
     assert len(chatbot["rules"]) == 7 and all(r["health"] == "ok" for r in chatbot["rules"])
     # the app really serves users through PostgreSQL behind the proxy
-    ok = prom_get(state, "/api/v1/query",
-                  query='sum(increase(chatbot_http_requests_total{route="/chat",code="200"}[1m]))')
+    ok = prom_get(
+        state, "/api/v1/query", query='sum(increase(chatbot_http_requests_total{route="/chat",code="200"}[1m]))'
+    )
     assert ok["result"] and float(ok["result"][0]["value"][1]) > 0, ok
     assert requests.get(f"{state.urls['alertmanager']}/-/ready", timeout=5).status_code == 200
     # state.json says where everything is
@@ -168,8 +170,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_missing_program_names_the_package(tmp_path: Path) -> None:
     path = str(Path(sys.executable).parent)  # no /usr/bin: no prometheus
-    r = run_cli("lab", "up", "--dir", str(tmp_path / "lab"), "--base-port", str(free_block()),
-                env_extra={"PATH": path})
+    r = run_cli("lab", "up", "--dir", str(tmp_path / "lab"), "--base-port", str(free_block()), env_extra={"PATH": path})
     assert r.returncode == 3, r.stderr
     assert "`prometheus` not found: install it with `apt-get install prometheus`" in r.stderr, r.stderr
     assert load_state(tmp_path / "lab") is None, "something was set up without its programs"
@@ -180,8 +181,11 @@ def test_lab_down_leaves_no_process(lab: tuple[Path, int, float]) -> None:
     state = load_state(lab_dir)
     assert state is not None
     pids = all_pids(state)
-    postgres_backends = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
-                         and str(Path(state.pg_root) / "data") in _cmdline(int(p.name))]
+    postgres_backends = [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and str(Path(state.pg_root) / "data") in _cmdline(int(p.name))
+    ]
     assert len(pids) == 9, pids
     r = run_cli("lab", "down", "--purge", "--dir", str(lab_dir), timeout=120)
     assert r.returncode == 0, r.stderr
@@ -204,6 +208,7 @@ def _cmdline(pid: int) -> str:
 
 
 # --- the DB proxy on its own -------------------------------------------------------------------
+
 
 def _echo_server() -> tuple[socket.socket, int]:
     srv = socket.socket()
@@ -242,10 +247,23 @@ def test_proxy_delays_both_directions_and_follows_the_control_file(tmp_path: Pat
     srv, upstream = _echo_server()
     control = tmp_path / "latency.json"
     listen, metrics = free_block(0), free_block(0) + 1
-    proc = subprocess.Popen([sys.executable, "-m", "drillkit.lab.proxy", "--listen", f"127.0.0.1:{listen}",
-                             "--upstream", f"127.0.0.1:{upstream}", "--control", str(control),
-                             "--metrics-port", str(metrics)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "drillkit.lab.proxy",
+            "--listen",
+            f"127.0.0.1:{listen}",
+            "--upstream",
+            f"127.0.0.1:{upstream}",
+            "--control",
+            str(control),
+            "--metrics-port",
+            str(metrics),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while not port_in_use(listen):
@@ -277,11 +295,15 @@ def test_proxy_delays_both_directions_and_follows_the_control_file(tmp_path: Pat
 
 # --- errors are one line, never a traceback ----------------------------------------------------
 
-@pytest.mark.parametrize("raw", [
-    pytest.param({"dir": "/somewhere", "base_port": 19090}, id="missing-keys"),
-    pytest.param({"ports": "19090"}, id="ports-not-a-mapping"),
-    pytest.param([1, 2], id="not-an-object"),
-])
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param({"dir": "/somewhere", "base_port": 19090}, id="missing-keys"),
+        pytest.param({"ports": "19090"}, id="ports-not-a-mapping"),
+        pytest.param([1, 2], id="not-an-object"),
+    ],
+)
 def test_malformed_state_is_a_one_line_error(tmp_path: Path, raw: Any) -> None:
     lab_dir = tmp_path / "lab"
     lab_dir.mkdir()
@@ -293,13 +315,31 @@ def test_malformed_state_is_a_one_line_error(tmp_path: Path, raw: Any) -> None:
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 3 and len(lines) == 1 and "malformed lab state" in lines[0], r.stderr
     # `drillkit run` of a local scenario looks for the lab's Alertmanager there: not a crash
-    scenario = write_scenario(tmp_path / "drill.yaml", {
-        "name": "malformed-lab", "title": "t", "severity": "P3", "target": {"local": {"lab_dir": str(lab_dir)}},
-        "steady_state": [{"name": "up", "expr": "up", "expect": "== 1"}],
-        "faults": [{"kind": "process-kill", "pattern": "^no-such-process-anywhere$"}],
-        "detection": {"alert": "X", "within": "10s"}, "recovery": {"within": "10s"}})
-    r = run_cli("run", str(scenario), "--dry-run", "--prometheus-url", f"http://127.0.0.1:{free_block(0)}",
-                "--ready-timeout", "0", "--report-dir", str(tmp_path / "reports"), timeout=60)
+    scenario = write_scenario(
+        tmp_path / "drill.yaml",
+        {
+            "name": "malformed-lab",
+            "title": "t",
+            "severity": "P3",
+            "target": {"local": {"lab_dir": str(lab_dir)}},
+            "steady_state": [{"name": "up", "expr": "up", "expect": "== 1"}],
+            "faults": [{"kind": "process-kill", "pattern": "^no-such-process-anywhere$"}],
+            "detection": {"alert": "X", "within": "10s"},
+            "recovery": {"within": "10s"},
+        },
+    )
+    r = run_cli(
+        "run",
+        str(scenario),
+        "--dry-run",
+        "--prometheus-url",
+        f"http://127.0.0.1:{free_block(0)}",
+        "--ready-timeout",
+        "0",
+        "--report-dir",
+        str(tmp_path / "reports"),
+        timeout=60,
+    )
     assert "Traceback" not in r.stderr and r.returncode == 3, f"exit {r.returncode}\n{r.stderr}"
 
 
@@ -316,8 +356,11 @@ def bare_state(tmp_path: Path) -> Iterator[LabState]:
 
 def test_database_bootstrap_failure_is_unavailable(bare_state: LabState) -> None:
     """PostgreSQL not answering at the DSN: UnavailableError, not a psycopg exception."""
-    with pytest.raises(UnavailableError, match=r"PostgreSQL: cannot create the app's role and database .*"
-                                               r"(refused|failed)"):
+    with pytest.raises(
+        UnavailableError,
+        match=r"PostgreSQL: cannot create the app's role and database .*"
+        r"(refused|failed)",
+    ):
         _bootstrap_db(bare_state)
 
 

@@ -57,9 +57,15 @@ def test_scenario_overrides_beat_policy() -> None:
     assert lim2.acknowledge == 60 and lim2.resolve == 600
 
 
-@pytest.mark.parametrize(("limit", "actual", "met", "margin"), [
-    (300, 299.999, True, 0.001), (300, 300, True, 0), (300, 300.001, False, -0.001), (0, 0, True, 0),
-])
+@pytest.mark.parametrize(
+    ("limit", "actual", "met", "margin"),
+    [
+        (300, 299.999, True, 0.001),
+        (300, 300, True, 0),
+        (300, 300.001, False, -0.001),
+        (0, 0, True, 0),
+    ],
+)
 def test_verdict_boundaries(limit: float, actual: float, met: bool, margin: float) -> None:
     v = judge("acknowledge", "ack", limit, actual, "", True)
     assert v.met is met
@@ -105,8 +111,19 @@ def test_second_process_appends_on_the_first_ones_time_axis(tmp_path: Path) -> N
     """`drillkit cleanup` appends to a journal a killed runner left: its events must sort after."""
     path = tmp_path / "journal.jsonl"
     t0 = datetime.now(UTC) - timedelta(hours=1)
-    path.write_text(json.dumps({"kind": "started", "at": t0.isoformat().replace("+00:00", "Z"),
-                                "mono": 12345.0, "run_id": "r", "scenario": {}, "limits": {}}) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "kind": "started",
+                "at": t0.isoformat().replace("+00:00", "Z"),
+                "mono": 12345.0,
+                "run_id": "r",
+                "scenario": {},
+                "limits": {},
+            }
+        )
+        + "\n"
+    )
     j = Journal(path)
     ev = j.append("revert_done", id=1, fault="x", result={})
     j.close()
@@ -135,8 +152,9 @@ def test_command_ack_before_detection_is_ignored(tmp_path: Path) -> None:
 def test_malformed_status_update_lines_are_skipped(tmp_path: Path) -> None:
     folder = tmp_path / "run"
     fixed_journal(folder, datetime(2026, 11, 29, 9, 30, tzinfo=UTC))
-    (folder / "updates.jsonl").write_text('{"kind": "status_update"\n[1, 2]\n{"kind": "status_update", '
-                                          '"at": "2026-11-29T09:30:03Z", "message": "ok"}\n')
+    (folder / "updates.jsonl").write_text(
+        '{"kind": "status_update"\n[1, 2]\n{"kind": "status_update", "at": "2026-11-29T09:30:03Z", "message": "ok"}\n'
+    )
     render(folder, ("json",))
     rep = json.loads((folder / "report.json").read_text())
     assert [e["message"] for e in rep["events"] if e["kind"] == "status_update"] == ["ok"]
@@ -187,8 +205,9 @@ def fixed_journal(folder: Path, t0: datetime) -> None:
     (folder / "journal.jsonl").write_text("\n".join(lines) + "\n")
 
 
-@pytest.mark.parametrize(("fmt", "name"), [("md", "report.md"), ("junit", "junit.xml"), ("json", "report.json"),
-                                           ("html", "report.html")])
+@pytest.mark.parametrize(
+    ("fmt", "name"), [("md", "report.md"), ("junit", "junit.xml"), ("json", "report.json"), ("html", "report.html")]
+)
 def test_report_golden(tmp_path: Path, fmt: str, name: str) -> None:
     folder = tmp_path / "run"
     fixed_journal(folder, datetime(2026, 11, 29, 9, 30, 0, tzinfo=UTC))
@@ -206,8 +225,9 @@ def test_report_json_contract(tmp_path: Path) -> None:
     render(folder, ("json",))
     rep = json.loads((folder / "report.json").read_text())
     assert {"run_id", "scenario", "severity", "status", "events", "measures", "verdicts"} <= set(rep)
-    assert rep["measures"] == pytest.approx({"time_to_detect": 2.86, "time_to_acknowledge": 0.0,
-                                             "time_to_mitigate": 4.56, "time_to_resolve": 5.06})
+    assert rep["measures"] == pytest.approx(
+        {"time_to_detect": 2.86, "time_to_acknowledge": 0.0, "time_to_mitigate": 4.56, "time_to_resolve": 5.06}
+    )
     assert all(set(v) >= {"target", "limit_seconds", "actual_seconds", "met"} for v in rep["verdicts"])
     assert all(e["at"].endswith("Z") for e in rep["events"])
     reverts = [e for e in rep["events"] if e["kind"].startswith("revert_")]

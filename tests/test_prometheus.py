@@ -35,8 +35,12 @@ class FlakyPrometheus(BaseHTTPRequestHandler):
         if len(FlakyPrometheus.calls) <= FlakyPrometheus.failures:
             body, code = b"overloaded", 503
         else:
-            body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
-                {"metric": {"job": "x"}, "value": [1700000000, "3"]}]}}).encode()
+            body = json.dumps(
+                {
+                    "status": "success",
+                    "data": {"resultType": "vector", "result": [{"metric": {"job": "x"}, "value": [1700000000, "3"]}]},
+                }
+            ).encode()
             code = 200
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
@@ -130,8 +134,12 @@ class RawSamplesPrometheus(BaseHTTPRequestHandler):
         if self.path.startswith("/api/v1/alerts"):
             data: object = {"alerts": []}
         else:
-            data = {"resultType": "matrix", "result": [{"metric": {"alertname": "A"},
-                    "values": [[t, "1"] for t in (100.0, 101.0, 102.0, 110.0, 111.0)]}]}
+            data = {
+                "resultType": "matrix",
+                "result": [
+                    {"metric": {"alertname": "A"}, "values": [[t, "1"] for t in (100.0, 101.0, 102.0, 110.0, 111.0)]}
+                ],
+            }
         body = json.dumps({"status": "success", "data": data}).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -214,9 +222,21 @@ def test_sigint_while_waiting_for_prometheus_exits_130(tmp_path: Path) -> None:
 
     data = yaml.safe_load((DATA / "exporter-kill.yaml").read_text())
     path = write_scenario(tmp_path / "d.yaml", data)
-    proc = subprocess.Popen(drillkit_cmd("run", str(path), "--prometheus-url", f"http://127.0.0.1:{free_port()}",
-                                         "--ready-timeout", "60", "--report-dir", str(tmp_path / "r")),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        drillkit_cmd(
+            "run",
+            str(path),
+            "--prometheus-url",
+            f"http://127.0.0.1:{free_port()}",
+            "--ready-timeout",
+            "60",
+            "--report-dir",
+            str(tmp_path / "r"),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.5)
     t = time.monotonic()
     proc.send_signal(signal.SIGINT)
@@ -233,8 +253,12 @@ class AuthCheckingPrometheus(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         AuthCheckingPrometheus.seen.append(self.headers.get("Authorization"))
-        body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
-            {"metric": {}, "value": [1700000000, "7"]}]}}).encode()
+        body = json.dumps(
+            {
+                "status": "success",
+                "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1700000000, "7"]}]},
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -250,9 +274,28 @@ def test_basic_auth_and_a_custom_ca_over_tls(tmp_path: Path) -> None:
     import subprocess
 
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
     server = ThreadingHTTPServer(("127.0.0.1", 0), AuthCheckingPrometheus)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)

@@ -78,7 +78,7 @@ BAD = [
     ('    expect: ">= 1"', '    expect: "about 1"', 15, "steady_state[0].expect", "comparison"),
     ('    expect: ">= 1"', '    expect: "=> 1"', 15, "steady_state[0].expect", "comparison"),
     ('    expect: ">= 1"', "    expect: true", 15, "steady_state[0].expect", "comparison"),
-    ("    expr: up{job=\"api\"}\n", "", 13, "steady_state[0].expr", "required key is missing"),
+    ('    expr: up{job="api"}\n', "", 13, "steady_state[0].expr", "required key is missing"),
     ("  - kind: process-kill", "  - kind: proces-kill", 17, "faults[0].kind", "did you mean 'process-kill'"),
     ("  - kind: process-kill", "  - kind: teleport", 17, "faults[0].kind", "unknown fault kind"),
     ("  - kind: process-kill", "  - kind: [process-kill]", 17, "faults[0].kind", "expected a fault kind name"),
@@ -95,8 +95,13 @@ BAD = [
     ("  action: revert", "  action: pray", 29, "recovery.action", "expected one of wait, revert"),
     ("  alert: ApiDown", "  alert: ''", 22, "detection.alert", "non-empty string"),
     ("  labels: {severity: P2}", "  labels: [P2]", 23, "detection.labels", "expected a mapping"),
-    ("faults:\n  - kind: process-kill\n    pattern: \"demo-api\"\n    count: 1\n    restart: [/bin/true]\n",
-     "faults: []\n", 16, "faults", "non-empty list"),
+    (
+        'faults:\n  - kind: process-kill\n    pattern: "demo-api"\n    count: 1\n    restart: [/bin/true]\n',
+        "faults: []\n",
+        16,
+        "faults",
+        "non-empty list",
+    ),
     ("steady_state:", "steady_state: []\nx_steady:", 12, "steady_state", "non-empty list"),
     ("response:\n", "response:\n  acknowledge: auto\n", 27, "", "duplicate key 'acknowledge'"),
     ("name: api-kill", "name: [api", 2, "", "invalid YAML"),
@@ -105,10 +110,10 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("old", "new", "line", "path", "words"), BAD,
-                         ids=[f"{b[3] or 'top'}-{i}" for i, b in enumerate(BAD)])
-def test_bad_scenario_is_one_located_line(tmp_path: Path, old: str, new: str, line: int, path: str,
-                                          words: str) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "line", "path", "words"), BAD, ids=[f"{b[3] or 'top'}-{i}" for i, b in enumerate(BAD)]
+)
+def test_bad_scenario_is_one_located_line(tmp_path: Path, old: str, new: str, line: int, path: str, words: str) -> None:
     assert old in GOOD, f"test table out of date: {old!r}"
     p = write(tmp_path, GOOD.replace(old, new, 1))
     with pytest.raises(ScenarioError) as info:
@@ -145,16 +150,28 @@ def test_missing_file_and_top_level_list(tmp_path: Path) -> None:
         load_scenario(write(tmp_path, "- a\n- b\n"))
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("90s", 90), ("5m", 300), ("1h30m", 5400), ("500ms", 0.5), ("2d", 172800), ("1w", 604800),
-    ("1.5s", 1.5), (30, 30), (0, 0), ("1h0m5s", 3605),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("500ms", 0.5),
+        ("2d", 172800),
+        ("1w", 604800),
+        ("1.5s", 1.5),
+        (30, 30),
+        (0, 0),
+        ("1h0m5s", 3605),
+    ],
+)
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("bad", ["", "5", "5 m", "m5", "5mins", "1h30", "-5s", True, "5s5", float("nan"),
-                                 float("inf"), -1])
+@pytest.mark.parametrize(
+    "bad", ["", "5", "5 m", "m5", "5mins", "1h30", "-5s", True, "5s5", float("nan"), float("inf"), -1]
+)
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(bad)
@@ -167,16 +184,28 @@ def test_format_duration() -> None:
     assert format_duration(-90) == "-1m30s"
 
 
-@pytest.mark.parametrize(("expr", "value", "holds"), [
-    (">= 3", 3, True), (">= 3", 2.99, False), ("> 3", 3, False), ("< 0.05", 0.049, True),
-    ("<= 0", 0, True), ("== 1", 1.0, True), ("!= 1", 1, False), ("> -1", 0, True), ("< 1e-3", 0.0001, True),
-])
+@pytest.mark.parametrize(
+    ("expr", "value", "holds"),
+    [
+        (">= 3", 3, True),
+        (">= 3", 2.99, False),
+        ("> 3", 3, False),
+        ("< 0.05", 0.049, True),
+        ("<= 0", 0, True),
+        ("== 1", 1.0, True),
+        ("!= 1", 1, False),
+        ("> -1", 0, True),
+        ("< 1e-3", 0.0001, True),
+    ],
+)
 def test_comparators(expr: str, value: float, holds: bool) -> None:
     assert Comparator.parse(expr).holds(value) is holds
 
 
-@pytest.mark.parametrize(("raw", "total", "allowed"), [(2, 10, 2), ("50%", 3, 1), ("50%", 10, 5), ("100%", 4, 4),
-                                                       ("10%", 3, 1), ("10%", 0, 0)])
+@pytest.mark.parametrize(
+    ("raw", "total", "allowed"),
+    [(2, 10, 2), ("50%", 3, 1), ("50%", 10, 5), ("100%", 4, 4), ("10%", 3, 1), ("10%", 0, 0)],
+)
 def test_counts(raw: object, total: int, allowed: int) -> None:
     assert Count.parse(raw).of(total) == allowed
 
@@ -188,10 +217,13 @@ def test_env_variables_are_substituted_then_typed(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("DRILL_COUNT", "2")
     monkeypatch.setenv("DRILL_PATTERN", "demo-api")
     monkeypatch.delenv("DRILL_UNSET", raising=False)
-    text = (GOOD.replace('pattern: "demo-api"', "pattern: ${env.DRILL_PATTERN}")
-            .replace("count: 1", "count: ${env.DRILL_COUNT}")
-            .replace("description: The API process dies.",
-                     "description: ${env.DRILL_UNSET:-nobody set it} $${env.DRILL_COUNT}"))
+    text = (
+        GOOD.replace('pattern: "demo-api"', "pattern: ${env.DRILL_PATTERN}")
+        .replace("count: 1", "count: ${env.DRILL_COUNT}")
+        .replace(
+            "description: The API process dies.", "description: ${env.DRILL_UNSET:-nobody set it} $${env.DRILL_COUNT}"
+        )
+    )
     sc = load_scenario(write(tmp_path, text))
     params = sc.faults[0].params
     assert params.pattern == "demo-api"  # type: ignore[attr-defined]
@@ -199,17 +231,23 @@ def test_env_variables_are_substituted_then_typed(tmp_path: Path, monkeypatch: p
     assert sc.description == "nobody set it ${env.DRILL_COUNT}", sc.description
 
 
-@pytest.mark.parametrize(("pattern_line", "message"), [
-    ("pattern: x-${env.DRILL_UNSET}", "faults[0].pattern: ${env.DRILL_UNSET} is not set (give a default: "
-                                      "${env.DRILL_UNSET:-value})"),
-    ("pattern: ${lab.nope}", "faults[0].pattern: ${lab.nope}: no such lab variable"),
-    ("pattern: ${lab.port.api-7}", "faults[0].pattern: ${lab.port.api-7}: the lab in"),
-    ("pattern: ${HOME:-x}", "faults[0].pattern: ${HOME}: not a variable: expected env.NAME"),
-    ("pattern: ${env.A:-${env.B}}", "faults[0].pattern: a `${` without its `}` or with another `${` inside"),
-    ("pattern: ab${env.A", "faults[0].pattern: a `${` without its `}`"),
-])
-def test_a_bad_variable_is_one_located_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                            pattern_line: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("pattern_line", "message"),
+    [
+        (
+            "pattern: x-${env.DRILL_UNSET}",
+            "faults[0].pattern: ${env.DRILL_UNSET} is not set (give a default: ${env.DRILL_UNSET:-value})",
+        ),
+        ("pattern: ${lab.nope}", "faults[0].pattern: ${lab.nope}: no such lab variable"),
+        ("pattern: ${lab.port.api-7}", "faults[0].pattern: ${lab.port.api-7}: the lab in"),
+        ("pattern: ${HOME:-x}", "faults[0].pattern: ${HOME}: not a variable: expected env.NAME"),
+        ("pattern: ${env.A:-${env.B}}", "faults[0].pattern: a `${` without its `}` or with another `${` inside"),
+        ("pattern: ab${env.A", "faults[0].pattern: a `${` without its `}`"),
+    ],
+)
+def test_a_bad_variable_is_one_located_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pattern_line: str, message: str
+) -> None:
     monkeypatch.delenv("DRILL_UNSET", raising=False)
     monkeypatch.chdir(tmp_path)  # no lab here: the default layout (2 API replicas)
     path = write(tmp_path, GOOD.replace('pattern: "demo-api"', pattern_line))
@@ -220,8 +258,9 @@ def test_a_bad_variable_is_one_located_line(tmp_path: Path, monkeypatch: pytest.
     assert "\n" not in msg
 
 
-def test_substituted_text_stays_text_where_a_string_is_expected(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_substituted_text_stays_text_where_a_string_is_expected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`1.10`, `0123`, `no` or a date from a variable are the same text in a string field (no
     YAML re-typing); typed fields parse the text; anchors are substituted once."""
     monkeypatch.setenv("DRILL_TAG", "1.10")
@@ -243,9 +282,21 @@ def _fake_lab(lab_dir: Path, base: int, replicas: int, urls: dict[str, str] | No
     from drillkit.lab.layout import Ports
 
     lab_dir.mkdir(parents=True)
-    LabState(dir=str(lab_dir), base_port=base, replicas=replicas, ports=Ports.layout(base, replicas),
-             urls=urls or {}, dsn="", dsn_direct="", dsn_admin="", pg_root="", pg_user=None,
-             jwt_secret_file="", latency_file="", pid_files={}).save()
+    LabState(
+        dir=str(lab_dir),
+        base_port=base,
+        replicas=replicas,
+        ports=Ports.layout(base, replicas),
+        urls=urls or {},
+        dsn="",
+        dsn_direct="",
+        dsn_admin="",
+        pg_root="",
+        pg_user=None,
+        jwt_secret_file="",
+        latency_file="",
+        pid_files={},
+    ).save()
 
 
 def test_lab_scenarios_follow_the_lab_in_drillkit_lab_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -135,14 +135,18 @@ def check_blast_radius(kind: str, found: int, count: Count, max_targets: Count, 
         raise PreflightError(f"{kind}: count {count} but only {found} {what}")
     limit = max_targets.of(found)
     if n > limit:
-        raise PreflightError(f"{kind}: {n} of {found} {what} exceed the blast radius "
-                             f"guardrails.max_targets = {max_targets} (at most {limit}); "
-                             "narrow the selection, lower the count, or raise max_targets")
+        raise PreflightError(
+            f"{kind}: {n} of {found} {what} exceed the blast radius "
+            f"guardrails.max_targets = {max_targets} (at most {limit}); "
+            "narrow the selection, lower the count, or raise max_targets"
+        )
     return n
 
 
-_BUILTIN_MODULES = {"local": ("drillkit.faults.local", "drillkit.faults.lab"),
-                    "kubernetes": ("drillkit.faults.kubernetes",)}
+_BUILTIN_MODULES = {
+    "local": ("drillkit.faults.local", "drillkit.faults.lab"),
+    "kubernetes": ("drillkit.faults.kubernetes",),
+}
 
 
 @functools.cache

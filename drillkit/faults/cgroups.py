@@ -29,7 +29,7 @@ class Hierarchy:
         """The directory of a cgroup path as /proc/<pid>/cgroup prints it."""
         rel = cgroup_path
         if self.root != "/" and rel.startswith(self.root):
-            rel = rel[len(self.root):]
+            rel = rel[len(self.root) :]
         return self.mountpoint / rel.lstrip("/")
 
 

@@ -60,8 +60,7 @@ NETEM_IMAGE = "ghcr.io/nicolaka/netshoot:v0.13"
 
 # Allocates 1 MiB at a time in a shell variable until the container's memory limit makes the
 # kernel OOM-kill it: needs only a POSIX shell, `head` and `tr` (busybox has both).
-MEMORY_COMMAND = ("drillkit-memory-pressure=1; x=; "
-                  "while :; do x=\"$x$(head -c 1048576 /dev/zero | tr '\\0' x)\"; done")
+MEMORY_COMMAND = "drillkit-memory-pressure=1; x=; while :; do x=\"$x$(head -c 1048576 /dev/zero | tr '\\0' x)\"; done"
 
 
 def _killer(marker: str) -> str:
@@ -70,9 +69,11 @@ def _killer(marker: str) -> str:
     The marker is spelt in two pieces so the script never matches (or triggers) itself.
     """
     head, tail = marker.rsplit("-", 1)
-    return (f'm="{head}"; for p in /proc/[0-9]*; do '
-            f'case "$(tr "\\000" " " < "$p/cmdline" 2>/dev/null)" in '
-            f'*"$m-{tail}=1"*) kill -9 "${{p#/proc/}}" 2>/dev/null;; esac; done; true')
+    return (
+        f'm="{head}"; for p in /proc/[0-9]*; do '
+        f'case "$(tr "\\000" " " < "$p/cmdline" 2>/dev/null)" in '
+        f'*"$m-{tail}=1"*) kill -9 "${{p#/proc/}}" 2>/dev/null;; esac; done; true'
+    )
 
 
 def _now() -> str:
@@ -218,10 +219,10 @@ class KubeFault(Fault):
         if ns in PROTECTED_NAMESPACES and ns not in self.ctx.scenario.guardrails.allow_namespaces:
             raise PreflightError(
                 f"{self.kind}: namespace {ns!r} is protected ({', '.join(PROTECTED_NAMESPACES)}); "
-                f"list it in guardrails.allow_namespaces if this drill really targets it")
+                f"list it in guardrails.allow_namespaces if this drill really targets it"
+            )
         if not self.kube.namespace_exists(ns):
-            raise PreflightError(f"{self.kind}: namespace {ns!r} does not exist "
-                                 f"(context {self.kube.context})")
+            raise PreflightError(f"{self.kind}: namespace {ns!r} does not exist (context {self.kube.context})")
 
     def check_blast(self, what: str, n: int, total: int) -> None:
         limit = self.ctx.scenario.guardrails.max_targets
@@ -229,15 +230,14 @@ class KubeFault(Fault):
             raise PreflightError(
                 f"{self.kind}: {n} of {total} {what} exceed the blast radius "
                 f"guardrails.max_targets = {limit} (at most {limit.of(total)}); "
-                "narrow the selector, lower the count, or raise max_targets")
+                "narrow the selector, lower the count, or raise max_targets"
+            )
 
-    def resolve_pods(self, ns: str, selector: str, field_selector: str | None, count: Count,
-                     pick: Pick) -> list[Pod]:
+    def resolve_pods(self, ns: str, selector: str, field_selector: str | None, count: Count, pick: Pick) -> list[Pod]:
         """The pods a fault will touch: a non-empty match, within the blast radius."""
         self.guard_namespace(ns)
         pods = [p for p in self.kube.list_pods(ns, selector, field_selector) if not p.terminating]
-        where = f"selector {selector!r}" + (f" and field selector {field_selector!r}"
-                                            if field_selector else "")
+        where = f"selector {selector!r}" + (f" and field selector {field_selector!r}" if field_selector else "")
         if not pods:
             raise PreflightError(f"{self.kind}: no pod in namespace {ns} matches {where}")
         n = count.of(len(pods))
@@ -251,8 +251,10 @@ class KubeFault(Fault):
     def pod_container(self, pod: Pod, name: str | None) -> str:
         c = pod.container(name)
         if c is None:
-            raise PreflightError(f"{self.kind}: pod {pod.namespace}/{pod.name} has no container "
-                                 f"{name!r} (containers: {', '.join(x.name for x in pod.containers)})")
+            raise PreflightError(
+                f"{self.kind}: pod {pod.namespace}/{pod.name} has no container "
+                f"{name!r} (containers: {', '.join(x.name for x in pod.containers)})"
+            )
         return c.name
 
     def resolve_workload(self, ref: tuple[str, str]) -> Workload:
@@ -260,8 +262,7 @@ class KubeFault(Fault):
         self.guard_namespace(ns)
         w = self.kube.get_workload(ref[0], ns, ref[1])
         if w is None:
-            raise PreflightError(f"{self.kind}: {ref[0]} {ns}/{ref[1]} not found "
-                                 f"(context {self.kube.context})")
+            raise PreflightError(f"{self.kind}: {ref[0]} {ns}/{ref[1]} not found (context {self.kube.context})")
         self.claimable(w)
         return w
 
@@ -270,9 +271,11 @@ class KubeFault(Fault):
         save the broken state as the one to restore. Checked in preflight and again at inject."""
         other = w.labels.get(MODIFIED_BY)
         if other and other != self.ctx.run_id:
-            raise PreflightError(f"{self.kind}: {w.kind} {w.namespace}/{w.name} still awaits the revert "
-                                 f"of run {other} (label {MODIFIED_BY}): run "
-                                 f"`drillkit cleanup --run-id {other}` first")
+            raise PreflightError(
+                f"{self.kind}: {w.kind} {w.namespace}/{w.name} still awaits the revert "
+                f"of run {other} (label {MODIFIED_BY}): run "
+                f"`drillkit cleanup --run-id {other}` first"
+            )
 
     def record(self, w: Workload, data: dict[str, Any]) -> None:
         """Keep this fault's revert data in the cluster too, for a cleanup that has lost the
@@ -281,10 +284,12 @@ class KubeFault(Fault):
         body = json.dumps({"namespace": w.namespace, "kind": w.kind, "name": w.name, **data})
         try:
             self.kube.create_secret(
-                w.namespace, record_name(self.ctx.run_id, w.kind, w.name, self.kind),
+                w.namespace,
+                record_name(self.ctx.run_id, w.kind, w.name, self.kind),
                 {REVERT_KEY: base64.b64encode(body.encode()).decode()},
                 labels={RUN_LABEL: self.ctx.run_id},
-                annotations={REVERT_OF: f"{w.kind}/{w.name}", REVERT_FAULT: self.kind})
+                annotations={REVERT_OF: f"{w.kind}/{w.name}", REVERT_FAULT: self.kind},
+            )
         except Conflict:
             self.ctx.log(f"{self.kind}: {w.ref} already has a revert record of this run; kept")
 
@@ -298,12 +303,10 @@ class KubeFault(Fault):
 @dataclass(frozen=True)
 class PodKillParams:
     selector: str = doc("label selector of the pods, e.g. app=chatbot-api")
-    field_selector: str | None = doc("field selector, e.g. spec.nodeName=kind-drillkit-worker",
-                                     default=None)
+    field_selector: str | None = doc("field selector, e.g. spec.nodeName=kind-drillkit-worker", default=None)
     count: Count = doc("how many matching pods to delete (count or %)", default=Count(1))
     pick: Pick = doc("which pods: random or oldest", default=Pick.RANDOM)
-    grace_period: Duration | None = doc("seconds the pods get to stop (default: their own)",
-                                        default=None)
+    grace_period: Duration | None = doc("seconds the pods get to stop (default: their own)", default=None)
     repeat_every: Duration | None = doc("kill again at this interval (needs duration)", default=None)
     duration: Duration | None = doc("how long to keep killing when repeat_every is set", default=None)
     recovery_timeout: Duration = doc("how long to watch the owner bring replicas back", default=120.0)
@@ -337,15 +340,18 @@ class PodKill(KubeFault):
             back = f"owner {owner} recreates it" if owner else "no owner: the revert re-creates it"
             lines.append(f"delete {v.ref} on node {v.node or '?'}{grace}; {back}")
         if self.params.repeat_every:
-            lines.append(f"repeat: {self.params.count} matching pod(s) every "
-                         f"{self.params.repeat_every:g}s for {self.params.duration:g}s")
+            lines.append(
+                f"repeat: {self.params.count} matching pod(s) every "
+                f"{self.params.repeat_every:g}s for {self.params.duration:g}s"
+            )
         return lines
 
     def inject(self, undo: Undo) -> None:
         p, ns = self.params, self.namespace
         bg = _Background()
-        handle = undo.register(self.kind, namespace=ns, killed=[], background=bg.token,
-                               recovery_timeout=p.recovery_timeout)
+        handle = undo.register(
+            self.kind, namespace=ns, killed=[], background=bg.token, recovery_timeout=p.recovery_timeout
+        )
         killed: list[dict[str, Any]] = []
         lock = threading.Lock()
 
@@ -357,8 +363,7 @@ class PodKill(KubeFault):
                 if bg.stop.is_set():
                     return
                 owner = self.owners.get(pod.uid) or (self.kube.owner_of(pod) if pod.controller else None)
-                entry: dict[str, Any] = {"name": pod.name, "uid": pod.uid,
-                                         "owner": str(owner) if owner else None}
+                entry: dict[str, Any] = {"name": pod.name, "uid": pod.uid, "owner": str(owner) if owner else None}
                 if owner is None:  # nobody recreates it: the revert will, from this manifest
                     _private_journal(self.ctx)
                     entry["manifest"] = self.kube.pod_manifest(ns, pod.name)
@@ -392,19 +397,24 @@ class PodKill(KubeFault):
                 ready = [x for x in pods if x.ready and not x.terminating and x.uid not in killed]
                 return len(ready) >= w.replicas
 
-            ok = self.kube.wait_pods(ns, w.selector, back, self.params.recovery_timeout,
-                                     _EventStop(bg.stop, self.ctx))
+            ok = self.kube.wait_pods(ns, w.selector, back, self.params.recovery_timeout, _EventStop(bg.stop, self.ctx))
         except DrillkitError as exc:
             _journal(self.ctx, "note", fault=self.kind, text=f"could not watch {owner}: {exc}")
             return
         if ok:
             seconds = round(time.monotonic() - since, 3)
-            _journal(self.ctx, "replicas_restored", fault=self.kind, owner=str(owner),
-                     replicas=w.replicas, seconds=seconds)
+            _journal(
+                self.ctx, "replicas_restored", fault=self.kind, owner=str(owner), replicas=w.replicas, seconds=seconds
+            )
             self.ctx.log(f"pod-kill: {owner} had {w.replicas} Ready replicas again after {seconds:g}s")
         elif not bg.stop.is_set():
-            _journal(self.ctx, "replicas_not_restored", fault=self.kind, owner=str(owner),
-                     within=self.params.recovery_timeout)
+            _journal(
+                self.ctx,
+                "replicas_not_restored",
+                fault=self.kind,
+                owner=str(owner),
+                within=self.params.recovery_timeout,
+            )
 
     def _repeat(self, kill: Any, bg: _Background) -> None:
         p = self.params
@@ -414,8 +424,7 @@ class PodKill(KubeFault):
             try:
                 pods = self.resolve_pods(self.namespace, p.selector, p.field_selector, p.count, p.pick)
                 kill(pods)
-                _journal(self.ctx, "note", fault=self.kind,
-                         text=f"repeat: deleted {', '.join(x.name for x in pods)}")
+                _journal(self.ctx, "note", fault=self.kind, text=f"repeat: deleted {', '.join(x.name for x in pods)}")
             except DrillkitError as exc:
                 _journal(self.ctx, "note", fault=self.kind, text=f"repeat kill skipped: {exc}")
 
@@ -424,8 +433,10 @@ class PodKill(KubeFault):
         # Stop the repeat loop and the watchers for real first: a kill still in progress would
         # delete pods (and journal them) after this revert reports done.
         if not _Background.finish(data.get("background"), STOP_TIMEOUT):
-            raise DrillkitError(f"pod-kill revert: the background kill loop did not stop within "
-                                f"{STOP_TIMEOUT:g}s; run `drillkit cleanup` once this process ends")
+            raise DrillkitError(
+                f"pod-kill revert: the background kill loop did not stop within "
+                f"{STOP_TIMEOUT:g}s; run `drillkit cleanup` once this process ends"
+            )
         kube, ns = ctx.kube, data["namespace"]
         recreated, owners = [], set()
         for entry in data.get("killed", []):
@@ -436,13 +447,13 @@ class PodKill(KubeFault):
                 continue
             pod = kube.get_pod(ns, entry["name"])
             if pod is not None and pod.terminating:  # still in its grace period: wait it out
-                timeout = min(float(pod.deletion_grace if pod.deletion_grace is not None else 30) + 30,
-                              330.0)
+                timeout = min(float(pod.deletion_grace if pod.deletion_grace is not None else 30) + 30, 330.0)
                 if not kube.wait_pod_gone(ns, pod.name, pod.uid, timeout, _RevertStop(ctx.stop)):
                     raise DrillkitError(
                         f"pod-kill revert: pod {ns}/{pod.name} (uid {pod.uid}) still terminating "
                         f"after {timeout:g}s; it is re-created from the journal once it is gone "
-                        "(run `drillkit cleanup`)")
+                        "(run `drillkit cleanup`)"
+                    )
                 pod = kube.get_pod(ns, entry["name"])
             if pod is None:
                 with contextlib.suppress(Conflict):
@@ -453,8 +464,8 @@ class PodKill(KubeFault):
             kind, _, name = owner.partition("/")
             if kind in ("deployment", "statefulset"):
                 ready[owner] = kube.wait_workload_ready(
-                    workload_kind(kind), ns, name, min(float(data.get("recovery_timeout", 60)), 60.0),
-                    ctx.stop)
+                    workload_kind(kind), ns, name, min(float(data.get("recovery_timeout", 60)), 60.0), ctx.stop
+                )
         return {"recreated": recreated, "owners_ready": ready}
 
 
@@ -496,8 +507,11 @@ class ScaleToZero(KubeFault):
         w = self.resolve_workload(self.params.ref)
         if w.replicas == 0:
             raise PreflightError(f"{self.kind}: {w.ref} already has 0 replicas")
-        self.check_blast(f"replicas of {w.kind} {w.namespace}/{w.name} (scale-to-zero takes "
-                         "them all: set max_targets: 100%)", w.replicas, w.replicas)
+        self.check_blast(
+            f"replicas of {w.kind} {w.namespace}/{w.name} (scale-to-zero takes them all: set max_targets: 100%)",
+            w.replicas,
+            w.replicas,
+        )
         self.workload = w
         self.pods = [p for p in self.kube.list_pods(w.namespace, w.selector) if not p.terminating]
 
@@ -505,11 +519,13 @@ class ScaleToZero(KubeFault):
         w = getattr(self, "workload", None)
         if w is None:
             return []
-        return [f"record the replica count in Secret {record_name(self.ctx.run_id, w.kind, w.name, self.kind)}"
-                f" and label {w.ref} {MODIFIED_BY}={self.ctx.run_id}",
-                f"scale {w.ref} from {w.replicas} to 0 replicas, deleting:",
-                *self.pod_lines(self.pods),
-                f"revert: scale back to {w.replicas}, delete the record and the label"]
+        return [
+            f"record the replica count in Secret {record_name(self.ctx.run_id, w.kind, w.name, self.kind)}"
+            f" and label {w.ref} {MODIFIED_BY}={self.ctx.run_id}",
+            f"scale {w.ref} from {w.replicas} to 0 replicas, deleting:",
+            *self.pod_lines(self.pods),
+            f"revert: scale back to {w.replicas}, delete the record and the label",
+        ]
 
     def inject(self, undo: Undo) -> None:
         w = self.kube.get_workload(self.workload.kind, self.workload.namespace, self.workload.name)
@@ -523,9 +539,13 @@ class ScaleToZero(KubeFault):
         self.kube.scale(w.kind, w.namespace, w.name, 0)
         self.ctx.harm_started()
         if self.params.wait > 0:
-            gone = self.kube.wait_pods(w.namespace, w.selector,
-                                       lambda pods: not [p for p in pods if not p.terminating],
-                                       self.params.wait, self.ctx.stop)
+            gone = self.kube.wait_pods(
+                w.namespace,
+                w.selector,
+                lambda pods: not [p for p in pods if not p.terminating],
+                self.params.wait,
+                self.ctx.stop,
+            )
             if not gone:
                 self.ctx.log(f"scale-to-zero: pods of {w.ref} still running after {self.params.wait:g}s")
 
@@ -590,8 +610,7 @@ class BadRollout(KubeFault):
         names = [c.name for c in w.containers]
         name = self.params.container or (names[0] if names else None)
         if name not in names:
-            raise PreflightError(f"{self.kind}: {w.ref} has no container {name!r} "
-                                 f"(containers: {', '.join(names)})")
+            raise PreflightError(f"{self.kind}: {w.ref} has no container {name!r} (containers: {', '.join(names)})")
         self.workload, self.container = w, name
         image = next(c.image for c in w.containers if c.name == name)
         self.image_before = image
@@ -602,11 +621,13 @@ class BadRollout(KubeFault):
         w = getattr(self, "workload", None)
         if w is None:
             return []
-        return [f"record the pod template in Secret {record_name(self.ctx.run_id, w.kind, w.name, self.kind)}",
-                f"set image of container {self.container} in {w.ref}: {self.image_before} -> "
-                f"{self.image_after}, label it {MODIFIED_BY}={self.ctx.run_id}; pods to be replaced:",
-                *self.pod_lines(self.pods),
-                "revert: restore the previous pod template exactly, delete the record and the label"]
+        return [
+            f"record the pod template in Secret {record_name(self.ctx.run_id, w.kind, w.name, self.kind)}",
+            f"set image of container {self.container} in {w.ref}: {self.image_before} -> "
+            f"{self.image_after}, label it {MODIFIED_BY}={self.ctx.run_id}; pods to be replaced:",
+            *self.pod_lines(self.pods),
+            "revert: restore the previous pod template exactly, delete the record and the label",
+        ]
 
     def inject(self, undo: Undo) -> None:
         w = self.kube.get_workload(self.workload.kind, self.workload.namespace, self.workload.name)
@@ -614,18 +635,32 @@ class BadRollout(KubeFault):
             raise PreflightError(f"{self.kind}: {self.workload.ref} disappeared")
         self.claimable(w)
         _private_journal(self.ctx)  # the saved template may carry inline env values
-        undo.register(self.kind, namespace=w.namespace, kind=w.kind, name=w.name,
-                      template=w.template, container=self.container, image=self.image_before)
+        undo.register(
+            self.kind,
+            namespace=w.namespace,
+            kind=w.kind,
+            name=w.name,
+            template=w.template,
+            container=self.container,
+            image=self.image_before,
+        )
         self.record(w, {"template": w.template})  # a Secret: the template may hold inline credentials
-        self.kube.patch_workload(w.kind, w.namespace, w.name, {  # one patch: the harm and its label
-            "metadata": {"labels": {MODIFIED_BY: self.ctx.run_id}},
-            "spec": {"template": {"spec": {"containers": [{"name": self.container, "image": self.image_after}]}}}})
+        self.kube.patch_workload(
+            w.kind,
+            w.namespace,
+            w.name,
+            {  # one patch: the harm and its label
+                "metadata": {"labels": {MODIFIED_BY: self.ctx.run_id}},
+                "spec": {"template": {"spec": {"containers": [{"name": self.container, "image": self.image_after}]}}},
+            },
+        )
         self.ctx.harm_started()
         if self.params.wait > 0:
 
             def stuck(pods: list[Pod]) -> Pod | None:
-                return next((p for p in pods for c in p.containers
-                             if c.image == self.image_after and not c.running), None)
+                return next(
+                    (p for p in pods for c in p.containers if c.image == self.image_after and not c.running), None
+                )
 
             pod = self.kube.wait_pods(w.namespace, w.selector, stuck, self.params.wait, self.ctx.stop)
             if pod:
@@ -657,12 +692,12 @@ class BadRollout(KubeFault):
         if not kube.wait_workload_ready(kind, ns, name, timeout, _RevertStop(stop), images):
             raise DrillkitError(
                 f"bad-rollout revert: template of StatefulSet {ns}/{name} restored, but it was "
-                f"not Ready within {timeout:g}s (stuck pods deleted: {', '.join(deleted) or 'none'})")
+                f"not Ready within {timeout:g}s (stuck pods deleted: {', '.join(deleted) or 'none'})"
+            )
         return {"restored": True, "ready": True, "stuck_pods_deleted": deleted}
 
     @staticmethod
-    def _delete_stuck(kube: Kube, ns: str, name: str, selector: str,
-                      images: dict[str, str]) -> list[str]:
+    def _delete_stuck(kube: Kube, ns: str, name: str, selector: str, images: dict[str, str]) -> list[str]:
         """Delete the StatefulSet's not-Ready pods running other images than the template's."""
         deleted = []
         for pod in kube.list_pods(ns, selector):
@@ -685,8 +720,8 @@ class AuthSecretParams:
     secret: str = doc("Secret holding the credential, e.g. chatbot-jwt")
     key: str = doc("key in the Secret to corrupt, e.g. jwt-secret")
     restart: tuple[str, ...] = doc(
-        "workloads to restart (deployment/NAME); default: every Deployment/StatefulSet using it",
-        default=())
+        "workloads to restart (deployment/NAME); default: every Deployment/StatefulSet using it", default=()
+    )
     namespace: str | None = doc("namespace (default: the scenario's target namespace)", default=None)
 
     def __post_init__(self) -> None:
@@ -696,8 +731,11 @@ class AuthSecretParams:
 
 def _template_images(template: dict[str, Any]) -> dict[str, str]:
     """Container name -> image of a pod template."""
-    return {str(c.get("name")): str(c.get("image"))
-            for c in (template.get("spec") or {}).get("containers") or [] if c.get("name")}
+    return {
+        str(c.get("name")): str(c.get("image"))
+        for c in (template.get("spec") or {}).get("containers") or []
+        if c.get("name")
+    }
 
 
 def backup_name(secret: str, run_id: str) -> str:
@@ -716,8 +754,9 @@ def restore_from_backup(kube: Kube, ns: str, backup: str, now: str) -> dict[str,
     data = kube.secret_data(ns, backup) or {}
     secret, key = ann.get(BACKUP_OF), ann.get(BACKUP_KEY)
     if not secret or not key or key not in data:
-        raise DrillkitError(f"backup Secret {ns}/{backup} lacks its {BACKUP_OF}/{BACKUP_KEY} "
-                            "annotations or data; restore by hand")
+        raise DrillkitError(
+            f"backup Secret {ns}/{backup} lacks its {BACKUP_OF}/{BACKUP_KEY} annotations or data; restore by hand"
+        )
     kube.set_secret_key(ns, secret, key, data[key])
     restarted = []
     for w in filter(None, (ann.get(RESTART) or "").split(",")):
@@ -755,8 +794,7 @@ def drop_record(kube: Kube, ns: str, kind: str, name: str, fault: str, run_id: s
 def release_workload(kube: Kube, ns: str, kind: str, name: str, run_id: str) -> bool:
     """Remove the run's `drillkit.io/modified-by` label unless one of its records remains;
     whether the workload is free of it now."""
-    if any(kube.secret_annotations(ns, record_name(run_id, kind, name, f)) is not None
-           for f in RECORDING_FAULTS):
+    if any(kube.secret_annotations(ns, record_name(run_id, kind, name, f)) is not None for f in RECORDING_FAULTS):
         return False
     w = kube.get_workload(kind, ns, name)
     if w is not None and w.labels.get(MODIFIED_BY) == run_id:
@@ -774,11 +812,15 @@ def restore_recorded(kube: Kube, ns: str, record: str, run_id: str, stop: StopFl
     try:
         data = json.loads(base64.b64decode((kube.secret_data(ns, record) or {})[REVERT_KEY]))
         restorers: dict[str, Callable[..., dict[str, Any]]] = {
-            "scale-to-zero": ScaleToZero.restore, "bad-rollout": BadRollout.restore}
+            "scale-to-zero": ScaleToZero.restore,
+            "bad-rollout": BadRollout.restore,
+        }
         return {"workload": ann.get(REVERT_OF), **restorers[fault](kube, data, stop, run_id)}
     except (KeyError, ValueError, TypeError) as exc:
-        raise DrillkitError(f"revert record Secret {ns}/{record} ({fault or 'no fault'}) is unreadable "
-                            f"({type(exc).__name__}: {exc}); restore {ann.get(REVERT_OF)} by hand") from None
+        raise DrillkitError(
+            f"revert record Secret {ns}/{record} ({fault or 'no fault'}) is unreadable "
+            f"({type(exc).__name__}: {exc}); restore {ann.get(REVERT_OF)} by hand"
+        ) from None
 
 
 class AuthSecretCorruption(KubeFault):
@@ -797,8 +839,7 @@ class AuthSecretCorruption(KubeFault):
             raise PreflightError(f"{self.kind}: Secret {ns}/{p.secret} not found")
         self.secret_ref, keys = secret
         if p.key not in keys:
-            raise PreflightError(f"{self.kind}: Secret {ns}/{p.secret} has no key {p.key!r} "
-                                 f"(keys: {', '.join(keys)})")
+            raise PreflightError(f"{self.kind}: Secret {ns}/{p.secret} has no key {p.key!r} (keys: {', '.join(keys)})")
         if p.restart:
             users = []
             for ref in map(_parse_workload, p.restart):
@@ -807,17 +848,23 @@ class AuthSecretCorruption(KubeFault):
                     raise PreflightError(f"{self.kind}: {ref[0]} {ns}/{ref[1]} not found")
                 users.append(w)
         else:
-            users = [w for kind in ("Deployment", "StatefulSet")
-                     for w in self.kube.list_workloads(kind, ns) if w.mounts_secret(p.secret)]
+            users = [
+                w
+                for kind in ("Deployment", "StatefulSet")
+                for w in self.kube.list_workloads(kind, ns)
+                if w.mounts_secret(p.secret)
+            ]
         self.users = users
         self.backup = backup_name(p.secret, self.ctx.run_id)
 
     def plan(self) -> list[str]:
         p, ns = self.params, self.namespace
         users = getattr(self, "users", [])
-        lines = [f"copy key {p.key} of {getattr(self, 'secret_ref', p.secret)} into backup Secret "
-                 f"{ns}/{getattr(self, 'backup', '?')} (labelled {RUN_LABEL}={self.ctx.run_id})",
-                 f"replace key {p.key} of Secret {ns}/{p.secret} with a random value"]
+        lines = [
+            f"copy key {p.key} of {getattr(self, 'secret_ref', p.secret)} into backup Secret "
+            f"{ns}/{getattr(self, 'backup', '?')} (labelled {RUN_LABEL}={self.ctx.run_id})",
+            f"replace key {p.key} of Secret {ns}/{p.secret} with a random value",
+        ]
         lines += [f"restart {w.ref}" for w in users] or ["restart: no workload uses this Secret"]
         lines.append("revert: restore the key from the backup, restart again, delete the backup")
         return lines
@@ -825,16 +872,18 @@ class AuthSecretCorruption(KubeFault):
     def inject(self, undo: Undo) -> None:
         p, ns, kube = self.params, self.namespace, self.kube
         restart = ",".join(f"{w.kind.lower()}/{w.name}" for w in self.users)
-        undo.register(self.kind, namespace=ns, secret=p.secret, key=p.key, backup=self.backup,
-                      restart=restart)
+        undo.register(self.kind, namespace=ns, secret=p.secret, key=p.key, backup=self.backup, restart=restart)
         original = (kube.secret_data(ns, p.secret) or {}).get(p.key)
         if original is None:
             raise PreflightError(f"{self.kind}: key {p.key} vanished from Secret {ns}/{p.secret}")
         try:
-            kube.create_secret(ns, self.backup, {p.key: original},
-                               labels={RUN_LABEL: self.ctx.run_id,
-                                       "app.kubernetes.io/managed-by": "drillkit"},
-                               annotations={BACKUP_OF: p.secret, BACKUP_KEY: p.key, RESTART: restart})
+            kube.create_secret(
+                ns,
+                self.backup,
+                {p.key: original},
+                labels={RUN_LABEL: self.ctx.run_id, "app.kubernetes.io/managed-by": "drillkit"},
+                annotations={BACKUP_OF: p.secret, BACKUP_KEY: p.key, RESTART: restart},
+            )
         except Conflict:  # a retried create that had succeeded: only fine if it is ours
             if (kube.secret_data(ns, self.backup) or {}).get(p.key) != original:
                 raise
@@ -844,8 +893,7 @@ class AuthSecretCorruption(KubeFault):
         for w in self.users:
             kube.restart_workload(w.kind, ns, w.name, now)
         self.ctx.harm_started()  # the restart that picks up the bad secret has begun
-        self.ctx.log(f"auth-secret-corruption: {ns}/{p.secret}[{p.key}] replaced; "
-                     f"restarted {restart or 'nothing'}")
+        self.ctx.log(f"auth-secret-corruption: {ns}/{p.secret}[{p.key}] replaced; restarted {restart or 'nothing'}")
 
     @classmethod
     def revert(cls, ctx: FaultContext, data: dict[str, Any]) -> dict[str, Any]:
@@ -867,8 +915,8 @@ class DbConnectionParams:
     database: str | None = doc("database name (default: the client's default)", default=None)
     image: str | None = doc("client image (default: postgres:16 or mysql:8)", default=None)
     deadline: Duration | None = doc(
-        "dead-man's switch: activeDeadlineSeconds of the Job (default: recovery.within + 2m)",
-        default=None)
+        "dead-man's switch: activeDeadlineSeconds of the Job (default: recovery.within + 2m)", default=None
+    )
     wait: Duration = doc("how long to wait for the Job's pod to run (0: don't wait)", default=120.0)
     namespace: str | None = doc("namespace (default: the scenario's target namespace)", default=None)
 
@@ -879,15 +927,19 @@ class DbConnectionParams:
             raise ValueError("port: expected 1..65535")
 
 
-_PG_SCRIPT = ('n=0; while [ "$n" -lt "$DRILLKIT_CONNECTIONS" ]; do '
-              '(sleep "$DRILLKIT_HOLD" | psql -q -v ON_ERROR_STOP=1 >/dev/null '
-              '|| echo "drillkit: connection $n failed") & n=$((n+1)); done; '
-              'echo "drillkit: $DRILLKIT_CONNECTIONS connections requested"; wait')
-_MYSQL_SCRIPT = ('n=0; while [ "$n" -lt "$DRILLKIT_CONNECTIONS" ]; do '
-                 '(sleep "$DRILLKIT_HOLD" | mysql -h "$DRILLKIT_HOST" -P "$DRILLKIT_PORT" '
-                 '-u "$DRILLKIT_USER" ${DRILLKIT_DATABASE:+"$DRILLKIT_DATABASE"} >/dev/null '
-                 '|| echo "drillkit: connection $n failed") & n=$((n+1)); done; '
-                 'echo "drillkit: $DRILLKIT_CONNECTIONS connections requested"; wait')
+_PG_SCRIPT = (
+    'n=0; while [ "$n" -lt "$DRILLKIT_CONNECTIONS" ]; do '
+    '(sleep "$DRILLKIT_HOLD" | psql -q -v ON_ERROR_STOP=1 >/dev/null '
+    '|| echo "drillkit: connection $n failed") & n=$((n+1)); done; '
+    'echo "drillkit: $DRILLKIT_CONNECTIONS connections requested"; wait'
+)
+_MYSQL_SCRIPT = (
+    'n=0; while [ "$n" -lt "$DRILLKIT_CONNECTIONS" ]; do '
+    '(sleep "$DRILLKIT_HOLD" | mysql -h "$DRILLKIT_HOST" -P "$DRILLKIT_PORT" '
+    '-u "$DRILLKIT_USER" ${DRILLKIT_DATABASE:+"$DRILLKIT_DATABASE"} >/dev/null '
+    '|| echo "drillkit: connection $n failed") & n=$((n+1)); done; '
+    'echo "drillkit: $DRILLKIT_CONNECTIONS connections requested"; wait'
+)
 
 
 class DbConnectionExhaustion(KubeFault):
@@ -914,61 +966,89 @@ class DbConnectionExhaustion(KubeFault):
         self.secret_ref, keys = secret
         missing = [k for k in (p.user_key, p.password_key) if k not in keys]
         if missing:
-            raise PreflightError(f"{self.kind}: Secret {ns}/{p.secret} has no key "
-                                 f"{', '.join(missing)} (keys: {', '.join(keys)})")
-        self.deadline = int(p.deadline if p.deadline is not None
-                            else self.ctx.scenario.recovery.within + 120)
+            raise PreflightError(
+                f"{self.kind}: Secret {ns}/{p.secret} has no key {', '.join(missing)} (keys: {', '.join(keys)})"
+            )
+        self.deadline = int(p.deadline if p.deadline is not None else self.ctx.scenario.recovery.within + 120)
         self.job = f"drillkit-dbconn-{self.ctx.run_id}-{secrets.token_hex(2)}"
         self.image = p.image or ("postgres:16" if p.engine is DbEngine.POSTGRESQL else "mysql:8")
 
     def plan(self) -> list[str]:
         p, ns = self.params, self.namespace
-        return [f"create Job {ns}/{getattr(self, 'job', '?')} (image {getattr(self, 'image', '?')}, "
-                f"labelled {RUN_LABEL}={self.ctx.run_id}) holding {p.connections} idle {p.engine} "
-                f"connections to {getattr(self, 'service_ref', p.service)} port "
-                f"{getattr(self, 'port', '?')}",
-                f"credentials by reference: {getattr(self, 'secret_ref', p.secret)} keys "
-                f"{p.user_key}/{p.password_key} (secretKeyRef; drillkit never reads the values)",
-                f"dead-man's switch: activeDeadlineSeconds {getattr(self, 'deadline', '?')}",
-                "revert: delete the Job and its pods (propagation Background)"]
+        return [
+            f"create Job {ns}/{getattr(self, 'job', '?')} (image {getattr(self, 'image', '?')}, "
+            f"labelled {RUN_LABEL}={self.ctx.run_id}) holding {p.connections} idle {p.engine} "
+            f"connections to {getattr(self, 'service_ref', p.service)} port "
+            f"{getattr(self, 'port', '?')}",
+            f"credentials by reference: {getattr(self, 'secret_ref', p.secret)} keys "
+            f"{p.user_key}/{p.password_key} (secretKeyRef; drillkit never reads the values)",
+            f"dead-man's switch: activeDeadlineSeconds {getattr(self, 'deadline', '?')}",
+            "revert: delete the Job and its pods (propagation Background)",
+        ]
 
     def manifest(self) -> dict[str, Any]:
         p, ns, run = self.params, self.namespace, self.ctx.run_id
-        labels = {RUN_LABEL: run, "app.kubernetes.io/managed-by": "drillkit",
-                  "app.kubernetes.io/name": "drillkit-db-connections"}
+        labels = {
+            RUN_LABEL: run,
+            "app.kubernetes.io/managed-by": "drillkit",
+            "app.kubernetes.io/name": "drillkit-db-connections",
+        }
 
         def ref(name: str, key: str) -> dict[str, Any]:
             return {"name": name, "valueFrom": {"secretKeyRef": {"name": p.secret, "key": key}}}
 
-        common = [{"name": "DRILLKIT_CONNECTIONS", "value": str(p.connections)},
-                  {"name": "DRILLKIT_HOLD", "value": str(self.deadline)}]
+        common = [
+            {"name": "DRILLKIT_CONNECTIONS", "value": str(p.connections)},
+            {"name": "DRILLKIT_HOLD", "value": str(self.deadline)},
+        ]
         if p.engine is DbEngine.POSTGRESQL:
-            env = [*common, {"name": "PGHOST", "value": p.service},
-                   {"name": "PGPORT", "value": str(self.port)},
-                   {"name": "PGCONNECT_TIMEOUT", "value": "10"},
-                   {"name": "PGAPPNAME", "value": "drillkit-connection-exhaustion"},
-                   ref("PGUSER", p.user_key), ref("PGPASSWORD", p.password_key)]
+            env = [
+                *common,
+                {"name": "PGHOST", "value": p.service},
+                {"name": "PGPORT", "value": str(self.port)},
+                {"name": "PGCONNECT_TIMEOUT", "value": "10"},
+                {"name": "PGAPPNAME", "value": "drillkit-connection-exhaustion"},
+                ref("PGUSER", p.user_key),
+                ref("PGPASSWORD", p.password_key),
+            ]
             if p.database:
                 env.append({"name": "PGDATABASE", "value": p.database})
             script = _PG_SCRIPT
         else:
-            env = [*common, {"name": "DRILLKIT_HOST", "value": p.service},
-                   {"name": "DRILLKIT_PORT", "value": str(self.port)},
-                   ref("DRILLKIT_USER", p.user_key), ref("MYSQL_PWD", p.password_key)]
+            env = [
+                *common,
+                {"name": "DRILLKIT_HOST", "value": p.service},
+                {"name": "DRILLKIT_PORT", "value": str(self.port)},
+                ref("DRILLKIT_USER", p.user_key),
+                ref("MYSQL_PWD", p.password_key),
+            ]
             if p.database:
                 env.append({"name": "DRILLKIT_DATABASE", "value": p.database})
             script = _MYSQL_SCRIPT
         return {
-            "apiVersion": "batch/v1", "kind": "Job",
+            "apiVersion": "batch/v1",
+            "kind": "Job",
             "metadata": {"name": self.job, "namespace": ns, "labels": labels},
             "spec": {
-                "backoffLimit": 0, "activeDeadlineSeconds": self.deadline,
+                "backoffLimit": 0,
+                "activeDeadlineSeconds": self.deadline,
                 "ttlSecondsAfterFinished": 300,
-                "template": {"metadata": {"labels": labels}, "spec": {
-                    "restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
-                    "containers": [{"name": "connections", "image": self.image,
-                                    "command": ["sh", "-c", script], "env": env,
-                                    "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}}]}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "terminationGracePeriodSeconds": 0,
+                        "containers": [
+                            {
+                                "name": "connections",
+                                "image": self.image,
+                                "command": ["sh", "-c", script],
+                                "env": env,
+                                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+                            }
+                        ],
+                    },
+                },
             },
         }
 
@@ -979,14 +1059,23 @@ class DbConnectionExhaustion(KubeFault):
             self.kube.create_job(ns, self.manifest())
         if self.params.wait > 0:
             running = self.kube.wait_pods(
-                ns, f"job-name={self.job}",
+                ns,
+                f"job-name={self.job}",
                 lambda pods: next((p for p in pods if p.containers and p.containers[0].running), None),
-                self.params.wait, self.ctx.stop)
+                self.params.wait,
+                self.ctx.stop,
+            )
             if running is None:
-                raise DrillkitError(f"{self.kind}: the pod of Job {ns}/{self.job} did not start "
-                                    f"within {self.params.wait:g}s (image {self.image} pulled?)")
-            _journal(self.ctx, "note", fault=self.kind,
-                     text=f"Job {ns}/{self.job} pod {running.name} running on {running.node}")
+                raise DrillkitError(
+                    f"{self.kind}: the pod of Job {ns}/{self.job} did not start "
+                    f"within {self.params.wait:g}s (image {self.image} pulled?)"
+                )
+            _journal(
+                self.ctx,
+                "note",
+                fault=self.kind,
+                text=f"Job {ns}/{self.job} pod {running.name} running on {running.node}",
+            )
         self.ctx.harm_started()  # the client pod holds the connections from here
 
     @classmethod
@@ -1005,10 +1094,8 @@ class DbConnectionExhaustion(KubeFault):
 @dataclass(frozen=True)
 class NodeDrainParams:
     node: str | None = doc("node to drain", default=None)
-    pod_selector: str | None = doc("drain the node running a pod matching this label selector",
-                                   default=None)
-    evict_timeout: Duration = doc("how long evictions blocked by PodDisruptionBudgets are retried",
-                                  default=120.0)
+    pod_selector: str | None = doc("drain the node running a pod matching this label selector", default=None)
+    evict_timeout: Duration = doc("how long evictions blocked by PodDisruptionBudgets are retried", default=120.0)
     namespace: str | None = doc("namespace of pod_selector (default: the scenario's)", default=None)
 
     def __post_init__(self) -> None:
@@ -1030,8 +1117,9 @@ class NodeDrain(KubeFault):
         if p.pod_selector:
             ns = self.namespace
             self.guard_namespace(ns)
-            pods = sorted((x for x in kube.list_pods(ns, p.pod_selector) if x.node and not x.terminating),
-                          key=lambda x: x.name)
+            pods = sorted(
+                (x for x in kube.list_pods(ns, p.pod_selector) if x.node and not x.terminating), key=lambda x: x.name
+            )
             if not pods:
                 raise PreflightError(f"{self.kind}: no scheduled pod in {ns} matches {p.pod_selector!r}")
             name = pods[0].node
@@ -1041,20 +1129,29 @@ class NodeDrain(KubeFault):
         if node is None:
             raise PreflightError(f"{self.kind}: node {name!r} not found")
         if node.unschedulable:
-            raise PreflightError(f"{self.kind}: node {name} is already cordoned; uncordon it first "
-                                 "(drillkit only uncordons what it cordoned)")
+            raise PreflightError(
+                f"{self.kind}: node {name} is already cordoned; uncordon it first "
+                "(drillkit only uncordons what it cordoned)"
+            )
         self.check_blast("nodes", 1, len(nodes))
         self.node = node
         self.evict: list[Pod] = []
         self.skipped: list[tuple[Pod, str]] = []
         allowed = self.ctx.scenario.guardrails.allow_namespaces
         for pod in kube.list_pods(None, field_selector=f"spec.nodeName={name}"):
-            why = ("mirror pod" if pod.mirror else
-                   "DaemonSet" if pod.controller and pod.controller.kind == "DaemonSet" else
-                   "finished" if pod.phase in ("Succeeded", "Failed") else
-                   "terminating" if pod.terminating else
-                   "protected namespace" if pod.namespace in PROTECTED_NAMESPACES
-                   and pod.namespace not in allowed else "")
+            why = (
+                "mirror pod"
+                if pod.mirror
+                else "DaemonSet"
+                if pod.controller and pod.controller.kind == "DaemonSet"
+                else "finished"
+                if pod.phase in ("Succeeded", "Failed")
+                else "terminating"
+                if pod.terminating
+                else "protected namespace"
+                if pod.namespace in PROTECTED_NAMESPACES and pod.namespace not in allowed
+                else ""
+            )
             if why:
                 self.skipped.append((pod, why))
             else:
@@ -1064,11 +1161,12 @@ class NodeDrain(KubeFault):
         node = getattr(self, "node", None)
         if node is None:
             return []
-        return [f"cordon {node.ref}",
-                *(f"evict {p.ref} (policy/v1 Eviction, PodDisruptionBudgets respected)"
-                  for p in self.evict),
-                *(f"skip {p.ref}: {why}" for p, why in self.skipped),
-                f"revert: uncordon {node.name} (evicted pods stay where they were rescheduled)"]
+        return [
+            f"cordon {node.ref}",
+            *(f"evict {p.ref} (policy/v1 Eviction, PodDisruptionBudgets respected)" for p in self.evict),
+            *(f"skip {p.ref}: {why}" for p, why in self.skipped),
+            f"revert: uncordon {node.name} (evicted pods stay where they were rescheduled)",
+        ]
 
     def inject(self, undo: Undo) -> None:
         node, kube = self.node, self.kube
@@ -1079,18 +1177,25 @@ class NodeDrain(KubeFault):
         for p in self.evict:  # a stop (SIGINT/SIGTERM) ends the evictions at once
             if self.ctx.stop.is_set():
                 break
-            results[f"{p.namespace}/{p.name}"] = kube.evict(p.namespace, p.name, deadline,
-                                                            self.ctx.stop)
+            results[f"{p.namespace}/{p.name}"] = kube.evict(p.namespace, p.name, deadline, self.ctx.stop)
             if results[f"{p.namespace}/{p.name}"] == "evicted":
                 self.ctx.harm_started()
         blocked = {k: v for k, v in results.items() if v not in ("evicted", "gone")}
         extra = {"stopped": True} if self.ctx.stop.is_set() else {}
-        _journal(self.ctx, "drain_result", fault=self.kind, node=node.name,
-                 evicted=sorted(k for k, v in results.items() if v == "evicted"), blocked=blocked,
-                 **extra)
+        _journal(
+            self.ctx,
+            "drain_result",
+            fault=self.kind,
+            node=node.name,
+            evicted=sorted(k for k, v in results.items() if v == "evicted"),
+            blocked=blocked,
+            **extra,
+        )
         if blocked:
-            self.ctx.log(f"node-drain: {len(blocked)} pod(s) could not be evicted within "
-                         f"{self.params.evict_timeout:g}s: {'; '.join(f'{k}: {v}' for k, v in blocked.items())}")
+            self.ctx.log(
+                f"node-drain: {len(blocked)} pod(s) could not be evicted within "
+                f"{self.params.evict_timeout:g}s: {'; '.join(f'{k}: {v}' for k, v in blocked.items())}"
+            )
 
     @classmethod
     def revert(cls, ctx: FaultContext, data: dict[str, Any]) -> dict[str, Any]:
@@ -1100,18 +1205,28 @@ class NodeDrain(KubeFault):
 # --- pressure: stress pods and in-container execs --------------------------------------------------
 
 
-def stress_pod(name: str, ns: str, run_id: str, node: str, image: str, args: list[str],
-               requests: dict[str, str], deadline: int) -> dict[str, Any]:
+def stress_pod(
+    name: str, ns: str, run_id: str, node: str, image: str, args: list[str], requests: dict[str, str], deadline: int
+) -> dict[str, Any]:
     """A stress-ng pod pinned to `node` (nodeName: no scheduler), ending itself at `deadline`."""
-    labels = {RUN_LABEL: run_id, "app.kubernetes.io/managed-by": "drillkit",
-              "app.kubernetes.io/name": "drillkit-stress"}
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": ns, "labels": labels},
-            "spec": {"nodeName": node, "restartPolicy": "Never", "activeDeadlineSeconds": deadline,
-                     "terminationGracePeriodSeconds": 0,
-                     "tolerations": [{"operator": "Exists"}],
-                     "containers": [{"name": "stress", "image": image, "args": args,
-                                     "resources": {"requests": requests}}]}}
+    labels = {
+        RUN_LABEL: run_id,
+        "app.kubernetes.io/managed-by": "drillkit",
+        "app.kubernetes.io/name": "drillkit-stress",
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": "Never",
+            "activeDeadlineSeconds": deadline,
+            "terminationGracePeriodSeconds": 0,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{"name": "stress", "image": image, "args": args, "resources": {"requests": requests}}],
+        },
+    }
 
 
 class _PressureFault(KubeFault):
@@ -1121,8 +1236,9 @@ class _PressureFault(KubeFault):
 
     def preflight(self) -> None:
         p = self.params
-        self.targets = self.resolve_pods(self.namespace, p.selector, p.field_selector,
-                                         p.count if p.mode is Mode.CONTAINER else Count(1), p.pick)
+        self.targets = self.resolve_pods(
+            self.namespace, p.selector, p.field_selector, p.count if p.mode is Mode.CONTAINER else Count(1), p.pick
+        )
         if p.mode is Mode.NODE:
             node = self.targets[0].node
             if not node:
@@ -1137,13 +1253,17 @@ class _PressureFault(KubeFault):
             try:
                 res = self.kube.exec(pod.namespace, pod.name, name, ["sh", "-c", "true"], timeout=20)
             except (ExecFailed, NotFound) as exc:
-                raise PreflightError(f"{self.kind}: cannot run `sh -c true` in container {name} of "
-                                     f"{pod.ref}: {exc}. mode: container needs a POSIX shell in "
-                                     "the image; use mode: node for distroless images") from None
+                raise PreflightError(
+                    f"{self.kind}: cannot run `sh -c true` in container {name} of "
+                    f"{pod.ref}: {exc}. mode: container needs a POSIX shell in "
+                    "the image; use mode: node for distroless images"
+                ) from None
             if res.code != 0:
-                raise PreflightError(f"{self.kind}: `sh -c true` exited {res.code} in container "
-                                     f"{name} of {pod.ref}: {res.stderr.strip()}; mode: container "
-                                     "needs a POSIX shell")
+                raise PreflightError(
+                    f"{self.kind}: `sh -c true` exited {res.code} in container "
+                    f"{name} of {pod.ref}: {res.stderr.strip()}; mode: container "
+                    "needs a POSIX shell"
+                )
             self.containers[pod.uid] = name
 
     def check_container(self, pod: Pod, container: str) -> None:
@@ -1155,10 +1275,12 @@ class _PressureFault(KubeFault):
             raise Aborted(getattr(self.ctx.stop, "reason", "") or "stop requested", by_signal=True)
 
     def node_plan(self) -> list[str]:
-        return [f"create Pod {self.namespace}/{self.stress} (image {self.params.image}, labelled "
-                f"{RUN_LABEL}={self.ctx.run_id}) pinned to node {self.node} (where "
-                f"{self.targets[0].ref} runs): stress-ng {' '.join(self.stress_args())}",
-                "revert: delete that pod"]
+        return [
+            f"create Pod {self.namespace}/{self.stress} (image {self.params.image}, labelled "
+            f"{RUN_LABEL}={self.ctx.run_id}) pinned to node {self.node} (where "
+            f"{self.targets[0].ref} runs): stress-ng {' '.join(self.stress_args())}",
+            "revert: delete that pod",
+        ]
 
     def stress_args(self) -> list[str]:
         raise NotImplementedError
@@ -1169,17 +1291,32 @@ class _PressureFault(KubeFault):
     def inject_node(self, undo: Undo) -> None:
         ns, p = self.namespace, self.params
         undo.register(self.kind, mode=Mode.NODE.value, namespace=ns, pod=self.stress)
-        manifest = stress_pod(self.stress, ns, self.ctx.run_id, self.node, p.image,
-                              self.stress_args(), self.stress_requests(), int(p.duration) + 30)
+        manifest = stress_pod(
+            self.stress,
+            ns,
+            self.ctx.run_id,
+            self.node,
+            p.image,
+            self.stress_args(),
+            self.stress_requests(),
+            int(p.duration) + 30,
+        )
         with contextlib.suppress(Conflict):
             self.kube.create_pod(ns, manifest)
-        started = self.kube.wait_pods(ns, f"{RUN_LABEL}={self.ctx.run_id}",
-                                      lambda pods: next((x for x in pods if x.name == self.stress
-                                                         and x.containers and x.containers[0].running),
-                                                        None), p.wait, self.ctx.stop)
+        started = self.kube.wait_pods(
+            ns,
+            f"{RUN_LABEL}={self.ctx.run_id}",
+            lambda pods: next(
+                (x for x in pods if x.name == self.stress and x.containers and x.containers[0].running), None
+            ),
+            p.wait,
+            self.ctx.stop,
+        )
         if started is None:
-            raise DrillkitError(f"{self.kind}: stress pod {ns}/{self.stress} not running within "
-                                f"{p.wait:g}s (image {p.image} pullable? node {self.node} full?)")
+            raise DrillkitError(
+                f"{self.kind}: stress pod {ns}/{self.stress} not running within "
+                f"{p.wait:g}s (image {p.image} pullable? node {self.node} full?)"
+            )
         self.ctx.harm_started()
 
     @classmethod
@@ -1194,8 +1331,7 @@ class _PressureFault(KubeFault):
             stopped = []
             for entry in data.get("pods", []):
                 try:
-                    kube.exec(ns, entry["name"], entry["container"],
-                              ["sh", "-c", _killer(cls.marker)], timeout=20)
+                    kube.exec(ns, entry["name"], entry["container"], ["sh", "-c", _killer(cls.marker)], timeout=20)
                     stopped.append(entry["name"])
                 except (NotFound, ExecFailed):  # pod gone or container restarted: nothing runs
                     pass
@@ -1205,16 +1341,21 @@ class _PressureFault(KubeFault):
         if not _Background.finish(token, timeout=10.0):  # an exec that began late: kill again
             kill_all()
             if not _Background.finish(token, STOP_TIMEOUT):
-                raise DrillkitError(f"{cls.kind} revert: the in-container load is still running "
-                                    f"after killing it twice; check the pods in {ns}")
+                raise DrillkitError(
+                    f"{cls.kind} revert: the in-container load is still running "
+                    f"after killing it twice; check the pods in {ns}"
+                )
         return {"stopped_in": stopped}
 
 
 @dataclass(frozen=True)
 class MemoryPressureParams:
     selector: str = doc("label selector of the target pods")
-    mode: Mode = doc("container: allocate inside the container until its own limit OOM-kills it; "
-                     "node: a stress-ng pod on the target's node", default=Mode.CONTAINER)
+    mode: Mode = doc(
+        "container: allocate inside the container until its own limit OOM-kills it; "
+        "node: a stress-ng pod on the target's node",
+        default=Mode.CONTAINER,
+    )
     container: str | None = doc("target container (default: the first)", default=None)
     field_selector: str | None = doc("field selector narrowing the pods", default=None)
     count: Count = doc("how many matching pods (container mode)", default=Count(1))
@@ -1222,8 +1363,7 @@ class MemoryPressureParams:
     timeout: Duration = doc("container mode: how long to wait for the OOM kill", default=120.0)
     memory: str = doc("node mode: memory stress-ng allocates (and requests)", default="1Gi")
     image: str = doc("node mode: stress-ng image", default=STRESS_IMAGE)
-    duration: Duration = doc("node mode: stress-ng --timeout (its own dead-man's switch)",
-                             default=600.0)
+    duration: Duration = doc("node mode: stress-ng --timeout (its own dead-man's switch)", default=600.0)
     wait: Duration = doc("node mode: how long to wait for the stress pod to run", default=120.0)
     namespace: str | None = doc("namespace (default: the scenario's target namespace)", default=None)
 
@@ -1248,7 +1388,8 @@ class MemoryPressure(_PressureFault):
             raise PreflightError(
                 f"{self.kind}: container {container} of {pod.ref} has no memory limit, so the "
                 "allocation would only stop at the node's memory; set resources.limits.memory "
-                "or use mode: node")
+                "or use mode: node"
+            )
 
     def stress_args(self) -> list[str]:
         p = self.params
@@ -1260,26 +1401,33 @@ class MemoryPressure(_PressureFault):
     def plan(self) -> list[str]:
         if self.params.mode is Mode.NODE:
             return self.node_plan() if hasattr(self, "node") else []
-        return [f"exec in container {self.containers[p.uid]} of {p.ref} (memory limit "
-                f"{p.container(self.containers[p.uid]).memory_limit}): allocate until OOM-killed"  # type: ignore[union-attr]
-                for p in getattr(self, "targets", [])] + [
-                "revert: nothing to undo (the kubelet restarts the container); stray allocators "
-                "are killed"]
+        return [
+            f"exec in container {self.containers[p.uid]} of {p.ref} (memory limit "
+            f"{p.container(self.containers[p.uid]).memory_limit}): allocate until OOM-killed"  # type: ignore[union-attr]
+            for p in getattr(self, "targets", [])
+        ] + ["revert: nothing to undo (the kubelet restarts the container); stray allocators are killed"]
 
     def inject(self, undo: Undo) -> None:
         if self.params.mode is Mode.NODE:
             return self.inject_node(undo)
         ns, p = self.namespace, self.params
-        entries = [{"name": t.name, "uid": t.uid, "container": self.containers[t.uid],
-                    "restarts": t.container(self.containers[t.uid]).restart_count}  # type: ignore[union-attr]
-                   for t in self.targets]
+        entries = [
+            {
+                "name": t.name,
+                "uid": t.uid,
+                "container": self.containers[t.uid],
+                "restarts": t.container(self.containers[t.uid]).restart_count,
+            }  # type: ignore[union-attr]
+            for t in self.targets
+        ]
         undo.register(self.kind, mode=Mode.CONTAINER.value, namespace=ns, pods=entries)
         errors: dict[str, str] = {}
 
         def allocate(entry: dict[str, Any]) -> None:
             try:
-                self.kube.exec(ns, entry["name"], entry["container"], ["sh", "-c", MEMORY_COMMAND],
-                               timeout=p.timeout, retry=False)
+                self.kube.exec(
+                    ns, entry["name"], entry["container"], ["sh", "-c", MEMORY_COMMAND], timeout=p.timeout, retry=False
+                )
             except KubeError as exc:  # the stream dies with the container: expected
                 errors[entry["name"]] = str(exc)
             except DrillkitError as exc:
@@ -1298,13 +1446,18 @@ class MemoryPressure(_PressureFault):
             evidence = self._oom_evidence(ns, entry, p.timeout)
             if evidence is None:
                 self._check_stop()
-                raise DrillkitError(f"{self.kind}: container {entry['container']} of pod "
-                                    f"{ns}/{entry['name']} was not OOM-killed within {p.timeout:g}s"
-                                    + (f" ({errors[entry['name']]})" if entry["name"] in errors else ""))
-            _journal(self.ctx, "oom_killed", fault=self.kind, pod=entry["name"],
-                     container=entry["container"], **evidence)
-            self.ctx.log(f"memory-pressure: {ns}/{entry['name']} {entry['container']}: "
-                         f"{evidence['reason']}, restarts {entry['restarts']} -> {evidence['restarts']}")
+                raise DrillkitError(
+                    f"{self.kind}: container {entry['container']} of pod "
+                    f"{ns}/{entry['name']} was not OOM-killed within {p.timeout:g}s"
+                    + (f" ({errors[entry['name']]})" if entry["name"] in errors else "")
+                )
+            _journal(
+                self.ctx, "oom_killed", fault=self.kind, pod=entry["name"], container=entry["container"], **evidence
+            )
+            self.ctx.log(
+                f"memory-pressure: {ns}/{entry['name']} {entry['container']}: "
+                f"{evidence['reason']}, restarts {entry['restarts']} -> {evidence['restarts']}"
+            )
 
     def _oom_evidence(self, ns: str, entry: dict[str, Any], timeout: float) -> dict[str, Any] | None:
         def killed(pods: list[Pod]) -> dict[str, Any] | None:
@@ -1314,21 +1467,22 @@ class MemoryPressure(_PressureFault):
                 return {"restarts": c.restart_count, "reason": c.last_terminated_reason or "restarted"}
             return None
 
-        return self.kube.wait_pods(ns, None, killed, timeout, self.ctx.stop,
-                                   field_selector=f"metadata.name={entry['name']}")
+        return self.kube.wait_pods(
+            ns, None, killed, timeout, self.ctx.stop, field_selector=f"metadata.name={entry['name']}"
+        )
 
 
 @dataclass(frozen=True)
 class CpuPressureParams:
     selector: str = doc("label selector of the target pods")
-    mode: Mode = doc("node: a stress-ng pod on the target's node; container: a busy loop exec'd "
-                     "in the target container", default=Mode.NODE)
+    mode: Mode = doc(
+        "node: a stress-ng pod on the target's node; container: a busy loop exec'd in the target container",
+        default=Mode.NODE,
+    )
     workers: int = doc("CPU workers (stress-ng --cpu, or parallel busy loops)", default=1)
-    duration: Duration = doc("how long the load runs (stress-ng --timeout / loop bound)",
-                             default=300.0)
+    duration: Duration = doc("how long the load runs (stress-ng --timeout / loop bound)", default=300.0)
     cpu: str = doc("node mode: CPU request of the stress pod", default="500m")
-    container: str | None = doc("container mode: target container (default: the first)",
-                                default=None)
+    container: str | None = doc("container mode: target container (default: the first)", default=None)
     field_selector: str | None = doc("field selector narrowing the pods", default=None)
     count: Count = doc("container mode: how many matching pods", default=Count(1))
     pick: Pick = doc("which pods: random or oldest", default=Pick.RANDOM)
@@ -1364,25 +1518,27 @@ class CpuPressure(_PressureFault):
     def command(self) -> str:
         p = self.params
         loop = 'while [ "$(date +%s)" -lt "$end" ]; do :; done'
-        return (f"{CPU_MARKER}=1; end=$(( $(date +%s) + {int(p.duration)} )); "
-                f"i=0; while [ $i -lt {p.workers} ]; do ( {loop} ) & i=$((i+1)); done; wait")
+        return (
+            f"{CPU_MARKER}=1; end=$(( $(date +%s) + {int(p.duration)} )); "
+            f"i=0; while [ $i -lt {p.workers} ]; do ( {loop} ) & i=$((i+1)); done; wait"
+        )
 
     def plan(self) -> list[str]:
         if self.params.mode is Mode.NODE:
             return self.node_plan() if hasattr(self, "node") else []
-        return [f"exec in container {self.containers[t.uid]} of {t.ref}: {self.params.workers} busy "
-                f"loop(s) for {self.params.duration:g}s" for t in getattr(self, "targets", [])] + [
-                "revert: kill the loops"]
+        return [
+            f"exec in container {self.containers[t.uid]} of {t.ref}: {self.params.workers} busy "
+            f"loop(s) for {self.params.duration:g}s"
+            for t in getattr(self, "targets", [])
+        ] + ["revert: kill the loops"]
 
     def inject(self, undo: Undo) -> None:
         if self.params.mode is Mode.NODE:
             return self.inject_node(undo)
         ns, _p = self.namespace, self.params
         bg = _Background()
-        entries = [{"name": t.name, "uid": t.uid, "container": self.containers[t.uid]}
-                   for t in self.targets]
-        undo.register(self.kind, mode=Mode.CONTAINER.value, namespace=ns, pods=entries,
-                      background=bg.token)
+        entries = [{"name": t.name, "uid": t.uid, "container": self.containers[t.uid]} for t in self.targets]
+        undo.register(self.kind, mode=Mode.CONTAINER.value, namespace=ns, pods=entries, background=bg.token)
         for entry in entries:
             bg.start(self._burn, ns, entry, bg)
         self.ctx.harm_started()
@@ -1391,8 +1547,14 @@ class CpuPressure(_PressureFault):
         if bg.stop.is_set():  # reverted before this thread got going
             return
         try:
-            self.kube.exec(ns, entry["name"], entry["container"], ["sh", "-c", self.command()],
-                           timeout=self.params.duration + 10, retry=False)
+            self.kube.exec(
+                ns,
+                entry["name"],
+                entry["container"],
+                ["sh", "-c", self.command()],
+                timeout=self.params.duration + 10,
+                retry=False,
+            )
         except DrillkitError as exc:
             _journal(self.ctx, "note", fault=self.kind, text=f"busy loop in {entry['name']} ended: {exc}")
 
@@ -1410,8 +1572,7 @@ class NetworkLatencyParams:
     count: Count = doc("how many matching pods", default=Count(1))
     pick: Pick = doc("which pods: random or oldest", default=Pick.RANDOM)
     image: str = doc("image with `tc` (iproute2) for the ephemeral container", default=NETEM_IMAGE)
-    duration: Duration = doc("dead-man's switch: the container removes the delay after this",
-                             default=900.0)
+    duration: Duration = doc("dead-man's switch: the container removes the delay after this", default=900.0)
     wait: Duration = doc("how long to wait for the ephemeral container to run", default=120.0)
     namespace: str | None = doc("namespace (default: the scenario's target namespace)", default=None)
 
@@ -1443,11 +1604,17 @@ class NetworkLatency(KubeFault):
         netem = f"tc qdisc add dev {dev} root netem delay {_ms(p.latency)}"
         if p.jitter:
             netem += f" {_ms(p.jitter)}"
-        script = (f"{netem} || exit 1; trap 'tc qdisc del dev {dev} root; exit 0' TERM INT; "
-                  f"sleep {int(p.duration)} & wait; tc qdisc del dev {dev} root")
-        return {"name": self.container_name, "image": p.image, "command": ["sh", "-c", script],
-                "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}},
-                "terminationMessagePolicy": "FallbackToLogsOnError"}
+        script = (
+            f"{netem} || exit 1; trap 'tc qdisc del dev {dev} root; exit 0' TERM INT; "
+            f"sleep {int(p.duration)} & wait; tc qdisc del dev {dev} root"
+        )
+        return {
+            "name": self.container_name,
+            "image": p.image,
+            "command": ["sh", "-c", script],
+            "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}},
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }
 
     def preflight(self) -> None:
         p = self.params
@@ -1459,26 +1626,26 @@ class NetworkLatency(KubeFault):
                 raise PreflightError(
                     f"{self.kind}: ephemeral containers are forbidden for {pod.ref}: {exc}. "
                     "network-latency needs `patch pods/ephemeralcontainers` and a cluster "
-                    "(Pod Security level) permitting NET_ADMIN") from None
+                    "(Pod Security level) permitting NET_ADMIN"
+                ) from None
             except KubeError as exc:
                 raise PreflightError(
-                    f"{self.kind}: the cluster refused an ephemeral container with NET_ADMIN in "
-                    f"{pod.ref}: {exc}") from None
+                    f"{self.kind}: the cluster refused an ephemeral container with NET_ADMIN in {pod.ref}: {exc}"
+                ) from None
 
     def plan(self) -> list[str]:
         p = self.params
         delay = _ms(p.latency) + (f" ± {_ms(p.jitter)}" if p.jitter else "")
-        return [f"add ephemeral container {self.container_name} (image {p.image}, NET_ADMIN) to "
-                f"{t.ref}: tc netem delay {delay} on {p.interface} for at most {p.duration:g}s"
-                for t in getattr(self, "targets", [])] + [
-                "revert: `tc qdisc del` in that container (ephemeral containers cannot be removed; "
-                "it exits)"]
+        return [
+            f"add ephemeral container {self.container_name} (image {p.image}, NET_ADMIN) to "
+            f"{t.ref}: tc netem delay {delay} on {p.interface} for at most {p.duration:g}s"
+            for t in getattr(self, "targets", [])
+        ] + ["revert: `tc qdisc del` in that container (ephemeral containers cannot be removed; it exits)"]
 
     def inject(self, undo: Undo) -> None:
         ns, p, kube = self.namespace, self.params, self.kube
         entries = [{"name": t.name, "uid": t.uid} for t in self.targets]
-        undo.register(self.kind, namespace=ns, container=self.container_name,
-                      interface=p.interface, pods=entries)
+        undo.register(self.kind, namespace=ns, container=self.container_name, interface=p.interface, pods=entries)
         for t in self.targets:
             kube.add_ephemeral_container(ns, t.name, self.spec())
             self.ctx.harm_started()
@@ -1486,23 +1653,25 @@ class NetworkLatency(KubeFault):
 
         def running_in(uid: str) -> Callable[[list[Pod]], Pod | None]:
             def check(pods: list[Pod]) -> Pod | None:
-                return next((x for x in pods if x.uid == uid and (c := x.container(name)) and c.running),
-                            None)
+                return next((x for x in pods if x.uid == uid and (c := x.container(name)) and c.running), None)
+
             return check
 
         for t in self.targets:
-            running = kube.wait_pods(ns, None, running_in(t.uid), p.wait, self.ctx.stop,
-                                     field_selector=f"metadata.name={t.name}")
+            running = kube.wait_pods(
+                ns, None, running_in(t.uid), p.wait, self.ctx.stop, field_selector=f"metadata.name={t.name}"
+            )
             if running is None:
-                raise DrillkitError(f"{self.kind}: ephemeral container {self.container_name} in "
-                                    f"{t.ref} not running within {p.wait:g}s")
-            shown = kube.exec(ns, t.name, self.container_name,
-                              ["tc", "qdisc", "show", "dev", p.interface], timeout=20)
+                raise DrillkitError(
+                    f"{self.kind}: ephemeral container {self.container_name} in {t.ref} not running within {p.wait:g}s"
+                )
+            shown = kube.exec(ns, t.name, self.container_name, ["tc", "qdisc", "show", "dev", p.interface], timeout=20)
             if "netem" not in shown.stdout:
-                raise DrillkitError(f"{self.kind}: no netem qdisc on {p.interface} in {t.ref} "
-                                    f"after adding it: {shown.stdout.strip() or shown.stderr.strip()}")
-            _journal(self.ctx, "note", fault=self.kind,
-                     text=f"{t.ref}: {shown.stdout.strip().splitlines()[0]}")
+                raise DrillkitError(
+                    f"{self.kind}: no netem qdisc on {p.interface} in {t.ref} "
+                    f"after adding it: {shown.stdout.strip() or shown.stderr.strip()}"
+                )
+            _journal(self.ctx, "note", fault=self.kind, text=f"{t.ref}: {shown.stdout.strip().splitlines()[0]}")
 
     @classmethod
     def revert(cls, ctx: FaultContext, data: dict[str, Any]) -> dict[str, Any]:
@@ -1514,8 +1683,9 @@ class NetworkLatency(KubeFault):
                 result[entry["name"]] = "pod gone"
                 continue
             try:
-                res = kube.exec(ns, entry["name"], data["container"],
-                                ["tc", "qdisc", "del", "dev", dev, "root"], timeout=20)
+                res = kube.exec(
+                    ns, entry["name"], data["container"], ["tc", "qdisc", "del", "dev", dev, "root"], timeout=20
+                )
             except NotFound:
                 result[entry["name"]] = "pod gone"
                 continue
@@ -1527,11 +1697,21 @@ class NetworkLatency(KubeFault):
             elif "No such file" in res.stderr or "Cannot delete qdisc" in res.stderr:
                 result[entry["name"]] = "no delay left"
             else:
-                raise DrillkitError(f"network-latency revert: `tc qdisc del dev {dev} root` in "
-                                    f"{ns}/{entry['name']} exited {res.code}: {res.stderr.strip()}")
+                raise DrillkitError(
+                    f"network-latency revert: `tc qdisc del dev {dev} root` in "
+                    f"{ns}/{entry['name']} exited {res.code}: {res.stderr.strip()}"
+                )
         return result
 
 
-FAULTS: list[type[Fault]] = [PodKill, ScaleToZero, BadRollout, AuthSecretCorruption,
-                             DbConnectionExhaustion, NodeDrain, MemoryPressure, CpuPressure,
-                             NetworkLatency]
+FAULTS: list[type[Fault]] = [
+    PodKill,
+    ScaleToZero,
+    BadRollout,
+    AuthSecretCorruption,
+    DbConnectionExhaustion,
+    NodeDrain,
+    MemoryPressure,
+    CpuPressure,
+    NetworkLatency,
+]

@@ -132,8 +132,10 @@ def _one_target(kind: str, pattern: str | None, pidfile: str | None) -> int:
     if not found:
         raise PreflightError(f"{kind}: no running process matches {what}")
     if len(found) > 1:
-        raise PreflightError(f"{kind}: {what} matches {len(found)} processes ({', '.join(map(str, found))}); "
-                             "narrow the pattern or use a pid file")
+        raise PreflightError(
+            f"{kind}: {what} matches {len(found)} processes ({', '.join(map(str, found))}); "
+            "narrow the pattern or use a pid file"
+        )
     return found[0]
 
 
@@ -158,8 +160,14 @@ def _drill_length(ctx: FaultContext) -> float:
 # --- db-connection-exhaustion ---------------------------------------------------------------
 
 _REFUSED = ("too many clients", "remaining connection slots are reserved")
-_FINAL_DB = ("authentication failed", "pg_hba.conf", "does not exist", "no password supplied",
-             "permission denied", "password")
+_FINAL_DB = (
+    "authentication failed",
+    "pg_hba.conf",
+    "does not exist",
+    "no password supplied",
+    "permission denied",
+    "password",
+)
 
 
 def _db_error(exc: Exception, what: str) -> DrillkitError:
@@ -188,8 +196,9 @@ def _password(password_env: str | None) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _db(dsn: str, password_env: str | None, what: str, timeout: float = 5.0,
-        attempts: int = 6, max_delay: float = 30.0) -> Iterator[psycopg.Connection[Any]]:
+def _db(
+    dsn: str, password_env: str | None, what: str, timeout: float = 5.0, attempts: int = 6, max_delay: float = 30.0
+) -> Iterator[psycopg.Connection[Any]]:
     """One autocommit connection through the database retry policy."""
     import psycopg
 
@@ -197,8 +206,13 @@ def _db(dsn: str, password_env: str | None, what: str, timeout: float = 5.0,
     for attempt in retrying(f"database: {what}", attempts=attempts, max_delay=max_delay):
         with attempt:
             try:
-                conn = psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, round(timeout)),
-                                       application_name="drillkit", **_password(password_env))
+                conn = psycopg.connect(
+                    dsn,
+                    autocommit=True,
+                    connect_timeout=max(1, round(timeout)),
+                    application_name="drillkit",
+                    **_password(password_env),
+                )
             except psycopg.Error as exc:
                 raise _db_error(exc, what) from None
     assert conn is not None
@@ -226,8 +240,9 @@ class ServerSlots:
 
 @dataclass(frozen=True)
 class DbConnectionExhaustionParams:
-    dsn: str = doc("libpq URI or key=value string; no password in it (it would be journalled): "
-                   "use password_env or ~/.pgpass")
+    dsn: str = doc(
+        "libpq URI or key=value string; no password in it (it would be journalled): use password_env or ~/.pgpass"
+    )
     connections: str = doc('connections to hold: a number, or "all" = until the server refuses', default="all")
     reserve: int = doc('with "all": slots handed back after the refusal, e.g. 1 for an operator', default=0)
     password_env: str | None = doc("environment variable holding the password", default=None)
@@ -235,7 +250,9 @@ class DbConnectionExhaustionParams:
     ready_within: Duration = doc("deadline for holding them all", default=60.0)
     hold_at_most: Duration | None = doc(
         "dead-man's switch: the holder lets go after this long even if never reverted "
-        "(default: the scenario's detection + recovery windows + 1 min)", default=None)
+        "(default: the scenario's detection + recovery windows + 1 min)",
+        default=None,
+    )
 
     def __post_init__(self) -> None:
         from psycopg import conninfo
@@ -245,8 +262,10 @@ class DbConnectionExhaustionParams:
         except Exception as exc:  # psycopg.ProgrammingError: not a connection string
             raise ValueError(f"dsn: not a libpq connection string: {exc}") from None
         if info.get("password"):
-            raise ValueError("dsn: must not contain a password (the journal and reports record the dsn); "
-                             "set password_env or use ~/.pgpass")
+            raise ValueError(
+                "dsn: must not contain a password (the journal and reports record the dsn); "
+                "set password_env or use ~/.pgpass"
+            )
         if self.connections != "all" and not (self.connections.isdigit() and int(self.connections) > 0):
             raise ValueError(f'connections: expected a positive integer or "all", got {self.connections!r}')
         if self.reserve < 0:
@@ -289,29 +308,42 @@ class DbConnectionExhaustion(Fault):
                     " current_setting('superuser_reserved_connections')::int,"
                     " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
                     "  AND pid <> pg_backend_pid())::int,"
-                    " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)").fetchone()
+                    " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+                ).fetchone()
         except DrillkitError as exc:
             raise PreflightError(f"{self.kind}: cannot use the database: {exc}") from None
         assert row is not None
         self.slots = ServerSlots(row[0], row[1], row[2], bool(row[3]))
         free = self.slots.free
         if p.count is not None and p.count > free:
-            raise PreflightError(f"{self.kind}: {p.count} connections requested but only {free} of "
-                                 f"max_connections {self.slots.max_connections} are free for this role")
+            raise PreflightError(
+                f"{self.kind}: {p.count} connections requested but only {free} of "
+                f"max_connections {self.slots.max_connections} are free for this role"
+            )
         if p.count is None and free - p.reserve <= 0:
             raise PreflightError(f"{self.kind}: no connection slot to take ({free} free, reserve {p.reserve})")
 
     def plan(self) -> list[str]:
         p, slots = self.params, getattr(self, "slots", None)
         n = p.count if p.count is not None else (f"all ~{slots.free - p.reserve}" if slots else "all")
-        where = (f" (max_connections {slots.max_connections}, {slots.in_use} in use, "
-                 f"{'superuser' if slots.superuser else 'ordinary role'})") if slots else ""
-        lines = [f"open and hold {n} connections to {p.dsn}{where} in a detached holder process "
-                 f"(application_name {self._tag()})"]
+        where = (
+            (
+                f" (max_connections {slots.max_connections}, {slots.in_use} in use, "
+                f"{'superuser' if slots.superuser else 'ordinary role'})"
+            )
+            if slots
+            else ""
+        )
+        lines = [
+            f"open and hold {n} connections to {p.dsn}{where} in a detached holder process "
+            f"(application_name {self._tag()})"
+        ]
         if p.count is None and p.reserve:
             lines.append(f"then hand back {p.reserve} so that many slots stay free")
-        lines.append("revert: stop the holder, verify in pg_stat_activity that its backends are gone "
-                     "(pg_terminate_backend stragglers)")
+        lines.append(
+            "revert: stop the holder, verify in pg_stat_activity that its backends are gone "
+            "(pg_terminate_backend stragglers)"
+        )
         return lines
 
     def _tag(self) -> str:
@@ -323,17 +355,44 @@ class DbConnectionExhaustion(Fault):
         tag, work = self._tag(), state_dir(ctx.run_id)
         status, log_file = work / "hold-connections.json", work / "hold-connections.log"
         status.unlink(missing_ok=True)
-        handle = undo.register(self.kind, dsn=p.dsn, password_env=p.password_env, application_name=tag,
-                               holder_pid=None, backend_pids=[], status_file=str(status), log_file=str(log_file))
+        handle = undo.register(
+            self.kind,
+            dsn=p.dsn,
+            password_env=p.password_env,
+            application_name=tag,
+            holder_pid=None,
+            backend_pids=[],
+            status_file=str(status),
+            log_file=str(log_file),
+        )
         env = {**os.environ, **({"PGPASSWORD": _password(p.password_env)["password"]} if p.password_env else {})}
         # one more than the server should ever accept, so its refusal is seen (a pooler in front
         # of it would accept forever)
         cap = self.slots.max_connections + 1 if hasattr(self, "slots") else 10000
-        argv = [sys.executable, "-m", "drillkit.faults.lab", "hold-connections", "--dsn", p.dsn,
-                "--count", p.connections, "--reserve", str(p.reserve), "--cap", str(cap),
-                "--status", str(status), "--owner-pid", str(os.getpid()),
-                "--max-hold", f"{p.hold_at_most or _drill_length(ctx):g}",
-                "--application-name", tag, "--connect-timeout", f"{p.connect_timeout:g}"]
+        argv = [
+            sys.executable,
+            "-m",
+            "drillkit.faults.lab",
+            "hold-connections",
+            "--dsn",
+            p.dsn,
+            "--count",
+            p.connections,
+            "--reserve",
+            str(p.reserve),
+            "--cap",
+            str(cap),
+            "--status",
+            str(status),
+            "--owner-pid",
+            str(os.getpid()),
+            "--max-hold",
+            f"{p.hold_at_most or _drill_length(ctx):g}",
+            "--application-name",
+            tag,
+            "--connect-timeout",
+            f"{p.connect_timeout:g}",
+        ]
         pid = spawn(argv, log_file=log_file, env=env).pid
         handle.update(holder_pid=pid)
         deadline = time.monotonic() + p.ready_within
@@ -343,8 +402,10 @@ class DbConnectionExhaustion(Fault):
                 break
             if state.get("state") == "error" or not alive(pid):
                 log = log_file.read_text(errors="replace")[-800:]
-                raise UnavailableError(f"{self.kind}: the holder could not take the connections: "
-                                       f"{state.get('error') or log or 'it exited'}")
+                raise UnavailableError(
+                    f"{self.kind}: the holder could not take the connections: "
+                    f"{state.get('error') or log or 'it exited'}"
+                )
             if time.monotonic() >= deadline:
                 raise UnavailableError(f"{self.kind}: connections not all held within {p.ready_within:g}s")
             _check_stop(ctx)
@@ -352,9 +413,14 @@ class DbConnectionExhaustion(Fault):
         pids = [int(x) for x in state["backend_pids"]]
         handle.update(backend_pids=pids, held=len(pids), refused=state.get("refused"))
         ctx.harm_started()  # after journalling what the revert and the evidence need
-        ctx.log(f"{self.kind}: holding {len(pids)} connections; "
-                + (f"server refused more: {state['refused']}" if state.get("refused")
-                   else "the server never refused (a connection pooler in front of it?)"))
+        ctx.log(
+            f"{self.kind}: holding {len(pids)} connections; "
+            + (
+                f"server refused more: {state['refused']}"
+                if state.get("refused")
+                else "the server never refused (a connection pooler in front of it?)"
+            )
+        )
 
     @classmethod
     def revert(cls, ctx: FaultContext, data: dict[str, Any]) -> dict[str, Any]:
@@ -373,7 +439,8 @@ class DbConnectionExhaustion(Fault):
                 rows = conn.execute(
                     "SELECT pid, application_name FROM pg_stat_activity"
                     " WHERE (pid = ANY(%s) OR application_name = %s) AND pid <> pg_backend_pid()",
-                    (journalled, tag)).fetchall()
+                    (journalled, tag),
+                ).fetchall()
                 left = sorted(pid for pid, app in rows if app == tag)
                 if not left:
                     break
@@ -386,8 +453,12 @@ class DbConnectionExhaustion(Fault):
                 time.sleep(0.1)
         reused = sorted(pid for pid, app in rows if app != tag)
         _remove_scratch(data.get("status_file"), data.get("log_file"))
-        return {"holder_stopped": stopped, "terminated": sorted(set(terminated)), "remaining": [],
-                "pids_reused_by_others": reused}
+        return {
+            "holder_stopped": stopped,
+            "terminated": sorted(set(terminated)),
+            "remaining": [],
+            "pids_reused_by_others": reused,
+        }
 
 
 def _read_status(path: Path) -> dict[str, Any]:
@@ -401,8 +472,17 @@ def _write_status(path: Path, **data: Any) -> None:
     _write_atomically(path, json.dumps(data).encode(), 0o600)
 
 
-def hold_connections(dsn: str, count: int | None, reserve: int, cap: int, status: Path, owner_pid: int,
-                     max_hold: float, application_name: str, connect_timeout: float) -> int:
+def hold_connections(
+    dsn: str,
+    count: int | None,
+    reserve: int,
+    cap: int,
+    status: Path,
+    owner_pid: int,
+    max_hold: float,
+    application_name: str,
+    connect_timeout: float,
+) -> int:
     """The holder: open connections, report their backend pids, hold them until told to stop,
     the owner is gone, or `max_hold` seconds pass; then close them all."""
     import psycopg
@@ -417,8 +497,14 @@ def hold_connections(dsn: str, count: int | None, reserve: int, cap: int, status
             if stop.is_set():
                 return 0
             try:
-                conns.append(psycopg.connect(dsn, autocommit=True, application_name=application_name,
-                                             connect_timeout=max(1, round(connect_timeout))))
+                conns.append(
+                    psycopg.connect(
+                        dsn,
+                        autocommit=True,
+                        application_name=application_name,
+                        connect_timeout=max(1, round(connect_timeout)),
+                    )
+                )
             except psycopg.OperationalError as exc:
                 text = str(exc).strip().replace("\n", " ")
                 if any(r in text for r in _REFUSED):
@@ -427,8 +513,12 @@ def hold_connections(dsn: str, count: int | None, reserve: int, cap: int, status
                 _write_status(status, state="error", error=text, held=len(conns))
                 return 1
         if count is not None and len(conns) < count:
-            _write_status(status, state="error", held=len(conns),
-                          error=f"server refused after {len(conns)} of {count} connections: {refused}")
+            _write_status(
+                status,
+                state="error",
+                held=len(conns),
+                error=f"server refused after {len(conns)} of {count} connections: {refused}",
+            )
             return 1
         for _ in range(min(reserve, len(conns))):
             conns.pop().close()
@@ -448,8 +538,18 @@ def hold_connections(dsn: str, count: int | None, reserve: int, cap: int, status
 # --- memory-pressure ------------------------------------------------------------------------
 
 _BYTES_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T|B)?")
-_BYTE_UNITS = {None: 1, "B": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-               "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+_BYTE_UNITS = {
+    None: 1,
+    "B": 1,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
 
 
 def parse_bytes(text: str) -> int:
@@ -462,13 +562,18 @@ def parse_bytes(text: str) -> int:
 
 @dataclass(frozen=True)
 class MemoryPressureParams:
-    limit: str = doc('memory limit of the drill cgroup: a size like "256Mi", or "+64Mi" = 64 MiB above '
-                     "what the cgroup is charged right after the process moved in")
+    limit: str = doc(
+        'memory limit of the drill cgroup: a size like "256Mi", or "+64Mi" = 64 MiB above '
+        "what the cgroup is charged right after the process moved in"
+    )
     pattern: str | None = doc("regex matched against the process command line", default=None)
     pidfile: str | None = doc("file holding the pid", default=None)
-    leak_url: str | None = doc("URL POSTed repeatedly to make the process allocate, e.g. the lab app's "
-                               "http://127.0.0.1:8081/debug/leak?mb=16; without it the limit alone is "
-                               "the fault", default=None)
+    leak_url: str | None = doc(
+        "URL POSTed repeatedly to make the process allocate, e.g. the lab app's "
+        "http://127.0.0.1:8081/debug/leak?mb=16; without it the limit alone is "
+        "the fault",
+        default=None,
+    )
     leak_every: Duration = doc("pause between leak requests", default=0.2)
     oom_within: Duration = doc("deadline for the kernel to OOM-kill the process", default=60.0)
 
@@ -514,8 +619,10 @@ class MemoryPressure(Fault):
         self.pid = _one_target(self.kind, p.pattern, p.pidfile)
         h = cg.hierarchy("memory")
         if h is None:
-            raise PreflightError(f"{self.kind}: this host has no memory cgroup controller mounted "
-                                 "(neither cgroup v1 `memory` nor cgroup v2 with `memory` in cgroup.controllers)")
+            raise PreflightError(
+                f"{self.kind}: this host has no memory cgroup controller mounted "
+                "(neither cgroup v1 `memory` nor cgroup v2 with `memory` in cgroup.controllers)"
+            )
         parent, why = cg.parent_for_new(self.pid, h, "memory")
         if parent is None:
             raise PreflightError(f"{self.kind}: no writable memory cgroup (cgroup v{h.version}): {why}")
@@ -529,12 +636,15 @@ class MemoryPressure(Fault):
             return [f"limit the target's memory to {self.params.limit} in a new cgroup"]
         p, h = self.params, self.hierarchy
         group = self.parent / f"drillkit-{self.ctx.run_id}"
-        limit = (f"its charge after the move {p.limit}" if p.headroom else p.limit)
-        lines = [f"create cgroup v{h.version} {group} with {cg.limit_file(h.version)} = {limit}",
-                 f"move pid {self.pid} ({cmdline(self.pid)[:80]}) into it from {self.origin}"]
+        limit = f"its charge after the move {p.limit}" if p.headroom else p.limit
+        lines = [
+            f"create cgroup v{h.version} {group} with {cg.limit_file(h.version)} = {limit}",
+            f"move pid {self.pid} ({cmdline(self.pid)[:80]}) into it from {self.origin}",
+        ]
         if p.leak_url:
-            lines.append(f"POST {p.leak_url} every {p.leak_every:g}s until the kernel OOM-kills it "
-                         f"(deadline {p.oom_within:g}s)")
+            lines.append(
+                f"POST {p.leak_url} every {p.leak_every:g}s until the kernel OOM-kills it (deadline {p.oom_within:g}s)"
+            )
         lines.append(f"revert: lift the limit, move remaining processes back to {self.origin}, rmdir the cgroup")
         return lines
 
@@ -542,8 +652,9 @@ class MemoryPressure(Fault):
     def inject(self, undo: Undo) -> None:
         p, ctx, h = self.params, self.ctx, self.hierarchy
         group = self.parent / f"drillkit-{ctx.run_id}"
-        handle = undo.register(self.kind, version=h.version, cgroup=str(group), pid=self.pid,
-                               origin=str(self.origin), moved=[])
+        handle = undo.register(
+            self.kind, version=h.version, cgroup=str(group), pid=self.pid, origin=str(self.origin), moved=[]
+        )
         group.mkdir()
         handle.update(moved=[self.pid])
         try:
@@ -563,8 +674,10 @@ class MemoryPressure(Fault):
         while alive(self.pid):
             _check_stop(ctx)
             if time.monotonic() >= deadline:
-                raise UnavailableError(f"{self.kind}: pid {self.pid} not OOM-killed within {p.oom_within:g}s "
-                                       f"({posts} leak requests; is {p.leak_url} allocating?)")
+                raise UnavailableError(
+                    f"{self.kind}: pid {self.pid} not OOM-killed within {p.oom_within:g}s "
+                    f"({posts} leak requests; is {p.leak_url} allocating?)"
+                )
             if _post(p.leak_url):
                 posts += 1
                 ctx.harm_started()  # the leak began: what the memory alert watches
@@ -621,15 +734,17 @@ def _post(url: str) -> bool:
 
 @dataclass(frozen=True)
 class CpuPressureParams:
-    workers: Count = doc("stress-ng --cpu workers: a number, or a percentage of this host's CPUs",
-                         default=Count(100, True))
+    workers: Count = doc(
+        "stress-ng --cpu workers: a number, or a percentage of this host's CPUs", default=Count(100, True)
+    )
     load: int | None = doc("percent load per worker (stress-ng --cpu-load); default full", default=None)
     duration: Duration | None = doc(
         "stress-ng --timeout, the dead-man's switch if drillkit dies "
-        "(default: the scenario's detection + recovery windows + 1 min)", default=None)
+        "(default: the scenario's detection + recovery windows + 1 min)",
+        default=None,
+    )
     pattern: str | None = doc("optional: run stress-ng inside this process's cpu cgroup", default=None)
-    pidfile: str | None = doc("optional: run stress-ng inside the cpu cgroup of the pid in this file",
-                              default=None)
+    pidfile: str | None = doc("optional: run stress-ng inside the cpu cgroup of the pid in this file", default=None)
 
     def __post_init__(self) -> None:
         _validate_target(self.pattern, self.pidfile, required=False)
@@ -675,9 +790,11 @@ class CpuPressure(Fault):
         p, n = self.params, getattr(self, "n", "?")
         procs_file: Path | None = getattr(self, "procs_file", None)
         where = f" inside {procs_file.parent}" if procs_file else ""
-        return [f"start stress-ng --cpu {n}{f' --cpu-load {p.load}' if p.load else ''}{where}, "
-                f"--timeout {self._timeout()}s, detached in its own process group",
-                "revert: stop the process group and verify it is gone"]
+        return [
+            f"start stress-ng --cpu {n}{f' --cpu-load {p.load}' if p.load else ''}{where}, "
+            f"--timeout {self._timeout()}s, detached in its own process group",
+            "revert: stop the process group and verify it is gone",
+        ]
 
     def _timeout(self) -> int:
         return math.ceil(self.params.duration or _drill_length(self.ctx))
@@ -687,15 +804,24 @@ class CpuPressure(Fault):
         p, ctx = self.params, self.ctx
         work = state_dir(ctx.run_id)
         # --temp-path (unused by the cpu stressor) puts the run id in the command line
-        argv = [self.binary, "--cpu", str(self.n), "--timeout", f"{self._timeout()}s", "--quiet",
-                "--temp-path", str(work)]
+        argv = [
+            self.binary,
+            "--cpu",
+            str(self.n),
+            "--timeout",
+            f"{self._timeout()}s",
+            "--quiet",
+            "--temp-path",
+            str(work),
+        ]
         if p.load:
             argv += ["--cpu-load", str(p.load)]
         if self.procs_file is not None:  # move itself, then exec: its workers are born inside
             argv = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.procs_file), *argv]
         log_file = work / "stress-ng.log"
-        handle = undo.register(self.kind, pgid=None, workers=self.n, timeout=self._timeout(), log_file=str(log_file),
-                               temp_path=str(work))
+        handle = undo.register(
+            self.kind, pgid=None, workers=self.n, timeout=self._timeout(), log_file=str(log_file), temp_path=str(work)
+        )
         pgid = spawn(argv, log_file=log_file).pid
         handle.update(pgid=pgid)
         self.ctx.harm_started()  # stress-ng runs (its workers fork within milliseconds)
@@ -721,8 +847,10 @@ class CpuPressure(Fault):
         result: dict[str, Any] = {"signalled": [], "killed_hard": False}
         for pgid in sorted(groups):
             stopped = stop_group(pgid, "stress-ng")
-            result = {"signalled": result["signalled"] + stopped["signalled"],
-                      "killed_hard": result["killed_hard"] or stopped["killed_hard"]}
+            result = {
+                "signalled": result["signalled"] + stopped["signalled"],
+                "killed_hard": result["killed_hard"] or stopped["killed_hard"],
+            }
         _remove_scratch(data.get("log_file"))
         return result
 
@@ -773,13 +901,16 @@ class Latency(Fault):
         try:
             socket.create_connection((p.proxy_host, p.proxy_port), timeout=2).close()
         except OSError as exc:
-            raise PreflightError(f"{self.kind}: no proxy listening on {p.proxy_host}:{p.proxy_port}: "
-                                 f"{exc.strerror or exc}") from None
+            raise PreflightError(
+                f"{self.kind}: no proxy listening on {p.proxy_host}:{p.proxy_port}: {exc.strerror or exc}"
+            ) from None
 
     def plan(self) -> list[str]:
         p = self.params
-        return [f'write {{"delay_ms": {self.delay_ms}}} to {p.control} (proxy {p.proxy_host}:{p.proxy_port})',
-                f"revert: restore the previous {Path(p.control).name} or remove it"]
+        return [
+            f'write {{"delay_ms": {self.delay_ms}}} to {p.control} (proxy {p.proxy_host}:{p.proxy_port})',
+            f"revert: restore the previous {Path(p.control).name} or remove it",
+        ]
 
     @_host_errors
     def inject(self, undo: Undo) -> None:
@@ -805,8 +936,9 @@ class Latency(Fault):
             existed = control.exists()
             control.unlink(missing_ok=True)
             return {"removed": existed}
-        raw = (base64.b64decode(data["previous_b64"]) if "previous_b64" in data
-               else str(data.get("previous", "")).encode())
+        raw = (
+            base64.b64decode(data["previous_b64"]) if "previous_b64" in data else str(data.get("previous", "")).encode()
+        )
         if control.exists() and control.read_bytes() == raw:
             return {"restored": False, "note": "already the previous content"}
         _write_atomically(control, raw, int(data.get("mode", 0o644)))
@@ -822,8 +954,7 @@ class AuthSecretCorruptionParams:
     pattern: str | None = doc("regex matched against the replicas' command lines", default=None)
     pidfiles: tuple[str, ...] = doc("pid files of the replicas", default=())
     count: Count = doc("how many replicas to restart onto the bad secret (count or %)", default=Count(100, True))
-    restart: tuple[str, ...] = doc("command (argv) started for each replica not back within back_within",
-                                   default=())
+    restart: tuple[str, ...] = doc("command (argv) started for each replica not back within back_within", default=())
     restart_cwd: str | None = None
     restart_log: str | None = doc("file the restarted processes' output is appended to", default=None)
     back_within: Duration = doc("how long to wait for the supervisor to bring replicas back", default=10.0)
@@ -840,8 +971,12 @@ def _replicas(pattern: str | None, pidfiles: list[str] | tuple[str, ...]) -> lis
     return find_processes(pattern, None)
 
 
-def _bounce(victims: list[int], data: dict[str, Any], on_signal: Callable[[int], None] | None = None,
-            stop: StopFlag | None = None) -> dict[str, Any]:
+def _bounce(
+    victims: list[int],
+    data: dict[str, Any],
+    on_signal: Callable[[int], None] | None = None,
+    stop: StopFlag | None = None,
+) -> dict[str, Any]:
     """SIGTERM `victims`, wait for as many new replicas (their supervisor's restarts), and start
     `restart` for each one not back within `back_within`.
 
@@ -913,8 +1048,9 @@ class AuthSecretCorruption(Fault):
         if not secret.is_file():
             raise PreflightError(f"{self.kind}: secret file {secret} does not exist or is not a file")
         if secret.is_symlink():  # replacing it would replace the link, not what it points to
-            raise PreflightError(f"{self.kind}: {secret} is a symbolic link; name the file it points to "
-                                 f"({secret.resolve()})")
+            raise PreflightError(
+                f"{self.kind}: {secret} is a symbolic link; name the file it points to ({secret.resolve()})"
+            )
         if not os.access(secret, os.R_OK) or not os.access(secret.parent, os.W_OK):
             raise PreflightError(f"{self.kind}: need read access to {secret} and write access to {secret.parent}")
         if self._backup().exists():
@@ -923,17 +1059,20 @@ class AuthSecretCorruption(Fault):
         what = f"pattern {p.pattern!r}" if p.pattern else f"pid files {', '.join(p.pidfiles)}"
         if not found:
             raise PreflightError(f"{self.kind}: no running replica matches {what}")
-        n = check_blast_radius(self.kind, len(found), p.count, self.ctx.scenario.guardrails.max_targets,
-                               f"replica(s) matching {what}")
+        n = check_blast_radius(
+            self.kind, len(found), p.count, self.ctx.scenario.guardrails.max_targets, f"replica(s) matching {what}"
+        )
         self.replicas, self.victims = found, found[:n]
 
     def plan(self) -> list[str]:
         p = self.params
         victims = getattr(self, "victims", [])
-        return [f"copy {p.secret_file} to {self._backup()} (mode 0600)",
-                f"replace {p.secret_file} with random bytes (atomic rename)",
-                *[f"restart replica pid {pid} with SIGTERM: {cmdline(pid)[:100]}" for pid in victims],
-                "revert: restore the secret from the backup, restart those replicas again, delete the backup"]
+        return [
+            f"copy {p.secret_file} to {self._backup()} (mode 0600)",
+            f"replace {p.secret_file} with random bytes (atomic rename)",
+            *[f"restart replica pid {pid} with SIGTERM: {cmdline(pid)[:100]}" for pid in victims],
+            "revert: restore the secret from the backup, restart those replicas again, delete the backup",
+        ]
 
     @_host_errors
     def inject(self, undo: Undo) -> None:
@@ -941,10 +1080,22 @@ class AuthSecretCorruption(Fault):
         secret, backup = Path(p.secret_file), self._backup()
         st = secret.stat()
         data: dict[str, Any] = dict(
-            secret_file=str(secret), backup=str(backup), backup_complete=False, corrupted=False,
-            mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, pattern=p.pattern,
-            pidfiles=list(p.pidfiles), restart=list(p.restart), restart_cwd=p.restart_cwd,
-            restart_log=p.restart_log, back_within=p.back_within, replicas_before=self.replicas, killed=[])
+            secret_file=str(secret),
+            backup=str(backup),
+            backup_complete=False,
+            corrupted=False,
+            mode=stat.S_IMODE(st.st_mode),
+            uid=st.st_uid,
+            gid=st.st_gid,
+            pattern=p.pattern,
+            pidfiles=list(p.pidfiles),
+            restart=list(p.restart),
+            restart_cwd=p.restart_cwd,
+            restart_log=p.restart_log,
+            back_within=p.back_within,
+            replicas_before=self.replicas,
+            killed=[],
+        )
         handle = undo.register(self.kind, **data)
         original = secret.read_bytes()
         fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -991,9 +1142,13 @@ class AuthSecretCorruption(Fault):
         # each fresh replica was just replaced (by its supervisor or `restart`): it counts once
         missing = len(data.get("killed", [])) - len(survived) - len(fresh)
         if missing > 0 and data.get("restart"):
-            result["restarted"] = [*result.get("restarted", []), *(
-                spawn(list(data["restart"]), data.get("restart_cwd"), data.get("restart_log")).pid
-                for _ in range(missing))]
+            result["restarted"] = [
+                *result.get("restarted", []),
+                *(
+                    spawn(list(data["restart"]), data.get("restart_cwd"), data.get("restart_log")).pid
+                    for _ in range(missing)
+                ),
+            ]
         result["survived"] = survived
         backup.unlink()
         _fsync_dir(backup.parent)
@@ -1007,8 +1162,9 @@ FAULTS: list[type[Fault]] = [DbConnectionExhaustion, MemoryPressure, CpuPressure
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m drillkit.faults.lab",
-                                     description="Helpers that drillkit's lab faults run detached.")
+    parser = argparse.ArgumentParser(
+        prog="python -m drillkit.faults.lab", description="Helpers that drillkit's lab faults run detached."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     h = sub.add_parser("hold-connections", help="open and hold PostgreSQL connections")
     h.add_argument("--dsn", required=True, help="libpq connection string (password via PGPASSWORD)")
@@ -1022,8 +1178,17 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--connect-timeout", type=float, default=5.0)
     args = parser.parse_args(argv)
     count = None if args.count == "all" else int(args.count)
-    return hold_connections(args.dsn, count, args.reserve, args.cap, args.status, args.owner_pid,
-                            args.max_hold, args.application_name, args.connect_timeout)
+    return hold_connections(
+        args.dsn,
+        count,
+        args.reserve,
+        args.cap,
+        args.status,
+        args.owner_pid,
+        args.max_hold,
+        args.application_name,
+        args.connect_timeout,
+    )
 
 
 if __name__ == "__main__":

@@ -57,24 +57,34 @@ class ProcessKill(Fault):
         what = f"pattern {p.pattern!r}" if p.pattern else f"pid file {p.pidfile}"
         if not found:
             raise PreflightError(f"process-kill: no running process matches {what}")
-        n = check_blast_radius(self.kind, len(found), p.count, self.ctx.scenario.guardrails.max_targets,
-                               f"process(es) matching {what}")
+        n = check_blast_radius(
+            self.kind, len(found), p.count, self.ctx.scenario.guardrails.max_targets, f"process(es) matching {what}"
+        )
         self.victims = found[:n]
 
     def plan(self) -> list[str]:
         victims = getattr(self, "victims", [])
         lines = [f"send {self.params.signal} to pid {pid}: {cmdline(pid)[:120]}" for pid in victims]
         if self.params.restart:
-            lines.append(f"revert: restart with {' '.join(self.params.restart)} unless back within "
-                         f"{self.params.back_within:g}s")
+            lines.append(
+                f"revert: restart with {' '.join(self.params.restart)} unless back within {self.params.back_within:g}s"
+            )
         return lines
 
     def inject(self, undo: Undo) -> None:
         p = self.params
-        handle = undo.register(self.kind, pattern=p.pattern, pidfile=p.pidfile, restart=list(p.restart),
-                               restart_cwd=p.restart_cwd, restart_log=p.restart_log,
-                               back_within=p.back_within, killed=[], count=len(self.victims),
-                               signal=p.signal)
+        handle = undo.register(
+            self.kind,
+            pattern=p.pattern,
+            pidfile=p.pidfile,
+            restart=list(p.restart),
+            restart_cwd=p.restart_cwd,
+            restart_log=p.restart_log,
+            back_within=p.back_within,
+            killed=[],
+            count=len(self.victims),
+            signal=p.signal,
+        )
         killed: list[int] = []
         for pid in self.victims:
             handle.update(killed=[*killed, pid])  # journalled before the signal is sent

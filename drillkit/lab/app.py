@@ -92,12 +92,13 @@ class Metrics:
     def __init__(self, replica: str, pool_size: int) -> None:
         self.registry = r = prom.CollectorRegistry()
         prom.ProcessCollector(registry=r)  # process_resident_memory_bytes, _start_time_seconds
-        self.requests = prom.Counter("chatbot_http_requests", "HTTP requests served",
-                                     ["route", "method", "code"], registry=r)
-        self.duration = prom.Histogram("chatbot_http_request_duration_seconds", "HTTP latency",
-                                       ["route"], buckets=BUCKETS, registry=r)
-        self.auth_failures = prom.Counter("chatbot_auth_failures", "Rejected logins/tokens",
-                                          registry=r)
+        self.requests = prom.Counter(
+            "chatbot_http_requests", "HTTP requests served", ["route", "method", "code"], registry=r
+        )
+        self.duration = prom.Histogram(
+            "chatbot_http_request_duration_seconds", "HTTP latency", ["route"], buckets=BUCKETS, registry=r
+        )
+        self.auth_failures = prom.Counter("chatbot_auth_failures", "Rejected logins/tokens", registry=r)
         self.db_errors = prom.Counter("chatbot_db_errors", "Failed DB work", ["kind"], registry=r)
         self.pool_in_use = prom.Gauge("chatbot_db_pool_in_use", "Connections lent out", registry=r)
         prom.Gauge("chatbot_db_pool_size", "Pool maximum size", registry=r).set(pool_size)
@@ -106,8 +107,7 @@ class Metrics:
         # Pre-create the series that alert ratios divide, so the first failures count.
         for kind in ("pool_timeout", "query"):
             self.db_errors.labels(kind)
-        for spec in ("/chat POST 200 401 503", "/login POST 200 401",
-                     "/conversations/{user} GET 200 401 503"):
+        for spec in ("/chat POST 200 401 503", "/login POST 200 401", "/conversations/{user} GET 200 401 503"):
             route, method, *codes = spec.split()
             for code in codes:
                 self.requests.labels(route, method, code)
@@ -121,10 +121,17 @@ class ChatApp:
         self.secret = read_secret(cfg.jwt_secret_file)
         name = f"chatbot-{cfg.replica}"  # also the application_name in pg_stat_activity
         self.pool = ConnectionPool(  # a short reconnect_timeout makes recovery prompt
-            cfg.dsn, min_size=1, max_size=cfg.pool_size, timeout=cfg.pool_timeout, open=False,
-            check=ConnectionPool.check_connection, reconnect_timeout=3.0, max_idle=30, name=name,
-            kwargs={"connect_timeout": 2, "application_name": name,
-                    "options": "-c statement_timeout=5000"})
+            cfg.dsn,
+            min_size=1,
+            max_size=cfg.pool_size,
+            timeout=cfg.pool_timeout,
+            open=False,
+            check=ConnectionPool.check_connection,
+            reconnect_timeout=3.0,
+            max_idle=30,
+            name=name,
+            kwargs={"connect_timeout": 2, "application_name": name, "options": "-c statement_timeout=5000"},
+        )
         self.metrics = Metrics(cfg.replica, cfg.pool_size)
         self.schema_ready = threading.Event()
         self._leak: list[bytearray] = []  # /debug/leak: never freed, like a real leak
@@ -157,13 +164,16 @@ class ChatApp:
         public: dict[tuple[str, str], Callable[[], Reply]] = {
             ("GET", "/healthz"): lambda: json_reply(200, {"replica": self.cfg.replica}),
             ("GET", "/readyz"): self.readyz,
-            ("GET", "/metrics"): lambda: Reply(200, prom.generate_latest(self.metrics.registry),
-                                               prom.CONTENT_TYPE_LATEST),
+            ("GET", "/metrics"): lambda: Reply(
+                200, prom.generate_latest(self.metrics.registry), prom.CONTENT_TYPE_LATEST
+            ),
             ("POST", "/login"): lambda: self.login(body),
-            ("POST", "/debug/leak"): lambda: self.leak(arg)}
+            ("POST", "/debug/leak"): lambda: self.leak(arg),
+        }
         private: dict[tuple[str, str], Callable[[str], Reply]] = {
             ("POST", "/chat"): lambda user: self.chat(user, body),
-            ("GET", "/conversations/{user}"): lambda user: self.conversation(user, arg)}
+            ("GET", "/conversations/{user}"): lambda user: self.conversation(user, arg),
+        }
         if (method, route) in public:
             return public[method, route]()
         if (method, route) not in private:
@@ -224,8 +234,9 @@ class ChatApp:
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token and self.secret is not None:
             with contextlib.suppress(jwt.InvalidTokenError):
-                return str(jwt.decode(token, self.secret, algorithms=["HS256"],
-                                      options={"require": ["exp", "sub"]})["sub"])
+                return str(
+                    jwt.decode(token, self.secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})["sub"]
+                )
         self.metrics.auth_failures.inc()
         return None
 
@@ -238,17 +249,22 @@ class ChatApp:
         with self.db() as conn, conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO messages (username, role, body, replica) VALUES (%s, %s, %s, %s)",
-                [(user, "user", message, replica), (user, "bot", reply, replica)])
+                [(user, "user", message, replica), (user, "bot", reply, replica)],
+            )
         return json_reply(200, {"reply": reply, "replica": replica})
 
     def conversation(self, user: str, owner: str) -> Reply:
         if user != owner:
             return json_reply(403, {"error": "not your conversation"})
         with self.db() as conn:
-            rows = conn.execute("SELECT role, body, replica, created_at FROM messages"
-                                " WHERE username = %s ORDER BY id DESC LIMIT 50", (owner,))
-            messages = [{"role": r, "body": b, "replica": rep, "at": at.isoformat()}
-                        for r, b, rep, at in reversed(rows.fetchall())]
+            rows = conn.execute(
+                "SELECT role, body, replica, created_at FROM messages WHERE username = %s ORDER BY id DESC LIMIT 50",
+                (owner,),
+            )
+            messages = [
+                {"role": r, "body": b, "replica": rep, "at": at.isoformat()}
+                for r, b, rep, at in reversed(rows.fetchall())
+            ]
         return json_reply(200, {"user": owner, "messages": messages})
 
 
@@ -287,8 +303,9 @@ class Server(ThreadingHTTPServer):
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
-    p = argparse.ArgumentParser(prog="python -m drillkit.lab.app", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m drillkit.lab.app", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--dsn", required=True)

@@ -127,8 +127,10 @@ def load_state(lab_dir: str | Path = DEFAULT_DIR) -> LabState | None:
         return LabState.from_dict(raw)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
-        raise UnavailableError(f"{path}: malformed lab state ({what}); stop what it started by hand "
-                               "and delete it, or start over in another --dir") from None
+        raise UnavailableError(
+            f"{path}: malformed lab state ({what}); stop what it started by hand "
+            "and delete it, or start over in another --dir"
+        ) from None
 
 
 def lab_url(service: str, lab_dir: str | Path | None = None) -> str | None:
@@ -142,7 +144,6 @@ def lab_url(service: str, lab_dir: str | Path | None = None) -> str | None:
 
 
 # --- processes ------------------------------------------------------------------------------
-
 
 
 def running(proc: Proc | None) -> bool:
@@ -161,6 +162,7 @@ def started(service: Service | subprocess.Popen[bytes], marker: str, log: Path) 
 
 # --- PostgreSQL -----------------------------------------------------------------------------
 
+
 def _pg_user() -> str | None:
     """PostgreSQL refuses to run as root: use the `postgres` account then."""
     if os.geteuid() != 0:
@@ -168,8 +170,9 @@ def _pg_user() -> str | None:
     try:
         pwd.getpwnam(PG_SUPERUSER)
     except KeyError:
-        raise UnavailableError("running as root needs the `postgres` OS user: "
-                               "install it with `apt-get install postgresql`") from None
+        raise UnavailableError(
+            "running as root needs the `postgres` OS user: install it with `apt-get install postgresql`"
+        ) from None
     return PG_SUPERUSER
 
 
@@ -177,13 +180,18 @@ def _as_user(user: str | None) -> dict[str, Any]:
     if user is None:
         return {}
     pw = pwd.getpwnam(user)
-    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": [],
-            "env": {**os.environ, "HOME": pw.pw_dir, "USER": user}}
+    return {
+        "user": pw.pw_uid,
+        "group": pw.pw_gid,
+        "extra_groups": [],
+        "env": {**os.environ, "HOME": pw.pw_dir, "USER": user},
+    }
 
 
 def _reachable_by(user: str, path: Path) -> bool:
-    return subprocess.run(["test", "-w", str(path), "-a", "-x", str(path)], check=False,
-                          **_as_user(user)).returncode == 0
+    return (
+        subprocess.run(["test", "-w", str(path), "-a", "-x", str(path)], check=False, **_as_user(user)).returncode == 0
+    )
 
 
 def _pg_root(lab_dir: Path, user: str | None) -> Path:
@@ -204,15 +212,23 @@ def _pg_root(lab_dir: Path, user: str | None) -> Path:
     return root
 
 
-def _pg(state: LabState, *argv: str, timeout: float = 60,
-        **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def _pg(state: LabState, *argv: str, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run([binary(argv[0]), *argv[1:]], capture_output=True, text=True,
-                              timeout=timeout, check=False, cwd=state.pg_root,
-                              **_as_user(state.pg_user), **kwargs)
+        return subprocess.run(
+            [binary(argv[0]), *argv[1:]],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=state.pg_root,
+            **_as_user(state.pg_user),
+            **kwargs,
+        )
     except subprocess.TimeoutExpired:
-        raise UnavailableError(f"`{' '.join(argv[:2])}` did not finish within {timeout:g}s "
-                               f"(PostgreSQL log: {Path(state.pg_root) / 'postgres.log'})") from None
+        raise UnavailableError(
+            f"`{' '.join(argv[:2])}` did not finish within {timeout:g}s "
+            f"(PostgreSQL log: {Path(state.pg_root) / 'postgres.log'})"
+        ) from None
     except OSError as exc:
         raise UnavailableError(f"cannot run {argv[0]}: {exc}") from None
 
@@ -221,17 +237,32 @@ def start_postgres(state: LabState) -> Proc:
     root = Path(state.pg_root)
     data, log = root / "data", root / "postgres.log"
     if not (data / "PG_VERSION").exists():
-        r = _pg(state, "initdb", "-D", str(data), "-U", PG_SUPERUSER, "--auth=trust", "--no-sync",
-                "-E", "UTF8", "--locale=C")
+        r = _pg(
+            state,
+            "initdb",
+            "-D",
+            str(data),
+            "-U",
+            PG_SUPERUSER,
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
         if r.returncode != 0:
             raise UnavailableError(f"initdb failed: {r.stdout}{r.stderr}")
         with (data / "postgresql.conf").open("a") as conf:
             conf.write("include_if_exists = 'drillkit-lab.conf'\n")
     settings = {  # rewritten at every start, so a new --base-port applies
-        "listen_addresses": "'127.0.0.1'", "port": str(state.ports.postgres),
+        "listen_addresses": "'127.0.0.1'",
+        "port": str(state.ports.postgres),
         "unix_socket_directories": "''",  # TCP only: no socket path length/permission trouble
-        "max_connections": str(MAX_CONNECTIONS), "superuser_reserved_connections": "3",
-        "shared_buffers": "16MB", "fsync": "off", "synchronous_commit": "off",
+        "max_connections": str(MAX_CONNECTIONS),
+        "superuser_reserved_connections": "3",
+        "shared_buffers": "16MB",
+        "fsync": "off",
+        "synchronous_commit": "off",
         "full_page_writes": "off",
     }
     conf_text = "".join(f"{k} = {v}\n" for k, v in settings.items())
@@ -240,8 +271,7 @@ def start_postgres(state: LabState) -> Proc:
     if state.pg_user:
         pw = pwd.getpwnam(state.pg_user)
         os.chown(conf_file, pw.pw_uid, pw.pw_gid)
-    r = _pg(state, "pg_ctl", "start", "-w", "-t", "30", "-D", str(data), "-l", str(log),
-            start_new_session=True)
+    r = _pg(state, "pg_ctl", "start", "-w", "-t", "30", "-D", str(data), "-l", str(log), start_new_session=True)
     if r.returncode != 0:
         tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
         raise UnavailableError(f"PostgreSQL did not start: {r.stdout}{r.stderr}\n{tail}")
@@ -264,18 +294,19 @@ def _bootstrap_db(state: LabState) -> None:
                 conn.execute(f"CREATE DATABASE {APP_DB} OWNER {APP_USER}")
     except psycopg.Error as exc:
         text = " ".join(str(exc).split())
-        raise UnavailableError(f"PostgreSQL: cannot create the app's role and database "
-                               f"({state.dsn_admin}): {text}") from None
+        raise UnavailableError(
+            f"PostgreSQL: cannot create the app's role and database ({state.dsn_admin}): {text}"
+        ) from None
 
 
 def stop_postgres(state: LabState, proc: Proc) -> None:
     if running(proc):
-        _pg(state, "pg_ctl", "stop", "-w", "-t", "20", "-m", "fast", "-D",
-            str(Path(state.pg_root) / "data"))
+        _pg(state, "pg_ctl", "stop", "-w", "-t", "20", "-m", "fast", "-D", str(Path(state.pg_root) / "data"))
     stop_proc(proc, signal.SIGINT)  # leftovers (SIGINT = PostgreSQL's fast shutdown)
 
 
 # --- the other components -------------------------------------------------------------------
+
 
 def _logs(state: LabState) -> Path:
     path = Path(state.dir) / "logs"
@@ -297,8 +328,9 @@ def _wait_port(name: str, port: int, proc: subprocess.Popen[bytes], log: Path, t
 def start_exporter(state: LabState) -> Proc:
     addr = f"127.0.0.1:{state.ports.exporter}"
     argv = [binary("prometheus-postgres-exporter"), f"--web.listen-address={addr}", "--log.level=warn"]
-    svc = start_service("exporter", argv, _logs(state), url=f"http://{addr}",
-                        env={**os.environ, "DATA_SOURCE_NAME": state.dsn_admin})
+    svc = start_service(
+        "exporter", argv, _logs(state), url=f"http://{addr}", env={**os.environ, "DATA_SOURCE_NAME": state.dsn_admin}
+    )
     wait_http(svc, "/metrics", 20)
     return started(svc, f"--web.listen-address={addr}", svc.log)
 
@@ -306,9 +338,19 @@ def start_exporter(state: LabState) -> Proc:
 def start_proxy(state: LabState) -> Proc:
     p = state.ports
     listen = f"127.0.0.1:{p.proxy}"
-    argv = [sys.executable, "-m", "drillkit.lab.proxy", "--listen", listen,
-            "--upstream", f"127.0.0.1:{p.postgres}", "--control", state.latency_file,
-            "--metrics-port", str(p.proxy_metrics)]
+    argv = [
+        sys.executable,
+        "-m",
+        "drillkit.lab.proxy",
+        "--listen",
+        listen,
+        "--upstream",
+        f"127.0.0.1:{p.postgres}",
+        "--control",
+        state.latency_file,
+        "--metrics-port",
+        str(p.proxy_metrics),
+    ]
     svc = start_service("proxy", argv, _logs(state))
     _wait_port("proxy", p.proxy, svc.proc, svc.log)
     return started(svc, f"--listen {listen}", svc.log)
@@ -319,15 +361,29 @@ def start_api(state: LabState) -> Proc:
     programs = []
     for i, port in enumerate(state.ports.api, start=1):
         name = f"api-{i}"
-        programs.append({
-            "name": name, "pidfile": state.pid_files[name], "log": str(logs / f"{name}.log"),
-            "argv": [sys.executable, "-m", "drillkit.lab.app", "--port", str(port), "--dsn", state.dsn,
-                     "--jwt-secret-file", state.jwt_secret_file, "--replica", name],
-        })
+        programs.append(
+            {
+                "name": name,
+                "pidfile": state.pid_files[name],
+                "log": str(logs / f"{name}.log"),
+                "argv": [
+                    sys.executable,
+                    "-m",
+                    "drillkit.lab.app",
+                    "--port",
+                    str(port),
+                    "--dsn",
+                    state.dsn,
+                    "--jwt-secret-file",
+                    state.jwt_secret_file,
+                    "--replica",
+                    name,
+                ],
+            }
+        )
     config = Path(state.dir) / "supervise.json"
     config.write_text(json.dumps({"programs": programs, "backoff": 1.0}, indent=2) + "\n")
-    svc = start_service("supervisor", [sys.executable, "-m", "drillkit.lab.supervise", "--config", str(config)],
-                        logs)
+    svc = start_service("supervisor", [sys.executable, "-m", "drillkit.lab.supervise", "--config", str(config)], logs)
     for port in state.ports.api:
         replica = Service(f"api on port {port}", svc.proc, svc.log, f"http://127.0.0.1:{port}")
         wait_http(replica, "/healthz", 30)
@@ -337,8 +393,17 @@ def start_api(state: LabState) -> Proc:
 def start_traffic(state: LabState) -> Proc:
     targets = ",".join(f"http://127.0.0.1:{port}" for port in state.ports.api)
     port = state.ports.traffic_metrics
-    argv = [sys.executable, "-m", "drillkit.lab.traffic", "--targets", targets, "--rps", "10",
-            "--metrics-port", str(port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "drillkit.lab.traffic",
+        "--targets",
+        targets,
+        "--rps",
+        "10",
+        "--metrics-port",
+        str(port),
+    ]
     svc = start_service("traffic", argv, _logs(state), url=f"http://127.0.0.1:{port}")
     wait_http(svc, "/metrics", 20)
     return started(svc, f"--metrics-port {port}", svc.log)
@@ -362,7 +427,9 @@ def prometheus_setup(state: LabState) -> PrometheusSetup:
             "alertmanager": [local(p.alertmanager)],
             "prometheus": [local(p.prometheus)],
         },
-        rule_files=[RULES], alertmanager=local(p.alertmanager))
+        rule_files=[RULES],
+        alertmanager=local(p.alertmanager),
+    )
 
 
 def start_prom(state: LabState) -> Proc:
@@ -374,8 +441,13 @@ def start_prom(state: LabState) -> Proc:
 
 
 STARTERS: dict[str, Callable[[LabState], Proc]] = {
-    "postgres": start_postgres, "exporter": start_exporter, "proxy": start_proxy, "api": start_api,
-    "traffic": start_traffic, "alertmanager": start_alertmanager, "prometheus": start_prom,
+    "postgres": start_postgres,
+    "exporter": start_exporter,
+    "proxy": start_proxy,
+    "api": start_api,
+    "traffic": start_traffic,
+    "alertmanager": start_alertmanager,
+    "prometheus": start_prom,
 }
 # Prometheus first: its first scrape and rule evaluation come seconds after it starts, so
 # that wait overlaps with starting everything else. Dependencies before dependents otherwise.
@@ -383,6 +455,7 @@ START_ORDER = ("prometheus", "alertmanager", "postgres", "exporter", "proxy", "a
 
 
 # --- up / down / status / logs ---------------------------------------------------------------
+
 
 @dataclass
 class UpResult:
@@ -403,25 +476,38 @@ def new_state(lab_dir: Path, base_port: int, replicas: int) -> LabState:
     loc = f"127.0.0.1:{ports.postgres}"
     opts = "sslmode=disable&connect_timeout=2"
     names = [f"api-{i}" for i in range(1, replicas + 1)]
-    urls = {"prometheus": f"http://127.0.0.1:{ports.prometheus}",
-            "alertmanager": f"http://127.0.0.1:{ports.alertmanager}",
-            "exporter": f"http://127.0.0.1:{ports.exporter}/metrics",
-            "proxy_metrics": f"http://127.0.0.1:{ports.proxy_metrics}/metrics",
-            "traffic_metrics": f"http://127.0.0.1:{ports.traffic_metrics}/metrics",
-            **{name: f"http://127.0.0.1:{port}" for name, port in zip(names, ports.api, strict=True)}}
+    urls = {
+        "prometheus": f"http://127.0.0.1:{ports.prometheus}",
+        "alertmanager": f"http://127.0.0.1:{ports.alertmanager}",
+        "exporter": f"http://127.0.0.1:{ports.exporter}/metrics",
+        "proxy_metrics": f"http://127.0.0.1:{ports.proxy_metrics}/metrics",
+        "traffic_metrics": f"http://127.0.0.1:{ports.traffic_metrics}/metrics",
+        **{name: f"http://127.0.0.1:{port}" for name, port in zip(names, ports.api, strict=True)},
+    }
     return LabState(
-        dir=str(lab_dir), base_port=base_port, replicas=replicas, ports=ports, urls=urls,
+        dir=str(lab_dir),
+        base_port=base_port,
+        replicas=replicas,
+        ports=ports,
+        urls=urls,
         dsn=f"postgresql://{APP_USER}@127.0.0.1:{ports.proxy}/{APP_DB}?{opts}",
         dsn_direct=f"postgresql://{APP_USER}@{loc}/{APP_DB}?{opts}",
         dsn_admin=f"postgresql://{PG_SUPERUSER}@{loc}/postgres?{opts}",
-        pg_root=str(pg_root), pg_user=user,
-        jwt_secret_file=str(lab_dir / "jwt.secret"), latency_file=str(lab_dir / "latency.json"),
+        pg_root=str(pg_root),
+        pg_user=user,
+        jwt_secret_file=str(lab_dir / "jwt.secret"),
+        latency_file=str(lab_dir / "latency.json"),
         pid_files={name: str(lab_dir / f"{name}.pid") for name in names},
     )
 
 
-def up(lab_dir: Path = DEFAULT_DIR, base_port: int | None = None, replicas: int | None = None,
-       out: Callable[[str], None] = print, ready_timeout: float = READY_TIMEOUT_S) -> UpResult:
+def up(
+    lab_dir: Path = DEFAULT_DIR,
+    base_port: int | None = None,
+    replicas: int | None = None,
+    out: Callable[[str], None] = print,
+    ready_timeout: float = READY_TIMEOUT_S,
+) -> UpResult:
     """Start whatever part of the lab is not running; wait until Prometheus sees it all."""
     t0 = time.monotonic()
     lab_dir = lab_dir.absolute()
@@ -431,8 +517,10 @@ def up(lab_dir: Path = DEFAULT_DIR, base_port: int | None = None, replicas: int 
     if state and live:
         wanted = (base_port or state.base_port, replicas or state.replicas)
         if wanted != (state.base_port, state.replicas):
-            raise InputError(f"the lab in {lab_dir} runs with --base-port {state.base_port} "
-                             f"--replicas {state.replicas}; run `drillkit lab down` first to change them")
+            raise InputError(
+                f"the lab in {lab_dir} runs with --base-port {state.base_port} "
+                f"--replicas {state.replicas}; run `drillkit lab down` first to change them"
+            )
     if state and live:
         ports = state.ports
     else:
@@ -444,11 +532,16 @@ def up(lab_dir: Path = DEFAULT_DIR, base_port: int | None = None, replicas: int 
         return UpResult(state, [], live, time.monotonic() - t0)
     busy = [f"{port} ({c})" for c in missing for port in ports.owned_by(c) if port_in_use(port)]
     if busy:  # checked before anything is created or started
-        raise UnavailableError(f"port {', '.join(busy)} already in use on 127.0.0.1: stop what "
-                               f"listens there or pick another --base-port")
+        raise UnavailableError(
+            f"port {', '.join(busy)} already in use on 127.0.0.1: stop what listens there or pick another --base-port"
+        )
     for c in missing:  # every program, before anything is created or started
-        for name in {"postgres": ["initdb", "pg_ctl"], "exporter": ["prometheus-postgres-exporter"],
-                     "alertmanager": ["prometheus-alertmanager"], "prometheus": ["prometheus"]}.get(c, []):
+        for name in {
+            "postgres": ["initdb", "pg_ctl"],
+            "exporter": ["prometheus-postgres-exporter"],
+            "alertmanager": ["prometheus-alertmanager"],
+            "prometheus": ["prometheus"],
+        }.get(c, []):
             binary(name)
     if state is None or not live:
         state = new_state(lab_dir, ports.prometheus, len(ports.api))
@@ -488,8 +581,10 @@ def _get_json(url: str) -> Any:
 
 # Rate-based steady-state probes need two scrapes of successful traffic: wait for them, so
 # a drill started right after `lab up` finds a measurable steady state.
-TRAFFIC_FLOWING = ('sum(rate(chatbot_traffic_requests_total{outcome="ok"}[5s])) > 0 and on() '
-                   'sum(rate(chatbot_http_requests_total{job="chatbot-api",route="/chat",code="200"}[5s])) > 0')
+TRAFFIC_FLOWING = (
+    'sum(rate(chatbot_traffic_requests_total{outcome="ok"}[5s])) > 0 and on() '
+    'sum(rate(chatbot_http_requests_total{job="chatbot-api",route="/chat",code="200"}[5s])) > 0'
+)
 
 
 def _query(prom: str, expr: str) -> list[Any]:
@@ -550,8 +645,7 @@ class DownResult:
     pids: list[int]  # every process that was recorded (all are gone now)
 
 
-def down(lab_dir: Path = DEFAULT_DIR, out: Callable[[str], None] = print,
-         purge: bool = False) -> DownResult | None:
+def down(lab_dir: Path = DEFAULT_DIR, out: Callable[[str], None] = print, purge: bool = False) -> DownResult | None:
     """Stop every recorded component, dependents first; None if no lab state was found.
     `purge` also deletes what the lab wrote (databases, TSDB, logs, secret)."""
     state = load_state(lab_dir)
@@ -579,8 +673,7 @@ def _purge(state: LabState) -> None:
     for sub in ("postgres", "prometheus", "alertmanager", "logs"):
         shutil.rmtree(lab_dir / sub, ignore_errors=True)
     shutil.rmtree(state.pg_root, ignore_errors=True)
-    for name in (state.jwt_secret_file, state.latency_file, str(lab_dir / "supervise.json"),
-                 *state.pid_files.values()):
+    for name in (state.jwt_secret_file, state.latency_file, str(lab_dir / "supervise.json"), *state.pid_files.values()):
         Path(name).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         lab_dir.rmdir()  # only if nothing else is in it
@@ -604,8 +697,14 @@ def status(lab_dir: Path = DEFAULT_DIR) -> list[ComponentStatus] | None:
         proc = state.procs.get(c)
         if c == "api":
             ok = running(proc)
-            rows.append(ComponentStatus("supervisor", ok, proc.pid if proc else None,
-                                        f"restarts dead replicas; config {state.dir}/supervise.json"))
+            rows.append(
+                ComponentStatus(
+                    "supervisor",
+                    ok,
+                    proc.pid if proc else None,
+                    f"restarts dead replicas; config {state.dir}/supervise.json",
+                )
+            )
             for (name, pid), port in zip(state.replica_pids().items(), state.ports.api, strict=True):
                 up_ = pid is not None and alive(pid) and port_in_use(port)
                 rows.append(ComponentStatus(name, up_, pid, state.urls[name]))
@@ -641,10 +740,11 @@ def tail(path: Path, lines: int) -> Iterator[str]:
 
 def summary(state: LabState) -> list[str]:
     """What `lab up` prints: where everything is and what to do next."""
-    lines = [f"Prometheus    {state.urls['prometheus']}",
-             f"Alertmanager  {state.urls['alertmanager']}"]
+    lines = [f"Prometheus    {state.urls['prometheus']}", f"Alertmanager  {state.urls['alertmanager']}"]
     lines += [f"{name:<13} {state.urls[name]}" for name in state.pid_files]
-    lines += [f"PostgreSQL    {state.dsn_direct}",
-              f"app DSN       {state.dsn}  (through the latency proxy)",
-              f"state         {state.path}"]
+    lines += [
+        f"PostgreSQL    {state.dsn_direct}",
+        f"app DSN       {state.dsn}  (through the latency proxy)",
+        f"state         {state.path}",
+    ]
     return lines

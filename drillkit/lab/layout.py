@@ -19,8 +19,15 @@ STATE_FILE = "state.json"
 MAX_REPLICAS = 20
 
 # Offsets from the base port (the API replicas take base+10 ... base+10+N-1).
-OFFSETS = {"prometheus": 0, "alertmanager": 1, "postgres": 2, "proxy": 3, "proxy_metrics": 4,
-           "exporter": 5, "traffic_metrics": 6}
+OFFSETS = {
+    "prometheus": 0,
+    "alertmanager": 1,
+    "postgres": 2,
+    "proxy": 3,
+    "proxy_metrics": 4,
+    "exporter": 5,
+    "traffic_metrics": 6,
+}
 API_OFFSET = 10
 
 
@@ -52,9 +59,12 @@ class Ports:
     def owned_by(self, component: str) -> list[int]:
         """The ports a component listens on."""
         return {
-            "postgres": [self.postgres], "exporter": [self.exporter],
-            "proxy": [self.proxy, self.proxy_metrics], "api": list(self.api),
-            "traffic": [self.traffic_metrics], "alertmanager": [self.alertmanager],
+            "postgres": [self.postgres],
+            "exporter": [self.exporter],
+            "proxy": [self.proxy, self.proxy_metrics],
+            "api": list(self.api),
+            "traffic": [self.traffic_metrics],
+            "alertmanager": [self.alertmanager],
             "prometheus": [self.prometheus],
         }[component]
 

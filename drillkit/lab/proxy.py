@@ -61,7 +61,7 @@ class DelayControl:
         try:
             value = float(json.loads(text)["delay_ms"])
         except (ValueError, KeyError, TypeError) as exc:
-            return self._bad(f"{self.path}: expected {{\"delay_ms\": N}}: {exc!r}")
+            return self._bad(f'{self.path}: expected {{"delay_ms": N}}: {exc!r}')
         if value < 0:
             return self._bad(f"{self.path}: delay_ms must be >= 0, got {value:g}")
         if value != self._value:
@@ -107,16 +107,14 @@ class Proxy:
                 log.warning("upstream %s:%d unreachable: %s", *self.opts.upstream, exc)
                 return
             try:
-                await asyncio.gather(self._pump(client_r, up_w, "upstream"),
-                                     self._pump(up_r, client_w, "downstream"))
+                await asyncio.gather(self._pump(client_r, up_w, "upstream"), self._pump(up_r, client_w, "downstream"))
             finally:
                 up_w.close()
         finally:
             self.stats.open -= 1
             client_w.close()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    direction: str) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: str) -> None:
         """Copy reader to writer, each chunk delivered `delay` after it arrived, in order."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(QUEUE_CHUNKS)
@@ -160,9 +158,11 @@ class Proxy:
             request = await reader.readuntil(b"\r\n\r\n")
             ok = request.startswith(b"GET /metrics")
             body = (self._exposition() if ok else "not found\n").encode()
-            head = (f"HTTP/1.1 {'200 OK' if ok else '404 Not Found'}\r\n"
-                    "Content-Type: text/plain; version=0.0.4\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+            head = (
+                f"HTTP/1.1 {'200 OK' if ok else '404 Not Found'}\r\n"
+                "Content-Type: text/plain; version=0.0.4\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
             writer.write(head.encode() + body)
             await writer.drain()
         writer.close()
@@ -189,10 +189,8 @@ class Proxy:
         server = await asyncio.start_server(self.handle, *self.opts.listen)
         servers = [server]
         if self.opts.metrics_port is not None:
-            servers.append(await asyncio.start_server(self.metrics, self.opts.listen[0],
-                                                      self.opts.metrics_port))
-        log.info("proxy %s:%d -> %s:%d, delay from %s", *self.opts.listen, *self.opts.upstream,
-                 self.opts.control)
+            servers.append(await asyncio.start_server(self.metrics, self.opts.listen[0], self.opts.metrics_port))
+        log.info("proxy %s:%d -> %s:%d, delay from %s", *self.opts.listen, *self.opts.upstream, self.opts.control)
         await stop.wait()
         for s in servers:
             s.close()
@@ -206,8 +204,9 @@ def host_port(text: str) -> tuple[str, int]:
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
-    p = argparse.ArgumentParser(prog="python -m drillkit.lab.proxy", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m drillkit.lab.proxy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--listen", type=host_port, required=True, help="HOST:PORT (or PORT)")
     p.add_argument("--upstream", type=host_port, required=True, help="HOST:PORT of PostgreSQL")
     p.add_argument("--control", type=Path, required=True, help='JSON file {"delay_ms": N}')

@@ -73,8 +73,9 @@ class Service:
                 self.proc.wait()
 
 
-def start_service(name: str, argv: list[str], workdir: Path, url: str = "",
-                  env: dict[str, str] | None = None) -> Service:
+def start_service(
+    name: str, argv: list[str], workdir: Path, url: str = "", env: dict[str, str] | None = None
+) -> Service:
     """`procs.spawn` (own session, reaped) with its output in `<workdir>/<name>.log`."""
     log = workdir / f"{name}.log"
     return Service(name, spawn(argv, log_file=log, env=env), log, url)
@@ -112,21 +113,26 @@ def start_prometheus(workdir: Path, setup: PrometheusSetup, port: int | None = N
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     config: dict[str, Any] = {
-        "global": {"scrape_interval": setup.interval, "evaluation_interval": setup.interval,
-                   "scrape_timeout": setup.interval},
+        "global": {
+            "scrape_interval": setup.interval,
+            "evaluation_interval": setup.interval,
+            "scrape_timeout": setup.interval,
+        },
         "rule_files": [str(p) for p in setup.rule_files],
         "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": targets}]}
-            for job, targets in setup.scrape.items()
+            {"job_name": job, "static_configs": [{"targets": targets}]} for job, targets in setup.scrape.items()
         ],
     }
     if setup.alertmanager:
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [setup.alertmanager]}]}]}
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     argv = [
-        binary("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
-        f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-        "--web.enable-lifecycle", "--storage.tsdb.retention.time=1d",
+        binary("prometheus"),
+        f"--config.file={workdir / 'prometheus.yml'}",
+        f"--storage.tsdb.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.enable-lifecycle",
+        "--storage.tsdb.retention.time=1d",
     ]
     service = start_service("prometheus", argv, workdir, url=f"http://127.0.0.1:{port}")
     return _ready(service)
@@ -148,14 +154,24 @@ def start_alertmanager(workdir: Path, port: int | None = None) -> Service:
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     config = {
-        "route": {"receiver": "drill", "group_by": ["alertname"], "group_wait": "0s",
-                  "group_interval": "1s", "repeat_interval": "1h"},
+        "route": {
+            "receiver": "drill",
+            "group_by": ["alertname"],
+            "group_wait": "0s",
+            "group_interval": "1s",
+            "repeat_interval": "1h",
+        },
         "receivers": [{"name": "drill"}],
     }
     (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     addr = f"127.0.0.1:{port}"
-    argv = [binary("prometheus-alertmanager"), f"--config.file={workdir / 'alertmanager.yml'}",
-            f"--storage.path={workdir / 'data'}", f"--web.listen-address={addr}",
-            "--cluster.listen-address=", "--log.level=warn"]
+    argv = [
+        binary("prometheus-alertmanager"),
+        f"--config.file={workdir / 'alertmanager.yml'}",
+        f"--storage.path={workdir / 'data'}",
+        f"--web.listen-address={addr}",
+        "--cluster.listen-address=",
+        "--log.level=warn",
+    ]
     service = start_service("alertmanager", argv, workdir, url=f"http://{addr}")
     return _ready(service)

@@ -55,8 +55,10 @@ class Config:
     @classmethod
     def load(cls, path: Path) -> Config:
         raw: dict[str, Any] = json.loads(path.read_text())
-        programs = tuple(Program(p["name"], tuple(p["argv"]), Path(p["pidfile"]), Path(p["log"]),
-                                 p.get("cwd")) for p in raw["programs"])
+        programs = tuple(
+            Program(p["name"], tuple(p["argv"]), Path(p["pidfile"]), Path(p["log"]), p.get("cwd"))
+            for p in raw["programs"]
+        )
         names = [p.name for p in programs]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate program names in {path}: {names}")
@@ -100,8 +102,9 @@ class Supervisor:
     def start(self, slot: Slot) -> None:
         p = slot.program
         with open(p.log, "ab") as out:
-            slot.proc = subprocess.Popen(list(p.argv), cwd=p.cwd, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT)
+            slot.proc = subprocess.Popen(
+                list(p.argv), cwd=p.cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            )
         slot.started = time.monotonic()
         write_pidfile(p.pidfile, slot.proc.pid)
         log.info("%s started, pid %d", p.name, slot.proc.pid)
@@ -122,8 +125,14 @@ class Supervisor:
         crash_loop = uptime < self.cfg.stable_after and slot.delay > 0
         slot.delay = min(slot.delay * 2, self.cfg.max_backoff) if crash_loop else self.cfg.backoff
         slot.restart_at = now + slot.delay
-        log.warning("%s (pid %d) %s after %.1fs; restarting in %.1fs", slot.program.name,
-                    slot.proc.pid, describe_exit(code), uptime, slot.delay)
+        log.warning(
+            "%s (pid %d) %s after %.1fs; restarting in %.1fs",
+            slot.program.name,
+            slot.proc.pid,
+            describe_exit(code),
+            uptime,
+            slot.delay,
+        )
         slot.proc = None
 
     def run(self) -> None:
@@ -154,8 +163,11 @@ class Supervisor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m drillkit.lab.supervise", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m drillkit.lab.supervise",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", type=Path, required=True, help="JSON file naming the programs")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

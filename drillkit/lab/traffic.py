@@ -74,8 +74,9 @@ class Traffic:
         self.opts = opts
         self.users = [User(f"drill-user-{i}") for i in range(1, opts.users + 1)]
         self.registry = registry or prom.CollectorRegistry()
-        self.requests = prom.Counter("chatbot_traffic_requests", "Requests sent by outcome",
-                                     ["target", "outcome"], registry=self.registry)
+        self.requests = prom.Counter(
+            "chatbot_traffic_requests", "Requests sent by outcome", ["target", "outcome"], registry=self.registry
+        )
         self.totals: collections.Counter[tuple[str, str]] = collections.Counter()
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
@@ -97,8 +98,7 @@ class Traffic:
         """One request; counted under its outcome. None when it got no HTTP answer."""
         result: requests.Response | Exception
         try:
-            result = self._session().request(method, target + path, timeout=self.opts.timeout,
-                                             **kw)
+            result = self._session().request(method, target + path, timeout=self.opts.timeout, **kw)
             result.close()
         except requests.RequestException as exc:
             result = exc
@@ -110,8 +110,7 @@ class Traffic:
             due = time.monotonic() - user.last_login >= self.opts.relogin_after
             if user.token is None or (user.rejected and due):
                 user.last_login = time.monotonic()
-                resp = self._send(target, "POST", "/login",
-                                  json={"user": user.name, "password": PASSWORD})
+                resp = self._send(target, "POST", "/login", json={"user": user.name, "password": PASSWORD})
                 if resp is not None and resp.status_code == 200:
                     user.token, user.rejected = resp.json()["token"], False
             return user.token
@@ -126,8 +125,7 @@ class Traffic:
         if n // (n_targets * n_users) % 3 == 2:
             resp = self._send(target, "GET", f"/conversations/{user.name}", headers=auth)
         else:
-            resp = self._send(target, "POST", "/chat", headers=auth,
-                              json={"message": f"drill message {n}"})
+            resp = self._send(target, "POST", "/chat", headers=auth, json={"message": f"drill message {n}"})
         if resp is not None and resp.status_code == 401:
             with user.lock:
                 user.rejected = user.rejected or user.token == token
@@ -162,8 +160,9 @@ class Traffic:
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
-    p = argparse.ArgumentParser(prog="python -m drillkit.lab.traffic", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m drillkit.lab.traffic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--targets", required=True, help="comma-separated base URLs")
     p.add_argument("--rps", type=float, default=10.0)
     p.add_argument("--duration", type=float, help="seconds (default: until SIGTERM)")
@@ -175,8 +174,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     targets = [t.strip().rstrip("/") for t in a.targets.split(",") if t.strip()]
     if not targets or a.rps <= 0 or a.users < 1:
         p.error("need at least one target, --rps > 0 and --users >= 1")
-    return Options(targets, a.rps, a.duration, a.users, a.relogin_after, a.timeout,
-                   a.metrics_port)
+    return Options(targets, a.rps, a.duration, a.users, a.relogin_after, a.timeout, a.metrics_port)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,16 +54,29 @@ CONTEXT = "kind-drillkit-test"
 PROD_CONTEXT = "prod-cluster"
 MEMORY_PRESSURE_MARKER = "drillkit-memory-pressure"
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "gitCommit": "kubeserver",
-           "gitTreeState": "clean", "buildDate": "2024-08-13T07:28:49Z", "goVersion": "go1.22.5",
-           "compiler": "gc", "platform": "linux/amd64"}
-SUBRESOURCES = {"pods": ["status", "exec", "eviction", "ephemeralcontainers", "log"],
-                "deployments": ["status", "scale"], "statefulsets": ["status", "scale"],
-                "replicasets": ["status", "scale"], "jobs": ["status"], "nodes": ["status"],
-                "namespaces": ["status"], "poddisruptionbudgets": ["status"],
-                "services": ["status"]}
-PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
-               "application/strategic-merge-patch+json")
+VERSION = {
+    "major": "1",
+    "minor": "31",
+    "gitVersion": "v1.31.0",
+    "gitCommit": "kubeserver",
+    "gitTreeState": "clean",
+    "buildDate": "2024-08-13T07:28:49Z",
+    "goVersion": "go1.22.5",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+SUBRESOURCES = {
+    "pods": ["status", "exec", "eviction", "ephemeralcontainers", "log"],
+    "deployments": ["status", "scale"],
+    "statefulsets": ["status", "scale"],
+    "replicasets": ["status", "scale"],
+    "jobs": ["status"],
+    "nodes": ["status"],
+    "namespaces": ["status"],
+    "poddisruptionbudgets": ["status"],
+    "services": ["status"],
+}
+PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json")
 
 ExecResult = tuple[str | bytes, str | bytes, int]
 ExecHandler = Callable[[Obj, str, list[str]], ExecResult]
@@ -106,23 +119,33 @@ def parse_quantity(value: Any) -> int:
     m = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", str(value))
     if not m:
         raise ValueError(f"bad quantity {value!r}")
-    units = {"": 1, "m": 1e-3, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-             "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
+    units = {
+        "": 1,
+        "m": 1e-3,
+        "k": 1e3,
+        "K": 1e3,
+        "M": 1e6,
+        "G": 1e9,
+        "T": 1e12,
+        "Ki": 1024,
+        "Mi": 1024**2,
+        "Gi": 1024**3,
+        "Ti": 1024**4,
+    }
     return int(float(m[1]) * units[m[2]])
 
 
 class KubeServer:
     """In-process Kubernetes API server for wire tests::
 
-        server = KubeServer().start()          # or the `kube_server` fixture
-        server.seed_demo()
-        client = kubernetes.config.new_client_from_config(server.kubeconfig_path, CONTEXT)
-        ...
-        server.stop()
+    server = KubeServer().start()          # or the `kube_server` fixture
+    server.seed_demo()
+    client = kubernetes.config.new_client_from_config(server.kubeconfig_path, CONTEXT)
+    ...
+    server.stop()
     """
 
-    def __init__(self, ready_delay: float = 0.3, tick: float = 0.05,
-                 kubeconfig_dir: str | Path | None = None):
+    def __init__(self, ready_delay: float = 0.3, tick: float = 0.05, kubeconfig_dir: str | Path | None = None):
         self.store = self.state = Store()
         self.requests: list[RequestRecord] = []
         self.execs: list[ExecRecord] = []
@@ -143,8 +166,9 @@ class KubeServer:
         self.kubeconfig_path = str(directory / "kubeconfig")
         self._write_kubeconfig()
         self.controllers = Controllers(self, ready_delay, tick)
-        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
-                                        name="kubeserver-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, args=(0.05,), name="kubeserver-http", daemon=True
+        )
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> KubeServer:
@@ -176,36 +200,43 @@ class KubeServer:
 
     def _write_kubeconfig(self) -> None:
         config = {
-            "apiVersion": "v1", "kind": "Config", "preferences": {},
+            "apiVersion": "v1",
+            "kind": "Config",
+            "preferences": {},
             "clusters": [{"name": c, "cluster": {"server": self.url}} for c in (CONTEXT, PROD_CONTEXT)],
             "users": [{"name": c, "user": {"token": f"{c}-token"}} for c in (CONTEXT, PROD_CONTEXT)],
-            "contexts": [{"name": c, "context": {"cluster": c, "user": c, "namespace": "default"}}
-                         for c in (CONTEXT, PROD_CONTEXT)],
-            "current-context": CONTEXT}
+            "contexts": [
+                {"name": c, "context": {"cluster": c, "user": c, "namespace": "default"}}
+                for c in (CONTEXT, PROD_CONTEXT)
+            ],
+            "current-context": CONTEXT,
+        }
         Path(self.kubeconfig_path).write_text(yaml.safe_dump(config, sort_keys=False))
 
     def api_client(self, context: str = CONTEXT):
         """A real `kubernetes.client.ApiClient` for this server (close it when done)."""
         import kubernetes
 
-        return kubernetes.config.new_client_from_config(config_file=self.kubeconfig_path,
-                                                        context=context)
+        return kubernetes.config.new_client_from_config(config_file=self.kubeconfig_path, context=context)
 
     # ------------------------------------------------------------ state access
     def get(self, resource: str, namespace: str | None, name: str) -> Obj | None:
         return self.store.get(resource, namespace, name)
 
-    def list(self, resource: str, namespace: str | None = None, label_selector: str | None = None,
-             field_selector: str | None = None) -> list[Obj]:
+    def list(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[Obj]:
         return self.store.list(resource, namespace, label_selector, field_selector)
 
-    def update(self, resource: str, namespace: str | None, name: str,
-               fn: Callable[[Obj], None]) -> Obj | None:
+    def update(self, resource: str, namespace: str | None, name: str, fn: Callable[[Obj], None]) -> Obj | None:
         """Mutate an object in place through `fn(obj)`, bypassing API rules (status included)."""
         return self.store.update(resource, namespace, name, fn)
 
-    def delete(self, resource: str, namespace: str | None, name: str,
-               propagation: str | None = None) -> Obj:
+    def delete(self, resource: str, namespace: str | None, name: str, propagation: str | None = None) -> Obj:
         return self.store.delete(resource, namespace, name, propagation)
 
     def seed(self, obj: Obj | list[Obj]) -> Obj | list[Obj]:
@@ -238,31 +269,60 @@ class KubeServer:
             if value:
                 return value
             time.sleep(0.02)
-        raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}; "
-                             f"last value: {value!r}")
+        raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}; last value: {value!r}")
 
     def record_event(self, obj: Obj, reason: str, message: str, type_: str = "Normal") -> None:
         meta, now = obj["metadata"], now_rfc3339()
-        self.store.create("events", {
-            "metadata": {"name": f"{meta['name']}.{random_suffix(10)}",
-                         "namespace": meta.get("namespace") or "default"},
-            "involvedObject": {"kind": obj["kind"], "apiVersion": obj["apiVersion"],
-                               "name": meta["name"], "namespace": meta.get("namespace"),
-                               "uid": meta["uid"]},
-            "reason": reason, "message": message, "type": type_, "count": 1,
-            "source": {"component": "kubeserver"}, "reportingComponent": "kubeserver",
-            "firstTimestamp": now, "lastTimestamp": now})
+        self.store.create(
+            "events",
+            {
+                "metadata": {
+                    "name": f"{meta['name']}.{random_suffix(10)}",
+                    "namespace": meta.get("namespace") or "default",
+                },
+                "involvedObject": {
+                    "kind": obj["kind"],
+                    "apiVersion": obj["apiVersion"],
+                    "name": meta["name"],
+                    "namespace": meta.get("namespace"),
+                    "uid": meta["uid"],
+                },
+                "reason": reason,
+                "message": message,
+                "type": type_,
+                "count": 1,
+                "source": {"component": "kubeserver"},
+                "reportingComponent": "kubeserver",
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+            },
+        )
 
     # ------------------------------------------------------------ faults and exec
-    def inject_error(self, method: str | None = None, path_contains: str | None = None,
-                     status: int | None = 500, times: int = 1, retry_after: int | None = None,
-                     drop_connection: bool = False, delay: float = 0.0,
-                     message: str | None = None) -> Injection:
+    def inject_error(
+        self,
+        method: str | None = None,
+        path_contains: str | None = None,
+        status: int | None = 500,
+        times: int = 1,
+        retry_after: int | None = None,
+        drop_connection: bool = False,
+        delay: float = 0.0,
+        message: str | None = None,
+    ) -> Injection:
         """The next `times` matching requests get `status` (a Status body, `Retry-After` if
         given), or their connection closed without an answer, after sleeping `delay`.
         `status=None` with a delay only slows requests down. Returns the live rule."""
-        rule = Injection(method.upper() if method else None, path_contains, status, times,
-                         retry_after, drop_connection, delay, message)
+        rule = Injection(
+            method.upper() if method else None,
+            path_contains,
+            status,
+            times,
+            retry_after,
+            drop_connection,
+            delay,
+            message,
+        )
         with self._lock:
             self._injections.append(rule)
         return rule
@@ -274,14 +334,16 @@ class KubeServer:
     def _take_injection(self, method: str, raw_path: str) -> Injection | None:
         with self._lock:
             for rule in self._injections:
-                if rule.remaining > 0 and rule.method in (None, method) and (
-                        rule.path_contains is None or rule.path_contains in raw_path):
+                if (
+                    rule.remaining > 0
+                    and rule.method in (None, method)
+                    and (rule.path_contains is None or rule.path_contains in raw_path)
+                ):
                     rule.hits += 1
                     return rule
         return None
 
-    def on_exec(self, match: str | Callable[[Obj, str, list[str]], bool],
-                handler: ExecHandler) -> None:
+    def on_exec(self, match: str | Callable[[Obj, str, list[str]], bool], handler: ExecHandler) -> None:
         """Answer execs whose joined command contains `match` (or `match(pod, container,
         command)` is true) with `handler(pod, container, command) -> (stdout, stderr,
         exit_code)`. Newer registrations win over older ones and over the built-ins."""
@@ -301,17 +363,29 @@ class KubeServer:
             if message:
                 return b"", b"", code, message
         enc = [x.encode() if isinstance(x, str) else (x or b"") for x in (out, err)]
-        message = (f"command terminated with non-zero exit code: error executing command "
-                   f"{command}, exit code {code}")
+        message = f"command terminated with non-zero exit code: error executing command {command}, exit code {code}"
         return enc[0], enc[1], int(code), message
 
     def _builtin_exec(self, pod: Obj, container: str, command: list[str], joined: str):
-        spec = next((c for c in (pod["spec"].get("containers") or [])
-                     + (pod["spec"].get("ephemeralContainers") or []) if c["name"] == container), {})
+        spec = next(
+            (
+                c
+                for c in (pod["spec"].get("containers") or []) + (pod["spec"].get("ephemeralContainers") or [])
+                if c["name"] == container
+            ),
+            {},
+        )
         if "distroless" in spec.get("image", ""):
-            return "", "", 126, ("OCI runtime exec failed: exec failed: unable to start container "
-                                 f'process: exec: "{command[0]}": executable file not found in '
-                                 "$PATH: unknown")
+            return (
+                "",
+                "",
+                126,
+                (
+                    "OCI runtime exec failed: exec failed: unable to start container "
+                    f'process: exec: "{command[0]}": executable file not found in '
+                    "$PATH: unknown"
+                ),
+            )
         if MEMORY_PRESSURE_MARKER in joined:
             self._oom_kill(pod, container)
             return "", "", 137, None
@@ -337,9 +411,15 @@ class KubeServer:
                 if cs["name"] == container:
                     started = ((cs.get("state") or {}).get("running") or {}).get("startedAt", now)
                     cs["restartCount"] = cs.get("restartCount", 0) + 1
-                    cs["lastState"] = {"terminated": {
-                        "exitCode": 137, "reason": "OOMKilled", "startedAt": started,
-                        "finishedAt": now, "containerID": cs.get("containerID")}}
+                    cs["lastState"] = {
+                        "terminated": {
+                            "exitCode": 137,
+                            "reason": "OOMKilled",
+                            "startedAt": started,
+                            "finishedAt": now,
+                            "containerID": cs.get("containerID"),
+                        }
+                    }
                     cs["state"] = {"running": {"startedAt": now}}
                     cs["ready"] = False
             conds = o["status"].setdefault("conditions", [])
@@ -348,8 +428,7 @@ class KubeServer:
 
         with self.store.lock:
             self.store.update("pods", pod["metadata"]["namespace"], pod["metadata"]["name"], kill)
-            self.controllers.ready_at[pod["metadata"]["uid"]] = (
-                time.monotonic() + self.controllers.ready_delay)
+            self.controllers.ready_at[pod["metadata"]["uid"]] = time.monotonic() + self.controllers.ready_delay
 
     # ------------------------------------------------------------ demo platform
     def seed_demo(self, wait: bool = True, timeout: float = 10.0) -> None:
@@ -360,32 +439,51 @@ class KubeServer:
             if self.store.raw(resource, meta.get("namespace"), meta["name"]) is None:
                 self.seed(doc)
         if wait:
-            self.wait_for(lambda: len([p for p in self.list("pods", "chatbot") if pod_ready(p)]) == 4,
-                          timeout, "the 4 chatbot pods (3 api + 1 db) to be Ready")
+            self.wait_for(
+                lambda: len([p for p in self.list("pods", "chatbot") if pod_ready(p)]) == 4,
+                timeout,
+                "the 4 chatbot pods (3 api + 1 db) to be Ready",
+            )
 
     # ------------------------------------------------------------ API operations
-    def handle(self, method: str, resource: str, ns: str | None, name: str | None,
-               sub: str | None, query: dict[str, Any], body: Any, content_type: str):
+    def handle(
+        self,
+        method: str,
+        resource: str,
+        ns: str | None,
+        name: str | None,
+        sub: str | None,
+        query: dict[str, Any],
+        body: Any,
+        content_type: str,
+    ):
         store, dry = self.store, query.get("dryRun") == "All"
         if name is None:
             if method == "GET":
                 with store.lock:
-                    items = store.list(resource, ns, query.get("labelSelector"),
-                                       query.get("fieldSelector"))
-                    return 200, {"kind": RESOURCES[resource][2] + "List",
-                                 "apiVersion": api_version(resource),
-                                 "metadata": {"resourceVersion": str(store.rv)}, "items": items}
+                    items = store.list(resource, ns, query.get("labelSelector"), query.get("fieldSelector"))
+                    return 200, {
+                        "kind": RESOURCES[resource][2] + "List",
+                        "apiVersion": api_version(resource),
+                        "metadata": {"resourceVersion": str(store.rv)},
+                        "items": items,
+                    }
             if method == "POST":
                 if ns and store.raw("namespaces", None, ns) is None:
                     raise not_found("namespaces", ns)
                 return 201, store.create(resource, body or {}, ns, dry)
             if method == "DELETE":
                 with store.lock:
-                    gone = [store.delete(resource, ns, o["metadata"]["name"])
-                            for o in store.list(resource, ns, query.get("labelSelector"),
-                                                query.get("fieldSelector"))]
-                return 200, {"kind": RESOURCES[resource][2] + "List",
-                             "apiVersion": api_version(resource), "metadata": {}, "items": gone}
+                    gone = [
+                        store.delete(resource, ns, o["metadata"]["name"])
+                        for o in store.list(resource, ns, query.get("labelSelector"), query.get("fieldSelector"))
+                    ]
+                return 200, {
+                    "kind": RESOURCES[resource][2] + "List",
+                    "apiVersion": api_version(resource),
+                    "metadata": {},
+                    "items": gone,
+                }
         elif sub is None:
             if method == "GET":
                 with store.lock:
@@ -396,9 +494,12 @@ class KubeServer:
                 return self._delete(resource, ns, name, query, body or {}, dry)
         elif sub in SUBRESOURCES.get(resource, []):
             if sub == "ephemeralcontainers" and self.ephemeral_containers_forbidden:
-                raise ApiError(403, f'pods "{name}" is forbidden: ephemeral containers are '
-                                    "disabled for this cluster", "Forbidden",
-                               {"name": name, "kind": "pods"})
+                raise ApiError(
+                    403,
+                    f'pods "{name}" is forbidden: ephemeral containers are disabled for this cluster',
+                    "Forbidden",
+                    {"name": name, "kind": "pods"},
+                )
             if sub in ("status", "ephemeralcontainers"):
                 if method == "GET":
                     with store.lock:
@@ -415,8 +516,9 @@ class KubeServer:
                 return 200, self.pod_logs.get((ns or "", name), "")
         else:
             raise ApiError(404, "the server could not find the requested resource")
-        raise ApiError(405, f"{method} is not supported on {qualified(resource)}"
-                            f"{'/' + sub if sub else ''}", "MethodNotAllowed")
+        raise ApiError(
+            405, f"{method} is not supported on {qualified(resource)}{'/' + sub if sub else ''}", "MethodNotAllowed"
+        )
 
     @staticmethod
     def _apply_patch(current: Obj, body: Any, content_type: str) -> Obj:
@@ -427,13 +529,24 @@ class KubeServer:
         if content_type in PATCH_TYPES:
             if not isinstance(body, dict):
                 raise ApiError(400, "merge patch must be a JSON object")
-            return copy.deepcopy(merge_patch(current, body, content_type.startswith(
-                "application/strategic")))
-        raise ApiError(415, "the body of the request was in an unknown format - accepted media "
-                            "types include: " + ", ".join(PATCH_TYPES))
+            return copy.deepcopy(merge_patch(current, body, content_type.startswith("application/strategic")))
+        raise ApiError(
+            415,
+            "the body of the request was in an unknown format - accepted media "
+            "types include: " + ", ".join(PATCH_TYPES),
+        )
 
-    def _write(self, method: str, resource: str, ns: str | None, name: str, sub: str | None,
-               body: Any, content_type: str, dry: bool) -> Obj:
+    def _write(
+        self,
+        method: str,
+        resource: str,
+        ns: str | None,
+        name: str,
+        sub: str | None,
+        body: Any,
+        content_type: str,
+        dry: bool,
+    ) -> Obj:
         with self.store.lock:
             current = self.store.must_get(resource, ns, name)
             if method == "PATCH":
@@ -442,13 +555,18 @@ class KubeServer:
                 new = copy.deepcopy(body or {})
                 meta = new.get("metadata") or {}
                 if meta.get("name") not in (None, name):
-                    raise ApiError(400, f"the name of the object ({meta['name']}) does not match "
-                                        f"the name on the URL ({name})")
+                    raise ApiError(
+                        400, f"the name of the object ({meta['name']}) does not match the name on the URL ({name})"
+                    )
                 if meta.get("resourceVersion") not in (None, "", current["metadata"]["resourceVersion"]):
-                    raise ApiError(409, f'Operation cannot be fulfilled on {qualified(resource)} '
-                                        f'"{name}": the object has been modified; please apply '
-                                        "your changes to the latest version and try again",
-                                   "Conflict", {"name": name, "kind": resource})
+                    raise ApiError(
+                        409,
+                        f"Operation cannot be fulfilled on {qualified(resource)} "
+                        f'"{name}": the object has been modified; please apply '
+                        "your changes to the latest version and try again",
+                        "Conflict",
+                        {"name": name, "kind": resource},
+                    )
             if sub == "status":
                 new = {**copy.deepcopy(current), "status": new.get("status") or {}}
             elif sub == "ephemeralcontainers":
@@ -459,8 +577,7 @@ class KubeServer:
                 new["status"] = copy.deepcopy(current.get("status") or {})
             return self.store.commit(resource, current, new, dry)
 
-    def _delete(self, resource: str, ns: str | None, name: str, query: dict[str, Any],
-                body: Obj, dry: bool):
+    def _delete(self, resource: str, ns: str | None, name: str, query: dict[str, Any], body: Obj, dry: bool):
         propagation = query.get("propagationPolicy") or body.get("propagationPolicy")
         if str(query.get("orphanDependents", body.get("orphanDependents"))).lower() == "true":
             propagation = "Orphan"
@@ -470,11 +587,17 @@ class KubeServer:
             for key, field in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
                 want = (body.get("preconditions") or {}).get(key)
                 if want and want != meta[key]:
-                    raise ApiError(409, f"Precondition failed: {field} in precondition: {want}, "
-                                        f"{field} in object meta: {meta[key]}", "Conflict",
-                                   {"name": name, "kind": resource})
-            if resource == "pods" and not dry and (
-                    meta.get("deletionTimestamp") or (grace is not None and int(grace) > 0)):
+                    raise ApiError(
+                        409,
+                        f"Precondition failed: {field} in precondition: {want}, {field} in object meta: {meta[key]}",
+                        "Conflict",
+                        {"name": name, "kind": resource},
+                    )
+            if (
+                resource == "pods"
+                and not dry
+                and (meta.get("deletionTimestamp") or (grace is not None and int(grace) > 0))
+            ):
                 if meta.get("deletionTimestamp") and (grace is None or int(grace) > 0):
                     return 200, copy.deepcopy(self.store.must_get(resource, ns, name))
                 if not meta.get("deletionTimestamp"):
@@ -482,20 +605,32 @@ class KubeServer:
             gone = self.store.delete(resource, ns, name, propagation, dry)
         if resource == "pods":
             return 200, gone
-        return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                     "details": {"name": name, "group": RESOURCES[resource][0], "kind": resource,
-                                 "uid": gone["metadata"]["uid"]}}
+        return 200, {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {
+                "name": name,
+                "group": RESOURCES[resource][0],
+                "kind": resource,
+                "uid": gone["metadata"]["uid"],
+            },
+        }
 
-    def _scale(self, method: str, resource: str, ns: str | None, name: str, body: Any,
-               content_type: str) -> Obj:
+    def _scale(self, method: str, resource: str, ns: str | None, name: str, body: Any, content_type: str) -> Obj:
         def as_scale(obj: Obj) -> Obj:
             meta = obj["metadata"]
-            return {"kind": "Scale", "apiVersion": "autoscaling/v1",
-                    "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                                      "creationTimestamp")},
-                    "spec": {"replicas": obj["spec"].get("replicas", 1)},
-                    "status": {"replicas": obj["status"].get("replicas", 0),
-                               "selector": selector_string(obj["spec"].get("selector"))}}
+            return {
+                "kind": "Scale",
+                "apiVersion": "autoscaling/v1",
+                "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")},
+                "spec": {"replicas": obj["spec"].get("replicas", 1)},
+                "status": {
+                    "replicas": obj["status"].get("replicas", 0),
+                    "selector": selector_string(obj["spec"].get("selector")),
+                },
+            }
 
         with self.store.lock:
             scale = as_scale(self.store.must_get(resource, ns, name))
@@ -504,34 +639,48 @@ class KubeServer:
             new = self._apply_patch(scale, body, content_type) if method == "PATCH" else body or {}
             replicas = (new.get("spec") or {}).get("replicas")
             if not isinstance(replicas, int) or replicas < 0:
-                raise ApiError(422, f'Scale.autoscaling "{name}" is invalid: spec.replicas: '
-                                    f"Invalid value: {replicas!r}: must be greater than or equal to 0")
-            obj = self.store.update(resource, ns, name,
-                                    lambda o: o["spec"].__setitem__("replicas", replicas))
+                raise ApiError(
+                    422,
+                    f'Scale.autoscaling "{name}" is invalid: spec.replicas: '
+                    f"Invalid value: {replicas!r}: must be greater than or equal to 0",
+                )
+            obj = self.store.update(resource, ns, name, lambda o: o["spec"].__setitem__("replicas", replicas))
             return as_scale(obj)  # type: ignore[arg-type]
 
     def _evict(self, ns: str, name: str, body: Obj):
         with self.store.lock:
             pod = self.store.must_get("pods", ns, name)
-            pdbs = [p for p in self.store.raw_list("poddisruptionbudgets", ns)
-                    if labels_match(selector_requirements(p["spec"].get("selector")),
-                                    pod["metadata"].get("labels"))]
+            pdbs = [
+                p
+                for p in self.store.raw_list("poddisruptionbudgets", ns)
+                if labels_match(selector_requirements(p["spec"].get("selector")), pod["metadata"].get("labels"))
+            ]
             if len(pdbs) > 1:
-                raise ApiError(500, "This pod has more than one PodDisruptionBudget, which the "
-                                    "eviction subresource does not support.")
+                raise ApiError(
+                    500,
+                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                )
             if pdbs and pod["status"].get("phase") == "Running":
                 healthy, desired, _ = pdb_numbers(self.store, pdbs[0])
                 if healthy - (1 if pod_ready(pod) else 0) < desired:
                     pdb_name = pdbs[0]["metadata"]["name"]
-                    raise ApiError(429, "Cannot evict pod as it would violate the pod's disruption "
-                                        "budget.", "TooManyRequests", {"causes": [{
-                                            "reason": "DisruptionBudget",
-                                            "message": f"The disruption budget {pdb_name} needs "
-                                                       f"{desired} healthy pods and has {healthy} "
-                                                       "currently"}]})
+                    raise ApiError(
+                        429,
+                        "Cannot evict pod as it would violate the pod's disruption budget.",
+                        "TooManyRequests",
+                        {
+                            "causes": [
+                                {
+                                    "reason": "DisruptionBudget",
+                                    "message": f"The disruption budget {pdb_name} needs "
+                                    f"{desired} healthy pods and has {healthy} "
+                                    "currently",
+                                }
+                            ]
+                        },
+                    )
             self.store.delete("pods", ns, name)
-        return 201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                     "code": 201}
+        return 201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
 
 # ---------------------------------------------------------------- discovery
@@ -545,22 +694,41 @@ def _resource_list(group: str, version: str) -> Obj | None:
     resources = []
     for name in names:
         _, _, kind, namespaced = RESOURCES[name]
-        resources.append({"name": name, "singularName": kind.lower(), "namespaced": namespaced,
-                          "kind": kind, "verbs": verbs})
+        resources.append(
+            {"name": name, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind, "verbs": verbs}
+        )
         for sub in SUBRESOURCES.get(name, []):
-            resources.append({"name": f"{name}/{sub}", "singularName": "", "namespaced": namespaced,
-                              "kind": {"scale": "Scale", "eviction": "Eviction"}.get(sub, kind),
-                              "verbs": ["create"] if sub in ("eviction", "exec") else
-                              ["get", "patch", "update"]})
-    return {"kind": "APIResourceList", "apiVersion": "v1",
-            "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
+            resources.append(
+                {
+                    "name": f"{name}/{sub}",
+                    "singularName": "",
+                    "namespaced": namespaced,
+                    "kind": {"scale": "Scale", "eviction": "Eviction"}.get(sub, kind),
+                    "verbs": ["create"] if sub in ("eviction", "exec") else ["get", "patch", "update"],
+                }
+            )
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": f"{group}/{version}" if group else version,
+        "resources": resources,
+    }
 
 
 def _group_list() -> Obj:
     groups = sorted({g for g, *_ in RESOURCES.values() if g} | {"autoscaling"})
-    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-        {"name": g, "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}],
-         "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"}} for g in groups]}
+    return {
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [
+            {
+                "name": g,
+                "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}],
+                "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"},
+            }
+            for g in groups
+        ],
+    }
 
 
 # ---------------------------------------------------------------- HTTP plumbing
@@ -583,8 +751,9 @@ class _HTTPServer(ThreadingHTTPServer):
         super().server_bind()
 
     def process_request(self, request, client_address):  # type: ignore[override]
-        thread = threading.Thread(target=self.process_request_thread, name="kubeserver-conn",
-                                  args=(request, client_address), daemon=True)
+        thread = threading.Thread(
+            target=self.process_request_thread, name="kubeserver-conn", args=(request, client_address), daemon=True
+        )
         with self.conn_lock:
             self.conns.add(request)
             self.threads = [t for t in self.threads if t.is_alive()] + [thread]
@@ -676,8 +845,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         kube = self.server.kube
         url = urlsplit(self.path)
-        query = {k: v[0] if len(v) == 1 else v
-                 for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        query = {k: v[0] if len(v) == 1 else v for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
@@ -693,8 +861,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             if rule.status:
-                err = ApiError(rule.status, rule.message or f"injected by kubeserver: HTTP {rule.status}",
-                               details={"retryAfterSeconds": rule.retry_after} if rule.retry_after else None)
+                err = ApiError(
+                    rule.status,
+                    rule.message or f"injected by kubeserver: HTTP {rule.status}",
+                    details={"retryAfterSeconds": rule.retry_after} if rule.retry_after else None,
+                )
                 headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after else {}
                 self._send(rule.status, err.status(), headers)
                 return
@@ -715,9 +886,14 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/version":
             return self._send(200, VERSION)
         if path == "/api":
-            return self._send(200, {"kind": "APIVersions", "versions": ["v1"],
-                                    "serverAddressByClientCIDRs": [
-                                        {"clientCIDR": "0.0.0.0/0", "serverAddress": kube.url[7:]}]})
+            return self._send(
+                200,
+                {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": kube.url[7:]}],
+                },
+            )
         if path == "/apis":
             return self._send(200, _group_list())
         parts = path.strip("/").split("/")
@@ -735,11 +911,14 @@ class _Handler(BaseHTTPRequestHandler):
         ns = None
         if rest[0] == "namespaces" and len(rest) >= 3 and rest[2] in RESOURCES:
             ns, rest = rest[1], rest[2:]
-        resource, name, sub = rest[0], rest[1] if len(rest) > 1 else None, \
-            rest[2] if len(rest) > 2 else None
-        if (resource not in RESOURCES or RESOURCES[resource][:2] != (group, version) or len(rest) > 3
-                or (RESOURCES[resource][3] and name and ns is None)
-                or (not RESOURCES[resource][3] and ns is not None)):
+        resource, name, sub = rest[0], rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None
+        if (
+            resource not in RESOURCES
+            or RESOURCES[resource][:2] != (group, version)
+            or len(rest) > 3
+            or (RESOURCES[resource][3] and name and ns is None)
+            or (not RESOURCES[resource][3] and ns is not None)
+        ):
             raise ApiError(404, "the server could not find the requested resource")
         if name is None and method == "GET" and str(query.get("watch")).lower() in ("true", "1"):
             return self._watch(resource, ns, query)
@@ -759,8 +938,12 @@ class _Handler(BaseHTTPRequestHandler):
         since = query.get("resourceVersion")
 
         def matches(obj: Obj | None) -> bool:
-            return obj is not None and (ns is None or obj["metadata"].get("namespace") == ns) \
-                and labels_match(lreqs, obj["metadata"].get("labels")) and fields_match(freqs, obj)
+            return (
+                obj is not None
+                and (ns is None or obj["metadata"].get("namespace") == ns)
+                and labels_match(lreqs, obj["metadata"].get("labels"))
+                and fields_match(freqs, obj)
+            )
 
         with store.lock:
             if since not in (None, "", "0"):
@@ -813,14 +996,16 @@ class _Handler(BaseHTTPRequestHandler):
         container = query.get("container")
         if not container:
             if len(names) != 1:
-                raise ApiError(400, f"a container name must be specified for pod {name}, choose "
-                                    f"one of: [{' '.join(names)}]")
+                raise ApiError(
+                    400, f"a container name must be specified for pod {name}, choose one of: [{' '.join(names)}]"
+                )
             container = names[0]
         all_names = names + [c["name"] for c in spec.get("ephemeralContainers") or []]
         if container not in all_names:
             raise ApiError(400, f"container {container} is not valid for pod {name}")
-        statuses = (pod["status"].get("containerStatuses") or []) + \
-            (pod["status"].get("ephemeralContainerStatuses") or [])
+        statuses = (pod["status"].get("containerStatuses") or []) + (
+            pod["status"].get("ephemeralContainerStatuses") or []
+        )
         if not any(s["name"] == container and "running" in (s.get("state") or {}) for s in statuses):
             raise ApiError(400, f'unable to upgrade connection: container not found ("{container}")')
         command = query.get("command") or []
@@ -831,8 +1016,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "Upgrade request required")
         offered = [p.strip() for p in (self.headers.get("Sec-WebSocket-Protocol") or "").split(",")]
         protocol = "v4.channel.k8s.io" if "v4.channel.k8s.io" in offered else offered[0]
-        accept = base64.b64encode(hashlib.sha1(
-            (self.headers["Sec-WebSocket-Key"] + WS_GUID).encode()).digest()).decode()
+        accept = base64.b64encode(
+            hashlib.sha1((self.headers["Sec-WebSocket-Key"] + WS_GUID).encode()).digest()
+        ).decode()
         self.send_response(101, "Switching Protocols")
         self.send_header("Upgrade", "websocket")
         self.send_header("Connection", "Upgrade")
@@ -850,13 +1036,16 @@ class _Handler(BaseHTTPRequestHandler):
         if code == 0:
             status: Obj = {"metadata": {}, "status": "Success"}
         else:
-            status = {"metadata": {}, "status": "Failure", "message": message,
-                      "reason": "NonZeroExitCode", "details": {"causes": [
-                          {"reason": "ExitCode", "message": str(code)}]}}
+            status = {
+                "metadata": {},
+                "status": "Failure",
+                "message": message,
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+            }
         try:
             for channel, data in ((1, stdout), (2, stderr)):
-                if data and query.get("stdout" if channel == 1 else "stderr", "true").lower() \
-                        not in ("false", "0"):
+                if data and query.get("stdout" if channel == 1 else "stderr", "true").lower() not in ("false", "0"):
                     self.wfile.write(_ws_frame(0x2, bytes([channel]) + data))
             self.wfile.write(_ws_frame(0x2, b"\x03" + json.dumps(status).encode()))
             self.wfile.write(_ws_frame(0x8, (1000).to_bytes(2, "big")))

@@ -36,14 +36,34 @@ RESOURCES: dict[str, tuple[str, str, str, bool]] = {
 }
 KIND_TO_RESOURCE = {v[2]: k for k, v in RESOURCES.items()}
 # Resources whose status is only writable through the status subresource.
-HAS_STATUS = {"namespaces", "nodes", "pods", "services", "deployments", "statefulsets",
-              "replicasets", "jobs", "poddisruptionbudgets"}
+HAS_STATUS = {
+    "namespaces",
+    "nodes",
+    "pods",
+    "services",
+    "deployments",
+    "statefulsets",
+    "replicasets",
+    "jobs",
+    "poddisruptionbudgets",
+}
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
-REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-           405: "MethodNotAllowed", 409: "Conflict", 410: "Gone", 415: "UnsupportedMediaType",
-           422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
-           503: "ServiceUnavailable", 504: "Timeout"}
+REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    410: "Gone",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
 
 
 def now_rfc3339() -> str:
@@ -68,16 +88,29 @@ def random_suffix(n: int = 5) -> str:
 class ApiError(Exception):
     """An error the server answers with a `Status` object."""
 
-    def __init__(self, code: int, message: str, reason: str | None = None,
-                 details: Obj | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        reason: str | None = None,
+        details: Obj | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.code, self.message = code, message
         self.reason = reason or REASONS.get(code, "Unknown")
         self.details, self.headers = details, headers or {}
 
     def status(self) -> Obj:
-        out: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                    "message": self.message, "reason": self.reason, "code": self.code}
+        out: Obj = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
         if self.details is not None:
             out["details"] = self.details
         return out
@@ -85,15 +118,17 @@ class ApiError(Exception):
 
 def not_found(resource: str, name: str) -> ApiError:
     group = RESOURCES.get(resource, ("",))[0]
-    return ApiError(404, f'{qualified(resource)} "{name}" not found', "NotFound",
-                    {"name": name, "group": group, "kind": resource})
+    return ApiError(
+        404, f'{qualified(resource)} "{name}" not found', "NotFound", {"name": name, "group": group, "kind": resource}
+    )
 
 
 # ---------------------------------------------------------------- selectors
 
 _LABEL_REQ = re.compile(
     r"^\s*(?P<neg>!)?\s*(?P<key>[A-Za-z0-9_./-]+)\s*"
-    r"(?:(?P<op>==|=|!=)\s*(?P<val>[A-Za-z0-9_.-]*)|\s+(?P<setop>in|notin)\s*\((?P<vals>[^)]*)\))?\s*$")
+    r"(?:(?P<op>==|=|!=)\s*(?P<val>[A-Za-z0-9_.-]*)|\s+(?P<setop>in|notin)\s*\((?P<vals>[^)]*)\))?\s*$"
+)
 
 Requirement = tuple[str, str, set[str]]
 
@@ -131,8 +166,9 @@ def selector_string(selector: Obj | None) -> str:
     parts = [f"{k}={v}" for k, v in ((selector or {}).get("matchLabels") or {}).items()]
     for e in (selector or {}).get("matchExpressions") or []:
         op, key, vals = e["operator"], e["key"], ",".join(e.get("values") or [])
-        parts.append({"In": f"{key} in ({vals})", "NotIn": f"{key} notin ({vals})",
-                      "Exists": key, "DoesNotExist": f"!{key}"}[op])
+        parts.append(
+            {"In": f"{key} in ({vals})", "NotIn": f"{key} notin ({vals})", "Exists": key, "DoesNotExist": f"!{key}"}[op]
+        )
     return ",".join(parts)
 
 
@@ -175,10 +211,20 @@ def fields_match(reqs: list[tuple[str, str, str]], obj: Obj) -> bool:
 # ---------------------------------------------------------------- patches
 
 # Strategic-merge list merge keys (a pragmatic subset of the real schema).
-MERGE_KEYS = {"containers": "name", "initContainers": "name", "ephemeralContainers": "name",
-              "env": "name", "volumes": "name", "imagePullSecrets": "name",
-              "volumeMounts": "mountPath", "ports": "containerPort", "conditions": "type",
-              "ownerReferences": "uid", "containerStatuses": "name", "tolerations": "key"}
+MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "ephemeralContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "imagePullSecrets": "name",
+    "volumeMounts": "mountPath",
+    "ports": "containerPort",
+    "conditions": "type",
+    "ownerReferences": "uid",
+    "containerStatuses": "name",
+    "tolerations": "key",
+}
 
 
 def merge_patch(target: Any, patch: Any, strategic: bool = False) -> Any:
@@ -193,8 +239,7 @@ def merge_patch(target: Any, patch: Any, strategic: bool = False) -> Any:
             continue
         if value is None:
             out.pop(key, None)
-        elif (strategic and key in MERGE_KEYS and isinstance(value, list)
-              and isinstance(out.get(key), list)):
+        elif strategic and key in MERGE_KEYS and isinstance(value, list) and isinstance(out.get(key), list):
             out[key] = _merge_list(out[key], value, MERGE_KEYS[key])
         else:
             out[key] = merge_patch(out.get(key), value, strategic)
@@ -206,8 +251,7 @@ def _merge_list(current: list, patch: list, key: str) -> list:
         return copy.deepcopy(patch)
     out = copy.deepcopy(current)
     for item in patch:
-        idx = next((i for i, x in enumerate(out) if isinstance(x, dict) and x.get(key) == item[key]),
-                   None)
+        idx = next((i for i, x in enumerate(out) if isinstance(x, dict) and x.get(key) == item[key]), None)
         if item.get("$patch") == "delete":
             if idx is not None:
                 del out[idx]
@@ -267,8 +311,9 @@ def json_patch(doc: Obj, ops: list[Obj]) -> Obj:
             else:
                 raise ValueError(f"unknown op {kind!r}")
     except (KeyError, IndexError, ValueError, TypeError, AttributeError) as e:
-        raise ApiError(422, f"the server rejected our request due to an error in our request: "
-                            f"{type(e).__name__}: {e}") from None
+        raise ApiError(
+            422, f"the server rejected our request due to an error in our request: {type(e).__name__}: {e}"
+        ) from None
     return doc
 
 
@@ -292,16 +337,34 @@ def _defaults(resource: str, obj: Obj) -> None:
         labels.setdefault("kubernetes.io/hostname", meta["name"])
         labels.setdefault("kubernetes.io/os", "linux")
         status = obj.setdefault("status", {})
-        status.setdefault("conditions", [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                                          "lastTransitionTime": meta["creationTimestamp"]}])
+        status.setdefault(
+            "conditions",
+            [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "lastTransitionTime": meta["creationTimestamp"],
+                }
+            ],
+        )
         status.setdefault("capacity", {"cpu": "8", "memory": "16Gi", "pods": "110"})
         status.setdefault("allocatable", dict(status["capacity"]))
-        status.setdefault("nodeInfo", {
-            "kubeletVersion": "v1.31.0", "kubeProxyVersion": "v1.31.0", "operatingSystem": "linux",
-            "containerRuntimeVersion": "containerd://1.7.18", "architecture": "amd64",
-            "osImage": "Debian GNU/Linux 12 (bookworm)", "kernelVersion": "6.8.0",
-            "bootID": meta["uid"], "machineID": meta["uid"].replace("-", ""),
-            "systemUUID": meta["uid"]})
+        status.setdefault(
+            "nodeInfo",
+            {
+                "kubeletVersion": "v1.31.0",
+                "kubeProxyVersion": "v1.31.0",
+                "operatingSystem": "linux",
+                "containerRuntimeVersion": "containerd://1.7.18",
+                "architecture": "amd64",
+                "osImage": "Debian GNU/Linux 12 (bookworm)",
+                "kernelVersion": "6.8.0",
+                "bootID": meta["uid"],
+                "machineID": meta["uid"].replace("-", ""),
+                "systemUUID": meta["uid"],
+            },
+        )
         status.setdefault("addresses", [{"type": "Hostname", "address": meta["name"]}])
     elif resource == "pods":
         spec.setdefault("restartPolicy", "Always")
@@ -314,8 +377,9 @@ def _defaults(resource: str, obj: Obj) -> None:
         spec.setdefault("clusterIP", f"10.96.{random.randint(0, 255)}.{random.randint(1, 254)}")
     elif resource == "deployments":
         spec.setdefault("replicas", 1)
-        spec.setdefault("strategy", {"type": "RollingUpdate", "rollingUpdate":
-                                     {"maxSurge": "25%", "maxUnavailable": "25%"}})
+        spec.setdefault(
+            "strategy", {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}
+        )
         spec.setdefault("revisionHistoryLimit", 10)
         spec.setdefault("progressDeadlineSeconds", 600)
     elif resource == "statefulsets":
@@ -328,9 +392,12 @@ def _defaults(resource: str, obj: Obj) -> None:
         spec.setdefault("parallelism", 1)
         spec.setdefault("completions", 1)
         spec.setdefault("backoffLimit", 6)
-        job_labels = {"batch.kubernetes.io/controller-uid": meta["uid"],
-                      "batch.kubernetes.io/job-name": meta["name"],
-                      "controller-uid": meta["uid"], "job-name": meta["name"]}
+        job_labels = {
+            "batch.kubernetes.io/controller-uid": meta["uid"],
+            "batch.kubernetes.io/job-name": meta["name"],
+            "controller-uid": meta["uid"],
+            "job-name": meta["name"],
+        }
         spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": meta["uid"]}})
         tmeta = spec.setdefault("template", {}).setdefault("metadata", {})
         tmeta["labels"] = {**(tmeta.get("labels") or {}), **job_labels}
@@ -377,22 +444,31 @@ class Store:
             raise not_found(resource, name)
         return obj
 
-    def list(self, resource: str, namespace: str | None = None, label_selector: str | None = None,
-             field_selector: str | None = None) -> list[Obj]:
+    def list(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[Obj]:
         lreqs, freqs = parse_label_selector(label_selector), parse_field_selector(field_selector)
         with self.lock:
-            out = [copy.deepcopy(o) for o in self.raw_list(resource, namespace)
-                   if labels_match(lreqs, o["metadata"].get("labels"))
-                   and fields_match(freqs, o)]
+            out = [
+                copy.deepcopy(o)
+                for o in self.raw_list(resource, namespace)
+                if labels_match(lreqs, o["metadata"].get("labels")) and fields_match(freqs, o)
+            ]
         return sorted(out, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
 
     def raw_list(self, resource: str, namespace: str | None = None) -> list[Obj]:
-        return [o for (ns, _), o in list(self.objects[resource].items())
-                if namespace is None or ns == namespace]
+        return [o for (ns, _), o in list(self.objects[resource].items()) if namespace is None or ns == namespace]
 
     def owned(self, resource: str, namespace: str, owner_uid: str) -> list[Obj]:
-        return [o for o in self.raw_list(resource, namespace)
-                if any(r.get("uid") == owner_uid for r in o["metadata"].get("ownerReferences") or [])]
+        return [
+            o
+            for o in self.raw_list(resource, namespace)
+            if any(r.get("uid") == owner_uid for r in o["metadata"].get("ownerReferences") or [])
+        ]
 
     # -- writes --
     def _emit(self, resource: str, kind: str, obj: Obj, old: Obj | None) -> None:
@@ -402,10 +478,9 @@ class Store:
         self.changed.notify_all()
 
     def events_after(self, rv: int) -> list[tuple[int, str, str, Obj, Obj | None]]:
-        return self.log[bisect.bisect_right(self._log_rvs, rv):]
+        return self.log[bisect.bisect_right(self._log_rvs, rv) :]
 
-    def create(self, resource: str, obj: Obj, namespace: str | None = None,
-               dry_run: bool = False) -> Obj:
+    def create(self, resource: str, obj: Obj, namespace: str | None = None, dry_run: bool = False) -> Obj:
         obj = copy.deepcopy(obj)
         group, _, kind, namespaced = RESOURCES[resource]
         obj["apiVersion"], obj["kind"] = api_version(resource), kind
@@ -420,14 +495,19 @@ class Store:
             ns = meta.get("namespace", "")
             if not meta.get("name"):
                 if not meta.get("generateName"):
-                    raise ApiError(422, f"{kind} is invalid: metadata.name: Required value: name "
-                                        "or generateName is required")
+                    raise ApiError(
+                        422, f"{kind} is invalid: metadata.name: Required value: name or generateName is required"
+                    )
                 meta["name"] = meta["generateName"] + random_suffix()
                 while (ns, meta["name"]) in self.objects[resource]:
                     meta["name"] = meta["generateName"] + random_suffix()
             if (ns, meta["name"]) in self.objects[resource]:
-                raise ApiError(409, f'{qualified(resource)} "{meta["name"]}" already exists',
-                               "AlreadyExists", {"name": meta["name"], "group": group, "kind": resource})
+                raise ApiError(
+                    409,
+                    f'{qualified(resource)} "{meta["name"]}" already exists',
+                    "AlreadyExists",
+                    {"name": meta["name"], "group": group, "kind": resource},
+                )
             meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339(), generation=1)
             _defaults(resource, obj)
             _normalize(resource, obj)
@@ -443,8 +523,7 @@ class Store:
         """Store `new` as the next version of `current` (keeps identity metadata)."""
         with self.lock:
             meta, cmeta = new.setdefault("metadata", {}), current["metadata"]
-            for key in ("name", "namespace", "uid", "creationTimestamp", "generation",
-                        "resourceVersion"):
+            for key in ("name", "namespace", "uid", "creationTimestamp", "generation", "resourceVersion"):
                 if key in cmeta:
                     meta[key] = cmeta[key]
                 else:
@@ -459,9 +538,12 @@ class Store:
                 return new
             key = (cmeta.get("namespace", ""), cmeta["name"])
             if self.objects[resource].get(key) is not current:
-                raise ApiError(409, f'Operation cannot be fulfilled on {qualified(resource)} '
-                                    f'"{cmeta["name"]}": the object has been modified; please '
-                                    "apply your changes to the latest version and try again")
+                raise ApiError(
+                    409,
+                    f"Operation cannot be fulfilled on {qualified(resource)} "
+                    f'"{cmeta["name"]}": the object has been modified; please '
+                    "apply your changes to the latest version and try again",
+                )
             self.rv += 1
             meta["resourceVersion"] = str(self.rv)
             self.objects[resource][key] = new
@@ -478,8 +560,9 @@ class Store:
             fn(new)
             return self.commit(resource, current, new)
 
-    def delete(self, resource: str, namespace: str | None, name: str,
-               propagation: str | None = None, dry_run: bool = False) -> Obj:
+    def delete(
+        self, resource: str, namespace: str | None, name: str, propagation: str | None = None, dry_run: bool = False
+    ) -> Obj:
         with self.lock:
             current = self.must_get(resource, namespace, name)
             gone = copy.deepcopy(current)
@@ -504,17 +587,21 @@ class Store:
             return
         if not ns:
             return
-        cascade = propagation in ("Background", "Foreground") or (
-            propagation is None and resource != "jobs")
+        cascade = propagation in ("Background", "Foreground") or (propagation is None and resource != "jobs")
         for res in ("replicasets", "pods", "events"):
             for dep in self.owned(res, ns, uid):
                 dname = dep["metadata"]["name"]
                 if cascade:
                     self._delete_if_exists(res, ns, dname)
                 else:
-                    self.update(res, ns, dname, lambda o: o["metadata"].__setitem__(
-                        "ownerReferences", [r for r in o["metadata"]["ownerReferences"]
-                                            if r.get("uid") != uid]))
+                    self.update(
+                        res,
+                        ns,
+                        dname,
+                        lambda o: o["metadata"].__setitem__(
+                            "ownerReferences", [r for r in o["metadata"]["ownerReferences"] if r.get("uid") != uid]
+                        ),
+                    )
         if resource == "jobs" and cascade:
             for pod in self.raw_list("pods", ns):
                 if (pod["metadata"].get("labels") or {}).get("job-name") == meta["name"]:
