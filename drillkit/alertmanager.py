@@ -18,8 +18,8 @@ from typing import Any
 
 import requests
 
+from drillkit.clock import parse_time, utcnow
 from drillkit.errors import Aborted, PermanentError, TransientError, UnavailableError
-from drillkit.journal import parse_time, utcnow
 from drillkit.prometheus import escape
 from drillkit.respond import Ack
 from drillkit.retry import retrying

@@ -24,17 +24,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from drillkit.errors import DrillkitError, InputError
-from drillkit.faults import FaultContext, fault_class
+from drillkit.faults import RevertContext, fault_class, load_record
 from drillkit.journal import JOURNAL_NAME, Journal, PendingRevert, pending_reverts, read_journal
 from drillkit.kube import KubeconfigError
+from drillkit.model import Where
 from drillkit.signals import StopFlag
 
 if TYPE_CHECKING:
     from drillkit.kube import Kube, KubeSettings
-    from drillkit.scenario import Scenario
 
 
 @dataclass
@@ -89,17 +89,6 @@ def _runs(report_dir: Path, run_id: str | None) -> list[_Run]:
             )
         )
     return out
-
-
-def _scenario_of(run: _Run) -> Scenario:
-    """The run's scenario if its file still loads; reverts work from journal data alone, so a
-    missing file is no obstacle (the context then carries no scenario)."""
-    from drillkit.scenario import load_scenario
-
-    try:
-        return load_scenario(run.scenario_path)
-    except DrillkitError:
-        return cast("Scenario", None)
 
 
 class _Kubes:
@@ -182,9 +171,8 @@ def _revert_run(
         factory = lambda: kubes.get(settings)  # noqa: E731 - bound to this run's context
     journal = Journal(run.folder / JOURNAL_NAME)
     try:
-        ctx = FaultContext(
+        ctx = RevertContext(
             run_id=run.run_id,
-            scenario=_scenario_of(run),
             journal=journal,
             stop=StopFlag(),
             log=log,
@@ -196,10 +184,12 @@ def _revert_run(
         journal.close()
 
 
-def _revert_one(p: PendingRevert, target: str, ctx: FaultContext, journal: Journal, report: CleanupReport) -> None:
+def _revert_one(p: PendingRevert, target: str, ctx: RevertContext, journal: Journal, report: CleanupReport) -> None:
     what = f"run {p.run_id}: revert {p.fault} #{p.id}"
     try:
-        result = fault_class(p.fault, target).revert(ctx, p.data)
+        cls = fault_class(p.fault, target)
+        record = load_record(cls, p.data, Where(str(p.journal), p.line, f"revert #{p.id} data"))
+        result = cls.revert(ctx, record)
     except Exception as exc:  # bad journal data included (KeyError, ValueError, TypeError, ...)
         error = _one_line(exc)
         journal.append("revert_failed", id=p.id, fault=p.fault, error=error, by="drillkit cleanup")

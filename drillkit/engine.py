@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from drillkit.alertmanager import Alertmanager, AlertmanagerAck, NotificationWatch
+from drillkit.clock import utcnow
 from drillkit.errors import Aborted, DrillkitError, InputError, PreflightError
-from drillkit.faults import Fault, FaultContext, Undo, fault_class
-from drillkit.journal import JOURNAL_NAME, Journal, utcnow
+from drillkit.faults import FaultContext, Prepared, Undo, fault_class
+from drillkit.journal import JOURNAL_NAME, Journal
 from drillkit.model import format_duration
 from drillkit.policy import Policy, limits_for
 from drillkit.prometheus import AlertRule, PromConfig, Prometheus
@@ -124,8 +125,8 @@ class Drill:
         self.prom.close()
         if self.am:
             self.am.close()
-        if self._ctx is not None and self._ctx._kube is not None:
-            self._ctx._kube.close()
+        if self._ctx is not None:
+            self._ctx.close()
 
     def _run(self, run_id: str) -> RunResult:
         folder = report_folder(self.opts.report_root, self.scenario, run_id, utcnow())
@@ -232,7 +233,7 @@ class Drill:
 
     # --- phases ---------------------------------------------------------------------------
 
-    def _preflight(self, ctx: FaultContext) -> list[Fault]:
+    def _preflight(self, ctx: FaultContext) -> list[Prepared]:
         check_interactive(self.scenario.response.acknowledge.value)
         if self.scenario.response.acknowledge is AckSource.ALERTMANAGER and self.am is None:
             raise PreflightError("response.acknowledge is `alertmanager` but no --alertmanager-url was given")
@@ -241,9 +242,7 @@ class Drill:
             self.am.wait_ready(self.stop, self.opts.ready_timeout)
         self.rule = self.prom.rule(self.scenario.detection.alert)
         target = self.scenario.target_kind
-        faults = [fault_class(spec.kind, target)(spec.params, ctx) for spec in self.scenario.faults]
-        for f in faults:
-            f.preflight()
+        faults = [fault_class(spec.kind, target)(spec.params, ctx).prepare() for spec in self.scenario.faults]
         if self.stop.is_set():
             raise Aborted(self.stop.reason, by_signal=True)
         return faults
@@ -270,7 +269,7 @@ class Drill:
             return f"{probe.expr} = {bad[0].value:g}, expected {probe.expect}"
         return ""
 
-    def _inject(self, faults: list[Fault], undo: Undo, journal: Journal) -> None:
+    def _inject(self, faults: list[Prepared], undo: Undo, journal: Journal) -> None:
         for f in faults:
             self._check_stop()
             self._injecting = f.kind

@@ -14,32 +14,14 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from drillkit.clock import parse_time, rfc3339, utcnow
 from drillkit.errors import InputError
 
 JOURNAL_NAME = "journal.jsonl"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def rfc3339(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def parse_time(text: str) -> datetime:
-    """RFC 3339 (Prometheus sends nanoseconds; Python keeps microseconds)."""
-    text = text.strip().replace("Z", "+00:00")
-    if "." in text:
-        head, _, rest = text.partition(".")
-        digits = "".join(c for c in rest if c.isdigit())
-        tz = rest[len(digits) :]
-        text = f"{head}.{digits[:6].ljust(6, '0')}{tz}"
-    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -48,6 +30,7 @@ class Event:
     at: datetime
     mono: float
     data: dict[str, Any] = field(default_factory=dict)
+    line: int = field(default=0, compare=False)  # in the journal file, for located errors
 
     def to_json(self) -> str:
         return json.dumps(
@@ -55,10 +38,10 @@ class Event:
         )
 
     @classmethod
-    def from_json(cls, line: str) -> Event:
+    def from_json(cls, line: str, number: int = 0) -> Event:
         raw = json.loads(line)
         kind, at, mono = raw.pop("kind"), parse_time(raw.pop("at")), float(raw.pop("mono"))
-        return cls(kind, at, mono, raw)
+        return cls(kind, at, mono, raw, number)
 
 
 class Journal:
@@ -114,7 +97,7 @@ def read_journal(path: Path) -> list[Event]:
         if not line.strip():
             continue
         try:
-            events.append(Event.from_json(line))
+            events.append(Event.from_json(line, n))
         except (ValueError, KeyError, TypeError) as exc:
             if n == len(lines):  # a torn last line from a crash: keep what came before
                 break
@@ -162,17 +145,21 @@ class PendingRevert:
     fault: str
     data: dict[str, Any]
     journal: Path
+    line: int  # of the event that last set `data`
 
 
 def pending_reverts(path: Path) -> list[PendingRevert]:
     """Reverts registered but neither done nor superseded, newest first (undo order)."""
     events = read_journal(path)
     run_id = str(events[0].data.get("run_id", ""))
-    registered: dict[int, tuple[str, dict[str, Any]]] = {}
+    registered: dict[int, tuple[str, dict[str, Any], int]] = {}
     for e in events:
         if e.kind in ("revert_registered", "revert_updated"):
-            registered[int(e.data["id"])] = (str(e.data["fault"]), dict(e.data.get("data", {})))
+            registered[int(e.data["id"])] = (str(e.data["fault"]), dict(e.data.get("data", {})), e.line)
         elif e.kind == "revert_done":
             registered.pop(int(e.data["id"]), None)
     journal = path / JOURNAL_NAME if path.is_dir() else path
-    return [PendingRevert(run_id, rid, f, d, journal) for rid, (f, d) in sorted(registered.items(), reverse=True)]
+    return [
+        PendingRevert(run_id, rid, f, d, journal, line)
+        for rid, (f, d, line) in sorted(registered.items(), reverse=True)
+    ]

@@ -60,9 +60,21 @@ def group_members(pgid: int) -> list[int]:
     return sorted(out)
 
 
+def _own_pids() -> set[int]:
+    """drillkit itself and the chain of processes that started it (a shell running
+    `drillkit run …` can carry the fault's pattern in its own command line): never targets."""
+    own, pid = set(), os.getpid()
+    while pid > 1 and pid not in own:
+        own.add(pid)
+        fields = stat_fields(pid)
+        pid = int(fields[1]) if fields else 0
+    return own
+
+
 def find_processes(pattern: str | None, pidfile: str | None) -> list[int]:
-    """Live pids matching the pid file or the command-line regex (never drillkit itself)."""
-    me = {os.getpid(), os.getppid()}
+    """Live pids matching the pid file or the command-line regex, never drillkit's own
+    processes (by pid: a user's program run from a folder named drillkit is a fair target)."""
+    me = _own_pids()
     if pidfile:
         found = read_pid(Path(pidfile))
         return [found] if found and alive(found) and found not in me else []
@@ -71,7 +83,7 @@ def find_processes(pattern: str | None, pidfile: str | None) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and (pid := int(entry.name)) not in me:
             line = cmdline(pid)
-            if line and regex.search(line) and "drillkit" not in line.split(" ")[0] and alive(pid):
+            if line and regex.search(line) and alive(pid):
                 pids.append(pid)
     return sorted(pids)
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import requests
 
+from drillkit.clock import parse_time
 from drillkit.errors import Aborted, PermanentError, PreflightError, TransientError, UnavailableError
-from drillkit.journal import parse_time
 from drillkit.retry import retrying
 from drillkit.signals import StopFlag
 

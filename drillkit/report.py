@@ -12,8 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from drillkit.clock import parse_time, rfc3339
 from drillkit.errors import InputError
-from drillkit.journal import JOURNAL_NAME, Event, Measures, first, measures, parse_time, read_journal, rfc3339
+from drillkit.journal import JOURNAL_NAME, Event, Measures, first, measures, read_journal
 from drillkit.model import format_duration
 from drillkit.policy import Verdict, judge, status_update_verdict
 

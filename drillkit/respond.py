@@ -20,8 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from drillkit.clock import parse_time, rfc3339, utcnow
 from drillkit.errors import InputError, PreflightError
-from drillkit.journal import parse_time, rfc3339, utcnow
 from drillkit.signals import StopFlag
 
 ACK_FILE = "ack.json"

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import tenacity
 
-from drillkit import signals
 from drillkit.errors import Aborted, TransientError
+from drillkit.signals import StopFlag
 
 log = logging.getLogger("drillkit.retry")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,21 +40,28 @@ def _exponential_jitter(initial: float, maximum: float) -> tenacity.wait.wait_ba
         return tenacity.wait_exponential_jitter(initial=initial, max=maximum)
 
 
-def _sleep(seconds: float) -> None:
+def _sleeper(stop: StopFlag | None) -> Callable[[float], None]:
     """Back off, but give up at once when the drill is asked to stop (outside its reverts)."""
-    flag = signals.active()
-    if flag is not None and flag.interrupts():
-        raise Aborted(flag.reason, by_signal=True)
-    if flag is None or flag.is_set():  # no drill here, or reverting after a stop: full back-off
-        time.sleep(seconds)
-    elif flag.wait(seconds) and flag.interrupts():
-        raise Aborted(flag.reason, by_signal=True)
+
+    def sleep(seconds: float) -> None:
+        if stop is None:
+            time.sleep(seconds)
+        elif stop.sleep(seconds):
+            raise Aborted(stop.reason, by_signal=True)
+
+    return sleep
 
 
 def retrying(
-    what: str, attempts: int = 6, max_delay: float = 60.0, initial: float = 0.5, maximum: float = 8.0
+    what: str,
+    stop: StopFlag | None,
+    attempts: int = 6,
+    max_delay: float = 60.0,
+    initial: float = 0.5,
+    maximum: float = 8.0,
 ) -> tenacity.Retrying:
-    """A Retrying for one boundary: TransientError only, `attempts` tries within `max_delay` s."""
+    """A Retrying for one boundary: TransientError only, `attempts` tries within `max_delay` s;
+    back-offs end early (Aborted) when `stop` interrupts (None: no drill to stop, e.g. tools)."""
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -68,6 +75,6 @@ def retrying(
         stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_after_delay(max_delay),
         wait=_wait_with_retry_after(_exponential_jitter(initial, maximum)),
         before_sleep=before_sleep,
-        sleep=_sleep,
+        sleep=_sleeper(stop),
         reraise=True,
     )

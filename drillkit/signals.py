@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class StopFlag:
-    """Why the run must stop, if it must; shared by every wait loop.
+    """Why the run must stop, if it must: the one stop flag every wait in drillkit uses.
 
-    While `reverting`, waits (retry back-offs included) keep going: the first signal asks for
-    the reverts, it must not cut them short."""
+    While `reverting` (inside `protect()`), waits keep going: the first signal asks for the
+    reverts, it must not cut them short. A `child()` flag is also raised when its parent is: a
+    fault's background work stops when the drill stops or when its own revert begins."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._children: list[StopFlag] = []
+        self._lock = threading.Lock()
         self.reason = ""
         self.signals = 0
         self.reverting = False
@@ -41,38 +48,73 @@ class StopFlag:
         return self._event.is_set() and not self.reverting
 
     def set(self, reason: str) -> None:
-        if not self._event.is_set():
-            self.reason = reason
-        self._event.set()
+        with self._lock:
+            if not self._event.is_set():
+                self.reason = reason
+            self._event.set()
+            children = list(self._children)
+        for child in children:
+            child.set(reason)
 
     def is_set(self) -> bool:
         return self._event.is_set()
 
+    def child(self) -> StopFlag:
+        """A flag raised with this one (and on its own), e.g. to end one fault's background work."""
+        flag = StopFlag()
+        flag.reverting = self.reverting
+        with self._lock:
+            self._children.append(flag)
+            raised = self._event.is_set()
+        if raised:
+            flag.set(self.reason)
+        return flag
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, woken early by a stop request; True if the caller should stop
+        now (`interrupts()`). While reverting after a stop, sleeps the full time."""
+        if self.interrupts():
+            return True
+        if self._event.is_set():
+            time.sleep(max(0.0, seconds))
+            return False
+        self._event.wait(max(0.0, seconds))
+        return self.interrupts()
+
     def wait(self, seconds: float) -> bool:
-        """Sleep up to `seconds`; True if the stop flag was raised meanwhile."""
+        """Sleep up to `seconds`; True if the flag is raised (even while reverting)."""
         return self._event.wait(max(0.0, seconds))
 
 
-_active: list[StopFlag] = []
-
-
-def active() -> StopFlag | None:
-    """The stop flag of the drill running in this process, if any (for retry back-offs)."""
-    return _active[-1] if _active else None
+def wait_until(predicate: Callable[[], T], deadline: float, every: float, stop: StopFlag | None = None) -> T | None:
+    """The one wait loop: call `predicate` every `every` seconds until it returns something
+    truthy (returned at once), the monotonic `deadline` passes, or `stop` interrupts; then
+    returns the last falsy result (None if it never ran). Always calls `predicate` at least
+    once; callers that must tell a stop from a timeout ask `stop.interrupts()`."""
+    result: T | None = None
+    while True:
+        result = predicate()
+        if result:
+            return result
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return result
+        pause = min(every, left)
+        if stop is not None:
+            if stop.sleep(pause):
+                return result
+        else:
+            time.sleep(pause)
 
 
 @contextmanager
 def handle_signals(flag: StopFlag) -> Iterator[StopFlag]:
     """Route SIGINT and SIGTERM to `flag` for the duration of the block (main thread only)."""
-    _active.append(flag)
-    try:
-        if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+    else:
+        with _routed(flag):
             yield flag
-        else:
-            with _routed(flag):
-                yield flag
-    finally:
-        _active.remove(flag)
 
 
 @contextmanager

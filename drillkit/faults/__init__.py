@@ -1,22 +1,27 @@
 """The fault contract and registry.
 
 A fault is a class with typed `Params`, a `preflight` that resolves its targets inside the
-guardrails, a `plan` that says what it will do, an `inject` that registers its revert *before*
-doing harm, and a classmethod `revert` that undoes it from plain data, so `drillkit cleanup`
-can finish the job in another process after a crash. Third-party faults register through the
+guardrails and returns them as a frozen value, a `plan` and an `inject` that take that value,
+and a frozen revert-record dataclass (`Record`) that `inject` registers with `Undo` *before*
+doing harm. The record is journalled as data and rebuilt through the same typed loader as
+scenarios, so `drillkit cleanup` can finish the job in another process after a crash, and a
+damaged journal gets a located error. Third-party faults register through the
 `drillkit.faults` entry-point group.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from drillkit.errors import DrillkitError, PreflightError
+from drillkit.model import Where, build
 
 if TYPE_CHECKING:
     from drillkit.journal import Journal
@@ -25,25 +30,22 @@ if TYPE_CHECKING:
     from drillkit.scenario import Scenario
     from drillkit.signals import StopFlag
 
+P = TypeVar("P")  # the fault's Params
+F = TypeVar("F")  # what preflight found
+R = TypeVar("R")  # the revert record
+
 
 @dataclass
-class FaultContext:
-    """What a fault may use: the run's identity, journal, stop flag, and target access."""
+class RevertContext:
+    """What a revert may use: the run's identity, journal, stop flag and target access. This is
+    all `drillkit cleanup` has after a crash, so a revert never needs the scenario."""
 
     run_id: str
-    scenario: Scenario
     journal: Journal
     stop: StopFlag
     log: Callable[[str], None] = print
     kube_factory: Callable[[], Kube] | None = None
-    on_harm: Callable[[], None] | None = None
     _kube: Kube | None = field(default=None, repr=False)
-
-    def harm_started(self) -> None:
-        """Faults call this right after their first harmful action, so the drill's `injected`
-        time is when the harm began even if inject() goes on waiting (for an OOM kill, say)."""
-        if self.on_harm is not None:
-            self.on_harm()
 
     @property
     def kube(self) -> Kube:
@@ -53,76 +55,144 @@ class FaultContext:
             self._kube = self.kube_factory()
         return self._kube
 
-
-class Undo:
-    """Reverts as data: each is journalled when registered and when done, and runs from an
-    ExitStack so it unwinds on success, failure, abort and interrupt alike."""
-
-    def __init__(self, stack: ExitStack, ctx: FaultContext) -> None:
-        self._stack, self._ctx = stack, ctx
-        self._data: dict[int, dict[str, Any]] = {}
-        self.failures: list[str] = []
-
-    def register(self, fault: str, **data: Any) -> RevertHandle:
-        """Record how to undo `fault` before touching anything; returns a handle to add data."""
-        rid = len(self._data) + 1
-        self._data[rid] = dict(data)
-        self._ctx.journal.append("revert_registered", id=rid, fault=fault, data=data)
-        self._stack.callback(self._run, rid, fault)
-        return RevertHandle(self, rid, fault)
-
-    def _update(self, rid: int, fault: str, data: dict[str, Any]) -> None:
-        self._data[rid].update(data)
-        self._ctx.journal.append("revert_updated", id=rid, fault=fault, data=self._data[rid])
-
-    def _run(self, rid: int, fault: str) -> None:
-        try:
-            cls = fault_class(fault, self._ctx.scenario.target_kind)
-            result = cls.revert(self._ctx, self._data[rid])
-        except Exception as exc:  # a failed revert must not stop the others
-            self.failures.append(f"{fault}: {exc}")
-            self._ctx.journal.append("revert_failed", id=rid, fault=fault, error=str(exc))
-            self._ctx.log(f"revert of {fault} failed: {exc} (run `drillkit cleanup`)")
-        else:
-            self._ctx.journal.append("revert_done", id=rid, fault=fault, result=result or {})
+    def close(self) -> None:
+        """Release the Kubernetes client, if one was made."""
+        if self._kube is not None:
+            self._kube.close()
+            self._kube = None
 
 
 @dataclass
-class RevertHandle:
+class FaultContext(RevertContext):
+    """What preflight, plan and inject may use: the revert context plus the scenario."""
+
+    scenario: Scenario = field(kw_only=True)
+    on_harm: Callable[[], None] | None = field(default=None, kw_only=True)
+
+    def harm_started(self) -> None:
+        """Faults call this right after their first harmful action, so the drill's `injected`
+        time is when the harm began even if inject() goes on waiting (for an OOM kill, say)."""
+        if self.on_harm is not None:
+            self.on_harm()
+
+
+def record_data(record: object) -> dict[str, Any]:
+    """A revert record as journal data (JSON-ready: tuples as lists, enums as values)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, enum.Enum):
+            return value.value
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        return value
+
+    return {f.name: plain(getattr(record, f.name)) for f in dataclasses.fields(record)}  # type: ignore[arg-type]
+
+
+def load_record(cls: type[Fault[Any, Any, R]], data: object, where: Where) -> R:
+    """Rebuild `cls`'s revert record from journal data; bad data is a located ScenarioError."""
+    record: R = build(cls.Record, data, where)
+    return record
+
+
+class Undo:
+    """Reverts as data: each record is journalled when registered and when done, and runs from
+    an ExitStack so it unwinds on success, failure, abort and interrupt alike."""
+
+    def __init__(self, stack: ExitStack, ctx: FaultContext) -> None:
+        self._stack, self._ctx = stack, ctx
+        self._records: dict[int, Any] = {}
+        self.failures: list[str] = []
+
+    def register(self, fault: Fault[Any, Any, R], record: R) -> RevertHandle[R]:
+        """Record how to undo `fault` before touching anything; the handle adds what inject learns."""
+        rid = len(self._records) + 1
+        self._records[rid] = record
+        self._ctx.journal.append("revert_registered", id=rid, fault=fault.kind, data=record_data(record))
+        self._stack.callback(self._run, rid, type(fault))
+        return RevertHandle(self, rid, fault.kind)
+
+    def _update(self, rid: int, fault: str, changes: dict[str, Any]) -> Any:
+        record = self._records[rid] = dataclasses.replace(self._records[rid], **changes)
+        self._ctx.journal.append("revert_updated", id=rid, fault=fault, data=record_data(record))
+        return record
+
+    def _run(self, rid: int, cls: type[Fault[Any, Any, Any]]) -> None:
+        try:
+            result = cls.revert(self._ctx, self._records[rid])
+        except Exception as exc:  # a failed revert must not stop the others
+            self.failures.append(f"{cls.kind}: {exc}")
+            self._ctx.journal.append("revert_failed", id=rid, fault=cls.kind, error=str(exc))
+            self._ctx.log(f"revert of {cls.kind} failed: {exc} (run `drillkit cleanup`)")
+        else:
+            self._ctx.journal.append("revert_done", id=rid, fault=cls.kind, result=result or {})
+
+
+@dataclass
+class RevertHandle(Generic[R]):
     undo: Undo
     rid: int
     fault: str
 
-    def update(self, **data: Any) -> None:
-        """Add data learnt while injecting (e.g. the name of an object just created)."""
-        self.undo._update(self.rid, self.fault, data)
+    def update(self, **changes: Any) -> R:
+        """Replace fields of the record with what inject learnt (e.g. the name of an object it
+        just created); journalled at once. Returns the new record."""
+        record: R = self.undo._update(self.rid, self.fault, changes)
+        return record
 
 
-class Fault(ABC):
-    """Base class of every fault kind."""
+class Fault(ABC, Generic[P, F, R]):
+    """Base class of every fault kind: `Params` (scenario input), `F` (what preflight found,
+    frozen), `Record` (the frozen revert record, R)."""
 
     kind: ClassVar[str]
     target: ClassVar[str]  # "local" or "kubernetes"
     Params: ClassVar[type]
+    Record: ClassVar[type]
 
-    def __init__(self, params: Any, ctx: FaultContext) -> None:
+    def __init__(self, params: P, ctx: FaultContext) -> None:
         self.params, self.ctx = params, ctx
 
-    def preflight(self) -> None:
+    @abstractmethod
+    def preflight(self) -> F:
         """Resolve targets and check guardrails; raise PreflightError. Touches nothing."""
 
     @abstractmethod
-    def plan(self) -> list[str]:
+    def plan(self, found: F) -> list[str]:
         """What inject would do, one line per action, naming the exact objects."""
 
     @abstractmethod
-    def inject(self, undo: Undo) -> None:
-        """Register the revert with `undo`, then do the harm."""
+    def inject(self, found: F, undo: Undo) -> None:
+        """Register the revert record with `undo`, then do the harm."""
 
     @classmethod
     @abstractmethod
-    def revert(cls, ctx: FaultContext, data: dict[str, Any]) -> dict[str, Any] | None:
-        """Undo from journalled data. Idempotent: 'already gone' is success."""
+    def revert(cls, ctx: RevertContext, record: R) -> dict[str, Any] | None:
+        """Undo from the record. Idempotent: 'already gone' is success."""
+
+    def prepare(self) -> Prepared:
+        """Preflight, keeping what it found with the fault for plan and inject."""
+        return Prepared(self, self.preflight())
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A fault whose preflight passed, with what it found."""
+
+    fault: Fault[Any, Any, Any]
+    found: Any
+
+    @property
+    def kind(self) -> str:
+        return self.fault.kind
+
+    def plan(self) -> list[str]:
+        return self.fault.plan(self.found)
+
+    def inject(self, undo: Undo) -> None:
+        self.fault.inject(self.found, undo)
 
 
 def check_blast_radius(kind: str, found: int, count: Count, max_targets: Count, what: str) -> int:

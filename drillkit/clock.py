@@ -1,0 +1,31 @@
+"""Time: wall-clock UTC for the timeline, the monotonic clock for durations, RFC 3339 in between.
+
+Every timestamp drillkit writes or reads goes through here, so the timeline has one format and
+one parser (Prometheus and Alertmanager send nanoseconds; Python keeps microseconds).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+monotonic = time.monotonic
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    """RFC 3339, with any number of fractional digits (cut to microseconds)."""
+    text = text.strip().replace("Z", "+00:00")
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = "".join(c for c in rest if c.isdigit())
+        tz = rest[len(digits) :]
+        text = f"{head}.{digits[:6].ljust(6, '0')}{tz}"
+    return datetime.fromisoformat(text).astimezone(UTC)
