@@ -35,7 +35,7 @@ def _wait_with_retry_after(base: tenacity.wait.wait_base) -> Callable[[tenacity.
 def _exponential_jitter(initial: float, maximum: float) -> tenacity.wait.wait_base:
     """tenacity >= 9.2 calls the first delay `multiplier` (and warns about `initial`)."""
     try:
-        return tenacity.wait_exponential_jitter(multiplier=initial, max=maximum)  # type: ignore[call-arg]
+        return tenacity.wait_exponential_jitter(multiplier=initial, max=maximum)
     except TypeError:  # older tenacity
         return tenacity.wait_exponential_jitter(initial=initial, max=maximum)
 

@@ -177,6 +177,9 @@ class Fault(ABC, Generic[P, F, R]):
         return Prepared(self, self.preflight())
 
 
+FaultClass = type[Fault[Any, Any, Any]]
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A fault whose preflight passed, with what it found."""
@@ -220,12 +223,12 @@ _BUILTIN_MODULES = {
 
 
 @functools.cache
-def _builtins(target: str) -> dict[str, type[Fault]]:
+def _builtins(target: str) -> dict[str, FaultClass]:
     """The built-in fault classes of one target, importing only that target's modules (so
     validating a local drill never loads the Kubernetes faults)."""
     import importlib
 
-    found: dict[str, type[Fault]] = {}
+    found: dict[str, FaultClass] = {}
     for name in _BUILTIN_MODULES.get(target, ()):
         for cls in getattr(importlib.import_module(name), "FAULTS", ()):
             found[cls.kind] = cls
@@ -233,19 +236,19 @@ def _builtins(target: str) -> dict[str, type[Fault]]:
 
 
 @functools.cache
-def _plugins() -> dict[str, dict[str, type[Fault]]]:
+def _plugins() -> dict[str, dict[str, FaultClass]]:
     """Fault classes of other packages (entry points `drillkit.faults`), by target and kind;
     loaded only when a kind is not built in (importlib.metadata is slow to import)."""
     from importlib.metadata import entry_points
 
-    found: dict[str, dict[str, type[Fault]]] = {}
+    found: dict[str, dict[str, FaultClass]] = {}
     for ep in entry_points(group="drillkit.faults"):
         cls = ep.load()
         found.setdefault(cls.target, {})[cls.kind] = cls
     return found
 
 
-def catalogue() -> dict[str, dict[str, type[Fault]]]:
+def catalogue() -> dict[str, dict[str, FaultClass]]:
     """Every fault class by target ("local", "kubernetes") and kind: built-ins plus plugins (a
     plugin cannot replace a built-in kind). One kind may exist for both targets (the playbook's
     incidents: `memory-pressure` of a local process or of a pod); the scenario's target picks."""
@@ -255,17 +258,17 @@ def catalogue() -> dict[str, dict[str, type[Fault]]]:
     return found
 
 
-def registry(target: str | None = None) -> dict[str, type[Fault]]:
+def registry(target: str | None = None) -> dict[str, FaultClass]:
     """Fault kinds of one target, or of all targets (a kind both have: the Kubernetes one)."""
     if target is not None:
         return dict(catalogue().get(target, {}))
-    merged: dict[str, type[Fault]] = {}
+    merged: dict[str, FaultClass] = {}
     for kinds in catalogue().values():
         merged.update(kinds)
     return merged
 
 
-def fault_class(kind: str, target: str) -> type[Fault]:
+def fault_class(kind: str, target: str) -> FaultClass:
     """The class implementing `kind` for `target` (KeyError if there is none)."""
     builtin = _builtins(target).get(kind)
     return builtin if builtin is not None else _plugins()[target][kind]
