@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from drillkit.errors import DrillkitError, InputError
 from drillkit.faults import RevertContext, fault_class, load_record
-from drillkit.journal import JOURNAL_NAME, Journal, PendingRevert, pending_reverts, read_journal
+from drillkit.journal import JOURNAL_NAME, Journal, JournalBusy, PendingRevert, pending_reverts, read_journal
 from drillkit.kube import KubeconfigError
 from drillkit.model import Where
 from drillkit.signals import StopFlag
@@ -62,14 +62,18 @@ class _Run:
     scenario_path: str
 
 
-def _runs(report_dir: Path, run_id: str | None) -> list[_Run]:
+def _runs(report_dir: Path, run_id: str | None, report: CleanupReport) -> list[_Run]:
+    """The runs under `report_dir` (one, with `run_id`). A journal that cannot be read is a
+    FAILED line, never skipped in silence: it may hold a fault nobody else knows about."""
     if not report_dir.is_dir():
         return []
     out = []
     for journal in sorted(report_dir.glob(f"*/{JOURNAL_NAME}")):
         try:
-            started = read_journal(journal)[0]
-        except InputError:
+            started = read_journal(journal, damage=[])[0]
+        except InputError as exc:
+            if not run_id or run_id in journal.parent.name:
+                report.failed.append(f"{exc}; its faults, if any, must be checked by hand")
             continue
         rid = str(started.data.get("run_id", ""))
         if run_id and rid != run_id:
@@ -135,8 +139,8 @@ def cleanup(
     kubes = _Kubes(context, allow_contexts, kubeconfig)
     contexts: set[str] = set()
     try:
-        runs = _runs(report_dir, run_id)
-        if run_id and not runs:
+        runs = _runs(report_dir, run_id, report)
+        if run_id and not runs and not report.failed:
             report.notes.append(f"no journal of run {run_id} under {report_dir}")
         for run in runs:
             try:
@@ -155,7 +159,9 @@ def cleanup(
 def _revert_run(
     run: _Run, kubes: _Kubes, report: CleanupReport, log: Callable[[str], None], contexts: set[str]
 ) -> None:
-    pending = pending_reverts(run.folder)
+    damage: list[str] = []
+    pending = pending_reverts(run.folder, damage)
+    report.failed += [f"run {run.run_id}: {d} (if it recorded a revert, check that fault by hand)" for d in damage]
     if not pending:
         return
     factory = None
@@ -169,7 +175,11 @@ def _revert_run(
             return
         contexts.add(settings.context)
         factory = lambda: kubes.get(settings)  # noqa: E731 - bound to this run's context
-    journal = Journal(run.folder / JOURNAL_NAME)
+    try:
+        journal = Journal(run.folder / JOURNAL_NAME)
+    except JournalBusy:
+        report.notes.append(f"run {run.run_id} is still running (or being cleaned up): skipped")
+        return
     try:
         ctx = RevertContext(
             run_id=run.run_id,

@@ -9,6 +9,7 @@ The report, `drillkit report` and `drillkit cleanup` read only this file.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from drillkit.clock import parse_time, rfc3339, utcnow
-from drillkit.errors import InputError
+from drillkit.errors import DrillkitError, InputError
 
 JOURNAL_NAME = "journal.jsonl"
 
@@ -44,23 +45,39 @@ class Event:
         return cls(kind, at, mono, raw, number)
 
 
+class JournalBusy(DrillkitError):
+    """Another live process (the drill itself, or another cleanup) holds this journal."""
+
+
 class Journal:
-    """Append events to `path`, flushing and fsyncing each so a crash loses nothing."""
+    """Append events to `path`, flushing and fsyncing each so a crash loses nothing.
+
+    The writer holds an exclusive lock on the file for as long as it is open: the kernel drops
+    it when the process dies, however it dies, so a journal that is locked belongs to a live
+    drill (or cleanup) and nobody else may revert its faults."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._ref_wall, self._ref_mono = time.time(), time.monotonic()
         self._resumed = False
         self.events: list[Event] = []
-        if path.exists() and path.stat().st_size:
-            # Appending to another process's journal (`drillkit cleanup`): its monotonic clock
-            # is not ours, so place our events on its axis through the wall clock.
-            first_event = read_journal(path)[0]
-            self._ref_wall, self._ref_mono = first_event.at.timestamp(), first_event.mono
-            self._resumed = True
         self._lock = threading.Lock()  # faults' background watchers append too
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+        self._fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+        try:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            raise JournalBusy(f"{path}: in use by a live drillkit process") from None
+        if path.stat().st_size:
+            # Appending to another process's journal (`drillkit cleanup`): its monotonic clock
+            # is not ours, so place our events on its axis through the wall clock.
+            first_event = read_journal(path, damage=[])[0]
+            self._ref_wall, self._ref_mono = first_event.at.timestamp(), first_event.mono
+            self._resumed = True
+            self._fh.seek(path.stat().st_size - 1)
+            if self._fh.read(1) != "\n":  # a torn last line: our events start on a line of their own
+                self._write("\n")
 
     def mono_of(self, at: datetime) -> float:
         """Where a wall-clock instant falls on this process's monotonic axis."""
@@ -74,22 +91,29 @@ class Journal:
             mono = self.mono_of(at)
         event = Event(kind, at, mono, data)
         with self._lock:
-            self._fh.write(event.to_json() + "\n")
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            self._write(event.to_json() + "\n")
             self.events.append(event)
         return event
+
+    def _write(self, text: str) -> None:
+        self._fh.write(text)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         self._fh.close()
 
 
-def read_journal(path: Path) -> list[Event]:
-    """Events of a journal file (or of the journal in a report folder)."""
+def read_journal(path: Path, damage: list[str] | None = None) -> list[Event]:
+    """Events of a journal file (or of the journal in a report folder).
+
+    A line that is not an event (torn by a crash, garbage from a bad disk) is an error naming
+    its line; with a `damage` list, every complete event is kept and each damaged line is added
+    there as a located warning instead. A journal without its `started` event is an error."""
     if path.is_dir():
         path = path / JOURNAL_NAME
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as exc:
         raise InputError(f"{path}: cannot read journal: {exc.strerror}") from None
     events = []
@@ -98,10 +122,13 @@ def read_journal(path: Path) -> list[Event]:
             continue
         try:
             events.append(Event.from_json(line, n))
-        except (ValueError, KeyError, TypeError) as exc:
-            if n == len(lines):  # a torn last line from a crash: keep what came before
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            if n == len(lines) and damage is None:  # a torn last line from a crash: keep what came before
                 break
-            raise InputError(f"{path}:{n}: journal line is not a drillkit event: {exc}") from None
+            problem = f"{path}:{n}: journal line is not a drillkit event: {exc}"
+            if damage is None:
+                raise InputError(problem) from None
+            damage.append(problem)
     if not events or events[0].kind != "started":
         raise InputError(f"{path}: not a drillkit journal (no `started` event first)")
     return events
@@ -148,9 +175,10 @@ class PendingRevert:
     line: int  # of the event that last set `data`
 
 
-def pending_reverts(path: Path) -> list[PendingRevert]:
-    """Reverts registered but neither done nor superseded, newest first (undo order)."""
-    events = read_journal(path)
+def pending_reverts(path: Path, damage: list[str] | None = None) -> list[PendingRevert]:
+    """Reverts registered but neither done nor superseded, newest first (undo order). With a
+    `damage` list, damaged lines are skipped and listed there (see read_journal)."""
+    events = read_journal(path, damage)
     run_id = str(events[0].data.get("run_id", ""))
     registered: dict[int, tuple[str, dict[str, Any], int]] = {}
     for e in events:

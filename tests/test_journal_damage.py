@@ -1,0 +1,93 @@
+"""The journal under damage and contention: torn lines, garbage, a second writer (issue 8)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from drillkit.cleanup import cleanup
+from drillkit.journal import Journal, JournalBusy, pending_reverts, read_journal
+
+
+def _journal(folder: Path, run_id: str = "run1") -> Path:
+    j = Journal(folder / "journal.jsonl")
+    j.append("started", run_id=run_id, scenario={"target": {"local": {}}}, limits={})
+    j.append("revert_registered", id=1, fault="process-kill", data={"pids": [1]})
+    j.close()
+    return folder / "journal.jsonl"
+
+
+def test_damaged_lines_are_located_and_complete_events_kept(tmp_path: Path) -> None:
+    path = _journal(tmp_path)
+    with open(path, "a") as fh:
+        fh.write('{"kind": "revert_do\n\x00\x00garbage\n')
+    damage: list[str] = []
+    events = read_journal(path, damage)
+    assert [e.kind for e in events] == ["started", "revert_registered"]
+    assert [d.split(": ")[0] for d in damage] == [f"{path}:3", f"{path}:4"], damage
+    assert [p.id for p in pending_reverts(path, [])] == [1], "a damaged line must not hide the pending revert"
+
+
+def test_appends_after_a_torn_line_start_on_a_new_line(tmp_path: Path) -> None:
+    path = _journal(tmp_path)
+    with open(path, "a") as fh:
+        fh.write('{"kind": "dete')
+    j = Journal(path)
+    j.append("revert_done", id=1, fault="process-kill", result={})
+    j.close()
+    damage: list[str] = []
+    kinds = [e.kind for e in read_journal(path, damage)]
+    assert kinds == ["started", "revert_registered", "revert_done"], kinds
+    assert len(damage) == 1 and ":3:" in damage[0]
+    assert pending_reverts(path, []) == [], "the appended revert_done must count"
+
+
+def test_a_journal_held_by_a_live_process_is_busy(tmp_path: Path) -> None:
+    path = _journal(tmp_path)
+    code = (
+        "import sys, pathlib, drillkit.journal as j\n"
+        "w = j.Journal(pathlib.Path(sys.argv[1]))\n"
+        "print('held', flush=True)\n"
+        "input()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(JournalBusy, match="live drillkit process"):
+            Journal(path)
+    finally:
+        holder.kill()
+        holder.wait()
+    Journal(path).close()  # the kernel dropped the lock with the process
+
+
+def test_cleanup_fails_loudly_on_an_unreadable_journal(tmp_path: Path) -> None:
+    run = tmp_path / "2026-01-01T000000Z-x-run9"
+    run.mkdir()
+    (run / "journal.jsonl").write_text('{"kind": "star\x00\x00\n')
+    report = cleanup(tmp_path, None, log=lambda _: None)
+    assert any("not a drillkit journal" in line and str(run) in line for line in report.failed), report.lines()
+    report = cleanup(tmp_path, "run9", log=lambda _: None)
+    assert report.failed and not any("no journal of run" in n for n in report.notes), report.lines()
+
+
+def test_cleanup_skips_a_live_run_and_says_so(tmp_path: Path) -> None:
+    run = tmp_path / "2026-01-01T000000Z-x-live1"
+    run.mkdir()
+    path = _journal(run, "live1")
+    live = Journal(path)  # the drill, still running in this process
+    try:
+        report = cleanup(tmp_path, None, log=lambda _: None)
+    finally:
+        live.close()
+    assert any("live1 is still running" in n for n in report.notes), report.lines()
+    assert not report.done and not report.failed, report.lines()
+    assert [p.id for p in pending_reverts(path)] == [1]
