@@ -21,6 +21,7 @@ from typing import Any
 
 from drillkit.clock import parse_time, rfc3339, utcnow
 from drillkit.errors import DrillkitError, InputError
+from drillkit.redact import redact_data
 
 JOURNAL_NAME = "journal.jsonl"
 
@@ -89,7 +90,7 @@ class Journal:
         else:
             at = at or utcnow()
             mono = self.mono_of(at)
-        event = Event(kind, at, mono, data)
+        event = Event(kind, at, mono, redact_data(data))
         with self._lock:
             self._write(event.to_json() + "\n")
             self.events.append(event)
