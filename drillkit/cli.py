@@ -174,11 +174,12 @@ def run(
 
     fmt = parse_formats(formats)
     sc = load_scenario(scenario)
+    stop = StopFlag()
     kube_factory = None
     if sc.target.kubernetes:
         from drillkit.kube import kube_factory_for
 
-        kube_factory = kube_factory_for(sc, context, allow_contexts, kubeconfig)
+        kube_factory = kube_factory_for(sc, context, allow_contexts, kubeconfig, stop)
     if prometheus_url is None:
         prometheus_url = _lab_url(sc, "prometheus") or "http://127.0.0.1:9090"
     if alertmanager_url is None:
@@ -195,7 +196,7 @@ def run(
         ready_timeout=ready_timeout,
         alertmanager_url=alertmanager_url,
     )
-    with handle_signals(StopFlag()) as stop:
+    with handle_signals(stop):
         result = Drill(sc, opts, stop).run()
     if result.folder:
         click.echo(str(result.folder))

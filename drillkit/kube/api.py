@@ -1,0 +1,221 @@
+"""The wire under the Kubernetes facade: one retried call, watches and exec streams.
+
+Why it exists: this is the part of drillkit that knows the `kubernetes` client's calling
+conventions (raw JSON answers, `_request_timeout`, watch streams, the exec WebSocket) and
+wraps each of its exceptions through `translate`. `drillkit.kube.client.Kube` builds its verbs
+on pods, workloads, secrets and nodes on top of it. Every wait ends at its deadline or when
+the drill's stop flag interrupts; waits use watches with a server-side timeout rather than
+tight polling.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from drillkit.errors import TransientError
+from drillkit.kube.config import KubeSettings, client_configuration
+from drillkit.kube.errors import KubeError, translate
+from drillkit.kube.views import ExecResult, Pod
+from drillkit.retry import retrying
+from drillkit.signals import StopFlag, wait_until
+
+log = logging.getLogger("drillkit.kube")
+T = TypeVar("T")
+
+REQUEST_TIMEOUT = (5.0, 30.0)
+"""Seconds: (connect, read) for every non-watch call."""
+
+
+class KubeApi:
+    """A client for one context, calls retried by the Kubernetes API policy, errors translated."""
+
+    def __init__(self, settings: KubeSettings, stop: StopFlag | None = None) -> None:
+        from kubernetes import client
+
+        self.settings = settings
+        self.stop = stop
+        """The drill's stop flag: retry back-offs and waits end early when it interrupts (None:
+        no drill to stop, e.g. `drillkit cleanup`)."""
+        cfg = client_configuration(settings)
+        self._cfg = cfg
+        self.api = client.ApiClient(cfg)
+        self.core = client.CoreV1Api(self.api)
+        self.apps = client.AppsV1Api(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self.policy = client.PolicyV1Api(self.api)
+        self._exec_lock = threading.Lock()  # kubernetes.stream swaps call_api on its client
+        self._exec_api: Any = None
+
+    @property
+    def context(self) -> str:
+        return self.settings.context
+
+    def close(self) -> None:
+        self.api.close()  # type: ignore[no-untyped-call]
+        if self._exec_api is not None:
+            self._exec_api.api_client.close()
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _once(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+        try:
+            resp = fn(*args, _preload_content=False, **kwargs)
+            data = resp.data
+        except Exception as exc:
+            raise translate(what, exc) from None
+        if not data:
+            return {}
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise KubeError(f"{what}: answer is not JSON: {exc}") from None
+
+    def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`fn(*args, **kwargs)` as parsed JSON, retried on transient errors."""
+        return retrying(what, self.stop)(self._once, what, fn, *args, **kwargs)
+
+    def exec(
+        self, namespace: str, pod: str, container: str, command: list[str], timeout: float = 30.0, retry: bool = True
+    ) -> ExecResult:
+        """Run `command` in a container (no stdin, no tty) and wait up to `timeout` s.
+
+        `retry=False` for commands that must not run twice (the connection of an exec that
+        kills its own container drops, which would otherwise look transient). Exit code -1:
+        still running at the timeout."""
+        from kubernetes import client
+        from kubernetes.stream import stream
+
+        what = f"create pods/exec {namespace}/{pod} -c {container}"
+
+        def once() -> ExecResult:
+            with self._exec_lock:
+                if self._exec_api is None:
+                    self._exec_api = client.CoreV1Api(client.ApiClient(self._cfg))
+                try:
+                    ws = stream(
+                        self._exec_api.connect_get_namespaced_pod_exec,
+                        pod,
+                        namespace,
+                        container=container,
+                        command=command,
+                        stderr=True,
+                        stdin=False,
+                        stdout=True,
+                        tty=False,
+                        _preload_content=False,
+                        _request_timeout=REQUEST_TIMEOUT[0],
+                    )
+                except Exception as exc:
+                    raise translate(what, exc) from None
+            try:
+                ws.run_forever(timeout=timeout)
+                code = ws.returncode if not ws.is_open() else None
+                out, err = ws.read_stdout(timeout=0) or "", ws.read_stderr(timeout=0) or ""
+            except Exception as exc:
+                raise translate(what, exc) from None
+            finally:
+                ws.close()
+            if code is None:
+                return ExecResult(-1, str(out), f"still running after {timeout:g}s")
+            return ExecResult(int(code), str(out), str(err))
+
+        return retrying(what, self.stop)(once) if retry else once()
+
+    def _watch(
+        self, what: str, fn: Callable[..., Any], *args: Any, timeout: float, **kwargs: Any
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(event type, object JSON) from a watch ending after `timeout` s (server-side)."""
+        from kubernetes import watch
+
+        w = watch.Watch()  # type: ignore[no-untyped-call]
+        seconds = max(1, int(timeout + 0.999))
+        try:
+            for event in w.stream(  # type: ignore[no-untyped-call]
+                fn,
+                *args,
+                timeout_seconds=seconds,
+                deserialize=False,
+                _request_timeout=(REQUEST_TIMEOUT[0], seconds + 10),
+                **kwargs,
+            ):
+                obj = event.get("raw_object") or event.get("object")
+                if isinstance(obj, dict):
+                    yield str(event.get("type")), obj
+        except Exception as exc:
+            raise translate(what, exc) from None
+        finally:
+            w.stop()  # type: ignore[no-untyped-call]
+
+    def wait_pods(
+        self,
+        namespace: str,
+        label_selector: str | None,
+        done: Callable[[list[Pod]], T | None],
+        timeout: float,
+        stop: StopFlag | None = None,
+        field_selector: str | None = None,
+    ) -> T | None:
+        """List, then watch from the list's resourceVersion, until `done(current pods)` returns
+        something truthy; None at the deadline or when `stop` (default: the facade's) interrupts.
+
+        Transient errors and an expired resourceVersion (410) start over with a fresh list.
+        """
+        stop = stop if stop is not None else self.stop
+        deadline = time.monotonic() + timeout
+        kw = {k: v for k, v in (("label_selector", label_selector), ("field_selector", field_selector)) if v}
+        what = f"watch pods in {namespace}"
+        chunk = 5.0 if stop is not None else 30.0  # a quiet watch only notices `stop` between chunks
+
+        def attempt() -> T | None:
+            try:
+                return self._list_and_watch(namespace, kw, done, deadline, chunk, stop)
+            except TransientError as exc:
+                log.warning("%s interrupted, listing again: %s", what, exc)
+            except KubeError as exc:
+                if exc.status != 410:
+                    raise
+            return None  # resourceVersion expired or connection lost: list again
+
+        return wait_until(attempt, deadline, 0.2, stop)
+
+    def _list_and_watch(
+        self,
+        namespace: str,
+        kw: dict[str, str],
+        done: Callable[[list[Pod]], T | None],
+        deadline: float,
+        chunk: float,
+        stop: StopFlag | None,
+    ) -> T | None:
+        """One list and one watch chunk of `wait_pods`."""
+        listing = self.call(f"list pods in {namespace}", self.core.list_namespaced_pod, namespace, **kw)
+        pods = {p.uid: p for p in map(Pod.from_json, listing.get("items") or [])}
+        if result := done(list(pods.values())):
+            return result
+        if stop is not None and stop.interrupts():
+            return None
+        rv = (listing.get("metadata") or {}).get("resourceVersion")
+        for kind, obj in self._watch(
+            f"watch pods in {namespace}",
+            self.core.list_namespaced_pod,
+            namespace,
+            timeout=min(deadline - time.monotonic(), chunk),
+            resource_version=rv,
+            **kw,
+        ):
+            pod = Pod.from_json(obj)
+            if kind == "DELETED":
+                pods.pop(pod.uid, None)
+            elif kind in ("ADDED", "MODIFIED"):
+                pods[pod.uid] = pod
+            if result := done(list(pods.values())):
+                return result
+            if time.monotonic() >= deadline or (stop is not None and stop.interrupts()):
+                return None
+        return None
