@@ -1,4 +1,4 @@
-"""Local processes, read from /proc: the one place for finding, starting and stopping them.
+"""Local processes, read through psutil: the one place for finding, starting and stopping them.
 
 Used by the local faults and by the lab. Zombies count as gone: where pid 1 does not reap
 orphans (containers), a killed process lingers as a zombie forever.
@@ -13,11 +13,18 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import psutil
 
 from drillkit.errors import DrillkitError
+from drillkit.signals import wait_until
+
+if TYPE_CHECKING:
+    from drillkit.signals import StopFlag
 
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+_GONE = (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied)
 
 
 def read_pid(path: Path) -> int | None:
@@ -28,47 +35,51 @@ def read_pid(path: Path) -> int | None:
 
 
 def cmdline(pid: int) -> str:
+    """The command line, arguments joined by spaces ("" if the process is gone or a kernel thread)."""
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        return " ".join(psutil.Process(pid).cmdline()).strip()
+    except _GONE:
         return ""
-    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
 
 
-def stat_fields(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat after the command name: [state, ppid, pgrp, session, ...]."""
+def status(pid: int) -> str | None:
+    """psutil's status of the process ("running", "sleeping", "stopped", "zombie", ...), or None."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+        return str(psutil.Process(pid).status())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
 
 
 def alive(pid: int) -> bool:
     """True for a live (non-zombie) process."""
-    fields = stat_fields(pid)
-    return fields is not None and fields[0] != "Z"
+    state = status(pid)
+    return state is not None and state != psutil.STATUS_ZOMBIE
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def group_members(pgid: int) -> list[int]:
     """Live processes of process group `pgid`."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            f = stat_fields(int(entry.name))
-            if f and f[0] != "Z" and int(f[2]) == pgid:
-                out.append(int(entry.name))
-    return sorted(out)
+    return sorted(
+        p.pid
+        for p in psutil.process_iter(["status"])
+        if p.info["status"] != psutil.STATUS_ZOMBIE and _pgid(p.pid) == pgid
+    )
 
 
 def _own_pids() -> set[int]:
     """drillkit itself and the chain of processes that started it (a shell running
     `drillkit run …` can carry the fault's pattern in its own command line): never targets."""
-    own, pid = set(), os.getpid()
-    while pid > 1 and pid not in own:
-        own.add(pid)
-        fields = stat_fields(pid)
-        pid = int(fields[1]) if fields else 0
-    return own
+    me = psutil.Process()
+    try:
+        return {me.pid, *(p.pid for p in me.parents() if p.pid > 1)}
+    except _GONE:  # an ancestor exited while we walked up
+        return {me.pid, os.getppid()}
 
 
 def find_processes(pattern: str | None, pidfile: str | None) -> list[int]:
@@ -80,11 +91,10 @@ def find_processes(pattern: str | None, pidfile: str | None) -> list[int]:
         return [found] if found and alive(found) and found not in me else []
     regex = re.compile(pattern or "")
     pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (pid := int(entry.name)) not in me:
-            line = cmdline(pid)
-            if line and regex.search(line) and alive(pid):
-                pids.append(pid)
+    for p in psutil.process_iter(["cmdline", "status"]):
+        line = " ".join(p.info["cmdline"] or ()).strip()
+        if p.pid not in me and line and p.info["status"] != psutil.STATUS_ZOMBIE and regex.search(line):
+            pids.append(p.pid)
     return sorted(pids)
 
 
@@ -118,15 +128,24 @@ def reap() -> None:
             del _CHILDREN[pid]
 
 
-def wait_gone(pids: list[int], timeout: float) -> list[int]:
-    """Wait until none of `pids` is alive; returns those still alive at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
+def wait_gone(pids: list[int], timeout: float, stop: StopFlag | None = None, every: float = 0.02) -> list[int]:
+    """The one "wait for exit": until none of `pids` is alive, `timeout` s pass or `stop`
+    interrupts; returns those still alive. (Not psutil.wait_procs: a zombie nobody reaps
+    exists forever, and must count as gone.)"""
+
+    def left() -> list[int]:
         reap()
-        left = [pid for pid in pids if alive(pid)]
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.02)
+        return [pid for pid in pids if alive(pid)]
+
+    still: list[int] = []
+
+    def none_left() -> bool:
+        nonlocal still
+        still = left()
+        return not still
+
+    wait_until(none_left, time.monotonic() + timeout, every, stop)
+    return still
 
 
 def _refuse_own_group(pgid: int) -> None:
@@ -201,8 +220,11 @@ def stop_own_group(
     if hard:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while (left := group_members(pgid)) and time.monotonic() < deadline:
+
+    def group_gone() -> bool:
         reap()
-        time.sleep(0.02)
+        return not group_members(pgid)
+
+    wait_until(group_gone, time.monotonic() + 5, 0.02)
+    left = group_members(pgid)
     return {"signalled": [pid] if signalled else [], "killed_hard": hard, "left": left}

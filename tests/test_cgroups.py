@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from drillkit.faults import cgroups as cg
+from drillkit.faults.local import cgroups as cg
 
 pytestmark = pytest.mark.integration
 

@@ -31,10 +31,11 @@ import psycopg
 import pytest
 
 from drillkit.errors import Aborted, PreflightError, ScenarioError
-from drillkit.faults import Fault, FaultContext, Undo, fault_class
-from drillkit.faults import cgroups as cg
+from drillkit.faults import Fault, FaultContext, Undo, fault_class, load_record
+from drillkit.faults.local import cgroups as cg
 from drillkit.journal import JOURNAL_NAME, Journal, pending_reverts, read_journal
-from drillkit.procs import alive, cmdline, group_members, stat_fields
+from drillkit.model import Where
+from drillkit.procs import alive, cmdline, group_members, status
 from drillkit.scenario import load_scenario
 from drillkit.signals import StopFlag
 from tests.helpers import drill_process, run_cli, wait_for_event, write_scenario
@@ -111,6 +112,19 @@ class Drill:
     ctx: FaultContext
     journal: Journal
     scenario: Path
+    found: Any = None  # what preflight returned
+
+    def preflight(self) -> Any:
+        self.found = self.fault.preflight()
+        return self.found
+
+    def inject(self, stack: ExitStack) -> None:
+        self.fault.inject(self.found, Undo(stack, self.ctx))
+
+    def revert(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        """The fault's revert from journal-shaped data, rebuilt as `drillkit cleanup` does."""
+        cls = type(self.fault)
+        return cls.revert(self.ctx, load_record(cls, data, Where(str(self.path), 0, "revert data")))
 
     @property
     def path(self) -> Path:
@@ -139,17 +153,19 @@ def prepare(tmp_path: Path, fault: dict[str, Any], max_targets: str = "100%") ->
 CLEANUP = """
 import json, sys
 from pathlib import Path
-from drillkit.faults import FaultContext, fault_class
+from drillkit.faults import RevertContext, fault_class, load_record
 from drillkit.journal import Journal, pending_reverts
-from drillkit.scenario import load_scenario
+from drillkit.model import Where
 from drillkit.signals import StopFlag
 
-journal_path, scenario = Path(sys.argv[1]), load_scenario(sys.argv[2])
+journal_path, target = Path(sys.argv[1]), sys.argv[2]
 pending = pending_reverts(journal_path)
 journal = Journal(journal_path)
-ctx = FaultContext(run_id=pending[0].run_id, scenario=scenario, journal=journal, stop=StopFlag())
+ctx = RevertContext(run_id=pending[0].run_id, journal=journal, stop=StopFlag())
 for p in pending:
-    result = fault_class(p.fault, scenario.target_kind).revert(ctx, p.data)
+    cls = fault_class(p.fault, target)
+    record = load_record(cls, p.data, Where(str(p.journal), p.line, f"revert #{p.id} data"))
+    result = cls.revert(ctx, record)
     journal.append("revert_done", id=p.id, fault=p.fault, result=result or {})
     print(json.dumps(result))
 """
@@ -158,7 +174,7 @@ for p in pending:
 def cleanup_in_fresh_process(drill: Drill) -> list[dict[str, Any]]:
     """What `drillkit cleanup` does, in another process: pending_reverts, then the class's revert."""
     r = subprocess.run(
-        [sys.executable, "-c", CLEANUP, str(drill.path), str(drill.scenario)],
+        [sys.executable, "-c", CLEANUP, str(drill.path), "local"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -494,20 +510,20 @@ class ProcessRig(Rig):
         return f
 
     def state(self, pid: int) -> str:
-        fields = stat_fields(pid)
-        return fields[0] if fields else "gone"
+        return status(pid) or "gone"
 
     def harmed(self, journal: Path) -> None:
         assert latest_data(journal)["killed"] == [self.proc.pid], latest_data(journal)
         if self.signal == "SIGSTOP":
-            assert self.state(self.proc.pid) == "T", f"pid {self.proc.pid} is {self.state(self.proc.pid)}"
+            assert self.state(self.proc.pid) == "stopped", f"pid {self.proc.pid} is {self.state(self.proc.pid)}"
         else:
             assert self.proc.wait(5) == -signal.SIGKILL, self.proc.returncode
             assert _pids_matching(self.marker) == [], _pids_matching(self.marker)
 
     def restored(self, journal: Path) -> None:
         if self.signal == "SIGSTOP":
-            assert self.state(self.proc.pid) in ("S", "R"), f"pid {self.proc.pid} is {self.state(self.proc.pid)}"
+            state = self.state(self.proc.pid)
+            assert state in ("sleeping", "running"), f"pid {self.proc.pid} is {state}"
             return
         back = wait_for(lambda: _pids_matching(self.marker), 10, "the restarted victim")
         assert len(back) == 1 and back[0] != self.proc.pid, back
@@ -670,17 +686,17 @@ def test_inject_harms_and_revert_restores_exactly(
 ) -> None:
     with rig_for(kind, pg, tmp_path, **kwargs) as rig:
         drill = prepare(tmp_path, rig.fault())
-        drill.fault.preflight()
-        assert drill.fault.plan(), "a plan names what will be done"
+        drill.preflight()
+        assert drill.fault.plan(drill.found), "a plan names what will be done"
         with ExitStack() as stack:
-            drill.fault.inject(Undo(stack, drill.ctx))
+            drill.inject(stack)
             data = drill.revert_data()
             rig.harmed(drill.path)
         assert pending_reverts(drill.path) == [], "revert did not complete"
         rig.restored(drill.path)
         first = drill.results()[0]
         # a second revert from the same data succeeds and leaves everything as it is
-        again = fault_class(kind, "local").revert(drill.ctx, data)
+        again = drill.revert(data)
         rig.restored(drill.path)
         print(f"{kind}: first revert {first}; second {again}")
 
@@ -701,9 +717,9 @@ def test_revert_from_journal_in_a_fresh_process(
     """As after a crash: nothing reverts in this process; `drillkit cleanup`'s steps do it."""
     with rig_for(kind, pg, tmp_path, **kwargs) as rig:
         drill = prepare(tmp_path, rig.fault())
-        drill.fault.preflight()
+        drill.preflight()
         with ExitStack() as stack:
-            drill.fault.inject(Undo(stack, drill.ctx))
+            drill.inject(stack)
             rig.harmed(drill.path)
             stack.pop_all()  # the runner "crashed": its reverts never run here
         assert len(pending_reverts(drill.path)) == 1
@@ -815,9 +831,9 @@ def test_db_ordinary_role_is_refused_at_the_superuser_reserve(pg: Postgres, tmp_
     others = client_backends(pg)
     dsn = pg.dsn().replace("postgres@", "drill_app@")
     drill = prepare(tmp_path, {"kind": "db-connection-exhaustion", "dsn": dsn, "connections": "all"})
-    drill.fault.preflight()
+    drill.preflight()
     with ExitStack() as stack:
-        drill.fault.inject(Undo(stack, drill.ctx))
+        drill.inject(stack)
         data = drill.revert_data()
         assert len(data["backend_pids"]) == MAX_CONNECTIONS - reserved - len(others), data
         assert "remaining connection slots are reserved" in data["refused"], data["refused"]
@@ -851,9 +867,9 @@ def test_db_password_comes_from_the_environment_and_is_never_recorded(
         tmp_path,
         {"kind": "db-connection-exhaustion", "dsn": dsn, "connections": 2, "password_env": "DRILL_PG_PASSWORD"},
     )
-    drill.fault.preflight()
+    drill.preflight()
     with ExitStack() as stack:
-        drill.fault.inject(Undo(stack, drill.ctx))
+        drill.inject(stack)
         data = drill.revert_data()
         assert len(data["backend_pids"]) == 2
         assert password not in cmdline(int(data["holder_pid"]))
@@ -872,7 +888,7 @@ def _refused_without_password(dsn: str) -> bool:
 def test_db_count_beyond_free_slots_is_a_preflight_error(pg: Postgres, tmp_path: Path) -> None:
     drill = prepare(tmp_path, {"kind": "db-connection-exhaustion", "dsn": pg.dsn(), "connections": 500})
     with pytest.raises(PreflightError, match="500 connections requested but only"):
-        drill.fault.preflight()
+        drill.preflight()
 
 
 def test_db_dsn_with_a_password_is_refused_at_load(tmp_path: Path) -> None:
@@ -896,7 +912,7 @@ def test_db_revert_terminates_backends_whose_client_is_not_ours(pg: Postgres, tm
             "backend_pids": pids,
             "status_file": None,
         }
-        result = fault_class("db-connection-exhaustion", "local").revert(drill.ctx, data)
+        result = drill.revert(data)
         assert sorted(result["terminated"]) == sorted(pids), result
         assert not [p for p, _ in client_backends(pg) if p in pids]
         with pytest.raises(psycopg.OperationalError):
@@ -945,7 +961,7 @@ def test_cpu_pressure_without_stress_ng_names_the_package(tmp_path: Path, monkey
     drill = prepare(tmp_path, {"kind": "cpu-pressure", "workers": 1})
     monkeypatch.setenv("PATH", str(tmp_path))  # a host without stress-ng on its PATH
     with pytest.raises(PreflightError, match="apt-get install stress-ng"):
-        drill.fault.preflight()
+        drill.preflight()
 
 
 def test_latency_preflight_needs_a_listening_proxy_and_a_directory(tmp_path: Path) -> None:
@@ -954,13 +970,13 @@ def test_latency_preflight_needs_a_listening_proxy_and_a_directory(tmp_path: Pat
         tmp_path, {"kind": "latency", "control": str(tmp_path / "latency.json"), "delay": "100ms", "proxy_port": port}
     )
     with pytest.raises(PreflightError, match=f"no proxy listening on 127.0.0.1:{port}"):
-        drill.fault.preflight()
+        drill.preflight()
     drill = prepare(
         tmp_path,
         {"kind": "latency", "control": str(tmp_path / "nope" / "latency.json"), "delay": "100ms", "proxy_port": port},
     )
     with pytest.raises(PreflightError, match="does not exist"):
-        drill.fault.preflight()
+        drill.preflight()
     assert not (tmp_path / "latency.json").exists()
 
 
@@ -998,9 +1014,9 @@ def test_auth_restart_command_brings_back_an_unsupervised_replica(pg: Postgres, 
                 "restart_log": str(tmp_path / "restarted.log"),
             },
         )
-        drill.fault.preflight()
+        drill.preflight()
         with ExitStack() as stack:
-            drill.fault.inject(Undo(stack, drill.ctx))
+            drill.inject(stack)
             assert first.wait(10) == 0, "SIGTERM should stop the replica cleanly"
             restarted = latest_data(drill.path)["restarted"]
             assert len(restarted) == 1 and alive(restarted[0]), restarted
@@ -1090,9 +1106,9 @@ def test_process_kill_revert_counts_a_process_that_survived_the_signal_as_back(t
                 "restart_log": str(tmp_path / "restarted.log"),
             },
         )
-        drill.fault.preflight()
+        drill.preflight()
         with ExitStack() as stack:
-            drill.fault.inject(Undo(stack, drill.ctx))
+            drill.inject(stack)
             assert latest_data(drill.path)["killed"] == [proc.pid]
         time.sleep(0.5)  # a duplicate, had one been started, is exec'd by now
         result = drill.results()[0]
@@ -1111,8 +1127,7 @@ def test_process_kill_blast_radius(tmp_path: Path) -> None:
         single = prepare(tmp_path, {"kind": "process-kill", "pattern": f"{marker}$", "count": 1}, max_targets="50%")
         procs[1].kill()
         procs[1].wait()
-        single.fault.preflight()
-        assert single.fault.victims == [procs[0].pid]  # type: ignore[attr-defined]
+        assert single.preflight().pids == (procs[0].pid,)
         procs[1] = subprocess.Popen(argv)
         wait_for(lambda: len(_pids_matching(marker)) == 2, 10, "both sleeps")
         both = prepare(tmp_path, {"kind": "process-kill", "pattern": f"{marker}$", "count": "100%"}, max_targets="50%")
@@ -1121,10 +1136,10 @@ def test_process_kill_blast_radius(tmp_path: Path) -> None:
             match=r"process-kill: 2 of 2 process\(es\) matching pattern .* exceed "
             r"the blast radius guardrails.max_targets = 50% \(at most 1\)",
         ):
-            both.fault.preflight()
+            both.preflight()
         three = prepare(tmp_path, {"kind": "process-kill", "pattern": f"{marker}$", "count": 3})
         with pytest.raises(PreflightError, match=r"process-kill: count 3 but only 2 process\(es\) matching"):
-            three.fault.preflight()
+            three.preflight()
         assert all(p.poll() is None for p in procs), "preflight touched a process"
     finally:
         for p in procs:
@@ -1137,16 +1152,16 @@ def test_cpu_pressure_revert_finds_stress_ng_whose_group_was_never_journalled(tm
     registered (pgid null): the revert must still find and stop it, not leave it burning CPU
     until its --timeout."""
     drill = prepare(tmp_path, {"kind": "cpu-pressure", "workers": 1, "duration": "5m"})
-    drill.fault.preflight()
+    drill.preflight()
     with ExitStack() as stack:
-        drill.fault.inject(Undo(stack, drill.ctx))
+        drill.inject(stack)
         stack.pop_all()  # the runner "crashed": its reverts never run here
     registered = next(e.data["data"] for e in read_journal(drill.path) if e.kind == "revert_registered")
     pgid = int(latest_data(drill.path)["pgid"])
     try:
         assert registered["pgid"] is None
         assert [p for p in group_members(pgid) if "stress-ng" in cmdline(p)], "stress-ng not running"
-        result = fault_class("cpu-pressure", "local").revert(drill.ctx, registered)
+        result = drill.revert(registered)
         assert group_members(pgid) == [], f"stress-ng group {pgid} left running: {group_members(pgid)}"
         assert pgid in result["signalled"], result
     finally:
@@ -1173,7 +1188,7 @@ def test_auth_inject_stops_waiting_for_replicas_when_the_drill_is_stopped(tmp_pa
                 "restart_log": str(tmp_path / "restarted.log"),
             },
         )
-        drill.fault.preflight()
+        drill.preflight()
 
         def stop_once_signalled() -> None:
             wait_for(lambda: latest_data(drill.path).get("killed"), 10, "the replica to be signalled")
@@ -1184,7 +1199,7 @@ def test_auth_inject_stops_waiting_for_replicas_when_the_drill_is_stopped(tmp_pa
         stopper.start()
         t0 = time.monotonic()
         with pytest.raises(Aborted), ExitStack() as stack:
-            drill.fault.inject(Undo(stack, drill.ctx))
+            drill.inject(stack)
         took = time.monotonic() - t0
         stopper.join(5)
         assert took < 4, f"inject took {took:.1f}s after the stop request"

@@ -217,7 +217,7 @@ def check_blast_radius(kind: str, found: int, count: Count, max_targets: Count, 
 
 
 _BUILTIN_MODULES = {
-    "local": ("drillkit.faults.local", "drillkit.faults.lab"),
+    "local": ("drillkit.faults.local",),
     "kubernetes": ("drillkit.faults.kubernetes",),
 }
 

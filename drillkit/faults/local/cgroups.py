@@ -15,6 +15,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from drillkit.signals import wait_until
+
+if TYPE_CHECKING:
+    from drillkit.signals import StopFlag
 
 
 @dataclass(frozen=True)
@@ -134,20 +140,24 @@ def move(pid: int, directory: Path) -> None:
     (directory / "cgroup.procs").write_text(str(pid))
 
 
-def remove(directory: Path, timeout: float = 5.0) -> bool:
+def remove(directory: Path, timeout: float = 5.0, stop: StopFlag | None = None) -> bool:
     """rmdir an empty cgroup; True when it is gone. Retries briefly: a process that was just
-    killed or moved can keep the group busy for a moment."""
-    deadline = time.monotonic() + timeout
-    while True:
+    killed or moved can keep the group busy for a moment (EBUSY)."""
+
+    def removed() -> bool:
         try:
             directory.rmdir()
-            return True
         except FileNotFoundError:
-            return True
+            pass
         except OSError as exc:
-            if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
+            if exc.errno != errno.EBUSY:
                 raise
-        time.sleep(0.05)
+            return False
+        return True
+
+    if not wait_until(removed, time.monotonic() + timeout, 0.05, stop):
+        directory.rmdir()  # still busy: raise the kernel's error
+    return True
 
 
 # --- memory files (names differ by version) ------------------------------------------------

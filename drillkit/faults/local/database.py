@@ -1,0 +1,360 @@
+"""db-connection-exhaustion: hold PostgreSQL connections until the server refuses new ones
+(the playbook's "database" incident), through a detached holder process (`holder.py`).
+
+Also the one place local faults reach PostgreSQL from the runner: psycopg errors are wrapped
+here, as transient (connection trouble, a full server) or final, and retried by the database
+policy. Nothing secret is journalled: the DSN must not contain a password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from drillkit.errors import DrillkitError, PermanentError, PreflightError, TransientError, UnavailableError
+from drillkit.faults import Fault, RevertContext, Undo
+from drillkit.faults.local.common import check_stop, drill_length, host_errors
+from drillkit.faults.local.files import remove_scratch, state_dir
+from drillkit.faults.local.holder import REFUSED, read_status
+from drillkit.model import Duration, doc
+from drillkit.procs import alive, find_processes, spawn, stop_group
+from drillkit.retry import retrying
+from drillkit.signals import wait_until
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from drillkit.signals import StopFlag
+
+_FINAL = (
+    "authentication failed",
+    "pg_hba.conf",
+    "does not exist",
+    "no password supplied",
+    "permission denied",
+    "password",
+)
+RELEASE_WITHIN_S = 15.0  # how long the revert waits for the holder's backends to go
+TERMINATE_AFTER_S = 3.0  # then pg_terminate_backend those still there
+
+
+def _db_error(exc: Exception, what: str) -> DrillkitError:
+    """Wrap a psycopg error: connection trouble and a full server are transient, the rest final.
+
+    Connection failures carry no SQLSTATE in psycopg, so the server's message decides."""
+    import psycopg
+
+    text = str(exc).strip().replace("\n", " ")
+    sqlstate = getattr(exc, "sqlstate", None)
+    lowered = text.lower()
+    transient = isinstance(exc, psycopg.OperationalError) and (
+        any(r in lowered for r in REFUSED)
+        or (sqlstate or "").startswith(("08", "53", "57P"))
+        or (sqlstate is None and not any(f in lowered for f in _FINAL))
+    )
+    return (TransientError if transient else PermanentError)(f"database: {what}: {text}")
+
+
+def _password(password_env: str | None) -> dict[str, Any]:
+    if not password_env:
+        return {}
+    if password_env not in os.environ:
+        raise PermanentError(f"database: environment variable {password_env} (password_env) is not set")
+    return {"password": os.environ[password_env]}
+
+
+@contextlib.contextmanager
+def _db(
+    dsn: str,
+    password_env: str | None,
+    what: str,
+    stop: StopFlag,
+    timeout: float = 5.0,
+    attempts: int = 6,
+    max_delay: float = 30.0,
+) -> Iterator[psycopg.Connection[Any]]:
+    """One autocommit connection through the database retry policy."""
+    import psycopg
+
+    conn = None
+    for attempt in retrying(f"database: {what}", stop, attempts=attempts, max_delay=max_delay):
+        with attempt:
+            try:
+                conn = psycopg.connect(
+                    dsn,
+                    autocommit=True,
+                    connect_timeout=max(1, round(timeout)),
+                    application_name="drillkit",
+                    **_password(password_env),
+                )
+            except psycopg.Error as exc:
+                raise _db_error(exc, what) from None
+    assert conn is not None
+    try:
+        yield conn
+    except psycopg.Error as exc:
+        raise _db_error(exc, what) from None
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class ServerSlots:
+    """What preflight found: the server's connection slots as this role sees them."""
+
+    max_connections: int
+    superuser_reserved: int
+    in_use: int  # client backends, not counting the connection that asked
+    superuser: bool
+
+    @property
+    def free(self) -> int:
+        """Slots this role can still take."""
+        reserved = 0 if self.superuser else self.superuser_reserved
+        return self.max_connections - reserved - self.in_use
+
+
+@dataclass(frozen=True)
+class DbConnectionExhaustionParams:
+    dsn: str = doc(
+        "libpq URI or key=value string; no password in it (it would be journalled): use password_env or ~/.pgpass"
+    )
+    connections: str = doc('connections to hold: a number, or "all" = until the server refuses', default="all")
+    reserve: int = doc('with "all": slots handed back after the refusal, e.g. 1 for an operator', default=0)
+    password_env: str | None = doc("environment variable holding the password", default=None)
+    connect_timeout: Duration = doc("per-connection timeout, seconds", default=5.0)
+    ready_within: Duration = doc("deadline for holding them all", default=60.0)
+    hold_at_most: Duration | None = doc(
+        "dead-man's switch: the holder lets go after this long even if never reverted "
+        "(default: the scenario's detection + recovery windows + 1 min)",
+        default=None,
+    )
+
+    def __post_init__(self) -> None:
+        from psycopg import conninfo
+
+        try:
+            info = conninfo.conninfo_to_dict(self.dsn)
+        except Exception as exc:  # psycopg.ProgrammingError: not a connection string
+            raise ValueError(f"dsn: not a libpq connection string: {exc}") from None
+        if info.get("password"):
+            raise ValueError(
+                "dsn: must not contain a password (the journal and reports record the dsn); "
+                "set password_env or use ~/.pgpass"
+            )
+        if self.connections != "all" and not (self.connections.isdigit() and int(self.connections) > 0):
+            raise ValueError(f'connections: expected a positive integer or "all", got {self.connections!r}')
+        if self.reserve < 0:
+            raise ValueError(f"reserve: expected 0 or more, got {self.reserve}")
+        if self.reserve and self.connections != "all":
+            raise ValueError('reserve: only meaningful with connections: "all"')
+
+    @property
+    def count(self) -> int | None:
+        return None if self.connections == "all" else int(self.connections)
+
+
+@dataclass(frozen=True)
+class DbConnectionExhaustionRecord:
+    """How to undo it: stop the holder, then make sure its backends are gone."""
+
+    dsn: str
+    application_name: str  # every held connection's, so stragglers are found by it
+    password_env: str | None = None
+    holder_pid: int | None = None
+    backend_pids: tuple[int, ...] = ()
+    status_file: str | None = None
+    log_file: str | None = None
+    held: int | None = None
+    refused: str | None = None  # the server's refusal, the evidence of exhaustion
+
+
+class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, DbConnectionExhaustionRecord]):
+    """Hold PostgreSQL connections until the server refuses new ones (the "database" incident).
+
+    The connections are opened and held by a small detached holder process
+    (`python -m drillkit.faults.local.holder hold-connections`), not by a thread of the runner:
+    - its pid (= its process group) is journalled, so `drillkit cleanup` in another process can
+      stop it after a crash, exactly like stress-ng; a thread would be unreachable from there;
+    - it watches the runner's pid and lets go as soon as the runner is gone, so a SIGKILLed
+      drillkit releases the connections within half a second (what a thread would give for
+      free), and it has a time limit (`hold_at_most`) as a last dead-man's switch;
+    - the runner's signal handling and waits stay free of blocking libpq connects.
+    Each held connection carries `application_name=drillkit-<run id>-hold`; the revert stops the
+    holder, then checks `pg_stat_activity` through the DSN until none of them is left, using
+    `pg_terminate_backend` on stragglers.
+    """
+
+    kind = "db-connection-exhaustion"
+    target = "local"
+    Params = DbConnectionExhaustionParams
+    Record: ClassVar[type] = DbConnectionExhaustionRecord
+    params: DbConnectionExhaustionParams
+
+    def preflight(self) -> ServerSlots:
+        p = self.params
+        try:
+            with _db(
+                p.dsn, p.password_env, "preflight", self.ctx.stop, p.connect_timeout, attempts=3, max_delay=10
+            ) as conn:
+                row = conn.execute(
+                    "SELECT current_setting('max_connections')::int,"
+                    " current_setting('superuser_reserved_connections')::int,"
+                    " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                    "  AND pid <> pg_backend_pid())::int,"
+                    " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+                ).fetchone()
+        except DrillkitError as exc:
+            raise PreflightError(f"{self.kind}: cannot use the database: {exc}") from None
+        assert row is not None
+        slots = ServerSlots(row[0], row[1], row[2], bool(row[3]))
+        if p.count is not None and p.count > slots.free:
+            raise PreflightError(
+                f"{self.kind}: {p.count} connections requested but only {slots.free} of "
+                f"max_connections {slots.max_connections} are free for this role"
+            )
+        if p.count is None and slots.free - p.reserve <= 0:
+            raise PreflightError(f"{self.kind}: no connection slot to take ({slots.free} free, reserve {p.reserve})")
+        return slots
+
+    def plan(self, found: ServerSlots) -> list[str]:
+        p = self.params
+        n = p.count if p.count is not None else f"all ~{found.free - p.reserve}"
+        where = (
+            f" (max_connections {found.max_connections}, {found.in_use} in use, "
+            f"{'superuser' if found.superuser else 'ordinary role'})"
+        )
+        lines = [
+            f"open and hold {n} connections to {p.dsn}{where} in a detached holder process "
+            f"(application_name {self._tag()})"
+        ]
+        if p.count is None and p.reserve:
+            lines.append(f"then hand back {p.reserve} so that many slots stay free")
+        lines.append(
+            "revert: stop the holder, verify in pg_stat_activity that its backends are gone "
+            "(pg_terminate_backend stragglers)"
+        )
+        return lines
+
+    def _tag(self) -> str:
+        return f"drillkit-{self.ctx.run_id}-hold"
+
+    @host_errors
+    def inject(self, found: ServerSlots, undo: Undo) -> None:
+        p, ctx = self.params, self.ctx
+        tag, work = self._tag(), state_dir(ctx.run_id)
+        status, log_file = work / "hold-connections.json", work / "hold-connections.log"
+        status.unlink(missing_ok=True)
+        handle = undo.register(
+            self,
+            DbConnectionExhaustionRecord(
+                dsn=p.dsn,
+                application_name=tag,
+                password_env=p.password_env,
+                status_file=str(status),
+                log_file=str(log_file),
+            ),
+        )
+        env = {**os.environ, **({"PGPASSWORD": _password(p.password_env)["password"]} if p.password_env else {})}
+        # one more than the server should ever accept, so its refusal is seen (a pooler in front
+        # of it would accept forever)
+        cap = found.max_connections + 1
+        argv = [
+            sys.executable,
+            "-m",
+            "drillkit.faults.local.holder",
+            "hold-connections",
+            "--dsn",
+            p.dsn,
+            "--count",
+            p.connections,
+            "--reserve",
+            str(p.reserve),
+            "--cap",
+            str(cap),
+            "--status",
+            str(status),
+            "--owner-pid",
+            str(os.getpid()),
+            "--max-hold",
+            f"{p.hold_at_most or drill_length(ctx):g}",
+            "--application-name",
+            tag,
+            "--connect-timeout",
+            f"{p.connect_timeout:g}",
+        ]
+        pid = spawn(argv, log_file=log_file, env=env).pid
+        handle.update(holder_pid=pid)
+
+        def settled() -> dict[str, Any] | None:
+            state = read_status(status)
+            if state.get("state") == "error" or (state.get("state") != "holding" and not alive(pid)):
+                log = log_file.read_text(errors="replace")[-800:]
+                raise UnavailableError(
+                    f"{self.kind}: the holder could not take the connections: "
+                    f"{state.get('error') or log or 'it exited'}"
+                )
+            return state if state.get("state") == "holding" else None
+
+        state = wait_until(settled, time.monotonic() + p.ready_within, 0.05, ctx.stop)
+        check_stop(ctx.stop)
+        if state is None:
+            raise UnavailableError(f"{self.kind}: connections not all held within {p.ready_within:g}s")
+        pids = tuple(int(x) for x in state["backend_pids"])
+        handle.update(backend_pids=pids, held=len(pids), refused=state.get("refused") or None)
+        ctx.harm_started()  # after journalling what the revert and the evidence need
+        ctx.log(
+            f"{self.kind}: holding {len(pids)} connections; "
+            + (
+                f"server refused more: {state['refused']}"
+                if state.get("refused")
+                else "the server never refused (a connection pooler in front of it?)"
+            )
+        )
+
+    @classmethod
+    def revert(cls, ctx: RevertContext, record: DbConnectionExhaustionRecord) -> dict[str, Any]:
+        tag = record.application_name
+        stopped: list[int] = []
+        holders = {record.holder_pid} if record.holder_pid else set()
+        # a holder started just before a crash may not be journalled yet: find it by its tag
+        holders |= set(find_processes(rf"hold-connections .*--application-name {re.escape(tag)}\b", None))
+        for pid in sorted(holders):
+            stopped += stop_group(pid, "hold-connections")["signalled"]
+        journalled = list(record.backend_pids)
+        terminated: set[int] = set()
+        rows: list[tuple[int, str]] = []
+        left: list[int] = []
+        with _db(record.dsn, record.password_env, "verify connections released", ctx.stop) as conn:
+            terminate_after = time.monotonic() + TERMINATE_AFTER_S
+
+            def released() -> bool:
+                nonlocal rows, left
+                rows = conn.execute(
+                    "SELECT pid, application_name FROM pg_stat_activity"
+                    " WHERE (pid = ANY(%s) OR application_name = %s) AND pid <> pg_backend_pid()",
+                    (journalled, tag),
+                ).fetchall()
+                left = sorted(pid for pid, app in rows if app == tag)
+                if left and time.monotonic() >= terminate_after:
+                    for pid in left:
+                        if conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,):
+                            terminated.add(pid)
+                return not left
+
+            if not wait_until(released, time.monotonic() + RELEASE_WITHIN_S, 0.1, ctx.stop):
+                raise DrillkitError(f"backends {left} ({tag}) still in pg_stat_activity after terminating them")
+        reused = sorted(pid for pid, app in rows if app != tag)
+        remove_scratch(record.status_file, record.log_file)
+        return {
+            "holder_stopped": stopped,
+            "terminated": sorted(terminated),
+            "remaining": [],
+            "pids_reused_by_others": reused,
+        }

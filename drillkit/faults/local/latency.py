@@ -1,0 +1,132 @@
+"""latency: turn on the lab DB proxy's delay (the playbook's "high latency" incident) by
+writing its control file; the revert puts the previous file back byte for byte."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from drillkit.errors import PreflightError
+from drillkit.faults import Fault, RevertContext, Undo
+from drillkit.faults.local.common import host_errors
+from drillkit.files import write_atomically
+from drillkit.model import Duration, doc
+
+PICKUP_S = 0.25  # the proxy re-reads its control file at least every 200 ms
+
+
+@dataclass(frozen=True)
+class LatencyParams:
+    control: str = doc("the lab DB proxy's control file (its --control)")
+    delay: Duration = doc("delay added to every forwarded chunk, e.g. 300ms")
+    proxy_port: int = doc("TCP port the proxy listens on (checked in preflight)")
+    proxy_host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        if self.delay <= 0:
+            raise ValueError("delay: expected a positive duration like 300ms")
+        if not 0 < self.proxy_port < 65536:
+            raise ValueError(f"proxy_port: expected 1-65535, got {self.proxy_port}")
+
+
+@dataclass(frozen=True)
+class ControlFile:
+    """What preflight found: the writable control file of a listening proxy."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class LatencyRecord:
+    """The control file as it was: absent, or its content (a delay setting, not a secret)."""
+
+    control: str
+    existed: bool
+    previous: str | None = None  # UTF-8 content; None if empty or not UTF-8
+    previous_b64: str | None = None  # content that is not UTF-8
+    mode: int = 0o644
+
+    def content(self) -> bytes:
+        if self.previous_b64 is not None:
+            return base64.b64decode(self.previous_b64)
+        return (self.previous or "").encode()
+
+
+class Latency(Fault[LatencyParams, ControlFile, LatencyRecord]):
+    """Turn on the lab DB proxy's delay (the "high latency" incident).
+
+    The delaying TCP proxy between the app and PostgreSQL is the lab's (`drillkit.lab.proxy`,
+    reading `{"delay_ms": N}` from its control file every ≤200 ms); this fault only writes that
+    file, after journalling whether one existed and its content (a delay setting, not a secret).
+    The revert puts the previous file back byte for byte, or removes it.
+    """
+
+    kind = "latency"
+    target = "local"
+    Params = LatencyParams
+    Record: ClassVar[type] = LatencyRecord
+    params: LatencyParams
+
+    @property
+    def delay_ms(self) -> int:
+        return max(1, round(self.params.delay * 1000))
+
+    def preflight(self) -> ControlFile:
+        p = self.params
+        control = Path(p.control)
+        if not control.parent.is_dir():
+            raise PreflightError(f"{self.kind}: directory of the control file {control} does not exist")
+        if not os.access(control.parent, os.W_OK):
+            raise PreflightError(f"{self.kind}: cannot write in {control.parent}")
+        try:
+            socket.create_connection((p.proxy_host, p.proxy_port), timeout=2).close()
+        except OSError as exc:
+            raise PreflightError(
+                f"{self.kind}: no proxy listening on {p.proxy_host}:{p.proxy_port}: {exc.strerror or exc}"
+            ) from None
+        return ControlFile(control)
+
+    def plan(self, found: ControlFile) -> list[str]:
+        p = self.params
+        return [
+            f'write {{"delay_ms": {self.delay_ms}}} to {found.path} (proxy {p.proxy_host}:{p.proxy_port})',
+            f"revert: restore the previous {found.path.name} or remove it",
+        ]
+
+    @host_errors
+    def inject(self, found: ControlFile, undo: Undo) -> None:
+        control = found.path
+        record = LatencyRecord(control=str(control), existed=control.exists())
+        if record.existed:
+            raw = control.read_bytes()
+            try:
+                text: str | None = raw.decode() or None
+                b64 = None
+            except UnicodeDecodeError:
+                text, b64 = None, base64.b64encode(raw).decode()
+            mode = stat.S_IMODE(control.stat().st_mode)
+            record = LatencyRecord(str(control), True, text, b64, mode)
+        undo.register(self, record)
+        body = json.dumps({"delay_ms": self.delay_ms, "run_id": self.ctx.run_id}).encode()
+        write_atomically(control, body, record.mode)
+        self.ctx.stop.sleep(PICKUP_S)
+        self.ctx.harm_started()  # the proxy has picked the delay up
+
+    @classmethod
+    def revert(cls, ctx: RevertContext, record: LatencyRecord) -> dict[str, Any]:
+        control = Path(record.control)
+        if not record.existed:
+            existed = control.exists()
+            control.unlink(missing_ok=True)
+            return {"removed": existed}
+        raw = record.content()
+        if control.exists() and control.read_bytes() == raw:
+            return {"restored": False, "note": "already the previous content"}
+        write_atomically(control, raw, record.mode)
+        return {"restored": True}
