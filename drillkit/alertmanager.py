@@ -12,18 +12,16 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import requests
-
 from drillkit.clock import parse_time, utcnow
-from drillkit.errors import Aborted, PermanentError, TransientError, UnavailableError
+from drillkit.errors import Aborted, TransientError, UnavailableError
+from drillkit.httpapi import HttpApi
 from drillkit.prometheus import escape
 from drillkit.respond import Ack
-from drillkit.retry import retrying
-from drillkit.signals import StopFlag
+from drillkit.signals import StopFlag, wait_until
 
 
 @dataclass(frozen=True)
@@ -52,49 +50,45 @@ class Silence:
         return all(m.matches(labels) for m in self.matchers)
 
 
-@dataclass
 class Alertmanager:
-    url: str
-    bearer_token: str | None = None
-    timeout: float = 5.0
-    _session: requests.Session = field(default_factory=requests.Session, repr=False)
+    """The Alertmanager API v2 at `url`. `stop` cuts retry back-offs and `wait_ready` short
+    (None: no drill to stop); `timeout` is per request, in seconds."""
 
-    def __post_init__(self) -> None:
-        self.url = self.url.rstrip("/")
-        if self.bearer_token:
-            self._session.headers["Authorization"] = f"Bearer {self.bearer_token}"
+    def __init__(self, url: str, stop: StopFlag | None = None, timeout: float = 5.0) -> None:
+        self.stop = stop
+        self.api = HttpApi(
+            "Alertmanager",
+            url,
+            timeout=timeout,
+            stop=stop,
+            attempts=4,
+            max_delay=15,
+            hint="check --alertmanager-url",
+        )
+        self.url = self.api.url
 
     def close(self) -> None:
-        self._session.close()
+        self.api.close()
 
-    def _get(self, path: str, params: dict[str, Any] | None = None) -> object:
-        def once() -> object:
-            try:
-                r = self._session.get(f"{self.url}{path}", params=params, timeout=self.timeout)
-            except requests.RequestException as exc:
-                raise TransientError(f"Alertmanager at {self.url} unreachable: {exc}") from None
-            if r.status_code >= 500 or r.status_code == 429:
-                raise TransientError(f"Alertmanager GET {path}: HTTP {r.status_code}")
-            if r.status_code >= 400:
-                raise PermanentError(f"Alertmanager GET {path}: HTTP {r.status_code}: {r.text[:200]}")
-            try:
-                return r.json()
-            except ValueError as exc:
-                raise TransientError(f"Alertmanager GET {path}: bad response: {exc}") from None
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self.api.call(f"GET {path}", lambda: self.api.get(path, params))
 
-        return retrying(f"Alertmanager GET {path}", attempts=4, max_delay=15)(once)
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait up to `timeout` s for `/-/ready`; a permanent error ends the wait at once."""
 
-    def wait_ready(self, stop: StopFlag, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not stop.is_set():
+        def ready() -> bool:
             try:
-                if self._session.get(f"{self.url}/-/ready", timeout=self.timeout).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            stop.wait(0.25)
-        if stop.is_set():
-            raise Aborted(stop.reason, by_signal=True)
+                self.api.once(
+                    "GET /-/ready", lambda: self.api.session.get(f"{self.url}/-/ready", timeout=self.api.timeout)
+                )
+            except TransientError:  # not up yet, or still starting (503)
+                return False
+            return True
+
+        if wait_until(ready, time.monotonic() + timeout, 0.25, self.stop):
+            return
+        if self.stop is not None and self.stop.interrupts():
+            raise Aborted(self.stop.reason, by_signal=True)
         raise UnavailableError(f"Alertmanager at {self.url} not ready within {timeout:g}s")
 
     def alert_labels(self, alert: str, labels: dict[str, str]) -> list[dict[str, str]]:
@@ -136,15 +130,16 @@ class AlertmanagerAck:
 
     def wait(self, detected_at: datetime, deadline: float, stop: StopFlag, tick: Callable[[], None]) -> Ack | None:
         target = {"alertname": self.alert, **self.labels}
-        while time.monotonic() < deadline:
+
+        def acknowledged() -> Ack | None:
             held = self.am.alert_labels(self.alert, self.labels) or [target]
             for s in self.am.silences():
                 if s.state == "active" and s.updated_at >= detected_at and any(s.covers(lb) for lb in held):
                     return Ack(s.updated_at, s.created_by or "alertmanager", f"silence {s.id}: {s.comment}".strip())
             tick()
-            if stop.wait(0.25):
-                return None
-        return None
+            return None
+
+        return wait_until(acknowledged, deadline, 0.25, stop)
 
 
 @dataclass

@@ -93,9 +93,9 @@ def _lab_url(sc: Any, service: str) -> str | None:
     """A local-target drill defaults to the services of the lab in its lab dir, if one is up."""
     if sc.target.local is None:
         return None
-    from drillkit.lab.lab import lab_dir_default, lab_url
+    from drillkit.lab.lab import lab_url
 
-    return lab_url(service, sc.target.local.lab_dir or lab_dir_default())
+    return lab_url(service, sc.target.local.lab_dir)
 
 
 @main.command()

@@ -27,11 +27,11 @@ from drillkit.errors import Aborted, DrillkitError, InputError, PreflightError
 from drillkit.faults import FaultContext, Prepared, Undo, fault_class
 from drillkit.journal import JOURNAL_NAME, Journal
 from drillkit.model import format_duration
-from drillkit.policy import Policy, limits_for
+from drillkit.policy import Policy, limits_for, verdicts
 from drillkit.prometheus import AlertRule, PromConfig, Prometheus
 from drillkit.respond import AckWaiter, AutoAck, CommandAck, PromptAck, check_interactive
 from drillkit.scenario import AckSource, Probe, RecoveryAction, Scenario
-from drillkit.signals import StopFlag
+from drillkit.signals import StopFlag, wait_until
 
 T = TypeVar("T")
 
@@ -60,7 +60,6 @@ class RunOptions:
     out: Callable[[str], None] = print
     tty: bool = False
     kube_factory: Callable[[], Any] | None = None
-    ack_factory: Callable[[AckSource, Path], AckWaiter] | None = None
     ready_timeout: float = 60.0
     alertmanager_url: str | None = None
 
@@ -101,8 +100,8 @@ class Drill:
     def __init__(self, scenario: Scenario, opts: RunOptions, stop: StopFlag) -> None:
         self.scenario, self.opts, self.stop = scenario, opts, stop
         self.limits = limits_for(scenario, opts.policy)
-        self.prom = Prometheus(opts.prometheus)
-        self.am = Alertmanager(opts.alertmanager_url) if opts.alertmanager_url else None
+        self.prom = Prometheus(opts.prometheus, stop)
+        self.am = Alertmanager(opts.alertmanager_url, stop) if opts.alertmanager_url else None
         self._notify: NotificationWatch | None = None
         self._journal: Journal | None = None
         self._last_abort_check = 0.0
@@ -190,7 +189,7 @@ class Drill:
         return (status or self._judge(journal)), reason
 
     def _render(self, folder: Path, status: Status) -> None:
-        from drillkit.report import load_events, render, verdicts
+        from drillkit.report import load_events, render
 
         try:
             for v in verdicts(load_events(folder)):
@@ -237,9 +236,9 @@ class Drill:
         check_interactive(self.scenario.response.acknowledge.value)
         if self.scenario.response.acknowledge is AckSource.ALERTMANAGER and self.am is None:
             raise PreflightError("response.acknowledge is `alertmanager` but no --alertmanager-url was given")
-        self.prom.wait_ready(self.stop, self.opts.ready_timeout)
+        self.prom.wait_ready(self.opts.ready_timeout)
         if self.am:
-            self.am.wait_ready(self.stop, self.opts.ready_timeout)
+            self.am.wait_ready(self.opts.ready_timeout)
         self.rule = self.prom.rule(self.scenario.detection.alert)
         target = self.scenario.target_kind
         faults = [fault_class(spec.kind, target)(spec.params, ctx).prepare() for spec in self.scenario.faults]
@@ -335,8 +334,6 @@ class Drill:
         self.opts.out(f"acknowledged by {ack.by}")
 
     def _ack_waiter(self, source: AckSource, folder: Path) -> AckWaiter:
-        if self.opts.ack_factory:
-            return self.opts.ack_factory(source, folder)
         if source is AckSource.COMMAND:
             return CommandAck(folder)
         if source is AckSource.PROMPT:
@@ -392,8 +389,6 @@ class Drill:
         return left
 
     def _judge(self, journal: Journal) -> Status:
-        from drillkit.report import verdicts
-
         vs = verdicts(journal.events)
         return Status.FAILED if any(v.met is False for v in vs) else Status.PASSED
 
@@ -410,23 +405,29 @@ class Drill:
         interval: float = 0.5,
         check_abort: bool = True,
     ) -> T | None:
-        """Call `check` until it returns a truthy value or the monotonic deadline passes."""
+        """Call `check` every `interval` s until it returns a truthy value (returned) or the
+        monotonic deadline passes (None), showing progress. With `check_abort`, a stop request
+        or an abort condition raises Aborted; without (verifying after the reverts), only a
+        stop request does."""
         self._phase_started = time.monotonic()
-        while True:
+
+        def attempt() -> T | None:
             if check_abort:
                 self._check_stop()
             result = check()
-            if result:
-                self._clear_progress()
-                return result
-            if time.monotonic() >= deadline:
-                self._clear_progress()
-                return None
-            self._tick(phase, deadline, check_abort)
-            if self.stop.wait(min(interval, max(0.0, deadline - time.monotonic()))) and check_abort:
-                self._check_stop()
-            elif self.stop.is_set() and not check_abort:
-                raise Aborted(self.stop.reason, by_signal=True)
+            if not result and time.monotonic() < deadline:
+                self._tick(phase, deadline, check_abort)
+            return result
+
+        try:
+            found = wait_until(attempt, deadline, interval, self.stop)
+        finally:
+            self._clear_progress()
+        if found:
+            return found
+        if self.stop.interrupts():
+            raise Aborted(self.stop.reason, by_signal=True)
+        return None
 
     def _poll_notification(self) -> None:
         if self._notify and self._journal and (seen := self._notify.poll()):

@@ -1,4 +1,5 @@
-"""P1–P4 targets from the playbook, and the verdict on each measured time.
+"""P1–P4 targets from the playbook, and the verdict on each measured time: the one place
+verdicts are computed (the engine judges with them, the report only renders them).
 
 Defaults are the playbook's severity table (P1's "immediate" response is a configurable five
 minutes); a policy file (`--policy`) and each scenario's `targets:` override them.
@@ -11,6 +12,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from drillkit.journal import Event, first, measures
 from drillkit.model import Duration, Where, build, format_duration, load_yaml
 from drillkit.scenario import Scenario, Severity
 
@@ -188,3 +190,77 @@ def status_update_verdict(
     marks = [detected_mono, *sorted(u for u in update_monos if detected_mono <= u <= end_mono), end_mono]
     longest = max(b - a for a, b in pairwise(marks))
     return Verdict("status_updates", desc, limit, longest, longest <= limit)
+
+
+def verdicts(events: list[Event]) -> list[Verdict]:
+    """One verdict per target, from a run's events alone (its journal, plus any status updates
+    merged in): the drill's pass/fail and every report format come from this one function."""
+    limits: dict[str, float] = events[0].data["limits"]
+    m = measures(events)
+    kinds = {e.kind for e in events}
+    alert = events[0].data["scenario"]["alert"]
+    injected, detected = first(events, "injected"), first(events, "detected")
+    not_reached = "the drill ended before this phase" if "aborted" in kinds or "error" in kinds else ""
+    out = [
+        judge(
+            "detect",
+            f"Time to detect ({alert} firing after injection)",
+            limits["detect"],
+            m.time_to_detect,
+            not_reached or f"{alert} did not fire within {format_duration(limits['detect'])}",
+            "detection_missed" in kinds,
+        ),
+        judge(
+            "acknowledge",
+            "Time to acknowledge (response target)",
+            limits["acknowledge"],
+            m.time_to_acknowledge,
+            not_reached or ("no acknowledgement" if detected else "nothing to acknowledge: the alert never fired"),
+            "acknowledge_missed" in kinds,
+        ),
+        judge(
+            "mitigate",
+            "Time to mitigate (service restored)",
+            limits["mitigate"],
+            m.time_to_mitigate,
+            not_reached or "service was not restored",
+            "mitigation_missed" in kinds,
+        ),
+        judge(
+            "resolve",
+            "Time to resolve (verified after revert)",
+            limits["resolve"],
+            m.time_to_resolve,
+            not_reached or "not verified healthy after the revert",
+            "verify_failed" in kinds and injected is not None,
+        ),
+    ]
+    page = first(events, "status_page")
+    out.append(
+        judge(
+            "status_page",
+            "Status page updated after detection",
+            limits["status_page_within"],
+            page.mono - detected.mono if page and detected else None,
+            "no status page update recorded (`drillkit update RUN_ID --status-page`)",
+            False,
+        )
+    )
+    ack = first(events, "acknowledged")
+    if ack and ack.data.get("severity"):
+        expected, given = events[0].data["scenario"]["severity"], ack.data["severity"]
+        out.append(
+            Verdict(
+                "classification", f"Severity classified as {given} (playbook: {expected})", 0.0, None, given == expected
+            )
+        )
+    end = first(events, "resolved") or first(events, "mitigated")
+    out.append(
+        status_update_verdict(
+            limits["status_update_every"],
+            detected.mono if detected else None,
+            end.mono if end else None,
+            [e.mono for e in events if e.kind in ("status_update", "status_page")],
+        )
+    )
+    return out

@@ -1,37 +1,32 @@
 """Prometheus access: probes, rule checks and the alert's own firing time.
 
-The only module importing `prometheus_api_client` (lazily, to keep `drillkit --help` fast).
+The only module importing `prometheus_api_client` (lazily, to keep `drillkit --help` fast): its
+`custom_query` runs the PromQL queries; the rules and alerts endpoints, which it lacks, are
+plain GETs. Both go through one `HttpApi` session, so one status mapping and one retry policy
+cover every call (see docs/design-notes.md, "Prometheus access").
 The detection time is Prometheus's: `activeAt` + the rule's `for` while the alert is firing,
 or the first raw `ALERTS{alertstate="firing"}` sample once it has resolved — never the moment
-our poll loop noticed. Errors are wrapped: connection errors and 5xx are transient (retried),
-other 4xx are permanent.
+our poll loop noticed.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from drillkit.clock import parse_time
-from drillkit.errors import Aborted, PermanentError, PreflightError, TransientError, UnavailableError
-from drillkit.retry import retrying
-from drillkit.signals import StopFlag
+from drillkit.errors import Aborted, PreflightError, TransientError, UnavailableError
+from drillkit.httpapi import HttpApi
+from drillkit.signals import StopFlag, wait_until
+
+if TYPE_CHECKING:
+    from prometheus_api_client import PrometheusConnect
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
-# A malformed URL or a certificate our CA setting does not verify is our input: never retried.
-_BAD_URL = (
-    requests.exceptions.MissingSchema,
-    requests.exceptions.InvalidSchema,
-    requests.exceptions.InvalidURL,
-    requests.exceptions.SSLError,
-)
 
 
 @dataclass(frozen=True)
@@ -43,8 +38,7 @@ class PromConfig:
     username: str | None = None
     password: str | None = None
     ca_file: str | None = None
-    insecure: bool = False
-    timeout: float = 10.0
+    timeout: float = 10.0  # seconds, per request
 
 
 @dataclass(frozen=True)
@@ -79,93 +73,58 @@ class ActiveAlert:
     active_at: datetime
 
 
-@dataclass
 class Prometheus:
-    config: PromConfig
-    _client: Any = field(default=None, repr=False)
-    _session: requests.Session = field(default_factory=requests.Session, repr=False)
+    """The Prometheus HTTP API. `stop` cuts retry back-offs and `wait_ready` short (None: no
+    drill to stop, e.g. in tools and tests)."""
 
-    def __post_init__(self) -> None:
+    def __init__(self, config: PromConfig, stop: StopFlag | None = None) -> None:
         from prometheus_api_client import PrometheusConnect
         from urllib3.util.retry import Retry
 
-        cfg, s = self.config, self._session
-        headers = {"Authorization": f"Bearer {cfg.bearer_token}"} if cfg.bearer_token else None
-        if cfg.username is not None:
-            s.auth = (cfg.username, cfg.password or "")
-        s.verify = False if cfg.insecure else (cfg.ca_file or True)
-        if headers:
-            s.headers.update(headers)
-        self.url = cfg.url.rstrip("/")
-        # Our tenacity policy is the only retry layer: the client's own urllib3 retries are off.
-        self._client = PrometheusConnect(
-            url=self.url,
-            headers=headers,
-            session=s,
-            retry=Retry(total=0),
-            timeout=int(cfg.timeout),
+        self.config, self.stop = config, stop
+        self.api = HttpApi(
+            "Prometheus",
+            config.url,
+            timeout=config.timeout,
+            stop=stop,
+            attempts=5,
+            max_delay=30,
+            hint="check the URL and --prometheus-ca",
         )
-        self._client.auth = s.auth
+        self.url = self.api.url
+        session = self.api.session
+        if config.bearer_token:
+            session.headers["Authorization"] = f"Bearer {config.bearer_token}"
+        if config.username is not None:
+            session.auth = (config.username, config.password or "")
+        if config.ca_file:
+            session.verify = config.ca_file
+        # The client uses our session (auth, CA, status hook); our tenacity policy is the only
+        # retry layer, so its own urllib3 retries are off.
+        self._client: PrometheusConnect = PrometheusConnect(
+            url=self.url,
+            session=session,
+            retry=Retry(total=0),
+            timeout=config.timeout,
+        )
 
     def close(self) -> None:
-        self._session.close()
+        self.api.close()
 
-    def _unusable(self, exc: Exception) -> PermanentError:
-        return PermanentError(f"Prometheus at {self.url!r} cannot be used (check the URL and --prometheus-ca): {exc}")
-
-    # --- HTTP -----------------------------------------------------------------------------
-
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        from prometheus_api_client.exceptions import PrometheusApiClientException
-
-        def once() -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except _BAD_URL as exc:
-                raise self._unusable(exc) from None
-            except requests.RequestException as exc:
-                raise TransientError(f"Prometheus at {self.url} unreachable: {exc}") from None
-            except PrometheusApiClientException as exc:
-                m = re.search(r"HTTP Status Code (\d+)", str(exc))
-                code = int(m.group(1)) if m else 0
-                if code >= 500 or code == 429:
-                    raise TransientError(f"Prometheus {what}: {exc}") from None
-                raise PermanentError(f"Prometheus {what}: {exc}") from None
-            except ValueError as exc:  # a body that is not JSON
-                raise TransientError(f"Prometheus {what}: bad response: {exc}") from None
-
-        result = retrying(f"Prometheus {what}", attempts=5, max_delay=30)(once)
-        return result
-
-    def _get_json(self, path: str, params: dict[str, str] | None = None) -> Any:
-        def get() -> Any:
-            r = self._session.get(f"{self.url}{path}", params=params, timeout=self.config.timeout)
-            if r.status_code >= 500 or r.status_code == 429:
-                raise TransientError(f"GET {path}: HTTP {r.status_code}")
-            if r.status_code in (401, 403):
-                raise PermanentError(f"GET {path}: HTTP {r.status_code}: check the token or credentials")
-            if r.status_code >= 400:
-                raise PermanentError(f"GET {path}: HTTP {r.status_code}: {r.text[:200]}")
-            return r.json()["data"]
-
-        def once() -> Any:
-            try:
-                return get()
-            except _BAD_URL as exc:
-                raise self._unusable(exc) from None
-            except requests.RequestException as exc:
-                raise TransientError(f"Prometheus at {self.url} unreachable: {exc}") from None
-            except (ValueError, KeyError) as exc:
-                raise TransientError(f"GET {path}: bad response: {exc}") from None
-
-        return retrying(f"Prometheus GET {path}", attempts=5, max_delay=30)(once)
+    def _data(self, path: str, params: dict[str, str] | None = None, retry: bool = True) -> Any:
+        """The `data` of a GET of the API's JSON envelope."""
+        run = self.api.call if retry else self.api.once
+        return run(f"GET {path}", lambda: self.api.get(path, params)["data"])
 
     # --- queries --------------------------------------------------------------------------
 
-    def query(self, expr: str, at: datetime | None = None) -> list[Sample]:
-        """Instant query; scalars come back as one unlabelled sample."""
-        params = {"time": f"{at.timestamp():.3f}"} if at else None
-        data = self._call("query", self._client.custom_query, expr, params=params)
+    def _query(self, expr: str) -> Any:
+        return self.api.call("GET /api/v1/query", lambda: self._client.custom_query(expr))
+
+    def query(self, expr: str) -> list[Sample]:
+        """Instant query, now; scalars come back as one unlabelled sample."""
+        data = self._query(expr)
+        # custom_query returns only `result`: a scalar's is [time, "value"], a vector's a list
         if isinstance(data, list) and len(data) == 2 and not isinstance(data[0], dict):
             return [Sample({}, float(data[1]))]
         return [Sample(dict(r.get("metric", {})), float(r["value"][1])) for r in data]
@@ -173,17 +132,13 @@ class Prometheus:
     def raw_samples(self, expr: str, seconds: float) -> list[tuple[dict[str, str], float]]:
         """Raw (labels, timestamp) of every sample of a selector within the last `seconds`."""
         window = max(1, int(seconds) + 1)
-        data = self._call("query", self._client.custom_query, f"{expr}[{window}s]")
+        data = self._query(f"{expr}[{window}s]")
         return [(dict(r.get("metric", {})), float(ts)) for r in data for ts, _ in r.get("values", [])]
-
-    def server_time(self) -> float:
-        """Prometheus's clock (`time()`), to estimate skew against ours."""
-        return self.query("time()")[0].value
 
     # --- readiness and rules --------------------------------------------------------------
 
-    def rules(self) -> list[AlertRule]:
-        data = self._get_json("/api/v1/rules", {"type": "alert"})
+    def rules(self, retry: bool = True) -> list[AlertRule]:
+        data = self._data("/api/v1/rules", {"type": "alert"}, retry)
         out = []
         for group in data.get("groups", []):
             for rule in group.get("rules", []):
@@ -214,36 +169,34 @@ class Prometheus:
         hint = f"did you mean {near[0]!r}?" if near else f"loaded alert rules: {', '.join(names) or 'none'}"
         raise PreflightError(f"Prometheus at {self.url} has no alert rule {name!r}; {hint}")
 
-    def wait_ready(self, stop: StopFlag, timeout: float = 60.0) -> None:
-        """Wait until Prometheus is ready *and* has evaluated every alert rule once since it
-        started; `/-/ready` alone comes seconds before the first evaluation."""
-        deadline = time.monotonic() + timeout
-        last_error = ""
-        while time.monotonic() < deadline and not stop.is_set():
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait up to `timeout` s until Prometheus is ready *and* has evaluated every alert rule
+        once since it started; `/-/ready` alone comes seconds before the first evaluation.
+        A permanent error (bad URL, certificate, credentials) ends the wait at once."""
+        last_error = ["not checked"]
+
+        def ready() -> bool:
             try:
-                r = self._session.get(f"{self.url}/-/ready", timeout=self.config.timeout)
-                if r.status_code == 200:
-                    rules = self.rules()
-                    if all(x.last_evaluation is not None for x in rules):
-                        return
-                    last_error = "alert rules not evaluated yet"
-                else:
-                    last_error = f"/-/ready answered HTTP {r.status_code}"
-            except _BAD_URL as exc:
-                raise self._unusable(exc) from None
-            except requests.RequestException as exc:
-                last_error = str(exc)
-            except TransientError as exc:
-                last_error = str(exc)
-            stop.wait(0.25)
-        if stop.is_set():
-            raise Aborted(stop.reason, by_signal=True)
-        raise UnavailableError(f"Prometheus at {self.url} not ready within {timeout:g}s: {last_error}")
+                self.api.once(
+                    "GET /-/ready", lambda: self.api.session.get(f"{self.url}/-/ready", timeout=self.api.timeout)
+                )
+                if all(r.last_evaluation is not None for r in self.rules(retry=False)):
+                    return True
+                last_error[0] = "alert rules not evaluated yet"
+            except TransientError as exc:  # not up yet, or still starting (503)
+                last_error[0] = str(exc)
+            return False
+
+        if wait_until(ready, time.monotonic() + timeout, 0.25, self.stop):
+            return
+        if self.stop is not None and self.stop.interrupts():
+            raise Aborted(self.stop.reason, by_signal=True)
+        raise UnavailableError(f"Prometheus at {self.url} not ready within {timeout:g}s: {last_error[0]}")
 
     # --- alerts ---------------------------------------------------------------------------
 
     def alerts(self, name: str, labels: dict[str, str]) -> list[ActiveAlert]:
-        data = self._get_json("/api/v1/alerts")
+        data = self._data("/api/v1/alerts")
         out = []
         for a in data.get("alerts", []):
             al = dict(a.get("labels", {}))

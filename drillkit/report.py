@@ -1,7 +1,8 @@
 """The drill report in the playbook's post-mortem format: Markdown, HTML, JSON, JUnit XML.
 
-The only jinja2 importer. Everything is computed from the run folder (journal plus the status
-updates written by `drillkit update`), so `drillkit report` re-renders any run identically.
+The only jinja2 importer. It renders the verdicts `drillkit.policy.verdicts` computes and judges
+nothing itself. Everything comes from the run folder (journal plus the status updates written
+by `drillkit update`), so `drillkit report` re-renders any run identically.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from drillkit.clock import parse_time, rfc3339
 from drillkit.errors import InputError
 from drillkit.journal import JOURNAL_NAME, Event, Measures, first, measures, read_journal
 from drillkit.model import format_duration
-from drillkit.policy import Verdict, judge, status_update_verdict
+from drillkit.policy import Verdict, verdicts
 
 UPDATES_NAME = "updates.jsonl"
 FORMATS = {"md": "report.md", "html": "report.html", "json": "report.json", "junit": "junit.xml"}
@@ -62,79 +63,6 @@ def load_events(folder: Path) -> list[Event]:
                 continue  # a torn or hand-edited line: the journal is the record, keep the rest
             events.append(Event(kind, at, start.mono + (at - start.at).total_seconds(), raw))
     return sorted(events, key=lambda e: e.mono)
-
-
-def verdicts(events: list[Event]) -> list[Verdict]:
-    """One verdict per target, from the journal alone."""
-    limits: dict[str, float] = events[0].data["limits"]
-    m = measures(events)
-    kinds = {e.kind for e in events}
-    alert = events[0].data["scenario"]["alert"]
-    injected, detected = first(events, "injected"), first(events, "detected")
-    not_reached = "the drill ended before this phase" if "aborted" in kinds or "error" in kinds else ""
-    out = [
-        judge(
-            "detect",
-            f"Time to detect ({alert} firing after injection)",
-            limits["detect"],
-            m.time_to_detect,
-            not_reached or f"{alert} did not fire within {format_duration(limits['detect'])}",
-            "detection_missed" in kinds,
-        ),
-        judge(
-            "acknowledge",
-            "Time to acknowledge (response target)",
-            limits["acknowledge"],
-            m.time_to_acknowledge,
-            not_reached or ("no acknowledgement" if detected else "nothing to acknowledge: the alert never fired"),
-            "acknowledge_missed" in kinds,
-        ),
-        judge(
-            "mitigate",
-            "Time to mitigate (service restored)",
-            limits["mitigate"],
-            m.time_to_mitigate,
-            not_reached or "service was not restored",
-            "mitigation_missed" in kinds,
-        ),
-        judge(
-            "resolve",
-            "Time to resolve (verified after revert)",
-            limits["resolve"],
-            m.time_to_resolve,
-            not_reached or "not verified healthy after the revert",
-            "verify_failed" in kinds and injected is not None,
-        ),
-    ]
-    page = first(events, "status_page")
-    out.append(
-        judge(
-            "status_page",
-            "Status page updated after detection",
-            limits["status_page_within"],
-            page.mono - detected.mono if page and detected else None,
-            "no status page update recorded (`drillkit update RUN_ID --status-page`)",
-            False,
-        )
-    )
-    ack = first(events, "acknowledged")
-    if ack and ack.data.get("severity"):
-        expected, given = events[0].data["scenario"]["severity"], ack.data["severity"]
-        out.append(
-            Verdict(
-                "classification", f"Severity classified as {given} (playbook: {expected})", 0.0, None, given == expected
-            )
-        )
-    end = first(events, "resolved") or first(events, "mitigated")
-    out.append(
-        status_update_verdict(
-            limits["status_update_every"],
-            detected.mono if detected else None,
-            end.mono if end else None,
-            [e.mono for e in events if e.kind in ("status_update", "status_page")],
-        )
-    )
-    return out
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from drillkit.clock import parse_time, rfc3339, utcnow
 from drillkit.errors import InputError, PreflightError
-from drillkit.signals import StopFlag
+from drillkit.signals import StopFlag, wait_until
 
 ACK_FILE = "ack.json"
 
@@ -54,16 +54,17 @@ class CommandAck:
 
     def wait(self, detected_at: datetime, deadline: float, stop: StopFlag, tick: Callable[[], None]) -> Ack | None:
         path = self.folder / ACK_FILE
-        while time.monotonic() < deadline:
+
+        def acknowledged() -> Ack | None:
             if path.exists():
                 raw = json.loads(path.read_text(encoding="utf-8"))
                 at = parse_time(raw["at"])
                 if at >= detected_at:  # an ack from before the alert fired acknowledges nothing
                     return Ack(at, raw.get("by", ""), raw.get("note", ""))
             tick()
-            if stop.wait(0.2):
-                return None
-        return None
+            return None
+
+        return wait_until(acknowledged, deadline, 0.2, stop)
 
 
 @dataclass
@@ -78,8 +79,11 @@ class PromptAck:
             "ALERT FIRING: acknowledge by pressing Enter; type your severity (P1-P4) "
             "and a note first if you like, e.g. `P2 checking the pods`"
         )
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([sys.stdin], [], [], 0.2)
+
+        def pressed_enter() -> Ack | None:
+            # select() is this loop's pause: it returns the moment a line arrives, so the
+            # acknowledgement time is the keypress's, not the next poll's
+            ready, _, _ = select.select([sys.stdin], [], [], max(0.0, min(0.2, deadline - time.monotonic())))
             if ready:
                 at = utcnow()
                 line = sys.stdin.readline().strip()
@@ -87,9 +91,9 @@ class PromptAck:
                 severity, note = (m.group(1).upper(), m.group(2)) if m else ("", line)
                 return Ack(at, os.environ.get("USER", "trainee"), note, severity)
             tick()
-            if stop.is_set():
-                return None
-        return None
+            return None
+
+        return wait_until(pressed_enter, deadline, 0.0, stop)
 
 
 def write_ack(report_root: Path, run_id: str, by: str, note: str = "") -> Path:

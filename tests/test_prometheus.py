@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drillkit.errors import PermanentError, PreflightError, TransientError, UnavailableError
+from drillkit.errors import DrillkitError, PermanentError, PreflightError, TransientError, UnavailableError
 from drillkit.lab.services import free_port
 from drillkit.prometheus import PromConfig, Prometheus
 from drillkit.signals import StopFlag
@@ -76,8 +77,117 @@ def test_5xx_is_retried_then_succeeds_with_bearer_token(flaky: str) -> None:
 
 def test_connection_refused_is_transient_not_a_requests_error() -> None:
     prom = Prometheus(PromConfig(url=f"http://127.0.0.1:{free_port()}", timeout=1))
-    with pytest.raises(UnavailableError, match=r"not ready within 0\.5s"):
-        prom.wait_ready(StopFlag(), timeout=0.5)
+    with pytest.raises(UnavailableError, match=r"not ready within 0\.5s: Prometheus at .* unreachable"):
+        prom.wait_ready(timeout=0.5)
+    prom.close()
+
+
+class CannedApi(BaseHTTPRequestHandler):
+    """Answers every GET with the same status and body; counts the calls."""
+
+    status = 200
+    body = b""
+    calls = 0
+
+    def do_GET(self) -> None:
+        CannedApi.calls += 1
+        self.send_response(CannedApi.status)
+        self.send_header("Content-Length", str(len(CannedApi.body)))
+        self.end_headers()
+        self.wfile.write(CannedApi.body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def canned() -> Iterator[str]:
+    CannedApi.calls = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CannedApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+PROM_ERROR = b'{"status": "error", "errorType": "bad_data", "error": "unknown function"}'
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "message", "calls"),
+    [
+        (400, PROM_ERROR, PermanentError, r"{api}: HTTP 400: bad_data: unknown function$", 1),
+        (401, b"no", PermanentError, r"{api}: HTTP 401: check the token or credentials$", 1),
+        (404, b"404 page not found", PermanentError, r"{api}: HTTP 404: 404 page not found$", 1),
+        (429, b"slow down", TransientError, r"{api}: HTTP 429: slow down$", 2),
+        (503, b"", TransientError, r"{api}: HTTP 503$", 2),
+        (200, b"<html>a proxy login page</html>", TransientError, r"{api}: bad response: ", 2),
+    ],
+)
+def test_one_error_mapping_for_queries_and_gets(
+    canned: str, status: int, body: bytes, error: type[Exception], message: str, calls: int
+) -> None:
+    """custom_query (prometheus_api_client), our own GETs and Alertmanager's are classified
+    alike, by status; transient errors are retried, ours never; no third-party error escapes."""
+    from drillkit.alertmanager import Alertmanager
+    from drillkit.retry import retrying
+
+    CannedApi.status, CannedApi.body = status, body
+    fast = {"attempts": 2, "max_delay": 5, "initial": 0.01, "maximum": 0.01}
+    prom = Prometheus(PromConfig(url=canned))
+    am = Alertmanager(canned)
+    calls_of = {
+        "Prometheus GET /api/v1/query": lambda: prom.query("up"),
+        "Prometheus GET /api/v1/rules": prom.rules,
+        "Alertmanager GET /api/v2/silences": am.silences,
+    }
+    with pytest.MonkeyPatch.context() as mp:  # the real policy, with quick back-offs
+        mp.setattr("drillkit.httpapi.retrying", lambda what, stop, **kw: retrying(what, stop, **{**kw, **fast}))
+        for api, call in calls_of.items():
+            CannedApi.calls = 0
+            with pytest.raises(DrillkitError) as caught:
+                call()
+            assert type(caught.value) is error, f"{api}: {caught.value!r}"
+            assert re.match(message.format(api=api), str(caught.value)), f"{api}: {caught.value}"
+            assert CannedApi.calls == calls, f"{api}: {CannedApi.calls} calls"
+    prom.close()
+    am.close()
+
+
+def test_a_prometheus_body_without_data_is_a_bad_response(canned: str) -> None:
+    CannedApi.status, CannedApi.body = 200, b'{"status": "success"}'
+    prom = Prometheus(PromConfig(url=canned))
+    with pytest.MonkeyPatch.context() as mp:
+        from drillkit.retry import retrying
+
+        mp.setattr("drillkit.httpapi.retrying", lambda what, stop, **kw: retrying(what, stop, attempts=1))
+        for call in (lambda: prom.query("up"), prom.rules):
+            with pytest.raises(TransientError, match=r"Prometheus GET /api/v1/\w+: bad response: KeyError\('data'\)"):
+                call()
+    prom.close()
+
+
+def test_a_stop_request_ends_retries_and_the_ready_wait(canned: str) -> None:
+    import time
+
+    from drillkit.errors import Aborted
+
+    CannedApi.status, CannedApi.body = 503, b"starting"
+    stop = StopFlag()
+    prom = Prometheus(PromConfig(url=canned), stop)
+    threading.Timer(0.3, stop.set, args=("test stop",)).start()
+    t = time.monotonic()
+    with pytest.raises(Aborted, match="test stop"):
+        prom.wait_ready(timeout=30)
+    assert time.monotonic() - t < 3, "wait_ready must end when the drill is stopped"
+    t = time.monotonic()
+    with pytest.raises(Aborted, match="test stop"):
+        prom.query("up")  # the first back-off already sees the stop request
+    assert time.monotonic() - t < 3
     prom.close()
 
 
@@ -85,7 +195,7 @@ def test_connection_refused_is_transient_not_a_requests_error() -> None:
 def test_errors_from_a_real_prometheus_are_wrapped(prom_env: PromEnv) -> None:
     prom = Prometheus(PromConfig(url=prom_env.url))
     try:
-        with pytest.raises(PermanentError, match="HTTP Status Code 400"):
+        with pytest.raises(PermanentError, match=r"GET /api/v1/query: HTTP 400: bad_data: .*parse error"):
             prom.query("sum(up")  # a PromQL syntax error is our input: never retried
         with pytest.raises(PreflightError, match="did you mean 'DemoExporterDown'"):
             prom.rule("DemoExporterDwn")
@@ -93,7 +203,8 @@ def test_errors_from_a_real_prometheus_are_wrapped(prom_env: PromEnv) -> None:
         assert rule.for_seconds == 2.0 and rule.last_evaluation is not None
         since = datetime.now(UTC) + timedelta(seconds=60)
         assert prom.firing_time(rule, {}, since) is None
-        assert abs(prom.server_time() - datetime.now(UTC).timestamp()) < 1
+        (now,) = prom.query("time()")  # a scalar: one unlabelled sample
+        assert now.labels == {} and abs(now.value - datetime.now(UTC).timestamp()) < 5, now
     finally:
         prom.close()
     assert not issubclass(TransientError, PermanentError)
@@ -189,11 +300,11 @@ def test_retry_backoff_gives_up_when_the_drill_is_stopped_but_not_while_revertin
         threading.Timer(0.3, flag.set, args=("test stop",)).start()
         t = time.monotonic()
         with pytest.raises(Aborted, match="test stop"):
-            retrying("x", attempts=20, max_delay=60, initial=1.0, maximum=1.0)(always_down)
+            retrying("x", flag, attempts=20, max_delay=60, initial=1.0, maximum=1.0)(always_down)
         assert time.monotonic() - t < 5.0, "a stop request must cut a back-off short"
         calls.clear()
         with flag.protect(), pytest.raises(TransientError):
-            retrying("x", attempts=3, max_delay=60, initial=0.1, maximum=0.1)(always_down)
+            retrying("x", flag, attempts=3, max_delay=60, initial=0.1, maximum=0.1)(always_down)
         assert len(calls) == 3, "reverts keep retrying after a stop request"
 
 

@@ -1,0 +1,116 @@
+"""The HTTP JSON APIs a drill reads (Prometheus, Alertmanager): one session, one error mapping.
+
+Every response on the session is classified by its status code in one place, a response hook,
+so a call made by `prometheus_api_client` on our session is classified exactly like our own
+GETs — before that library looks at the status, so its text-only exception never arises. Every
+`requests` exception is classified in one other place. Connection errors, 429, 5xx and
+unreadable bodies are transient (retried under the boundary's policy); other 4xx, a malformed
+URL and a certificate we cannot verify are our input (permanent, never retried).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+
+from drillkit.errors import PermanentError, TransientError
+from drillkit.retry import retrying
+from drillkit.signals import StopFlag
+
+T = TypeVar("T")
+
+# A malformed URL, header or a certificate our CA setting does not verify is our input.
+_OUR_INPUT = (
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.SSLError,
+)
+# A body that is not the JSON the API documents (requests' JSONDecodeError is a ValueError).
+_BAD_BODY = (ValueError, KeyError, TypeError)
+
+
+class HttpApi:
+    """One API at `url`: `session` carries auth and the status hook; `call` runs one request
+    (and its parsing) under the boundary's retry policy, `once` without retrying."""
+
+    def __init__(
+        self,
+        service: str,
+        url: str,
+        *,
+        timeout: float,
+        stop: StopFlag | None,
+        attempts: int,
+        max_delay: float,
+        hint: str,
+    ) -> None:
+        """`timeout` (s) per request; `attempts` within `max_delay` (s) per call; `hint` says
+        which option to check when the API cannot be used at all."""
+        self.service, self.url, self.timeout, self.stop = service, url.rstrip("/"), timeout, stop
+        self.attempts, self.max_delay, self.hint = attempts, max_delay, hint
+        self.session = requests.Session()
+        self.session.hooks["response"].append(self._check_status)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """One GET of `path`; its JSON body. Errors unclassified: run it through `call`/`once`."""
+        return self.session.get(f"{self.url}{path}", params=params, timeout=self.timeout).json()
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """`fn` (one request and its parsing), retried while the failure is transient."""
+        policy = retrying(f"{self.service} {what}", self.stop, attempts=self.attempts, max_delay=self.max_delay)
+        result: T = policy(self.once, what, fn)
+        return result
+
+    def once(self, what: str, fn: Callable[[], T]) -> T:
+        """`fn` with its `requests` exceptions and unreadable bodies turned into drillkit's."""
+        try:
+            return fn()
+        except _OUR_INPUT as exc:
+            raise PermanentError(f"{self.service} at {self.url!r} cannot be used ({self.hint}): {exc}") from None
+        except requests.RequestException as exc:
+            if isinstance(exc, requests.exceptions.JSONDecodeError):
+                raise TransientError(f"{self.service} {what}: bad response: {exc}") from None
+            raise TransientError(f"{self.service} at {self.url} unreachable: {exc}") from None
+        except _BAD_BODY as exc:
+            raise TransientError(f"{self.service} {what}: bad response: {exc!r}") from None
+
+    def _check_status(self, r: requests.Response, *args: Any, **kwargs: Any) -> None:
+        """The session's response hook: anything but 200 (or a redirect, which requests then
+        follows) raises. Reading the body here hands the connection back to the pool."""
+        if r.status_code == 200 or r.is_redirect:
+            return
+        code = r.status_code
+        what = f"{self.service} {r.request.method} {urlsplit(r.url).path}: HTTP {code}"
+        detail = _detail(r)
+        if code >= 500 or code == 429:
+            raise TransientError(f"{what}{detail}")
+        if code in (401, 403):
+            raise PermanentError(f"{what}: check the token or credentials")
+        raise PermanentError(f"{what}{detail}")
+
+
+def _detail(r: requests.Response) -> str:
+    """The API's own error message (Prometheus: `error`, Alertmanager: a JSON string or
+    `message`), else the start of the body."""
+    text = r.text
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error") or body.get("message"), str):
+        kind = body.get("errorType")
+        message = str(body.get("error") or body.get("message"))
+        return f": {kind}: {message}" if isinstance(kind, str) else f": {message}"
+    if isinstance(body, str):
+        return f": {body}"
+    text = text.strip()[:200]
+    return f": {text}" if text else ""
