@@ -225,7 +225,7 @@ def _sweep(
     kubes: _Kubes, run_id: str | None, report: CleanupReport, log: Callable[[str], None], contexts: set[str]
 ) -> None:
     """Delete (or restore, then delete) everything labelled with the run id(s)."""
-    from drillkit.faults.kubernetes import RECORDING_FAULTS, release_workload, restore_from_backup, restore_recorded
+    from drillkit.faults.kube import RECORDING_FAULTS, release_workload, restore_from_backup, restore_recorded
     from drillkit.kube import BACKUP_OF, REVERT_FAULT, REVERT_OF
 
     targets = set(contexts)

@@ -77,11 +77,14 @@ class FaultContext(RevertContext):
 
 
 def record_data(record: object) -> dict[str, Any]:
-    """A revert record as journal data (JSON-ready: tuples as lists, enums as values)."""
+    """A revert record as journal data (JSON-ready: tuples as lists, enums as values, nested
+    records as mappings)."""
 
     def plain(value: Any) -> Any:
         if isinstance(value, enum.Enum):
             return value.value
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
         if isinstance(value, list | tuple):
             return [plain(v) for v in value]
         if isinstance(value, dict):
@@ -218,7 +221,7 @@ def check_blast_radius(kind: str, found: int, count: Count, max_targets: Count, 
 
 _BUILTIN_MODULES = {
     "local": ("drillkit.faults.local",),
-    "kubernetes": ("drillkit.faults.kubernetes",),
+    "kubernetes": ("drillkit.faults.kube",),
 }
 
 

@@ -1,0 +1,232 @@
+"""db-connection-exhaustion: a Job holding N idle connections to the database Service.
+
+Why it exists apart: its harm runs inside the cluster, in a Job drillkit creates and deletes,
+with a dead man's switch (activeDeadlineSeconds) that ends it even if drillkit dies. The client
+image is the database's own, and the credentials reach it by secretKeyRef: drillkit never reads
+them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from drillkit.errors import DrillkitError, PreflightError
+from drillkit.faults import RevertContext, Undo
+from drillkit.faults.kube.base import KubeFault, note
+from drillkit.kube import RUN_LABEL, Conflict, ObjRef
+from drillkit.model import Duration, doc
+
+
+class DbEngine(StrEnum):
+    POSTGRESQL = "postgresql"
+    MYSQL = "mysql"
+
+
+@dataclass(frozen=True)
+class DbConnectionParams:
+    service: str = doc("Service of the database, e.g. chatbot-db")
+    secret: str = doc("Secret with the database credentials (referenced, never read by drillkit)")
+    engine: DbEngine = doc("postgresql or mysql", default=DbEngine.POSTGRESQL)
+    port: int | None = doc("database port (default: the Service's first port)", default=None)
+    connections: int = doc("idle connections to open and hold", default=100)
+    user_key: str = doc("key of the user name in the Secret", default="username")
+    password_key: str = doc("key of the password in the Secret", default="password")
+    database: str | None = doc("database name (default: the client's default)", default=None)
+    image: str | None = doc("client image (default: postgres:16 or mysql:8)", default=None)
+    deadline: Duration | None = doc(
+        "dead-man's switch: activeDeadlineSeconds of the Job (default: recovery.within + 2m)", default=None
+    )
+    wait: Duration = doc("how long to wait for the Job's pod to run (0: don't wait)", default=120.0)
+    namespace: str | None = doc("namespace (default: the scenario's target namespace)", default=None)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.connections <= 10_000:
+            raise ValueError("connections: expected 1..10000")
+        if self.port is not None and not 0 < self.port < 65536:
+            raise ValueError("port: expected 1..65535")
+
+
+_PG_SCRIPT = (
+    'n=0; while [ "$n" -lt "$DRILLKIT_CONNECTIONS" ]; do '
+    '(sleep "$DRILLKIT_HOLD" | psql -q -v ON_ERROR_STOP=1 >/dev/null '
+    '|| echo "drillkit: connection $n failed") & n=$((n+1)); done; '
+    'echo "drillkit: $DRILLKIT_CONNECTIONS connections requested"; wait'
+)
+_MYSQL_SCRIPT = (
+    'n=0; while [ "$n" -lt "$DRILLKIT_CONNECTIONS" ]; do '
+    '(sleep "$DRILLKIT_HOLD" | mysql -h "$DRILLKIT_HOST" -P "$DRILLKIT_PORT" '
+    '-u "$DRILLKIT_USER" ${DRILLKIT_DATABASE:+"$DRILLKIT_DATABASE"} >/dev/null '
+    '|| echo "drillkit: connection $n failed") & n=$((n+1)); done; '
+    'echo "drillkit: $DRILLKIT_CONNECTIONS connections requested"; wait'
+)
+
+
+@dataclass(frozen=True)
+class Connections:
+    """What preflight found: the database Service and port, the Secret, the Job to create."""
+
+    namespace: str
+    service: ObjRef
+    port: int
+    secret: ObjRef
+    deadline: int  # seconds: the Job's activeDeadlineSeconds
+    job: str
+    image: str
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """How to undo a db-connection-exhaustion: the Job to delete, with its pods."""
+
+    namespace: str
+    job: str
+
+
+class DbConnectionExhaustion(KubeFault[DbConnectionParams, Connections, JobRecord]):
+    """A Job running the database's own client image holds N idle connections (credentials by
+    secretKeyRef); activeDeadlineSeconds ends it even if drillkit dies."""
+
+    kind = "db-connection-exhaustion"
+    Params = DbConnectionParams
+    Record: ClassVar[type] = JobRecord
+    params: DbConnectionParams
+
+    def preflight(self) -> Connections:
+        p, ns = self.params, self.namespace
+        self.guard_namespace(ns)
+        service = self.kube.service(ns, p.service)
+        if service is None:
+            raise PreflightError(f"{self.kind}: Service {ns}/{p.service} not found")
+        service_ref, ports = service
+        if p.port is None and not ports:
+            raise PreflightError(f"{self.kind}: Service {ns}/{p.service} has no ports; set `port`")
+        secret = self.kube.secret_keys(ns, p.secret)
+        if secret is None:
+            raise PreflightError(f"{self.kind}: Secret {ns}/{p.secret} not found")
+        secret_ref, keys = secret
+        missing = [k for k in (p.user_key, p.password_key) if k not in keys]
+        if missing:
+            raise PreflightError(
+                f"{self.kind}: Secret {ns}/{p.secret} has no key {', '.join(missing)} (keys: {', '.join(keys)})"
+            )
+        return Connections(
+            namespace=ns,
+            service=service_ref,
+            port=p.port or ports[0],
+            secret=secret_ref,
+            deadline=int(p.deadline if p.deadline is not None else self.ctx.scenario.recovery.within + 120),
+            job=f"drillkit-dbconn-{self.ctx.run_id}-{secrets.token_hex(2)}",
+            image=p.image or ("postgres:16" if p.engine is DbEngine.POSTGRESQL else "mysql:8"),
+        )
+
+    def plan(self, found: Connections) -> list[str]:
+        p = self.params
+        return [
+            f"create Job {found.namespace}/{found.job} (image {found.image}, labelled "
+            f"{RUN_LABEL}={self.ctx.run_id}) holding {p.connections} idle {p.engine} "
+            f"connections to {found.service} port {found.port}",
+            f"credentials by reference: {found.secret} keys "
+            f"{p.user_key}/{p.password_key} (secretKeyRef; drillkit never reads the values)",
+            f"dead-man's switch: activeDeadlineSeconds {found.deadline}",
+            "revert: delete the Job and its pods (propagation Background)",
+        ]
+
+    def manifest(self, found: Connections) -> dict[str, Any]:
+        p, run = self.params, self.ctx.run_id
+        labels = {
+            RUN_LABEL: run,
+            "app.kubernetes.io/managed-by": "drillkit",
+            "app.kubernetes.io/name": "drillkit-db-connections",
+        }
+
+        def ref(name: str, key: str) -> dict[str, Any]:
+            return {"name": name, "valueFrom": {"secretKeyRef": {"name": p.secret, "key": key}}}
+
+        common = [
+            {"name": "DRILLKIT_CONNECTIONS", "value": str(p.connections)},
+            {"name": "DRILLKIT_HOLD", "value": str(found.deadline)},
+        ]
+        if p.engine is DbEngine.POSTGRESQL:
+            env = [
+                *common,
+                {"name": "PGHOST", "value": p.service},
+                {"name": "PGPORT", "value": str(found.port)},
+                {"name": "PGCONNECT_TIMEOUT", "value": "10"},
+                {"name": "PGAPPNAME", "value": "drillkit-connection-exhaustion"},
+                ref("PGUSER", p.user_key),
+                ref("PGPASSWORD", p.password_key),
+            ]
+            if p.database:
+                env.append({"name": "PGDATABASE", "value": p.database})
+            script = _PG_SCRIPT
+        else:
+            env = [
+                *common,
+                {"name": "DRILLKIT_HOST", "value": p.service},
+                {"name": "DRILLKIT_PORT", "value": str(found.port)},
+                ref("DRILLKIT_USER", p.user_key),
+                ref("MYSQL_PWD", p.password_key),
+            ]
+            if p.database:
+                env.append({"name": "DRILLKIT_DATABASE", "value": p.database})
+            script = _MYSQL_SCRIPT
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": found.job, "namespace": found.namespace, "labels": labels},
+            "spec": {
+                "backoffLimit": 0,
+                "activeDeadlineSeconds": found.deadline,
+                "ttlSecondsAfterFinished": 300,
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "terminationGracePeriodSeconds": 0,
+                        "containers": [
+                            {
+                                "name": "connections",
+                                "image": found.image,
+                                "command": ["sh", "-c", script],
+                                "env": env,
+                                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+                            }
+                        ],
+                    },
+                },
+            },
+        }
+
+    def inject(self, found: Connections, undo: Undo) -> None:
+        ns, job, wait = found.namespace, found.job, self.params.wait
+        undo.register(self, JobRecord(ns, job))
+        with contextlib.suppress(Conflict):  # a retried create that had succeeded
+            self.kube.create_job(ns, self.manifest(found))
+        if wait > 0:
+            running = self.kube.wait_pods(
+                ns,
+                f"job-name={job}",
+                lambda pods: next((p for p in pods if p.containers and p.containers[0].running), None),
+                wait,
+                self.ctx.stop,
+            )
+            if running is None:
+                raise DrillkitError(
+                    f"{self.kind}: the pod of Job {ns}/{job} did not start "
+                    f"within {wait:g}s (image {found.image} pulled?)"
+                )
+            note(self.ctx, "note", fault=self.kind, text=f"Job {ns}/{job} pod {running.name} running on {running.node}")
+        self.ctx.harm_started()  # the client pod holds the connections from here
+
+    @classmethod
+    def revert(cls, ctx: RevertContext, record: JobRecord) -> dict[str, Any]:
+        kube, ns, job = ctx.kube, record.namespace, record.job
+        deleted = kube.delete_job(ns, job)
+        pods = 0
+        for pod in kube.list_pods(ns, f"job-name={job}"):  # don't wait for the GC
+            pods += kube.delete_pod(ns, pod.name, grace_period=0)
+        return {"deleted": deleted, "pods_deleted": pods}

@@ -1,0 +1,150 @@
+"""node-drain: cordon a node and evict its pods, as `kubectl drain` does (the lost-node incident).
+
+Why it exists apart: it is the one fault acting on a cluster-scoped object. Evictions go through
+policy/v1 so PodDisruptionBudgets are respected (a blocked eviction is retried until
+`evict_timeout`, then reported); the node is marked `drillkit.io/cordoned-by` so cleanup finds
+it without a journal, and only a node drillkit cordoned is ever uncordoned.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from drillkit.errors import PreflightError
+from drillkit.faults import RevertContext, Undo
+from drillkit.faults.kube.base import KubeFault, check_selector, note
+from drillkit.kube import PROTECTED_NAMESPACES, Node, Pod
+from drillkit.model import Duration, doc
+
+
+@dataclass(frozen=True)
+class NodeDrainParams:
+    node: str | None = doc("node to drain", default=None)
+    pod_selector: str | None = doc("drain the node running a pod matching this label selector", default=None)
+    evict_timeout: Duration = doc("how long evictions blocked by PodDisruptionBudgets are retried", default=120.0)
+    namespace: str | None = doc("namespace of pod_selector (default: the scenario's)", default=None)
+
+    def __post_init__(self) -> None:
+        if (self.node is None) == (self.pod_selector is None):
+            raise ValueError("expected exactly one of `node` or `pod_selector`")
+        check_selector("pod_selector", self.pod_selector)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    pod: Pod
+    why: str  # mirror pod, DaemonSet, finished, terminating, protected namespace
+
+
+@dataclass(frozen=True)
+class Drain:
+    """What preflight found: the node, the pods to evict and those a drain leaves alone."""
+
+    node: Node
+    evict: tuple[Pod, ...]
+    skipped: tuple[Skipped, ...]
+
+
+@dataclass(frozen=True)
+class DrainRecord:
+    """How to undo a node-drain: the node to uncordon (evicted pods stay where they went)."""
+
+    node: str
+
+
+class NodeDrain(KubeFault[NodeDrainParams, Drain, DrainRecord]):
+    """Cordon a node and evict its pods (PodDisruptionBudgets respected); revert uncordons."""
+
+    kind = "node-drain"
+    Params = NodeDrainParams
+    Record: ClassVar[type] = DrainRecord
+    params: NodeDrainParams
+
+    def preflight(self) -> Drain:
+        p, kube = self.params, self.kube
+        name = p.node
+        if p.pod_selector:
+            ns = self.namespace
+            self.guard_namespace(ns)
+            pods = sorted(
+                (x for x in kube.list_pods(ns, p.pod_selector) if x.node and not x.terminating), key=lambda x: x.name
+            )
+            if not pods:
+                raise PreflightError(f"{self.kind}: no scheduled pod in {ns} matches {p.pod_selector!r}")
+            name = pods[0].node
+        nodes = kube.list_nodes()
+        node = next((n for n in nodes if n.name == name), None)
+        if node is None:
+            raise PreflightError(f"{self.kind}: node {name!r} not found")
+        if node.unschedulable:
+            raise PreflightError(
+                f"{self.kind}: node {node.name} is already cordoned; uncordon it first "
+                "(drillkit only uncordons what it cordoned)"
+            )
+        self.check_blast("nodes", 1, len(nodes))
+        evict, skipped = [], []
+        for pod in kube.list_pods(None, field_selector=f"spec.nodeName={node.name}"):
+            why = self._skip(pod)
+            if why:
+                skipped.append(Skipped(pod, why))
+            else:
+                evict.append(pod)
+        return Drain(node, tuple(evict), tuple(skipped))
+
+    def _skip(self, pod: Pod) -> str:
+        """Why a drain leaves `pod` alone ("" if it evicts it)."""
+        if pod.mirror:
+            return "mirror pod"
+        if pod.controller and pod.controller.kind == "DaemonSet":
+            return "DaemonSet"
+        if pod.phase in ("Succeeded", "Failed"):
+            return "finished"
+        if pod.terminating:
+            return "terminating"
+        allowed = self.ctx.scenario.guardrails.allow_namespaces
+        if pod.namespace in PROTECTED_NAMESPACES and pod.namespace not in allowed:
+            return "protected namespace"
+        return ""
+
+    def plan(self, found: Drain) -> list[str]:
+        return [
+            f"cordon {found.node.ref}",
+            *(f"evict {p.ref} (policy/v1 Eviction, PodDisruptionBudgets respected)" for p in found.evict),
+            *(f"skip {s.pod.ref}: {s.why}" for s in found.skipped),
+            f"revert: uncordon {found.node.name} (evicted pods stay where they were rescheduled)",
+        ]
+
+    def inject(self, found: Drain, undo: Undo) -> None:
+        node, kube, stop = found.node, self.kube, self.ctx.stop
+        undo.register(self, DrainRecord(node.name))
+        kube.cordon(node.name, self.ctx.run_id)
+        deadline = time.monotonic() + self.params.evict_timeout
+        results: dict[str, str] = {}
+        for p in found.evict:  # a stop (SIGINT/SIGTERM) ends the evictions at once
+            if stop.is_set():
+                break
+            results[f"{p.namespace}/{p.name}"] = kube.evict(p.namespace, p.name, deadline, stop)
+            if results[f"{p.namespace}/{p.name}"] == "evicted":
+                self.ctx.harm_started()
+        blocked = {k: v for k, v in results.items() if v not in ("evicted", "gone")}
+        extra = {"stopped": True} if stop.is_set() else {}
+        note(
+            self.ctx,
+            "drain_result",
+            fault=self.kind,
+            node=node.name,
+            evicted=sorted(k for k, v in results.items() if v == "evicted"),
+            blocked=blocked,
+            **extra,
+        )
+        if blocked:
+            self.ctx.log(
+                f"node-drain: {len(blocked)} pod(s) could not be evicted within "
+                f"{self.params.evict_timeout:g}s: {'; '.join(f'{k}: {v}' for k, v in blocked.items())}"
+            )
+
+    @classmethod
+    def revert(cls, ctx: RevertContext, record: DrainRecord) -> dict[str, Any]:
+        return {"uncordoned": ctx.kube.uncordon(record.node)}

@@ -1,0 +1,437 @@
+"""memory-pressure and cpu-pressure of pods: a stress-ng pod on the target's node, or a load
+exec'd inside the target container.
+
+Why they live together: both come in the same two modes with the same revert — delete the
+stress pod (node mode), or kill the in-container load by the marker on its command line
+(container mode) — and differ only in the load itself. Node mode pins the pod with `nodeName`
+and bounds it with its own timeout and activeDeadlineSeconds, so it ends even if drillkit dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from drillkit.errors import Aborted, DrillkitError, PreflightError
+from drillkit.faults import RevertContext, Undo
+from drillkit.faults.kube.base import STOP_TIMEOUT, Background, KubeFault, Pick, check_selector, note
+from drillkit.kube import RUN_LABEL, Conflict, ExecFailed, NotFound, Pod
+from drillkit.model import Count, Duration, doc
+from drillkit.signals import wait_until
+
+MEMORY_MARKER = "drillkit-memory-pressure"
+CPU_MARKER = "drillkit-cpu-pressure"
+STRESS_IMAGE = "ghcr.io/colinianking/stress-ng"
+
+# Allocates 1 MiB at a time in a shell variable until the container's memory limit makes the
+# kernel OOM-kill it: needs only a POSIX shell, `head` and `tr` (busybox has both).
+MEMORY_COMMAND = "drillkit-memory-pressure=1; x=; while :; do x=\"$x$(head -c 1048576 /dev/zero | tr '\\0' x)\"; done"
+
+_QUANTITY = re.compile(r"\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T|m)?")
+
+
+class Mode(StrEnum):
+    """Where pressure is applied: inside the target container, or on the target's node."""
+
+    CONTAINER = "container"
+    NODE = "node"
+
+
+def killer(marker: str) -> str:
+    """A POSIX script killing processes whose command line carries `marker`=1.
+
+    The marker is spelt in two pieces so the script never matches (or triggers) itself.
+    """
+    head, tail = marker.rsplit("-", 1)
+    return (
+        f'm="{head}"; for p in /proc/[0-9]*; do '
+        f'case "$(tr "\\000" " " < "$p/cmdline" 2>/dev/null)" in '
+        f'*"$m-{tail}=1"*) kill -9 "${{p#/proc/}}" 2>/dev/null;; esac; done; true'
+    )
+
+
+def stress_pod(
+    name: str, ns: str, run_id: str, node: str, image: str, args: list[str], requests: dict[str, str], deadline: int
+) -> dict[str, Any]:
+    """A stress-ng pod pinned to `node` (nodeName: no scheduler), ending itself at `deadline`."""
+    labels = {
+        RUN_LABEL: run_id,
+        "app.kubernetes.io/managed-by": "drillkit",
+        "app.kubernetes.io/name": "drillkit-stress",
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": "Never",
+            "activeDeadlineSeconds": deadline,
+            "terminationGracePeriodSeconds": 0,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{"name": "stress", "image": image, "args": args, "resources": {"requests": requests}}],
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Target:
+    pod: Pod
+    container: str
+
+
+@dataclass(frozen=True)
+class Pressure:
+    """What preflight found: in node mode the node and the stress pod's name, in container mode
+    the containers to load (each answered `sh -c true`)."""
+
+    namespace: str
+    targets: tuple[Target, ...] = ()  # container mode
+    near: Pod | None = None  # node mode: the target pod, whose node gets the load
+    node: str | None = None
+    stress: str | None = None  # node mode: the stress pod's name
+
+
+@dataclass(frozen=True)
+class LoadedContainer:
+    """A container running the load (container mode), with its restart count before it."""
+
+    name: str
+    uid: str
+    container: str
+    restarts: int | None = None
+
+
+@dataclass(frozen=True)
+class PressureRecord:
+    """How to undo a pressure fault: delete the stress pod, or kill the load in the containers."""
+
+    mode: Mode
+    namespace: str
+    pod: str | None = None  # node mode: the stress pod
+    pods: tuple[LoadedContainer, ...] = ()  # container mode
+    background: str | None = None  # container mode: this process's exec threads (Background token)
+
+
+class _PressureFault(KubeFault[Any, Pressure, PressureRecord]):
+    """Shared by memory- and cpu-pressure: node mode runs a stress pod, container mode execs."""
+
+    marker: ClassVar[str]
+    Record: ClassVar[type] = PressureRecord
+
+    def preflight(self) -> Pressure:
+        p, ns = self.params, self.namespace
+        count = p.count if p.mode is Mode.CONTAINER else Count(1)
+        pods = self.resolve_pods(ns, p.selector, p.field_selector, count, p.pick)
+        if p.mode is Mode.NODE:
+            node = pods[0].node
+            if not node:
+                raise PreflightError(f"{self.kind}: pod {pods[0].name} is not scheduled yet")
+            stress = f"drillkit-stress-{self.ctx.run_id}-{secrets.token_hex(2)}"
+            return Pressure(ns, near=pods[0], node=node, stress=stress)
+        targets = []
+        for pod in pods:
+            name = self.pod_container(pod, p.container)
+            self.check_container(pod, name)
+            try:
+                res = self.kube.exec(pod.namespace, pod.name, name, ["sh", "-c", "true"], timeout=20)
+            except (ExecFailed, NotFound) as exc:
+                raise PreflightError(
+                    f"{self.kind}: cannot run `sh -c true` in container {name} of "
+                    f"{pod.ref}: {exc}. mode: container needs a POSIX shell in "
+                    "the image; use mode: node for distroless images"
+                ) from None
+            if res.code != 0:
+                raise PreflightError(
+                    f"{self.kind}: `sh -c true` exited {res.code} in container "
+                    f"{name} of {pod.ref}: {res.stderr.strip()}; mode: container "
+                    "needs a POSIX shell"
+                )
+            targets.append(Target(pod, name))
+        return Pressure(ns, tuple(targets))
+
+    def check_container(self, pod: Pod, container: str) -> None:
+        """Extra per-container preconditions."""
+
+    def check_stop(self) -> None:
+        """Raise Aborted when the drill is asked to stop (the registered revert then runs)."""
+        stop = self.ctx.stop
+        if stop.interrupts():
+            raise Aborted(stop.reason or "stop requested", by_signal=True)
+
+    def node_plan(self, found: Pressure) -> list[str]:
+        return [
+            f"create Pod {found.namespace}/{found.stress} (image {self.params.image}, labelled "
+            f"{RUN_LABEL}={self.ctx.run_id}) pinned to node {found.node} (where "
+            f"{found.near.ref if found.near else '?'} runs): stress-ng {' '.join(self.stress_args())}",
+            "revert: delete that pod",
+        ]
+
+    def stress_args(self) -> list[str]:
+        raise NotImplementedError
+
+    def stress_requests(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def inject_node(self, found: Pressure, undo: Undo) -> None:
+        ns, p, name, node = found.namespace, self.params, found.stress, found.node
+        assert name is not None and node is not None
+        undo.register(self, PressureRecord(Mode.NODE, ns, pod=name))
+        args, requests = self.stress_args(), self.stress_requests()
+        manifest = stress_pod(name, ns, self.ctx.run_id, node, p.image, args, requests, int(p.duration) + 30)
+        with contextlib.suppress(Conflict):
+            self.kube.create_pod(ns, manifest)
+        started = self.kube.wait_pods(
+            ns,
+            f"{RUN_LABEL}={self.ctx.run_id}",
+            lambda pods: next((x for x in pods if x.name == name and x.containers and x.containers[0].running), None),
+            p.wait,
+            self.ctx.stop,
+        )
+        if started is None:
+            raise DrillkitError(
+                f"{self.kind}: stress pod {ns}/{name} not running within "
+                f"{p.wait:g}s (image {p.image} pullable? node {node} full?)"
+            )
+        self.ctx.harm_started()
+
+    @classmethod
+    def revert(cls, ctx: RevertContext, record: PressureRecord) -> dict[str, Any]:
+        kube, ns = ctx.kube, record.namespace
+        if record.mode is Mode.NODE:
+            return {"deleted": kube.delete_pod(ns, record.pod, grace_period=0) if record.pod else False}
+        Background.finish(record.background, timeout=0.5)  # no new exec starts from here on
+
+        def kill_all() -> list[str]:
+            stopped = []
+            for entry in record.pods:
+                try:
+                    kube.exec(ns, entry.name, entry.container, ["sh", "-c", killer(cls.marker)], timeout=20)
+                    stopped.append(entry.name)
+                except (NotFound, ExecFailed):  # pod gone or container restarted: nothing runs
+                    pass
+            return stopped
+
+        stopped = kill_all()
+        if not Background.finish(record.background, timeout=10.0):  # an exec that began late: kill again
+            kill_all()
+            if not Background.finish(record.background, STOP_TIMEOUT):
+                raise DrillkitError(
+                    f"{cls.kind} revert: the in-container load is still running "
+                    f"after killing it twice; check the pods in {ns}"
+                )
+        return {"stopped_in": stopped}
+
+
+@dataclass(frozen=True)
+class MemoryPressureParams:
+    selector: str = doc("label selector of the target pods")
+    mode: Mode = doc(
+        "container: allocate inside the container until its own limit OOM-kills it; "
+        "node: a stress-ng pod on the target's node",
+        default=Mode.CONTAINER,
+    )
+    container: str | None = doc("target container (default: the first)", default=None)
+    field_selector: str | None = doc("field selector narrowing the pods", default=None)
+    count: Count = doc("how many matching pods (container mode)", default=Count(1))
+    pick: Pick = doc("which pods: random or oldest", default=Pick.RANDOM)
+    timeout: Duration = doc("container mode: how long to wait for the OOM kill", default=120.0)
+    memory: str = doc("node mode: memory stress-ng allocates (and requests)", default="1Gi")
+    image: str = doc("node mode: stress-ng image", default=STRESS_IMAGE)
+    duration: Duration = doc("node mode: stress-ng --timeout (its own dead-man's switch)", default=600.0)
+    wait: Duration = doc("node mode: how long to wait for the stress pod to run", default=120.0)
+    namespace: str | None = doc("namespace (default: the scenario's target namespace)", default=None)
+
+    def __post_init__(self) -> None:
+        check_selector("selector", self.selector)
+        if not _QUANTITY.fullmatch(self.memory):
+            raise ValueError(f"memory: expected a quantity like 512Mi or 1Gi, got {self.memory!r}")
+
+
+class MemoryPressure(_PressureFault):
+    """Exhaust memory: inside the target container up to its limit (OOMKilled, restarted), or
+    on its node with a stress-ng pod."""
+
+    kind = "memory-pressure"
+    Params = MemoryPressureParams
+    params: MemoryPressureParams
+    marker = MEMORY_MARKER
+
+    def check_container(self, pod: Pod, container: str) -> None:
+        c = pod.container(container)
+        if c is None or not c.memory_limit:
+            raise PreflightError(
+                f"{self.kind}: container {container} of {pod.ref} has no memory limit, so the "
+                "allocation would only stop at the node's memory; set resources.limits.memory "
+                "or use mode: node"
+            )
+
+    def stress_args(self) -> list[str]:
+        p = self.params
+        return ["--vm", "1", "--vm-bytes", p.memory, "--vm-keep", "--timeout", f"{int(p.duration)}s"]
+
+    def stress_requests(self) -> dict[str, str]:
+        return {"memory": self.params.memory, "cpu": "100m"}
+
+    def plan(self, found: Pressure) -> list[str]:
+        if self.params.mode is Mode.NODE:
+            return self.node_plan(found)
+        return [
+            f"exec in container {t.container} of {t.pod.ref} (memory limit {_limit(t)}): allocate until OOM-killed"
+            for t in found.targets
+        ] + ["revert: nothing to undo (the kubelet restarts the container); stray allocators are killed"]
+
+    def inject(self, found: Pressure, undo: Undo) -> None:
+        if self.params.mode is Mode.NODE:
+            return self.inject_node(found, undo)
+        ns, p = found.namespace, self.params
+        entries = tuple(LoadedContainer(t.pod.name, t.pod.uid, t.container, _restarts(t)) for t in found.targets)
+        undo.register(self, PressureRecord(Mode.CONTAINER, ns, pods=entries))
+        errors: dict[str, str] = {}
+
+        def allocate(entry: LoadedContainer) -> None:
+            try:
+                self.kube.exec(
+                    ns, entry.name, entry.container, ["sh", "-c", MEMORY_COMMAND], timeout=p.timeout, retry=False
+                )
+            except DrillkitError as exc:  # KubeError included: the stream dies with the container
+                errors[entry.name] = str(exc)
+
+        threads = [threading.Thread(target=allocate, args=(e,), daemon=True) for e in entries]
+        for t in threads:
+            t.start()
+        self.ctx.harm_started()
+        # the execs end with their containers; a stop ends the wait at once
+        wait_until(lambda: not any(t.is_alive() for t in threads), time.monotonic() + p.timeout + 5, 0.2, self.ctx.stop)
+        self.check_stop()
+        for entry in entries:
+            evidence = self._oom_evidence(ns, entry, p.timeout)
+            if evidence is None:
+                self.check_stop()
+                raise DrillkitError(
+                    f"{self.kind}: container {entry.container} of pod "
+                    f"{ns}/{entry.name} was not OOM-killed within {p.timeout:g}s"
+                    + (f" ({errors[entry.name]})" if entry.name in errors else "")
+                )
+            note(self.ctx, "oom_killed", fault=self.kind, pod=entry.name, container=entry.container, **evidence)
+            self.ctx.log(
+                f"memory-pressure: {ns}/{entry.name} {entry.container}: "
+                f"{evidence['reason']}, restarts {entry.restarts} -> {evidence['restarts']}"
+            )
+
+    def _oom_evidence(self, ns: str, entry: LoadedContainer, timeout: float) -> dict[str, Any] | None:
+        before = entry.restarts or 0
+
+        def killed(pods: list[Pod]) -> dict[str, Any] | None:
+            pod = next((x for x in pods if x.uid == entry.uid), None)
+            c = pod.container(entry.container) if pod else None
+            if c and (c.restart_count > before or c.last_terminated_reason == "OOMKilled"):
+                return {"restarts": c.restart_count, "reason": c.last_terminated_reason or "restarted"}
+            return None
+
+        return self.kube.wait_pods(
+            ns, None, killed, timeout, self.ctx.stop, field_selector=f"metadata.name={entry.name}"
+        )
+
+
+def _limit(t: Target) -> str | None:
+    c = t.pod.container(t.container)
+    return c.memory_limit if c else None
+
+
+def _restarts(t: Target) -> int:
+    c = t.pod.container(t.container)
+    return c.restart_count if c else 0
+
+
+@dataclass(frozen=True)
+class CpuPressureParams:
+    selector: str = doc("label selector of the target pods")
+    mode: Mode = doc(
+        "node: a stress-ng pod on the target's node; container: a busy loop exec'd in the target container",
+        default=Mode.NODE,
+    )
+    workers: int = doc("CPU workers (stress-ng --cpu, or parallel busy loops)", default=1)
+    duration: Duration = doc("how long the load runs (stress-ng --timeout / loop bound)", default=300.0)
+    cpu: str = doc("node mode: CPU request of the stress pod", default="500m")
+    container: str | None = doc("container mode: target container (default: the first)", default=None)
+    field_selector: str | None = doc("field selector narrowing the pods", default=None)
+    count: Count = doc("container mode: how many matching pods", default=Count(1))
+    pick: Pick = doc("which pods: random or oldest", default=Pick.RANDOM)
+    image: str = doc("node mode: stress-ng image", default=STRESS_IMAGE)
+    wait: Duration = doc("node mode: how long to wait for the stress pod to run", default=120.0)
+    namespace: str | None = doc("namespace (default: the scenario's target namespace)", default=None)
+
+    def __post_init__(self) -> None:
+        check_selector("selector", self.selector)
+        if not 1 <= self.workers <= 64:
+            raise ValueError("workers: expected 1..64")
+        if not _QUANTITY.fullmatch(self.cpu):
+            raise ValueError(f"cpu: expected a quantity like 500m or 2, got {self.cpu!r}")
+        if self.duration < 1:
+            raise ValueError("duration: expected at least 1s")
+
+
+class CpuPressure(_PressureFault):
+    """Burn CPU on the target's node (stress-ng pod) or inside the target container."""
+
+    kind = "cpu-pressure"
+    Params = CpuPressureParams
+    params: CpuPressureParams
+    marker = CPU_MARKER
+
+    def stress_args(self) -> list[str]:
+        p = self.params
+        return ["--cpu", str(p.workers), "--timeout", f"{int(p.duration)}s"]
+
+    def stress_requests(self) -> dict[str, str]:
+        return {"cpu": self.params.cpu, "memory": "32Mi"}
+
+    def command(self) -> str:
+        p = self.params
+        loop = 'while [ "$(date +%s)" -lt "$end" ]; do :; done'
+        return (
+            f"{CPU_MARKER}=1; end=$(( $(date +%s) + {int(p.duration)} )); "
+            f"i=0; while [ $i -lt {p.workers} ]; do ( {loop} ) & i=$((i+1)); done; wait"
+        )
+
+    def plan(self, found: Pressure) -> list[str]:
+        if self.params.mode is Mode.NODE:
+            return self.node_plan(found)
+        return [
+            f"exec in container {t.container} of {t.pod.ref}: {self.params.workers} busy "
+            f"loop(s) for {self.params.duration:g}s"
+            for t in found.targets
+        ] + ["revert: kill the loops"]
+
+    def inject(self, found: Pressure, undo: Undo) -> None:
+        if self.params.mode is Mode.NODE:
+            return self.inject_node(found, undo)
+        ns = found.namespace
+        bg = Background(self.ctx.stop.child())
+        entries = tuple(LoadedContainer(t.pod.name, t.pod.uid, t.container) for t in found.targets)
+        undo.register(self, PressureRecord(Mode.CONTAINER, ns, pods=entries, background=bg.token))
+        for entry in entries:
+            bg.start(self._burn, ns, entry, bg)
+        self.ctx.harm_started()
+
+    def _burn(self, ns: str, entry: LoadedContainer, bg: Background) -> None:
+        if bg.stop.is_set():  # reverted before this thread got going
+            return
+        try:
+            self.kube.exec(
+                ns,
+                entry.name,
+                entry.container,
+                ["sh", "-c", self.command()],
+                timeout=self.params.duration + 10,
+                retry=False,
+            )
+        except DrillkitError as exc:
+            note(self.ctx, "note", fault=self.kind, text=f"busy loop in {entry.name} ended: {exc}")

@@ -1,0 +1,166 @@
+"""auth-secret-corruption: replace a credential in a Secret and restart the workloads using it.
+
+Why it exists apart: it is the one fault holding a secret value. The original stays inside the
+cluster, in a run-labelled backup Secret — never on disk, never in the journal, whose record
+names only the Secret, the key and the backup — and `restore_from_backup` puts it back, from
+the revert or from `drillkit cleanup` finding the backup by label.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from drillkit.errors import DrillkitError, PreflightError
+from drillkit.faults import RevertContext, Undo
+from drillkit.faults.kube.base import KubeFault, now, parse_workload
+from drillkit.kube import BACKUP_OF, RESTART, RUN_LABEL, Conflict, Kube, NotFound, ObjRef, Workload
+from drillkit.model import doc
+
+BACKUP_KEY = "drillkit.io/backup-key"
+"""Annotation on a backup Secret: the key (of the Secret it backs up) it holds."""
+
+
+@dataclass(frozen=True)
+class AuthSecretParams:
+    secret: str = doc("Secret holding the credential, e.g. chatbot-jwt")
+    key: str = doc("key in the Secret to corrupt, e.g. jwt-secret")
+    restart: tuple[str, ...] = doc(
+        "workloads to restart (deployment/NAME); default: every Deployment/StatefulSet using it", default=()
+    )
+    namespace: str | None = doc("namespace (default: the scenario's target namespace)", default=None)
+
+    def __post_init__(self) -> None:
+        for w in self.restart:
+            parse_workload(w)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What preflight found: the Secret, its users to restart and the backup's name."""
+
+    namespace: str
+    secret: ObjRef
+    users: tuple[Workload, ...]
+    backup: str
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    """How to undo an auth-secret-corruption: where the original value waits (not the value)."""
+
+    namespace: str
+    secret: str
+    key: str
+    backup: str
+    restart: str | None = None  # workloads restarted, `deployment/NAME,...`
+
+
+def backup_name(secret: str, run_id: str) -> str:
+    return f"drillkit-backup-{secret}-{run_id}"[:253]
+
+
+def restore_from_backup(kube: Kube, ns: str, backup: str, at: str) -> dict[str, Any]:
+    """Put the backed-up key back into its Secret, restart its users, delete the backup.
+
+    The order makes it safe to repeat after a crash at any point. Used by the revert and by
+    `drillkit cleanup` (which finds backups by label without a journal).
+    """
+    ann = kube.secret_annotations(ns, backup)
+    if ann is None:
+        return {"restored": False, "reason": f"backup {ns}/{backup} not found (already restored)"}
+    data = kube.secret_data(ns, backup) or {}
+    secret, key = ann.get(BACKUP_OF), ann.get(BACKUP_KEY)
+    if not secret or not key or key not in data:
+        raise DrillkitError(
+            f"backup Secret {ns}/{backup} lacks its {BACKUP_OF}/{BACKUP_KEY} annotations or data; restore by hand"
+        )
+    kube.set_secret_key(ns, secret, key, data[key])
+    restarted = []
+    for w in filter(None, (ann.get(RESTART) or "").split(",")):
+        kind, name = parse_workload(w)
+        try:
+            kube.restart_workload(kind, ns, name, at)
+            restarted.append(w)
+        except NotFound:
+            pass
+    kube.delete_secret(ns, backup)
+    return {"restored": True, "secret": secret, "key": key, "restarted": restarted}
+
+
+class AuthSecretCorruption(KubeFault[AuthSecretParams, Credential, BackupRecord]):
+    """Replace a credential in a Secret and restart its users; the original waits in a backup
+    Secret inside the cluster (never on disk, never in the journal)."""
+
+    kind = "auth-secret-corruption"
+    Params = AuthSecretParams
+    Record: ClassVar[type] = BackupRecord
+    params: AuthSecretParams
+
+    def preflight(self) -> Credential:
+        p, ns = self.params, self.namespace
+        self.guard_namespace(ns)
+        secret = self.kube.secret_keys(ns, p.secret)
+        if secret is None:
+            raise PreflightError(f"{self.kind}: Secret {ns}/{p.secret} not found")
+        ref, keys = secret
+        if p.key not in keys:
+            raise PreflightError(f"{self.kind}: Secret {ns}/{p.secret} has no key {p.key!r} (keys: {', '.join(keys)})")
+        if p.restart:
+            users = []
+            for kind, name in map(parse_workload, p.restart):
+                w = self.kube.get_workload(kind, ns, name)
+                if w is None:
+                    raise PreflightError(f"{self.kind}: {kind} {ns}/{name} not found")
+                users.append(w)
+        else:
+            users = [
+                w
+                for kind in ("Deployment", "StatefulSet")
+                for w in self.kube.list_workloads(kind, ns)
+                if w.mounts_secret(p.secret)
+            ]
+        return Credential(ns, ref, tuple(users), backup_name(p.secret, self.ctx.run_id))
+
+    def plan(self, found: Credential) -> list[str]:
+        p, ns = self.params, found.namespace
+        lines = [
+            f"copy key {p.key} of {found.secret} into backup Secret {ns}/{found.backup} "
+            f"(labelled {RUN_LABEL}={self.ctx.run_id})",
+            f"replace key {p.key} of Secret {ns}/{p.secret} with a random value",
+        ]
+        lines += [f"restart {w.ref}" for w in found.users] or ["restart: no workload uses this Secret"]
+        lines.append("revert: restore the key from the backup, restart again, delete the backup")
+        return lines
+
+    def inject(self, found: Credential, undo: Undo) -> None:
+        p, ns, kube, backup = self.params, found.namespace, self.kube, found.backup
+        restart = ",".join(f"{w.kind.lower()}/{w.name}" for w in found.users)
+        undo.register(self, BackupRecord(ns, p.secret, p.key, backup, restart or None))
+        original = (kube.secret_data(ns, p.secret) or {}).get(p.key)
+        if original is None:
+            raise PreflightError(f"{self.kind}: key {p.key} vanished from Secret {ns}/{p.secret}")
+        try:
+            kube.create_secret(
+                ns,
+                backup,
+                {p.key: original},
+                labels={RUN_LABEL: self.ctx.run_id, "app.kubernetes.io/managed-by": "drillkit"},
+                annotations={BACKUP_OF: p.secret, BACKUP_KEY: p.key, RESTART: restart},
+            )
+        except Conflict:  # a retried create that had succeeded: only fine if it is ours
+            if (kube.secret_data(ns, backup) or {}).get(p.key) != original:
+                raise
+        corrupt = f"drillkit-corrupted-{secrets.token_hex(16)}"
+        kube.set_secret_key(ns, p.secret, p.key, base64.b64encode(corrupt.encode()).decode())
+        at = now()
+        for w in found.users:
+            kube.restart_workload(w.kind, ns, w.name, at)
+        self.ctx.harm_started()  # the restart that picks up the bad secret has begun
+        self.ctx.log(f"auth-secret-corruption: {ns}/{p.secret}[{p.key}] replaced; restarted {restart or 'nothing'}")
+
+    @classmethod
+    def revert(cls, ctx: RevertContext, record: BackupRecord) -> dict[str, Any]:
+        return restore_from_backup(ctx.kube, record.namespace, record.backup, now())
