@@ -172,7 +172,9 @@ for p in pending:
 
 
 def cleanup_in_fresh_process(drill: Drill) -> list[dict[str, Any]]:
-    """What `drillkit cleanup` does, in another process: pending_reverts, then the class's revert."""
+    """What `drillkit cleanup` does, in another process: pending_reverts, then the class's revert.
+    The runner "crashed", so its journal is closed (its lock released)."""
+    drill.journal.close()
     r = subprocess.run(
         [sys.executable, "-c", CLEANUP, str(drill.path), "local"],
         capture_output=True,
@@ -343,7 +345,7 @@ class MemoryRig(Rig):
         assert code == -signal.SIGKILL, f"app exited with {code}, expected an OOM kill (SIGKILL)"
         assert kills is not None and kills >= 1, f"oom_kill counter of {group}: {kills}"
         # `injected` is journalled at the first leak request; the fault records the kill after
-        wait_for(lambda: "oom_kill" in latest_data(journal), 10, "the OOM kill in the journal")
+        wait_for(lambda: latest_data(journal)["target_gone"], 10, "the OOM kill in the journal")
         assert latest_data(journal)["oom_kill"] >= 1
 
     def restored(self, journal: Path) -> None:
@@ -398,7 +400,7 @@ class CpuRig(Rig):
 
     def harmed(self, journal: Path) -> None:
         # `injected` is journalled when stress-ng starts; its workers are journalled once all run
-        wait_for(lambda: "processes" in latest_data(journal), 10, "the stress-ng workers in the journal")
+        wait_for(lambda: latest_data(journal)["processes"], 10, "the stress-ng workers in the journal")
         pgid = int(latest_data(journal)["pgid"])
         members = [p for p in group_members(pgid) if "stress-ng" in cmdline(p)]
         assert len(members) >= self.workers + 1, f"stress-ng group {pgid}: {members}"

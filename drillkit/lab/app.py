@@ -318,7 +318,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    prom.disable_created_metrics()
+    prom.disable_created_metrics()  # type: ignore[no-untyped-call]
     app = ChatApp(parse_args(argv))
     server = Server(app)
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from drillkit.errors import InputError, UnavailableError
+from drillkit.files import write_atomically
 from drillkit.lab import services
 from drillkit.lab.layout import (
     DEFAULT_BASE_PORT,
@@ -51,8 +52,10 @@ from drillkit.lab.services import (
     start_prometheus,
     start_service,
     wait_http,
+    wait_port,
 )
 from drillkit.procs import alive, cmdline, is_ours, read_pid, stop_own_group
+from drillkit.signals import wait_until
 
 RULES = Path(__file__).parent / "rules" / "chatbot.rules.yml"
 PG_SUPERUSER = "postgres"
@@ -98,10 +101,7 @@ class LabState:
         return Path(self.dir) / STATE_FILE
 
     def save(self) -> None:
-        data = asdict(self)
-        tmp = self.path.with_name(f".{STATE_FILE}.tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, self.path)
+        write_atomically(self.path, json.dumps(asdict(self), indent=2) + "\n", durable=False)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> LabState:
@@ -314,17 +314,6 @@ def _logs(state: LabState) -> Path:
     return path
 
 
-def _wait_port(name: str, port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not port_in_use(port):
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-1500:]
-            raise UnavailableError(f"{name} exited with {proc.returncode}:\n{tail}")
-        if time.monotonic() > deadline:
-            raise UnavailableError(f"{name} not listening on port {port} within {timeout:g}s (log: {log})")
-        time.sleep(0.05)
-
-
 def start_exporter(state: LabState) -> Proc:
     addr = f"127.0.0.1:{state.ports.exporter}"
     argv = [binary("prometheus-postgres-exporter"), f"--web.listen-address={addr}", "--log.level=warn"]
@@ -352,7 +341,7 @@ def start_proxy(state: LabState) -> Proc:
         str(p.proxy_metrics),
     ]
     svc = start_service("proxy", argv, _logs(state))
-    _wait_port("proxy", p.proxy, svc.proc, svc.log)
+    wait_port(svc, p.proxy, 20)
     return started(svc, f"--listen {listen}", svc.log)
 
 
@@ -461,7 +450,6 @@ START_ORDER = ("prometheus", "alertmanager", "postgres", "exporter", "proxy", "a
 class UpResult:
     state: LabState
     started: list[str]
-    kept: list[str]
     seconds: float
 
     @property
@@ -529,7 +517,7 @@ def up(
         ports = Ports.layout(base_port, replicas)
     missing = [c for c in START_ORDER if c not in live]
     if state and not missing:
-        return UpResult(state, [], live, time.monotonic() - t0)
+        return UpResult(state, [], time.monotonic() - t0)
     busy = [f"{port} ({c})" for c in missing for port in ports.owned_by(c) if port_in_use(port)]
     if busy:  # checked before anything is created or started
         raise UnavailableError(
@@ -561,7 +549,7 @@ def up(
             state.procs.pop(c, None)
         state.save()
         raise
-    return UpResult(state, done, live, time.monotonic() - t0)
+    return UpResult(state, done, time.monotonic() - t0)
 
 
 def _prepare_files(state: LabState) -> None:
@@ -608,19 +596,21 @@ def _not_ready(prom: str) -> str | None:
 
 
 def wait_ready(state: LabState, timeout: float) -> None:
-    """Until Prometheus has evaluated the lab's rules and sees every target up."""
+    """Until Prometheus has evaluated the lab's rules, sees every target up and successful
+    traffic flowing."""
     prom = state.urls["prometheus"]
-    deadline = time.monotonic() + timeout
     why: str | None = "no answer yet"
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
+        nonlocal why
         try:
             why = _not_ready(prom)
         except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException) as exc:
             why = f"Prometheus API: {type(exc).__name__}: {exc}"
-        if why is None:
-            return
-        time.sleep(0.2)
-    raise UnavailableError(f"lab not ready within {timeout:g}s: {why}")
+        return why is None
+
+    if not wait_until(ready, time.monotonic() + timeout, 0.2):
+        raise UnavailableError(f"lab not ready within {timeout:g}s: {why}")
 
 
 def _stop_component(state: LabState, component: str) -> None:

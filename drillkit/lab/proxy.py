@@ -23,8 +23,13 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import prometheus_client as prom
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 log = logging.getLogger("drillkit.lab.proxy")
 
@@ -91,11 +96,32 @@ class Options:
     metrics_port: int | None = None
 
 
+class _Collector(Collector):
+    """The proxy's series, read from its live state at each scrape."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.proxy.stats
+        yield GaugeMetricFamily(
+            "chatbot_db_proxy_delay_ms", "Delay added to every chunk, each direction (ms).", self.proxy.delay.ms()
+        )
+        yield GaugeMetricFamily("chatbot_db_proxy_connections", "Open client connections.", s.open)
+        yield CounterMetricFamily("chatbot_db_proxy_connections", "Client connections accepted.", s.total)
+        forwarded = CounterMetricFamily("chatbot_db_proxy_bytes", "Bytes forwarded.", labels=["direction"])
+        for direction, n in s.bytes.items():
+            forwarded.add_metric([direction], n)
+        yield forwarded
+
+
 class Proxy:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.delay = DelayControl(opts.control)
         self.stats = Stats()
+        self.registry = prom.CollectorRegistry()
+        self.registry.register(_Collector(self))
 
     async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.stats.open += 1
@@ -153,37 +179,19 @@ class Proxy:
                 sender.cancel()
 
     async def metrics(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Just enough HTTP for a Prometheus scrape."""
+        """Just enough HTTP for a Prometheus scrape; the body is prometheus_client's."""
         with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             request = await reader.readuntil(b"\r\n\r\n")
             ok = request.startswith(b"GET /metrics")
-            body = (self._exposition() if ok else "not found\n").encode()
+            body = prom.generate_latest(self.registry) if ok else b"not found\n"
             head = (
                 f"HTTP/1.1 {'200 OK' if ok else '404 Not Found'}\r\n"
-                "Content-Type: text/plain; version=0.0.4\r\n"
+                f"Content-Type: {prom.CONTENT_TYPE_LATEST if ok else 'text/plain'}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
             )
             writer.write(head.encode() + body)
             await writer.drain()
         writer.close()
-
-    def _exposition(self) -> str:
-        s = self.stats
-        lines = [
-            "# HELP chatbot_db_proxy_delay_ms Delay added to every chunk, each direction (ms).",
-            "# TYPE chatbot_db_proxy_delay_ms gauge",
-            f"chatbot_db_proxy_delay_ms {self.delay.ms():g}",
-            "# HELP chatbot_db_proxy_connections Open client connections.",
-            "# TYPE chatbot_db_proxy_connections gauge",
-            f"chatbot_db_proxy_connections {s.open}",
-            "# HELP chatbot_db_proxy_connections_total Client connections accepted.",
-            "# TYPE chatbot_db_proxy_connections_total counter",
-            f"chatbot_db_proxy_connections_total {s.total}",
-            "# HELP chatbot_db_proxy_bytes_total Bytes forwarded.",
-            "# TYPE chatbot_db_proxy_bytes_total counter",
-        ]
-        lines += [f'chatbot_db_proxy_bytes_total{{direction="{d}"}} {n}' for d, n in s.bytes.items()]
-        return "\n".join(lines) + "\n"
 
     async def serve(self, stop: asyncio.Event) -> None:
         server = await asyncio.start_server(self.handle, *self.opts.listen)

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import yaml
 
 from drillkit.errors import PreflightError, UnavailableError
 from drillkit.procs import spawn
+from drillkit.signals import wait_until
 
 PACKAGES = {
     "prometheus": "prometheus",
@@ -81,21 +83,36 @@ def start_service(
     return Service(name, spawn(argv, log_file=log, env=env), log, url)
 
 
-def wait_http(service: Service, path: str, timeout: float) -> None:
-    """Wait for HTTP 200 on `path`; fail early if the process died, with its log tail."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_up(service: Service, check: Callable[[], bool], timeout: float, what: str) -> None:
+    """The lab's one readiness wait: until `check()` holds; fail early, with the log's tail, if
+    the process died, and with the log's path at the deadline."""
+
+    def up() -> bool:
         if service.proc.poll() is not None:
             tail = service.log.read_text(errors="replace")[-1500:]
             raise UnavailableError(f"{service.name} exited with {service.proc.returncode}:\n{tail}")
+        return check()
+
+    if not wait_until(up, time.monotonic() + timeout, 0.1):
+        raise UnavailableError(f"{service.name} not {what} within {timeout:g}s (log: {service.log})")
+
+
+def wait_http(service: Service, path: str, timeout: float) -> None:
+    """Wait for HTTP 200 on `path`."""
+
+    def answers() -> bool:
         try:
             with urllib.request.urlopen(service.url + path, timeout=1) as r:
-                if r.status == 200:
-                    return
+                return bool(r.status == 200)
         except OSError:
-            pass
-        time.sleep(0.1)
-    raise UnavailableError(f"{service.name} not answering {path} within {timeout:g}s (log: {service.log})")
+            return False
+
+    wait_up(service, answers, timeout, f"answering {path}")
+
+
+def wait_port(service: Service, port: int, timeout: float) -> None:
+    """Wait until something listens on 127.0.0.1:`port`."""
+    wait_up(service, lambda: port_in_use(port), timeout, f"listening on port {port}")
 
 
 @dataclass

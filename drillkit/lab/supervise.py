@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from drillkit.files import write_atomically
+
 log = logging.getLogger("drillkit.lab.supervise")
 
 POLL_S = 0.05  # how often children are checked, seconds
@@ -79,9 +81,7 @@ class Slot:
 
 
 def write_pidfile(path: Path, pid: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"{pid}\n")
-    os.replace(tmp, path)  # readers never see a half-written pid
+    write_atomically(path, f"{pid}\n", durable=False)  # readers never see a half-written pid
 
 
 def describe_exit(code: int) -> str:

@@ -179,7 +179,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    prom.disable_created_metrics()
+    prom.disable_created_metrics()  # type: ignore[no-untyped-call]
     opts = parse_args(argv)
     traffic, stop = Traffic(opts), threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
