@@ -69,3 +69,26 @@ def test_silence_is_the_acknowledgement(prom_env: PromEnv, tmp_path: Path) -> No
 )
 def test_silence_matchers(matcher: Matcher, labels: dict[str, str], hit: bool) -> None:
     assert matcher.matches(labels) is hit
+
+
+def test_silence_wait_ends_at_the_deadline_or_on_a_stop_request(prom_env: PromEnv) -> None:
+    import threading
+    import time
+
+    from drillkit.alertmanager import Alertmanager, AlertmanagerAck
+    from drillkit.signals import StopFlag
+
+    assert prom_env.alertmanager is not None
+    stop = StopFlag()
+    am = Alertmanager(prom_env.alertmanager.url, stop)
+    am.wait_ready(timeout=10)
+    ticks: list[float] = []
+    waiter = AlertmanagerAck(am, "DemoNeverFires", {})
+    t = time.monotonic()
+    assert waiter.wait(datetime.now(UTC), t + 0.6, stop, lambda: ticks.append(time.monotonic())) is None
+    assert 0.5 <= time.monotonic() - t < 3 and len(ticks) >= 2, f"polled {len(ticks)} times, every 0.25 s"
+    threading.Timer(0.3, stop.set, args=("test stop",)).start()
+    t = time.monotonic()
+    assert waiter.wait(datetime.now(UTC), t + 60, stop, lambda: None) is None
+    assert time.monotonic() - t < 3, "a stop request ends the wait for a silence"
+    am.close()

@@ -12,8 +12,8 @@ import pytest
 
 from drillkit.errors import InputError, ScenarioError
 from drillkit.journal import Journal, measures, pending_reverts, read_journal
-from drillkit.policy import Policy, judge, limits_for, load_policy, status_update_verdict
-from drillkit.report import render
+from drillkit.policy import Policy, judge, limits_for, load_policy, status_update_verdict, verdicts
+from drillkit.report import load_events, render
 from drillkit.scenario import Severity, load_scenario
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -233,6 +233,24 @@ def test_report_json_contract(tmp_path: Path) -> None:
     reverts = [e for e in rep["events"] if e["kind"].startswith("revert_")]
     assert reverts and all("data" not in e for e in reverts), "revert data (saved manifests) stays in the journal"
     assert '"killed"' in (folder / "journal.jsonl").read_text()
+
+
+def test_the_report_renders_the_policys_verdicts(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    fixed_journal(folder, datetime(2026, 11, 29, 9, 30, 0, tzinfo=UTC))
+    judged = verdicts(load_events(folder))
+    outcomes = {v.target: v.outcome for v in judged}
+    assert outcomes == {
+        "detect": "met",
+        "acknowledge": "met",
+        "mitigate": "met",
+        "resolve": "met",
+        "status_page": "not measured",
+        "status_updates": "not measured",
+    }, outcomes
+    render(folder, ("json",))
+    rep = json.loads((folder / "report.json").read_text())
+    assert rep["verdicts"] == [v.to_dict() for v in judged], "report.json must carry policy.verdicts unchanged"
 
 
 def test_status_updates_from_another_process_reach_the_report(tmp_path: Path) -> None:
