@@ -190,7 +190,10 @@ def test_metrics_expose_the_series_the_rules_use(lab: Lab) -> None:
     assert sample(m, "chatbot_db_pool_size") == POOL_SIZE
     assert sample(m, "chatbot_db_pool_in_use") == 0
     assert sample(m, "chatbot_db_errors_total") == 0
-    assert sample(m, "chatbot_auth_failures_total") >= 0
+    failures = sample(m, "chatbot_auth_failures_total")  # exposed, and counts each rejection
+    rejected = requests.post(f"{lab.b.url}/chat", json={"message": "m"}, headers=bearer("not-a-jwt"), timeout=2)
+    assert rejected.status_code == 401, rejected.text
+    assert sample(metrics(lab.b.url), "chatbot_auth_failures_total") == failures + 1
     assert sample(m, "process_resident_memory_bytes") > 10e6
     assert sample(m, "process_start_time_seconds") > 0
     assert sample(m, "chatbot_replica_info", replica="b") == 1
