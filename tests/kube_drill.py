@@ -107,15 +107,16 @@ def run_drill(
     path = write_scenario(tmp_path / f"{data['name']}.yaml", data)
     sc = load_scenario(path)
     lines: list[str] = []
+    stop = StopFlag()
     opts = RunOptions(
         prometheus=PromConfig(url=prom.url),
         report_root=tmp_path / "reports",
         formats=("json",),
         dry_run=dry_run,
         out=lines.append,
-        kube_factory=kube_factory_for(sc, None, allow, server.kubeconfig_path),
+        kube_factory=kube_factory_for(sc, None, allow, server.kubeconfig_path, stop),
     )
-    result = Drill(sc, opts, StopFlag()).run()
+    result = Drill(sc, opts, stop).run()
     events = read_journal(result.folder) if result.folder else []
     return DrillRun(result, events, lines)
 
@@ -139,7 +140,7 @@ class Direct:
     """A fault driven without the engine: preflight/inject/revert under the test's control."""
 
     ctx: FaultContext
-    fault: Fault
+    fault: Fault[Any, Any, Any]
     journal: Journal
 
     @property
@@ -163,13 +164,14 @@ def direct_fault(
     sc = load_scenario(write_scenario(tmp_path / f"direct-{run_id}.yaml", scenario([fault], **extra)))
     journal = Journal(tmp_path / "reports" / run_id / "journal.jsonl")
     journal.append("started", run_id=run_id, scenario={})
+    stop = stop or StopFlag()
     ctx = FaultContext(
         run_id=run_id,
         scenario=sc,
         journal=journal,
-        stop=stop or StopFlag(),
+        stop=stop,
         log=lambda _: None,
-        kube_factory=kube_factory_for(sc, None, (), server.kubeconfig_path),
+        kube_factory=kube_factory_for(sc, None, (), server.kubeconfig_path, stop),
     )
     spec = sc.faults[0]
     return Direct(ctx, fault_class(spec.kind, "kubernetes")(spec.params, ctx), journal)

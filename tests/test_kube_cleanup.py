@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from drillkit.cleanup import cleanup
 from drillkit.cli import main
 from drillkit.faults import FaultContext, Undo, fault_class
-from drillkit.faults.kubernetes import record_name
+from drillkit.faults.kube import record_name
 from drillkit.journal import Journal, pending_reverts
 from drillkit.kube import MODIFIED_BY, REVERT_FAULT, REVERT_OF, kube_factory_for
 from drillkit.scenario import Scenario, load_scenario
@@ -142,8 +142,7 @@ def inject_then_die(server: KubeServer, sc: Scenario, tmp_path: Path, run_id: st
         undo = Undo(stack, ctx)
         for spec in sc.faults:
             fault = fault_class(spec.kind, "kubernetes")(spec.params, ctx)
-            fault.preflight()
-            fault.inject(undo)
+            fault.inject(fault.preflight(), undo)
         stack.pop_all()
     journal.close()
     return folder
@@ -284,8 +283,8 @@ def test_cleanup_reports_a_damaged_revert_record_and_goes_on(kube_demo: KubeServ
 
 
 def test_cleanup_reports_bad_journal_data_per_run_and_goes_on(kube_demo: KubeServer, tmp_path: Path) -> None:
-    """A ValueError/TypeError from one run's journal data is one FAILED line; the other
-    reverts and runs still run, and the exit code is 1."""
+    """Bad data in one run's journal is one FAILED line naming the journal line and key; the
+    other reverts and runs still run, and the exit code is 1."""
     reports = tmp_path / "reports"
     record = {"target": {"kubernetes": {"context": CONTEXT, "namespace": NS}}, "path": ""}
 
@@ -312,8 +311,17 @@ def test_cleanup_reports_bad_journal_data_per_run_and_goes_on(kube_demo: KubeSer
     assert r.exit_code == 1, f"exit {r.exit_code}: {r.exception!r}\n{r.stdout}\n{r.stderr}"
     failed = [line for line in r.stdout.splitlines() if line.startswith("FAILED")]
     assert len(failed) == 3, r.stdout
-    assert any("run aaaa: revert scale-to-zero #2: TypeError:" in line for line in failed), failed
-    assert any("run aaaa: revert scale-to-zero #1: ValueError: invalid literal" in line for line in failed), failed
+    journal_a = reports / "a-bad-data" / "journal.jsonl"
+    assert any(
+        f"run aaaa: revert scale-to-zero #2: {journal_a}:3: revert #2 data.replicas: expected an integer, got None"
+        in line
+        for line in failed
+    ), failed
+    assert any(
+        f"run aaaa: revert scale-to-zero #1: {journal_a}:2: revert #1 data.replicas: expected an integer, got 'three'"
+        in line
+        for line in failed
+    ), failed
     assert any(line.startswith("FAILED: run bbbb") and "ValueError" in line for line in failed), failed
     assert "done: run cccc: revert scale-to-zero #1: replicas=3" in r.stdout, r.stdout
     assert replicas(kube_demo) == 3

@@ -20,7 +20,8 @@ import pytest
 
 from drillkit.errors import Aborted, DrillkitError
 from drillkit.faults import Undo
-from drillkit.faults.kubernetes import record_name
+from drillkit.faults.kube import record_name
+from drillkit.faults.kube.workloads import BadRollout, RolloutRecord
 from drillkit.journal import pending_reverts
 from drillkit.kube import MODIFIED_BY, REVERT_FAULT, REVERT_OF
 from drillkit.signals import StopFlag
@@ -88,7 +89,7 @@ def test_pod_kill_deletes_pods_and_owner_restores_them(
     assert len(after) == 3 and ready_count(kube_demo) == 3, f"owner did not restore 3 Ready pods: {after}"
     restored = run.event("replicas_restored").data
     assert restored["owner"] == "deployment/chatbot-api" and 0 < restored["seconds"] < 10, restored
-    assert all(k["owner"] == "deployment/chatbot-api" and "manifest" not in k for k in updates[-1])
+    assert all(k["owner"] == "deployment/chatbot-api" and k["manifest"] is None for k in updates[-1])
     assert run.kinds().index("revert_registered") < run.kinds().index("injected")
     assert killed.data["data"]["killed"] == []
     assert run.event("leftovers_checked").data["remaining"] == []
@@ -455,7 +456,8 @@ def test_stress_pod_pinned_to_targets_node_and_deleted(
     run_id = run.result.run_id
     created = next(r.body for r in kube_demo.requests if r.method == "POST" and r.path.endswith("/pods"))
     name = created["metadata"]["name"]
-    assert run.event("revert_registered").data["data"] == {"mode": "node", "namespace": NS, "pod": name}
+    registered = run.event("revert_registered").data["data"]
+    assert registered == {"mode": "node", "namespace": NS, "pod": name, "pods": [], "background": None}, registered
     assert created["metadata"]["labels"]["drillkit.io/run-id"] == run_id
     assert created["spec"]["nodeName"] == target["spec"]["nodeName"]
     container = created["spec"]["containers"][0]
@@ -548,8 +550,7 @@ def test_pod_kill_revert_waits_for_a_repeat_kill_in_progress(kube_demo: KubeServ
     try:
         with ExitStack() as stack:
             undo = Undo(stack, d.ctx)
-            d.fault.preflight()
-            d.fault.inject(undo)
+            d.fault.inject(d.fault.preflight(), undo)
             kube_demo.inject_error(
                 "DELETE", f"/namespaces/{NS}/pods/", status=None, delay=2.0, times=1000
             )  # from now on every pod delete takes 2 s
@@ -672,9 +673,9 @@ def test_a_workload_awaiting_another_runs_revert_is_refused(
         guardrails={"max_targets": "100%"},
     )
     try:
-        d.fault.preflight()
+        found = d.fault.preflight()
         with ExitStack() as stack:
-            d.fault.inject(Undo(stack, d.ctx))
+            d.fault.inject(found, Undo(stack, d.ctx))
             stack.pop_all()  # the runner "dies"
     finally:
         d.journal.close()
@@ -698,20 +699,13 @@ def test_bad_rollout_revert_fails_when_statefulset_stays_unready(kube_demo: Kube
     broken = copy.deepcopy(sts["spec"]["template"])
     broken["spec"]["containers"][0]["image"] = "postgres:drillkit-nonexistent-x"
     d = direct_fault(kube_demo, tmp_path, {"kind": "bad-rollout", "workload": "statefulset/chatbot-db"})
+
+    class Impatient(BadRollout):
+        ready_timeout = 1.0
+
     try:
         with pytest.raises(DrillkitError, match="not Ready within 1s"):
-            d.fault.revert(
-                d.ctx,
-                {
-                    "namespace": NS,
-                    "kind": "StatefulSet",
-                    "name": "chatbot-db",
-                    "template": broken,
-                    "container": "postgres",
-                    "image": "postgres:16",
-                    "ready_timeout": 1.0,
-                },
-            )
+            Impatient.revert(d.ctx, RolloutRecord(NS, "StatefulSet", "chatbot-db", broken, "postgres", "postgres:16"))
     finally:
         d.journal.close()
 
@@ -729,13 +723,13 @@ def test_memory_pressure_wait_for_the_oom_kill_ends_on_stop(kube_demo: KubeServe
         stop=stop,
     )
     try:
-        d.fault.preflight()
+        found = d.fault.preflight()
         with ExitStack() as stack:
             undo = Undo(stack, d.ctx)
             threading.Timer(0.5, stop.set, args=("received SIGTERM",)).start()
             start = time.monotonic()
             with pytest.raises(Aborted):
-                d.fault.inject(undo)
+                d.fault.inject(found, undo)
             took = time.monotonic() - start
         assert took < 6.0, f"inject ignored the stop flag for {took:.1f}s"
     finally:
