@@ -29,8 +29,8 @@ import pytest
 import requests
 import yaml
 
-from drillkit.lab.lab import LabState, load_state
 from drillkit.lab.layout import DEFAULT_BASE_PORT
+from drillkit.lab.state import LabState, load_state
 from drillkit.procs import alive
 from drillkit.scenario import load_scenario
 from tests.helpers import drillkit_cmd, run_cli

@@ -28,9 +28,11 @@ import pytest
 import requests
 
 from drillkit.errors import UnavailableError
-from drillkit.lab.lab import LabState, _bootstrap_db, _pg, lab_url, load_state, new_state, wait_ready
+from drillkit.lab.lab import new_state, wait_ready
 from drillkit.lab.layout import API_OFFSET
+from drillkit.lab.postgres import bootstrap_db, run_pg
 from drillkit.lab.services import port_in_use
+from drillkit.lab.state import LabState, lab_url, load_state
 from drillkit.procs import alive, cmdline, group_members, stop_own_group
 from tests.helpers import run_cli, write_scenario
 
@@ -361,13 +363,13 @@ def test_database_bootstrap_failure_is_unavailable(bare_state: LabState) -> None
         match=r"PostgreSQL: cannot create the app's role and database .*"
         r"(refused|failed)",
     ):
-        _bootstrap_db(bare_state)
+        bootstrap_db(bare_state)
 
 
 def test_postgres_command_timeout_is_unavailable(bare_state: LabState) -> None:
     t0 = time.monotonic()
     with pytest.raises(UnavailableError, match=r"`sleep 30` did not finish within 0.5s"):
-        _pg(bare_state, "sleep", "30", timeout=0.5)
+        run_pg(bare_state, "sleep", "30", timeout=0.5)
     assert time.monotonic() - t0 < 5
 
 

@@ -7,43 +7,38 @@ Deployment analogue), a traffic generator, Alertmanager and Prometheus with the 
 rules — each a process group started here, on 127.0.0.1, at fixed offsets from a base port.
 
 Everything the faults and `drillkit run` need to find the lab is in ``<dir>/state.json``
-(`LabState`): URLs, ports, pids, DSNs, the JWT secret file, the latency control file and the
-replicas' pid files. `up` is idempotent: components already running are kept, dead ones are
-started again. `down` stops every recorded process group and leaves nothing running.
+(`drillkit.lab.state`); PostgreSQL's own set-up is `drillkit.lab.postgres`. `up` is
+idempotent: components already running are kept, dead ones are started again. `down` stops
+every recorded process group and leaves nothing running.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import json
 import os
-import pwd
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from drillkit.errors import InputError, UnavailableError
-from drillkit.files import write_atomically
 from drillkit.lab import services
 from drillkit.lab.layout import (
     DEFAULT_BASE_PORT,
     DEFAULT_DIR,
-    STATE_FILE,
     Ports,
-    lab_dir_default,
 )
+from drillkit.lab.layout import lab_dir_default as lab_dir_default  # re-exported for the CLI
+from drillkit.lab.postgres import APP_DB, APP_USER, PG_SUPERUSER, cluster_root, os_user, start_postgres, stop_postgres
 from drillkit.lab.services import (
     PrometheusSetup,
     Service,
@@ -54,255 +49,16 @@ from drillkit.lab.services import (
     wait_http,
     wait_port,
 )
-from drillkit.procs import alive, cmdline, is_ours, read_pid, stop_own_group
+from drillkit.lab.state import LabState, Proc, running, started, stop_proc
+from drillkit.lab.state import lab_url as lab_url  # re-exported: the CLI finds the lab's URLs here
+from drillkit.lab.state import load_state as load_state
+from drillkit.procs import alive, cmdline
 from drillkit.signals import wait_until
 
 RULES = Path(__file__).parent / "rules" / "chatbot.rules.yml"
-PG_SUPERUSER = "postgres"
-APP_USER = "chatbot"  # the app is not a superuser: exhaustion hits it first, like production
-APP_DB = "chatbot"
-MAX_CONNECTIONS = 20  # small, so the connection-exhaustion drill needs few connections
 READY_TIMEOUT_S = 90.0
 
 COMPONENTS = ("postgres", "exporter", "proxy", "api", "traffic", "alertmanager", "prometheus")
-
-
-@dataclass
-class Proc:
-    """A started process group: the leader's pid, its group, and how to recognise it."""
-
-    pid: int
-    pgid: int
-    marker: str  # a substring of its command line (guards against pid reuse)
-    log: str
-
-
-@dataclass
-class LabState:
-    """What `lab up` started and where; read by `lab down/status/logs`, faults and `run`."""
-
-    dir: str
-    base_port: int
-    replicas: int
-    ports: Ports
-    urls: dict[str, str]
-    dsn: str  # what the app replicas use: through the delaying proxy, as the app user
-    dsn_direct: str  # the app user straight to PostgreSQL (bypasses the proxy)
-    dsn_admin: str  # the superuser (the exporter's connection)
-    pg_root: str  # holds data/ and postgres.log (outside `dir` if `postgres` can't reach it)
-    pg_user: str | None  # the OS user PostgreSQL runs as (when drillkit runs as root)
-    jwt_secret_file: str
-    latency_file: str
-    pid_files: dict[str, str]  # replica name -> pid file written by the supervisor
-    procs: dict[str, Proc] = field(default_factory=dict)
-
-    @property
-    def path(self) -> Path:
-        return Path(self.dir) / STATE_FILE
-
-    def save(self) -> None:
-        write_atomically(self.path, json.dumps(asdict(self), indent=2) + "\n", durable=False)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> LabState:
-        values = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}
-        values["ports"] = Ports.from_dict(raw["ports"])
-        values["procs"] = {k: Proc(**v) for k, v in raw.get("procs", {}).items()}
-        return cls(**values)
-
-    def replica_pids(self) -> dict[str, int | None]:
-        return {name: read_pid(Path(path)) for name, path in self.pid_files.items()}
-
-
-def load_state(lab_dir: str | Path = DEFAULT_DIR) -> LabState | None:
-    """The lab's recorded state, or None if `lab up` never ran there (or `lab down` did)."""
-    path = Path(lab_dir) / STATE_FILE
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise UnavailableError(f"{path}: unreadable lab state ({exc}); run `drillkit lab down`") from None
-    try:
-        return LabState.from_dict(raw)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
-        raise UnavailableError(
-            f"{path}: malformed lab state ({what}); stop what it started by hand "
-            "and delete it, or start over in another --dir"
-        ) from None
-
-
-def lab_url(service: str, lab_dir: str | Path | None = None) -> str | None:
-    """A lab service's URL (prometheus, alertmanager) if a lab was brought up in `lab_dir`
-    (default: `lab_dir_default()`)."""
-    try:
-        state = load_state(lab_dir or lab_dir_default())
-    except UnavailableError:
-        return None
-    return state.urls.get(service) if state else None
-
-
-# --- processes ------------------------------------------------------------------------------
-
-
-def running(proc: Proc | None) -> bool:
-    return proc is not None and is_ours(proc.pid, proc.marker)
-
-
-def stop_proc(proc: Proc, sig: signal.Signals = signal.SIGTERM, grace: float = 10.0) -> None:
-    """Signal the component's leader, then SIGKILL its whole group (supervised children too)."""
-    stop_own_group(proc.pid, proc.pgid, proc.marker, sig, grace)
-
-
-def started(service: Service | subprocess.Popen[bytes], marker: str, log: Path) -> Proc:
-    p = service.proc if isinstance(service, Service) else service
-    return Proc(pid=p.pid, pgid=os.getpgid(p.pid), marker=marker, log=str(log))
-
-
-# --- PostgreSQL -----------------------------------------------------------------------------
-
-
-def _pg_user() -> str | None:
-    """PostgreSQL refuses to run as root: use the `postgres` account then."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam(PG_SUPERUSER)
-    except KeyError:
-        raise UnavailableError(
-            "running as root needs the `postgres` OS user: install it with `apt-get install postgresql`"
-        ) from None
-    return PG_SUPERUSER
-
-
-def _as_user(user: str | None) -> dict[str, Any]:
-    if user is None:
-        return {}
-    pw = pwd.getpwnam(user)
-    return {
-        "user": pw.pw_uid,
-        "group": pw.pw_gid,
-        "extra_groups": [],
-        "env": {**os.environ, "HOME": pw.pw_dir, "USER": user},
-    }
-
-
-def _reachable_by(user: str, path: Path) -> bool:
-    return (
-        subprocess.run(["test", "-w", str(path), "-a", "-x", str(path)], check=False, **_as_user(user)).returncode == 0
-    )
-
-
-def _pg_root(lab_dir: Path, user: str | None) -> Path:
-    """Where the cluster lives: `<dir>/postgres`, or a private folder under the system temp
-    dir when the `postgres` user cannot reach the lab dir (e.g. a 0700 home or pytest tmp)."""
-    root = lab_dir / "postgres"
-    root.mkdir(exist_ok=True)
-    if user is None:
-        return root
-    pw = pwd.getpwnam(user)
-    os.chown(root, pw.pw_uid, pw.pw_gid)
-    if _reachable_by(user, root):
-        return root
-    digest = hashlib.sha256(str(lab_dir.resolve()).encode()).hexdigest()[:12]
-    root = Path(tempfile.gettempdir()) / f"drillkit-lab-pg-{digest}"
-    root.mkdir(mode=0o700, exist_ok=True)
-    os.chown(root, pw.pw_uid, pw.pw_gid)
-    return root
-
-
-def _pg(state: LabState, *argv: str, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(
-            [binary(argv[0]), *argv[1:]],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            cwd=state.pg_root,
-            **_as_user(state.pg_user),
-            **kwargs,
-        )
-    except subprocess.TimeoutExpired:
-        raise UnavailableError(
-            f"`{' '.join(argv[:2])}` did not finish within {timeout:g}s "
-            f"(PostgreSQL log: {Path(state.pg_root) / 'postgres.log'})"
-        ) from None
-    except OSError as exc:
-        raise UnavailableError(f"cannot run {argv[0]}: {exc}") from None
-
-
-def start_postgres(state: LabState) -> Proc:
-    root = Path(state.pg_root)
-    data, log = root / "data", root / "postgres.log"
-    if not (data / "PG_VERSION").exists():
-        r = _pg(
-            state,
-            "initdb",
-            "-D",
-            str(data),
-            "-U",
-            PG_SUPERUSER,
-            "--auth=trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        )
-        if r.returncode != 0:
-            raise UnavailableError(f"initdb failed: {r.stdout}{r.stderr}")
-        with (data / "postgresql.conf").open("a") as conf:
-            conf.write("include_if_exists = 'drillkit-lab.conf'\n")
-    settings = {  # rewritten at every start, so a new --base-port applies
-        "listen_addresses": "'127.0.0.1'",
-        "port": str(state.ports.postgres),
-        "unix_socket_directories": "''",  # TCP only: no socket path length/permission trouble
-        "max_connections": str(MAX_CONNECTIONS),
-        "superuser_reserved_connections": "3",
-        "shared_buffers": "16MB",
-        "fsync": "off",
-        "synchronous_commit": "off",
-        "full_page_writes": "off",
-    }
-    conf_text = "".join(f"{k} = {v}\n" for k, v in settings.items())
-    conf_file = data / "drillkit-lab.conf"
-    conf_file.write_text(conf_text)
-    if state.pg_user:
-        pw = pwd.getpwnam(state.pg_user)
-        os.chown(conf_file, pw.pw_uid, pw.pw_gid)
-    r = _pg(state, "pg_ctl", "start", "-w", "-t", "30", "-D", str(data), "-l", str(log), start_new_session=True)
-    if r.returncode != 0:
-        tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
-        raise UnavailableError(f"PostgreSQL did not start: {r.stdout}{r.stderr}\n{tail}")
-    pid = read_pid(data / "postmaster.pid")
-    if pid is None:
-        raise UnavailableError(f"PostgreSQL started but {data / 'postmaster.pid'} has no pid")
-    _bootstrap_db(state)
-    return Proc(pid=pid, pgid=os.getpgid(pid), marker=str(data), log=str(log))
-
-
-def _bootstrap_db(state: LabState) -> None:
-    """The app's own role and database (idempotent)."""
-    import psycopg
-
-    try:
-        with psycopg.connect(state.dsn_admin, autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_USER,)).fetchone():
-                conn.execute(f"CREATE ROLE {APP_USER} LOGIN")
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (APP_DB,)).fetchone():
-                conn.execute(f"CREATE DATABASE {APP_DB} OWNER {APP_USER}")
-    except psycopg.Error as exc:
-        text = " ".join(str(exc).split())
-        raise UnavailableError(
-            f"PostgreSQL: cannot create the app's role and database ({state.dsn_admin}): {text}"
-        ) from None
-
-
-def stop_postgres(state: LabState, proc: Proc) -> None:
-    if running(proc):
-        _pg(state, "pg_ctl", "stop", "-w", "-t", "20", "-m", "fast", "-D", str(Path(state.pg_root) / "data"))
-    stop_proc(proc, signal.SIGINT)  # leftovers (SIGINT = PostgreSQL's fast shutdown)
 
 
 # --- the other components -------------------------------------------------------------------
@@ -459,8 +215,8 @@ class UpResult:
 
 def new_state(lab_dir: Path, base_port: int, replicas: int) -> LabState:
     ports = Ports.layout(base_port, replicas)
-    user = _pg_user()
-    pg_root = _pg_root(lab_dir, user)
+    user = os_user()
+    pg_root = cluster_root(lab_dir, user)
     loc = f"127.0.0.1:{ports.postgres}"
     opts = "sslmode=disable&connect_timeout=2"
     names = [f"api-{i}" for i in range(1, replicas + 1)]
