@@ -8,6 +8,7 @@ by `drillkit update`), so `drillkit report` re-renders any run identically.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -135,7 +136,6 @@ def parse_formats(text: str) -> tuple[str, ...]:
 
 def render(folder: Path, formats: tuple[str, ...] | list[str]) -> list[Path]:
     """Write the requested formats into the run folder; returns the paths written."""
-    import jinja2
 
     formats = parse_formats(",".join(formats))
     if folder.is_file():
@@ -143,16 +143,6 @@ def render(folder: Path, formats: tuple[str, ...] | list[str]) -> list[Path]:
     if not (folder / JOURNAL_NAME).exists():
         raise InputError(f"{folder}: no {JOURNAL_NAME} here")
     data = collect(folder)
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("drillkit", "templates"),
-        autoescape=jinja2.select_autoescape(["html", "xml"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters["dur"] = format_duration
-    env.filters["time"] = lambda at: at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
     ctx = _template_context(data)
     written = []
     for fmt in formats:
@@ -160,10 +150,49 @@ def render(folder: Path, formats: tuple[str, ...] | list[str]) -> list[Path]:
         if fmt == "json":
             text = json.dumps(data.to_json(), indent=2) + "\n"
         else:
-            text = env.get_template(FORMATS[fmt] + ".j2").render(**ctx)
+            text = _environment(fmt).get_template(FORMATS[fmt] + ".j2").render(**ctx)
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
+
+
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
+
+
+def _environment(fmt: str) -> Any:
+    """The template environment of one format. HTML and XML escape every value (scenario text,
+    reasons and errors are not ours to trust) and drop characters XML cannot carry; Markdown
+    neutralises its own control characters in every value, except code spans made by `code`."""
+    import jinja2
+    from markupsafe import Markup
+
+    def md_value(value: Any) -> Any:
+        if isinstance(value, Markup):
+            return value
+        return _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).splitlines()))
+
+    def code(value: Any) -> Markup:
+        """`value` as one inline code span, whatever backticks it holds."""
+        text = " ".join(str(value).splitlines())
+        fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+        pad = " " if text.startswith("`") or text.endswith("`") else ""
+        return Markup(f"{fence}{pad}{text}{pad}{fence}")
+
+    markdown = fmt == "md"
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("drillkit", "templates"),
+        autoescape=not markdown,
+        finalize=md_value if markdown else (lambda v: _XML_INVALID.sub("", v) if isinstance(v, str) else v),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["dur"] = format_duration
+    env.filters["time"] = lambda at: at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+    env.filters["code"] = code
+    return env
 
 
 def _template_context(d: ReportData) -> dict[str, Any]:

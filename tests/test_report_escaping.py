@@ -1,0 +1,51 @@
+"""Hostile scenario text in every report format (issue 8): HTML escaped, JUnit well-formed,
+Markdown control characters neutralised."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from pathlib import Path
+
+from drillkit.report import render
+from tests.test_policy_journal_report import fixed_journal
+
+HOSTILE = "<script>alert(1)</script> \"quoted\" & 'single' | `tick` *star* \x07bell"
+
+
+def hostile_run(tmp_path: Path) -> Path:
+    folder = tmp_path / "run"
+    fixed_journal(folder, datetime(2026, 11, 29, 9, 30, 0, tzinfo=UTC))
+    path = folder / "journal.jsonl"
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    events[0]["scenario"]["title"] = HOSTILE
+    events[0]["scenario"]["name"] = 'x<y>"z'
+    for e in events:
+        if e["kind"] == "finished":
+            e["status"], e["reason"] = "failed", f"Prometheus said {HOSTILE}"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    return folder
+
+
+def test_html_escapes_scenario_text(tmp_path: Path) -> None:
+    (html,) = render(hostile_run(tmp_path), ("html",))
+    text = html.read_text()
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_junit_parses_whatever_the_reason_holds(tmp_path: Path) -> None:
+    (junit,) = render(hostile_run(tmp_path), ("junit",))
+    root = ET.parse(junit).getroot()  # raises on malformed XML
+    suite = root.find("testsuite")
+    assert suite is not None and suite.get("name") == 'x<y>"z'
+    failure = root.find(".//testcase[@name='drill']/failure")
+    assert failure is not None and "<script>alert(1)</script>" in (failure.get("message") or "")
+    assert "\x07" not in junit.read_text()
+
+
+def test_markdown_neutralises_control_characters(tmp_path: Path) -> None:
+    (md,) = render(hostile_run(tmp_path), ("md",))
+    title = md.read_text().splitlines()[0]
+    assert title.startswith("# Incident Post-Mortem: \\<script\\>"), title
+    assert "\\| \\`tick\\` \\*star\\*" in title, title
