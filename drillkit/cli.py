@@ -23,8 +23,15 @@ from drillkit.errors import DrillkitError, InputError
 EXIT_BAD_INPUT = 2
 
 
+def _say(line: str) -> None:
+    """A progress line on stderr, secrets masked (see drillkit.redact)."""
+    from drillkit.redact import redact
+
+    click.echo(redact(line), err=True)
+
+
 def _fail(exc: DrillkitError) -> None:
-    click.echo(f"drillkit: {exc}", err=True)
+    _say(f"drillkit: {exc}")
     sys.exit(exc.exit_code)
 
 
@@ -147,11 +154,13 @@ def _lab_url(sc: Any, service: str) -> str | None:
     type=click.FloatRange(min=0),
     help="Seconds to wait for Prometheus to be ready.",
 )
+@click.option("--force", is_flag=True, help="Run even if another drill holds the target (see Safety guarantees).")
 @prometheus_options
 @_guard
 def run(
     scenario: str,
     dry_run: bool,
+    force: bool,
     report_dir: str,
     formats: str,
     policy: str | None,
@@ -190,11 +199,12 @@ def run(
         report_root=Path(report_dir),
         formats=fmt,
         dry_run=dry_run,
-        out=lambda line: click.echo(line, err=True),
+        out=_say,
         tty=sys.stderr.isatty(),
         kube_factory=kube_factory,
         ready_timeout=ready_timeout,
         alertmanager_url=alertmanager_url,
+        force=force,
     )
     with handle_signals(stop):
         result = Drill(sc, opts, stop).run()
@@ -315,9 +325,7 @@ def cleanup(
 
     if bool(run_id) == everything:
         raise click.UsageError("pass exactly one of --run-id ID or --all")
-    result = run_cleanup(
-        Path(report_dir), run_id, context, allow_contexts, kubeconfig, log=lambda line: click.echo(line, err=True)
-    )
+    result = run_cleanup(Path(report_dir), run_id, context, allow_contexts, kubeconfig, log=_say)
     for line in result.lines():
         click.echo(line)
     sys.exit(1 if result.failed else 0)
@@ -344,7 +352,7 @@ def lab_up(lab_dir: str, replicas: int | None, base_port: int | None) -> None:
     """Start the lab (idempotent) and wait until Prometheus sees it all."""
     from drillkit.lab import lab as lab_mod
 
-    res = lab_mod.up(Path(lab_dir), base_port, replicas, out=lambda m: click.echo(m, err=True))
+    res = lab_mod.up(Path(lab_dir), base_port, replicas, out=_say)
     if res.already_running:
         click.echo(f"lab already running in {res.state.dir}; nothing changed")
     else:
@@ -363,7 +371,7 @@ def lab_down(lab_dir: str, purge: bool) -> None:
     """Stop every lab process (data and logs stay unless --purge)."""
     from drillkit.lab import lab as lab_mod
 
-    res = lab_mod.down(Path(lab_dir), out=lambda m: click.echo(m, err=True), purge=purge)
+    res = lab_mod.down(Path(lab_dir), out=_say, purge=purge)
     click.echo(
         f"no lab state in {lab_dir}; nothing to stop"
         if res is None

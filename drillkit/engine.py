@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -62,6 +62,7 @@ class RunOptions:
     kube_factory: Callable[[], Any] | None = None
     ready_timeout: float = 60.0
     alertmanager_url: str | None = None
+    force: bool = False  # run even if another drill holds the target
 
 
 @dataclass
@@ -142,28 +143,30 @@ class Drill:
         status: Status | None = None
         reason, by_signal = "", False
         try:
-            with ExitStack() as reverts:
-                undo = Undo(reverts, ctx)
-                try:
-                    faults = self._preflight(ctx)
-                    self._steady_state(journal)
-                    self._inject(faults, undo, journal)
-                    self._detect_respond_recover(journal, reverts, folder)
-                except Aborted as exc:
-                    status, reason, by_signal = Status.ABORTED, exc.reason, exc.by_signal
-                    journal.append("aborted", reason=exc.reason, by_signal=exc.by_signal)
-                    self.opts.out(f"aborted: {exc.reason}; reverting")
-                except NotStarted as exc:
-                    status, reason = Status.NOT_STARTED, str(exc)
-                    journal.append("not_started", reason=str(exc))
-                    self.opts.out(f"not started: {exc}")
-                except Exception as exc:  # any failure, ours or a library's: revert, then report it
-                    status, reason = Status.INCONCLUSIVE, str(exc)
-                    journal.append("error", error=str(exc), type=type(exc).__name__)
-                    self.opts.out(f"error: {exc}; reverting")
-                finally:
-                    self._revert(reverts, journal)
-            status, reason = self._after_revert(ctx, journal, undo, status, reason, by_signal)
+            with ExitStack() as held:  # the target stays ours until the reverts are verified
+                with ExitStack() as reverts:
+                    undo = Undo(reverts, ctx)
+                    try:
+                        held.enter_context(self._hold_target(run_id))
+                        faults = self._preflight(ctx)
+                        self._steady_state(journal)
+                        self._inject(faults, undo, journal)
+                        self._detect_respond_recover(journal, reverts, folder)
+                    except Aborted as exc:
+                        status, reason, by_signal = Status.ABORTED, exc.reason, exc.by_signal
+                        journal.append("aborted", reason=exc.reason, by_signal=exc.by_signal)
+                        self.opts.out(f"aborted: {exc.reason}; reverting")
+                    except NotStarted as exc:
+                        status, reason = Status.NOT_STARTED, str(exc)
+                        journal.append("not_started", reason=str(exc))
+                        self.opts.out(f"not started: {exc}")
+                    except Exception as exc:  # any failure, ours or a library's: revert, then report it
+                        status, reason = Status.INCONCLUSIVE, str(exc)
+                        journal.append("error", error=str(exc), type=type(exc).__name__)
+                        self.opts.out(f"error: {exc}; reverting")
+                    finally:
+                        self._revert(reverts, journal)
+                status, reason = self._after_revert(ctx, journal, undo, status, reason, by_signal)
         except Exception as exc:  # verification or judging failed: the reverts already ran
             journal.append("error", error=str(exc), type=type(exc).__name__)
             status, reason = Status.INCONCLUSIVE, str(exc)
@@ -213,6 +216,15 @@ class Drill:
             kube_factory=self.opts.kube_factory,
             on_harm=lambda: self._mark_injected(journal),
         )
+
+    def _hold_target(self, run_id: str) -> AbstractContextManager[None]:
+        """The scenario's target for this drill alone (see drillkit.targetlock)."""
+        from drillkit.targetlock import TargetBusy, hold_target
+
+        try:
+            return _entered(hold_target(self.scenario, run_id, self.opts.kube_factory, self.opts.force))
+        except TargetBusy as exc:
+            raise NotStarted(str(exc)) from None
 
     def _dry_run(self, run_id: str) -> RunResult:
         with tempfile.TemporaryDirectory(prefix="drillkit-dry-") as tmp:
@@ -498,3 +510,10 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, int | float | str | bool) or value is None:
         return value
     return str(value)
+
+
+def _entered(cm: AbstractContextManager[None]) -> AbstractContextManager[None]:
+    """Enter `cm` now (so its errors are raised here) and return a context that exits it."""
+    stack = ExitStack()
+    stack.enter_context(cm)
+    return stack
