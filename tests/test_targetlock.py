@@ -26,9 +26,9 @@ def test_a_second_drill_is_refused_naming_the_first(tmp_path: Path) -> None:
     )
     try:
         assert first.stdout is not None and first.stdout.readline().strip() == "held"
-        with pytest.raises(TargetBusy, match=r"drill lab-outage \(run run111, pid \d+, since .*Z\) is running"):
-            with local_target(path, "run222", "lab-db"):
-                pass
+        busy = r"drill lab-outage \(run run111, pid \d+, since .*Z\) is running"
+        with pytest.raises(TargetBusy, match=busy), local_target(path, "run222", "lab-db"):
+            pass
         with local_target(path, "run222", "lab-db", force=True):
             assert "run111" in path.read_text(), "--force must leave the holder's record alone"
     finally:
