@@ -192,6 +192,11 @@ def _revert_run(
             _revert_one(p, run.target, ctx, journal, report)
     finally:
         journal.close()
+        if journal.write_error is not None:  # the reverts above ran, but the journal still says pending
+            report.failed.append(
+                f"run {run.run_id}: could not record the reverts in {journal.path} ({journal.write_error}); "
+                "the next cleanup will run them again (they are idempotent)"
+            )
 
 
 def _revert_one(p: PendingRevert, target: str, ctx: RevertContext, journal: Journal, report: CleanupReport) -> None:

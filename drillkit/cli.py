@@ -88,9 +88,40 @@ def prometheus_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def _interrupt_exits_130() -> None:
+    """Until the drill routes signals to its stop flag, SIGINT/SIGTERM end the command at once
+    with the documented 130: nothing was injected yet, so there is nothing to revert."""
+    import signal
+    import threading
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(130)
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, handler)
+
+
+def _check_url(option: str, url: str) -> str:
+    """An http(s) URL with a host, or bad input (exit 2) before anything is created."""
+    from urllib.parse import urlsplit
+
+    from drillkit.redact import redact
+
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:  # e.g. a port that is not a number
+        ok = False
+    if not ok:
+        raise InputError(f"{option}: expected http(s)://HOST[:PORT][/path], got {redact(url)!r}")
+    return url
+
+
 def _prom_config(url: str, token: str | None, user: str | None, ca: str | None) -> Any:
     from drillkit.prometheus import PromConfig
 
+    _check_url("--prometheus-url", url)
     return PromConfig(
         url=url, bearer_token=token, username=user, password=os.environ.get("DRILLKIT_PROMETHEUS_PASSWORD"), ca_file=ca
     )
@@ -175,6 +206,7 @@ def run(
     prometheus_ca: str | None,
 ) -> None:
     """Run the drill in SCENARIO and write its report."""
+    _interrupt_exits_130()
     from drillkit.engine import Drill, RunOptions
     from drillkit.policy import load_policy
     from drillkit.report import parse_formats
@@ -193,6 +225,8 @@ def run(
         prometheus_url = _lab_url(sc, "prometheus") or "http://127.0.0.1:9090"
     if alertmanager_url is None:
         alertmanager_url = _lab_url(sc, "alertmanager")
+    if alertmanager_url is not None:
+        _check_url("--alertmanager-url", alertmanager_url)
     opts = RunOptions(
         prometheus=_prom_config(prometheus_url, prometheus_token, prometheus_user, prometheus_ca),
         policy=load_policy(policy),

@@ -74,6 +74,9 @@ class RunResult:
     plan: list[str] = field(default_factory=list)
 
 
+EXIT_NOT_RECORDED = 4  # the drill ran (and reverted) but its journal or report could not be written
+
+
 def exit_code_for(status: Status, by_signal: bool) -> int:
     """Documented exit codes: 0 met, 1 missed, 3 not started/inconclusive, 130 interrupted."""
     if status is Status.ABORTED:
@@ -174,8 +177,27 @@ class Drill:
             final = status or Status.INCONCLUSIVE
             journal.append("finished", status=final.value, reason=reason)
             journal.close()
-        self._render(folder, final)
-        return RunResult(run_id, final, folder, exit_code_for(final, by_signal))
+        code = exit_code_for(final, by_signal)
+        if journal.write_error is not None:
+            self._journal_lost(journal, final)
+            return RunResult(run_id, final, folder, EXIT_NOT_RECORDED)
+        if not self._render(folder, final):
+            code = EXIT_NOT_RECORDED
+        return RunResult(run_id, final, folder, code)
+
+    def _journal_lost(self, journal: Journal, status: Status) -> None:
+        """The journal could not be written (disk full…): say what happened, reverts first."""
+        err = journal.write_error
+        self.opts.out(f"{status.value}: the journal {journal.path} could not be written ({err}); no report")
+        for e in journal.events:
+            if e.kind in ("revert_done", "revert_failed"):
+                self.opts.out(f"  {e.kind.replace('_', ' ')}: {e.data.get('fault')} #{e.data.get('id')}")
+        rescued = journal.rescue()
+        self.opts.out(
+            f"  the whole journal was saved to {rescued}: `drillkit report` it once there is room"
+            if rescued
+            else "  the journal could not be saved anywhere; pending reverts above, if any, need `drillkit cleanup`"
+        )
 
     def _after_revert(
         self, ctx: FaultContext, journal: Journal, undo: Undo, status: Status | None, reason: str, by_signal: bool
@@ -191,7 +213,7 @@ class Drill:
                 return Status.FAILED, f"left in the cluster after revert: {', '.join(left)}"
         return (status or self._judge(journal)), reason
 
-    def _render(self, folder: Path, status: Status) -> None:
+    def _render(self, folder: Path, status: Status) -> bool:
         from drillkit.report import load_events, render
 
         try:
@@ -203,8 +225,9 @@ class Drill:
                 f"{status.value}: rendering the report failed ({exc}); the journal is "
                 f"{folder / JOURNAL_NAME}: try `drillkit report {folder}`"
             )
-            return
+            return False
         self.opts.out(f"{status.value}: report written to {', '.join(str(p) for p in written)}")
+        return True
 
     def _context(self, run_id: str, journal: Journal) -> FaultContext:
         return FaultContext(
@@ -217,7 +240,7 @@ class Drill:
             on_harm=lambda: self._mark_injected(journal),
         )
 
-    def _hold_target(self, run_id: str) -> AbstractContextManager[None]:
+    def _hold_target(self, run_id: str) -> ExitStack:
         """The scenario's target for this drill alone (see drillkit.targetlock)."""
         from drillkit.targetlock import TargetBusy, hold_target
 
@@ -512,7 +535,7 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _entered(cm: AbstractContextManager[None]) -> AbstractContextManager[None]:
+def _entered(cm: AbstractContextManager[None]) -> ExitStack:
     """Enter `cm` now (so its errors are raised here) and return a context that exits it."""
     stack = ExitStack()
     stack.enter_context(cm)

@@ -63,6 +63,7 @@ class Journal:
         self._resumed = False
         self.events: list[Event] = []
         self._lock = threading.Lock()  # faults' background watchers append too
+        self.write_error: OSError | None = None  # the first failed write (disk full…), if any
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - kept open for the run
         try:
@@ -92,9 +93,25 @@ class Journal:
             mono = self.mono_of(at)
         event = Event(kind, at, mono, redact_data(data))
         with self._lock:
-            self._write(event.to_json() + "\n")
             self.events.append(event)
+            try:
+                self._write(event.to_json() + "\n")
+            except OSError as exc:  # the drill goes on and reverts: its caller reports the loss
+                self.write_error = self.write_error or exc
         return event
+
+    def rescue(self) -> Path | None:
+        """After a failed write, save every event kept in memory to a file beside the temp dir
+        (another filesystem, often); returns where, or None if that failed too."""
+        import tempfile
+
+        run_id = self.events[0].data.get("run_id", "run") if self.events else "run"
+        target = Path(tempfile.gettempdir()) / f"drillkit-{run_id}-{JOURNAL_NAME}"
+        try:
+            target.write_text("".join(e.to_json() + "\n" for e in self.events), encoding="utf-8")
+        except OSError:
+            return None
+        return target
 
     def _write(self, text: str) -> None:
         self._fh.write(text)
@@ -102,7 +119,10 @@ class Journal:
         os.fsync(self._fh.fileno())
 
     def close(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError as exc:  # buffered data that could not be flushed
+            self.write_error = self.write_error or exc
 
 
 def read_journal(path: Path, damage: list[str] | None = None) -> list[Event]:

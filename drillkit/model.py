@@ -34,9 +34,14 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 60480
 class DurationMark:
     """Marker for `Annotated[float, DURATION]`: seconds, written `90s`, `5m`, `1h30m`."""
 
+    def __init__(self, positive: bool = False) -> None:
+        self.positive = positive
+
 
 DURATION = DurationMark()
 Duration = Annotated[float, DURATION]
+# A target or deadline: zero would make the drill fail (or pass) before anything can happen.
+PositiveDuration = Annotated[float, DurationMark(positive=True)]
 
 
 def parse_duration(value: object) -> float:
@@ -242,6 +247,8 @@ def load_yaml(path: Path, variables: Lookup | None = None) -> Any:
         raise ScenarioError(str(path), line, "", f"invalid YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise ScenarioError(str(path), None, "", f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ScenarioError(str(path), None, "", "invalid YAML: nested too deeply") from None
 
 
 def _interpolate(loader: _Loader, node: yaml.Node, lookup: Lookup, file: str, path: str, seen: set[int]) -> None:
@@ -344,11 +351,15 @@ def convert(tp: Any, value: object, where: Where) -> Any:
     """Convert loaded YAML `value` to type `tp`, raising located errors."""
     origin, args = get_origin(tp), get_args(tp)
     if origin is Annotated:
-        if any(isinstance(a, DurationMark) for a in args[1:]):
+        marks = [a for a in args[1:] if isinstance(a, DurationMark)]
+        if marks:
             try:
-                return parse_duration(_typed(value))
+                seconds = parse_duration(_typed(value))
             except ValueError as exc:
                 raise where.error(str(exc)) from None
+            if marks[0].positive and seconds <= 0:
+                raise where.error(f"expected a duration above zero, got {_describe(value)}")
+            return seconds
         return convert(args[0], value, where)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in args if a is not type(None)]

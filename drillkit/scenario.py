@@ -20,7 +20,7 @@ from drillkit.errors import ScenarioError
 from drillkit.model import (
     Comparator,
     Count,
-    Duration,
+    PositiveDuration,
     Where,
     build,
     dataclass_schema,
@@ -130,29 +130,29 @@ class FaultSpec:
 class Detection:
     alert: str = doc("alert rule name that must fire")
     labels: dict[str, str] = field(default_factory=dict)
-    within: Duration = doc("detection target: injected -> firing", default=300.0)
+    within: PositiveDuration = doc("detection target: injected -> firing", default=300.0)
 
 
 @dataclass(frozen=True)
 class Response:
     acknowledge: AckSource = AckSource.AUTO
-    within: Duration | None = doc("override the severity's response target", default=None)
+    within: PositiveDuration | None = doc("override the severity's response target", default=None)
 
 
 @dataclass(frozen=True)
 class Recovery:
-    within: Duration = doc("mitigation target and deadline: injected -> steady state back", default=600.0)
+    within: PositiveDuration = doc("mitigation target and deadline: injected -> steady state back", default=600.0)
     action: RecoveryAction = RecoveryAction.WAIT
-    verify_within: Duration = doc("deadline for steady state after the revert", default=120.0)
+    verify_within: PositiveDuration = doc("deadline for steady state after the revert", default=120.0)
 
 
 @dataclass(frozen=True)
 class TargetOverrides:
     """Per-scenario overrides of the severity policy (see policy.py)."""
 
-    resolve: Duration | None = None
-    status_update_every: Duration | None = None
-    status_page_within: Duration | None = None
+    resolve: PositiveDuration | None = None
+    status_update_every: PositiveDuration | None = None
+    status_page_within: PositiveDuration | None = None
 
 
 @dataclass(frozen=True)

@@ -91,3 +91,22 @@ def test_cleanup_skips_a_live_run_and_says_so(tmp_path: Path) -> None:
     assert any("live1 is still running" in n for n in report.notes), report.lines()
     assert not report.done and not report.failed, report.lines()
     assert [p.id for p in pending_reverts(path)] == [1]
+
+
+def test_a_full_disk_keeps_events_in_memory_and_rescues_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "rescue"))
+    (tmp_path / "rescue").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    full = tmp_path / "journal.jsonl"
+    full.symlink_to("/dev/full")  # every write: ENOSPC, as on a full disk
+    j = Journal(full)
+    j.append("started", run_id="full1", scenario={}, limits={})
+    j.append("revert_done", id=1, fault="latency", result={})
+    j.close()
+    assert j.write_error is not None and j.write_error.errno == 28, j.write_error
+    assert [e.kind for e in j.events] == ["started", "revert_done"]
+    rescued = j.rescue()
+    assert rescued == tmp_path / "rescue" / "drillkit-full1-journal.jsonl"
+    assert [e.kind for e in read_journal(rescued)] == ["started", "revert_done"]
