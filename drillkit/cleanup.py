@@ -60,6 +60,7 @@ class _Run:
     target: str  # local | kubernetes
     context: str | None
     scenario_path: str
+    finished: bool  # the journal has its `finished` event
 
 
 def _runs(report_dir: Path, run_id: str | None, report: CleanupReport) -> list[_Run]:
@@ -70,7 +71,8 @@ def _runs(report_dir: Path, run_id: str | None, report: CleanupReport) -> list[_
     out = []
     for journal in sorted(report_dir.glob(f"*/{JOURNAL_NAME}")):
         try:
-            started = read_journal(journal, damage=[])[0]
+            events = read_journal(journal, damage=[])
+            started = events[0]
         except InputError as exc:
             if not run_id or run_id in journal.parent.name:
                 report.failed.append(f"{exc}; its faults, if any, must be checked by hand")
@@ -90,6 +92,7 @@ def _runs(report_dir: Path, run_id: str | None, report: CleanupReport) -> list[_
                 "kubernetes" if kube else "local",
                 str(context) if context else None,
                 str(scenario.get("path", "")),
+                any(e.kind == "finished" for e in events),
             )
         )
     return out
@@ -162,7 +165,7 @@ def _revert_run(
     damage: list[str] = []
     pending = pending_reverts(run.folder, damage)
     report.failed += [f"run {run.run_id}: {d} (if it recorded a revert, check that fault by hand)" for d in damage]
-    if not pending:
+    if not pending and run.finished:
         return
     factory = None
     if run.target == "kubernetes":
@@ -190,6 +193,10 @@ def _revert_run(
         )
         for p in pending:
             _revert_one(p, run.target, ctx, journal, report)
+        if not run.finished:  # we hold its journal, so its process is gone: end it as aborted
+            reason = "the drill's process died before the drill ended; drillkit cleanup reverted its faults"
+            journal.append("aborted", reason=reason, by_signal=False, by="drillkit cleanup")
+            journal.append("finished", status="aborted", reason=reason, by="drillkit cleanup")
     finally:
         journal.close()
         if journal.write_error is not None:  # the reverts above ran, but the journal still says pending
@@ -197,6 +204,20 @@ def _revert_run(
                 f"run {run.run_id}: could not record the reverts in {journal.path} ({journal.write_error}); "
                 "the next cleanup will run them again (they are idempotent)"
             )
+    if not run.finished and journal.write_error is None:
+        _render_report(run, report)
+
+
+def _render_report(run: _Run, report: CleanupReport) -> None:
+    """The report a killed drill never wrote, from its journal as cleanup completed it."""
+    from drillkit.report import FORMATS, render
+
+    try:
+        written = render(run.folder, tuple(FORMATS))
+    except Exception as exc:  # the journal is complete; `drillkit report` can try again
+        report.failed.append(f"run {run.run_id}: could not write its report: {_one_line(exc)}")
+        return
+    report.done.append(f"run {run.run_id}: report written to {written[0].parent}")
 
 
 def _revert_one(p: PendingRevert, target: str, ctx: RevertContext, journal: Journal, report: CleanupReport) -> None:

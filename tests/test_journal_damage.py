@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,23 @@ def test_a_full_disk_keeps_events_in_memory_and_rescues_them(tmp_path: Path, mon
     rescued = j.rescue()
     assert rescued == tmp_path / "rescue" / "drillkit-full1-journal.jsonl"
     assert [e.kind for e in read_journal(rescued)] == ["started", "revert_done"]
+
+
+def test_cleanup_ends_a_killed_run_as_aborted_and_writes_its_report(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from tests.test_policy_journal_report import fixed_journal
+
+    folder = tmp_path / "2026-11-29T093000Z-exporter-kill-0123abcd"
+    fixed_journal(folder, datetime(2026, 11, 29, 9, 30, 0, tzinfo=UTC))
+    journal = folder / "journal.jsonl"
+    lines = journal.read_text().splitlines()
+    killed_at = next(i for i, line in enumerate(lines) if '"kind": "revert_registered"' in line)
+    journal.write_text("\n".join(lines[:killed_at]) + "\n")  # SIGKILLed as it began to inject
+    report = cleanup(tmp_path, "0123abcd", log=lambda _: None)
+    assert any("report written" in line for line in report.done), report.lines()
+    data = json.loads((folder / "report.json").read_text())
+    assert data["status"] == "aborted" and "process died" in data["reason"], data["reason"]
+    assert (folder / "report.html").exists() and (folder / "junit.xml").exists()
+    again = cleanup(tmp_path, "0123abcd", log=lambda _: None)
+    assert not again.done and not again.failed, again.lines()
