@@ -151,7 +151,7 @@ def read_journal(path: Path, damage: list[str] | None = None) -> list[Event]:
                 raise InputError(problem) from None
             damage.append(problem)
     if not events or events[0].kind != "started":
-        raise InputError(f"{path}: not a drillkit journal (no `started` event first)")
+        raise InputError(f"{path}:1: not a drillkit journal (no `started` event first)")
     return events
 
 

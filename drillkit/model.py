@@ -248,7 +248,19 @@ def load_yaml(path: Path, variables: Lookup | None = None) -> Any:
     except yaml.YAMLError as exc:
         raise ScenarioError(str(path), None, "", f"invalid YAML: {exc}") from None
     except RecursionError:
-        raise ScenarioError(str(path), None, "", "invalid YAML: nested too deeply") from None
+        raise ScenarioError(str(path), _deep_line(text), "", "invalid YAML: nested too deeply") from None
+
+
+def _deep_line(text: str, limit: int = 100) -> int:
+    """The line where flow collections ([ and {) first nest `limit` deep: where the YAML that
+    overflowed the parser's stack is (line 1 if the nesting is by indentation)."""
+    depth = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        for char in line:
+            depth += (char in "[{") - (char in "]}")
+            if depth >= limit:
+                return number
+    return 1
 
 
 def _interpolate(loader: _Loader, node: yaml.Node, lookup: Lookup, file: str, path: str, seen: set[int]) -> None:

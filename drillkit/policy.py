@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from drillkit.journal import Event, first, measures
-from drillkit.model import Duration, Where, build, format_duration, load_yaml
+from drillkit.model import PositiveDuration, Where, build, format_duration, load_yaml
 from drillkit.scenario import Scenario, Severity
 
 H, M = 3600.0, 60.0
@@ -23,9 +23,9 @@ H, M = 3600.0, 60.0
 class SeverityTargets:
     """Targets for one severity; all in seconds."""
 
-    acknowledge: Duration
-    resolve: Duration
-    status_update_every: Duration
+    acknowledge: PositiveDuration
+    resolve: PositiveDuration
+    status_update_every: PositiveDuration
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Policy:
     P2: SeverityTargets = SeverityTargets(30 * M, 8 * H, 30 * M)
     P3: SeverityTargets = SeverityTargets(2 * H, 24 * H, 2 * H)
     P4: SeverityTargets = SeverityTargets(24 * H, 7 * 24 * H, 2 * H)
-    status_page_within: Duration = 10 * M
+    status_page_within: PositiveDuration = 10 * M
 
     def for_severity(self, severity: Severity) -> SeverityTargets:
         targets: SeverityTargets = getattr(self, severity.value)
@@ -47,11 +47,11 @@ class Policy:
 class _PolicyFile:
     """A policy file: any severity may be partially overridden."""
 
-    P1: dict[str, Duration] = field(default_factory=dict)
-    P2: dict[str, Duration] = field(default_factory=dict)
-    P3: dict[str, Duration] = field(default_factory=dict)
-    P4: dict[str, Duration] = field(default_factory=dict)
-    status_page_within: Duration | None = None
+    P1: dict[str, PositiveDuration] = field(default_factory=dict)
+    P2: dict[str, PositiveDuration] = field(default_factory=dict)
+    P3: dict[str, PositiveDuration] = field(default_factory=dict)
+    P4: dict[str, PositiveDuration] = field(default_factory=dict)
+    status_page_within: PositiveDuration | None = None
 
 
 def load_policy(path: str | Path | None) -> Policy:
