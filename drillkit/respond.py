@@ -22,6 +22,7 @@ from typing import Protocol
 
 from drillkit.clock import parse_time, rfc3339, utcnow
 from drillkit.errors import InputError, PreflightError
+from drillkit.files import write_atomically
 from drillkit.signals import StopFlag, wait_until
 
 ACK_FILE = "ack.json"
@@ -100,9 +101,7 @@ def write_ack(report_root: Path, run_id: str, by: str, note: str = "") -> Path:
     """Record an acknowledgement for a running drill (`drillkit ack`)."""
     folder = find_run_folder(report_root, run_id)
     path = folder / ACK_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"at": rfc3339(utcnow()), "by": by, "note": note}), encoding="utf-8")
-    os.replace(tmp, path)  # atomic: the runner never reads half a file
+    write_atomically(path, json.dumps({"at": rfc3339(utcnow()), "by": by, "note": note}), durable=False)
     return path
 
 

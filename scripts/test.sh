@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (see setup.sh) and run every check: ruff (lint + format), import-linter contracts, mypy, pytest.
+# Set up (see setup.sh) and run every check: ruff (lint + format), import-linter contracts, mypy --strict, pytest (with a per-test timeout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
