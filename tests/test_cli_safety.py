@@ -52,7 +52,7 @@ def test_yaml_nested_20000_deep_is_one_line(tmp_path: Path) -> None:
     deep = tmp_path / "deep.yaml"
     deep.write_text("a: " + "[" * 20000 + "]" * 20000 + "\n")
     r = run_cli("validate", str(deep), timeout=60)
-    assert r.returncode == 2 and f"{deep}: invalid YAML: nested too deeply" in r.stderr, r.stderr
+    assert r.returncode == 2 and f"{deep}:1: invalid YAML: nested too deeply" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
 
 
