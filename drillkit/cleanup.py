@@ -252,7 +252,8 @@ def _sweep(
 ) -> None:
     """Delete (or restore, then delete) everything labelled with the run id(s)."""
     from drillkit.faults.kube import RECORDING_FAULTS, release_workload, restore_from_backup, restore_recorded
-    from drillkit.kube import BACKUP_OF, REVERT_FAULT, REVERT_OF
+    from drillkit.faults.kube.network import clear_netem
+    from drillkit.kube import BACKUP_OF, NETEM_BY, NETEM_CONTAINER, REVERT_FAULT, REVERT_OF
 
     targets = set(contexts)
     if kubes.context or not targets:
@@ -266,7 +267,8 @@ def _sweep(
     for name in sorted(targets):
         kube = kubes.get(kubes.settings(name))
         try:
-            found = kube.labelled(run_id)
+            # only where the journals' reverts worked, if they did; else across all namespaces
+            found = kube.labelled(run_id, sorted(kube.touched) or None)
         except DrillkitError as exc:
             report.failed.append(f"context {name}: cannot list labelled objects: {exc}")
             continue
@@ -278,8 +280,10 @@ def _sweep(
         )
         backups = [x for x in found if x.ref.kind == "Secret" and BACKUP_OF in x.annotations]
         workloads = [x for x in found if x.ref.kind in ("Deployment", "StatefulSet")]
+        delayed = [x for x in found if x.mark == NETEM_BY]  # not drillkit's pods: never deleted
         rest = sorted(
-            (x for x in found if x not in records + backups + workloads), key=lambda x: order.get(x.ref.kind, 9)
+            (x for x in found if x not in records + backups + workloads + delayed),
+            key=lambda x: order.get(x.ref.kind, 9),
         )
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         for x in records:  # workloads changed in place: their previous state, from the cluster
@@ -301,6 +305,13 @@ def _sweep(
                     report.done.append(f"context {name}: unlabelled {x.ref} (run {x.run_id})")
                 else:
                     report.failed.append(f"context {name}: {x.ref} keeps its revert record (run {x.run_id})")
+            except DrillkitError as exc:
+                report.failed.append(f"context {name}: {x.ref}: {exc}")
+        for x in delayed:
+            try:
+                container, _, dev = x.annotations.get(NETEM_CONTAINER, "").partition("/")
+                outcome = clear_netem(kube, x.ref.namespace or "", x.ref.name, None, container, dev or "eth0")
+                report.done.append(f"context {name}: {x.ref} (run {x.run_id}): {outcome}")
             except DrillkitError as exc:
                 report.failed.append(f"context {name}: {x.ref}: {exc}")
         for x in rest:

@@ -230,7 +230,7 @@ def test_leftovers_wait_ends_when_stopped(kube_demo: KubeServer, kube: Kube) -> 
     stop = StopFlag()
     threading.Timer(0.3, stop.set, args=("received SIGTERM",)).start()
     start = time.monotonic()
-    left = kube.leftovers("r1", wait=30.0, stop=stop)
+    left = kube.leftovers("r1", wait=30.0, stop=stop, namespaces=[NS])
     assert time.monotonic() - start < 5.0
     assert [str(x) for x in left] == [f"Secret {NS}/left (uid {left[0].uid})"]
 
@@ -390,3 +390,13 @@ def test_shipped_k8s_scenario_preflights_on_the_demo_platform(
     journal.close()
     assert lines and any("(uid " in line for line in lines), lines
     assert writes(kube_demo) == [], writes(kube_demo)
+
+
+def test_leftovers_list_only_in_the_namespaces_written_to(kube_demo: KubeServer, kube: Kube) -> None:
+    """No cluster-wide Secret listing (a privilege the documented Role does not grant)."""
+    kube.create_secret(NS, "mine", {}, {"drillkit.io/run-id": "r2"}, {})
+    kube_demo.requests.clear()
+    left = kube.leftovers("r2")
+    assert [x.name for x in left] == ["mine"]
+    paths = sorted({r.path for r in kube_demo.requests})
+    assert all(f"/namespaces/{NS}/" in p for p in paths), f"listed outside {NS}: {paths}"

@@ -28,6 +28,7 @@ from drillkit.signals import StopFlag
 from tests.kube_drill import direct_fault, no_secret_values, report, run_drill, scenario
 from tests.kubeserver import KubeServer
 from tests.promfixture import PromEnv
+from tests.test_kube_commands import stress_ng_accepts
 
 pytestmark = [pytest.mark.wire, pytest.mark.integration]
 NS = "chatbot"
@@ -402,9 +403,39 @@ def test_memory_pressure_container_is_oom_killed(kube_demo: KubeServer, prom_env
         "reason": "OOMKilled",
     }
     execs = [(e.pod, e.command) for e in kube_demo.execs]
-    assert execs[0] == (oom["pod"], ["sh", "-c", "true"]), execs
-    assert "drillkit-memory-pressure" in execs[1][1][2], execs
-    assert "drillkit-memory-pressure" not in execs[2][1][2], "the revert's killer must not match itself"
+    assert execs[0][0] == oom["pod"] and "memory.oom_control" in execs[0][1][2], "preflight reads the cgroup"
+    assert "tail /dev/zero" in execs[1][1][2] and "drillkit-memory-pressure=1" in execs[1][1][2], execs
+    assert "drillkit-memory-pressure" not in execs[-1][1][2], "the revert's killer must not match itself"
+
+
+def test_memory_pressure_on_cgroup_v1_accepts_the_cgroups_oom_kill_count(
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path
+) -> None:
+    """cgroup v1: the kernel kills the allocator, not the container, so nothing restarts; the
+    cgroup's own oom_kill counter is the evidence (the old code waited for a restart and failed)."""
+    kube_demo.cgroup_version = 1
+    run = run_drill(
+        kube_demo,
+        prom_env,
+        tmp_path,
+        scenario([{"kind": "memory-pressure", "selector": "app=chatbot-api", "container": "api", "timeout": "5s"}]),
+    )
+    oom = run.event("oom_killed").data
+    assert oom["reason"] == "cgroup v1 oom_kill 0 -> 1" and oom["restarts"] == 0, oom
+    pod = kube_demo.get("pods", NS, oom["pod"])
+    assert pod is not None and pod["status"]["containerStatuses"][0]["restartCount"] == 0
+    assert "error" not in run.kinds(), run.output
+
+
+def test_memory_pressure_refuses_an_unknown_cgroup_layout(
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path
+) -> None:
+    kube_demo.on_exec("memory.oom_control", lambda pod, c, cmd: ("cgroup unknown\n", "", 0))
+    run = run_drill(
+        kube_demo, prom_env, tmp_path, scenario([{"kind": "memory-pressure", "selector": "app=chatbot-api"}])
+    )
+    assert "cannot read the memory cgroup" in run.event("error").data["error"]
+    assert "revert_registered" not in run.kinds()
 
 
 @pytest.mark.parametrize(
@@ -443,7 +474,8 @@ def test_memory_pressure_preflight_refuses(
 @pytest.mark.parametrize(
     ("kind", "extra", "args"),
     [
-        ("memory-pressure", {"mode": "node", "memory": "256Mi"}, ["--vm", "1", "--vm-bytes", "256Mi"]),
+        ("memory-pressure", {"mode": "node", "memory": "256Mi"}, ["--vm", "1", "--vm-bytes", str(256 * 2**20)]),
+        ("memory-pressure", {"mode": "node", "memory": "1G"}, ["--vm", "1", "--vm-bytes", "1000000000"]),
         ("cpu-pressure", {"workers": 2}, ["--cpu", "2"]),
     ],
 )
@@ -463,8 +495,9 @@ def test_stress_pod_pinned_to_targets_node_and_deleted(
     container = created["spec"]["containers"][0]
     assert container["image"] == "ghcr.io/colinianking/stress-ng"
     assert container["args"][: len(args)] == args, container["args"]
+    stress_ng_accepts(container["args"])
     if kind == "memory-pressure":
-        assert container["resources"]["requests"]["memory"] == "256Mi"
+        assert container["resources"]["requests"]["memory"] == extra["memory"]
     assert kube_demo.get("pods", NS, name) is None, "stress pod not deleted by the revert"
     assert run.event("leftovers_checked").data["remaining"] == []
 
@@ -487,9 +520,16 @@ def test_cpu_pressure_container_busy_loop_is_killed(kube_demo: KubeServer, prom_
 
 def test_network_latency_ephemeral_netem_and_revert(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
     kube_demo.on_exec(
-        "tc qdisc show", lambda pod, c, cmd: ("qdisc netem 8001: root refcnt 2 limit 1000 delay 200ms  20ms\n", "", 0)
+        "tc qdisc show", lambda pod, c, cmd: ("qdisc netem d1c: root refcnt 2 limit 1000 delay 200ms  20ms\n", "", 0)
     )
-    kube_demo.on_exec("tc qdisc del", lambda pod, c, cmd: ("", "", 0))
+    labelled_during: list[dict[str, str]] = []
+
+    def delete(pod: dict[str, Any], c: str, cmd: list[str]) -> tuple[str, str, int]:
+        live = kube_demo.get("pods", NS, pod["metadata"]["name"]) or {}
+        labelled_during.append(dict(live.get("metadata", {}).get("labels") or {}))
+        return "", "", 0
+
+    kube_demo.on_exec("tc qdisc del", delete)
     run = run_drill(
         kube_demo,
         prom_env,
@@ -503,12 +543,34 @@ def test_network_latency_ephemeral_netem_and_revert(kube_demo: KubeServer, prom_
     eph = pod["spec"]["ephemeralContainers"]
     assert [e["name"] for e in eph] == [f"drillkit-netem-{run_id}"], eph
     assert eph[0]["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"]
-    assert "tc qdisc add dev eth0 root netem delay 200ms 20ms" in eph[0]["command"][2]
+    script = eph[0]["command"][2]
+    assert "tc qdisc add dev eth0 root handle d1c: netem delay 200ms 20ms" in script, script
+    assert "root handle d1c:" in script.split("trap", 1)[1], "the dead man's switch deletes only drillkit's qdisc"
     dry = [r for r in kube_demo.requests if r.path.endswith("/ephemeralcontainers") and r.query.get("dryRun") == "All"]
     assert dry, "preflight did not dry-run the ephemeral container"
-    dels = [e for e in kube_demo.execs if e.command[:3] == ["tc", "qdisc", "del"]]
+    dels = [e for e in kube_demo.execs if "tc qdisc del" in " ".join(e.command)]
     assert dels and dels[0].container == f"drillkit-netem-{run_id}" and dels[0].pod == name, dels
+    revert = dels[0].command[2]
+    assert "root handle d1c:" in revert and "kill -TERM" in revert, f"the revert must stop the container: {revert}"
+    assert labelled_during == [{**labelled_during[0], "drillkit.io/netem-by": run_id}], labelled_during
+    assert "drillkit.io/netem-by" not in (pod["metadata"].get("labels") or {}), "the revert keeps the netem label"
+    assert "drillkit.io/netem" not in (pod["metadata"].get("annotations") or {})
     assert run.reverts()[0]["result"] == {name: "delay removed"}
+    assert run.event("leftovers_checked").data["remaining"] == []
+
+
+def test_network_latency_revert_leaves_a_foreign_root_qdisc_alone(kube_demo: KubeServer, tmp_path: Path) -> None:
+    """Another root qdisc on the interface by revert time: the kernel answers `Invalid handle`
+    to drillkit's handle-qualified delete; the revert reports it and touches nothing else."""
+    kube_demo.on_exec("tc qdisc show", lambda pod, c, cmd: ("qdisc netem d1c: root delay 200ms\n", "", 0))
+    kube_demo.on_exec("tc qdisc del", lambda pod, c, cmd: ("", "Error: Invalid handle.\n", 2))
+    d = direct_fault(kube_demo, tmp_path, {"kind": "network-latency", "selector": "app=chatbot-api", "latency": "1s"})
+    found = d.fault.preflight()
+    with ExitStack() as stack:
+        d.fault.inject(found, Undo(stack, d.ctx))
+    d.journal.close()
+    result = next(e for e in d.events() if e.kind == "revert_done").data["result"]
+    assert list(result.values()) == ["no delay left"], result
 
 
 def test_network_latency_refused_where_ephemeral_containers_are_forbidden(

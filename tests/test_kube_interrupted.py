@@ -119,7 +119,7 @@ def _no_labelled(resource: str) -> Callable[[KubeServer, dict[str, Any]], None]:
 
 
 def _netem_setup(server: KubeServer, before: dict[str, Any]) -> None:
-    server.on_exec("tc qdisc show", lambda pod, c, cmd: ("qdisc netem 8001: root delay 200ms\n", "", 0))
+    server.on_exec("tc qdisc show", lambda pod, c, cmd: ("qdisc netem d1c: root delay 200ms\n", "", 0))
     server.on_exec("tc qdisc del", lambda pod, c, cmd: ("", "", 0))
 
 
@@ -131,7 +131,7 @@ def _netem_added(server: KubeServer, before: dict[str, Any]) -> bool:
 
 
 def _netem_removed(server: KubeServer, before: dict[str, Any]) -> None:
-    dels = [(e.pod, e.container) for e in server.execs if e.command[:3] == ["tc", "qdisc", "del"]]
+    dels = [(e.pod, e.container) for e in server.execs if "tc qdisc del" in " ".join(e.command)]
     assert (before["pod"], before["container"]) in dels, f"no `tc qdisc del` in the netem container: {dels}"
 
 

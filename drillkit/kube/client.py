@@ -9,15 +9,17 @@ flag come from `drillkit.kube.api.KubeApi`, which this class extends.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from drillkit.errors import Aborted, InputError, PreflightError
 from drillkit.kube.api import KubeApi
+from drillkit.kube.config import KubeSettings
 from drillkit.kube.errors import Conflict, KubeTransient, NotFound
 from drillkit.kube.views import (
     CORDONED_BY,
     MODIFIED_BY,
+    NETEM_BY,
     RESTARTED_AT,
     RUN_LABEL,
     Labelled,
@@ -33,7 +35,20 @@ from drillkit.signals import StopFlag, wait_until
 
 
 class Kube(KubeApi):
-    """Everything drillkit does to a cluster, with retries and errors translated."""
+    """Everything drillkit does to a cluster, with retries and errors translated.
+
+    It remembers the namespaces it wrote to (`touched`) and whether it cordoned a node, so the
+    leftover check lists only there: no cluster-wide Secret listing, which the documented Role
+    does not grant (deploy/rbac.yaml)."""
+
+    def __init__(self, settings: KubeSettings, stop: StopFlag | None = None) -> None:
+        super().__init__(settings, stop)
+        self.touched: set[str] = set()
+        self.cordoned = False
+
+    def wrote(self, namespace: str) -> None:
+        """Note a namespace drillkit created or changed something in."""
+        self.touched.add(namespace)
 
     # -- namespaces, generic ------------------------------------------------------------------
 
@@ -72,6 +87,7 @@ class Kube(KubeApi):
         )
 
     def create_pod(self, namespace: str, manifest: dict[str, Any]) -> Pod:
+        self.wrote(namespace)
         name = (manifest.get("metadata") or {}).get("name", "?")
         return Pod.from_json(
             self.call(f"create pods {namespace}/{name}", self.core.create_namespaced_pod, namespace, manifest)
@@ -79,6 +95,7 @@ class Kube(KubeApi):
 
     def delete_pod(self, namespace: str, name: str, uid: str | None = None, grace_period: int | None = None) -> bool:
         """Delete (only the pod with `uid`, if given); False if it was already gone."""
+        self.wrote(namespace)
         body: dict[str, Any] = {}
         if uid:
             body["preconditions"] = {"uid": uid}
@@ -161,6 +178,7 @@ class Kube(KubeApi):
         return int((data.get("spec") or {}).get("replicas") or 0)
 
     def scale(self, kind: str, namespace: str, name: str, replicas: int) -> None:
+        self.wrote(namespace)
         patch_scale = self._workload_fns(kind)[3]
         self.call(
             f"patch {kind.lower()}s/scale {namespace}/{name}",
@@ -174,6 +192,7 @@ class Kube(KubeApi):
         self, kind: str, namespace: str, name: str, patch: dict[str, Any] | list[dict[str, Any]]
     ) -> None:
         """Strategic merge patch (a dict) or JSON patch (a list of operations)."""
+        self.wrote(namespace)
         fn = self._workload_fns(kind)[1]
         self.call(f"patch {kind.lower()}s {namespace}/{name}", fn, name, namespace, patch)
 
@@ -255,6 +274,7 @@ class Kube(KubeApi):
     def create_secret(
         self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str], annotations: dict[str, str]
     ) -> None:
+        self.wrote(namespace)
         body = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -274,6 +294,7 @@ class Kube(KubeApi):
         )
 
     def delete_secret(self, namespace: str, name: str) -> bool:
+        self.wrote(namespace)
         try:
             self.call(f"delete secrets {namespace}/{name}", self.core.delete_namespaced_secret, name, namespace)
         except NotFound:
@@ -292,12 +313,14 @@ class Kube(KubeApi):
         return ObjRef("Service", namespace, name, (o.get("metadata") or {}).get("uid", "")), ports
 
     def create_job(self, namespace: str, manifest: dict[str, Any]) -> ObjRef:
+        self.wrote(namespace)
         name = manifest["metadata"]["name"]
         o = self.call(f"create jobs {namespace}/{name}", self.batch.create_namespaced_job, namespace, manifest)
         return ObjRef("Job", namespace, name, (o.get("metadata") or {}).get("uid", ""))
 
     def delete_job(self, namespace: str, name: str) -> bool:
         """Delete a Job and (propagation Background) its pods; False if already gone."""
+        self.wrote(namespace)
         try:
             self.call(
                 f"delete jobs {namespace}/{name}",
@@ -327,6 +350,24 @@ class Kube(KubeApi):
             **kw,
         )
 
+    def mark_pod(
+        self, namespace: str, name: str, labels: dict[str, str | None], annotations: dict[str, str | None]
+    ) -> bool:
+        """Set (None: remove) labels and annotations of a pod drillkit did not create; False if
+        it is gone."""
+        self.wrote(namespace)
+        try:
+            self.call(
+                f"patch pods {namespace}/{name}",
+                self.core.patch_namespaced_pod,
+                name,
+                namespace,
+                {"metadata": {"labels": labels, "annotations": annotations}},
+            )
+        except NotFound:
+            return False
+        return True
+
     # -- nodes ----------------------------------------------------------------------------------
 
     def list_nodes(self) -> list[Node]:
@@ -334,6 +375,7 @@ class Kube(KubeApi):
         return [Node.from_json(o) for o in data.get("items") or []]
 
     def cordon(self, name: str, run_id: str) -> None:
+        self.cordoned = True
         self.call(
             f"patch nodes {name}",
             self.core.patch_node,
@@ -376,40 +418,72 @@ class Kube(KubeApi):
 
     # -- run-id labelled objects ---------------------------------------------------------------
 
-    def labelled(self, run_id: str | None = None) -> list[Labelled]:
-        """Objects carrying the run-id label, nodes marked cordoned and workloads marked modified
-        (this run's, or every run's if None)."""
-        lists: tuple[tuple[str, Callable[..., Any], str], ...] = (
-            ("Job", self.batch.list_job_for_all_namespaces, RUN_LABEL),
-            ("Pod", self.core.list_pod_for_all_namespaces, RUN_LABEL),
-            ("Secret", self.core.list_secret_for_all_namespaces, RUN_LABEL),
-            ("Deployment", self.apps.list_deployment_for_all_namespaces, MODIFIED_BY),
-            ("StatefulSet", self.apps.list_stateful_set_for_all_namespaces, MODIFIED_BY),
+    def labelled(
+        self, run_id: str | None = None, namespaces: Iterable[str] | None = None, nodes: bool = True
+    ) -> list[Labelled]:
+        """Objects carrying the run-id label, pods carrying a network-latency delay, workloads
+        marked modified (this run's, or every run's if None) and, with `nodes`, nodes marked
+        cordoned. `namespaces` None lists across all namespaces (a cluster-wide grant, for a
+        cleanup that knows no namespace); otherwise only in those namespaces."""
+        lists: tuple[tuple[str, str, Callable[..., Any], Callable[..., Any], str], ...] = (
+            ("Job", "jobs", self.batch.list_job_for_all_namespaces, self.batch.list_namespaced_job, RUN_LABEL),
+            ("Pod", "pods", self.core.list_pod_for_all_namespaces, self.core.list_namespaced_pod, RUN_LABEL),
+            ("Pod", "pods", self.core.list_pod_for_all_namespaces, self.core.list_namespaced_pod, NETEM_BY),
+            (
+                "Secret",
+                "secrets",
+                self.core.list_secret_for_all_namespaces,
+                self.core.list_namespaced_secret,
+                RUN_LABEL,
+            ),
+            (
+                "Deployment",
+                "deployments",
+                self.apps.list_deployment_for_all_namespaces,
+                self.apps.list_namespaced_deployment,
+                MODIFIED_BY,
+            ),
+            (
+                "StatefulSet",
+                "statefulsets",
+                self.apps.list_stateful_set_for_all_namespaces,
+                self.apps.list_namespaced_stateful_set,
+                MODIFIED_BY,
+            ),
         )
         out = []
-        for kind, fn, label in lists:
+        where = sorted(set(namespaces)) if namespaces is not None else None
+        for kind, plural, everywhere, one, label in lists:
             selector = f"{label}={run_id}" if run_id else label
-            data = self.call(f"list {kind.lower()}s in all namespaces", fn, label_selector=selector)
-            out += [Labelled.from_json(kind, o, label) for o in data.get("items") or []]
-        nodes = self.call("list nodes", self.core.list_node)
-        for o in nodes.get("items") or []:
-            node = Labelled.from_json("Node", o, CORDONED_BY)
-            if node.run_id and (run_id is None or node.run_id == run_id):
-                out.append(node)
+            if where is None:
+                pages = [self.call(f"list {plural} in all namespaces", everywhere, label_selector=selector)]
+            else:
+                pages = [self.call(f"list {plural} in {ns}", one, ns, label_selector=selector) for ns in where]
+            out += [Labelled.from_json(kind, o, label) for data in pages for o in data.get("items") or []]
+        if nodes:
+            for o in self.call("list nodes", self.core.list_node).get("items") or []:
+                node = Labelled.from_json("Node", o, CORDONED_BY)
+                if node.run_id and (run_id is None or node.run_id == run_id):
+                    out.append(node)
         return out
 
-    def leftovers(self, run_id: str, wait: float = 0.0, stop: StopFlag | None = None) -> list[ObjRef]:
-        """What this run left behind: objects labelled with it (nodes still marked cordoned,
-        workloads still marked modified).
+    def leftovers(
+        self, run_id: str, wait: float = 0.0, stop: StopFlag | None = None, namespaces: Iterable[str] | None = None
+    ) -> list[ObjRef]:
+        """What this run left behind: objects labelled with it (pods still delayed, nodes still
+        marked cordoned, workloads still marked modified), listed only in `namespaces` (default:
+        the namespaces this facade wrote to) and, if this facade cordoned a node, on nodes.
 
         Waits up to `wait` s for objects being deleted asynchronously (a Job's pods, graceful
         pod termination) to disappear, or until `stop` (default: the facade's) interrupts;
-        whatever is still there then is returned.
+        whatever is still there then is returned. A listing that fails raises (KubeError,
+        Forbidden included): the leftover state is then unknown, never "nothing left".
         """
         found: list[Labelled] = []
+        where = sorted(namespaces if namespaces is not None else self.touched)
 
         def clean() -> bool:
-            found[:] = self.labelled(run_id)
+            found[:] = self.labelled(run_id, where, nodes=self.cordoned)
             return not found
 
         wait_until(clean, time.monotonic() + wait, 0.5, stop if stop is not None else self.stop)

@@ -33,6 +33,12 @@ workload whose previous state (replica count, pod template) it keeps, so cleanup
 when the journal is lost."""
 REVERT_FAULT = "drillkit.io/revert-fault"
 """Annotation on a revert-record Secret: the fault whose revert data it holds (key `revert`, JSON)."""
+NETEM_BY = "drillkit.io/netem-by"
+"""Label on a pod network-latency added its ephemeral container to (value: run id): the pod is
+not drillkit's (cleanup never deletes it), but cleanup finds it without a journal and removes
+the delay."""
+NETEM_CONTAINER = "drillkit.io/netem"
+"""Annotation on such a pod: `<ephemeral container>/<interface>` holding the delay."""
 PROTECTED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "local-path-storage")
 
 
@@ -240,6 +246,7 @@ class Labelled:
     run_id: str
     annotations: dict[str, str]
     terminating: bool = False
+    mark: str = RUN_LABEL  # the label or annotation it was found by
 
     @classmethod
     def from_json(cls, kind: str, o: dict[str, Any], mark: str) -> Labelled:
@@ -251,6 +258,7 @@ class Labelled:
             (meta.get(where) or {}).get(mark, ""),
             dict(meta.get("annotations") or {}),
             bool(meta.get("deletionTimestamp")),
+            mark,
         )
 
 

@@ -154,6 +154,10 @@ class KubeServer:
         self.pod_logs: dict[tuple[str, str], str] = {}
         self.ephemeral_containers_forbidden = False
         self.unknown_exec_result: ExecResult = ("", "", 0)
+        self.cgroup_version = 2
+        """The nodes' cgroup version: on 2 an OOM kill restarts the container (memory.oom.group),
+        on 1 only the allocator dies and the cgroup's `oom_kill` counter is the evidence."""
+        self.oom_kills: dict[tuple[str, str], int] = {}  # (pod uid, container) -> cgroup oom_kill
         self._injections: list[Injection] = []
         self._exec_handlers: list[tuple[str | Callable[..., bool], ExecHandler]] = []
         self._lock = threading.Lock()
@@ -386,8 +390,18 @@ class KubeServer:
                     "$PATH: unknown"
                 ),
             )
+        key = (pod["metadata"]["uid"], container)
+        if "memory.events" in joined and "memory.oom_control" in joined:  # the cgroup probe
+            kills = self.oom_kills.get(key, 0)
+            if self.cgroup_version == 2:
+                return f"cgroup v2\nlow 0\nhigh 0\nmax 3\noom 1\noom_kill {kills}\n", "", 0, None
+            return f"cgroup v1\noom_kill_disable 0\nunder_oom 0\noom_kill {kills}\n", "", 0, None
         if MEMORY_PRESSURE_MARKER in joined:
+            self.oom_kills[key] = self.oom_kills.get(key, 0) + 1
+            if self.cgroup_version == 1:  # the kernel kills `tail`; the shell goes on
+                return "drillkit: allocator exited 137\n", "", 0, None
             self._oom_kill(pod, container)
+            self.oom_kills[key] = 0  # a restarted container has a fresh cgroup
             return "", "", 137, None
         if "memory.max" in joined or "memory.limit_in_bytes" in joined:
             limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")

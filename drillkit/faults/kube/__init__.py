@@ -10,10 +10,11 @@ object a fault creates carries `drillkit.io/run-id=<run id>`. All cluster access
 
 from drillkit.faults import FaultClass
 from drillkit.faults.kube.database import DbConnectionExhaustion
+from drillkit.faults.kube.memory import MemoryPressure
 from drillkit.faults.kube.network import NetworkLatency
 from drillkit.faults.kube.nodes import NodeDrain
 from drillkit.faults.kube.pods import PodKill
-from drillkit.faults.kube.pressure import CpuPressure, MemoryPressure
+from drillkit.faults.kube.pressure import CpuPressure
 from drillkit.faults.kube.secrets import AuthSecretCorruption, restore_from_backup
 from drillkit.faults.kube.workloads import (
     RECORDING_FAULTS,

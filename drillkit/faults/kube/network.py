@@ -1,9 +1,14 @@
 """network-latency: delay a pod's traffic with `tc netem` from an ephemeral container.
 
-Why it exists apart: ephemeral containers cannot be removed, so the revert runs `tc qdisc del`
-in the one drillkit added, and the container's own script is the dead man's switch: it removes
-the delay when it is stopped or after `duration`. Preflight dry-runs the container, so a
-cluster refusing NET_ADMIN (RBAC or Pod Security) is refused before anything is touched.
+Why it exists apart: ephemeral containers cannot be removed, so the revert execs a script in
+the one drillkit added that deletes drillkit's own qdisc (root handle `d1c:`: the kernel refuses
+to delete a root qdisc with another handle, so another drill's or the pod's own qdisc is never
+touched) and then stops the container's script, so nothing holding NET_ADMIN keeps running.
+The container's script is also the dead man's switch: it removes the delay when it is stopped
+or after `duration`. The target pod is labelled `drillkit.io/netem-by=<run id>` before the
+container is added, so `drillkit cleanup` finds it without a journal. Preflight dry-runs the
+container, so a cluster refusing NET_ADMIN (RBAC or Pod Security) is refused before anything is
+touched.
 """
 
 from __future__ import annotations
@@ -16,10 +21,33 @@ from typing import Any, ClassVar
 from drillkit.errors import DrillkitError, PreflightError
 from drillkit.faults import RevertContext, Undo
 from drillkit.faults.kube.base import KubeFault, Pick, check_selector, note
-from drillkit.kube import ExecFailed, Forbidden, KubeError, NotFound, Pod
+from drillkit.faults.kube.pressure import killer
+from drillkit.kube import NETEM_BY, NETEM_CONTAINER, ExecFailed, Forbidden, Kube, KubeError, NotFound, Pod
 from drillkit.model import Count, Duration, doc
 
 NETEM_IMAGE = "ghcr.io/nicolaka/netshoot:v0.13"
+HANDLE = "d1c:"
+"""drillkit's root qdisc handle: `tc qdisc del ... root handle d1c:` fails ("Invalid handle")
+unless the root qdisc is drillkit's."""
+
+
+def netem_script(dev: str, delay: str, duration: int, marker: str) -> str:
+    """The ephemeral container's script: add the delay, hold it for `duration` s (or until
+    SIGTERM), remove it. `: marker=1` puts the marker on the shell's command line for the
+    revert's `killer` without running anything."""
+    delete = f"tc qdisc del dev {dev} root handle {HANDLE} 2>/dev/null"
+    return (
+        f": {marker}=1; tc qdisc add dev {dev} root handle {HANDLE} netem delay {delay} || exit 1; "
+        f"s=; trap '{delete}; [ -n \"$s\" ] && kill $s 2>/dev/null; exit 0' TERM INT; "
+        f"sleep {duration} & s=$!; wait $s; {delete}; exit 0"
+    )
+
+
+def revert_script(dev: str, marker: str) -> str:
+    """Run in the ephemeral container by the revert: delete drillkit's qdisc (its exit status
+    and stderr are the script's), then stop the container's script and its `sleep` (SIGTERM: its
+    trap removes the delay too, and ends the container)."""
+    return f"tc qdisc del dev {dev} root handle {HANDLE}; r=$?; {killer(marker, 'TERM')}; exit $r"
 
 
 @dataclass(frozen=True)
@@ -85,14 +113,9 @@ class NetworkLatency(KubeFault[NetworkLatencyParams, Delayed, NetemRecord]):
         return f"drillkit-netem-{self.ctx.run_id}"
 
     def spec(self) -> dict[str, Any]:
-        p, dev = self.params, self.params.interface
-        netem = f"tc qdisc add dev {dev} root netem delay {_ms(p.latency)}"
-        if p.jitter:
-            netem += f" {_ms(p.jitter)}"
-        script = (
-            f"{netem} || exit 1; trap 'tc qdisc del dev {dev} root; exit 0' TERM INT; "
-            f"sleep {int(p.duration)} & wait; tc qdisc del dev {dev} root"
-        )
+        p = self.params
+        delay = _ms(p.latency) + (f" {_ms(p.jitter)}" if p.jitter else "")
+        script = netem_script(p.interface, delay, int(p.duration), self.container_name)
         return {
             "name": self.container_name,
             "image": p.image,
@@ -126,13 +149,18 @@ class NetworkLatency(KubeFault[NetworkLatencyParams, Delayed, NetemRecord]):
             f"add ephemeral container {self.container_name} (image {p.image}, NET_ADMIN) to "
             f"{t.ref}: tc netem delay {delay} on {p.interface} for at most {p.duration:g}s"
             for t in found.targets
-        ] + ["revert: `tc qdisc del` in that container (ephemeral containers cannot be removed; it exits)"]
+        ] + [
+            f"label each pod {NETEM_BY}={self.ctx.run_id} (so cleanup finds it without a journal)",
+            f"revert: delete qdisc {HANDLE} and stop that container's script (ephemeral containers "
+            "cannot be removed; it exits), then remove the label",
+        ]
 
     def inject(self, found: Delayed, undo: Undo) -> None:
         ns, p, kube, name = found.namespace, self.params, self.kube, self.container_name
         pods = tuple(DelayedPod(t.name, t.uid) for t in found.targets)
         undo.register(self, NetemRecord(ns, name, p.interface, pods))
         for t in found.targets:
+            kube.mark_pod(ns, t.name, {NETEM_BY: self.ctx.run_id}, {NETEM_CONTAINER: f"{name}/{p.interface}"})
             kube.add_ephemeral_container(ns, t.name, self.spec())
             self.ctx.harm_started()
 
@@ -160,30 +188,35 @@ class NetworkLatency(KubeFault[NetworkLatencyParams, Delayed, NetemRecord]):
 
     @classmethod
     def revert(cls, ctx: RevertContext, record: NetemRecord) -> dict[str, Any]:
-        kube, ns, dev = ctx.kube, record.namespace, record.interface
         result: dict[str, str] = {}
         for entry in record.pods:
-            pod = kube.get_pod(ns, entry.name)
-            if pod is None or pod.uid != entry.uid:
-                result[entry.name] = "pod gone"
-                continue
-            try:
-                res = kube.exec(
-                    ns, entry.name, record.container, ["tc", "qdisc", "del", "dev", dev, "root"], timeout=20
-                )
-            except NotFound:
-                result[entry.name] = "pod gone"
-                continue
-            except ExecFailed as exc:
-                result[entry.name] = f"container not running (it removes the delay as it exits): {exc}"
-                continue
-            if res.code == 0:
-                result[entry.name] = "delay removed"
-            elif "No such file" in res.stderr or "Cannot delete qdisc" in res.stderr:
-                result[entry.name] = "no delay left"
-            else:
-                raise DrillkitError(
-                    f"network-latency revert: `tc qdisc del dev {dev} root` in "
-                    f"{ns}/{entry.name} exited {res.code}: {res.stderr.strip()}"
-                )
+            result[entry.name] = clear_netem(
+                ctx.kube, record.namespace, entry.name, entry.uid, record.container, record.interface
+            )
         return result
+
+
+def clear_netem(kube: Kube, ns: str, pod_name: str, uid: str | None, container: str, dev: str) -> str:
+    """Remove drillkit's delay from a pod and stop its ephemeral container's script, then drop
+    the pod's netem label (the revert, and `drillkit cleanup` finding the label). Idempotent."""
+    pod = kube.get_pod(ns, pod_name)
+    if pod is None or (uid and pod.uid != uid):
+        return "pod gone"
+    try:
+        res = kube.exec(ns, pod_name, container, ["sh", "-c", revert_script(dev, container)], timeout=20)
+    except NotFound:
+        return "pod gone"
+    except ExecFailed as exc:
+        outcome = f"container not running (it removes the delay as it exits): {exc}"
+    else:
+        if res.code == 0:
+            outcome = "delay removed"
+        elif any(w in res.stderr for w in ("Invalid handle", "No such file", "Cannot delete qdisc")):
+            outcome = "no delay left"
+        else:
+            raise DrillkitError(
+                f"network-latency revert: `tc qdisc del dev {dev} root handle {HANDLE}` in "
+                f"{ns}/{pod_name} exited {res.code}: {res.stderr.strip()}"
+            )
+    kube.mark_pod(ns, pod_name, {NETEM_BY: None}, {NETEM_CONTAINER: None})
+    return outcome

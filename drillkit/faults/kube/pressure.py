@@ -1,10 +1,12 @@
-"""memory-pressure and cpu-pressure of pods: a stress-ng pod on the target's node, or a load
-exec'd inside the target container.
+"""What memory-pressure and cpu-pressure of pods share: a stress-ng pod on the target's node, or
+a load exec'd inside the target container.
 
 Why they live together: both come in the same two modes with the same revert — delete the
-stress pod (node mode), or kill the in-container load by the marker on its command line
-(container mode) — and differ only in the load itself. Node mode pins the pod with `nodeName`
-and bounds it with its own timeout and activeDeadlineSeconds, so it ends even if drillkit dies.
+stress pod (node mode), or kill the in-container load by the marker on its command line, and
+the children it started (container mode) — and differ only in the load itself
+(`drillkit.faults.kube.memory` holds memory-pressure; cpu-pressure is here). Node mode pins the
+pod with `nodeName` and bounds it with its own timeout and activeDeadlineSeconds, so it ends
+even if drillkit dies.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -23,15 +23,10 @@ from drillkit.faults import RevertContext, Undo
 from drillkit.faults.kube.base import STOP_TIMEOUT, Background, KubeFault, Pick, check_selector, note
 from drillkit.kube import RUN_LABEL, Conflict, ExecFailed, NotFound, Pod
 from drillkit.model import Count, Duration, doc
-from drillkit.signals import wait_until
 
 MEMORY_MARKER = "drillkit-memory-pressure"
 CPU_MARKER = "drillkit-cpu-pressure"
 STRESS_IMAGE = "ghcr.io/colinianking/stress-ng"
-
-# Allocates 1 MiB at a time in a shell variable until the container's memory limit makes the
-# kernel OOM-kill it: needs only a POSIX shell, `head` and `tr` (busybox has both).
-MEMORY_COMMAND = "drillkit-memory-pressure=1; x=; while :; do x=\"$x$(head -c 1048576 /dev/zero | tr '\\0' x)\"; done"
 
 _QUANTITY = re.compile(r"\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T|m)?")
 
@@ -43,16 +38,22 @@ class Mode(StrEnum):
     NODE = "node"
 
 
-def killer(marker: str) -> str:
-    """A POSIX script killing processes whose command line carries `marker`=1.
+def killer(marker: str, signal: str = "9") -> str:
+    """A POSIX script sending `signal` to processes whose command line carries `marker`=1, and
+    to their children (the allocator `tail` the memory load runs is a child of the marked shell).
 
     The marker is spelt in two pieces so the script never matches (or triggers) itself.
     """
     head, tail = marker.rsplit("-", 1)
     return (
-        f'm="{head}"; for p in /proc/[0-9]*; do '
+        f'm="{head}"; marked=; for p in /proc/[0-9]*; do '
         f'case "$(tr "\\000" " " < "$p/cmdline" 2>/dev/null)" in '
-        f'*"$m-{tail}=1"*) kill -9 "${{p#/proc/}}" 2>/dev/null;; esac; done; true'
+        f'*"$m-{tail}=1"*) marked="$marked ${{p#/proc/}}";; esac; done; '
+        "kids=; for p in /proc/[0-9]*; do "
+        'pp=$(grep "^PPid:" "$p/status" 2>/dev/null | tr -dc 0-9); '
+        'for q in $marked; do if [ "$pp" = "$q" ]; then kids="$kids ${p#/proc/}"; fi; done; done; '
+        # the shells first, so none starts another command once its child is gone
+        f'for q in $marked $kids; do kill -{signal} "$q" 2>/dev/null; done; true'
     )
 
 
@@ -81,9 +82,20 @@ def stress_pod(
 
 
 @dataclass(frozen=True)
+class CgroupState:
+    """A container's memory cgroup as seen from inside it: its version (1 or 2) and the kernel's
+    count of OOM kills in it (`oom_kill` of v2 `memory.events` / v1 `memory.oom_control`; None
+    where the kernel does not count them)."""
+
+    version: int
+    oom_kills: int | None
+
+
+@dataclass(frozen=True)
 class Target:
     pod: Pod
     container: str
+    cgroup: CgroupState | None = None  # memory-pressure: the cgroup before the load
 
 
 @dataclass(frozen=True)
@@ -139,25 +151,36 @@ class _PressureFault(KubeFault[Any, Pressure, PressureRecord]):
         for pod in pods:
             name = self.pod_container(pod, p.container)
             self.check_container(pod, name)
-            try:
-                res = self.kube.exec(pod.namespace, pod.name, name, ["sh", "-c", "true"], timeout=20)
-            except (ExecFailed, NotFound) as exc:
-                raise PreflightError(
-                    f"{self.kind}: cannot run `sh -c true` in container {name} of "
-                    f"{pod.ref}: {exc}. mode: container needs a POSIX shell in "
-                    "the image; use mode: node for distroless images"
-                ) from None
-            if res.code != 0:
-                raise PreflightError(
-                    f"{self.kind}: `sh -c true` exited {res.code} in container "
-                    f"{name} of {pod.ref}: {res.stderr.strip()}; mode: container "
-                    "needs a POSIX shell"
-                )
-            targets.append(Target(pod, name))
+            targets.append(self.probe(pod, name))
         return Pressure(ns, tuple(targets))
 
     def check_container(self, pod: Pod, container: str) -> None:
         """Extra per-container preconditions."""
+
+    def probe(self, pod: Pod, container: str) -> Target:
+        """Check the container runs a POSIX shell (`sh -c true`); memory-pressure reads its
+        cgroup too."""
+        self.shell(pod, container, "true")
+        return Target(pod, container)
+
+    def shell(self, pod: Pod, name: str, script: str) -> str:
+        """Run `sh -c script` in a target container in preflight: its stdout, or PreflightError."""
+        shown = "true" if script == "true" else "a read-only probe"
+        try:
+            res = self.kube.exec(pod.namespace, pod.name, name, ["sh", "-c", script], timeout=20)
+        except (ExecFailed, NotFound) as exc:
+            raise PreflightError(
+                f"{self.kind}: cannot run `sh -c {shown}` in container {name} of "
+                f"{pod.ref}: {exc}. mode: container needs a POSIX shell in "
+                "the image; use mode: node for distroless images"
+            ) from None
+        if res.code != 0:
+            raise PreflightError(
+                f"{self.kind}: `sh -c {shown}` exited {res.code} in container "
+                f"{name} of {pod.ref}: {res.stderr.strip()}; mode: container "
+                "needs a POSIX shell"
+            )
+        return res.stdout
 
     def check_stop(self) -> None:
         """Raise Aborted when the drill is asked to stop (the registered revert then runs)."""
@@ -230,127 +253,6 @@ class _PressureFault(KubeFault[Any, Pressure, PressureRecord]):
 
 
 @dataclass(frozen=True)
-class MemoryPressureParams:
-    selector: str = doc("label selector of the target pods")
-    mode: Mode = doc(
-        "container: allocate inside the container until its own limit OOM-kills it; "
-        "node: a stress-ng pod on the target's node",
-        default=Mode.CONTAINER,
-    )
-    container: str | None = doc("target container (default: the first)", default=None)
-    field_selector: str | None = doc("field selector narrowing the pods", default=None)
-    count: Count = doc("how many matching pods (container mode)", default=Count(1))
-    pick: Pick = doc("which pods: random or oldest", default=Pick.RANDOM)
-    timeout: Duration = doc("container mode: how long to wait for the OOM kill", default=120.0)
-    memory: str = doc("node mode: memory stress-ng allocates (and requests)", default="1Gi")
-    image: str = doc("node mode: stress-ng image", default=STRESS_IMAGE)
-    duration: Duration = doc("node mode: stress-ng --timeout (its own dead-man's switch)", default=600.0)
-    wait: Duration = doc("node mode: how long to wait for the stress pod to run", default=120.0)
-    namespace: str | None = doc("namespace (default: the scenario's target namespace)", default=None)
-
-    def __post_init__(self) -> None:
-        check_selector("selector", self.selector)
-        if not _QUANTITY.fullmatch(self.memory):
-            raise ValueError(f"memory: expected a quantity like 512Mi or 1Gi, got {self.memory!r}")
-
-
-class MemoryPressure(_PressureFault):
-    """Exhaust memory: inside the target container up to its limit (OOMKilled, restarted), or
-    on its node with a stress-ng pod."""
-
-    kind = "memory-pressure"
-    Params = MemoryPressureParams
-    params: MemoryPressureParams
-    marker = MEMORY_MARKER
-
-    def check_container(self, pod: Pod, container: str) -> None:
-        c = pod.container(container)
-        if c is None or not c.memory_limit:
-            raise PreflightError(
-                f"{self.kind}: container {container} of {pod.ref} has no memory limit, so the "
-                "allocation would only stop at the node's memory; set resources.limits.memory "
-                "or use mode: node"
-            )
-
-    def stress_args(self) -> list[str]:
-        p = self.params
-        return ["--vm", "1", "--vm-bytes", p.memory, "--vm-keep", "--timeout", f"{int(p.duration)}s"]
-
-    def stress_requests(self) -> dict[str, str]:
-        return {"memory": self.params.memory, "cpu": "100m"}
-
-    def plan(self, found: Pressure) -> list[str]:
-        if self.params.mode is Mode.NODE:
-            return self.node_plan(found)
-        return [
-            f"exec in container {t.container} of {t.pod.ref} (memory limit {_limit(t)}): allocate until OOM-killed"
-            for t in found.targets
-        ] + ["revert: nothing to undo (the kubelet restarts the container); stray allocators are killed"]
-
-    def inject(self, found: Pressure, undo: Undo) -> None:
-        if self.params.mode is Mode.NODE:
-            return self.inject_node(found, undo)
-        ns, p = found.namespace, self.params
-        entries = tuple(LoadedContainer(t.pod.name, t.pod.uid, t.container, _restarts(t)) for t in found.targets)
-        undo.register(self, PressureRecord(Mode.CONTAINER, ns, pods=entries))
-        errors: dict[str, str] = {}
-
-        def allocate(entry: LoadedContainer) -> None:
-            try:
-                self.kube.exec(
-                    ns, entry.name, entry.container, ["sh", "-c", MEMORY_COMMAND], timeout=p.timeout, retry=False
-                )
-            except DrillkitError as exc:  # KubeError included: the stream dies with the container
-                errors[entry.name] = str(exc)
-
-        threads = [threading.Thread(target=allocate, args=(e,), daemon=True) for e in entries]
-        for t in threads:
-            t.start()
-        self.ctx.harm_started()
-        # the execs end with their containers; a stop ends the wait at once
-        wait_until(lambda: not any(t.is_alive() for t in threads), time.monotonic() + p.timeout + 5, 0.2, self.ctx.stop)
-        self.check_stop()
-        for entry in entries:
-            evidence = self._oom_evidence(ns, entry, p.timeout)
-            if evidence is None:
-                self.check_stop()
-                raise DrillkitError(
-                    f"{self.kind}: container {entry.container} of pod "
-                    f"{ns}/{entry.name} was not OOM-killed within {p.timeout:g}s"
-                    + (f" ({errors[entry.name]})" if entry.name in errors else "")
-                )
-            note(self.ctx, "oom_killed", fault=self.kind, pod=entry.name, container=entry.container, **evidence)
-            self.ctx.log(
-                f"memory-pressure: {ns}/{entry.name} {entry.container}: "
-                f"{evidence['reason']}, restarts {entry.restarts} -> {evidence['restarts']}"
-            )
-
-    def _oom_evidence(self, ns: str, entry: LoadedContainer, timeout: float) -> dict[str, Any] | None:
-        before = entry.restarts or 0
-
-        def killed(pods: list[Pod]) -> dict[str, Any] | None:
-            pod = next((x for x in pods if x.uid == entry.uid), None)
-            c = pod.container(entry.container) if pod else None
-            if c and (c.restart_count > before or c.last_terminated_reason == "OOMKilled"):
-                return {"restarts": c.restart_count, "reason": c.last_terminated_reason or "restarted"}
-            return None
-
-        return self.kube.wait_pods(
-            ns, None, killed, timeout, self.ctx.stop, field_selector=f"metadata.name={entry.name}"
-        )
-
-
-def _limit(t: Target) -> str | None:
-    c = t.pod.container(t.container)
-    return c.memory_limit if c else None
-
-
-def _restarts(t: Target) -> int:
-    c = t.pod.container(t.container)
-    return c.restart_count if c else 0
-
-
-@dataclass(frozen=True)
 class CpuPressureParams:
     selector: str = doc("label selector of the target pods")
     mode: Mode = doc(
@@ -397,7 +299,7 @@ class CpuPressure(_PressureFault):
         p = self.params
         loop = 'while [ "$(date +%s)" -lt "$end" ]; do :; done'
         return (
-            f"{CPU_MARKER}=1; end=$(( $(date +%s) + {int(p.duration)} )); "
+            f": {CPU_MARKER}=1; end=$(( $(date +%s) + {int(p.duration)} )); "
             f"i=0; while [ $i -lt {p.workers} ]; do ( {loop} ) & i=$((i+1)); done; wait"
         )
 
