@@ -15,7 +15,7 @@ from typing import Any
 from drillkit.errors import Aborted, InputError, PreflightError
 from drillkit.kube.api import KubeApi
 from drillkit.kube.config import KubeSettings
-from drillkit.kube.errors import Conflict, KubeTransient, NotFound
+from drillkit.kube.errors import Conflict, KubeError, KubeTransient, NotFound
 from drillkit.kube.views import (
     CORDONED_BY,
     MODIFIED_BY,
@@ -188,6 +188,40 @@ class Kube(KubeApi):
             {"spec": {"replicas": replicas}},
         )
 
+    def scale_from(self, kind: str, namespace: str, name: str, expected: int, replicas: int) -> bool:
+        """Scale to `replicas` only if the workload still has `expected` (a JSON-patch `test`:
+        optimistic concurrency); False if someone changed the count meanwhile."""
+        self.wrote(namespace)
+        patch_scale = self._workload_fns(kind)[3]
+        ops = [
+            {"op": "test", "path": "/spec/replicas", "value": expected},
+            {"op": "replace", "path": "/spec/replicas", "value": replicas},
+        ]
+        try:
+            self.call(f"patch {kind.lower()}s/scale {namespace}/{name}", patch_scale, name, namespace, ops)
+        except KubeError as exc:
+            if exc.status == 422:  # the test operation failed
+                return False
+            raise
+        return True
+
+    def replace_template_if(
+        self, kind: str, namespace: str, name: str, test: tuple[str, Any], template: dict[str, Any]
+    ) -> bool:
+        """Put back a pod template exactly, only if the value at JSON pointer `test[0]` is still
+        `test[1]` (what drillkit set); False if it was changed meanwhile."""
+        ops = [
+            {"op": "test", "path": test[0], "value": test[1]},
+            {"op": "replace", "path": "/spec/template", "value": template},
+        ]
+        try:
+            self.patch_workload(kind, namespace, name, ops)
+        except KubeError as exc:
+            if exc.status == 422:
+                return False
+            raise
+        return True
+
     def patch_workload(
         self, kind: str, namespace: str, name: str, patch: dict[str, Any] | list[dict[str, Any]]
     ) -> None:
@@ -262,14 +296,15 @@ class Kube(KubeApi):
             return None
         return dict((o.get("metadata") or {}).get("annotations") or {})
 
-    def secret_keys(self, namespace: str, name: str) -> tuple[ObjRef, list[str]] | None:
-        """A Secret's key names (values are dropped at once), or None if it does not exist."""
+    def secret_keys(self, namespace: str, name: str) -> tuple[ObjRef, list[str], bool] | None:
+        """A Secret's key names (values are dropped at once) and whether it is `immutable`, or
+        None if it does not exist."""
         try:
             o = self.call(f"get secrets {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
         except NotFound:
             return None
         ref = ObjRef("Secret", namespace, name, (o.get("metadata") or {}).get("uid", ""))
-        return ref, sorted(o.get("data") or {})
+        return ref, sorted(o.get("data") or {}), bool(o.get("immutable"))
 
     def create_secret(
         self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str], annotations: dict[str, str]

@@ -581,6 +581,17 @@ class KubeServer:
                         "Conflict",
                         {"name": name, "kind": resource},
                     )
+            if resource == "secrets" and current.get("immutable") and (
+                new.get("data") != current.get("data")
+                or new.get("stringData")
+                or not new.get("immutable")
+            ):
+                raise ApiError(
+                    422,
+                    f'Secret "{name}" is invalid: data: Forbidden: field is immutable when `immutable` is set',
+                    "Invalid",
+                    {"name": name, "kind": "Secret"},
+                )
             if sub == "status":
                 new = {**copy.deepcopy(current), "status": new.get("status") or {}}
             elif sub == "ephemeralcontainers":

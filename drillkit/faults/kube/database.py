@@ -107,7 +107,7 @@ class DbConnectionExhaustion(KubeFault[DbConnectionParams, Connections, JobRecor
         secret = self.kube.secret_keys(ns, p.secret)
         if secret is None:
             raise PreflightError(f"{self.kind}: Secret {ns}/{p.secret} not found")
-        secret_ref, keys = secret
+        secret_ref, keys, _ = secret
         missing = [k for k in (p.user_key, p.password_key) if k not in keys]
         if missing:
             raise PreflightError(

@@ -105,7 +105,13 @@ class AuthSecretCorruption(KubeFault[AuthSecretParams, Credential, BackupRecord]
         secret = self.kube.secret_keys(ns, p.secret)
         if secret is None:
             raise PreflightError(f"{self.kind}: Secret {ns}/{p.secret} not found")
-        ref, keys = secret
+        ref, keys, immutable = secret
+        if immutable:
+            raise PreflightError(
+                f"{self.kind}: Secret {ns}/{p.secret} is immutable (immutable: true): the API "
+                "refuses to change it, so neither the corruption nor its revert could be applied; "
+                "drill a mutable Secret, or recreate this one without `immutable`"
+            )
         if p.key not in keys:
             raise PreflightError(f"{self.kind}: Secret {ns}/{p.secret} has no key {p.key!r} (keys: {', '.join(keys)})")
         if p.restart:

@@ -194,11 +194,18 @@ class ScaleToZero(_InPlace):
         """Scale back to the recorded count, then drop the in-cluster record."""
         ns, kind, name = record.namespace, record.kind, record.name
         try:
-            kube.scale(kind, ns, name, record.replicas)
+            scaled = kube.scale_from(kind, ns, name, 0, record.replicas)
         except NotFound:
             drop_record(kube, ns, kind, name, cls.kind, run_id)
             return {"gone": True}
         drop_record(kube, ns, kind, name, cls.kind, run_id)
+        if not scaled:  # on-call scaled it during the drill: theirs wins
+            now = kube.get_replicas(kind, ns, name)
+            return {
+                "restored": False,
+                "changed during the drill": f"{kind} {ns}/{name} has {now} replicas, not the 0 drillkit set; "
+                f"left as it is (it had {record.replicas} before the drill)",
+            }
         ready = kube.wait_workload_ready(kind, ns, name, READY_TIMEOUT, stop)
         return {"replicas": record.replicas, "ready": ready}
 
@@ -264,6 +271,7 @@ class RolloutRecord:
     template: dict[str, Any]
     container: str
     image: str  # the container's image before the rollout
+    broken: str | None = None  # the image drillkit set (None: a journal of an older drillkit)
 
 
 class BadRollout(_InPlace):
@@ -300,7 +308,9 @@ class BadRollout(_InPlace):
     def inject(self, found: Rollout, undo: Undo) -> None:
         w = self.current(found.workload)
         private_journal(self.ctx)  # the saved template may carry inline env values
-        record = RolloutRecord(w.namespace, w.kind, w.name, w.template, found.container, found.image_before)
+        record = RolloutRecord(
+            w.namespace, w.kind, w.name, w.template, found.container, found.image_before, found.image_after
+        )
         undo.register(self, record)
         self.keep_record(w, record)
         self.kube.patch_workload(
@@ -336,9 +346,17 @@ class BadRollout(_InPlace):
         if current is None:
             drop_record(kube, ns, kind, name, cls.kind, run_id)
             return {"gone": True}
-        if current.template != record.template:
+        changed = cls._changed(current, record)
+        if record.broken is None and current.template != record.template:  # an older journal
             kube.replace_template(kind, ns, name, record.template)
+        elif changed is None and current.template != record.template:
+            names = [c.get("name") for c in (current.template.get("spec") or {}).get("containers") or []]
+            test = (f"/spec/template/spec/containers/{names.index(record.container)}/image", record.broken)
+            if not kube.replace_template_if(kind, ns, name, test, record.template):
+                changed = cls._changed(kube.get_workload(kind, ns, name) or current, record) or "changed meanwhile"
         drop_record(kube, ns, kind, name, cls.kind, run_id)
+        if changed is not None:  # on-call rolled something else out during the drill: theirs wins
+            return {"restored": False, "changed during the drill": f"{kind} {ns}/{name}: {changed}; left as it is"}
         if kind != "StatefulSet":
             ready = kube.wait_workload_ready(kind, ns, name, timeout, stop)
             return {"restored": True, "ready": ready}
@@ -352,6 +370,18 @@ class BadRollout(_InPlace):
                 f"not Ready within {timeout:g}s (stuck pods deleted: {', '.join(deleted) or 'none'})"
             )
         return {"restored": True, "ready": True, "stuck_pods_deleted": deleted}
+
+    @staticmethod
+    def _changed(current: Workload, record: RolloutRecord) -> str | None:
+        """Why the workload is no longer as drillkit left it (None: it is, or already restored)."""
+        if current.template == record.template or record.broken is None:
+            return None
+        image = next((c.image for c in current.containers if c.name == record.container), None)
+        if image is None:
+            return f"container {record.container} is gone from the pod template"
+        if image != record.broken:
+            return f"container {record.container} runs {image}, not the {record.broken} drillkit set"
+        return None
 
     @staticmethod
     def _delete_stuck(kube: Kube, ns: str, name: str, selector: str, images: dict[str, str]) -> list[str]:
