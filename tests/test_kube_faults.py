@@ -167,7 +167,11 @@ def test_scale_to_zero_restores_exact_replicas(kube_demo: KubeServer, prom_env: 
     assert data == {"namespace": NS, "kind": "Deployment", "name": "chatbot-api", "replicas": 2}
     patches = [r for r in kube_demo.requests if r.method == "PATCH" and "/deployments/chatbot-api" in r.path]
     scales = [r.body for r in patches if r.path.endswith("/scale")]
-    assert [b["spec"]["replicas"] for b in scales] == [0, 2], f"scale PATCH bodies: {scales}"
+    assert scales[0] == {"spec": {"replicas": 0}}, f"scale PATCH bodies: {scales}"
+    assert scales[1] == [  # the revert: only if the count is still the 0 drillkit set
+        {"op": "test", "path": "/spec/replicas", "value": 0},
+        {"op": "replace", "path": "/spec/replicas", "value": 2},
+    ], scales
     # before the scale-down, the revert data goes into a run-labelled record Secret (for a
     # cleanup without the journal) and the Deployment gets a label (never an annotation: the
     # controller would copy it onto ReplicaSets); the revert drops both
