@@ -93,6 +93,7 @@ class Pod:
     ephemeral: tuple[Container, ...] = ()
     mirror: bool = False
     deletion_grace: int | None = None  # metadata.deletionGracePeriodSeconds of a terminating pod
+    empty_dirs: tuple[str, ...] = ()  # names of emptyDir volumes (their data dies with the pod)
 
     @property
     def ref(self) -> ObjRef:
@@ -147,6 +148,7 @@ class Pod:
             deletion_grace=None
             if meta.get("deletionGracePeriodSeconds") is None
             else int(meta["deletionGracePeriodSeconds"]),
+            empty_dirs=tuple(v.get("name", "") for v in spec.get("volumes") or [] if "emptyDir" in v),
         )
 
 

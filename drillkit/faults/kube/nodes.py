@@ -1,14 +1,19 @@
 """node-drain: cordon a node and evict its pods, as `kubectl drain` does (the lost-node incident).
 
 Why it exists apart: it is the one fault acting on a cluster-scoped object. Evictions go through
-policy/v1 so PodDisruptionBudgets are respected (a blocked eviction is retried until
-`evict_timeout`, then reported); the node is marked `drillkit.io/cordoned-by` so cleanup finds
-it without a journal, and only a node drillkit cordoned is ever uncordoned.
+policy/v1 so PodDisruptionBudgets are respected; they run in parallel, each retried until its
+own `evict_timeout`, then reported. Like `kubectl drain`, it refuses pods no controller brings
+back and pods with emptyDir data unless the scenario says `force: true` (both are lost for
+good), and it leaves alone the namespaces a scenario protects (`protect_namespaces`: the
+monitoring the drill's own detection needs). The node is marked `drillkit.io/cordoned-by` so
+cleanup finds it without a journal, and only a node drillkit cordoned is ever uncordoned.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,13 +28,26 @@ from drillkit.model import Duration, doc
 class NodeDrainParams:
     node: str | None = doc("node to drain", default=None)
     pod_selector: str | None = doc("drain the node running a pod matching this label selector", default=None)
-    evict_timeout: Duration = doc("how long evictions blocked by PodDisruptionBudgets are retried", default=120.0)
+    evict_timeout: Duration = doc(
+        "how long each eviction blocked by a PodDisruptionBudget is retried (seconds, per pod)", default=120.0
+    )
+    force: bool = doc(
+        "also evict pods no controller recreates and pods with emptyDir data (both lost for good), "
+        "like `kubectl drain --force --delete-emptydir-data`",
+        default=False,
+    )
+    protect_namespaces: tuple[str, ...] = doc(
+        "namespaces whose pods are never evicted, e.g. the monitoring the drill's detection needs", default=()
+    )
+    parallel: int = doc("evictions in flight at once", default=8)
     namespace: str | None = doc("namespace of pod_selector (default: the scenario's)", default=None)
 
     def __post_init__(self) -> None:
         if (self.node is None) == (self.pod_selector is None):
             raise ValueError("expected exactly one of `node` or `pod_selector`")
         check_selector("pod_selector", self.pod_selector)
+        if not 1 <= self.parallel <= 64:
+            raise ValueError("parallel: expected 1..64")
 
 
 @dataclass(frozen=True)
@@ -84,13 +102,23 @@ class NodeDrain(KubeFault[NodeDrainParams, Drain, DrainRecord]):
                 "(drillkit only uncordons what it cordoned)"
             )
         self.check_blast("nodes", 1, len(nodes))
-        evict, skipped = [], []
+        evict, skipped, lost = [], [], []
         for pod in kube.list_pods(None, field_selector=f"spec.nodeName={node.name}"):
             why = self._skip(pod)
             if why:
                 skipped.append(Skipped(pod, why))
-            else:
-                evict.append(pod)
+                continue
+            evict.append(pod)
+            if pod.controller is None:
+                lost.append(f"{pod.ref} (no controller recreates it)")
+            elif pod.empty_dirs:
+                lost.append(f"{pod.ref} (emptyDir {', '.join(pod.empty_dirs)})")
+        if lost and not p.force:
+            raise PreflightError(
+                f"{self.kind}: draining {node.name} would lose for good: {'; '.join(lost)}. "
+                "Set `force: true` to evict them anyway (like kubectl drain --force "
+                "--delete-emptydir-data), or drain another node"
+            )
         return Drain(node, tuple(evict), tuple(skipped))
 
     def _skip(self, pod: Pod) -> str:
@@ -106,12 +134,19 @@ class NodeDrain(KubeFault[NodeDrainParams, Drain, DrainRecord]):
         allowed = self.ctx.scenario.guardrails.allow_namespaces
         if pod.namespace in PROTECTED_NAMESPACES and pod.namespace not in allowed:
             return "protected namespace"
+        if pod.namespace in self.params.protect_namespaces:
+            return "namespace protected by the scenario (protect_namespaces)"
         return ""
 
     def plan(self, found: Drain) -> list[str]:
         return [
             f"cordon {found.node.ref}",
-            *(f"evict {p.ref} (policy/v1 Eviction, PodDisruptionBudgets respected)" for p in found.evict),
+            *(
+                f"evict {p.ref} (policy/v1 Eviction, PodDisruptionBudgets respected)"
+                + (" - no controller recreates it: lost" if p.controller is None else "")
+                + (f" - emptyDir data lost: {', '.join(p.empty_dirs)}" if p.empty_dirs else "")
+                for p in found.evict
+            ),
             *(f"skip {s.pod.ref}: {s.why}" for s in found.skipped),
             f"revert: uncordon {found.node.name} (evicted pods stay where they were rescheduled)",
         ]
@@ -120,14 +155,20 @@ class NodeDrain(KubeFault[NodeDrainParams, Drain, DrainRecord]):
         node, kube, stop = found.node, self.kube, self.ctx.stop
         undo.register(self, DrainRecord(node.name))
         kube.cordon(node.name, self.ctx.run_id)
-        deadline = time.monotonic() + self.params.evict_timeout
-        results: dict[str, str] = {}
-        for p in found.evict:  # a stop (SIGINT/SIGTERM) ends the evictions at once
+        timeout, harm = self.params.evict_timeout, threading.Lock()
+
+        def evict(p: Pod) -> str:  # each pod gets its own deadline; a stop ends them all
             if stop.is_set():
-                break
-            results[f"{p.namespace}/{p.name}"] = kube.evict(p.namespace, p.name, deadline, stop)
-            if results[f"{p.namespace}/{p.name}"] == "evicted":
-                self.ctx.harm_started()
+                return "not evicted: the drill is stopping"
+            outcome = kube.evict(p.namespace, p.name, time.monotonic() + timeout, stop)
+            if outcome == "evicted":
+                with harm:
+                    self.ctx.harm_started()
+            return outcome
+
+        with ThreadPoolExecutor(max_workers=min(self.params.parallel, max(1, len(found.evict)))) as pool:
+            outcomes = list(pool.map(evict, found.evict))
+        results = {f"{p.namespace}/{p.name}": r for p, r in zip(found.evict, outcomes, strict=True)}
         blocked = {k: v for k, v in results.items() if v not in ("evicted", "gone")}
         extra = {"stopped": True} if stop.is_set() else {}
         note(

@@ -1,0 +1,99 @@
+"""node-drain against the API test server: what `kubectl drain` refuses, parallel evictions with
+a deadline per pod, and the namespaces a scenario protects.
+
+Why: the old drain evicted owner-less pods for good and emptyDir data silently, ran evictions
+one after another against one shared deadline, and evicted the monitoring the drill's own
+detection needs.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drillkit.errors import PreflightError
+from drillkit.faults import Undo
+from tests.kube_drill import direct_fault
+from tests.kubeserver import KubeServer
+
+pytestmark = [pytest.mark.wire]
+NS = "chatbot"
+
+
+def db_node(server: KubeServer) -> str:
+    db = server.get("pods", NS, "chatbot-db-0")
+    assert db is not None
+    return str(db["spec"]["nodeName"])
+
+
+def bare_pod(server: KubeServer, name: str, node: str, ns: str = NS, **spec: Any) -> None:
+    server.seed(
+        {
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}], **spec},
+        }
+    )
+
+
+def drain(server: KubeServer, tmp_path: Path, run_id: str = "deadbeef", **params: Any) -> list[dict[str, Any]]:
+    d = direct_fault(server, tmp_path, {"kind": "node-drain", "pod_selector": "app=chatbot-db", **params}, run_id)
+    found = d.fault.preflight()
+    with ExitStack() as stack:
+        d.fault.inject(found, Undo(stack, d.ctx))
+    d.journal.close()
+    return [e.data for e in d.events() if e.kind == "drain_result"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [({}, "no controller recreates it"), ({"volumes": [{"name": "scratch", "emptyDir": {}}]}, "emptyDir scratch")],
+)
+def test_drain_refuses_what_would_be_lost_unless_forced(
+    kube_demo: KubeServer, tmp_path: Path, extra: dict[str, Any], why: str
+) -> None:
+    node = db_node(kube_demo)
+    bare_pod(kube_demo, "lonely", node, **extra)
+    if extra:  # give it an owner: only the emptyDir is in question
+        kube_demo.update(
+            "pods",
+            NS,
+            "lonely",
+            lambda p: p["metadata"].__setitem__(
+                "ownerReferences",
+                [{"kind": "ReplicaSet", "name": "x", "uid": "u1", "controller": True, "apiVersion": "apps/v1"}],
+            ),
+        )
+    d = direct_fault(kube_demo, tmp_path, {"kind": "node-drain", "pod_selector": "app=chatbot-db"})
+    with pytest.raises(PreflightError, match=why):
+        d.fault.preflight()
+    d.journal.close()
+    assert kube_demo.get("pods", NS, "lonely") is not None
+    assert not (kube_demo.get("nodes", None, node) or {})["spec"].get("unschedulable")
+    results = drain(kube_demo, tmp_path, "forced", force=True)
+    assert f"{NS}/lonely" in results[0]["evicted"], results
+
+
+def test_drain_leaves_protected_namespaces_alone(kube_demo: KubeServer, tmp_path: Path) -> None:
+    node = db_node(kube_demo)
+    kube_demo.seed({"kind": "Namespace", "metadata": {"name": "monitoring"}})
+    bare_pod(kube_demo, "prometheus-0", node, ns="monitoring")
+    results = drain(kube_demo, tmp_path, protect_namespaces=["monitoring"])
+    assert kube_demo.get("pods", "monitoring", "prometheus-0") is not None, "monitoring pod evicted"
+    assert "monitoring/prometheus-0" not in results[0]["evicted"], results
+
+
+def test_drain_evicts_in_parallel_with_a_deadline_per_pod(kube_demo: KubeServer, tmp_path: Path) -> None:
+    node = db_node(kube_demo)
+    on_node = [p for p in kube_demo.list("pods", field_selector=f"spec.nodeName={node}")]
+    assert len(on_node) >= 2, "the demo node holds too few pods for this test"
+    kube_demo.inject_error(method="POST", path_contains="/eviction", status=None, delay=1.0, times=len(on_node))
+    start = time.monotonic()
+    results = drain(kube_demo, tmp_path, evict_timeout="30s")
+    took = time.monotonic() - start
+    assert len(results[0]["evicted"]) == len(on_node), results
+    assert took < 1.0 * len(on_node) - 0.3, f"{len(on_node)} evictions of 1 s each took {took:.1f}s: not parallel"
