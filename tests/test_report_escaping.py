@@ -49,3 +49,48 @@ def test_markdown_neutralises_control_characters(tmp_path: Path) -> None:
     title = md.read_text().splitlines()[0]
     assert title.startswith("# Incident Post-Mortem: \\<script\\>"), title
     assert "\\| \\`tick\\` \\*star\\*" in title, title
+
+
+PAYLOADS = (
+    "<script>document.title='PWNED'</script>"
+    "<img src=x onerror=\"document.title='PWNED'\">"
+    "<svg onload=\"document.title='PWNED'\"></svg>"
+)
+
+
+def test_hostile_text_runs_no_script_in_a_real_browser(tmp_path: Path) -> None:
+    """report.html opened in headless Chromium: the payloads show as text, none of them runs."""
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is needed (scripts/setup.sh installs it)"
+    folder = hostile_run(tmp_path)
+    path = folder / "journal.jsonl"
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    events[0]["scenario"]["title"] = PAYLOADS
+    events[0]["scenario"]["description"] = PAYLOADS
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    (html,) = render(folder, ("html",))
+    dom = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--user-data-dir=" + str(tmp_path / "profile"),
+            "--virtual-time-budget=2000",
+            "--dump-dom",
+            html.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert "</html>" in dom, "chromium rendered nothing"
+    import re
+
+    title = re.search(r"<title>(.*?)</title>", dom, re.S)
+    assert title and title.group(1) != "PWNED", "a payload ran and set document.title"
+    assert "&lt;script&gt;document.title=" in title.group(1), "the payload must show as text"
+    assert not re.search(r"<(img|svg|script)\b[^>]*(onerror|onload|PWNED)", dom), "a payload became markup"

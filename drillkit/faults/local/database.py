@@ -139,11 +139,15 @@ class DbConnectionExhaustionParams:
     def __post_init__(self) -> None:
         from psycopg import conninfo
 
+        from drillkit.redact import redact
+
         try:
             info = conninfo.conninfo_to_dict(self.dsn)
         except Exception as exc:  # psycopg.ProgrammingError: not a connection string
-            raise ValueError(f"dsn: not a libpq connection string: {exc}") from None
-        if info.get("password"):
+            raise ValueError(f"dsn: not a libpq connection string: {redact(str(exc))}") from None
+        # libpq lets a later `password=` (even an empty one) override the URI's userinfo, so ask
+        # the scrubber, which sees every form, rather than the parsed value alone
+        if info.get("password") or redact(self.dsn) != self.dsn:
             raise ValueError(
                 "dsn: must not contain a password (the journal and reports record the dsn); "
                 "set password_env or use ~/.pgpass"
