@@ -1,8 +1,10 @@
 """The `drillkit` command: parse options, wire the pieces, map errors to exit codes.
 
 Exit codes: 0 every target met; 1 a target missed (or the drill failed / hit an abort
-condition); 2 bad input; 3 target system or Prometheus unavailable, or drill not started;
-130 interrupted (after reverting). Logic lives below this module; heavy imports are lazy.
+condition); 2 bad input; 3 target system or Prometheus unavailable; 4 the drill ran but its
+journal or report could not be written; 5 not started (steady state, alert already active or
+target busy: retry later); 130 interrupted (after reverting). A suite exits with its drills'
+most serious code (drillkit.suite). Logic lives below this module; heavy imports are lazy.
 """
 
 from __future__ import annotations
@@ -137,8 +139,16 @@ def _lab_url(sc: Any, service: str) -> str | None:
 
 
 @main.command()
-@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, required=True, metavar="SCENARIO|FOLDER|SUITE...")
 @click.option("--dry-run", is_flag=True, help="Run preflight, print the plan, touch nothing.")
+@click.option("--stop-on-failure", is_flag=True, help="In a suite: skip the remaining drills once one does not pass.")
+@click.option(
+    "--settle-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds each drill waits for the steady state to hold and the previous drill's alert to "
+    "resolve before it starts [default: 0 for one drill, 180 in a suite].",
+)
 @click.option(
     "--report-dir",
     envvar="DRILLKIT_REPORT_DIR",
@@ -189,8 +199,10 @@ def _lab_url(sc: Any, service: str) -> str | None:
 @prometheus_options
 @_guard
 def run(
-    scenario: str,
+    paths: tuple[str, ...],
     dry_run: bool,
+    stop_on_failure: bool,
+    settle_timeout: float | None,
     force: bool,
     report_dir: str,
     formats: str,
@@ -205,46 +217,69 @@ def run(
     prometheus_user: str | None,
     prometheus_ca: str | None,
 ) -> None:
-    """Run the drill in SCENARIO and write its report."""
+    """Run the drill in each SCENARIO (files, folders of *.yaml, `*.suite.yaml` suite files) and
+    write its report. Several drills run one after the other as a suite: one summary
+    (summary.md/html, a merged junit.xml) and one exit code."""
     _interrupt_exits_130()
     from drillkit.engine import Drill, RunOptions
     from drillkit.policy import load_policy
     from drillkit.report import parse_formats
-    from drillkit.scenario import load_scenario
+    from drillkit.scenario import Scenario
     from drillkit.signals import StopFlag, handle_signals
+    from drillkit.suite import load_suite, run_suite
 
     fmt = parse_formats(formats)
-    sc = load_scenario(scenario)
-    stop = StopFlag()
-    kube_factory = None
-    if sc.target.kubernetes:
-        from drillkit.kube import kube_factory_for
-
-        kube_factory = kube_factory_for(sc, context, allow_contexts, kubeconfig, stop)
-    if prometheus_url is None:
-        prometheus_url = _lab_url(sc, "prometheus") or "http://127.0.0.1:9090"
-    if alertmanager_url is None:
-        alertmanager_url = _lab_url(sc, "alertmanager")
+    suite = load_suite(paths, stop_on_failure)
+    pol = load_policy(policy)
     if alertmanager_url is not None:
         _check_url("--alertmanager-url", alertmanager_url)
-    opts = RunOptions(
-        prometheus=_prom_config(prometheus_url, prometheus_token, prometheus_user, prometheus_ca),
-        policy=load_policy(policy),
-        report_root=Path(report_dir),
-        formats=fmt,
-        dry_run=dry_run,
-        out=_say,
-        tty=sys.stderr.isatty(),
-        kube_factory=kube_factory,
-        ready_timeout=ready_timeout,
-        alertmanager_url=alertmanager_url,
-        force=force,
-    )
+    if prometheus_url is not None:
+        _check_url("--prometheus-url", prometheus_url)
+    stop = StopFlag()
+
+    def options_for(sc: Scenario) -> RunOptions:
+        kube_factory = None
+        if sc.target.kubernetes:
+            from drillkit.kube import kube_factory_for
+
+            kube_factory = kube_factory_for(sc, context, allow_contexts, kubeconfig, stop)
+        prom = prometheus_url or _lab_url(sc, "prometheus") or "http://127.0.0.1:9090"
+        am = alertmanager_url or _lab_url(sc, "alertmanager")
+        if am is not None:
+            _check_url("--alertmanager-url", am)
+        return RunOptions(
+            prometheus=_prom_config(prom, prometheus_token, prometheus_user, prometheus_ca),
+            policy=pol,
+            report_root=Path(report_dir),
+            formats=fmt,
+            dry_run=dry_run,
+            out=_say,
+            tty=sys.stderr.isatty(),
+            kube_factory=kube_factory,
+            ready_timeout=ready_timeout,
+            alertmanager_url=am,
+            force=force,
+            settle_timeout=settle_timeout or 0.0,
+        )
+
+    single = len(suite.drills) == 1 and not Path(paths[0]).is_dir()
+    if single or dry_run:
+        code = 0
+        for planned in suite.drills:  # a dry run checks every drill and touches nothing
+            opts = options_for(planned.scenario)
+            with handle_signals(stop):
+                result = Drill(planned.scenario, opts, stop).run()
+            if result.folder:
+                click.echo(str(result.folder))
+            code = code or result.exit_code
+        sys.exit(code)
     with handle_signals(stop):
-        result = Drill(sc, opts, stop).run()
-    if result.folder:
-        click.echo(str(result.folder))
-    sys.exit(result.exit_code)
+        summary = run_suite(suite, options_for, stop, Path(report_dir), _say, settle_timeout)
+    for row in summary.rows:
+        click.echo(f"{row.status:<13} {row.name:<32} {row.folder or row.reason}")
+    click.echo(f"suite: exit {summary.exit_code}; summary in {summary.folder / 'summary.md'}")
+    click.echo(str(summary.folder))
+    sys.exit(summary.exit_code)
 
 
 @main.command()

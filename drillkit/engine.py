@@ -44,10 +44,15 @@ class Status(StrEnum):
     INCONCLUSIVE = "inconclusive"
 
 
-class NotStarted(DrillkitError):
-    """The system was not healthy before the drill, so nothing was injected."""
+EXIT_NOT_RECORDED = 4  # the drill ran (and reverted) but its journal or report could not be written
+EXIT_NOT_STARTED = 5  # not started: not in steady state, alert already active, or target busy; retry later
 
-    exit_code = 3
+
+class NotStarted(DrillkitError):
+    """The system was not healthy (or the target was busy) before the drill, so nothing was
+    injected: a reason to retry later, unlike Prometheus or the cluster being unavailable (3)."""
+
+    exit_code = EXIT_NOT_STARTED
 
 
 @dataclass
@@ -63,6 +68,8 @@ class RunOptions:
     ready_timeout: float = 60.0
     alertmanager_url: str | None = None
     force: bool = False  # run even if another drill holds the target
+    settle_timeout: float = 0.0  # seconds to wait for the steady state (and quiet alerts) before starting
+    settle_alerts: tuple[str, ...] = ()  # alerts (e.g. the previous drill's) that must be inactive first
 
 
 @dataclass
@@ -74,14 +81,12 @@ class RunResult:
     plan: list[str] = field(default_factory=list)
 
 
-EXIT_NOT_RECORDED = 4  # the drill ran (and reverted) but its journal or report could not be written
-
-
 def exit_code_for(status: Status, by_signal: bool) -> int:
-    """Documented exit codes: 0 met, 1 missed, 3 not started/inconclusive, 130 interrupted."""
+    """Documented exit codes: 0 met, 1 missed, 3 inconclusive (something unavailable),
+    5 not started (retry later), 130 interrupted."""
     if status is Status.ABORTED:
         return 130 if by_signal else 1
-    return {Status.PASSED: 0, Status.FAILED: 1, Status.NOT_STARTED: 3, Status.INCONCLUSIVE: 3}[status]
+    return {Status.PASSED: 0, Status.FAILED: 1, Status.NOT_STARTED: EXIT_NOT_STARTED, Status.INCONCLUSIVE: 3}[status]
 
 
 def new_run_id() -> str:
@@ -207,6 +212,7 @@ class Drill:
             return Status.FAILED, "revert failed: " + "; ".join(undo.failures)
         if status in (None, Status.ABORTED) and not by_signal and _has(journal, "reverted"):
             self._verify(journal)
+        self._late_detection(journal)
         if self.scenario.target.kubernetes and _has(journal, "reverted"):
             left = self._leftovers(ctx, journal)
             if left and status in (None, Status.PASSED, Status.INCONCLUSIVE):
@@ -281,7 +287,25 @@ class Drill:
             raise Aborted(self.stop.reason, by_signal=True)
         return faults
 
+    def _settle(self) -> float:
+        """Wait (bounded by `settle_timeout`) until the steady state holds and the drill's own
+        alert and `settle_alerts` are neither pending nor firing: a suite's previous drill may
+        still be resolving. Returns the seconds waited; the checks below decide the rest."""
+        if self.opts.settle_timeout <= 0:
+            return 0.0
+        d = self.scenario.detection
+        started = time.monotonic()
+
+        def settled() -> bool:
+            if self.prom.alerts(d.alert, d.labels) or any(self.prom.alerts(a, {}) for a in self.opts.settle_alerts):
+                return False
+            return self._steady_now()
+
+        self._wait("settle", started + self.opts.settle_timeout, settled, interval=1.0, check_abort=False)
+        return time.monotonic() - started
+
     def _steady_state(self, journal: Journal) -> None:
+        waited = self._settle()
         failing = [f"{p.name}: {why}" for p in self.scenario.steady_state if (why := self._probe(p))]
         if failing:
             raise NotStarted("steady state does not hold: " + "; ".join(failing))
@@ -291,7 +315,9 @@ class Drill:
         holding = [c.name or c.expr for c in self.scenario.guardrails.abort_when if self.prom.query(c.expr)]
         if holding:
             raise NotStarted(f"abort condition already holds before the drill: {'; '.join(holding)}")
-        journal.append("steady_state_ok", probes=[p.name for p in self.scenario.steady_state])
+        journal.append(
+            "steady_state_ok", probes=[p.name for p in self.scenario.steady_state], settled_after=round(waited, 3)
+        )
 
     def _probe(self, probe: Probe) -> str:
         """'' when the probe holds, else why not."""
@@ -408,6 +434,24 @@ class Drill:
         else:
             journal.append("verify_failed", within=self.scenario.recovery.verify_within)
 
+    def _late_detection(self, journal: Journal) -> None:
+        """After a missed detection, ask Prometheus once whether the alert fired later after all
+        (before the drill ended), so the report says when instead of "-"."""
+        injected = next((e for e in journal.events if e.kind == "injected"), None)
+        if injected is None or not _has(journal, "detection_missed") or _has(journal, "detected"):
+            return
+        d = self.scenario.detection
+        try:
+            found = self.prom.firing_time(self.rule, d.labels, injected.at - timedelta(seconds=0.5))
+        except DrillkitError as exc:
+            self.opts.out(f"could not check whether {d.alert} fired late: {exc}")
+            return
+        if found is not None:
+            fired, method = found
+            journal.append("detected_late", at=fired, alert=d.alert, source="prometheus", method=method)
+            late = format_duration((fired - injected.at).total_seconds())
+            self.opts.out(f"{d.alert} fired late: at {fired.isoformat()} ({late} after injection)")
+
     def _leftovers(self, ctx: FaultContext, journal: Journal) -> list[str]:
         """Verify, Kubernetes part: nothing labelled with this run's id remains (objects being
         deleted asynchronously, like a Job's pods, get a short grace)."""
@@ -424,7 +468,12 @@ class Drill:
         return left
 
     def _judge(self, journal: Journal) -> Status:
-        vs = verdicts(journal.events)
+        """Judge from the same events the report renders: the journal plus the status updates
+        other processes wrote (`drillkit update`), so the exit code and the report agree."""
+        from drillkit.report import load_events
+
+        events = journal.events if journal.write_error is not None else load_events(journal.path.parent)
+        vs = verdicts(events)
         return Status.FAILED if any(v.met is False for v in vs) else Status.PASSED
 
     # --- waiting --------------------------------------------------------------------------

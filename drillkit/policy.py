@@ -118,6 +118,20 @@ class Verdict:
     actual_seconds: float | None
     met: bool | None
     reason: str = ""
+    expected: str = ""  # for targets that are not durations (classification): the expected value
+    given: str = ""  # ... and the value given
+
+    @property
+    def limit_text(self) -> str:
+        return self.expected or format_duration(self.limit_seconds)
+
+    @property
+    def actual_text(self) -> str:
+        return self.given or format_duration(self.actual_seconds)
+
+    @property
+    def margin_text(self) -> str:
+        return "-" if self.expected else format_duration(self.margin_seconds)
 
     @property
     def margin_seconds(self) -> float | None:
@@ -184,7 +198,7 @@ def status_update_verdict(
             limit,
             None,
             None,
-            f"no update was due: the incident lasted {format_duration(span)}, under the "
+            f"no update was due: detection to resolution took {format_duration(span)}, under the "
             f"{format_duration(limit)} cadence",
         )
     marks = [detected_mono, *sorted(u for u in update_monos if detected_mono <= u <= end_mono), end_mono]
@@ -200,13 +214,14 @@ def verdicts(events: list[Event]) -> list[Verdict]:
     kinds = {e.kind for e in events}
     alert = events[0].data["scenario"]["alert"]
     injected, detected = first(events, "injected"), first(events, "detected")
+    late = first(events, "detected_late")  # fired, but only after the detection target
     not_reached = "the drill ended before this phase" if "aborted" in kinds or "error" in kinds else ""
     out = [
         judge(
             "detect",
             f"Time to detect ({alert} firing after injection)",
             limits["detect"],
-            m.time_to_detect,
+            m.time_to_detect if late is None or injected is None else late.mono - injected.mono,
             not_reached or f"{alert} did not fire within {format_duration(limits['detect'])}",
             "detection_missed" in kinds,
         ),
@@ -251,7 +266,13 @@ def verdicts(events: list[Event]) -> list[Verdict]:
         expected, given = events[0].data["scenario"]["severity"], ack.data["severity"]
         out.append(
             Verdict(
-                "classification", f"Severity classified as {given} (playbook: {expected})", 0.0, None, given == expected
+                "classification",
+                f"Severity classified as {given} (playbook: {expected})",
+                0.0,
+                None,
+                given == expected,
+                expected=str(expected),
+                given=str(given),
             )
         )
     end = first(events, "resolved") or first(events, "mitigated")

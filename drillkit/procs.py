@@ -42,6 +42,18 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def brief_cmdline(pid: int, limit: int = 120) -> str:
+    """The command line for a plan or report line: whole arguments only, so a DSN or path is
+    never cut in the middle; arguments past `limit` characters become " …"."""
+    args = cmdline(pid).split(" ")
+    kept: list[str] = []
+    for arg in args:
+        if kept and len(" ".join([*kept, arg])) > limit:
+            return " ".join(kept) + " …"
+        kept.append(arg)
+    return " ".join(kept)
+
+
 def status(pid: int) -> str | None:
     """psutil's status of the process ("running", "sleeping", "stopped", "zombie", ...), or None."""
     try:

@@ -8,8 +8,9 @@ by `drillkit update`), so `drillkit report` re-renders any run identically.
 from __future__ import annotations
 
 import json
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ EVENT_TEXT = {
     "aborted": "Drill aborted",
     "not_started": "Drill not started",
     "detection_missed": "Alert did not fire in time",
+    "detected_late": "Alert firing (after the detection target)",
     "acknowledge_missed": "No acknowledgement in time",
     "mitigation_missed": "Service not restored in time",
     "verify_failed": "Not healthy after revert",
@@ -160,6 +162,15 @@ _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
 
 
+def _xml_value(value: Any) -> Any:
+    """Drop characters XML cannot carry from a value; markup we built (already escaped) stays."""
+    from markupsafe import Markup
+
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return _XML_INVALID.sub("", value)
+    return value
+
+
 def _environment(fmt: str) -> Any:
     """The template environment of one format. HTML and XML escape every value (scenario text,
     reasons and errors are not ours to trust) and drop characters XML cannot carry; Markdown
@@ -183,7 +194,7 @@ def _environment(fmt: str) -> Any:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("drillkit", "templates"),
         autoescape=not markdown,
-        finalize=md_value if markdown else (lambda v: _XML_INVALID.sub("", v) if isinstance(v, str) else v),
+        finalize=md_value if markdown else _xml_value,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
@@ -192,7 +203,29 @@ def _environment(fmt: str) -> Any:
     env.filters["dur"] = format_duration
     env.filters["time"] = lambda at: at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
     env.filters["code"] = code
+    env.filters["prose"] = _prose_md if markdown else _prose_html
     return env
+
+
+_CODE_SPAN = re.compile(r"`([^`]+)`")
+
+
+def _prose_md(value: Any) -> Any:
+    """Our own sentences with `code spans` (verdict reasons, action items): the spans stay code,
+    everything else is escaped like any value."""
+    from markupsafe import Markup
+
+    parts = _CODE_SPAN.split(" ".join(str(value).splitlines()))
+    out = [f"`{p}`" if i % 2 else _MD_SPECIAL.sub(r"\\\1", p) for i, p in enumerate(parts)]
+    return Markup("".join(out))
+
+
+def _prose_html(value: Any) -> Any:
+    """The same sentences in HTML: escaped, with `code spans` as <code>, never literal backticks."""
+    from markupsafe import Markup, escape
+
+    parts = _CODE_SPAN.split(_XML_INVALID.sub("", str(value)))
+    return Markup("".join(f"<code>{escape(p)}</code>" if i % 2 else str(escape(p)) for i, p in enumerate(parts)))
 
 
 def _template_context(d: ReportData) -> dict[str, Any]:
@@ -228,9 +261,20 @@ def _template_context(d: ReportData) -> dict[str, Any]:
         "acknowledged": first(d.events, "acknowledged"),
         "mitigated": first(d.events, "mitigated"),
         "resolved": first(d.events, "resolved"),
-        "plans": [e.data.get("plan", []) for e in d.events if e.kind == "fault_injecting"],
+        "faults": _faults_with_plans(d),
+        "detected_late": first(d.events, "detected_late"),
         "verdict_classes": {True: "met", False: "missed", None: "unmeasured"},
     }
+
+
+def _faults_with_plans(d: ReportData) -> list[dict[str, Any]]:
+    """Each fault with the plan lines journalled when it was injected (faults are injected in
+    the scenario's order, one `fault_injecting` event each), so a fault's pids sit under it."""
+    plans = [e.data.get("plan", []) for e in d.events if e.kind == "fault_injecting"]
+    return [
+        {"kind": f["kind"], "params": f["params"], "plan": plans[i] if i < len(plans) else []}
+        for i, f in enumerate(d.scenario["faults"])
+    ]
 
 
 def _event_text(e: Event) -> str:
@@ -238,6 +282,7 @@ def _event_text(e: Event) -> str:
     detail = {
         "injected": e.data.get("fault"),
         "detected": e.data.get("alert"),
+        "detected_late": e.data.get("alert"),
         "alert_pending": e.data.get("alert"),
         "acknowledged": e.data.get("by"),
         "aborted": e.data.get("reason"),
@@ -263,3 +308,120 @@ def _action_for(v: Verdict) -> str:
         "classification": "Review the playbook's severity table (impact assessment) with the responder",
     }
     return f"{fixes.get(v.target, 'Review')} ({v.summary()})"
+
+
+# --- a suite's summary --------------------------------------------------------------------
+
+SUMMARY_FILES = {"md": "summary.md", "html": "summary.html", "json": "summary.json", "junit": "junit.xml"}
+EXIT_MEANINGS = {
+    0: "every drill ran and met every measured target",
+    1: "a drill missed a target, failed to revert, or hit an abort condition",
+    2: "bad input",
+    3: "Prometheus, the cluster or the target system was unavailable",
+    4: "a drill ran but its journal or report could not be written",
+    5: "a drill was not started (steady state did not hold, alert already active, or target busy): retry later",
+    130: "interrupted",
+}
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One drill of a suite, as the summary shows it."""
+
+    name: str
+    title: str
+    severity: str
+    path: str
+    status: str
+    exit_code: int
+    reason: str = ""
+    folder: Path | None = None
+    data: ReportData | None = None
+    missed: tuple[str, ...] = ()
+    measures: dict[str, float | None] = field(default_factory=dict)
+    duration: float = 0.0
+    link_md: str = ""
+    link_html: str = ""
+
+    @property
+    def ran(self) -> bool:
+        return self.status != "not-run"
+
+    def measure(self, name: str) -> float | None:
+        return self.measures.get(name)
+
+    @classmethod
+    def not_run(cls, name: str, title: str, severity: str, path: str, reason: str, exit_code: int = 0) -> SummaryRow:
+        """A drill that never got a run folder: skipped (exit 0), or refused before starting."""
+        return cls(name, title, severity, path, "not-run" if exit_code == 0 else "error", exit_code, reason)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.name,
+            "title": self.title,
+            "severity": self.severity,
+            "path": self.path,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "folder": str(self.folder) if self.folder else None,
+            "measures": self.measures,
+            "missed": list(self.missed),
+        }
+
+
+def summary_row(name: str, path: str, folder: Path | None, status: str, exit_code: int) -> SummaryRow:
+    """The row of a drill that ran, read back from its run folder (the journal is the record)."""
+    if folder is None or not (folder / JOURNAL_NAME).exists():
+        return SummaryRow(name, name, "", path, status, exit_code, "no journal was written", folder)
+    d = collect(folder)
+    return SummaryRow(
+        name=name,
+        title=str(d.scenario["title"]),
+        severity=str(d.scenario["severity"]),
+        path=path,
+        status=d.status,
+        exit_code=exit_code,
+        reason=d.reason,
+        folder=folder,
+        data=d,
+        missed=tuple(v.summary() for v in d.verdicts if v.met is False),
+        measures=d.measures.to_dict(),
+        duration=_duration(d),
+    )
+
+
+def render_summary(folder: Path, rows: list[SummaryRow], exit_code: int) -> list[Path]:
+    """summary.md, summary.html, summary.json and one merged junit.xml (a testsuite per drill,
+    a testcase per target) in the suite's folder."""
+    linked = [r if r.folder is None else _with_links(r, os.path.relpath(r.folder, folder)) for r in rows]
+    ctx = {
+        "rows": linked,
+        "exit_code": exit_code,
+        "exit_meaning": EXIT_MEANINGS.get(exit_code, "see the README's exit codes"),
+        "passed": sum(r.status == "passed" for r in rows),
+    }
+    written = []
+    for fmt, name in SUMMARY_FILES.items():
+        if fmt == "json":
+            doc = {"exit_code": exit_code, "passed": ctx["passed"], "drills": [r.to_json() for r in rows]}
+            text = json.dumps(doc, indent=2) + "\n"
+        else:
+            template = "suite-junit.xml.j2" if fmt == "junit" else name + ".j2"
+            text = _environment(fmt).get_template(template).render(**ctx)
+        (folder / name).write_text(text, encoding="utf-8")
+        written.append(folder / name)
+    return written
+
+
+def _with_links(row: SummaryRow, rel: str) -> SummaryRow:
+    from dataclasses import replace
+
+    return replace(row, link_md=f"{rel}/report.md", link_html=f"{rel}/report.html")
+
+
+def _duration(d: ReportData) -> float:
+    """From injection (or the start, if nothing was injected) to the end of the drill."""
+    start = d.events[0]
+    end = first(d.events, "finished") or d.events[-1]
+    return end.mono - (first(d.events, "injected") or start).mono

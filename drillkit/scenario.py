@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -20,6 +21,7 @@ from drillkit.errors import ScenarioError
 from drillkit.model import (
     Comparator,
     Count,
+    LocMap,
     PositiveDuration,
     Where,
     build,
@@ -231,13 +233,28 @@ def variable(name: str) -> str | None:
     raise ValueError("not a variable: expected env.NAME (an environment variable), lab.dir or lab.port.<component>")
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Load and validate one scenario file (`${…}` variables resolved, see `variable`)."""
+def _merged(base: Any, overrides: Mapping[str, Any]) -> Any:
+    """`base` with `overrides` merged in, mapping by mapping (a suite's per-drill overrides);
+    lists and scalars are replaced whole. Keys keep the base's line numbers where they exist."""
+    if not isinstance(base, dict):
+        return overrides
+    out = LocMap(base)
+    out.line, out.key_lines = getattr(base, "line", 1), dict(getattr(base, "key_lines", {}))
+    for key, value in overrides.items():
+        out[key] = _merged(base[key], value) if isinstance(value, Mapping) and key in base else value
+    return out
+
+
+def load_scenario(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Scenario:
+    """Load and validate one scenario file (`${…}` variables resolved, see `variable`), with a
+    suite's `overrides` (a partial scenario) merged in before validation."""
     p = Path(path)
     data = load_yaml(p, variable)
     where = Where(str(p), getattr(data, "line", 1), "")
     if not isinstance(data, dict):
         raise where.error("expected a mapping at the top level of a scenario")
+    if overrides:
+        data = _merged(data, overrides)
     faults_raw = data.get("faults")
     if not isinstance(faults_raw, list) or not faults_raw:
         raise where.key(data, "faults").error("expected a non-empty list of faults")
@@ -255,13 +272,21 @@ def load_scenario(path: str | Path) -> Scenario:
     return dataclasses.replace(scenario, faults=faults, path=str(p))
 
 
+SUITE_SUFFIXES = (".suite.yaml", ".suite.yml")
+
+
+def is_suite_file(path: Path) -> bool:
+    """A suite file (`*.suite.yaml`, see drillkit.suite) lists drills; it is not a scenario."""
+    return path.name.endswith(SUITE_SUFFIXES)
+
+
 def scenario_paths(paths: tuple[str, ...] | list[str]) -> list[Path]:
     """Files named directly, plus every *.yaml / *.yml below folders named."""
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml")))
+            out.extend(sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml") and not is_suite_file(q)))
         elif p.exists():
             out.append(p)
         else:

@@ -18,7 +18,7 @@ from drillkit.faults import Fault, RevertContext, Undo
 from drillkit.faults.local import cgroups as cg
 from drillkit.faults.local.common import check_stop, host_errors, one_target, validate_target
 from drillkit.model import Duration, doc
-from drillkit.procs import alive, cmdline
+from drillkit.procs import alive, brief_cmdline
 from drillkit.signals import wait_until
 
 _BYTES_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T|B)?")
@@ -151,7 +151,7 @@ class MemoryPressure(Fault[MemoryPressureParams, MemoryTarget, MemoryPressureRec
         limit = f"its charge after the move {p.limit}" if p.headroom else p.limit
         lines = [
             f"create cgroup v{version} {self._group(found)} with {cg.limit_file(version)} = {limit}",
-            f"move pid {found.pid} ({cmdline(found.pid)[:80]}) into it from {found.origin}",
+            f"move pid {found.pid} ({brief_cmdline(found.pid, 80)}) into it from {found.origin}",
         ]
         if p.leak_url:
             lines.append(

@@ -13,7 +13,7 @@ from drillkit.errors import PreflightError
 from drillkit.faults import Fault, RevertContext, Undo, check_blast_radius
 from drillkit.faults.local.common import restart, validate_target
 from drillkit.model import Count, Duration, doc
-from drillkit.procs import alive, cmdline, find_processes, wait_gone
+from drillkit.procs import alive, brief_cmdline, find_processes, wait_gone
 from drillkit.signals import wait_until
 
 SIGNALS = {"SIGKILL", "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGSTOP"}
@@ -81,7 +81,7 @@ class ProcessKill(Fault[ProcessKillParams, Victims, ProcessKillRecord]):
 
     def plan(self, found: Victims) -> list[str]:
         p = self.params
-        lines = [f"send {p.signal} to pid {pid}: {cmdline(pid)[:120]}" for pid in found.pids]
+        lines = [f"send {p.signal} to pid {pid}: {brief_cmdline(pid, 120)}" for pid in found.pids]
         if p.restart:
             lines.append(f"revert: restart with {' '.join(p.restart)} unless back within {p.back_within:g}s")
         return lines

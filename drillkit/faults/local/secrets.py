@@ -22,7 +22,7 @@ from drillkit.faults import Fault, RevertContext, Undo, check_blast_radius
 from drillkit.faults.local.common import check_stop, host_errors, restart, validate_target
 from drillkit.files import fsync_dir, write_atomically
 from drillkit.model import Count, Duration, doc
-from drillkit.procs import cmdline, find_processes, wait_gone
+from drillkit.procs import brief_cmdline, find_processes, wait_gone
 from drillkit.signals import wait_until
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ class AuthSecretCorruption(Fault[AuthSecretCorruptionParams, Replicas, AuthSecre
         return [
             f"copy {p.secret_file} to {found.backup} (mode 0600)",
             f"replace {p.secret_file} with random bytes (atomic rename)",
-            *[f"restart replica pid {pid} with SIGTERM: {cmdline(pid)[:100]}" for pid in found.victims],
+            *[f"restart replica pid {pid} with SIGTERM: {brief_cmdline(pid, 100)}" for pid in found.victims],
             "revert: restore the secret from the backup, restart those replicas again, delete the backup",
         ]
 
