@@ -34,10 +34,12 @@ class TargetBusy(PreflightError):
 
 
 def local_lock_path(lab_dir: str | None) -> Path:
-    """The lock of a local target: in the lab's directory, else one per user on this host."""
+    """The lock of a local target: in the lab's directory, else one per user on this host (in
+    $DRILLKIT_LOCK_DIR if set, else the temp dir: drills on this host outside any lab)."""
     if lab_dir:
         return Path(lab_dir) / LOCK_NAME
-    return Path(tempfile.gettempdir()) / f"drillkit-{os.getuid()}{LOCK_NAME}"
+    folder = os.environ.get("DRILLKIT_LOCK_DIR") or tempfile.gettempdir()
+    return Path(folder) / f"drillkit-{os.getuid()}{LOCK_NAME}"
 
 
 @contextmanager

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 from tests.kubeserver.fixture import kube_api_client, kube_demo, kube_server, kube_server_options  # noqa: F401
 from tests.promfixture import prom_env  # noqa: F401 - fixture
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Drills outside a lab lock the whole host (drillkit.targetlock): give this test session a
+    host of its own, so two sessions on one machine do not refuse each other's drills."""
+    os.environ.setdefault("DRILLKIT_LOCK_DIR", tempfile.mkdtemp(prefix="drillkit-locks-"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
