@@ -284,11 +284,24 @@ def run(
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
+@click.option(
+    "--prometheus-url",
+    envvar="DRILLKIT_PROMETHEUS_URL",
+    default=None,
+    help="Also run every PromQL expression against this Prometheus: rejected queries and probes "
+    "that return no data are errors.",
+)
 @_guard
-def validate(paths: tuple[str, ...]) -> None:
-    """Validate scenario files and folders (exit 2 on the first bad file)."""
+def validate(paths: tuple[str, ...], prometheus_url: str | None) -> None:
+    """Validate scenario files and folders (exit 2 if any is bad)."""
     from drillkit.errors import ScenarioError
     from drillkit.scenario import load_scenario, scenario_paths
+
+    prom = None
+    if prometheus_url is not None:
+        from drillkit.prometheus import Prometheus
+
+        prom = Prometheus(_prom_config(prometheus_url, os.environ.get("DRILLKIT_PROMETHEUS_TOKEN"), None, None))
 
     files = scenario_paths(paths)
     if not files:
@@ -301,6 +314,15 @@ def validate(paths: tuple[str, ...]) -> None:
             click.echo(str(exc), err=True)
             errors += 1
             continue
+        if prom is not None:
+            from drillkit.engine import query_problems
+
+            problems = query_problems(sc, prom)
+            for line in problems:
+                click.echo(line, err=True)
+            if problems:
+                errors += 1
+                continue
         click.echo(f"ok: {path} ({sc.name}, {sc.severity}, {', '.join(f.kind for f in sc.faults)})")
     if errors:
         click.echo(f"drillkit: {errors} of {len(files)} scenario(s) invalid", err=True)

@@ -44,6 +44,15 @@ class PermanentError(DrillkitError):
     exit_code = 3
 
 
+class RejectedRequest(PermanentError):
+    """The API refused our request as malformed (HTTP 400/422), e.g. PromQL that does not parse;
+    `detail` is the API's own message."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
 class PreflightError(UnavailableError):
     """The drill cannot start safely: a guardrail, missing alert rule, or bad target."""
 

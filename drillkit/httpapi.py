@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from drillkit.errors import PermanentError, TransientError
+from drillkit.errors import PermanentError, RejectedRequest, TransientError
 from drillkit.retry import retrying
 from drillkit.signals import StopFlag
 
@@ -95,6 +95,8 @@ class HttpApi:
             raise TransientError(f"{what}{detail}")
         if code in (401, 403):
             raise PermanentError(f"{what}: check the token or credentials")
+        if code in (400, 422):
+            raise RejectedRequest(f"{what}{detail}", detail.removeprefix(": "))
         raise PermanentError(f"{what}{detail}")
 
 

@@ -513,7 +513,7 @@ def dataclass_schema(cls: type) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
     if required:
         out["required"] = required
-    if cls.__doc__:
+    if cls.__doc__ and not cls.__doc__.startswith(f"{cls.__name__}("):  # not dataclass's own repr
         out["description"] = cls.__doc__.strip().splitlines()[0]
     return out
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from drillkit.clock import parse_time
-from drillkit.errors import Aborted, PreflightError, TransientError, UnavailableError
+from drillkit.errors import Aborted, PreflightError, RejectedRequest, TransientError, UnavailableError
 from drillkit.httpapi import HttpApi
 from drillkit.signals import StopFlag, wait_until
 
@@ -128,6 +128,17 @@ class Prometheus:
         if isinstance(data, list) and len(data) == 2 and not isinstance(data[0], dict):
             return [Sample({}, float(data[1]))]
         return [Sample(dict(r.get("metric", {})), float(r["value"][1])) for r in data]
+
+    def check(self, expr: str, needs_data: bool) -> str:
+        """'' if Prometheus accepts `expr` (and, with `needs_data`, it returns samples now);
+        otherwise what is wrong, in Prometheus's own words for a rejected query."""
+        try:
+            samples = self.query(expr)
+        except RejectedRequest as exc:
+            return f"Prometheus rejects this PromQL: {exc.detail}"
+        if needs_data and not samples:
+            return "returns no data now (a typo in a metric or label name?); a probe needs samples to hold"
+        return ""
 
     def raw_samples(self, expr: str, seconds: float) -> list[tuple[dict[str, str], float]]:
         """Raw (labels, timestamp) of every sample of a selector within the last `seconds`."""

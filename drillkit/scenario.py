@@ -72,8 +72,8 @@ class RecoveryAction(StrEnum):
 class Probe:
     """A steady-state check: the PromQL result must satisfy `expect` (every sample)."""
 
-    name: str
-    expr: str
+    name: str = doc("what healthy means, in words, e.g. every API replica is up")
+    expr: str = doc("PromQL, run as an instant query; it must return at least one sample")
     expect: Comparator = doc('comparison every sample must satisfy, e.g. ">= 3"')
 
 
@@ -81,8 +81,8 @@ class Probe:
 class AbortCondition:
     """A PromQL expression that, when it returns any sample, aborts the drill (and reverts)."""
 
-    expr: str
-    name: str = ""
+    expr: str = doc("PromQL; the drill stops and reverts as soon as it returns any sample")
+    name: str = doc("what the condition means, for the report", default="")
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,8 @@ class LocalTarget:
 
 @dataclass(frozen=True)
 class Target:
+    """What the drill breaks: a Kubernetes namespace or this host (exactly one)."""
+
     kubernetes: KubernetesTarget | None = None
     local: LocalTarget | None = None
 
@@ -114,6 +116,8 @@ class Target:
 
 @dataclass(frozen=True)
 class Guardrails:
+    """Limits that keep the drill safe: blast radius, abort conditions, protected namespaces."""
+
     max_targets: Count = doc("blast radius: most targets one fault may touch", default=Count(50, True))
     abort_when: tuple[AbortCondition, ...] = ()
     allow_namespaces: tuple[str, ...] = doc("protected namespaces this drill may touch anyway", default=())
@@ -130,21 +134,34 @@ class FaultSpec:
 
 @dataclass(frozen=True)
 class Detection:
-    alert: str = doc("alert rule name that must fire")
-    labels: dict[str, str] = field(default_factory=dict)
+    """The Prometheus alert that must catch the incident, and how fast."""
+
+    alert: str = doc("name of the Prometheus alerting rule that must fire")
+    labels: dict[str, str] = doc("labels the firing alert must carry, e.g. {namespace: chatbot}", default_factory=dict)
     within: PositiveDuration = doc("detection target: injected -> firing", default=300.0)
 
 
 @dataclass(frozen=True)
 class Response:
-    acknowledge: AckSource = AckSource.AUTO
+    """How the page is acknowledged, and the response target."""
+
+    acknowledge: AckSource = doc(
+        "who acknowledges: auto (at detection, for CI), command (`drillkit ack`), prompt (a trainee at the "
+        "terminal), alertmanager (a silence)",
+        default=AckSource.AUTO,
+    )
     within: PositiveDuration | None = doc("override the severity's response target", default=None)
 
 
 @dataclass(frozen=True)
 class Recovery:
+    """How service comes back, and the mitigation target."""
+
     within: PositiveDuration = doc("mitigation target and deadline: injected -> steady state back", default=600.0)
-    action: RecoveryAction = RecoveryAction.WAIT
+    action: RecoveryAction = doc(
+        "wait: for self-healing or people to mitigate; revert: drillkit's revert is the mitigation",
+        default=RecoveryAction.WAIT,
+    )
     verify_within: PositiveDuration = doc("deadline for steady state after the revert", default=120.0)
 
 
@@ -172,15 +189,15 @@ _NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 class Scenario:
     """A drill scenario (see scenarios/ and `drillkit schema`)."""
 
-    name: str  # a slug, used in report folder names
-    title: str
-    severity: Severity
-    target: Target
-    detection: Detection
-    steady_state: tuple[Probe, ...]
+    name: str = doc("short lowercase name (letters, digits, dashes), used in report folder names")
+    title: str = doc("the incident's title, as in the post-mortem heading")
+    severity: Severity = doc("playbook severity P1-P4: picks the acknowledge, resolve and status-update targets")
+    target: Target = doc("what the drill breaks")
+    detection: Detection = doc("the alert that must fire")
+    steady_state: tuple[Probe, ...] = doc("probes that must hold before the drill and again after the revert")
     faults: tuple[FaultSpec, ...] = field(default=(), metadata={"internal": True})
-    incident: Incident = Incident.OTHER
-    description: str = ""
+    incident: Incident = doc("the playbook's incident type, for the report and trends", default=Incident.OTHER)
+    description: str = doc("what happens to users during the drill (the post-mortem's impact)", default="")
     guardrails: Guardrails = Guardrails()
     response: Response = Response()
     recovery: Recovery = Recovery()
@@ -270,6 +287,36 @@ def load_scenario(path: str | Path, overrides: Mapping[str, Any] | None = None) 
         raise where.key(data, "steady_state").error("expected a non-empty list of probes")
     scenario = build(Scenario, data, where, skip=frozenset({"faults"}))
     return dataclasses.replace(scenario, faults=faults, path=str(p))
+
+
+@dataclass(frozen=True)
+class QuerySite:
+    """A PromQL expression of a scenario and where it is written, for authoring checks."""
+
+    where: Where
+    expr: str
+    needs_data: bool  # a probe must return samples; an abort condition normally returns none
+
+
+def query_sites(scenario: Scenario) -> list[QuerySite]:
+    """Every PromQL expression of the scenario with its file, line and key path (the file is
+    read again for the lines; the typed scenario keeps none)."""
+    p = Path(scenario.path)
+    data = load_yaml(p, variable)
+    top = Where(str(p), getattr(data, "line", 1), "")
+    sites = []
+    sections: list[tuple[str, list[str], bool]] = [
+        ("steady_state", [p.expr for p in scenario.steady_state], True),
+        ("guardrails.abort_when", [c.expr for c in scenario.guardrails.abort_when], False),
+    ]
+    for section, exprs, needs in sections:
+        node, where = data, top
+        for key in section.split("."):
+            node, where = node.get(key, {}), where.key(node, key)
+        for i, expr in enumerate(exprs):
+            raw = node[i] if isinstance(node, list) and i < len(node) else {}
+            sites.append(QuerySite(where.item(node, i).key(raw, "expr"), expr, needs))
+    return sorted(sites, key=lambda s: s.where.line)
 
 
 SUITE_SUFFIXES = (".suite.yaml", ".suite.yml")
