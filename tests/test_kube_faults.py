@@ -341,12 +341,44 @@ def test_db_connection_exhaustion_job_by_reference_and_deleted(
     assert env["DRILLKIT_CONNECTIONS"]["value"] == "50"
     assert client in container["command"][2] and "sleep" in container["command"][2]
     assert "Job " in run.journal_text() and "running" in run.journal_text()
+    held = run.event("connections_held").data
+    assert held["held"] == 50 and held["requested"] == 50, held
+    pod_sc = container["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True and pod_sc["allowPrivilegeEscalation"] is False, pod_sc
+    assert pod_sc["capabilities"] == {"drop": ["ALL"]} and pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert kube_demo.get("jobs", NS, job) is None, "Job not deleted by the revert"
     assert not kube_demo.list("pods", NS, label_selector=f"job-name={job}"), "Job pods left behind"
     deletes = [r for r in kube_demo.requests if r.method == "DELETE" and r.path.endswith(f"/jobs/{job}")]
     assert deletes and deletes[0].body.get("propagationPolicy") == "Background", deletes
     no_secret_values(run.journal_text(), "chatbot-demo-password")
     no_secret_values(str(report(run)), "chatbot-demo-password")
+
+
+def test_db_connection_exhaustion_fails_when_no_connection_is_held(
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path
+) -> None:
+    """A NetworkPolicy, a wrong DSN or password: the Job runs but holds nothing; the old fault
+    counted that as harm done."""
+    kube_demo.db_connections_held = 0
+    run = run_drill(
+        kube_demo,
+        prom_env,
+        tmp_path,
+        scenario(
+            [
+                {
+                    "kind": "db-connection-exhaustion",
+                    "service": "chatbot-db",
+                    "secret": "chatbot-db-credentials",
+                    "connections": 5,
+                }
+            ]
+        ),
+    )
+    error = run.event("error").data["error"]
+    assert "holds 0 of 5 connections" in error and "timeout expired" in error, error
+    assert run.result.status.value != "passed"
+    assert not kube_demo.list("jobs", NS), "the Job outlived the failed fault"
 
 
 def test_node_drain_cordons_evicts_respects_pdb_and_uncordons(

@@ -62,13 +62,15 @@ class KubeApi:
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    def _once(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _once(self, what: str, fn: Callable[..., Any], *args: Any, text: bool = False, **kwargs: Any) -> Any:
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
         try:
             resp = fn(*args, _preload_content=False, **kwargs)
             data = resp.data
         except Exception as exc:
             raise translate(what, exc) from None
+        if text:  # a pod log
+            return bytes(data or b"").decode(errors="replace")
         if not data:
             return {}
         try:

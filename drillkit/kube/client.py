@@ -109,6 +109,12 @@ class Kube(KubeApi):
             return False
         return True
 
+    def pod_log(self, namespace: str, name: str, container: str | None = None) -> str:
+        """The pod's log ("" if it has none yet)."""
+        kw = {"container": container} if container else {}
+        what = f"get pods/log {namespace}/{name}"
+        return str(self.call(what, self.core.read_namespaced_pod_log, name, namespace, text=True, **kw))
+
     def wait_pod_gone(self, namespace: str, name: str, uid: str, timeout: float, stop: StopFlag | None = None) -> bool:
         """Until the pod `name` with `uid` no longer exists (a terminating pod finishing its
         grace period); False at the deadline or when `stop` interrupts."""

@@ -152,6 +152,8 @@ class KubeServer:
         self.internal_errors: list[str] = []
         self.readiness_overrides: dict[str, bool] = {}
         self.pod_logs: dict[tuple[str, str], str] = {}
+        self.db_connections_held: int | None = None
+        """What a db-connection-exhaustion Job's pod logs it holds (None: all it was asked for)."""
         self.ephemeral_containers_forbidden = False
         self.unknown_exec_result: ExecResult = ("", "", 0)
         self.cgroup_version = 2
@@ -526,13 +528,24 @@ class KubeServer:
                 return self._evict(ns or "", name, body or {})
             if sub == "log" and method == "GET":
                 with store.lock:
-                    store.must_get(resource, ns, name)
-                return 200, self.pod_logs.get((ns or "", name), "")
+                    pod = copy.deepcopy(store.must_get(resource, ns, name))
+                return 200, self.pod_logs.get((ns or "", name)) or self._db_job_log(pod)
         else:
             raise ApiError(404, "the server could not find the requested resource")
         raise ApiError(
             405, f"{method} is not supported on {qualified(resource)}{'/' + sub if sub else ''}", "MethodNotAllowed"
         )
+
+    def _db_job_log(self, pod: Obj) -> str:
+        """The count line drillkit's connection-holding script prints once running."""
+        container = (pod["spec"].get("containers") or [{}])[0]
+        if "drillkit: holding" not in " ".join(container.get("command") or []):
+            return ""
+        env = {e["name"]: e.get("value") for e in container.get("env") or []}
+        wanted = int(env.get("DRILLKIT_CONNECTIONS") or 0)
+        held = wanted if self.db_connections_held is None else self.db_connections_held
+        errors = "" if held == wanted else "psql: error: connection to server failed: timeout expired\n"
+        return f"drillkit: holding {held} of {wanted} connections\n{errors}"
 
     @staticmethod
     def _apply_patch(current: Obj, body: Any, content_type: str) -> Obj:

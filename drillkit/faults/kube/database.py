@@ -3,13 +3,18 @@
 Why it exists apart: its harm runs inside the cluster, in a Job drillkit creates and deletes,
 with a dead man's switch (activeDeadlineSeconds) that ends it even if drillkit dies. The client
 image is the database's own, and the credentials reach it by secretKeyRef: drillkit never reads
-them.
+them. The harm is proved, not assumed: the Job's script counts the connections still open after
+the connect timeout and logs `drillkit: holding N of M connections`, which inject reads; zero
+held (a NetworkPolicy, a wrong DSN or password) fails the fault. The pod runs with a
+`restricted`-compatible securityContext (non-root uid 999, the postgres/mysql images' user).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -19,6 +24,7 @@ from drillkit.faults import RevertContext, Undo
 from drillkit.faults.kube.base import KubeFault, note
 from drillkit.kube import RUN_LABEL, Conflict, ObjRef
 from drillkit.model import Duration, doc
+from drillkit.signals import wait_until
 
 
 class DbEngine(StrEnum):
@@ -50,19 +56,36 @@ class DbConnectionParams:
             raise ValueError("port: expected 1..65535")
 
 
+SETTLE = 15
+"""Seconds the Job waits after opening its connections before counting those still open (the
+clients' connect timeout is 10 s)."""
+_COUNT = (
+    f"sleep {SETTLE}; f=$(wc -l < /tmp/drillkit-failed); "
+    'echo "drillkit: holding $((DRILLKIT_CONNECTIONS - f)) of $DRILLKIT_CONNECTIONS connections"; '
+    'if [ "$f" -gt 0 ]; then head -n 3 /tmp/drillkit-errors; fi; wait'
+)
 _PG_SCRIPT = (
+    ": > /tmp/drillkit-failed; : > /tmp/drillkit-errors; "
     'n=0; while [ "$n" -lt "$DRILLKIT_CONNECTIONS" ]; do '
-    '(sleep "$DRILLKIT_HOLD" | psql -q -v ON_ERROR_STOP=1 >/dev/null '
-    '|| echo "drillkit: connection $n failed") & n=$((n+1)); done; '
-    'echo "drillkit: $DRILLKIT_CONNECTIONS connections requested"; wait'
+    '(sleep "$DRILLKIT_HOLD" | psql -q -v ON_ERROR_STOP=1 >/dev/null 2>>/tmp/drillkit-errors '
+    "|| echo $n >> /tmp/drillkit-failed) & n=$((n+1)); done; " + _COUNT
 )
 _MYSQL_SCRIPT = (
+    ": > /tmp/drillkit-failed; : > /tmp/drillkit-errors; "
     'n=0; while [ "$n" -lt "$DRILLKIT_CONNECTIONS" ]; do '
     '(sleep "$DRILLKIT_HOLD" | mysql -h "$DRILLKIT_HOST" -P "$DRILLKIT_PORT" '
-    '-u "$DRILLKIT_USER" ${DRILLKIT_DATABASE:+"$DRILLKIT_DATABASE"} >/dev/null '
-    '|| echo "drillkit: connection $n failed") & n=$((n+1)); done; '
-    'echo "drillkit: $DRILLKIT_CONNECTIONS connections requested"; wait'
+    '-u "$DRILLKIT_USER" ${DRILLKIT_DATABASE:+"$DRILLKIT_DATABASE"} >/dev/null 2>>/tmp/drillkit-errors '
+    "|| echo $n >> /tmp/drillkit-failed) & n=$((n+1)); done; " + _COUNT
 )
+_HOLDING = re.compile(r"drillkit: holding (\d+) of (\d+) connections")
+RESTRICTED = {
+    "runAsNonRoot": True,
+    "runAsUser": 999,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+"""A container securityContext the `restricted` Pod Security level admits."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +217,7 @@ class DbConnectionExhaustion(KubeFault[DbConnectionParams, Connections, JobRecor
                                 "command": ["sh", "-c", script],
                                 "env": env,
                                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+                                "securityContext": RESTRICTED,
                             }
                         ],
                     },
@@ -220,7 +244,31 @@ class DbConnectionExhaustion(KubeFault[DbConnectionParams, Connections, JobRecor
                     f"within {wait:g}s (image {found.image} pulled?)"
                 )
             note(self.ctx, "note", fault=self.kind, text=f"Job {ns}/{job} pod {running.name} running on {running.node}")
-        self.ctx.harm_started()  # the client pod holds the connections from here
+            self.ctx.harm_started()  # the client pod opens the connections from here
+            held = self._held(ns, running.name, wait + SETTLE)
+            note(self.ctx, "connections_held", fault=self.kind, job=job, held=held, requested=self.params.connections)
+            return
+        self.ctx.harm_started()  # not waiting: the connections are assumed, not proved
+
+    def _held(self, ns: str, pod: str, timeout: float) -> int:
+        """How many connections the Job's pod reports holding; DrillkitError for none."""
+        log: list[str] = [""]
+
+        def counted() -> re.Match[str] | None:  # a match, as 0 held is falsy
+            log[0] = self.kube.pod_log(ns, pod)
+            return _HOLDING.search(log[0])
+
+        m = wait_until(counted, time.monotonic() + timeout, 1.0, self.ctx.stop)
+        held = int(m[1]) if m else None
+        if held is None:
+            raise DrillkitError(f"{self.kind}: pod {ns}/{pod} did not report its connections within {timeout:g}s")
+        if held == 0:
+            errors = log[0].split("connections", 1)[-1].strip()[:300]
+            raise DrillkitError(
+                f"{self.kind}: pod {ns}/{pod} holds 0 of {self.params.connections} connections "
+                f"(NetworkPolicy? credentials? DSN?): {errors or 'no error output'}"
+            )
+        return held
 
     @classmethod
     def revert(cls, ctx: RevertContext, record: JobRecord) -> dict[str, Any]:
