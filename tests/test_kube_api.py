@@ -182,6 +182,42 @@ def test_context_allowlist(kube_server: KubeServer) -> None:
 
 
 @pytest.mark.parametrize(
+    ("server", "allowed"),
+    [
+        ("https://127.0.0.1:40123", True),
+        ("https://[::1]:6443", True),
+        ("https://localhost:6443", True),
+        ("https://prod-api.example.com:6443", False),
+        ("https://10.0.0.12:6443", False),
+    ],
+)
+def test_a_kind_context_must_point_at_loopback(tmp_path: Path, server: str, allowed: bool) -> None:
+    """A production context renamed `kind-x` is not a kind cluster: kind serves its API on
+    loopback. Explicitly allowed contexts are not checked further."""
+    import yaml
+
+    cfg = tmp_path / "kubeconfig"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "kind-x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "kind-x",
+            }
+        )
+    )
+    if allowed:
+        assert resolve_settings(None, None, (), str(cfg)).context == "kind-x"
+    else:
+        with pytest.raises(InputError, match="not on loopback"):
+            resolve_settings(None, None, (), str(cfg))
+    assert resolve_settings(None, None, ("kind-x",), str(cfg)).context == "kind-x"
+
+
+@pytest.mark.parametrize(
     ("text", "words"),
     [
         ("apiVersion: v1\nclusters: [\n  - name: x\ncontexts: {\n", "is not valid YAML, line 3, column 3"),

@@ -1,18 +1,24 @@
 """Which cluster a drill may touch: kubeconfig contexts, in-cluster config, the allowlist.
 
 Why it exists: the context is checked before any client exists. By default only `kind-*`
-contexts (disposable local clusters) are allowed; anything else, in-cluster service accounts
-included, needs `--allow-context NAME`. A malformed kubeconfig becomes one located
-`KubeconfigError` line (exit 2) instead of a client traceback.
+contexts (disposable local clusters) are allowed, and only if what the name promises holds:
+kind serves its API on the loopback interface, so a `kind-*` context whose API server is not on
+127.0.0.1/::1/localhost (a renamed production context, say) is refused. Anything else, in-cluster
+service accounts included, needs `--allow-context NAME`; an explicitly allowed context is not
+checked further (the allowlist cannot tell a production cluster from a staging one). A
+malformed kubeconfig becomes one located `KubeconfigError` line (exit 2) instead of a client
+traceback.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from drillkit.errors import InputError, UnavailableError
 
@@ -155,9 +161,26 @@ def resolve_settings(
             f"refusing kubeconfig context {name!r}: only kind-* contexts are allowed by default; "
             f"pass `--allow-context {name}` if you really mean to run this drill there"
         )
+    if name not in allow_contexts:  # allowed by its kind-* name: check what the name promises
+        host = urlsplit(client_configuration(KubeSettings(name, kubeconfig)).host).hostname or ""
+        if not _loopback(host):
+            raise InputError(
+                f"refusing kubeconfig context {name!r}: its name says kind, but its API server "
+                f"({host}) is not on loopback, where kind serves it; pass `--allow-context {name}` "
+                "if you really mean to run this drill there"
+            )
     if context and scenario_context and context != scenario_context:
         log.warning("using context %s (--context) instead of the scenario's %s", context, scenario_context)
     return KubeSettings(name, kubeconfig)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _in_cluster_available() -> bool:

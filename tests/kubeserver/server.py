@@ -594,10 +594,10 @@ class KubeServer:
                         "Conflict",
                         {"name": name, "kind": resource},
                     )
-            if resource == "secrets" and current.get("immutable") and (
-                new.get("data") != current.get("data")
-                or new.get("stringData")
-                or not new.get("immutable")
+            if (
+                resource == "secrets"
+                and current.get("immutable")
+                and (new.get("data") != current.get("data") or new.get("stringData") or not new.get("immutable"))
             ):
                 raise ApiError(
                     422,
