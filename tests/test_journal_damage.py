@@ -66,7 +66,7 @@ def test_a_journal_held_by_a_live_process_is_busy(tmp_path: Path) -> None:
             Journal(path)
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()
     Journal(path).close()  # the kernel dropped the lock with the process
 
 

@@ -33,6 +33,6 @@ def test_a_second_drill_is_refused_naming_the_first(tmp_path: Path) -> None:
             assert "run111" in path.read_text(), "--force must leave the holder's record alone"
     finally:
         first.kill()
-        first.wait()
+        first.communicate()
     with local_target(path, "run333", "lab-db"):  # the kernel dropped the dead drill's lock
         assert "run333" in path.read_text()
