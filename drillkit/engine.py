@@ -8,6 +8,7 @@ the stop flag and the abort conditions, and shows progress on a terminal.
 
 from __future__ import annotations
 
+import json
 import secrets
 import sys
 import tempfile
@@ -182,6 +183,7 @@ class Drill:
             final = status or Status.INCONCLUSIVE
             journal.append("finished", status=final.value, reason=reason)
             journal.close()
+            self._save_series(journal, folder)
         code = exit_code_for(final, by_signal)
         if journal.write_error is not None:
             self._journal_lost(journal, final)
@@ -189,6 +191,30 @@ class Drill:
         if not self._render(folder, final):
             code = EXIT_NOT_RECORDED
         return RunResult(run_id, final, folder, code)
+
+    def _save_series(self, journal: Journal, folder: Path) -> None:
+        """The probes' and the alert expression's values over the drill (with a margin), saved
+        in the run folder so `drillkit report` can plot them offline. Best effort: a report
+        without plots beats no report."""
+        from drillkit.report import SERIES_NAME
+
+        if not _has(journal, "injected") or journal.write_error is not None:
+            return
+        start, end = journal.events[0].at - timedelta(seconds=30), utcnow() + timedelta(seconds=5)
+        step = max(1.0, (end - start).total_seconds() / 1000)
+        exprs = [(f"probe: {p.name}", p.expr) for p in self.scenario.steady_state]
+        rule = getattr(self, "rule", None)
+        if rule is not None:
+            exprs.append((f"alert {rule.name}: {rule.query}", rule.query))
+        out = []
+        try:
+            for label, expr in exprs:
+                series = self.prom.query_range(expr, start, end, step)
+                out.append({"label": label, "expr": expr, "series": [asdict(s) for s in series[:10]]})
+        except DrillkitError as exc:
+            self.opts.out(f"could not fetch the series to plot: {exc}")
+            return
+        (folder / SERIES_NAME).write_text(json.dumps({"step": step, "queries": out}) + "\n", encoding="utf-8")
 
     def _journal_lost(self, journal: Journal, status: Status) -> None:
         """The journal could not be written (disk full…): say what happened, reverts first."""

@@ -48,6 +48,12 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class Series:
+    labels: dict[str, str]
+    points: list[tuple[float, float]]  # (unix time, value)
+
+
+@dataclass(frozen=True)
 class AlertRule:
     name: str
     for_seconds: float
@@ -139,6 +145,15 @@ class Prometheus:
         if needs_data and not samples:
             return "returns no data now (a typo in a metric or label name?); a probe needs samples to hold"
         return ""
+
+    def query_range(self, expr: str, start: datetime, end: datetime, step: float) -> list[Series]:
+        """A range query (aligned to `step` seconds): enough for plotting, not for timing."""
+        params = {"query": expr, "start": f"{start.timestamp():.3f}", "end": f"{end.timestamp():.3f}"}
+        data = self._data("/api/v1/query_range", {**params, "step": f"{step:g}"})
+        return [
+            Series(dict(r.get("metric", {})), [(float(t), float(v)) for t, v in r.get("values", [])])
+            for r in data.get("result", [])
+        ]
 
     def raw_samples(self, expr: str, seconds: float) -> list[tuple[dict[str, str], float]]:
         """Raw (labels, timestamp) of every sample of a selector within the last `seconds`."""

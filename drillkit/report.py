@@ -22,6 +22,7 @@ from drillkit.model import format_duration
 from drillkit.policy import Verdict, verdicts
 
 UPDATES_NAME = "updates.jsonl"
+SERIES_NAME = "series.json"  # the plotted query_range results, saved by the engine
 FORMATS = {"md": "report.md", "html": "report.html", "json": "report.json", "junit": "junit.xml"}
 
 EVENT_TEXT = {
@@ -152,7 +153,8 @@ def render(folder: Path, formats: tuple[str, ...] | list[str]) -> list[Path]:
         if fmt == "json":
             text = json.dumps(data.to_json(), indent=2) + "\n"
         else:
-            text = _environment(fmt).get_template(FORMATS[fmt] + ".j2").render(**ctx)
+            extra = _plots(folder, data) if fmt == "html" else {}
+            text = _environment(fmt).get_template(FORMATS[fmt] + ".j2").render(**ctx, **extra)
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
@@ -265,6 +267,59 @@ def _template_context(d: ReportData) -> dict[str, Any]:
         "detected_late": first(d.events, "detected_late"),
         "verdict_classes": {True: "met", False: "missed", None: "unmeasured"},
     }
+
+
+def _plots(folder: Path, d: ReportData) -> dict[str, Any]:
+    """Inline SVG for report.html: the saved series (if the engine could fetch them) around the
+    milestones, and the targets' timeline. Drawn by drillkit.plots (matplotlib, lazily)."""
+    from markupsafe import Markup
+
+    from drillkit import plots
+
+    ref = first(d.events, "injected") or d.events[0]
+
+    def rel(e: Event | None) -> float | None:
+        return None if e is None else e.mono - ref.mono
+
+    limits: dict[str, float] = d.events[0].data["limits"]
+    detected, acked = first(d.events, "detected") or first(d.events, "detected_late"), first(d.events, "acknowledged")
+    windows = [plots.Window("detect", 0.0, limits["detect"], rel(detected))]
+    if detected is not None:
+        windows.append(plots.Window("acknowledge", rel(detected) or 0.0, limits["acknowledge"], rel(acked)))
+    windows += [
+        plots.Window("mitigate", 0.0, limits["mitigate"], rel(first(d.events, "mitigated"))),
+        plots.Window("resolve", 0.0, limits["resolve"], rel(first(d.events, "resolved"))),
+    ]
+    names = {"injected": "injected", "alert_pending": "pending", "detected": "firing", "detected_late": "firing"}
+    names |= {"acknowledged": "acknowledged", "mitigated": "mitigated", "resolved": "resolved"}
+    milestones = [plots.Milestone(names[e.kind], e.mono - ref.mono) for e in d.events if e.kind in names]
+    out: dict[str, Any] = {"metrics_svg": "", "timeline_svg": ""}
+    if first(d.events, "injected") is None:
+        return out
+    out["timeline_svg"] = Markup(plots.timeline_svg(windows))
+    series = folder / SERIES_NAME
+    if series.exists():
+        saved = json.loads(series.read_text(encoding="utf-8"))
+        zero = ref.at.timestamp()
+        expects = {f"probe: {p['name']}": p["expect"] for p in d.scenario["steady_state"]}
+        panels = [
+            plots.Panel(
+                q["label"],
+                [
+                    plots.Line(
+                        ", ".join(f"{k}={v}" for k, v in sorted(s["labels"].items()) if k != "__name__"),
+                        [(t - zero, v) for t, v in s["points"]],
+                    )
+                    for s in q["series"]
+                ],
+                expects.get(q["label"], ""),
+            )
+            for q in saved["queries"]
+        ]
+        short = [w for w in windows if w.name in ("detect", "mitigate")]
+        if panels:
+            out["metrics_svg"] = Markup(plots.metrics_svg(panels, milestones, short))
+    return out
 
 
 def _faults_with_plans(d: ReportData) -> list[dict[str, Any]]:
