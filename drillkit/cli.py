@@ -315,9 +315,7 @@ def validate(paths: tuple[str, ...], prometheus_url: str | None) -> None:
             errors += 1
             continue
         if prom is not None:
-            from drillkit.engine import query_problems
-
-            problems = query_problems(sc, prom)
+            problems = prom.query_problems(sc)
             for line in problems:
                 click.echo(line, err=True)
             if problems:

@@ -288,7 +288,7 @@ class Drill:
                 faults = self._preflight(self._context(run_id, journal))
             finally:
                 journal.close()
-        problems = query_problems(self.scenario, self.prom)
+        problems = self.prom.query_problems(self.scenario)
         for line in problems:
             self.opts.out(line)
         if problems:
@@ -578,18 +578,6 @@ class Drill:
             for cond in self.scenario.guardrails.abort_when:
                 if self.prom.query(cond.expr):
                     raise Aborted(f"abort condition {cond.name or cond.expr} holds", by_signal=False)
-
-
-def query_problems(scenario: Scenario, prom: Prometheus) -> list[str]:
-    """`FILE:LINE: key.path: …` for each PromQL expression of the scenario that Prometheus
-    rejects, or (for a probe, which must return samples to hold) that returns no data."""
-    from drillkit.scenario import query_sites
-
-    out = []
-    for site in query_sites(scenario):
-        if problem := prom.check(site.expr, site.needs_data):
-            out.append(str(site.where.error(problem)))
-    return out
 
 
 def _scenario_record(s: Scenario) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from drillkit.clock import parse_time
 from drillkit.errors import Aborted, PreflightError, RejectedRequest, TransientError, UnavailableError
 from drillkit.httpapi import HttpApi
+from drillkit.scenario import Scenario, query_sites
 from drillkit.signals import StopFlag, wait_until
 
 if TYPE_CHECKING:
@@ -154,6 +155,11 @@ class Prometheus:
             Series(dict(r.get("metric", {})), [(float(t), float(v)) for t, v in r.get("values", [])])
             for r in data.get("result", [])
         ]
+
+    def query_problems(self, scenario: Scenario) -> list[str]:
+        """`FILE:LINE: key.path: …` for each PromQL expression of the scenario that Prometheus
+        rejects, or (for a probe, which must return samples to hold) that returns no data."""
+        return [str(s.where.error(why)) for s in query_sites(scenario) if (why := self.check(s.expr, s.needs_data))]
 
     def raw_samples(self, expr: str, seconds: float) -> list[tuple[dict[str, str], float]]:
         """Raw (labels, timestamp) of every sample of a selector within the last `seconds`."""
