@@ -2,7 +2,8 @@
 
 Why: the wire tests must exercise faults exactly as `drillkit run` does (preflight, journal,
 revert on the ExitStack, leftovers check), with a real Prometheus deciding steady state and
-detection. Detection uses the prom_env rule `DemoNeverFires` with a 0.5 s target, so each drill
+detection, and with only the permissions deploy/rbac.yaml grants (the server enforces them;
+any 403 fails the test). Detection uses the prom_env rule `DemoNeverFires` with a 0.5 s target, so each drill
 injects, waits half a second, reverts and verifies; the tests then assert on the server's state.
 """
 
@@ -116,7 +117,12 @@ def run_drill(
         out=lines.append,
         kube_factory=kube_factory_for(sc, None, allow, server.kubeconfig_path, stop),
     )
-    result = Drill(sc, opts, stop).run()
+    server.enforce_rbac()  # the faults run as deploy/rbac.yaml's ServiceAccount
+    try:
+        result = Drill(sc, opts, stop).run()
+    finally:
+        server.rbac = None
+    assert not server.denied, f"RBAC (deploy/rbac.yaml) refused: {server.denied}"
     events = read_journal(result.folder) if result.folder else []
     return DrillRun(result, events, lines)
 

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from .controllers import Controllers, pdb_numbers, pod_ready, set_condition
+from .rbac import Rbac
 from .store import (
     HAS_STATUS,
     KIND_TO_RESOURCE,
@@ -50,6 +51,7 @@ from .store import (
 )
 
 DEMO_MANIFESTS = Path(__file__).with_name("demo.yaml")
+RBAC_MANIFEST = Path(__file__).parents[2] / "deploy" / "rbac.yaml"
 CONTEXT = "kind-drillkit-test"
 PROD_CONTEXT = "prod-cluster"
 MEMORY_PRESSURE_MARKER = "drillkit-memory-pressure"
@@ -152,6 +154,8 @@ class KubeServer:
         self.internal_errors: list[str] = []
         self.readiness_overrides: dict[str, bool] = {}
         self.pod_logs: dict[tuple[str, str], str] = {}
+        self.rbac: Rbac | None = None
+        self.denied: list[str] = []  # 403 messages RBAC answered
         self.db_connections_held: int | None = None
         """What a db-connection-exhaustion Job's pod logs it holds (None: all it was asked for)."""
         self.ephemeral_containers_forbidden = False
@@ -218,6 +222,16 @@ class KubeServer:
             "current-context": CONTEXT,
         }
         Path(self.kubeconfig_path).write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def enforce_rbac(
+        self, path: str | Path = RBAC_MANIFEST, sa: tuple[str, str] = ("drillkit", "drillkit"), targets=("chatbot",)
+    ) -> Rbac:
+        """From now on, the kubeconfig's token acts as ServiceAccount `sa` with only what the
+        RBAC objects in `path` grant it (namespace-less Roles and RoleBindings as applied in
+        each of `targets`). `self.rbac = None` turns it off again."""
+        docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
+        self.rbac = Rbac.from_docs(docs, sa, tuple(targets))
+        return self.rbac
 
     def api_client(self, context: str = CONTEXT):
         """A real `kubernetes.client.ApiClient` for this server (close it when done)."""
@@ -958,7 +972,11 @@ class _Handler(BaseHTTPRequestHandler):
             or (not RESOURCES[resource][3] and ns is not None)
         ):
             raise ApiError(404, "the server could not find the requested resource")
-        if name is None and method == "GET" and str(query.get("watch")).lower() in ("true", "1"):
+        watch = name is None and method == "GET" and str(query.get("watch")).lower() in ("true", "1")
+        if kube.rbac is not None and (denied := kube.rbac.check(method, group, resource, sub, ns, name, watch)):
+            kube.denied.append(denied)
+            raise ApiError(403, denied, "Forbidden", {"name": name or "", "kind": resource})
+        if watch:
             return self._watch(resource, ns, query)
         if resource == "pods" and sub == "exec" and method in ("GET", "POST"):
             return self._exec(ns or "", name or "", query)
