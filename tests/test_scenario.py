@@ -305,7 +305,7 @@ def test_lab_scenarios_follow_the_lab_in_drillkit_lab_dir(tmp_path: Path, monkey
     root = Path(__file__).resolve().parents[1] / "scenarios" / "lab"
     monkeypatch.chdir(tmp_path)  # no .drillkit/lab here: the default layout
     latency = load_scenario(root / "high-latency.yaml").faults[0].params
-    assert (latency.proxy_port, latency.control) == (19093, ".drillkit/lab/latency.json")  # type: ignore[attr-defined]
+    assert (latency.proxy_port, latency.control) == (19093, str(tmp_path / ".drillkit/lab/latency.json"))  # type: ignore[attr-defined]
     lab_dir = tmp_path / "elsewhere" / "lab"
     _fake_lab(lab_dir, 25000, 3)
     monkeypatch.setenv("DRILLKIT_LAB_DIR", str(lab_dir))

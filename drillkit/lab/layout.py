@@ -90,8 +90,8 @@ def lab_variable(name: str) -> str:
     `target.local.lab_dir`, which may itself be `${lab.dir}`) if it is up, else from the default
     layout, so `drillkit validate` needs no lab. ValueError for any other name."""
     lab_dir = lab_dir_default()
-    if name == "lab.dir":
-        return str(lab_dir)
+    if name == "lab.dir":  # absolute: revert records must hold wherever `drillkit cleanup` runs
+        return str(lab_dir.absolute())
     component = name.removeprefix("lab.port.") if name.startswith("lab.port.") else ""
     ports = recorded_ports(lab_dir) or Ports.layout(DEFAULT_BASE_PORT, 2)
     if m := re.fullmatch(r"api-(\d+)", component):

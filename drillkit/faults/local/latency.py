@@ -79,7 +79,7 @@ class Latency(Fault[LatencyParams, ControlFile, LatencyRecord]):
 
     def preflight(self) -> ControlFile:
         p = self.params
-        control = Path(p.control)
+        control = Path(p.control).absolute()  # the record must hold wherever cleanup runs from
         if not control.parent.is_dir():
             raise PreflightError(f"{self.kind}: directory of the control file {control} does not exist")
         if not os.access(control.parent, os.W_OK):

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from drillkit.errors import PreflightError
@@ -94,10 +95,11 @@ class ProcessKill(Fault[ProcessKillParams, Victims, ProcessKillRecord]):
                 signal=p.signal,
                 count=len(found.pids),
                 pattern=p.pattern,
-                pidfile=p.pidfile,
+                # paths as absolute: `drillkit cleanup` may run from another directory
+                pidfile=_absolute(p.pidfile),
                 restart=p.restart,
-                restart_cwd=p.restart_cwd,
-                restart_log=p.restart_log,
+                restart_cwd=_absolute(p.restart_cwd) or os.getcwd(),
+                restart_log=_absolute(p.restart_log),
                 back_within=p.back_within,
             ),
         )
@@ -138,3 +140,7 @@ class ProcessKill(Fault[ProcessKillParams, Victims, ProcessKillRecord]):
         restarted = restart(record.restart, record.restart_cwd, record.restart_log, missing)
         ctx.log(f"process-kill revert: restarted {', '.join(map(str, restarted))}")
         return {"back": back, "survived": survived, "restarted": restarted}
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).absolute()) if path else None

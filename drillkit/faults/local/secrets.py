@@ -149,7 +149,7 @@ class AuthSecretCorruption(Fault[AuthSecretCorruptionParams, Replicas, AuthSecre
 
     def preflight(self) -> Replicas:
         p = self.params
-        secret = Path(p.secret_file)
+        secret = Path(p.secret_file).absolute()  # the record must hold wherever cleanup runs from
         backup = secret.with_name(f".{secret.name}.drillkit-backup-{self.ctx.run_id}")
         if not secret.is_file():
             raise PreflightError(f"{self.kind}: secret file {secret} does not exist or is not a file")
@@ -182,7 +182,7 @@ class AuthSecretCorruption(Fault[AuthSecretCorruptionParams, Replicas, AuthSecre
     @host_errors
     def inject(self, found: Replicas, undo: Undo) -> None:
         p, ctx = self.params, self.ctx
-        secret, backup = Path(p.secret_file), found.backup
+        secret, backup = Path(p.secret_file).absolute(), found.backup
         st = secret.stat()
         record = AuthSecretCorruptionRecord(
             secret_file=str(secret),
