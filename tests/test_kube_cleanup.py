@@ -309,7 +309,8 @@ def test_cleanup_reports_bad_journal_data_per_run_and_goes_on(kube_demo: KubeSer
         main, ["cleanup", "--all", "--report-dir", str(reports), "--kubeconfig", kube_demo.kubeconfig_path]
     )
     assert r.exit_code == 1, f"exit {r.exit_code}: {r.exception!r}\n{r.stdout}\n{r.stderr}"
-    failed = [line for line in r.stdout.splitlines() if line.startswith("FAILED")]
+    # (these hand-made journals lack what a report needs: cleanup says so for each unfinished run)
+    failed = [x for x in r.stdout.splitlines() if x.startswith("FAILED") and "could not write its report" not in x]
     assert len(failed) == 3, r.stdout
     journal_a = reports / "a-bad-data" / "journal.jsonl"
     assert any(
