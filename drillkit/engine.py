@@ -241,6 +241,8 @@ class Drill:
         self._late_detection(journal)
         if self.scenario.target.kubernetes and _has(journal, "reverted"):
             left = self._leftovers(ctx, journal)
+            if left is None and status in (None, Status.PASSED):  # unknown must not pass in silence
+                return Status.INCONCLUSIVE, "could not check the cluster for leftovers (run `drillkit cleanup`)"
             if left and status in (None, Status.PASSED, Status.INCONCLUSIVE):
                 return Status.FAILED, f"left in the cluster after revert: {', '.join(left)}"
         return (status or self._judge(journal)), reason
@@ -484,16 +486,16 @@ class Drill:
             late = format_duration((fired - injected.at).total_seconds())
             self.opts.out(f"{d.alert} fired late: at {fired.isoformat()} ({late} after injection)")
 
-    def _leftovers(self, ctx: FaultContext, journal: Journal) -> list[str]:
+    def _leftovers(self, ctx: FaultContext, journal: Journal) -> list[str] | None:
         """Verify, Kubernetes part: nothing labelled with this run's id remains (objects being
-        deleted asynchronously, like a Job's pods, get a short grace)."""
+        deleted asynchronously, like a Job's pods, get a short grace); None if that is unknown."""
         try:
             # after a signal the check lists once; otherwise it gives deletions 30 s (stop-aware)
             left = [str(ref) for ref in ctx.kube.leftovers(ctx.run_id, wait=30.0, stop=self.stop)]
         except DrillkitError as exc:
             journal.append("leftovers_unknown", error=str(exc))
             self.opts.out(f"could not check for leftovers: {exc} (run `drillkit cleanup`)")
-            return []
+            return None
         journal.append("leftovers_checked", remaining=left)
         if left:
             self.opts.out(f"left in the cluster: {', '.join(left)} (run `drillkit cleanup --run-id {ctx.run_id}`)")
