@@ -58,6 +58,36 @@ def parse_duration(value: object) -> float:
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_RE.findall(text))
 
 
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|Pi|k|K|M|G|T|P|B)?")
+_SIZE_UNITS: dict[str | None, int] = {
+    None: 1,
+    "B": 1,
+    "k": 10**3,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+}
+
+
+def parse_bytes(text: str) -> int:
+    """Bytes from a size as Kubernetes reads a quantity (`1G` = 10^9, `1Gi` = 2^30, `512Mi`, a
+    bare number); fractions round up. The one size parser, local and Kubernetes faults alike."""
+    m = _SIZE_RE.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"expected a size like 512Mi, 1Gi or 500M, got {text!r}")
+    whole, _, frac = str(m[1]).partition(".")
+    unit = _SIZE_UNITS[m[2]]
+    scale = 10 ** len(frac)
+    return int(int(whole) * unit - (-int(frac or "0") * unit // scale))
+
+
 def format_duration(seconds: float | None) -> str:
     """`1h2m3s`-style text for reports; `-` for an unmeasured value."""
     if seconds is None:

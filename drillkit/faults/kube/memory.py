@@ -37,7 +37,7 @@ from drillkit.faults.kube.pressure import (
     _PressureFault,
 )
 from drillkit.kube import ExecFailed, KubeError, NotFound, Pod
-from drillkit.model import Count, Duration, doc
+from drillkit.model import Count, Duration, doc, parse_bytes
 from drillkit.signals import wait_until
 
 MEMORY_COMMAND = f': {MEMORY_MARKER}=1; tail /dev/zero; echo "drillkit: allocator exited $?"'
@@ -67,32 +67,12 @@ def parse_probe(text: str) -> CgroupState | None:
     return CgroupState(int(version[1]), int(kills[1]) if kills else None)
 
 
-_QUANTITY = re.compile(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?")
-_UNITS: dict[str | None, int] = {
-    None: 1,
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-}
-
-
 def quantity_bytes(text: str) -> int:
-    """A Kubernetes memory quantity in bytes, as Kubernetes reads it (`1G` = 10^9, `1Gi` = 2^30;
-    fractions round up). ValueError for anything else."""
-    m = _QUANTITY.fullmatch(text)
-    if m is None:
-        raise ValueError(f"memory: expected a quantity like 512Mi or 1Gi, got {text!r}")
-    whole, _, frac = str(m[1]).partition(".")
-    unit = _UNITS[m[2]]
-    scale = 10 ** len(frac)
-    return int(int(whole) * unit - (-int(frac or "0") * unit // scale))
+    """A Kubernetes memory quantity in bytes (see model.parse_bytes). ValueError otherwise."""
+    try:
+        return parse_bytes(text)
+    except ValueError:
+        raise ValueError(f"memory: expected a quantity like 512Mi or 1Gi, got {text!r}") from None
 
 
 @dataclass(frozen=True)

@@ -17,31 +17,9 @@ from drillkit.errors import PreflightError, UnavailableError
 from drillkit.faults import Fault, RevertContext, Undo
 from drillkit.faults.local import cgroups as cg
 from drillkit.faults.local.common import check_stop, host_errors, one_target, validate_target
-from drillkit.model import Duration, doc
+from drillkit.model import Duration, doc, parse_bytes
 from drillkit.procs import alive, brief_cmdline
 from drillkit.signals import wait_until
-
-_BYTES_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T|B)?")
-_BYTE_UNITS = {
-    None: 1,
-    "B": 1,
-    "K": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-}
-
-
-def parse_bytes(text: str) -> int:
-    """Bytes from `256Mi`, `1Gi`, `500M` or a bare number."""
-    m = _BYTES_RE.fullmatch(text.strip())
-    if not m:
-        raise ValueError(f"expected a size like 256Mi, 1Gi or 500M, got {text!r}")
-    return int(float(m.group(1)) * _BYTE_UNITS[m.group(2)])
 
 
 @dataclass(frozen=True)
