@@ -8,6 +8,11 @@ token check then fails with 401 until a good secret is restored and the replica 
 `POST /debug/leak?mb=N` keeps N more MiB for good (`chatbot_debug_leaked_bytes`): the lever the
 memory-pressure fault pulls until the kernel OOM-kills the replica in its memory-limited cgroup.
 
+It logs what a real service logs, so a responder following the runbook ("review error logs")
+finds evidence: every 401 with its reason, every database failure with the error, and every
+request slower than `--slow-ms` with its duration. The logger is `chatbot.api`, the platform's
+own name: nothing in the log names drillkit or a drill.
+
     python -m drillkit.lab.app --port 8081 --dsn DSN --jwt-secret-file FILE --replica a
 """
 
@@ -33,7 +38,7 @@ import prometheus_client as prom
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-log = logging.getLogger("drillkit.lab.app")
+log = logging.getLogger("chatbot.api")
 
 PASSWORD = "drill"
 MIN_SECRET_BYTES = 32
@@ -54,6 +59,7 @@ class Config:
     pool_size: int = 5
     pool_timeout: float = 0.5
     host: str = "127.0.0.1"
+    slow_ms: float = 500.0  # requests slower than this are logged with their duration
 
 
 @dataclass(frozen=True)
@@ -178,15 +184,27 @@ class ChatApp:
             return public[method, route]()
         if (method, route) not in private:
             return json_reply(404, {"error": "not found"})
-        if (user := self.authenticate(headers.get("Authorization", ""))) is None:
+        user, reason = self.authenticate(headers.get("Authorization", ""))
+        if user is None:
+            log.warning("401 %s %s: %s", method, route, reason)
             return json_reply(401, {"error": "unauthorized"})
         try:
             return private[method, route](user)
         except PoolTimeout:
             self.metrics.db_errors.labels("pool_timeout").inc()
+            log.error(
+                "503 %s %s: database: no connection from the pool within %.1f s (%d of %d in use)",
+                method,
+                route,
+                self.cfg.pool_timeout,
+                self.pool.get_stats().get("pool_size", 0) - self.pool.get_stats().get("pool_available", 0),
+                self.cfg.pool_size,
+            )
             return json_reply(503, {"error": "no database connection available"})
         except psycopg.Error as exc:
             self.metrics.db_errors.labels("query").inc()
+            detail = " ".join(str(exc).split())[:300]
+            log.error("503 %s %s: database error %s: %s", method, route, type(exc).__name__, detail)
             return json_reply(503, {"error": f"database error: {type(exc).__name__}"})
 
     def readyz(self) -> Reply:
@@ -198,6 +216,7 @@ class ChatApp:
             error = "too slow" if time.monotonic() - start > 1.0 else None
         except psycopg.Error as exc:
             error = type(exc).__name__
+            log.error("503 GET /readyz: database unavailable: %s: %s", error, " ".join(str(exc).split())[:300])
         return json_reply(503 if error else 200, {"ready": not error, "error": error})
 
     def leak(self, query: str) -> Reply:
@@ -224,21 +243,37 @@ class ChatApp:
             user, password = str(creds["user"]), creds["password"]
         except (ValueError, KeyError, TypeError):
             return json_reply(400, {"error": "expected JSON {user, password}"})
-        if password != PASSWORD or self.secret is None or not USER_RE.fullmatch(user):
+        reason = (
+            "invalid user name"
+            if not USER_RE.fullmatch(user)
+            else "wrong password"
+            if password != PASSWORD
+            else "signing key unavailable (JWT secret unusable)"
+            if self.secret is None
+            else ""
+        )
+        if reason:
             self.metrics.auth_failures.inc()
+            log.warning("401 POST /login user=%s: %s", user[:64], reason)
             return json_reply(401, {"error": "invalid credentials"})
         claims = {"sub": user, "exp": int(time.time()) + TOKEN_TTL_S}
         return json_reply(200, {"token": jwt.encode(claims, self.secret, algorithm="HS256")})
 
-    def authenticate(self, header: str) -> str | None:
+    def authenticate(self, header: str) -> tuple[str | None, str]:
+        """The token's user, or None and why it was rejected (for the log)."""
         scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and token and self.secret is not None:
-            with contextlib.suppress(jwt.InvalidTokenError):
-                return str(
-                    jwt.decode(token, self.secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})["sub"]
-                )
+        if scheme.lower() != "bearer" or not token:
+            reason = "no bearer token"
+        elif self.secret is None:
+            reason = "cannot verify tokens: JWT secret unusable"
+        else:
+            try:
+                claims = jwt.decode(token, self.secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})
+                return str(claims["sub"]), ""
+            except jwt.InvalidTokenError as exc:
+                reason = f"token rejected: {exc}"
         self.metrics.auth_failures.inc()
-        return None
+        return None, reason
 
     def chat(self, user: str, body: bytes) -> Reply:
         try:
@@ -287,8 +322,11 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
             self.wfile.write(reply.body)
+        took = time.perf_counter() - start
         app.metrics.requests.labels(route, method, str(reply.status)).inc()
-        app.metrics.duration.labels(route).observe(time.perf_counter() - start)
+        app.metrics.duration.labels(route).observe(took)
+        if took * 1000 >= app.cfg.slow_ms and route not in ("/metrics", "/healthz"):
+            log.warning("slow request: %s %s %d took %.0f ms", method, route, reply.status, took * 1000)
 
     do_GET = do_POST = _dispatch
 
@@ -313,6 +351,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--replica", required=True)
     p.add_argument("--pool-size", type=int, default=5)
     p.add_argument("--pool-timeout", type=float, default=0.5, help="seconds to wait for a conn")
+    p.add_argument("--slow-ms", type=float, default=500.0, help="log requests slower than this, milliseconds")
     return Config(**vars(p.parse_args(argv)))
 
 
