@@ -347,18 +347,102 @@ def report(path: str, formats: str) -> None:
         click.echo(str(written))
 
 
-@main.command()
-@click.argument("run_id")
-@click.option("--report-dir", envvar="DRILLKIT_REPORT_DIR", default="reports", show_default=True)
-@click.option("--by", default=lambda: os.environ.get("USER", "someone"), help="Who acknowledges.")
-@click.option("--note", default="", help="A note for the timeline.")
-@_guard
-def ack(run_id: str, report_dir: str, by: str, note: str) -> None:
-    """Acknowledge the alert of a running drill (response source `command`)."""
-    from drillkit.respond import write_ack
+# --- responders' actions from other shells (logic in drillkit.respond) ---------------------------
 
-    path = write_ack(Path(report_dir), run_id, by, note)
-    click.echo(f"acknowledged run {run_id} ({path})")
+
+def responder_command(name: str | None = None) -> Callable[[Callable[..., Any]], Any]:
+    """A command that records what a responder did in running drill RUN_ID (exit 2 if the run
+    has ended: the action would count for nothing)."""
+
+    def decorate(fn: Callable[..., Any]) -> Any:
+        params = getattr(fn, "__click_params__", [])
+        fn = _guard(fn)
+        fn.__click_params__ = params  # type: ignore[attr-defined]  # the options declared above us
+        fn = click.option(
+            "--report-dir", envvar="DRILLKIT_REPORT_DIR", default="reports", show_default=True, help="Where runs are."
+        )(fn)
+        fn = click.option("--by", default=lambda: os.environ.get("USER", "someone"), help="Who did it.")(fn)
+        fn = click.argument("run_id")(fn)
+        return main.command(name)(fn)
+
+    return decorate
+
+
+def _recorded(what: str, action: Any) -> None:
+    click.echo(f"{what} at {action.at:%H:%M:%S} UTC (by {action.by})")
+
+
+@responder_command()
+@click.option("--severity", type=click.Choice(["P1", "P2", "P3", "P4"]), default=None, help="The severity you assign.")
+@click.option("--note", default="", help="A note for the timeline.")
+def ack(run_id: str, report_dir: str, by: str, note: str, severity: str | None) -> None:
+    """Acknowledge the alert of a running drill, optionally with the severity you assign
+    (graded in every mode; the runner waits for it with `acknowledge: command`)."""
+    from drillkit.respond import ActionKind, act
+    from drillkit.scenario import Severity
+
+    action = act(Path(report_dir), run_id, ActionKind.ACK, by, message=note, severity=severity and Severity(severity))
+    _recorded(f"acknowledged run {run_id}" + (f" as {severity}" if severity else ""), action)
+
+
+@responder_command()
+@click.argument("channel")
+def channel(run_id: str, report_dir: str, by: str, channel: str) -> None:
+    """Declare the incident channel, e.g. `#incident-2026-05-04-login-failures` (the playbook's
+    #incident-{date}-{short-description}; the scorecard checks it)."""
+    from drillkit.respond import ActionKind, act
+
+    _recorded(f"channel {channel} declared", act(Path(report_dir), run_id, ActionKind.CHANNEL, by, message=channel))
+
+
+@responder_command()
+@click.argument("steps", nargs=-1, required=True, type=click.IntRange(1))
+def step(run_id: str, report_dir: str, by: str, steps: tuple[int, ...]) -> None:
+    """Mark runbook steps done (numbered as `drillkit hint` shows them: the initial response
+    first, then the resolution)."""
+    from drillkit.respond import ActionKind, act
+
+    for n in steps:
+        _recorded(f"runbook step {n} done", act(Path(report_dir), run_id, ActionKind.STEP_DONE, by, step=n))
+
+
+@responder_command()
+@click.argument("text")
+def note(run_id: str, report_dir: str, by: str, text: str) -> None:
+    """Write a note (a finding, a decision) into the drill's timeline."""
+    from drillkit.respond import ActionKind, act
+
+    _recorded("note recorded", act(Path(report_dir), run_id, ActionKind.NOTE, by, message=text))
+
+
+@responder_command()
+@click.argument("role", type=click.Choice(["ic", "tech", "comms", "ops"]))
+@click.argument("to")
+def handover(run_id: str, report_dir: str, by: str, role: str, to: str) -> None:
+    """Hand ROLE (incident commander, technical, communications or operations lead) over to TO."""
+    from drillkit.respond import ROLE_ALIASES, ActionKind, act
+
+    r = ROLE_ALIASES[role]
+    _recorded(f"{r.value} handed over to {to}", act(Path(report_dir), run_id, ActionKind.HANDOVER, by, role=r, to=to))
+
+
+@responder_command()
+def hint(run_id: str, report_dir: str, by: str) -> None:
+    """Ask for the next runbook hint in a training exercise (shown on the trainee's terminal;
+    hints used are on the scorecard)."""
+    from drillkit.respond import ActionKind, act
+
+    _recorded("hint requested", act(Path(report_dir), run_id, ActionKind.HINT_REQUEST, by))
+
+
+@responder_command("give-up")
+def give_up(run_id: str, report_dir: str, by: str) -> None:
+    """Give up a training exercise: drillkit reverts the fault and writes the scorecard."""
+    from drillkit.respond import ActionKind, act
+
+    _recorded(
+        "gave up; the exercise ends and the fault is reverted", act(Path(report_dir), run_id, ActionKind.GIVE_UP, by)
+    )
 
 
 @main.command()

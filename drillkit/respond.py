@@ -1,13 +1,23 @@
-"""Acknowledgement sources: who says "I'm on it", and when.
+"""Responders' actions and acknowledgement sources: who says "I'm on it", and what they did.
 
-`auto` acknowledges at detection (unattended CI runs measure detection only); `command` waits
-for `drillkit ack RUN_ID` from another shell, which records the time it was run; `prompt` asks
-the trainee at the terminal; `alertmanager` waits for a silence matching the alert.
-The acknowledgement time is always the acknowledger's, not our poll loop's.
+Responders act from other shells (`drillkit ack`, `channel`, `step`, `note`, `handover`,
+`hint`, `give-up`; status updates are `drillkit update`'s, see drillkit.updates) or at a
+trainee's terminal; every action is appended, with the time it was taken, to the run folder's
+`updates.jsonl`, which the report merges into the timeline (a second process never writes
+the runner's journal). Nothing is dropped: an action taken early or late is kept with its time
+and judged as such by the scorecard; an action against a run that has ended is refused
+(`RunEnded`), not silently recorded.
+
+Acknowledgement sources: `auto` acknowledges at detection (unattended CI runs measure detection
+only); `command` waits for `drillkit ack RUN_ID`, timed when it was run (an ack sent before the
+alert fired counts from the firing, and says how early it was); `prompt` asks the trainee at
+the terminal; `alertmanager` waits for a silence matching the alert. The acknowledgement time
+is always the acknowledger's, not our poll loop's.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -17,15 +27,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from drillkit.clock import parse_time, rfc3339, utcnow
 from drillkit.errors import InputError, PreflightError
-from drillkit.files import write_atomically
+from drillkit.journal import first, read_journal
+from drillkit.model import format_duration
+from drillkit.scenario import Severity
 from drillkit.signals import StopFlag, wait_until
 
-ACK_FILE = "ack.json"
+ACTIONS_NAME = "updates.jsonl"  # the name the report reads (status updates came first)
 
 
 @dataclass(frozen=True)
@@ -33,7 +46,7 @@ class Ack:
     at: datetime
     by: str
     note: str = ""
-    severity: str = ""  # the responder's classification (trainee mode), graded in the report
+    severity: str = ""  # the responder's classification, graded in the report
 
 
 class AckWaiter(Protocol):
@@ -49,21 +62,16 @@ class AutoAck:
 
 @dataclass
 class CommandAck:
-    """Waits for the file `drillkit ack` writes into the run's report folder."""
+    """Waits for `drillkit ack`'s action in the run's report folder."""
 
     folder: Path
 
     def wait(self, detected_at: datetime, deadline: float, stop: StopFlag, tick: Callable[[], None]) -> Ack | None:
-        path = self.folder / ACK_FILE
-
         def acknowledged() -> Ack | None:
-            if path.exists():
-                raw = json.loads(path.read_text(encoding="utf-8"))
-                at = parse_time(raw["at"])
-                if at >= detected_at:  # an ack from before the alert fired acknowledges nothing
-                    return Ack(at, raw.get("by", ""), raw.get("note", ""))
-            tick()
-            return None
+            ack = first_ack(read_actions(self.folder), detected_at)
+            if ack is None:
+                tick()
+            return ack
 
         return wait_until(acknowledged, deadline, 0.2, stop)
 
@@ -97,12 +105,81 @@ class PromptAck:
         return wait_until(pressed_enter, deadline, 0.0, stop)
 
 
-def write_ack(report_root: Path, run_id: str, by: str, note: str = "") -> Path:
-    """Record an acknowledgement for a running drill (`drillkit ack`)."""
-    folder = find_run_folder(report_root, run_id)
-    path = folder / ACK_FILE
-    write_atomically(path, json.dumps({"at": rfc3339(utcnow()), "by": by, "note": note}), durable=False)
-    return path
+class ActionKind(StrEnum):
+    """What a responder did; the values are the event kinds in the report's timeline."""
+
+    ACK = "ack"
+    STATUS_UPDATE = "status_update"
+    STATUS_PAGE = "status_page"
+    CHANNEL = "channel"
+    STEP_DONE = "step_done"
+    NOTE = "note"
+    HANDOVER = "handover"
+    HINT_REQUEST = "hint_request"
+    GIVE_UP = "give_up"
+
+
+class Role(StrEnum):
+    """The playbook's response roles."""
+
+    INCIDENT_COMMANDER = "incident-commander"
+    TECHNICAL_LEAD = "technical-lead"
+    COMMUNICATIONS_LEAD = "communications-lead"
+    OPERATIONS_LEAD = "operations-lead"
+
+
+ROLE_ALIASES = {"ic": Role.INCIDENT_COMMANDER, "tech": Role.TECHNICAL_LEAD, "comms": Role.COMMUNICATIONS_LEAD}
+ROLE_ALIASES |= {"ops": Role.OPERATIONS_LEAD}
+
+
+@dataclass(frozen=True)
+class Action:
+    """One responder action, as appended to the run folder's actions file. `message` is the
+    note, the update's text or the channel name; `step` a runbook step (1-based, initial
+    response first, then resolution)."""
+
+    kind: ActionKind
+    at: datetime
+    by: str
+    message: str = ""
+    severity: Severity | None = None
+    step: int = 0
+    role: Role | None = None
+    to: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        raw: dict[str, Any] = {"kind": self.kind.value, "at": rfc3339(self.at), "by": self.by}
+        raw["message"] = self.message
+        for key in ("severity", "role"):
+            if (value := getattr(self, key)) is not None:
+                raw[key] = value.value
+        if self.step:
+            raw["step"] = self.step
+        if self.to:
+            raw["to"] = self.to
+        return raw
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Action:
+        """The inverse of `to_dict`; raises ValueError/KeyError/TypeError on a damaged line."""
+
+        def opt(enum: Any, key: str) -> Any:
+            return enum(raw[key]) if raw.get(key) else None
+
+        return cls(
+            ActionKind(raw["kind"]),
+            parse_time(str(raw["at"])),
+            str(raw.get("by", "")),
+            str(raw.get("message", "")),
+            opt(Severity, "severity"),
+            int(raw.get("step", 0)),
+            opt(Role, "role"),
+            str(raw.get("to", "")),
+        )
+
+
+class RunEnded(InputError):
+    """The run has finished: an action now would be recorded but count for nothing."""
 
 
 def find_run_folder(report_root: Path, run_id: str) -> Path:
@@ -110,6 +187,68 @@ def find_run_folder(report_root: Path, run_id: str) -> Path:
     if not matches:
         raise InputError(f"no run {run_id!r} under {report_root}/ (see the run's first output line)")
     return matches[-1]
+
+
+def ended(folder: Path) -> str:
+    """'' while the run is going, else when and how it ended."""
+    try:
+        end = first(read_journal(folder), "finished")
+    except InputError:
+        return ""  # no journal yet (the runner is creating it): the run is starting
+    return f"{rfc3339(end.at)} ({end.data.get('status', '?')})" if end else ""
+
+
+def record(folder: Path, action: Action) -> Action:
+    """Append `action` to the run's actions file (locked, so shells acting at once do not tear
+    each other's lines); a run that has ended refuses it."""
+    if over := ended(folder):
+        raise RunEnded(f"run {folder.name.rsplit('-', 1)[-1]} ended at {over}: nothing recorded")
+    with open(folder / ACTIONS_NAME, "a", encoding="utf-8") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        fh.write(json.dumps(action.to_dict()) + "\n")
+        fh.flush()
+    return action
+
+
+def act(report_root: Path, run_id: str, kind: ActionKind, by: str, **fields: Any) -> Action:
+    """Record what a responder did now, for run `run_id` (the responder commands)."""
+    return record(find_run_folder(report_root, run_id), Action(kind, utcnow(), by, **fields))
+
+
+def read_actions(folder: Path) -> list[Action]:
+    """Every action recorded for the run, in the order taken; damaged lines are skipped (the
+    report does the same)."""
+    path = folder / ACTIONS_NAME
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(Action.from_dict(json.loads(line)))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return sorted(out, key=lambda a: a.at)
+
+
+def first_ack(actions: list[Action], detected_at: datetime) -> Ack | None:
+    """The first acknowledgement; one sent before the alert fired counts from the firing (a
+    page cannot be acknowledged before it goes out) and says how early it came."""
+    ack = next((a for a in actions if a.kind is ActionKind.ACK), None)
+    if ack is None:
+        return None
+    severity = ack.severity.value if ack.severity else ""
+    if ack.at >= detected_at:
+        return Ack(ack.at, ack.by, ack.message, severity)
+    early = format_duration((detected_at - ack.at).total_seconds())
+    note = f"{ack.message} (acknowledged {early} before the alert fired)".strip()
+    return Ack(detected_at, ack.by, note, severity)
+
+
+def write_ack(report_root: Path, run_id: str, by: str, note: str = "", severity: str = "") -> Path:
+    """Record an acknowledgement for a running drill (`drillkit ack`)."""
+    folder = find_run_folder(report_root, run_id)
+    record(folder, Action(ActionKind.ACK, utcnow(), by, note, Severity(severity) if severity else None))
+    return folder / ACTIONS_NAME
 
 
 def check_interactive(source: str) -> None:
@@ -121,11 +260,8 @@ def check_interactive(source: str) -> None:
 
 
 def write_update(report_root: Path, run_id: str, message: str, status_page: bool) -> Path:
-    """Append a status update to the run folder's updates file (read by the report)."""
+    """Record a status update (`drillkit update`), read by the report like every action."""
+    kind = ActionKind.STATUS_PAGE if status_page else ActionKind.STATUS_UPDATE
     folder = find_run_folder(report_root, run_id)
-    path = folder / "updates.jsonl"
-    kind = "status_page" if status_page else "status_update"
-    line = json.dumps({"kind": kind, "at": rfc3339(utcnow()), "message": message})
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line + "\n")
-    return path
+    record(folder, Action(kind, utcnow(), os.environ.get("USER", ""), message))
+    return folder / ACTIONS_NAME

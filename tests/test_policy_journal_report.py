@@ -133,21 +133,21 @@ def test_second_process_appends_on_the_first_ones_time_axis(tmp_path: Path) -> N
     assert kinds == ["started", "revert_done"]
 
 
-def test_command_ack_before_detection_is_ignored(tmp_path: Path) -> None:
+def test_command_ack_before_detection_counts_from_the_firing(tmp_path: Path) -> None:
+    """An ack sent before the alert fired is kept (not ignored while `drillkit ack` said it was
+    recorded): it counts from the firing and says how early it came."""
     import time as _time
 
-    from drillkit.respond import CommandAck
+    from drillkit.respond import Action, ActionKind, CommandAck, record
     from drillkit.signals import StopFlag
 
     detected = datetime.now(UTC)
-    early = (detected - timedelta(seconds=5)).isoformat().replace("+00:00", "Z")
-    (tmp_path / "ack.json").write_text(json.dumps({"at": early, "by": "eager"}))
     waiter = CommandAck(tmp_path)
-    assert waiter.wait(detected, _time.monotonic() + 0.5, StopFlag(), lambda: None) is None
-    late = (detected + timedelta(seconds=2)).isoformat().replace("+00:00", "Z")
-    (tmp_path / "ack.json").write_text(json.dumps({"at": late, "by": "carol"}))
+    assert waiter.wait(detected, _time.monotonic() + 0.3, StopFlag(), lambda: None) is None
+    record(tmp_path, Action(ActionKind.ACK, detected - timedelta(seconds=5), "eager", "on it"))
     ack = waiter.wait(detected, _time.monotonic() + 0.5, StopFlag(), lambda: None)
-    assert ack is not None and ack.by == "carol" and (ack.at - detected).total_seconds() == pytest.approx(2)
+    assert ack is not None and ack.by == "eager" and ack.at == detected, ack
+    assert ack.note == "on it (acknowledged 5.00s before the alert fired)", ack.note
 
 
 def test_malformed_status_update_lines_are_skipped(tmp_path: Path) -> None:
