@@ -128,9 +128,10 @@ class Journal:
 def read_journal(path: Path, damage: list[str] | None = None) -> list[Event]:
     """Events of a journal file (or of the journal in a report folder).
 
-    A line that is not an event (torn by a crash, garbage from a bad disk) is an error naming
-    its line; with a `damage` list, every complete event is kept and each damaged line is added
-    there as a located warning instead. A journal without its `started` event is an error."""
+    A line cut short by a writer that died mid-write is skipped (listed in `damage`, if given,
+    as a "torn line"). Any other line that is not an event (garbage from a bad disk) is an error
+    naming its line; with a `damage` list, every complete event is kept and the line is listed
+    there instead. A journal without its `started` event is an error."""
     if path.is_dir():
         path = path / JOURNAL_NAME
     try:
@@ -144,8 +145,12 @@ def read_journal(path: Path, damage: list[str] | None = None) -> list[Event]:
         try:
             events.append(Event.from_json(line, n))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            if n == len(lines) and damage is None:  # a torn last line from a crash: keep what came before
-                break
+            if line.startswith('{"kind": "') and not line.rstrip().endswith("}"):
+                # cut short by a writer that died mid-write (a later writer goes on below it):
+                # no revert is lost: a record is fsynced before its harm (a torn update leaves it as registered)
+                if damage is not None:
+                    damage.append(f"{path}:{n}: torn line (its writer died mid-write), skipped: {exc}")
+                continue
             problem = f"{path}:{n}: journal line is not a drillkit event: {exc}"
             if damage is None:
                 raise InputError(problem) from None

@@ -83,3 +83,37 @@ def test_a_second_drill_and_a_cleanup_leave_a_live_drill_alone(lab: Lab, tmp_pat
             first.communicate()
     report = json.loads((folder / "report.json").read_text())
     assert first.returncode == 0 and report["status"] == "passed", f"{report['status']}: {report['reason']}\n{err}"
+
+
+def test_a_full_disk_mid_drill_still_reverts_and_says_so(lab: Lab, tmp_path: Path) -> None:  # noqa: F811
+    """Issue 8, case 5: the journal cannot grow past 4 KB (RLIMIT_FSIZE: writes fail with EFBIG,
+    as on a full disk) once the fault is in place. The drill still reverts, names the revert in
+    one clear message, exits 4, and the lab is restored; no traceback."""
+    import resource
+    import signal
+
+    path = scenario_for(lab, "high-latency")
+    wait_steady(lab, path)
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death, like ENOSPC
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))
+
+    r = subprocess.run(
+        drillkit_cmd("run", str(path), "--report-dir", str(tmp_path / "reports")),
+        cwd=lab.work,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        preexec_fn=small_disk,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)},
+    )
+    assert r.returncode == 4, f"exit {r.returncode}:\n{r.stderr}"
+    assert "Traceback" not in r.stderr, r.stderr
+    assert "could not be written" in r.stderr and "revert done: latency" in r.stderr, r.stderr
+    wait_steady(lab, path, timeout=60)  # the delay is gone
+    (folder,) = (tmp_path / "reports").iterdir()
+    again = run_cli("cleanup", "--all", "--report-dir", str(tmp_path / "reports"), cwd=lab.work, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr  # a torn journal's revert runs again, harmlessly
+    assert (folder / "report.json").exists(), "cleanup writes the report the full disk prevented"
+    wait_steady(lab, path, timeout=60)

@@ -131,3 +131,21 @@ def test_cleanup_ends_a_killed_run_as_aborted_and_writes_its_report(tmp_path: Pa
     assert (folder / "report.html").exists() and (folder / "junit.xml").exists()
     again = cleanup(tmp_path, "0123abcd", log=lambda _: None)
     assert not again.done and not again.failed, again.lines()
+
+
+@pytest.mark.parametrize(("tail", "loud"), [('{"kind": "revert_upd', False), ("\x00\x00garbage", True)])
+def test_cleanup_notes_a_torn_last_line_but_fails_on_garbage(tmp_path: Path, tail: str, loud: bool) -> None:
+    """A registration is fsynced before its harm, so a last line cut short (a writer that died
+    mid-write) hides no fault: a note. Garbage may have been a record: FAILED."""
+    run = tmp_path / "2026-01-01T000000Z-x-torn1"
+    run.mkdir()
+    j = Journal(run / "journal.jsonl")
+    j.append("started", run_id="torn1", scenario={"target": {"local": {}}}, limits={})
+    j.close()
+    with open(run / "journal.jsonl", "a") as fh:
+        fh.write(tail)
+    report = cleanup(tmp_path, "torn1", log=lambda _: None)
+    lines = report.failed if loud else report.notes
+    assert any("journal.jsonl:2:" in line for line in lines), report.lines()
+    if not loud:
+        assert not any("journal.jsonl:2:" in line for line in report.failed), report.lines()

@@ -112,8 +112,12 @@ class Undo:
     def register(self, fault: Fault[Any, Any, R], record: R) -> RevertHandle[R]:
         """Record how to undo `fault` before touching anything; the handle adds what inject learns."""
         rid = len(self._records) + 1
-        self._records[rid] = record
         self._ctx.journal.append("revert_registered", id=rid, fault=fault.kind, data=record_data(record))
+        if self._ctx.journal.write_error is not None:  # no durable record, so no harm
+            raise DrillkitError(
+                f"{fault.kind}: cannot journal its revert ({self._ctx.journal.write_error}): not injected"
+            )
+        self._records[rid] = record
         self._stack.callback(self._run, rid, type(fault))
         return RevertHandle(self, rid, fault.kind)
 
