@@ -445,6 +445,140 @@ def give_up(run_id: str, report_dir: str, by: str) -> None:
     )
 
 
+# --- training exercises (logic in drillkit.train and drillkit.scorecard) ------------------------
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, metavar="SCENARIO|FOLDER...")
+@click.option("--random", "pick", is_flag=True, help="Pick one of the scenarios at random (a blind exercise).")
+@click.option(
+    "--incident",
+    type=click.Choice(["service-outage", "high-latency", "auth-failure", "database", "memory-leak", "other"]),
+    default=None,
+    help="With --random: only scenarios of this incident type.",
+)
+@click.option("--trainee", default=lambda: os.environ.get("USER", "trainee"), help="Who is training.")
+@click.option(
+    "--hint-every",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Reveal the next runbook step every this many seconds [default: only on request].",
+)
+@click.option("--no-blind", is_flag=True, help="Leave the fault's own names visible (a demonstration).")
+@click.option(
+    "--report-dir",
+    envvar="DRILLKIT_REPORT_DIR",
+    default="reports",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where run folders are created.",
+)
+@click.option("--policy", envvar="DRILLKIT_POLICY", default=None, type=click.Path(dir_okay=False))
+@click.option("--alertmanager-url", envvar="DRILLKIT_ALERTMANAGER_URL", default=None, help="Alertmanager base URL.")
+@prometheus_options
+@_guard
+def train(
+    paths: tuple[str, ...],
+    pick: bool,
+    incident: str | None,
+    trainee: str,
+    hint_every: float | None,
+    no_blind: bool,
+    report_dir: str,
+    policy: str | None,
+    alertmanager_url: str | None,
+    prometheus_url: str | None,
+    prometheus_token: str | None,
+    prometheus_user: str | None,
+    prometheus_ca: str | None,
+) -> None:
+    """Run a scenario as an exercise: a symptom report instead of the fault's name, the trainee
+    mitigates, runbook hints on request (`hint`) or on a timer, a scorecard at the end. Exit
+    codes as `drillkit run`."""
+    _interrupt_exits_130()
+    from drillkit.engine import RunOptions
+    from drillkit.policy import load_policy
+    from drillkit.scenario import Incident, load_scenario
+    from drillkit.signals import StopFlag, handle_signals
+    from drillkit.train import TrainOptions, pick_scenario, run_exercise
+
+    if pick:
+        path = pick_scenario(list(paths), Incident(incident) if incident else None)
+    elif len(paths) != 1 or Path(paths[0]).is_dir():
+        raise click.UsageError("give one scenario file, or --random to pick among several")
+    else:
+        path = Path(paths[0])
+    sc = load_scenario(path)
+    prom = prometheus_url or _lab_url(sc, "prometheus") or "http://127.0.0.1:9090"
+    am = alertmanager_url or _lab_url(sc, "alertmanager")
+    if am is not None:
+        _check_url("--alertmanager-url", am)
+    opts = RunOptions(
+        prometheus=_prom_config(prom, prometheus_token, prometheus_user, prometheus_ca),
+        policy=load_policy(policy),
+        report_root=Path(report_dir),
+        alertmanager_url=am,
+    )
+    stop = StopFlag()
+    with handle_signals(stop):
+        result = run_exercise(sc, opts, stop, TrainOptions(trainee, hint_every, not no_blind, am))
+    sys.exit(result.exit_code)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--report-dir", envvar="DRILLKIT_REPORT_DIR", default="reports", show_default=True)
+@_guard
+def watch(run_id: str, report_dir: str) -> None:
+    """Follow an exercise as its facilitator: what drillkit did (the fault, by name) and what the
+    responders did, until the run ends."""
+    import time
+
+    from drillkit.respond import ended, find_run_folder
+    from drillkit.train import FACILITATOR_LOG
+
+    folder = find_run_folder(Path(report_dir), run_id)
+    offset = 0
+    while True:
+        over = ended(folder)
+        log = folder / FACILITATOR_LOG
+        if log.exists():
+            with log.open(encoding="utf-8") as fh:
+                fh.seek(offset)
+                for line in fh.readlines():
+                    click.echo(line.rstrip("\n"))
+                offset = fh.tell()
+        if over:
+            click.echo(f"run {run_id} ended at {over}")
+            return
+        time.sleep(0.5)
+
+
+@main.command()
+@click.argument("run", metavar="RUN_ID|RUN_FOLDER")
+@click.option("--report-dir", envvar="DRILLKIT_REPORT_DIR", default="reports", show_default=True)
+@_guard
+def scorecard(run: str, report_dir: str) -> None:
+    """(Re-)render an exercise's scorecard and print where it is."""
+    from drillkit.respond import find_run_folder
+    from drillkit.scorecard import write_scorecard
+
+    folder = Path(run) if Path(run).is_dir() else find_run_folder(Path(report_dir), run)
+    for path in write_scorecard(folder):
+        click.echo(str(path))
+
+
+@main.command()
+@click.argument("root", default="reports", type=click.Path(exists=True, file_okay=False))
+@_guard
+def attempts(root: str) -> None:
+    """Write ROOT/attempts.md and .html: every trainee's attempts at each drill."""
+    from drillkit.scorecard import write_attempts
+
+    for path in write_attempts(Path(root)):
+        click.echo(str(path))
+
+
 @main.command()
 @click.argument("run_id")
 @click.argument("message")

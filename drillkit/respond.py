@@ -146,6 +146,7 @@ class Action:
     step: int = 0
     role: Role | None = None
     to: str = ""
+    state: str = ""  # a status update's state (investigating…), checked by drillkit.updates
 
     def to_dict(self) -> dict[str, Any]:
         raw: dict[str, Any] = {"kind": self.kind.value, "at": rfc3339(self.at), "by": self.by}
@@ -157,6 +158,8 @@ class Action:
             raw["step"] = self.step
         if self.to:
             raw["to"] = self.to
+        if self.state:
+            raw["state"] = self.state
         return raw
 
     @classmethod
@@ -175,6 +178,7 @@ class Action:
             int(raw.get("step", 0)),
             opt(Role, "role"),
             str(raw.get("to", "")),
+            str(raw.get("state", "")),
         )
 
 

@@ -130,6 +130,11 @@ class DbConnectionExhaustionParams:
     password_env: str | None = doc("environment variable holding the password", default=None)
     connect_timeout: Duration = doc("per-connection timeout, seconds", default=5.0)
     ready_within: Duration = doc("deadline for holding them all", default=60.0)
+    application_name: str | None = doc(
+        "the held connections' application_name (default drillkit-<run id>-hold); a training "
+        "exercise names them like the platform's own",
+        default=None,
+    )
     hold_at_most: Duration | None = doc(
         "dead-man's switch: the holder lets go after this long even if never reverted "
         "(default: the scenario's detection + recovery windows + 1 min)",
@@ -247,7 +252,7 @@ class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, Db
         return lines
 
     def _tag(self) -> str:
-        return f"drillkit-{self.ctx.run_id}-hold"
+        return self.params.application_name or f"drillkit-{self.ctx.run_id}-hold"
 
     @host_errors
     def inject(self, found: ServerSlots, undo: Undo) -> None:
