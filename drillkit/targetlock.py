@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -20,13 +21,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from drillkit.clock import rfc3339, utcnow
-from drillkit.errors import PreflightError
+from drillkit.errors import DrillkitError, PreflightError
 
 if TYPE_CHECKING:
     from drillkit.kube import Kube
     from drillkit.scenario import Scenario
 
 LOCK_NAME = ".drillkit-drill.lock"
+log = logging.getLogger("drillkit")
 
 
 class TargetBusy(PreflightError):
@@ -86,5 +88,46 @@ def hold_target(
         lab_dir = local.lab_dir or (str(lab_dir_default()) if lab_dir_default().exists() else None)
         with local_target(local_lock_path(lab_dir), run_id, scenario.name, force):
             yield
+    elif scenario.target.kubernetes is not None and kube_factory is not None:
+        with kube_target(kube_factory(), kube_namespaces(scenario), run_id, scenario.name, force):
+            yield
     else:
         yield
+
+
+def kube_namespaces(scenario: Scenario) -> list[str]:
+    """The namespaces a Kubernetes drill locks: the target's and any a fault names itself,
+    except protected ones the scenario does not allow (preflight refuses those drills, and
+    nothing, not even a lock, is written there)."""
+    from drillkit.kube import PROTECTED_NAMESPACES
+
+    target = scenario.target.kubernetes
+    wanted = {target.namespace} if target is not None else set()
+    wanted |= {ns for f in scenario.faults if isinstance(ns := getattr(f.params, "namespace", None), str) and ns}
+    allowed = scenario.guardrails.allow_namespaces
+    return sorted(ns for ns in wanted if ns not in PROTECTED_NAMESPACES or ns in allowed)
+
+
+@contextmanager
+def kube_target(kube: Kube, namespaces: list[str], run_id: str, scenario: str, force: bool = False) -> Iterator[None]:
+    """Hold each namespace's drill lock (a Lease, renewed while held) for the block, taken in
+    sorted order (two drills never hold one each of the other's); TargetBusy names the drill
+    holding one, and the locks already taken are released. The facade is the locks' own and
+    is closed at the end."""
+    held: list[str] = []
+    try:
+        if namespaces:
+            kube.verify_server()
+        for namespace in namespaces:
+            holder = kube.acquire_lease(namespace, run_id, scenario, force)
+            if holder is not None:
+                raise TargetBusy(f"drill {holder} is running on namespace {namespace}; wait for it to end")
+            held.append(namespace)
+        yield
+    finally:
+        for namespace in reversed(held):
+            try:
+                kube.release_lease(namespace, run_id)
+            except DrillkitError as exc:  # not the drill's outcome: the lease expires by itself
+                log.warning("could not release the drill lock of namespace %s (it expires): %s", namespace, exc)
+        kube.close()

@@ -277,8 +277,13 @@ def cli_run(path: Path, prom: PromEnv, server: KubeServer, *extra: str) -> Any:
     )
 
 
-def writes(server: KubeServer) -> list[str]:
-    return [f"{r.method} {r.path}" for r in server.requests if r.method != "GET" and r.query.get("dryRun") != "All"]
+def writes(server: KubeServer, lock: bool = False) -> list[str]:
+    """Requests that changed something; the drill lock's own (a Lease) only with `lock`."""
+    return [
+        f"{r.method} {r.path}"
+        for r in server.requests
+        if r.method != "GET" and r.query.get("dryRun") != "All" and (lock or "/leases" not in r.path)
+    ]
 
 
 def test_cli_refuses_non_kind_context(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
@@ -327,7 +332,7 @@ def test_dry_run_prints_exact_objects_and_touches_nothing(
         f"auth-secret-corruption: restart Deployment {NS}/chatbot-api (uid {deploy['metadata']['uid']})",
     ):
         assert text in r.stderr, f"dry run lacks {text!r}:\n{r.stderr}"
-    assert writes(kube_demo) == [], f"dry run wrote to the cluster: {writes(kube_demo)}"
+    assert writes(kube_demo, lock=True) == [], f"dry run wrote to the cluster: {writes(kube_demo, lock=True)}"
     assert not (tmp_path / "r").exists()
 
 
@@ -375,6 +380,10 @@ def test_guardrails_refuse_before_touching_anything(
     assert r.exit_code == 3, r.output + r.stderr
     assert words in r.stderr, r.stderr
     assert writes(kube_demo) == []
+    if "protected" in words:  # not even the drill lock is written there
+        assert not [w for w in writes(kube_demo, lock=True) if "/namespaces/kube-" in w], writes(kube_demo, lock=True)
+    else:  # the lock was taken before preflight and released
+        assert kube_demo.list("leases", "chatbot") == []
 
 
 def test_protected_namespace_allowed_when_listed(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from drillkit.kube.errors import (
     KubeError,
     KubeTransient,
     NotFound,
+    NotKubernetes,
     translate,
 )
 from drillkit.kube.views import (
@@ -86,6 +87,7 @@ __all__ = [
     "Labelled",
     "Node",
     "NotFound",
+    "NotKubernetes",
     "ObjRef",
     "Owner",
     "Pod",

@@ -15,7 +15,8 @@ from typing import Any
 from drillkit.errors import Aborted, InputError, PreflightError
 from drillkit.kube.api import KubeApi
 from drillkit.kube.config import KubeSettings
-from drillkit.kube.errors import Conflict, KubeError, KubeTransient, NotFound
+from drillkit.kube.errors import Conflict, KubeError, KubeTransient, NotFound, NotKubernetes
+from drillkit.kube.lease import LEASE_SECONDS, DrillLocks
 from drillkit.kube.views import (
     CORDONED_BY,
     MODIFIED_BY,
@@ -45,17 +46,63 @@ class Kube(KubeApi):
         super().__init__(settings, stop)
         self.touched: set[str] = set()
         self.cordoned = False
+        self._locks: DrillLocks | None = None
+        self.lease_seconds: float = LEASE_SECONDS
+        """How long the drill lock stays valid unrenewed (renewed every third of it)."""
 
     def wrote(self, namespace: str) -> None:
         """Note a namespace drillkit created or changed something in."""
         self.touched.add(namespace)
 
+    def close(self) -> None:
+        if self._locks is not None:
+            self._locks.close()
+        super().close()
+
+    # -- the drill lock (drillkit.kube.lease) -------------------------------------------------
+
+    def acquire_lease(self, namespace: str, run_id: str, scenario_name: str, force: bool = False) -> str | None:
+        """Take (or renew) the namespace's drill lock for `run_id` and keep renewing it -> None;
+        or "<scenario> (run <id>, since <time>)" of another live holder, taking nothing.
+        `force` proceeds (None) without taking a lock another drill holds."""
+        if self._locks is None:
+            self._locks = DrillLocks(self, self.lease_seconds)
+        return self._locks.acquire(namespace, run_id, scenario_name, force)
+
+    def release_lease(self, namespace: str, run_id: str) -> bool:
+        """Stop renewing and delete the lock if `run_id` holds it; False if it was not ours."""
+        if self._locks is None:
+            self._locks = DrillLocks(self, self.lease_seconds)
+        return self._locks.release(namespace, run_id)
+
     # -- namespaces, generic ------------------------------------------------------------------
+
+    def verify_server(self) -> None:
+        """Raise NotKubernetes unless the context's server answers `GET /version` like a
+        Kubernetes API server: a proxy or web server answering 404 to everything would
+        otherwise read as "namespace does not exist" (or "already reverted")."""
+        from kubernetes import client
+
+        what = f"get /version of {self.settings.context}"
+        try:
+            version = self.call(what, client.VersionApi(self.api).get_code)
+        except KubeError as exc:
+            detail = str(exc).removeprefix(f"{what}: ")
+            raise NotKubernetes(self._not_kubernetes(f"GET /version answered: {detail}"), exc.status) from None
+        if not isinstance(version, dict) or not version.get("gitVersion"):
+            raise NotKubernetes(self._not_kubernetes(f"GET /version answered {str(version)[:120]!r}"))
+
+    def _not_kubernetes(self, detail: str) -> str:
+        return (
+            f"the server of context {self.settings.context} ({self._cfg.host}) is not a Kubernetes API "
+            f"server: {detail}; check the kubeconfig's server URL"
+        )
 
     def namespace_exists(self, namespace: str) -> bool:
         try:
             self.call(f"get namespaces {namespace}", self.core.read_namespace, namespace)
         except NotFound:
+            self.verify_server()  # a 404 from something that is not Kubernetes is not an answer
             return False
         return True
 

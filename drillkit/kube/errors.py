@@ -35,6 +35,10 @@ class Forbidden(KubeError):
     """403: RBAC (or an admission policy) does not allow the verb on the resource."""
 
 
+class NotKubernetes(KubeError):
+    """The context's server does not speak the Kubernetes API (e.g. 404 on `/version`)."""
+
+
 class KubeTransient(TransientError):
     """429, 5xx or a connection problem: retried by the policy in drillkit.retry."""
 

@@ -33,6 +33,7 @@ RESOURCES: dict[str, tuple[str, str, str, bool]] = {
     "replicasets": ("apps", "v1", "ReplicaSet", True),
     "jobs": ("batch", "v1", "Job", True),
     "poddisruptionbudgets": ("policy", "v1", "PodDisruptionBudget", True),
+    "leases": ("coordination.k8s.io", "v1", "Lease", True),
 }
 KIND_TO_RESOURCE = {v[2]: k for k, v in RESOURCES.items()}
 # Resources whose status is only writable through the status subresource.

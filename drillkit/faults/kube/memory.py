@@ -70,6 +70,8 @@ def parse_probe(text: str) -> CgroupState | None:
 def quantity_bytes(text: str) -> int:
     """A Kubernetes memory quantity in bytes (see model.parse_bytes). ValueError otherwise."""
     try:
+        if text != "".join(text.split()):  # Kubernetes quantities have no spaces ("1 Gi")
+            raise ValueError(text)
         return parse_bytes(text)
     except ValueError:
         raise ValueError(f"memory: expected a quantity like 512Mi or 1Gi, got {text!r}") from None
