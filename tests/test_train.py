@@ -1,0 +1,222 @@
+"""Real trainee sessions against the real local lab: `drillkit train` on the shipped
+database-exhaustion scenario, the trainee acting from a second process or typing into a pty.
+
+- a perfect run: early-enough ack with the right severity, the right channel, a status-page
+  update, mitigation by hand (the holder's backends terminated with SQL) before time: the
+  scorecard has everything met, and actions after the end are refused;
+- a late acknowledgement with the wrong severity, then giving up: the scorecard says how late
+  and how wrong, and the revert is verified (no held connection left);
+- a pty session: hints on request, the progress display never overwrites what the trainee is
+  typing, and the whole transcript never names the fault or its parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pexpect
+import psycopg
+import pytest
+
+from drillkit.scenario import load_scenario
+from tests.helpers import drillkit_cmd, run_cli
+from tests.test_lab_e2e import Lab, journal_kinds, lab, scenario_for, wait_steady
+
+pytestmark = pytest.mark.integration
+__all__ = ["lab"]
+
+HOLDER = "chatbot-batch"  # the disguised application_name of the held connections
+
+
+def wait_event(reports: Path, kind: str, timeout: float = 90) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        journals = list(reports.glob("*/journal.jsonl")) if reports.exists() else []
+        if journals and kind in journal_kinds(journals[0]):
+            return journals[0].parent
+        time.sleep(0.1)
+    raise AssertionError(f"no {kind!r} event under {reports} within {timeout}s")
+
+
+def held(lab: Lab) -> int:
+    with psycopg.connect(lab.state.dsn_admin) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (HOLDER,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def terminate_holder(lab: Lab) -> int:
+    """What a trainee would do after finding the idle connections in pg_stat_activity."""
+    with psycopg.connect(lab.state.dsn_admin, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s", (HOLDER,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def act(lab: Lab, reports: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    run_id = next(reports.glob("*/journal.jsonl")).parent.name.rsplit("-", 1)[1]
+    return run_cli(args[0], run_id, *args[1:], "--by", "alice", "--report-dir", str(reports), cwd=lab.work)
+
+
+def scorecard(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "scorecard.json").read_text())
+
+
+def line(card: dict[str, Any], item: str) -> dict[str, Any]:
+    return next(x for x in card["targets"] + card["checks"] if x["item"].startswith(item))
+
+
+def start_train(lab: Lab, path: Path, reports: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        drillkit_cmd("train", str(path), "--trainee", "alice", "--report-dir", str(reports), *extra),
+        cwd=lab.work,
+        stdin=subprocess.PIPE,  # open and silent: the trainee acts from other shells
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_a_perfect_exercise_mitigated_by_hand(lab: Lab) -> None:
+    path = scenario_for(lab, "database-exhaustion")
+    wait_steady(lab, path)
+    reports = lab.work / "reports" / "perfect"
+    proc = start_train(lab, path, reports)
+    try:
+        folder = wait_event(reports, "detected")
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        for args in (
+            ("ack", "--severity", "P2", "--note", "connections errors"),
+            ("channel", f"#incident-{day}-chat-db-connections"),
+            ("update", "Investigating: messages fail to send", "--status-page"),
+            ("step", "1"),
+        ):
+            r = act(lab, reports, *args)
+            assert r.returncode == 0, r.stderr
+        assert held(lab) > 0, "the fault holds no connection"
+        assert terminate_holder(lab) > 0
+        act(lab, reports, "note", "terminated idle chatbot-batch backends")
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
+    assert "service restored" in out, out
+    kinds = journal_kinds(folder / "journal.jsonl")
+    assert "mitigated" in kinds and kinds.index("mitigated") < kinds.index("reverted"), kinds
+    card = scorecard(folder)
+    assert card["missed"] == 0, json.dumps(card, indent=1)
+    assert line(card, "Severity")["outcome"] == "right"
+    assert line(card, "Incident channel")["outcome"] == "right"
+    assert line(card, "Time to acknowledge")["outcome"] == "met"
+    assert line(card, "Status page")["outcome"] == "met"
+    assert card["steps"][0]["done"].startswith("by alice"), card["steps"][0]
+    assert card["outcome"] == "service restored by the responders"
+    assert held(lab) == 0
+    # the run has ended: an action now is refused, and says so
+    late = act(lab, reports, "note", "too late")
+    assert late.returncode == 2 and "ended at" in late.stderr, late
+
+
+def test_late_ack_wrong_severity_then_giving_up_reverts(lab: Lab) -> None:
+    path = scenario_for(lab, "database-exhaustion", **{"response.within": "2s"})
+    wait_steady(lab, path)
+    reports = lab.work / "reports" / "late"
+    proc = start_train(lab, path, reports)
+    try:
+        folder = wait_event(reports, "detected")
+        time.sleep(4)
+        assert act(lab, reports, "ack", "--severity", "P4").returncode == 0
+        assert act(lab, reports, "channel", "#db-broken").returncode == 0
+        assert act(lab, reports, "give-up").returncode == 0
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "you gave up" in out, out
+    assert proc.returncode == 1, f"exit {proc.returncode}\n{err}"
+    kinds = journal_kinds(folder / "journal.jsonl")
+    assert {"gave_up", "reverted", "resolved"} <= set(kinds), kinds
+    assert held(lab) == 0, "the revert left held connections"
+    card = scorecard(folder)
+    ack = line(card, "Time to acknowledge")
+    assert ack["outcome"] == "missed" and re.search(r"acknowledged [\d.]+s after the target", ack["detail"]), ack
+    sev = line(card, "Severity")
+    assert sev["outcome"] == "wrong" and "P4" in sev["detail"] and "P2" in sev["detail"], sev
+    assert line(card, "Incident channel")["outcome"] == "wrong"
+    assert card["outcome"].startswith("gave up")
+
+
+def test_a_pty_session_with_hints_never_names_the_fault(lab: Lab) -> None:
+    path = scenario_for(lab, "database-exhaustion")
+    wait_steady(lab, path)
+    sc = load_scenario(path)
+    reports = lab.work / "reports" / "pty"
+    child = pexpect.spawn(
+        drillkit_cmd()[0],
+        [*drillkit_cmd()[1:], "train", str(path), "--trainee", "bob", "--report-dir", str(reports)],
+        cwd=str(lab.work),
+        env={**os.environ, "TERM": "xterm", "PYTHONUNBUFFERED": "1"},
+        dimensions=(30, 120),
+        encoding="utf-8",
+        timeout=90,
+    )
+    transcript: list[str] = []
+    child.logfile_read = _Collect(transcript)
+    try:
+        child.expect("INCIDENT REPORT")
+        child.expect("PAGE: an alert is firing")  # in the status rows
+        child.sendline("hint")
+        child.expect(r"HINT 1/\d+")
+        # type half a command, let the progress redraw a few times, then finish it
+        mark = len("".join(transcript))
+        child.send("ack P2 pool is f")
+        child.expect(r"\| hints 1/")
+        child.expect(r"\| hints 1/")
+        child.expect(r"\| hints 1/")
+        during = "".join(transcript)[mark:]
+        child.sendline("ull")
+        child.expect("ok: ack recorded")
+        assert terminate_holder(lab) > 0
+        child.expect("Exercise .* over: service restored", timeout=120)
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    folder = next(reports.glob("*/journal.jsonl")).parent
+    # every progress redraw while the trainee typed was wrapped in cursor save/restore and
+    # drawn in the top rows; nothing moved the cursor on the input line or erased it
+    outside = re.sub(r"\x1b7.*?\x1b8", "", during, flags=re.S)
+    assert outside.replace("ack P2 pool is f", "") == "", repr(outside)
+    assert "\r" not in re.sub(r"\x1b7.*?\x1b8", "", during, flags=re.S)
+    card = scorecard(folder)
+    assert len(card["hints"]) == 1 and card["steps"][0]["hinted"], card["hints"]
+    ack = [
+        e for e in map(json.loads, (folder / "journal.jsonl").read_text().splitlines()) if e["kind"] == "acknowledged"
+    ]
+    assert ack and ack[0]["note"] == "pool is full" and ack[0]["severity"] == "P2", ack
+    # blind: nothing on the trainee's terminal names the fault or its parameters
+    text = "".join(transcript)
+    fault = sc.faults[0]
+    secrets = [fault.kind, fault.params.dsn, sc.name, sc.detection.alert, "exhaust", "drillkit-", "holder"]
+    named = [s for s in secrets if s.lower() in text.lower()]
+    assert not named, f"the trainee's terminal named {named}:\n{text}"
+
+
+class _Collect:
+    def __init__(self, sink: list[str]) -> None:
+        self.sink = sink
+
+    def write(self, data: str) -> None:
+        self.sink.append(data)
+
+    def flush(self) -> None:
+        pass
