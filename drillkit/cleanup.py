@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from drillkit.errors import DrillkitError, InputError
 from drillkit.faults import RevertContext, fault_class, load_record
 from drillkit.journal import JOURNAL_NAME, Journal, JournalBusy, PendingRevert, pending_reverts, read_journal
-from drillkit.kube import KubeconfigError
+from drillkit.kube import Forbidden, KubeconfigError
 from drillkit.model import Where
 from drillkit.signals import StopFlag
 
@@ -61,6 +61,7 @@ class _Run:
     context: str | None
     scenario_path: str
     finished: bool  # the journal has its `finished` event
+    namespaces: tuple[str, ...] = ()  # the target's and those its faults name (kubernetes runs)
 
 
 def _runs(report_dir: Path, run_id: str | None, report: CleanupReport) -> list[_Run]:
@@ -93,9 +94,21 @@ def _runs(report_dir: Path, run_id: str | None, report: CleanupReport) -> list[_
                 str(context) if context else None,
                 str(scenario.get("path", "")),
                 any(e.kind == "finished" for e in events),
+                _journal_namespaces(scenario) if kube else (),
             )
         )
     return out
+
+
+def _journal_namespaces(scenario: dict[str, Any]) -> tuple[str, ...]:
+    """Where a run's Kubernetes drill wrote: its target namespace and any a fault names."""
+    target = scenario.get("target")
+    kube = target.get("kubernetes") if isinstance(target, dict) else None
+    found = {kube.get("namespace") if isinstance(kube, dict) else None}
+    for f in scenario.get("faults") or []:
+        params = f.get("params") if isinstance(f, dict) else None
+        found.add(params.get("namespace") if isinstance(params, dict) else None)
+    return tuple(sorted(ns for ns in found if isinstance(ns, str) and ns))
 
 
 class _Kubes:
@@ -133,10 +146,15 @@ def cleanup(
     allow_contexts: tuple[str, ...] = (),
     kubeconfig: str | None = None,
     log: Callable[[str], None] = print,
+    namespaces: tuple[str, ...] = (),
+    cluster_wide: bool = False,
 ) -> CleanupReport:
     """Run pending journalled reverts, then remove run-labelled objects from the cluster.
 
-    `run_id` None means every run found under `report_dir` and every labelled object.
+    `run_id` None means every run found under `report_dir` and every labelled object. Labelled
+    objects are listed in the namespaces the runs' journals name, plus `namespaces`; across
+    all namespaces only with `cluster_wide` (a ClusterRole that deploy/rbac.yaml does not
+    grant).
     """
     report = CleanupReport()
     kubes = _Kubes(context, allow_contexts, kubeconfig)
@@ -153,7 +171,8 @@ def cleanup(
             except Exception as exc:  # e.g. a ValueError from odd journal data: the next run still goes
                 report.failed.append(f"run {run.run_id} ({run.folder}): {_one_line(exc)}")
         if context or any(r.target == "kubernetes" for r in runs) or not runs:
-            _sweep(kubes, run_id, report, log, contexts)
+            where = _Where(_run_namespaces(kubes, runs, contexts), tuple(namespaces), cluster_wide)
+            _sweep(kubes, run_id, report, log, contexts, where)
     finally:
         kubes.close()
     return report
@@ -251,10 +270,46 @@ def _short(result: dict[str, Any] | None) -> str:
     return ", ".join(f"{k}={v}" for k, v in (result or {}).items()) or "ok"
 
 
+@dataclass(frozen=True)
+class _Where:
+    """Where the sweep lists labelled objects: per context, the namespaces the journals name;
+    everywhere, the ones given on the command line; all namespaces only if asked."""
+
+    journals: dict[str, set[str]]
+    given: tuple[str, ...]
+    cluster_wide: bool
+
+    def namespaces(self, context: str, touched: set[str]) -> list[str] | None:
+        if self.cluster_wide:
+            return None
+        return sorted(touched | self.journals.get(context, set()) | set(self.given))
+
+
+def _run_namespaces(kubes: _Kubes, runs: list[_Run], contexts: set[str]) -> dict[str, set[str]]:
+    """context -> the namespaces its runs' journals name; their contexts join the sweep."""
+    out: dict[str, set[str]] = {}
+    for run in runs:
+        if run.target != "kubernetes" or not run.namespaces:
+            continue
+        try:
+            name = kubes.settings(run.context).context
+        except DrillkitError:  # refused or unknown: its own revert said so already
+            continue
+        contexts.add(name)
+        out.setdefault(name, set()).update(run.namespaces)
+    return out
+
+
 def _sweep(
-    kubes: _Kubes, run_id: str | None, report: CleanupReport, log: Callable[[str], None], contexts: set[str]
+    kubes: _Kubes,
+    run_id: str | None,
+    report: CleanupReport,
+    log: Callable[[str], None],
+    contexts: set[str],
+    where: _Where,
 ) -> None:
-    """Delete (or restore, then delete) everything labelled with the run id(s)."""
+    """Delete (or restore, then delete) everything labelled with the run id(s), listed where
+    `where` says (never across all namespaces unless asked)."""
     from drillkit.faults.kube import RECORDING_FAULTS, release_workload, restore_from_backup, restore_recorded
     from drillkit.faults.kube.network import clear_netem
     from drillkit.kube import BACKUP_OF, NETEM_BY, NETEM_CONTAINER, REVERT_FAULT, REVERT_OF
@@ -270,12 +325,25 @@ def _sweep(
             return
     for name in sorted(targets):
         kube = kubes.get(kubes.settings(name))
+        spaces = where.namespaces(name, kube.touched)
+        if spaces == []:  # a failure if a cluster was asked about (--context, a Kubernetes run)
+            line = (
+                f"context {name}: not checked for labelled objects: no journal names a namespace; pass "
+                "--namespace NS (or --cluster-wide, which needs a ClusterRole: see docs/kubernetes.md)"
+            )
+            (report.failed if kubes.context or where.journals else report.notes).append(line)
+            continue
         try:
-            # only where the journals' reverts worked, if they did; else across all namespaces
-            found = kube.labelled(run_id, sorted(kube.touched) or None)
+            found = kube.labelled(run_id, spaces, nodes=False)
         except DrillkitError as exc:
             report.failed.append(f"context {name}: cannot list labelled objects: {exc}")
             continue
+        try:
+            found += kube.labelled_nodes(run_id)
+        except Forbidden:  # listing nodes and cordoning them come with one ClusterRole
+            report.notes.append(f"context {name}: nodes not checked (no list on nodes: this user cannot cordon)")
+        except DrillkitError as exc:
+            report.failed.append(f"context {name}: cannot list nodes: {exc}")
         order = {"Secret": 0, "Node": 1, "Job": 2, "Pod": 3}
         faults = {f: i for i, f in enumerate(RECORDING_FAULTS)}
         records = sorted(

@@ -617,6 +617,17 @@ def update(run_id: str, message: str, status_page: bool, report_dir: str) -> Non
     help="Allow a non-kind kubeconfig context (repeatable).",
 )
 @click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="kubeconfig file.")
+@click.option(
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Also look for labelled objects in this namespace (repeatable; default: the journals' namespaces).",
+)
+@click.option(
+    "--cluster-wide",
+    is_flag=True,
+    help="Look for labelled objects in every namespace (needs a ClusterRole; see docs/kubernetes.md).",
+)
 @_guard
 def cleanup(
     run_id: str | None,
@@ -625,6 +636,8 @@ def cleanup(
     context: str | None,
     allow_contexts: tuple[str, ...],
     kubeconfig: str | None,
+    namespaces: tuple[str, ...],
+    cluster_wide: bool,
 ) -> None:
     """Finish the reverts of killed drills: pending journalled reverts, then every object
     labelled drillkit.io/run-id (exit 1 if something could not be undone)."""
@@ -632,7 +645,7 @@ def cleanup(
 
     if bool(run_id) == everything:
         raise click.UsageError("pass exactly one of --run-id ID or --all")
-    result = run_cleanup(Path(report_dir), run_id, context, allow_contexts, kubeconfig, log=_say)
+    result = run_cleanup(Path(report_dir), run_id, context, allow_contexts, kubeconfig, _say, namespaces, cluster_wide)
     for line in result.lines():
         click.echo(line)
     sys.exit(1 if result.failed else 0)

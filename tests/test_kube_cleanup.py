@@ -181,6 +181,8 @@ def test_cleanup_without_journal_uses_labels(kube_demo: KubeServer, tmp_path: Pa
             CONTEXT,
             "--kubeconfig",
             kube_demo.kubeconfig_path,
+            "--namespace",
+            NS,
         ],
     )
     assert r.exit_code == 0, f"exit {r.exit_code}\n{r.stdout}\n{r.stderr}"
@@ -227,6 +229,8 @@ def test_cleanup_without_journal_restores_changed_workloads(kube_demo: KubeServe
             CONTEXT,
             "--kubeconfig",
             kube_demo.kubeconfig_path,
+            "--namespace",
+            NS,
         ],
     )
     assert r.exit_code == 0, f"exit {r.exit_code}\n{r.stdout}\n{r.stderr}"
@@ -239,7 +243,12 @@ def test_cleanup_without_journal_restores_changed_workloads(kube_demo: KubeServe
         assert MODIFIED_BY not in obj["metadata"].get("labels", {}), obj["metadata"]
     assert kube_demo.list("secrets", NS, "drillkit.io/run-id") == [], "records left behind"
     again = cleanup(
-        tmp_path / "reports", None, context=CONTEXT, kubeconfig=kube_demo.kubeconfig_path, log=lambda _: None
+        tmp_path / "reports",
+        None,
+        context=CONTEXT,
+        kubeconfig=kube_demo.kubeconfig_path,
+        log=lambda _: None,
+        namespaces=(NS,),
     )
     assert again.done == [] and again.failed == [], again
 
@@ -270,7 +279,12 @@ def test_cleanup_reports_a_damaged_revert_record_and_goes_on(kube_demo: KubeServ
         {"kind": "Secret", "metadata": {"name": "other", "namespace": NS, "labels": {"drillkit.io/run-id": "bad00001"}}}
     )
     report = cleanup(
-        Path("/nonexistent"), "bad00001", context=CONTEXT, kubeconfig=kube_demo.kubeconfig_path, log=lambda _: None
+        Path("/nonexistent"),
+        "bad00001",
+        context=CONTEXT,
+        kubeconfig=kube_demo.kubeconfig_path,
+        log=lambda _: None,
+        namespaces=(NS,),
     )
     assert any(
         f"restore from Secret {NS}/{name}" in f and "unreadable" in f and "restore Deployment/chatbot-api by hand" in f

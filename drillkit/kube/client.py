@@ -549,10 +549,16 @@ class Kube(KubeApi):
                 pages = [self.call(f"list {plural} in {ns}", one, ns, label_selector=selector) for ns in where]
             out += [Labelled.from_json(kind, o, label) for data in pages for o in data.get("items") or []]
         if nodes:
-            for o in self.call("list nodes", self.core.list_node).get("items") or []:
-                node = Labelled.from_json("Node", o, CORDONED_BY)
-                if node.run_id and (run_id is None or node.run_id == run_id):
-                    out.append(node)
+            out += self.labelled_nodes(run_id)
+        return out
+
+    def labelled_nodes(self, run_id: str | None = None) -> list[Labelled]:
+        """Nodes marked cordoned by the run (by any run if None); needs list on nodes."""
+        out = []
+        for o in self.call("list nodes", self.core.list_node).get("items") or []:
+            node = Labelled.from_json("Node", o, CORDONED_BY)
+            if node.run_id and (run_id is None or node.run_id == run_id):
+                out.append(node)
         return out
 
     def leftovers(

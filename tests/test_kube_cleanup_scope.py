@@ -1,0 +1,98 @@
+"""Where `drillkit cleanup` looks for run-labelled objects (issue 9, defect 7).
+
+Why: deploy/rbac.yaml grants listing only in the namespaces drills target, so a cleanup that
+lists across all namespaces fails under it (or needs an outsized ClusterRole). Cleanup lists
+where its journals' drills ran; anywhere else only when told (`--namespace`), and across the
+cluster only with `--cluster-wide`. Every test runs cleanup as the shipped ServiceAccount.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from drillkit.cli import main
+from drillkit.journal import Journal
+from tests.kubeserver import CONTEXT, KubeServer
+
+pytestmark = [pytest.mark.wire]
+NS = "chatbot"
+ALL_NAMESPACES = ("/api/v1/secrets", "/api/v1/pods", "/apis/batch/v1/jobs", "/apis/apps/v1/deployments")
+
+
+@pytest.fixture
+def as_drillkit(kube_demo: KubeServer) -> Iterator[KubeServer]:
+    kube_demo.enforce_rbac()
+    kube_demo.requests.clear()
+    yield kube_demo
+    kube_demo.rbac = None
+
+
+def leftover(server: KubeServer, namespace: str, run_id: str) -> None:
+    if server.get("namespaces", None, namespace) is None:
+        server.seed({"kind": "Namespace", "metadata": {"name": namespace}})
+    server.seed(
+        {
+            "kind": "Secret",
+            "metadata": {"name": f"left-{run_id}", "namespace": namespace, "labels": {"drillkit.io/run-id": run_id}},
+        }
+    )
+
+
+def finished_run(reports: Path, run_id: str) -> None:
+    """A journal whose drill finished with nothing pending (the case that listed everywhere)."""
+    j = Journal(reports / f"run-{run_id}" / "journal.jsonl")
+    scenario = {"target": {"kubernetes": {"context": CONTEXT, "namespace": NS}}, "path": "", "faults": []}
+    j.append("started", run_id=run_id, scenario=scenario)
+    j.append("finished", status="passed", reason="")
+    j.close()
+
+
+def cleanup(server: KubeServer, reports: Path, *args: str) -> Result:
+    return CliRunner().invoke(
+        main, ["cleanup", "--report-dir", str(reports), "--kubeconfig", server.kubeconfig_path, *args]
+    )
+
+
+def cluster_wide_lists(server: KubeServer) -> list[str]:
+    return [r.path for r in server.requests if r.method == "GET" and r.path in ALL_NAMESPACES]
+
+
+def test_cleanup_lists_in_the_journals_namespace(as_drillkit: KubeServer, tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    finished_run(reports, "f1f1f1f1")
+    leftover(as_drillkit, NS, "f1f1f1f1")
+    r = cleanup(as_drillkit, reports, "--run-id", "f1f1f1f1")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert f"deleted Secret {NS}/left-f1f1f1f1" in r.stdout, r.stdout
+    assert not as_drillkit.denied, f"cleanup needed more than deploy/rbac.yaml grants: {as_drillkit.denied}"
+    assert cluster_wide_lists(as_drillkit) == [], "cleanup listed across all namespaces"
+
+
+def test_cleanup_without_a_namespace_says_how_to_give_one(as_drillkit: KubeServer, tmp_path: Path) -> None:
+    leftover(as_drillkit, NS, "a0a0a0a0")
+    r = cleanup(as_drillkit, tmp_path / "none", "--all", "--context", CONTEXT)
+    assert r.exit_code == 1, r.stdout + r.stderr
+    assert "not checked for labelled objects" in r.stdout and "--namespace NS" in r.stdout, r.stdout
+    assert "--cluster-wide, which needs a ClusterRole" in r.stdout, r.stdout
+    assert cluster_wide_lists(as_drillkit) == [] and not as_drillkit.denied
+    r = cleanup(as_drillkit, tmp_path / "none", "--all", "--context", CONTEXT, "--namespace", NS)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert f"deleted Secret {NS}/left-a0a0a0a0" in r.stdout, r.stdout
+    assert not as_drillkit.denied, as_drillkit.denied
+
+
+def test_cluster_wide_only_when_asked_and_needs_a_clusterrole(as_drillkit: KubeServer, tmp_path: Path) -> None:
+    leftover(as_drillkit, "payments", "b0b0b0b0")
+    r = cleanup(as_drillkit, tmp_path / "none", "--run-id", "b0b0b0b0", "--context", CONTEXT, "--cluster-wide")
+    assert r.exit_code == 1, "deploy/rbac.yaml grants no cluster-wide listing: " + r.stdout
+    assert "forbidden" in r.stdout and "cannot list labelled objects" in r.stdout, r.stdout
+    as_drillkit.rbac = None  # a cluster admin
+    as_drillkit.requests.clear()
+    r = cleanup(as_drillkit, tmp_path / "none", "--run-id", "b0b0b0b0", "--context", CONTEXT, "--cluster-wide")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert "deleted Secret payments/left-b0b0b0b0" in r.stdout, r.stdout
+    assert "/api/v1/secrets" in cluster_wide_lists(as_drillkit)
