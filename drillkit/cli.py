@@ -138,6 +138,28 @@ def _lab_url(sc: Any, service: str) -> str | None:
     return lab_url(service, sc.target.local.lab_dir)
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from drillkit.model import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def action_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Who owns the action items a report derives from each miss, and when they fall due."""
+    fn = click.option(
+        "--due-in",
+        callback=_duration,
+        default=None,
+        help="Action items fall due this long after the drill, e.g. 14d or 2w [default: 14d].",
+    )(fn)
+    return click.option("--owner", default=None, help="Owner of the action items [default: [Name], to fill in].")(fn)
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, metavar="SCENARIO|FOLDER|SUITE...")
 @click.option("--dry-run", is_flag=True, help="Run preflight, print the plan, touch nothing.")
@@ -196,10 +218,13 @@ def _lab_url(sc: Any, service: str) -> str | None:
     help="Seconds to wait for Prometheus to be ready.",
 )
 @click.option("--force", is_flag=True, help="Run even if another drill holds the target (see Safety guarantees).")
+@action_options
 @prometheus_options
 @_guard
 def run(
     paths: tuple[str, ...],
+    owner: str | None,
+    due_in: float | None,
     dry_run: bool,
     stop_on_failure: bool,
     settle_timeout: float | None,
@@ -222,7 +247,7 @@ def run(
     (summary.md/html, a merged junit.xml) and one exit code."""
     _interrupt_exits_130()
     from drillkit.engine import Drill, RunOptions
-    from drillkit.policy import load_policy
+    from drillkit.policy import ActionDefaults, load_policy
     from drillkit.report import parse_formats
     from drillkit.scenario import Scenario
     from drillkit.signals import StopFlag, handle_signals
@@ -231,6 +256,7 @@ def run(
     fmt = parse_formats(formats)
     suite = load_suite(paths, stop_on_failure)
     pol = load_policy(policy)
+    actions = ActionDefaults(owner or "", ActionDefaults.due_in if due_in is None else due_in)
     if alertmanager_url is not None:
         _check_url("--alertmanager-url", alertmanager_url)
     if prometheus_url is not None:
@@ -260,6 +286,7 @@ def run(
             alertmanager_url=am,
             force=force,
             settle_timeout=settle_timeout or 0.0,
+            actions=actions,
         )
 
     single = len(suite.drills) == 1 and not Path(paths[0]).is_dir()
@@ -335,16 +362,63 @@ def schema() -> None:
     click.echo(json.dumps(json_schema(), indent=2))
 
 
-@main.command()
+class _DefaultGroup(click.Group):
+    """`drillkit report RUN_FOLDER` renders one run; `drillkit report index|trends [ROOT]` the
+    history: an argument that names no subcommand goes to the default one."""
+
+    default = "render"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=_DefaultGroup)
+def report() -> None:
+    """Re-render a run's report (`drillkit report RUN_FOLDER`), or the history of every run
+    under a reports folder (`drillkit report index|trends [REPORTS]`)."""
+
+
+@report.command("render")
 @click.argument("path", type=click.Path(exists=True))
 @click.option("--format", "formats", default="md,html,json,junit", show_default=True)
+@action_options
 @_guard
-def report(path: str, formats: str) -> None:
+def report_render(path: str, formats: str, owner: str | None, due_in: float | None) -> None:
     """Re-render the report of a run from its journal (a journal file or a run folder)."""
     from drillkit.report import parse_formats, render
 
-    for written in render(Path(path), parse_formats(formats)):
+    for written in render(Path(path), parse_formats(formats), owner, due_in):
         click.echo(str(written))
+
+
+@report.command("index")
+@click.argument("root", default="reports", type=click.Path(exists=True, file_okay=False))
+@_guard
+def report_index(root: str) -> None:
+    """Every run under REPORTS in one table: index.html, index.md and index.json there."""
+    from drillkit.history import write_index
+
+    for written in write_index(Path(root)):
+        click.echo(str(written))
+
+
+@report.command("trends")
+@click.argument("root", default="reports", type=click.Path(exists=True, file_okay=False))
+@click.option("--fail-on-regression", is_flag=True, help="Exit 1 if a scenario regressed against the previous quarter.")
+@_guard
+def report_trends(root: str, fail_on_regression: bool) -> None:
+    """Times to detect/acknowledge/mitigate/resolve and pass rates per scenario and incident type,
+    per quarter, with the regressions against the previous quarter: trends.html/.md/.json."""
+    from drillkit.history import write_trends
+
+    written, regressions = write_trends(Path(root))
+    for path in written:
+        click.echo(str(path))
+    for line in regressions:
+        click.echo(f"regression: {line}", err=True)
+    sys.exit(1 if fail_on_regression and regressions else 0)
 
 
 # --- responders' actions from other shells (logic in drillkit.respond) ---------------------------
@@ -579,18 +653,41 @@ def attempts(root: str) -> None:
         click.echo(str(path))
 
 
+_STATES = ("investigating", "identified", "monitoring", "resolved")  # drillkit.updates.PageState
+_ROLES = ("ic", "tech", "comms", "ops")  # as `drillkit handover` (drillkit.respond.ROLE_ALIASES)
+
+
 @main.command()
 @click.argument("run_id")
 @click.argument("message")
 @click.option("--status-page", is_flag=True, help="This update went to the public status page.")
+@click.option(
+    "--state",
+    type=click.Choice(_STATES),
+    default=None,
+    help="The incident's state on the status page as of now (implies --status-page).",
+)
+@click.option("--by", default=lambda: os.environ.get("USER", ""), help="Who wrote it [default: $USER].")
+@click.option(
+    "--role",
+    type=click.Choice(_ROLES),
+    default=None,
+    help="The writer's role: incident commander, tech, comms, ops lead.",
+)
 @click.option("--report-dir", envvar="DRILLKIT_REPORT_DIR", default="reports", show_default=True)
 @_guard
-def update(run_id: str, message: str, status_page: bool, report_dir: str) -> None:
-    """Record a status update (or status-page update) for a drill's timeline."""
-    from drillkit.respond import write_update
+def update(
+    run_id: str, message: str, status_page: bool, state: str | None, by: str, role: str | None, report_dir: str
+) -> None:
+    """Record a status update (or status-page entry, with its state) for a drill's timeline."""
+    from drillkit.respond import ROLE_ALIASES
+    from drillkit.updates import PageState, write_update
 
-    write_update(Path(report_dir), run_id, message, status_page)
-    click.echo(f"recorded {'status page' if status_page else 'status'} update for run {run_id}")
+    status_page = status_page or state is not None  # a state is the status page's
+    page_state = PageState(state) if state else None
+    write_update(Path(report_dir), run_id, message, status_page, page_state, by, ROLE_ALIASES[role] if role else None)
+    kind = f"status page ({state})" if state else "status page" if status_page else "status"
+    click.echo(f"recorded {kind} update for run {run_id}")
 
 
 @main.command()

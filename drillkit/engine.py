@@ -8,7 +8,6 @@ the stop flag and the abort conditions, and shows progress on a terminal.
 
 from __future__ import annotations
 
-import json
 import secrets
 import sys
 import tempfile
@@ -16,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -25,10 +24,11 @@ from typing import Any, TypeVar
 from drillkit.alertmanager import Alertmanager, AlertmanagerAck, NotificationWatch
 from drillkit.clock import utcnow
 from drillkit.errors import Aborted, DrillkitError, InputError, PreflightError
+from drillkit.evidence import save_series, scenario_record
 from drillkit.faults import FaultContext, Prepared, Undo, fault_class
 from drillkit.journal import JOURNAL_NAME, Journal
 from drillkit.model import format_duration
-from drillkit.policy import Policy, limits_for, verdicts
+from drillkit.policy import ActionDefaults, Policy, limits_for, verdicts
 from drillkit.prometheus import AlertRule, PromConfig, Prometheus
 from drillkit.respond import AckWaiter, AutoAck, CommandAck, PromptAck, check_interactive
 from drillkit.scenario import AckSource, Probe, RecoveryAction, Scenario
@@ -71,6 +71,7 @@ class RunOptions:
     force: bool = False  # run even if another drill holds the target
     settle_timeout: float = 0.0  # seconds to wait for the steady state (and quiet alerts) before starting
     settle_alerts: tuple[str, ...] = ()  # alerts (e.g. the previous drill's) that must be inactive first
+    actions: ActionDefaults = field(default_factory=ActionDefaults)  # owner and due date of action items
 
 
 @dataclass
@@ -144,9 +145,10 @@ class Drill:
         journal.append(
             "started",
             run_id=run_id,
-            scenario=_scenario_record(self.scenario),
+            scenario=scenario_record(self.scenario),
             limits=self.limits.to_dict(),
             prometheus=self.opts.prometheus.url,
+            actions=self.opts.actions.to_dict(),
         )
         ctx = self._ctx = self._context(run_id, journal)
         status: Status | None = None
@@ -193,28 +195,11 @@ class Drill:
         return RunResult(run_id, final, folder, code)
 
     def _save_series(self, journal: Journal, folder: Path) -> None:
-        """The probes' and the alert expression's values over the drill (with a margin), saved
-        in the run folder so `drillkit report` can plot them offline. Best effort: a report
-        without plots beats no report."""
-        from drillkit.report import SERIES_NAME
-
-        if not _has(journal, "injected") or journal.write_error is not None:
-            return
-        start, end = journal.events[0].at - timedelta(seconds=30), utcnow() + timedelta(seconds=5)
-        step = max(1.0, (end - start).total_seconds() / 1000)
-        exprs = [(f"probe: {p.name}", p.expr) for p in self.scenario.steady_state]
-        rule = getattr(self, "rule", None)
-        if rule is not None:
-            exprs.append((f"alert {rule.name}: {rule.query}", rule.query))
-        out = []
-        try:
-            for label, expr in exprs:
-                series = self.prom.query_range(expr, start, end, step)
-                out.append({"label": label, "expr": expr, "series": [asdict(s) for s in series[:10]]})
-        except DrillkitError as exc:
-            self.opts.out(f"could not fetch the series to plot: {exc}")
-            return
-        (folder / SERIES_NAME).write_text(json.dumps({"step": step, "queries": out}) + "\n", encoding="utf-8")
+        """The probes', the alert expression's and the impact queries' values around the drill,
+        saved for the report (drillkit.evidence); nothing to show if nothing was injected."""
+        if _has(journal, "injected") and journal.write_error is None:
+            rule = getattr(self, "rule", None)
+            save_series(self.prom, self.scenario, rule, journal.events[0].at, utcnow(), folder, self.opts.out)
 
     def _journal_lost(self, journal: Journal, status: Status) -> None:
         """The journal could not be written (disk full…): say what happened, reverts first."""
@@ -582,40 +567,8 @@ class Drill:
                     raise Aborted(f"abort condition {cond.name or cond.expr} holds", by_signal=False)
 
 
-def _scenario_record(s: Scenario) -> dict[str, Any]:
-    """The scenario as the report needs it (re-rendering reads only the journal)."""
-    return {
-        "name": s.name,
-        "title": s.title,
-        "incident": s.incident.value,
-        "severity": s.severity.value,
-        "description": s.description,
-        "path": s.path,
-        "target": asdict(s.target),
-        "alert": s.detection.alert,
-        "alert_labels": s.detection.labels,
-        "acknowledge": s.response.acknowledge.value,
-        "recovery_action": s.recovery.action.value,
-        "faults": [{"kind": f.kind, "params": _jsonable(f.params)} for f in s.faults],
-        "steady_state": [{"name": p.name, "expr": p.expr, "expect": str(p.expect)} for p in s.steady_state],
-        "runbook": asdict(s.runbook),
-    }
-
-
 def _has(journal: Journal, kind: str) -> bool:
     return any(e.kind == kind for e in journal.events)
-
-
-def _jsonable(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type) and not hasattr(type(value), "parse"):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, int | float | str | bool) or value is None:
-        return value
-    return str(value)
 
 
 def _entered(cm: AbstractContextManager[None]) -> ExitStack:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 COLORS = {"met": "#1a7f37", "missed": "#b00020", "window": "#0969da"}
@@ -118,3 +119,62 @@ def _short(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:g} {unit}"
     return f"{seconds:g} s"
+
+
+@dataclass(frozen=True)
+class TrendLine:
+    name: str
+    points: list[tuple[datetime, float]]  # (when the run started, seconds)
+
+
+def trend_svg(title: str, lines: list[TrendLine]) -> str:
+    """One scenario's times run by run (log scale: detection takes seconds, resolution minutes),
+    quarter boundaries dotted."""
+    fig, _ = _figure(8.0, 2.4)
+    ax = fig.subplots()
+    when = sorted({at for line in lines for at, _ in line.points})
+    for line in lines:
+        if line.points:
+            xs, ys = zip(*sorted(line.points), strict=True)
+            ax.plot(xs, [max(y, 0.01) for y in ys], marker="o", markersize=3, linewidth=1.2, label=line.name)
+    for start in _quarter_starts(when):
+        ax.axvline(start, color="#999", linewidth=0.8, linestyle=":")
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds (log)")
+    ax.set_title(title, loc="left")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=6, ncols=4)
+    fig.autofmt_xdate()
+    return _svg(fig)
+
+
+def _quarter_starts(when: list[datetime]) -> list[datetime]:
+    """The first instant of every quarter after the first run's, up to the last run."""
+    if not when:
+        return []
+    out: list[datetime] = []
+    year, q = when[0].year, (when[0].month - 1) // 3
+    while True:
+        year, q = (year + 1, 0) if q == 3 else (year, q + 1)
+        start = when[0].replace(year=year, month=3 * q + 1, day=1, hour=0, minute=0, second=0, microsecond=0)
+        if start > when[-1]:
+            return out
+        out.append(start)
+
+
+def pass_rate_svg(groups: list[str], quarters: list[str], rates: dict[tuple[str, str], float | None]) -> str:
+    """Grouped bars: each group's pass rate per quarter (no bar: no judged run that quarter)."""
+    fig, _ = _figure(8.0, 0.8 + 0.35 * max(1, len(groups)) * max(1, len(quarters)) ** 0.5)
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(quarters))
+    for j, quarter in enumerate(quarters):
+        ys = [rates.get((g, quarter)) for g in groups]
+        xs = [i + j * width for i, y in enumerate(ys) if y is not None]
+        ax.barh(xs, [100 * y for y in ys if y is not None], height=width * 0.9, label=quarter)
+    ax.set_yticks([i + 0.4 - width / 2 for i in range(len(groups))], groups)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("pass rate, % of the runs that started")
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=6)
+    return _svg(fig)

@@ -80,6 +80,25 @@ def load_policy(path: str | Path | None) -> Policy:
 
 
 @dataclass(frozen=True)
+class ActionDefaults:
+    """Who owns the action items a drill's misses produce, and when they fall due (seconds
+    after the drill started): `drillkit run/report --owner --due-in`."""
+
+    owner: str = ""  # empty: the post-mortem leaves the playbook's [Name] to fill in
+    due_in: float = 14 * 24 * H
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: object) -> ActionDefaults:
+        """From a journal's `started` event (absent in journals written before these options)."""
+        if not isinstance(raw, dict):
+            return cls()
+        return cls(str(raw.get("owner", "")), float(raw.get("due_in", cls.due_in)))
+
+
+@dataclass(frozen=True)
 class Limits:
     """The limits that apply to one drill, in seconds (None: no such target)."""
 

@@ -11,18 +11,20 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from drillkit.clock import parse_time, rfc3339
+from drillkit import postmortem
+from drillkit.clock import rfc3339
 from drillkit.errors import InputError
+from drillkit.evidence import SERIES_NAME, load_series
 from drillkit.journal import JOURNAL_NAME, Event, Measures, first, measures, read_journal
 from drillkit.model import format_duration
-from drillkit.policy import Verdict, verdicts
+from drillkit.policy import ActionDefaults, Verdict, verdicts
+from drillkit.updates import read_updates
 
-UPDATES_NAME = "updates.jsonl"
-SERIES_NAME = "series.json"  # the plotted query_range results, saved by the engine
+__all__ = ["SERIES_NAME", "collect", "load_events", "render", "render_page", "render_summary", "summary_row"]
+
 FORMATS = {"md": "report.md", "html": "report.html", "json": "report.json", "junit": "junit.xml"}
 
 EVENT_TEXT = {
@@ -56,16 +58,7 @@ TIMELINE_KINDS = set(EVENT_TEXT) - {"fault_injecting"}
 def load_events(folder: Path) -> list[Event]:
     """Journal events plus status updates from other processes, on one time axis."""
     events = read_journal(folder)
-    updates = folder / UPDATES_NAME if folder.is_dir() else folder.parent / UPDATES_NAME
-    if updates.exists():
-        start = events[0]
-        for line in updates.read_text(encoding="utf-8").splitlines():
-            try:
-                raw = json.loads(line)
-                kind, at = str(raw.pop("kind")), parse_time(str(raw.pop("at")))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue  # a torn or hand-edited line: the journal is the record, keep the rest
-            events.append(Event(kind, at, start.mono + (at - start.at).total_seconds(), raw))
+    events += read_updates(folder if folder.is_dir() else folder.parent, events[0])
     return sorted(events, key=lambda e: e.mono)
 
 
@@ -137,8 +130,11 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return formats
 
 
-def render(folder: Path, formats: tuple[str, ...] | list[str]) -> list[Path]:
-    """Write the requested formats into the run folder; returns the paths written."""
+def render(
+    folder: Path, formats: tuple[str, ...] | list[str], owner: str | None = None, due_in: float | None = None
+) -> list[Path]:
+    """Write the requested formats into the run folder; returns the paths written. `owner` and
+    `due_in` (seconds) override the action items' defaults the drill journalled."""
 
     formats = parse_formats(",".join(formats))
     if folder.is_file():
@@ -146,12 +142,15 @@ def render(folder: Path, formats: tuple[str, ...] | list[str]) -> list[Path]:
     if not (folder / JOURNAL_NAME).exists():
         raise InputError(f"{folder}: no {JOURNAL_NAME} here")
     data = collect(folder)
-    ctx = _template_context(data)
+    actions = ActionDefaults.from_dict(data.events[0].data.get("actions"))
+    actions = ActionDefaults(actions.owner if owner is None else owner, actions.due_in if due_in is None else due_in)
+    ctx = _template_context(data, folder, actions)
     written = []
     for fmt in formats:
         path = folder / FORMATS[fmt]
         if fmt == "json":
-            text = json.dumps(data.to_json(), indent=2) + "\n"
+            doc = data.to_json() | {"post_mortem": _post_mortem_json(ctx)}
+            text = json.dumps(doc, indent=2) + "\n"
         else:
             extra = _plots(folder, data) if fmt == "html" else {}
             text = _environment(fmt).get_template(FORMATS[fmt] + ".j2").render(**ctx, **extra)
@@ -205,11 +204,33 @@ def _environment(fmt: str) -> Any:
     env.filters["dur"] = format_duration
     env.filters["time"] = lambda at: at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
     env.filters["code"] = code
+    env.filters["url"] = _url if markdown else (lambda value: value)
+    env.filters["relpath"] = _relpath if markdown else (lambda value: value)
     env.filters["prose"] = _prose_md if markdown else _prose_html
     return env
 
 
 _CODE_SPAN = re.compile(r"`([^`]+)`")
+
+
+def _relpath(value: Any) -> Any:
+    """A relative link target in Markdown (a run folder's report): spaces and parentheses
+    percent-encoded so the link stays one link."""
+    from urllib.parse import quote
+
+    from markupsafe import Markup
+
+    return Markup(quote(str(value), safe="/-_.~:"))
+
+
+def _url(value: Any) -> Any:
+    """A link target in Markdown: percent-encoded by us (no spaces, parentheses or brackets),
+    so it stays as written; anything else is dropped to `#`."""
+    from markupsafe import Markup
+
+    text = str(value)
+    ok = re.fullmatch(r"https?://[A-Za-z0-9\-._~%!$&'*+,;=:@/?\[\]]+", text) and not re.search(r"[()<>\s]", text)
+    return Markup(text) if ok else Markup("#")
 
 
 def _prose_md(value: Any) -> Any:
@@ -230,7 +251,19 @@ def _prose_html(value: Any) -> Any:
     return Markup("".join(f"<code>{escape(p)}</code>" if i % 2 else str(escape(p)) for i, p in enumerate(parts)))
 
 
-def _template_context(d: ReportData) -> dict[str, Any]:
+def render_page(template: str, fmt: str, svgs: dict[str, Any] | None = None, **ctx: Any) -> str:
+    """Render one of drillkit's templates (the history pages use this: jinja2 stays here).
+    `svgs` holds drillkit.plots output (a string, or a dict of them), inserted as markup."""
+    from markupsafe import Markup
+
+    def safe(value: Any) -> Any:
+        return {k: safe(v) for k, v in value.items()} if isinstance(value, dict) else Markup(value)
+
+    text: str = _environment(fmt).get_template(template).render(**ctx, svgs=safe(svgs or {}))
+    return text
+
+
+def _template_context(d: ReportData, folder: Path, actions: ActionDefaults) -> dict[str, Any]:
     start = d.events[0]
     end = first(d.events, "finished") or d.events[-1]
     injected = first(d.events, "injected")
@@ -239,25 +272,26 @@ def _template_context(d: ReportData) -> dict[str, Any]:
         for e in d.events
         if e.kind in TIMELINE_KINDS
     ]
-    missed = [v for v in d.verdicts if v.met is False]
-    met = [v for v in d.verdicts if v.met is True]
-    went_well = [v.summary() for v in met]
-    went_wrong = [v.summary() for v in missed]
-    went_wrong += [_event_text(e) for e in d.events if e.kind in ("revert_failed", "error", "aborted")]
-    if any(e.kind == "resolved" for e in d.events):
-        went_well.append("The fault was reverted and the system verified healthy afterwards")
-    actions = [_action_for(v) for v in missed]
-    actions += [f"Investigate: {_event_text(e)}" for e in d.events if e.kind in ("revert_failed", "error")]
+    saved = load_series(folder)
+    measured = postmortem.impact(d.events, saved)
     return {
         "d": d,
         "s": d.scenario,
         "date": start.at,
         "duration": (end.mono - (injected or start).mono),
         "timeline": timeline,
-        "went_well": went_well,
-        "went_wrong": went_wrong,
-        "actions": actions,
-        "due": (start.at + timedelta(days=14)).strftime("%Y-%m-%d"),
+        "glance": postmortem.glance(d.status, d.verdicts),
+        "channel": postmortem.channel(d.events),
+        "declared": postmortem.declared_channel(d.events),
+        "responders": postmortem.responders(d.events),
+        "roles_untaken": postmortem.roles_untaken(d.events),
+        "status_page": postmortem.status_page(d.events),
+        "impact": measured,
+        "impact_text": postmortem.impact_text(measured) if measured else "",
+        "queries": postmortem.queries(d.events, saved),
+        "went_well": postmortem.went_well(d.events, d.verdicts, measured),
+        "went_wrong": postmortem.went_wrong(d.events, d.verdicts, measured),
+        "actions": postmortem.action_items(d.events, d.verdicts, actions),
         "detected": first(d.events, "detected"),
         "injected": injected,
         "acknowledged": first(d.events, "acknowledged"),
@@ -266,7 +300,37 @@ def _template_context(d: ReportData) -> dict[str, Any]:
         "faults": _faults_with_plans(d),
         "detected_late": first(d.events, "detected_late"),
         "verdict_classes": {True: "met", False: "missed", None: "unmeasured"},
+        "status_marks": {"green": "🟢", "red": "🔴", "orange": "🟠", "grey": "⚪", "amber": "🟡"},
     }
+
+
+def _post_mortem_json(ctx: dict[str, Any]) -> dict[str, Any]:
+    """The post-mortem's derived sections in report.json, for tools (history, trackers)."""
+    from dataclasses import asdict
+
+    measured = ctx["impact"]
+    doc: dict[str, Any] = _rounded(
+        {
+            "channel": ctx["declared"].data.get("message") if ctx["declared"] else ctx["channel"],
+            "responders": [asdict(r) for r in ctx["responders"]],
+            "status_page": [asdict(p) | {"at": rfc3339(p.at)} for p in ctx["status_page"]],
+            "impact": measured.to_dict() if measured else None,
+            "queries": [asdict(q) for q in ctx["queries"]],
+            "action_items": [asdict(a) for a in ctx["actions"]],
+        }
+    )
+    return doc
+
+
+def _rounded(value: Any) -> Any:
+    """Floats to the microsecond, as the journal's times: no 0.6000000000000227 in report.json."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def _plots(folder: Path, d: ReportData) -> dict[str, Any]:
@@ -297,9 +361,8 @@ def _plots(folder: Path, d: ReportData) -> dict[str, Any]:
     if first(d.events, "injected") is None:
         return out
     out["timeline_svg"] = Markup(plots.timeline_svg(windows))
-    series = folder / SERIES_NAME
-    if series.exists():
-        saved = json.loads(series.read_text(encoding="utf-8"))
+    saved = load_series(folder)
+    if saved is not None:
         zero = ref.at.timestamp()
         expects = {f"probe: {p['name']}": p["expect"] for p in d.scenario["steady_state"]}
         panels = [
@@ -348,21 +411,10 @@ def _event_text(e: Event) -> str:
         "status_page": e.data.get("message"),
         "finished": e.data.get("status"),
     }.get(e.kind)
+    if e.kind in ("status_update", "status_page"):
+        text += f" ({e.data['state']})" if e.data.get("state") else ""
+        detail = f"{detail} ({e.data['by']})" if e.data.get("by") else detail
     return f"{text}: {detail}" if detail else text
-
-
-def _action_for(v: Verdict) -> str:
-    fixes = {
-        "detect": "Tune the detection alert (threshold, `for:`, scrape/evaluation interval) so it fires "
-        "within the target",
-        "acknowledge": "Review paging and on-call routing so the alert is acknowledged within the target",
-        "mitigate": "Improve automated recovery or the runbook's mitigation steps",
-        "resolve": "Shorten resolution: automate the fix and the verification",
-        "status_page": "Practise updating the status page within the target after detection",
-        "status_updates": "Practise regular status updates at the severity's cadence",
-        "classification": "Review the playbook's severity table (impact assessment) with the responder",
-    }
-    return f"{fixes.get(v.target, 'Review')} ({v.summary()})"
 
 
 # --- a suite's summary --------------------------------------------------------------------

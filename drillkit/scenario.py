@@ -182,6 +182,30 @@ class Runbook:
     resolution: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Impact:
+    """How users were hurt, measured from the platform's own metrics: after the drill, each query
+    is fetched over the drill window (query_range) and summed into failed requests, the error
+    rate and how long users were affected, for the post-mortem's Impact."""
+
+    errors: str = doc(
+        'PromQL: failed requests per second, e.g. sum(rate(http_requests_total{code=~"5.."}[1m])); '
+        "no data counts as none failed"
+    )
+    requests: str = doc("PromQL: all requests per second, for the error rate", default="")
+    threshold: float = doc(
+        "users count as affected while failed / all requests is above this ratio (0 to 1), or, "
+        "without `requests`, while failures per second are above it",
+        default=0.0,
+    )
+
+    def __post_init__(self) -> None:
+        if self.requests and not 0 <= self.threshold < 1:
+            raise ValueError(f"threshold: expected a ratio from 0 to 1 (0.05 is 5%), got {self.threshold:g}")
+        if self.threshold < 0:
+            raise ValueError(f"threshold: expected 0 or more failures per second, got {self.threshold:g}")
+
+
 _NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
@@ -203,11 +227,18 @@ class Scenario:
     recovery: Recovery = Recovery()
     targets: TargetOverrides = TargetOverrides()
     runbook: Runbook = Runbook()
+    impact: Impact | None = doc("queries that measure the harm to users (failed requests, error rate)", default=None)
+    channel: str = doc(
+        "short description for the incident channel #incident-{date}-{short-description} (default: the name)",
+        default="",
+    )
     path: str = field(default="", metadata={"internal": True})
 
     def __post_init__(self) -> None:
         if not _NAME_RE.fullmatch(self.name):
             raise ValueError(f"name: expected a lowercase slug like pod-kill-api, got {self.name!r}")
+        if self.channel and not _NAME_RE.fullmatch(self.channel):
+            raise ValueError(f"channel: expected a lowercase slug like api-down (a Slack name), got {self.channel!r}")
 
     @property
     def target_kind(self) -> str:
@@ -316,6 +347,12 @@ def query_sites(scenario: Scenario) -> list[QuerySite]:
         for i, expr in enumerate(exprs):
             raw = node[i] if isinstance(node, list) and i < len(node) else {}
             sites.append(QuerySite(where.item(node, i).key(raw, "expr"), expr, needs))
+    if scenario.impact is not None:  # failures may have no series yet; all requests must
+        node = data.get("impact", {})
+        impact = scenario.impact
+        for key, expr, needs in (("errors", impact.errors, False), ("requests", impact.requests, True)):
+            if expr:
+                sites.append(QuerySite(top.key(data, "impact").key(node, key), expr, needs))
     return sorted(sites, key=lambda s: s.where.line)
 
 

@@ -15,7 +15,7 @@ from drillkit.errors import InputError, ScenarioError
 from drillkit.journal import Journal, measures, pending_reverts, read_journal
 from drillkit.policy import Policy, judge, limits_for, load_policy, status_update_verdict, verdicts
 from drillkit.report import load_events, render
-from drillkit.scenario import Severity, load_scenario
+from drillkit.scenario import Impact, Severity, load_scenario
 
 GOLDEN = Path(__file__).parent / "golden"
 SCENARIO = Path(__file__).parent / "data" / "exporter-kill.yaml"
@@ -174,11 +174,16 @@ def test_journal_survives_a_torn_last_line(tmp_path: Path) -> None:
         read_journal(tmp_path / "other.jsonl")
 
 
-def fixed_journal(folder: Path, t0: datetime) -> None:
-    """A complete passed run with fixed times, as the engine would journal it."""
+def fixed_journal(folder: Path, t0: datetime, enrich: bool = False) -> None:
+    """A complete passed run with fixed times, as the engine would journal it. `enrich` adds
+    what a staffed drill has: impact queries (and their saved series), a channel name, status
+    updates and status-page entries with states from people in the playbook's roles."""
     sc = load_scenario(SCENARIO)
-    from drillkit.engine import _scenario_record
+    from drillkit.evidence import scenario_record as _scenario_record
 
+    if enrich:
+        impact = Impact('sum(rate(demo_requests_total{code=~"5.."}[5s]))', "sum(rate(demo_requests_total[5s]))", 0.05)
+        sc = replace(sc, impact=impact, channel="exporter-down")
     record = _scenario_record(replace(sc, path="tests/data/exporter-kill.yaml"))
     limits = limits_for(sc, Policy()).to_dict()
 
@@ -204,6 +209,64 @@ def fixed_journal(folder: Path, t0: datetime) -> None:
     ]
     folder.mkdir(parents=True)
     (folder / "journal.jsonl").write_text("\n".join(lines) + "\n")
+    if enrich:
+        enrich_run(folder, t0)
+
+
+def enrich_run(folder: Path, t0: datetime) -> None:
+    """updates.jsonl and series.json of a staffed drill (see fixed_journal): 10 requests/s, 4 of
+    them failing from +1 s to +4 s: 16 failed of 50 in the window (samples +1 s to +5 s of +0.04 s to +5.2 s)."""
+
+    def at(offset: float) -> str:
+        return (t0 + timedelta(seconds=offset)).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+    updates = [
+        {"kind": "channel", "at": at(3.1), "message": "#incident-2026-11-29-exporter-down", "by": "alice"},
+        {
+            "kind": "status_update",
+            "at": at(3.2),
+            "message": "Paged, looking",
+            "by": "alice",
+            "role": "incident-commander",
+        },
+        {
+            "kind": "status_page",
+            "at": at(3.5),
+            "message": "Exports delayed",
+            "state": "investigating",
+            "by": "bob",
+            "role": "communications-lead",
+        },
+        {
+            "kind": "status_page",
+            "at": at(4.2),
+            "message": "Exporter restarted",
+            "state": "monitoring",
+            "by": "bob",
+            "role": "communications-lead",
+        },
+        {"kind": "status_page", "at": at(5.15), "message": "All good", "state": "resolved", "by": "bob"},
+    ]
+    (folder / "updates.jsonl").write_text("".join(json.dumps(u) + "\n" for u in updates))
+    zero = t0.timestamp()
+    errors = [(zero + t, 4.0 if 1 <= t <= 4 else 0.0) for t in range(-30, 11)]
+    total = [(zero + t, 10.0) for t in range(-30, 11)]
+    queries = [
+        {"role": "probe", "label": "probe: exporter up", "expr": 'up{job="demo"}', "series": []},
+        {
+            "role": "impact-errors",
+            "label": "impact: failed requests per second",
+            "expr": "e",
+            "series": [{"labels": {}, "points": errors}],
+        },
+        {
+            "role": "impact-requests",
+            "label": "impact: requests per second",
+            "expr": "r",
+            "series": [{"labels": {}, "points": total}],
+        },
+    ]
+    (folder / "series.json").write_text(json.dumps({"step": 1.0, "queries": queries}))
 
 
 @pytest.mark.parametrize(
@@ -211,8 +274,8 @@ def fixed_journal(folder: Path, t0: datetime) -> None:
 )
 def test_report_golden(tmp_path: Path, fmt: str, name: str) -> None:
     folder = tmp_path / "run"
-    fixed_journal(folder, datetime(2026, 11, 29, 9, 30, 0, tzinfo=UTC))
-    (written,) = render(folder, (fmt,))
+    fixed_journal(folder, datetime(2026, 11, 29, 9, 30, 0, tzinfo=UTC), enrich=True)
+    (written,) = render(folder, (fmt,), owner="sre-team", due_in=7 * 86400)
     text = written.read_text()
     # inline SVG charts depend on matplotlib's version: tests/test_report_plots.py checks them
     text = re.sub(r"<svg\b.*?</svg>", "<svg><!-- chart --></svg>", text, flags=re.S)
@@ -260,9 +323,13 @@ def test_status_updates_from_another_process_reach_the_report(tmp_path: Path) ->
     folder = tmp_path / "reports" / "2026-11-29T093000Z-exporter-kill-0123abcd"
     t0 = datetime(2026, 11, 29, 9, 30, 0, tzinfo=UTC)
     fixed_journal(folder, t0)
-    from drillkit.respond import write_update
+    from drillkit.updates import write_update
 
+    journal = folder / "journal.jsonl"
+    lines = journal.read_text().splitlines()
+    journal.write_text("\n".join(lines[:-1]) + "\n")  # still running: an ended run refuses updates
     write_update(tmp_path / "reports", "0123abcd", "Investigating", status_page=True)
+    journal.write_text("\n".join(lines) + "\n")
     # move the update to 3 s after detection so the verdict is deterministic
     raw = json.loads((folder / "updates.jsonl").read_text())
     raw["at"] = (t0 + timedelta(seconds=5.9)).isoformat().replace("+00:00", "Z")
