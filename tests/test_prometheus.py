@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drillkit.errors import DrillkitError, PermanentError, PreflightError, TransientError, UnavailableError
+from drillkit.errors import (
+    DrillkitError,
+    PermanentError,
+    PreflightError,
+    RejectedRequest,
+    TransientError,
+    UnavailableError,
+)
 from drillkit.lab.services import free_port
 from drillkit.prometheus import PromConfig, Prometheus
 from drillkit.signals import StopFlag
@@ -120,7 +127,7 @@ PROM_ERROR = b'{"status": "error", "errorType": "bad_data", "error": "unknown fu
 @pytest.mark.parametrize(
     ("status", "body", "error", "message", "calls"),
     [
-        (400, PROM_ERROR, PermanentError, r"{api}: HTTP 400: bad_data: unknown function$", 1),
+        (400, PROM_ERROR, RejectedRequest, r"{api}: HTTP 400: bad_data: unknown function$", 1),
         (401, b"no", PermanentError, r"{api}: HTTP 401: check the token or credentials$", 1),
         (404, b"404 page not found", PermanentError, r"{api}: HTTP 404: 404 page not found$", 1),
         (429, b"slow down", TransientError, r"{api}: HTTP 429: slow down$", 2),
