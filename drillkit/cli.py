@@ -764,11 +764,27 @@ def lab() -> None:
 )
 @click.option("--replicas", type=click.IntRange(1, 20), default=None, help="Chat API replicas [2].")
 @click.option("--base-port", type=int, default=None, help="First of the lab's 127.0.0.1 ports (Prometheus) [19090].")
+@click.option(
+    "--kind",
+    "on_kind",
+    is_flag=True,
+    help="The platform on a kind cluster instead (context kind-drillkit; needs docker or podman, kind, kubectl).",
+)
 @_guard
-def lab_up(lab_dir: str, replicas: int | None, base_port: int | None) -> None:
+def lab_up(lab_dir: str, replicas: int | None, base_port: int | None, on_kind: bool) -> None:
     """Start the lab (idempotent) and wait until Prometheus sees it all."""
     from drillkit.lab import lab as lab_mod
 
+    if on_kind:
+        if replicas is not None or base_port is not None:
+            raise click.UsageError("--replicas and --base-port are for the local lab, not --kind")
+        from drillkit.lab import kindlab
+
+        kres = kindlab.up(out=_say)
+        click.echo(f"kind lab {'created' if kres.created else 'deployed'} in {kres.seconds:.0f}s")
+        for line in kindlab.summary(kres):
+            click.echo(line)
+        return
     res = lab_mod.up(Path(lab_dir), base_port, replicas, out=_say)
     if res.already_running:
         click.echo(f"lab already running in {res.state.dir}; nothing changed")
@@ -783,11 +799,22 @@ def lab_up(lab_dir: str, replicas: int | None, base_port: int | None) -> None:
     "--dir", "lab_dir", envvar="DRILLKIT_LAB_DIR", default=".drillkit/lab", show_default=True, help=LAB_DIR_HELP
 )
 @click.option("--purge", is_flag=True, help="Also delete the lab's data, logs and JWT secret.")
+@click.option("--kind", "on_kind", is_flag=True, help="Delete the kind cluster of `lab up --kind` instead.")
 @_guard
-def lab_down(lab_dir: str, purge: bool) -> None:
+def lab_down(lab_dir: str, purge: bool, on_kind: bool) -> None:
     """Stop every lab process (data and logs stay unless --purge)."""
     from drillkit.lab import lab as lab_mod
 
+    if on_kind:
+        from drillkit.lab import kindlab
+
+        deleted = kindlab.down(out=_say)
+        click.echo(
+            f"kind lab down: cluster {kindlab.CLUSTER} deleted"
+            if deleted
+            else f"no kind cluster {kindlab.CLUSTER}; nothing to delete"
+        )
+        return
     res = lab_mod.down(Path(lab_dir), out=_say, purge=purge)
     click.echo(
         f"no lab state in {lab_dir}; nothing to stop"
