@@ -4,35 +4,31 @@ Why: the wire suite proves the faults against a faithful API test server; this p
 against a real kubelet, scheduler, container runtime and Prometheus. It needs Docker, `kind`
 and `kubectl`, and runs only with `pytest --kind`:
 
-    kind create cluster --name drillkit --config kind-config.yaml
     pytest --kind tests/test_kind.py
 
-It refuses any kubeconfig context not named `kind-*` (set DRILLKIT_KIND_CONTEXT to pick one;
-default: kind-drillkit). It builds the chat API image from this repository, loads it into the
-cluster, deploys tests/kind/platform.yaml (the demo platform, kube-state-metrics, Prometheus on
-localhost:9090) and runs each drill through the CLI, asserting that every revert ran, nothing
-labelled with the run is left, and the platform is healthy again before the next drill.
+The platform comes from `drillkit lab up --kind` (drillkit.lab.kindlab: creates the kind-drillkit
+cluster if needed, builds and loads the chat API image, deploys drillkit/lab/kind/*.yaml and
+waits until Prometheus on localhost:9090 has evaluated the rules and the steady states hold),
+exactly as a trainee gets it. Each drill then runs through the CLI, asserting that every revert
+ran, nothing labelled with the run is left, and the platform is healthy again before the next
+drill. `drillkit lab down --kind` deletes the cluster when you are done.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.kind
 ROOT = Path(__file__).resolve().parent.parent
-KIND_DIR = Path(__file__).parent / "kind"
-IMAGE = "drillkit-chatbot:dev"
 PROMETHEUS = os.environ.get("DRILLKIT_KIND_PROMETHEUS", "http://127.0.0.1:9090")
 SCENARIOS = sorted((ROOT / "scenarios" / "k8s").glob("*.yaml"))
 # Drills whose alert depends on traffic patterns a small kind cluster may not reproduce in
@@ -49,36 +45,14 @@ def sh(*args: str, timeout: float = 600, input: str | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def context() -> str:
-    for tool in ("docker", "kind", "kubectl"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"the kind suite needs `{tool}` on PATH")
     name = os.environ.get("DRILLKIT_KIND_CONTEXT", "kind-drillkit")
-    if not name.startswith("kind-"):
-        pytest.fail(f"refusing context {name!r}: the kind suite only runs against kind-* contexts")
-    contexts = sh("kubectl", "config", "get-contexts", "-o", "name").split()
-    if name not in contexts:
-        pytest.fail(
-            f"no context {name!r}; create it: kind create cluster --name "
-            f"{name.removeprefix('kind-')} --config kind-config.yaml"
-        )
+    if name != "kind-drillkit":
+        pytest.fail(f"refusing context {name!r}: `drillkit lab up --kind` deploys onto kind-drillkit only")
     return name
 
 
 def kubectl(ctx: str, *args: str, **kw: object) -> str:
     return sh("kubectl", "--context", ctx, *args, **kw)  # type: ignore[arg-type]
-
-
-def prometheus_ready() -> bool:
-    try:
-        r = requests.get(
-            f"{PROMETHEUS}/api/v1/query",
-            params={"query": 'kube_deployment_status_replicas_available{namespace="chatbot"}'},
-            timeout=2,
-        )
-        rules = requests.get(f"{PROMETHEUS}/api/v1/rules", timeout=2).json()["data"]["groups"]
-    except (requests.RequestException, ValueError, KeyError):
-        return False
-    return r.ok and bool(r.json()["data"]["result"]) and bool(rules)
 
 
 def wait(predicate: object, timeout: float, what: str) -> None:
@@ -92,32 +66,9 @@ def wait(predicate: object, timeout: float, what: str) -> None:
 
 @pytest.fixture(scope="module")
 def platform(context: str) -> Iterator[str]:
-    cluster = context.removeprefix("kind-")
-    sh("docker", "build", "-t", IMAGE, "-f", str(KIND_DIR / "Dockerfile"), str(ROOT), timeout=900)
-    sh("kind", "load", "docker-image", IMAGE, "--name", cluster, timeout=600)
-    kubectl(context, "apply", "-f", str(KIND_DIR / "platform.yaml"))
-    rules = kubectl(
-        context,
-        "-n",
-        "monitoring",
-        "create",
-        "configmap",
-        "chatbot-rules",
-        f"--from-file={ROOT / 'drillkit/lab/rules/chatbot.rules.yml'}",
-        "--dry-run=client",
-        "-o",
-        "yaml",
-    )
-    kubectl(context, "apply", "-f", "-", input=rules)
-    for ns, kind, name in (
-        ("chatbot", "statefulset", "chatbot-db"),
-        ("chatbot", "deployment", "chatbot-api"),
-        ("chatbot", "deployment", "chatbot-traffic"),
-        ("monitoring", "deployment", "kube-state-metrics"),
-        ("monitoring", "deployment", "prometheus"),
-    ):
-        kubectl(context, "-n", ns, "rollout", "status", f"{kind}/{name}", "--timeout=10m", timeout=700)
-    wait(prometheus_ready, 300, f"Prometheus at {PROMETHEUS} with kube-state-metrics and the rules")
+    r = run_cli("lab", "up", "--kind", timeout=3600)
+    if r.returncode != 0:
+        pytest.fail(f"drillkit lab up --kind failed (exit {r.returncode}):\n{r.stdout}\n{r.stderr}")
     yield context
 
 
