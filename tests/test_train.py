@@ -12,6 +12,7 @@ database-exhaustion scenario, the trainee acting from a second process or typing
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -154,6 +155,79 @@ def test_late_ack_wrong_severity_then_giving_up_reverts(lab: Lab) -> None:
     assert sev["outcome"] == "wrong" and "P4" in sev["detail"] and "P2" in sev["detail"], sev
     assert line(card, "Incident channel")["outcome"] == "wrong"
     assert card["outcome"].startswith("gave up")
+
+
+def test_mitigated_by_hand_before_time_without_a_word(lab: Lab) -> None:
+    """The trainee fixes it straight away and says nothing: the exercise ends on the restored
+    steady state (not on the clock), the mitigation is theirs and met, and the missing
+    acknowledgement is reported, not invented."""
+    path = scenario_for(lab, "database-exhaustion", **{"recovery.within": "90s"})
+    wait_steady(lab, path)
+    reports = lab.work / "reports" / "by-hand"
+    proc = start_train(lab, path, reports)
+    try:
+        folder = wait_event(reports, "detected")
+        assert held(lab) > 0, "the fault holds no connection"
+        started = time.monotonic()
+        assert terminate_holder(lab) > 0
+        out, err = proc.communicate(timeout=80)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "service restored" in out, out + err
+    assert took < 60, f"the exercise ran {took:.0f}s after the mitigation: it waited for the clock"
+    kinds = journal_kinds(folder / "journal.jsonl")
+    assert kinds.index("mitigated") < kinds.index("reverted"), kinds
+    assert "mitigation_missed" not in kinds and "gave_up" not in kinds, kinds
+    mitigated = next(
+        e for e in map(json.loads, (folder / "journal.jsonl").read_text().splitlines()) if e["kind"] == "mitigated"
+    )
+    assert mitigated["by"] == "trainee", mitigated
+    card = scorecard(folder)
+    assert card["outcome"] == "service restored by the responders", card["outcome"]
+    assert line(card, "Time to mitigate")["outcome"] == "met", line(card, "Time to mitigate")
+    ack = line(card, "Time to acknowledge")
+    assert ack["outcome"] == "missed" and "no acknowledgement" in ack["detail"], ack
+    assert held(lab) == 0
+
+
+def test_hints_on_a_timer_then_time_runs_out_and_drillkit_reverts(lab: Lab) -> None:
+    """Nobody acts: `--hint-every 2` reveals the runbook one step at a time (journalled as the
+    timer's, at least 2 s apart), the time limit passes, drillkit reverts and verifies."""
+    path = scenario_for(lab, "database-exhaustion", **{"recovery.within": "9s"})
+    wait_steady(lab, path)
+    steps = len(load_scenario(path).runbook.initial_response) + len(load_scenario(path).runbook.resolution)
+    reports = lab.work / "reports" / "timer"
+    proc = start_train(lab, path, reports, "--hint-every", "2")
+    try:
+        folder = wait_event(reports, "detected")
+        assert held(lab) > 0
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "time ran out; drillkit reverted the fault" in out, out + err
+    assert proc.returncode == 1, f"exit {proc.returncode}\n{err}"
+    events = [json.loads(x) for x in (folder / "journal.jsonl").read_text().splitlines()]
+    kinds = [e["kind"] for e in events]
+    assert kinds.index("mitigation_missed") < kinds.index("reverted"), kinds
+    assert "resolved" in kinds, f"the revert was not verified: {kinds}"
+    assert held(lab) == 0, "the revert left held connections"
+    hints = [e for e in events if e["kind"] == "hint_shown"]
+    assert 2 <= len(hints) <= min(steps, 7), [h["text"] for h in hints]
+    assert [h["number"] for h in hints] == list(range(1, len(hints) + 1))
+    assert {h["reason"] for h in hints} == {"timer"} and {h["by"] for h in hints} == {"drillkit"}, hints
+    gaps = [b["mono"] - a["mono"] for a, b in itertools.pairwise(hints)]
+    assert all(g >= 1.9 for g in gaps), f"hints closer than --hint-every: {gaps}"
+    for h in hints:
+        assert f"HINT {h['number']}/{steps} — {h['text']}" in out, out
+    card = scorecard(folder)
+    assert card["outcome"] == "not restored in time; drillkit reverted the fault"
+    assert len(card["hints"]) == len(hints) and all("(timer," in h for h in card["hints"]), card["hints"]
+    assert line(card, "Time to mitigate")["outcome"] == "missed"
 
 
 def test_a_pty_session_with_hints_never_names_the_fault(lab: Lab) -> None:
