@@ -51,7 +51,9 @@ def ready(pod: dict) -> bool:
 
 
 def api_pods(server: KubeServer, ready_only: bool = True) -> list[dict]:
-    return [p for p in server.list("pods", NS, label_selector="app=chatbot-api") if ready(p) or not ready_only]
+    """The chatbot-api pods (not those Terminating in their grace period), Ready ones only."""
+    pods = server.list("pods", NS, label_selector="app=chatbot-api")
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp") and (ready(p) or not ready_only)]
 
 
 def exec_(core, pod: str, command: list[str], container: str | None = None):

@@ -17,7 +17,8 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from .store import NAME_ALPHABET, Obj, labels_match, now_rfc3339, random_suffix, selector_requirements
+from .admission import admit_pod
+from .store import NAME_ALPHABET, ApiError, Obj, labels_match, now_rfc3339, random_suffix, selector_requirements
 
 if TYPE_CHECKING:
     from .server import KubeServer
@@ -76,9 +77,10 @@ def set_condition(
         cur.setdefault("lastUpdateTime", now)
 
 
-def compact(status: Obj) -> Obj:
-    """Drop zero counters, like the real API's `omitempty`."""
-    return {k: v for k, v in status.items() if v not in (0, None)}
+def compact(status: Obj, keep: tuple[str, ...] = ("replicas",)) -> Obj:
+    """Drop zero counters, like the real API's `omitempty`; `keep` the ones without it
+    (ReplicaSetStatus and StatefulSetStatus always carry `replicas`: the schema requires it)."""
+    return {k: v for k, v in status.items() if k in keep or v not in (0, None)}
 
 
 def pdb_numbers(store, pdb: Obj) -> tuple[int, int, int]:
@@ -198,6 +200,21 @@ class Controllers:
             meta["generateName"] = owner["metadata"]["name"] + "-"
         pod = {"metadata": meta, "spec": copy.deepcopy(template.get("spec") or {})}
         return self.store.create("pods", pod)
+
+    def _admitted_pod(self, owner: Obj, template: Obj) -> Obj | None:
+        """A pod from `template`, unless Pod Security admission refuses it: then a FailedCreate
+        event on the owner (what the ReplicaSet and Job controllers do) and no pod."""
+        ns = self.store.raw("namespaces", None, owner["metadata"]["namespace"])
+        try:
+            admit_pod(ns, {"metadata": {"name": owner["metadata"]["name"]}, "spec": template.get("spec") or {}})
+        except ApiError as exc:
+            if not any(
+                e["reason"] == "FailedCreate" and e["involvedObject"]["uid"] == owner["metadata"]["uid"]
+                for e in self.store.raw_list("events", owner["metadata"]["namespace"])
+            ):
+                self.kube.record_event(owner, "FailedCreate", f"Error creating: {exc.message}", "Warning")
+            return None
+        return self._pod_from_template(owner, template)
 
     def deployments(self) -> None:
         for d in self.store.raw_list("deployments"):
@@ -354,7 +371,8 @@ class Controllers:
                     "readyReplicas": ready,
                     "availableReplicas": ready,
                     "unavailableReplicas": max(0, replicas - ready),
-                }
+                },
+                keep=(),  # DeploymentStatus.replicas is omitempty
             )
             o["status"]["conditions"] = conds
 
@@ -381,7 +399,7 @@ class Controllers:
                     )
             want = rs["spec"].get("replicas", 1)
             for _ in range(want - len(pods)):
-                self._pod_from_template(rs, rs["spec"].get("template") or {})
+                self._admitted_pod(rs, rs["spec"].get("template") or {})
             if len(pods) > want:
                 victims = sorted(pods, key=lambda p: (pod_ready(p), p["metadata"]["creationTimestamp"]))
                 for pod in victims[: len(pods) - want]:
@@ -498,7 +516,8 @@ class Controllers:
             else:
                 want = min(spec.get("parallelism", 1), spec.get("completions", 1) - succeeded)
                 for _ in range(want - len(active)):
-                    active.append(self._pod_from_template(job, spec.get("template") or {}))
+                    if (pod := self._admitted_pod(job, spec.get("template") or {})) is not None:
+                        active.append(pod)
             status.update(
                 active=len(active), succeeded=succeeded, failed=failed, ready=sum(1 for p in active if pod_ready(p))
             )

@@ -13,7 +13,8 @@ Import them from ``tests/conftest.py``::
         assert kube_server.get("pods", "chatbot", name) is None
 
 ``kube_server`` fails the test at teardown if the server hit an internal error (a bug in
-the server or a request it cannot handle), so such problems are never silent.
+the server or a request it cannot handle), or if anything written to it is rejected by the
+official Kubernetes 1.29-1.31 schemas (``schemas.py``), so such problems are never silent.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from .schemas import check_written
 from .server import CONTEXT, KubeServer
 
 
@@ -42,6 +44,8 @@ def kube_server(tmp_path, kube_server_options) -> Iterator[KubeServer]:
         server.stop()
     if server.internal_errors:
         pytest.fail("kubeserver internal errors:\n" + "\n".join(server.internal_errors))
+    if invalid := check_written(server.written):
+        pytest.fail("objects written to kubeserver that Kubernetes' own schemas reject:\n" + "\n".join(invalid))
 
 
 @pytest.fixture

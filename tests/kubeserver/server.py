@@ -6,12 +6,9 @@ Plain HTTP on 127.0.0.1 (ephemeral port), `http.server` in background threads. S
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import copy
-import hashlib
 import json
-import re
 import socket
 import tempfile
 import threading
@@ -26,7 +23,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from .controllers import Controllers, pdb_numbers, pod_ready, set_condition
+from .admission import admit_pod, check_ephemeral_update, check_field_selector
+from .controllers import Controllers, pdb_numbers, pod_ready
+from .execsim import ExecRecord, builtin_exec, serve_exec
 from .rbac import Rbac
 from .store import (
     HAS_STATUS,
@@ -36,26 +35,22 @@ from .store import (
     Obj,
     Store,
     api_version,
-    fields_match,
     json_patch,
     labels_match,
     merge_patch,
     not_found,
     now_rfc3339,
-    parse_field_selector,
-    parse_label_selector,
     qualified,
     random_suffix,
     selector_requirements,
     selector_string,
 )
+from .watch import stream_watch
 
 DEMO_MANIFESTS = Path(__file__).with_name("demo.yaml")
 RBAC_MANIFEST = Path(__file__).parents[2] / "deploy" / "rbac.yaml"
 CONTEXT = "kind-drillkit-test"
 PROD_CONTEXT = "prod-cluster"
-MEMORY_PRESSURE_MARKER = "drillkit-memory-pressure"
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 VERSION = {
     "major": "1",
     "minor": "31",
@@ -92,14 +87,6 @@ class RequestRecord(NamedTuple):
     headers: dict[str, str]
 
 
-class ExecRecord(NamedTuple):
-    namespace: str
-    pod: str
-    container: str
-    command: list[str]
-    exit_code: int
-
-
 @dataclass
 class Injection:
     method: str | None
@@ -117,26 +104,6 @@ class Injection:
         return self.times - self.hits
 
 
-def parse_quantity(value: Any) -> int:
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", str(value))
-    if not m:
-        raise ValueError(f"bad quantity {value!r}")
-    units = {
-        "": 1,
-        "m": 1e-3,
-        "k": 1e3,
-        "K": 1e3,
-        "M": 1e6,
-        "G": 1e9,
-        "T": 1e12,
-        "Ki": 1024,
-        "Mi": 1024**2,
-        "Gi": 1024**3,
-        "Ti": 1024**4,
-    }
-    return int(float(m[1]) * units[m[2]])
-
-
 class KubeServer:
     """In-process Kubernetes API server for wire tests::
 
@@ -150,6 +117,8 @@ class KubeServer:
     def __init__(self, ready_delay: float = 0.3, tick: float = 0.05, kubeconfig_dir: str | Path | None = None):
         self.store = self.state = Store()
         self.requests: list[RequestRecord] = []
+        self.written: list[tuple[str, Obj]] = []
+        """(request, object) of every successful write, checked against the official schemas."""
         self.execs: list[ExecRecord] = []
         self.internal_errors: list[str] = []
         self.readiness_overrides: dict[str, bool] = {}
@@ -318,6 +287,20 @@ class KubeServer:
             },
         )
 
+    def record_write(self, what: str, resource: str, sub: str | None, body: Any, result: Any) -> None:
+        """Keep what a write made, for the schema check (tests/kubeserver/schemas.py): a created
+        object as it was sent, an eviction's body, a patched or replaced object as it is now."""
+        if what.startswith("POST") and sub is None and isinstance(body, dict):
+            obj = {"apiVersion": api_version(resource), "kind": RESOURCES[resource][2], **copy.deepcopy(body)}
+        elif what.startswith("POST") and isinstance(body, dict):
+            obj = copy.deepcopy(body)
+        elif isinstance(result, dict) and result.get("kind"):
+            obj = copy.deepcopy(result)
+        else:
+            return
+        with self._lock:
+            self.written.append((what, obj))
+
     # ------------------------------------------------------------ faults and exec
     def inject_error(
         self,
@@ -387,78 +370,7 @@ class KubeServer:
         return enc[0], enc[1], int(code), message
 
     def _builtin_exec(self, pod: Obj, container: str, command: list[str], joined: str):
-        spec = next(
-            (
-                c
-                for c in (pod["spec"].get("containers") or []) + (pod["spec"].get("ephemeralContainers") or [])
-                if c["name"] == container
-            ),
-            {},
-        )
-        if "distroless" in spec.get("image", ""):
-            return (
-                "",
-                "",
-                126,
-                (
-                    "OCI runtime exec failed: exec failed: unable to start container "
-                    f'process: exec: "{command[0]}": executable file not found in '
-                    "$PATH: unknown"
-                ),
-            )
-        key = (pod["metadata"]["uid"], container)
-        if "memory.events" in joined and "memory.oom_control" in joined:  # the cgroup probe
-            kills = self.oom_kills.get(key, 0)
-            if self.cgroup_version == 2:
-                return f"cgroup v2\nlow 0\nhigh 0\nmax 3\noom 1\noom_kill {kills}\n", "", 0, None
-            return f"cgroup v1\noom_kill_disable 0\nunder_oom 0\noom_kill {kills}\n", "", 0, None
-        if MEMORY_PRESSURE_MARKER in joined:
-            self.oom_kills[key] = self.oom_kills.get(key, 0) + 1
-            if self.cgroup_version == 1:  # the kernel kills `tail`; the shell goes on
-                return "drillkit: allocator exited 137\n", "", 0, None
-            self._oom_kill(pod, container)
-            self.oom_kills[key] = 0  # a restarted container has a fresh cgroup
-            return "", "", 137, None
-        if "memory.max" in joined or "memory.limit_in_bytes" in joined:
-            limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
-            return (f"{parse_quantity(limit)}\n" if limit else "max\n"), "", 0, None
-        if "memory.current" in joined or "memory.usage_in_bytes" in joined:
-            return "20971520\n", "", 0, None
-        script = command[2].strip() if len(command) == 3 and command[1] == "-c" else None
-        if command[:1] in (["true"], ["/bin/true"]) or script == "true":
-            return "", "", 0, None
-        if command[:1] in (["false"], ["/bin/false"]) or script == "false":
-            return "", "", 1, None
-        if command[:1] == ["echo"]:
-            return " ".join(command[1:]) + "\n", "", 0, None
-        return (*self.unknown_exec_result, None)
-
-    def _oom_kill(self, pod: Obj, container: str) -> None:
-        now = now_rfc3339()
-
-        def kill(o: Obj) -> None:
-            for cs in o["status"].get("containerStatuses") or []:
-                if cs["name"] == container:
-                    started = ((cs.get("state") or {}).get("running") or {}).get("startedAt", now)
-                    cs["restartCount"] = cs.get("restartCount", 0) + 1
-                    cs["lastState"] = {
-                        "terminated": {
-                            "exitCode": 137,
-                            "reason": "OOMKilled",
-                            "startedAt": started,
-                            "finishedAt": now,
-                            "containerID": cs.get("containerID"),
-                        }
-                    }
-                    cs["state"] = {"running": {"startedAt": now}}
-                    cs["ready"] = False
-            conds = o["status"].setdefault("conditions", [])
-            set_condition(conds, "ContainersReady", "False", "ContainersNotReady")
-            set_condition(conds, "Ready", "False", "ContainersNotReady")
-
-        with self.store.lock:
-            self.store.update("pods", pod["metadata"]["namespace"], pod["metadata"]["name"], kill)
-            self.controllers.ready_at[pod["metadata"]["uid"]] = time.monotonic() + self.controllers.ready_delay
+        return builtin_exec(self, pod, container, command, joined)
 
     # ------------------------------------------------------------ demo platform
     def seed_demo(self, wait: bool = True, timeout: float = 10.0) -> None:
@@ -490,6 +402,7 @@ class KubeServer:
         store, dry = self.store, query.get("dryRun") == "All"
         if name is None:
             if method == "GET":
+                check_field_selector(resource, query.get("fieldSelector"))
                 with store.lock:
                     items = store.list(resource, ns, query.get("labelSelector"), query.get("fieldSelector"))
                     return 200, {
@@ -501,6 +414,8 @@ class KubeServer:
             if method == "POST":
                 if ns and store.raw("namespaces", None, ns) is None:
                     raise not_found("namespaces", ns)
+                if resource == "pods":  # admission runs for dry runs too
+                    admit_pod(store.raw("namespaces", None, ns or ""), body or {})
                 return 201, store.create(resource, body or {}, ns, dry)
             if method == "DELETE":
                 with store.lock:
@@ -623,8 +538,10 @@ class KubeServer:
                 new = {**copy.deepcopy(current), "status": new.get("status") or {}}
             elif sub == "ephemeralcontainers":
                 ephemeral = (new.get("spec") or {}).get("ephemeralContainers") or []
+                check_ephemeral_update(current, ephemeral)
                 new = copy.deepcopy(current)
                 new["spec"]["ephemeralContainers"] = ephemeral
+                admit_pod(self.store.raw("namespaces", None, ns or ""), new)
             elif resource in HAS_STATUS:
                 new["status"] = copy.deepcopy(current.get("status") or {})
             return self.store.commit(resource, current, new, dry)
@@ -635,7 +552,10 @@ class KubeServer:
             propagation = "Orphan"
         grace = query.get("gracePeriodSeconds", body.get("gracePeriodSeconds"))
         with self.store.lock:
-            meta = self.store.must_get(resource, ns, name)["metadata"]
+            obj = self.store.must_get(resource, ns, name)
+            meta = obj["metadata"]
+            if resource == "pods" and grace is None and _running(obj):  # the pod's own grace period
+                grace = obj["spec"].get("terminationGracePeriodSeconds", 30)
             for key, field in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
                 want = (body.get("preconditions") or {}).get(key)
                 if want and want != meta[key]:
@@ -735,6 +655,12 @@ class KubeServer:
         return 201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
 
+def _running(pod: Obj) -> bool:
+    """A pod with containers to stop: graceful deletion applies (unscheduled or finished pods
+    are deleted at once, as the real API does)."""
+    return bool(pod["spec"].get("nodeName")) and pod["status"].get("phase") not in ("Succeeded", "Failed")
+
+
 # ---------------------------------------------------------------- discovery
 
 
@@ -830,31 +756,6 @@ class _HTTPServer(ThreadingHTTPServer):
 
         if not isinstance(sys.exc_info()[1], OSError):
             self.kube.internal_errors.append(traceback.format_exc())
-
-
-def _ws_frame(opcode: int, payload: bytes) -> bytes:
-    n = len(payload)
-    if n < 126:
-        header = bytes([0x80 | opcode, n])
-    elif n < 1 << 16:
-        header = bytes([0x80 | opcode, 126]) + n.to_bytes(2, "big")
-    else:
-        header = bytes([0x80 | opcode, 127]) + n.to_bytes(8, "big")
-    return header + payload
-
-
-def _ws_read_frame(rfile) -> tuple[int, bytes] | None:
-    head = rfile.read(2)
-    if len(head) < 2:
-        return None
-    opcode, masked, n = head[0] & 0x0F, head[1] & 0x80, head[1] & 0x7F
-    if n == 126:
-        n = int.from_bytes(rfile.read(2), "big")
-    elif n == 127:
-        n = int.from_bytes(rfile.read(8), "big")
-    mask = rfile.read(4) if masked else b"\0\0\0\0"
-    data = rfile.read(n)
-    return opcode, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -982,131 +883,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._exec(ns or "", name or "", query)
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         code, payload = kube.handle(method, resource, ns, name, sub, query, body, content_type)
+        if method in ("POST", "PUT", "PATCH") and code < 300:
+            kube.record_write(f"{method} {path}", resource, sub, body, payload)
         self._send(code, payload)
 
-    # -- watch --------------------------------------------------------------
+    # -- watch (tests/kubeserver/watch.py) ---------------------------------
     def _watch(self, resource: str, ns: str | None, query: dict[str, Any]) -> None:
-        kube, store = self.server.kube, self.server.kube.store
-        lreqs = parse_label_selector(query.get("labelSelector"))
-        freqs = parse_field_selector(query.get("fieldSelector"))
-        timeout = float(query.get("timeoutSeconds") or 0)
-        deadline = time.monotonic() + timeout if timeout > 0 else float("inf")
-        since = query.get("resourceVersion")
+        stream_watch(self, self.server.kube, resource, ns, query)
 
-        def matches(obj: Obj | None) -> bool:
-            return (
-                obj is not None
-                and (ns is None or obj["metadata"].get("namespace") == ns)
-                and labels_match(lreqs, obj["metadata"].get("labels"))
-                and fields_match(freqs, obj)
-            )
-
-        with store.lock:
-            if since not in (None, "", "0"):
-                cursor, initial = int(since), []
-            else:
-                cursor = store.rv
-                initial = [o for o in store.raw_list(resource, ns) if matches(o)]
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        self.close_connection = True
-
-        def send(kind: str, obj: Obj) -> None:
-            line = json.dumps({"type": kind, "object": obj}).encode() + b"\n"
-            self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
-
-        try:
-            for obj in initial:
-                send("ADDED", obj)
-            while not kube.stopping:
-                with store.changed:
-                    events = store.events_after(cursor)
-                    if not events:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            break
-                        store.changed.wait(min(remaining, 1.0))
-                        continue
-                cursor = events[-1][0]
-                for _, res, kind, obj, old in events:
-                    if res != resource:
-                        continue
-                    now_in, was_in = matches(obj), kind == "MODIFIED" and matches(old)
-                    if kind != "MODIFIED" and now_in:
-                        send(kind, obj)
-                    elif kind == "MODIFIED" and (now_in or was_in):
-                        send("MODIFIED" if now_in and was_in else "ADDED" if now_in else "DELETED", obj)
-            self.wfile.write(b"0\r\n\r\n")
-        except OSError:
-            pass
-
-    # -- exec over WebSocket -------------------------------------------------
+    # -- exec over WebSocket (tests/kubeserver/execsim.py) -----------------
     def _exec(self, ns: str, name: str, query: dict[str, Any]) -> None:
-        kube = self.server.kube
-        with kube.store.lock:
-            pod = copy.deepcopy(kube.store.must_get("pods", ns, name))
-        spec = pod["spec"]
-        names = [c["name"] for c in spec.get("containers") or []]
-        container = query.get("container")
-        if not container:
-            if len(names) != 1:
-                raise ApiError(
-                    400, f"a container name must be specified for pod {name}, choose one of: [{' '.join(names)}]"
-                )
-            container = names[0]
-        all_names = names + [c["name"] for c in spec.get("ephemeralContainers") or []]
-        if container not in all_names:
-            raise ApiError(400, f"container {container} is not valid for pod {name}")
-        statuses = (pod["status"].get("containerStatuses") or []) + (
-            pod["status"].get("ephemeralContainerStatuses") or []
-        )
-        if not any(s["name"] == container and "running" in (s.get("state") or {}) for s in statuses):
-            raise ApiError(400, f'unable to upgrade connection: container not found ("{container}")')
-        command = query.get("command") or []
-        command = [command] if isinstance(command, str) else list(command)
-        if not command:
-            raise ApiError(400, "you must specify at least 1 command")
-        if (self.headers.get("Upgrade") or "").lower() != "websocket":
-            raise ApiError(400, "Upgrade request required")
-        offered = [p.strip() for p in (self.headers.get("Sec-WebSocket-Protocol") or "").split(",")]
-        protocol = "v4.channel.k8s.io" if "v4.channel.k8s.io" in offered else offered[0]
-        accept = base64.b64encode(
-            hashlib.sha1((self.headers["Sec-WebSocket-Key"] + WS_GUID).encode()).digest()
-        ).decode()
-        self.send_response(101, "Switching Protocols")
-        self.send_header("Upgrade", "websocket")
-        self.send_header("Connection", "Upgrade")
-        self.send_header("Sec-WebSocket-Accept", accept)
-        if protocol:
-            self.send_header("Sec-WebSocket-Protocol", protocol)
-        self.end_headers()
-        self.close_connection = True
-        try:
-            stdout, stderr, code, message = kube.run_exec(pod, container, command)
-        except Exception as e:  # a broken test handler: fail the exec and the test (fixture)
-            kube.internal_errors.append(f"exec handler for {command} failed:\n{traceback.format_exc()}")
-            stdout, stderr, code, message = b"", str(e).encode(), 1, f"exec handler failed: {e!r}"
-        kube.execs.append(ExecRecord(ns, name, container, command, code))
-        if code == 0:
-            status: Obj = {"metadata": {}, "status": "Success"}
-        else:
-            status = {
-                "metadata": {},
-                "status": "Failure",
-                "message": message,
-                "reason": "NonZeroExitCode",
-                "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
-            }
-        try:
-            for channel, data in ((1, stdout), (2, stderr)):
-                if data and query.get("stdout" if channel == 1 else "stderr", "true").lower() not in ("false", "0"):
-                    self.wfile.write(_ws_frame(0x2, bytes([channel]) + data))
-            self.wfile.write(_ws_frame(0x2, b"\x03" + json.dumps(status).encode()))
-            self.wfile.write(_ws_frame(0x8, (1000).to_bytes(2, "big")))
-            self.connection.settimeout(2)
-            while (frame := _ws_read_frame(self.rfile)) is not None and frame[0] != 0x8:
-                pass
-        except OSError:
-            pass
+        serve_exec(self, self.server.kube, ns, name, query)

@@ -384,6 +384,7 @@ def _defaults(resource: str, obj: Obj) -> None:
         spec.setdefault("revisionHistoryLimit", 10)
         spec.setdefault("progressDeadlineSeconds", 600)
     elif resource == "statefulsets":
+        obj.setdefault("status", {}).setdefault("replicas", 0)  # required by StatefulSetStatus
         spec.setdefault("replicas", 1)
         spec.setdefault("podManagementPolicy", "OrderedReady")
         spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
@@ -429,6 +430,8 @@ class Store:
         # Watch event log: (resourceVersion, resource, type, object, previous object or None).
         self.log: list[tuple[int, str, str, Obj, Obj | None]] = []
         self._log_rvs: list[int] = []
+        self.compacted = 0
+        """Watches from a resourceVersion below this get 410 Gone (etcd compacted it away)."""
 
     # -- reads (copies) --
     def raw(self, resource: str, namespace: str | None, name: str) -> Obj | None:
@@ -476,7 +479,17 @@ class Store:
         rv = int(obj["metadata"]["resourceVersion"])
         self.log.append((rv, resource, kind, obj, old))
         self._log_rvs.append(rv)
+        if len(self.log) > 20_000:  # bounded history, as etcd compacts every few minutes
+            self.compact(self._log_rvs[len(self.log) // 2])
         self.changed.notify_all()
+
+    def compact(self, rv: int | None = None) -> None:
+        """Forget the watch history up to `rv` (default: all of it), like etcd's compaction."""
+        with self.lock:
+            rv = self.rv if rv is None else rv
+            cut = bisect.bisect_right(self._log_rvs, rv)
+            del self.log[:cut], self._log_rvs[:cut]
+            self.compacted = max(self.compacted, rv)
 
     def events_after(self, rv: int) -> list[tuple[int, str, str, Obj, Obj | None]]:
         return self.log[bisect.bisect_right(self._log_rvs, rv) :]
