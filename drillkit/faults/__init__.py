@@ -213,6 +213,13 @@ def check_blast_radius(kind: str, found: int, count: Count, max_targets: Count, 
     n = count.of(found)
     if n > found:
         raise PreflightError(f"{kind}: count {count} but only {found} {what}")
+    check_max_targets(kind, n, found, max_targets, what)
+    return n
+
+
+def check_max_targets(kind: str, n: int, found: int, max_targets: Count, what: str) -> None:
+    """Refuse (PreflightError) touching `n` of `found` candidates beyond the scenario's
+    `guardrails.max_targets`: the one blast-radius rule, local and Kubernetes faults alike."""
     limit = max_targets.of(found)
     if n > limit:
         raise PreflightError(
@@ -220,7 +227,6 @@ def check_blast_radius(kind: str, found: int, count: Count, max_targets: Count, 
             f"guardrails.max_targets = {max_targets} (at most {limit}); "
             "narrow the selection, lower the count, or raise max_targets"
         )
-    return n
 
 
 _BUILTIN_MODULES = {

@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from drillkit.errors import PreflightError
-from drillkit.faults import Fault, RevertContext
+from drillkit.faults import Fault, RevertContext, check_max_targets
 from drillkit.kube import MODIFIED_BY, PROTECTED_NAMESPACES, REQUEST_TIMEOUT, Kube, Pod, Workload, workload_kind
 from drillkit.model import Count
 from drillkit.signals import StopFlag
@@ -158,13 +158,7 @@ class KubeFault(Fault[P, F, R]):
             raise PreflightError(f"{self.kind}: namespace {ns!r} does not exist (context {self.kube.context})")
 
     def check_blast(self, what: str, n: int, total: int) -> None:
-        limit = self.ctx.scenario.guardrails.max_targets
-        if n > limit.of(total):
-            raise PreflightError(
-                f"{self.kind}: {n} of {total} {what} exceed the blast radius "
-                f"guardrails.max_targets = {limit} (at most {limit.of(total)}); "
-                "narrow the selector, lower the count, or raise max_targets"
-            )
+        check_max_targets(self.kind, n, total, self.ctx.scenario.guardrails.max_targets, what)
 
     def resolve_pods(
         self, ns: str, selector: str, field_selector: str | None, count: Count, pick: Pick
