@@ -54,6 +54,12 @@ from drillkit.signals import StopFlag
 
 FACILITATOR_LOG = "facilitator.log"
 DISGUISED_DB_CLIENT = "chatbot-batch"  # the held connections' application_name in an exercise
+# What a blind exercise calls the local faults' helpers: the holder's connections and process,
+# stress-ng and its workers (field names of the faults' parameters).
+DISGUISES = {
+    "db-connection-exhaustion": {"application_name": DISGUISED_DB_CLIENT, "process_name": DISGUISED_DB_CLIENT},
+    "cpu-pressure": {"process_name": "chatbot-worker"},
+}
 
 SYMPTOMS = {
     Incident.SERVICE_OUTAGE: "Customer support: users say the chat does not load at all; every request fails.",
@@ -106,19 +112,23 @@ def as_exercise(scenario: Scenario, blind: bool) -> Scenario:
     fallback, not the mitigation), and, blind, faults visible to the trainee look like the
     platform's own."""
     faults = scenario.faults
-    if blind:
-        faults = tuple(
-            dataclasses.replace(f, params=dataclasses.replace(f.params, application_name=DISGUISED_DB_CLIENT))
-            if f.kind == "db-connection-exhaustion" and f.params.application_name is None
-            else f
-            for f in faults
-        )
+    if blind and scenario.target.local is not None:
+        faults = tuple(_disguised(f) for f in faults)
     return dataclasses.replace(
         scenario,
         response=dataclasses.replace(scenario.response, acknowledge=AckSource.COMMAND),
         recovery=dataclasses.replace(scenario.recovery, action=RecoveryAction.WAIT),
         faults=faults,
     )
+
+
+def _disguised(fault: Any) -> Any:
+    """A local fault whose helpers show up in `ps` or `pg_stat_activity`, named like the
+    platform's own (names the scenario set itself are kept)."""
+    names = DISGUISES.get(fault.kind, {})
+    fields = {f.name for f in dataclasses.fields(fault.params)}
+    change = {k: v for k, v in names.items() if k in fields and getattr(fault.params, k) is None}
+    return dataclasses.replace(fault, params=dataclasses.replace(fault.params, **change)) if change else fault
 
 
 def runbook_steps(scenario: Scenario) -> list[str]:

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,15 +25,16 @@ from typing import Any
 import pexpect
 import psycopg
 import pytest
+import yaml
 
 from drillkit.scenario import load_scenario
 from tests.helpers import drillkit_cmd, run_cli
-from tests.test_lab_e2e import Lab, journal_kinds, lab, scenario_for, wait_steady
+from tests.test_lab_e2e import ROOT, Lab, journal_kinds, lab, scenario_for, wait_steady
 
 pytestmark = pytest.mark.integration
 __all__ = ["lab"]
 
-HOLDER = "chatbot-batch"  # the disguised application_name of the held connections
+HOLDER = DISGUISED = "chatbot-batch"  # the disguised application_name of the held connections
 
 
 def wait_event(reports: Path, kind: str, timeout: float = 90) -> Path:
@@ -228,6 +230,49 @@ def test_hints_on_a_timer_then_time_runs_out_and_drillkit_reverts(lab: Lab) -> N
     assert card["outcome"] == "not restored in time; drillkit reverted the fault"
     assert len(card["hints"]) == len(hints) and all("(timer," in h for h in card["hints"]), card["hints"]
     assert line(card, "Time to mitigate")["outcome"] == "missed"
+
+
+def test_blind_helpers_look_like_the_platforms_own_in_ps_and_pg_stat_activity(lab: Lab) -> None:
+    """While a trainee works, `ps` shows the connection holder and stress-ng (a second fault
+    here) under platform names: nothing the runner started names drillkit, stress-ng or the
+    holder module, no scratch folder in $TMPDIR names drillkit, and every connection in
+    pg_stat_activity has a platform name. Giving up reverts both."""
+    import psutil
+
+    db_fault = yaml.safe_load((ROOT / "scenarios" / "lab" / "database-exhaustion.yaml").read_text())["faults"][0]
+    cpu_fault = {"kind": "cpu-pressure", "workers": 1, "load": 5}
+    path = scenario_for(lab, "database-exhaustion", faults=[db_fault, cpu_fault])
+    wait_steady(lab, path)
+    reports = lab.work / "reports" / "ps"
+    proc = start_train(lab, path, reports)
+    try:
+        folder = wait_event(reports, "detected")
+        run_id = folder.name.rsplit("-", 1)[1]
+        helpers = psutil.Process(proc.pid).children(recursive=True)
+        seen = {h.pid: f"{h.name()} | {' '.join(h.cmdline())}" for h in helpers if h.is_running()}
+        ps = subprocess.run(["ps", "-eo", "pid,comm,args"], capture_output=True, text=True, check=True).stdout
+        mine = [row for row in ps.splitlines() if row.split(None, 1)[0] in {str(pid) for pid in seen}]
+        with psycopg.connect(lab.state.dsn_admin) as conn:
+            names = [r[0] for r in conn.execute("SELECT DISTINCT application_name FROM pg_stat_activity").fetchall()]
+        scratch = sorted(p.name for p in Path(tempfile.gettempdir()).glob(f"*{run_id}*"))
+        assert act(lab, reports, "give-up").returncode == 0
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert any(line.split()[1] == "chatbot-batch" for line in mine), f"no holder named chatbot-batch:\n{ps}"
+    assert any(line.split()[1] == "chatbot-worker" for line in mine), f"no stress-ng named chatbot-worker:\n{ps}"
+    giveaways = ("drillkit", "stress-ng", "holder", "hold-connections", "exhaust")
+    named = [row for row in mine if any(g in row.lower() for g in giveaways)]
+    assert not named, "the trainee's `ps` shows the fault's helpers by name:\n" + "\n".join(named)
+    assert DISGUISED in names and not [n for n in names if "drillkit" in n.lower()], names
+    assert scratch == [f"chatbot-batch-{run_id}", f"chatbot-worker-{run_id}"], scratch
+    assert proc.returncode == 1 and "you gave up" in out, out + err
+    assert held(lab) == 0, "the revert left held connections"
+    left = [p for p in psutil.process_iter(["cmdline"]) if f"-{run_id}/" in " ".join(p.info["cmdline"] or ())]
+    assert not left, f"helpers left running after the revert: {left}"
+    assert not list(Path(tempfile.gettempdir()).glob(f"*{run_id}*")), "scratch folders left behind"
 
 
 def test_a_pty_session_with_hints_never_names_the_fault(lab: Lab) -> None:

@@ -16,7 +16,7 @@ from drillkit.errors import PreflightError, UnavailableError
 from drillkit.faults import Fault, RevertContext, Undo
 from drillkit.faults.local import cgroups as cg
 from drillkit.faults.local.common import check_stop, drill_length, host_errors, one_target, validate_target
-from drillkit.faults.local.files import remove_scratch, state_dir
+from drillkit.faults.local.files import disguise, remove_scratch, state_dir
 from drillkit.model import Count, Duration, doc
 from drillkit.procs import alive, cmdline, find_processes, group_members, spawn, stop_group
 from drillkit.signals import wait_until
@@ -37,6 +37,11 @@ class CpuPressureParams:
     )
     pattern: str | None = doc("optional: run stress-ng inside this process's cpu cgroup", default=None)
     pidfile: str | None = doc("optional: run stress-ng inside the cpu cgroup of the pid in this file", default=None)
+    process_name: str | None = doc(
+        "a training exercise's name for stress-ng and its workers (and scratch folder), as `ps` "
+        "and `top` show them (default: stress-ng, stress-ng-cpu; <tmp>/drillkit-<run id>)",
+        default=None,
+    )
 
     def __post_init__(self) -> None:
         validate_target(self.pattern, self.pidfile, required=False)
@@ -65,6 +70,7 @@ class CpuPressureRecord:
     log_file: str | None = None
     pgid: int | None = None
     processes: tuple[int, ...] = ()  # evidence: the workers, once all of them run
+    program: str | None = None  # disguised: the link stress-ng runs as (files.disguise)
 
 
 class CpuPressure(Fault[CpuPressureParams, Stressor, CpuPressureRecord]):
@@ -115,10 +121,13 @@ class CpuPressure(Fault[CpuPressureParams, Stressor, CpuPressureRecord]):
     @host_errors
     def inject(self, found: Stressor, undo: Undo) -> None:
         p, ctx = self.params, self.ctx
-        work = state_dir(ctx.run_id)
+        name = p.process_name
+        work = state_dir(ctx.run_id, name)
+        # disguised, it runs through a link of that name and its workers keep it (--keep-name)
+        program = disguise(work, name, found.binary) if name else None
         # --temp-path (unused by the cpu stressor) puts the run id in the command line
         argv = [
-            found.binary,
+            program or found.binary,
             "--cpu",
             str(found.workers),
             "--timeout",
@@ -129,13 +138,19 @@ class CpuPressure(Fault[CpuPressureParams, Stressor, CpuPressureRecord]):
         ]
         if p.load:
             argv += ["--cpu-load", str(p.load)]
+        if program:
+            argv.append("--keep-name")
         if found.procs_file is not None:  # move itself, then exec: its workers are born inside
             argv = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(found.procs_file), *argv]
         log_file = work / "stress-ng.log"
         handle = undo.register(
             self,
             CpuPressureRecord(
-                workers=found.workers, timeout=self._timeout(), temp_path=str(work), log_file=str(log_file)
+                workers=found.workers,
+                timeout=self._timeout(),
+                temp_path=str(work),
+                log_file=str(log_file),
+                program=program,
             ),
         )
         pgid = spawn(argv, log_file=log_file).pid
@@ -145,7 +160,7 @@ class CpuPressure(Fault[CpuPressureParams, Stressor, CpuPressureRecord]):
 
         def all_running() -> bool:
             nonlocal running
-            running = [q for q in group_members(pgid) if "stress-ng" in cmdline(q)]
+            running = [q for q in group_members(pgid) if (program or "stress-ng") in cmdline(q)]
             if len(running) < found.workers + 1 and not alive(pgid):
                 log = log_file.read_text(errors="replace")[-500:]
                 raise UnavailableError(f"{self.kind}: stress-ng exited at once: {log}")
@@ -162,14 +177,14 @@ class CpuPressure(Fault[CpuPressureParams, Stressor, CpuPressureRecord]):
     def revert(cls, ctx: RevertContext, record: CpuPressureRecord) -> dict[str, Any]:
         groups = {record.pgid} if record.pgid else set()
         # started just before a crash: found by its run's --temp-path
-        for pid in find_processes(rf"stress-ng .*--temp-path {re.escape(record.temp_path)}(\s|$)", None):
+        for pid in find_processes(rf"--temp-path {re.escape(record.temp_path)}(\s|$)", None):
             with contextlib.suppress(ProcessLookupError):
                 groups.add(os.getpgid(pid))
         signalled: list[int] = []
         killed_hard = False
         for pgid in sorted(groups):
-            stopped = stop_group(pgid, "stress-ng")
+            stopped = stop_group(pgid, record.program or "stress-ng")
             signalled += stopped["signalled"]
             killed_hard = killed_hard or stopped["killed_hard"]
-        remove_scratch(record.log_file)
+        remove_scratch(record.log_file, record.program)
         return {"signalled": signalled, "killed_hard": killed_hard}

@@ -15,12 +15,13 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from drillkit.errors import DrillkitError, PermanentError, PreflightError, TransientError, UnavailableError
 from drillkit.faults import Fault, RevertContext, Undo
 from drillkit.faults.local.common import check_stop, drill_length, host_errors
-from drillkit.faults.local.files import remove_scratch, state_dir
+from drillkit.faults.local.files import disguise, remove_scratch, state_dir
 from drillkit.faults.local.holder import REFUSED, read_status
 from drillkit.model import Duration, doc
 from drillkit.procs import alive, find_processes, spawn, stop_group
@@ -40,6 +41,13 @@ _FINAL = (
     "permission denied",
     "password",
 )
+# A disguised holder's script: the runner's import path (the link is not a virtualenv's
+# python, so the interpreter would not find drillkit by itself), its arguments, the holder.
+LAUNCHER = """import runpy, sys
+sys.path[:0] = {path!r}
+sys.argv[1:] = {args!r}
+runpy.run_module("drillkit.faults.local.holder", run_name="__main__")
+"""
 RELEASE_WITHIN_S = 15.0  # how long the revert waits for the holder's backends to go
 TERMINATE_AFTER_S = 3.0  # then pg_terminate_backend those still there
 
@@ -135,6 +143,11 @@ class DbConnectionExhaustionParams:
         "exercise names them like the platform's own",
         default=None,
     )
+    process_name: str | None = doc(
+        "a training exercise's name for the holder process and its scratch folder, as `ps` shows "
+        "them (default: python -m drillkit.faults.local.holder … in <tmp>/drillkit-<run id>)",
+        default=None,
+    )
     hold_at_most: Duration | None = doc(
         "dead-man's switch: the holder lets go after this long even if never reverted "
         "(default: the scenario's detection + recovery windows + 1 min)",
@@ -182,6 +195,8 @@ class DbConnectionExhaustionRecord:
     log_file: str | None = None
     held: int | None = None
     refused: str | None = None  # the server's refusal, the evidence of exhaustion
+    launcher: str | None = None  # a disguised holder's script: in its command line, found by it
+    program: str | None = None  # a disguised holder's program link (files.disguise)
 
 
 class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, DbConnectionExhaustionRecord]):
@@ -257,8 +272,10 @@ class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, Db
     @host_errors
     def inject(self, found: ServerSlots, undo: Undo) -> None:
         p, ctx = self.params, self.ctx
-        tag, work = self._tag(), state_dir(ctx.run_id)
+        tag, name = self._tag(), p.process_name
+        work = state_dir(ctx.run_id, name)
         status, log_file = work / "hold-connections.json", work / "hold-connections.log"
+        launcher, program = (work / "job.py", work / name) if name else (None, None)
         status.unlink(missing_ok=True)
         handle = undo.register(
             self,
@@ -268,16 +285,15 @@ class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, Db
                 password_env=p.password_env,
                 status_file=str(status),
                 log_file=str(log_file),
+                launcher=str(launcher) if launcher else None,
+                program=str(program) if program else None,
             ),
         )
         env = {**os.environ, **({"PGPASSWORD": _password(p.password_env)["password"]} if p.password_env else {})}
         # one more than the server should ever accept, so its refusal is seen (a pooler in front
         # of it would accept forever)
         cap = found.max_connections + 1
-        argv = [
-            sys.executable,
-            "-m",
-            "drillkit.faults.local.holder",
+        args = [
             "hold-connections",
             "--dsn",
             p.dsn,
@@ -298,6 +314,14 @@ class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, Db
             "--connect-timeout",
             f"{p.connect_timeout:g}",
         ]
+        argv = [sys.executable, "-m", "drillkit.faults.local.holder", *args]
+        if name and launcher:
+            # `ps` shows `<work>/<name> <work>/job.py`: the arguments live in the script, and the
+            # interpreter runs under the name (a link named like the platform's own)
+            package_root = str(Path(__file__).resolve().parents[3])  # an editable install is no path entry
+            launcher.write_text(LAUNCHER.format(path=[package_root, *sys.path], args=args))
+            launcher.chmod(0o600)
+            argv = [disguise(work, name, sys.executable), str(launcher)]
         pid = spawn(argv, log_file=log_file, env=env).pid
         handle.update(holder_pid=pid)
 
@@ -333,9 +357,14 @@ class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, Db
         stopped: list[int] = []
         holders = {record.holder_pid} if record.holder_pid else set()
         # a holder started just before a crash may not be journalled yet: find it by its tag
-        holders |= set(find_processes(rf"hold-connections .*--application-name {re.escape(tag)}\b", None))
+        pattern = (
+            re.escape(record.launcher)
+            if record.launcher
+            else rf"hold-connections .*--application-name {re.escape(tag)}\b"
+        )
+        holders |= set(find_processes(pattern, None))
         for pid in sorted(holders):
-            stopped += stop_group(pid, "hold-connections")["signalled"]
+            stopped += stop_group(pid, record.launcher or "hold-connections")["signalled"]
         journalled = list(record.backend_pids)
         terminated: set[int] = set()
         rows: list[tuple[int, str]] = []
@@ -360,7 +389,7 @@ class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, Db
             if not wait_until(released, time.monotonic() + RELEASE_WITHIN_S, 0.1, ctx.stop):
                 raise DrillkitError(f"backends {left} ({tag}) still in pg_stat_activity after terminating them")
         reused = sorted(pid for pid, app in rows if app != tag)
-        remove_scratch(record.status_file, record.log_file)
+        remove_scratch(record.status_file, record.log_file, record.launcher, record.program)
         return {
             "holder_stopped": stopped,
             "terminated": sorted(terminated),

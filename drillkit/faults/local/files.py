@@ -9,11 +9,22 @@ import tempfile
 from pathlib import Path
 
 
-def state_dir(run_id: str) -> Path:
-    """A private scratch folder of the run (status files, logs of detached helpers)."""
-    d = Path(tempfile.gettempdir()) / f"drillkit-{run_id}"
+def state_dir(run_id: str, name: str | None = None) -> Path:
+    """A private scratch folder of the run (status files, logs of detached helpers), named
+    `drillkit-<run id>`, or `<name>-<run id>` for a helper disguised as `name` (an exercise)."""
+    d = Path(tempfile.gettempdir()) / f"{name or 'drillkit'}-{run_id}"
     d.mkdir(mode=0o700, exist_ok=True)
     return d
+
+
+def disguise(work: Path, name: str, program: str) -> str:
+    """A link `work/name` to `program`: a process started through it is called `name` in `ps`,
+    `top` and `pgrep` (its comm and argv[0]), so a trainee sees a platform process, not the
+    fault's helper. The link is the process's program path, so it also finds the process again."""
+    link = work / name
+    link.unlink(missing_ok=True)
+    link.symlink_to(program)
+    return str(link)
 
 
 def remove_scratch(*files: str | None) -> None:
