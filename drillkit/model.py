@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import functools
 import math
 import re
 import types
@@ -197,10 +198,17 @@ class LocList(list[Any]):
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that keeps line numbers and refuses duplicate keys."""
+    """SafeLoader that keeps line numbers and refuses duplicate keys (pure Python: it has the
+    last word on every error, see `load_yaml`)."""
 
 
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LocMap:
+# libyaml's parser with the same safe constructors: its nodes carry `start_mark` too, so line
+# numbers survive, at a tenth of the pure-Python scanner's cost. Absent libyaml, the pure loader.
+_CBase: Any = getattr(yaml, "CSafeLoader", None)
+_FastLoader: Any = type("_FastLoader", (_CBase,), {"__doc__": "CSafeLoader twin of _Loader."}) if _CBase else _Loader
+
+
+def _construct_mapping(loader: Any, node: yaml.MappingNode) -> LocMap:
     loader.flatten_mapping(node)
     out = LocMap()
     out.line, out.key_lines = node.start_mark.line + 1, {}
@@ -216,15 +224,16 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LocMap:
     return out
 
 
-def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LocList:
+def _construct_sequence(loader: Any, node: yaml.SequenceNode) -> LocList:
     out = LocList(loader.construct_object(child, deep=True) for child in node.value)
     out.line = node.start_mark.line + 1
     out.item_lines = [child.start_mark.line + 1 for child in node.value]
     return out
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+for _cls in {_Loader, _FastLoader}:
+    _cls.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    _cls.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
 class _Located(Exception):
@@ -258,27 +267,38 @@ def load_yaml(path: Path, variables: Lookup | None = None) -> Any:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(str(path), None, "", f"cannot read file: {exc}") from None
-    try:
-        if variables is None or "${" not in text:  # the common case: no second pass
-            return yaml.load(text, Loader=_Loader)
-        loader = _Loader(text)
+    file = str(path)
+    if _FastLoader is not _Loader:
         try:
-            node = loader.get_single_node()
-            if node is None:
-                return None
-            _interpolate(loader, node, variables, str(path), "", set())
-            return loader.construct_document(node)
-        finally:
-            loader.dispose()
+            return _parse(_FastLoader, text, variables, file)
+        except (ScenarioError, _Located, yaml.YAMLError, RecursionError):
+            pass  # bad input is rare: the pure loader says what is wrong, word for word as always
+    try:
+        return _parse(_Loader, text, variables, file)
     except _Located as exc:
-        raise ScenarioError(str(path), exc.line, "", exc.message) from None
+        raise ScenarioError(file, exc.line, "", exc.message) from None
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        raise ScenarioError(str(path), line, "", f"invalid YAML: {exc.problem}") from None
+        raise ScenarioError(file, line, "", f"invalid YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
-        raise ScenarioError(str(path), None, "", f"invalid YAML: {exc}") from None
+        raise ScenarioError(file, None, "", f"invalid YAML: {exc}") from None
     except RecursionError:
-        raise ScenarioError(str(path), _deep_line(text), "", "invalid YAML: nested too deeply") from None
+        raise ScenarioError(file, _deep_line(text), "", "invalid YAML: nested too deeply") from None
+
+
+def _parse(loader_cls: Any, text: str, variables: Lookup | None, file: str) -> Any:
+    """One document through `loader_cls`, `${…}` resolved in the node tree before construction."""
+    if variables is None or "${" not in text:  # the common case: no second pass
+        return yaml.load(text, Loader=loader_cls)
+    loader = loader_cls(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _interpolate(node, variables, file, "", set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _deep_line(text: str, limit: int = 100) -> int:
@@ -293,7 +313,7 @@ def _deep_line(text: str, limit: int = 100) -> int:
     return 1
 
 
-def _interpolate(loader: _Loader, node: yaml.Node, lookup: Lookup, file: str, path: str, seen: set[int]) -> None:
+def _interpolate(node: yaml.Node, lookup: Lookup, file: str, path: str, seen: set[int]) -> None:
     """Replace `${...}` references in the scalars under `node`, in place, once per node (an
     alias shares its anchor's node; a recursive alias must not loop)."""
     if id(node) in seen:
@@ -302,10 +322,10 @@ def _interpolate(loader: _Loader, node: yaml.Node, lookup: Lookup, file: str, pa
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             name = key.value if isinstance(key, yaml.ScalarNode) else "?"
-            _interpolate(loader, value, lookup, file, f"{path}.{name}" if path else name, seen)
+            _interpolate(value, lookup, file, f"{path}.{name}" if path else name, seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _interpolate(loader, item, lookup, file, f"{path}[{i}]", seen)
+            _interpolate(item, lookup, file, f"{path}[{i}]", seen)
     elif isinstance(node, yaml.ScalarNode) and "${" in node.value:
         line = node.start_mark.line + 1
 
@@ -335,11 +355,12 @@ def _interpolate(loader: _Loader, node: yaml.Node, lookup: Lookup, file: str, pa
         node.tag = SUBSTITUTED
 
 
-def _construct_substituted(loader: _Loader, node: yaml.ScalarNode) -> Substituted:
+def _construct_substituted(loader: Any, node: yaml.ScalarNode) -> Substituted:
     return Substituted(node.value)
 
 
-_Loader.add_constructor(SUBSTITUTED, _construct_substituted)
+for _cls in {_Loader, _FastLoader}:
+    _cls.add_constructor(SUBSTITUTED, _construct_substituted)
 
 
 def _typed(value: object) -> object:
@@ -459,6 +480,15 @@ def _scalar(tp: Any, value: object, where: Where) -> Any:
     raise TypeError(f"model: unsupported type {tp!r}")  # a programming error, not bad input
 
 
+@functools.cache
+def _shape(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    """A dataclass's resolved type hints and its fields a file may set (once per class: resolving
+    string annotations is most of a small file's build time)."""
+    hints = get_type_hints(cls, include_extras=True)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")}
+    return hints, fields
+
+
 def build(cls: type[T], data: object, where: Where, skip: frozenset[str] = frozenset()) -> T:
     """Build dataclass `cls` from a YAML mapping: unknown keys and missing fields are errors.
 
@@ -466,12 +496,7 @@ def build(cls: type[T], data: object, where: Where, skip: frozenset[str] = froze
     """
     if not isinstance(data, Mapping):
         raise where.error(f"expected a mapping, got {_describe(data)}")
-    hints = get_type_hints(cls, include_extras=True)
-    fields = {
-        f.name: f
-        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-        if f.init and not f.metadata.get("internal")
-    }
+    hints, fields = _shape(typing.cast(type, cls))
     for key in data:
         if key not in fields and key not in skip:
             near = difflib.get_close_matches(key, list(fields), n=1)

@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from drillkit.errors import DrillkitError
 from drillkit.signals import wait_until
 
@@ -24,7 +22,14 @@ if TYPE_CHECKING:
     from drillkit.signals import StopFlag
 
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-_GONE = (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied)
+
+
+def _gone() -> tuple[type[Exception], ...]:
+    """psutil's "that process is not there (for us)" errors. psutil is imported by the functions
+    that use it, not with this module: validating a scenario imports the faults, not psutil."""
+    import psutil
+
+    return (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied)
 
 
 def read_pid(path: Path) -> int | None:
@@ -36,9 +41,11 @@ def read_pid(path: Path) -> int | None:
 
 def cmdline(pid: int) -> str:
     """The command line, arguments joined by spaces ("" if the process is gone or a kernel thread)."""
+    import psutil
+
     try:
         return " ".join(psutil.Process(pid).cmdline()).strip()
-    except _GONE:
+    except _gone():
         return ""
 
 
@@ -56,6 +63,8 @@ def brief_cmdline(pid: int, limit: int = 120) -> str:
 
 def status(pid: int) -> str | None:
     """psutil's status of the process ("running", "sleeping", "stopped", "zombie", ...), or None."""
+    import psutil
+
     try:
         return str(psutil.Process(pid).status())
     except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -64,6 +73,8 @@ def status(pid: int) -> str | None:
 
 def alive(pid: int) -> bool:
     """True for a live (non-zombie) process."""
+    import psutil
+
     state = status(pid)
     return state is not None and state != psutil.STATUS_ZOMBIE
 
@@ -77,6 +88,8 @@ def _pgid(pid: int) -> int | None:
 
 def group_members(pgid: int) -> list[int]:
     """Live processes of process group `pgid`."""
+    import psutil
+
     return sorted(
         p.pid
         for p in psutil.process_iter(["status"])
@@ -87,10 +100,12 @@ def group_members(pgid: int) -> list[int]:
 def _own_pids() -> set[int]:
     """drillkit itself and the chain of processes that started it (a shell running
     `drillkit run …` can carry the fault's pattern in its own command line): never targets."""
+    import psutil
+
     me = psutil.Process()
     try:
         return {me.pid, *(p.pid for p in me.parents() if p.pid > 1)}
-    except _GONE:  # an ancestor exited while we walked up
+    except _gone():  # an ancestor exited while we walked up
         return {me.pid, os.getppid()}
 
 
@@ -101,6 +116,8 @@ def find_processes(pattern: str | None, pidfile: str | None) -> list[int]:
     if pidfile:
         found = read_pid(Path(pidfile))
         return [found] if found and alive(found) and found not in me else []
+    import psutil
+
     regex = re.compile(pattern or "")
     pids = []
     for p in psutil.process_iter(["cmdline", "status"]):

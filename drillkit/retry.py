@@ -6,17 +6,16 @@ module classified as transient are retried, never a 4xx caused by our input.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-import tenacity
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from drillkit.errors import Aborted, TransientError
 from drillkit.signals import StopFlag
 
-log = logging.getLogger("drillkit.retry")
+if TYPE_CHECKING:  # imported when a policy is made: validating a scenario needs neither
+    import tenacity
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -34,6 +33,8 @@ def _wait_with_retry_after(base: tenacity.wait.wait_base) -> Callable[[tenacity.
 
 def _exponential_jitter(initial: float, maximum: float) -> tenacity.wait.wait_base:
     """tenacity >= 9.2 calls the first delay `multiplier` (and warns about `initial`)."""
+    import tenacity
+
     try:
         return tenacity.wait_exponential_jitter(multiplier=initial, max=maximum)
     except TypeError:  # older tenacity
@@ -62,6 +63,11 @@ def retrying(
 ) -> tenacity.Retrying:
     """A Retrying for one boundary: TransientError only, `attempts` tries within `max_delay` s;
     back-offs end early (Aborted) when `stop` interrupts (None: no drill to stop, e.g. tools)."""
+    import logging
+
+    import tenacity
+
+    log = logging.getLogger("drillkit.retry")
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

@@ -230,22 +230,35 @@ def check_max_targets(kind: str, n: int, found: int, max_targets: Count, what: s
 
 
 _BUILTIN_MODULES = {
-    "local": ("drillkit.faults.local",),
-    "kubernetes": ("drillkit.faults.kube",),
+    "local": "drillkit.faults.local",
+    "kubernetes": "drillkit.faults.kube",
 }
+
+
+def _kinds(target: str) -> dict[str, str]:
+    """A target's built-in kinds: `KINDS` of its package, kind -> "module:Class" (no fault
+    module imported yet)."""
+    import importlib
+
+    name = _BUILTIN_MODULES.get(target)
+    kinds: dict[str, str] = getattr(importlib.import_module(name), "KINDS", {}) if name else {}
+    return kinds
+
+
+@functools.cache
+def _load(spec: str) -> FaultClass:
+    import importlib
+
+    module, _, name = spec.partition(":")
+    cls: FaultClass = getattr(importlib.import_module(module), name)
+    return cls
 
 
 @functools.cache
 def _builtins(target: str) -> dict[str, FaultClass]:
     """The built-in fault classes of one target, importing only that target's modules (so
     validating a local drill never loads the Kubernetes faults)."""
-    import importlib
-
-    found: dict[str, FaultClass] = {}
-    for name in _BUILTIN_MODULES.get(target, ()):
-        for cls in getattr(importlib.import_module(name), "FAULTS", ()):
-            found[cls.kind] = cls
-    return found
+    return {kind: _load(spec) for kind, spec in _kinds(target).items()}
 
 
 @functools.cache
@@ -282,6 +295,7 @@ def registry(target: str | None = None) -> dict[str, FaultClass]:
 
 
 def fault_class(kind: str, target: str) -> FaultClass:
-    """The class implementing `kind` for `target` (KeyError if there is none)."""
-    builtin = _builtins(target).get(kind)
-    return builtin if builtin is not None else _plugins()[target][kind]
+    """The class implementing `kind` for `target` (KeyError if there is none). Imports only the
+    module of that kind: validating a scenario loads the faults it names, not every fault."""
+    spec = _kinds(target).get(kind)
+    return _load(spec) if spec is not None else _plugins()[target][kind]

@@ -25,6 +25,20 @@ from drillkit.faults.kube.workloads import (
     restore_recorded,
 )
 
+# kind -> "module:Class", as drillkit.faults.fault_class reads it (this package imports its
+# modules anyway: cleanup uses what it exports)
+KINDS = {
+    "pod-kill": "drillkit.faults.kube.pods:PodKill",
+    "scale-to-zero": "drillkit.faults.kube.workloads:ScaleToZero",
+    "bad-rollout": "drillkit.faults.kube.workloads:BadRollout",
+    "auth-secret-corruption": "drillkit.faults.kube.secrets:AuthSecretCorruption",
+    "db-connection-exhaustion": "drillkit.faults.kube.database:DbConnectionExhaustion",
+    "node-drain": "drillkit.faults.kube.nodes:NodeDrain",
+    "memory-pressure": "drillkit.faults.kube.memory:MemoryPressure",
+    "cpu-pressure": "drillkit.faults.kube.pressure:CpuPressure",
+    "network-latency": "drillkit.faults.kube.network:NetworkLatency",
+}
+
 FAULTS: list[FaultClass] = [
     PodKill,
     ScaleToZero,
@@ -39,6 +53,7 @@ FAULTS: list[FaultClass] = [
 
 __all__ = [
     "FAULTS",
+    "KINDS",
     "RECORDING_FAULTS",
     "AuthSecretCorruption",
     "BadRollout",

@@ -16,21 +16,14 @@ dead-man's switch (stress-ng's `--timeout`, the connection holder's owner watch 
 
 from __future__ import annotations
 
-from typing import Any
-
-from drillkit.faults import Fault
-from drillkit.faults.local.cpu import CpuPressure
-from drillkit.faults.local.database import DbConnectionExhaustion
-from drillkit.faults.local.latency import Latency
-from drillkit.faults.local.memory import MemoryPressure
-from drillkit.faults.local.processes import ProcessKill
-from drillkit.faults.local.secrets import AuthSecretCorruption
-
-FAULTS: list[type[Fault[Any, Any, Any]]] = [
-    ProcessKill,
-    DbConnectionExhaustion,
-    MemoryPressure,
-    CpuPressure,
-    Latency,
-    AuthSecretCorruption,
-]
+# kind -> "module:Class": a scenario's faults are imported when it names them (see
+# drillkit.faults.fault_class), so validating a process-kill drill does not load psycopg's
+# connection holder or the cgroup code.
+KINDS = {
+    "process-kill": "drillkit.faults.local.processes:ProcessKill",
+    "db-connection-exhaustion": "drillkit.faults.local.database:DbConnectionExhaustion",
+    "memory-pressure": "drillkit.faults.local.memory:MemoryPressure",
+    "cpu-pressure": "drillkit.faults.local.cpu:CpuPressure",
+    "latency": "drillkit.faults.local.latency:Latency",
+    "auth-secret-corruption": "drillkit.faults.local.secrets:AuthSecretCorruption",
+}

@@ -4,11 +4,8 @@
 from __future__ import annotations
 
 import contextlib
-import http.client
 import re
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -215,6 +212,10 @@ def _cap_swap(group: Path, version: int, limit: int) -> None:
 
 
 def _post(url: str) -> bool:
+    import http.client  # here, not at the top: validating a scenario needs no HTTP client
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=5) as r:
             r.read()
