@@ -139,11 +139,23 @@ class Drill:
         return [e.data["result"] for e in read_journal(self.path) if e.kind == "revert_done"]
 
 
+_OPEN: list[Journal] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_journals() -> Iterator[None]:
+    """Journals `prepare` opened are closed after each test (they hold a lock and a file)."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def prepare(tmp_path: Path, fault: dict[str, Any], max_targets: str = "100%") -> Drill:
     path = write_scenario(tmp_path / "drill.yaml", scenario_dict(fault, max_targets=max_targets))
     sc = load_scenario(path)
     run_id = secrets.token_hex(4)
     journal = Journal(tmp_path / f"run-{run_id}" / JOURNAL_NAME)
+    _OPEN.append(journal)
     journal.append("started", run_id=run_id)
     ctx = FaultContext(run_id=run_id, scenario=sc, journal=journal, stop=StopFlag(), log=print)
     spec = sc.faults[0]
