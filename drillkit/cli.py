@@ -606,14 +606,18 @@ def train(
 def watch(run_id: str, report_dir: str) -> None:
     """Follow an exercise as its facilitator: what drillkit did (the fault, by name) and what the
     responders did, until the run ends."""
-    import time
+    import math
 
     from drillkit.respond import ended, find_run_folder
+    from drillkit.signals import wait_until
     from drillkit.train import FACILITATOR_LOG
 
     folder = find_run_folder(Path(report_dir), run_id)
     offset = 0
-    while True:
+
+    def follow() -> str | None:
+        """Print what the facilitator log gained; the run's end time once it ended."""
+        nonlocal offset
         over = ended(folder)
         log = folder / FACILITATOR_LOG
         if log.exists():
@@ -622,10 +626,10 @@ def watch(run_id: str, report_dir: str) -> None:
                 for line in fh.readlines():
                     click.echo(line.rstrip("\n"))
                 offset = fh.tell()
-        if over:
-            click.echo(f"run {run_id} ended at {over}")
-            return
-        time.sleep(0.5)
+        return over
+
+    over = wait_until(follow, math.inf, 0.5)  # until the run ends (or Ctrl-C)
+    click.echo(f"run {run_id} ended at {over}")
 
 
 @main.command()

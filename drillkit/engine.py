@@ -120,6 +120,7 @@ class Drill:
         self._ctx: FaultContext | None = None
         self._injecting = ""
         self._inject_lock = threading.Lock()
+        self.rule: AlertRule | None = None  # the detection alert's rule, found in preflight
 
     # --- the run --------------------------------------------------------------------------
 
@@ -198,8 +199,7 @@ class Drill:
         """The probes', the alert expression's and the impact queries' values around the drill,
         saved for the report (drillkit.evidence); nothing to show if nothing was injected."""
         if _has(journal, "injected") and journal.write_error is None:
-            rule = getattr(self, "rule", None)
-            save_series(self.prom, self.scenario, rule, journal.events[0].at, utcnow(), folder, self.opts.out)
+            save_series(self.prom, self.scenario, self.rule, journal.events[0].at, utcnow(), folder, self.opts.out)
 
     def _journal_lost(self, journal: Journal, status: Status) -> None:
         """The journal could not be written (disk full…): say what happened, reverts first."""
@@ -366,7 +366,9 @@ class Drill:
     def _detect_respond_recover(self, journal: Journal, reverts: ExitStack, folder: Path) -> None:
         injected = next(e for e in journal.events if e.kind == "injected")
         d = self.scenario.detection
-        rule: AlertRule = self.rule
+        rule = self.rule
+        if rule is None:  # preflight always finds it before anything is injected
+            raise DrillkitError(f"no rule for {self.scenario.detection.alert} (preflight did not run)")
         since = injected.at - timedelta(seconds=0.5)
         found = self._wait(
             "detect", injected.mono + self.limits.detect, lambda: self.prom.firing_time(rule, d.labels, since)
@@ -457,7 +459,7 @@ class Drill:
         """After a missed detection, ask Prometheus once whether the alert fired later after all
         (before the drill ended), so the report says when instead of "-"."""
         injected = next((e for e in journal.events if e.kind == "injected"), None)
-        if injected is None or not _has(journal, "detection_missed") or _has(journal, "detected"):
+        if injected is None or self.rule is None or not _has(journal, "detection_missed") or _has(journal, "detected"):
             return
         d = self.scenario.detection
         try:
