@@ -5,6 +5,7 @@ password (environment), the Prometheus URL's userinfo and a Prometheus bearer to
 artefact is scanned for them: each file of the run folder, stdout, stderr, and the command line
 of every process on the machine while the drill runs (the connection holder included). DSNs
 carrying a password in any libpq form are refused before anything runs, without echoing it.
+A Kubernetes drill's kubeconfig token and the data of the Secret it corrupts are scanned too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import pytest
 import yaml
 
 from tests.helpers import drillkit_cmd, run_cli, write_scenario
+from tests.kube_drill import scenario as kube_scenario
+from tests.kubeserver import KubeServer
+from tests.promfixture import PromEnv
 from tests.test_lab_e2e import Lab, lab, scenario_for, wait_steady  # noqa: F401 - the lab fixture
 
 SHIPPED = Path(__file__).resolve().parents[1] / "scenarios" / "lab" / "database-exhaustion.yaml"
@@ -104,3 +108,39 @@ def test_no_planted_secret_reaches_any_artefact(lab: Lab) -> None:  # noqa: F811
         leaks = [where for where, text in places.items() if secret in text]
         assert not leaks, f"{secret} leaked into {leaks}"
     assert "drill:***@" in (folder / "journal.jsonl").read_text(), "the Prometheus URL is journalled, redacted"
+
+
+@pytest.mark.integration
+@pytest.mark.wire
+def test_kubeconfig_credentials_and_secret_data_reach_no_artefact(
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path
+) -> None:
+    """A Kubernetes drill through the real CLI: the kubeconfig's token and the data of the Secret
+    auth-secret-corruption backs up (plain and base64) appear in no file, no output."""
+    import base64
+
+    token = yaml.safe_load(Path(kube_demo.kubeconfig_path).read_text())["users"][0]["user"]["token"]
+    secret = kube_demo.get("secrets", "chatbot", "chatbot-jwt")
+    assert secret is not None and token
+    value = base64.b64decode(secret["data"]["jwt-secret"]).decode()
+    prom_env.ensure_exporter()
+    prom_env.wait_up()
+    path = write_scenario(
+        tmp_path / "auth.yaml",
+        kube_scenario([{"kind": "auth-secret-corruption", "secret": "chatbot-jwt", "key": "jwt-secret"}]),
+    )
+    reports = tmp_path / "reports"
+    r = subprocess.run(
+        drillkit_cmd("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "KUBECONFIG": kube_demo.kubeconfig_path},
+    )
+    (folder,) = reports.iterdir()
+    assert "revert_done" in (folder / "journal.jsonl").read_text(), r.stderr
+    places = {str(p): p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file()}
+    places |= {"stdout": r.stdout, "stderr": r.stderr}
+    for planted in (token, value, secret["data"]["jwt-secret"]):
+        leaks = [where for where, text in places.items() if planted in text]
+        assert not leaks, f"{planted[:6]}… leaked into {leaks}"
