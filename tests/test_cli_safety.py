@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.helpers import drillkit_cmd, run_cli, write_scenario
+from tests.promfixture import PromEnv
 
 DATA = Path(__file__).parent / "data"
 
@@ -61,3 +62,35 @@ def test_a_zero_detection_target_is_refused(tmp_path: Path) -> None:
     data["detection"]["within"] = "0s"
     r = run_cli("validate", str(write_scenario(tmp_path / "z.yaml", data)), timeout=60)
     assert r.returncode == 2 and "detection.within: expected a duration above zero" in r.stderr, r.stderr
+
+
+@pytest.mark.integration
+def test_a_report_that_cannot_be_written_is_exit_4(prom_env: PromEnv, tmp_path: Path) -> None:
+    """Issue 8, case 10: the journal fits (files may grow to 20 KB) but report.html with its
+    charts does not: the drill still ran and reverted, the journal says so, and the exit code
+    is 4 (documented: ran, but its report could not be written), never 0."""
+    import resource
+
+    from tests.test_drill_prometheus import scenario
+
+    prom_env.ensure_exporter()
+    prom_env.wait_up()
+    path = write_scenario(tmp_path / "drill.yaml", scenario(prom_env, "DemoExporterDown"))
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death, like ENOSPC
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    reports = tmp_path / "reports"
+    r = subprocess.run(
+        drillkit_cmd("run", str(path), "--prometheus-url", prom_env.url, "--report-dir", str(reports)),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        preexec_fn=small_files,
+    )
+    assert r.returncode == 4, f"exit {r.returncode}:\n{r.stderr}"
+    assert "rendering the report failed" in r.stderr and "drillkit report" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    (folder,) = reports.iterdir()
+    assert '"kind": "revert_done"' in (folder / "journal.jsonl").read_text()
