@@ -90,6 +90,28 @@ def prometheus_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def kube_options(context_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--context, --allow-context and --kubeconfig: which cluster, and the allowlist."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        opts = [
+            click.option("--context", envvar="DRILLKIT_CONTEXT", default=None, help=context_help),
+            click.option(
+                "--allow-context",
+                "allow_contexts",
+                envvar="DRILLKIT_ALLOW_CONTEXT",
+                multiple=True,
+                help="Allow a non-kind kubeconfig context (repeatable).",
+            ),
+            click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="kubeconfig file."),
+        ]
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+
+    return decorate
+
+
 def _interrupt_exits_130() -> None:
     """Until the drill routes signals to its stop flag, SIGINT/SIGTERM end the command at once
     with the documented 130: nothing was injected yet, so there is nothing to revert."""
@@ -194,15 +216,7 @@ def action_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     type=click.Path(dir_okay=False),
     help="Policy file overriding the P1–P4 targets.",
 )
-@click.option("--context", envvar="DRILLKIT_CONTEXT", default=None, help="kubeconfig context.")
-@click.option(
-    "--allow-context",
-    "allow_contexts",
-    envvar="DRILLKIT_ALLOW_CONTEXT",
-    multiple=True,
-    help="Allow a non-kind kubeconfig context (repeatable).",
-)
-@click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="kubeconfig file.")
+@kube_options("kubeconfig context.")
 @click.option(
     "--alertmanager-url",
     envvar="DRILLKIT_ALERTMANAGER_URL",
@@ -707,17 +721,7 @@ def update(
     type=click.Path(file_okay=False),
     help="Where run folders (journals) are.",
 )
-@click.option(
-    "--context", envvar="DRILLKIT_CONTEXT", default=None, help="kubeconfig context (default: the one each run used)."
-)
-@click.option(
-    "--allow-context",
-    "allow_contexts",
-    envvar="DRILLKIT_ALLOW_CONTEXT",
-    multiple=True,
-    help="Allow a non-kind kubeconfig context (repeatable).",
-)
-@click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="kubeconfig file.")
+@kube_options("kubeconfig context (default: the one each run used).")
 @click.option(
     "--namespace",
     "namespaces",
