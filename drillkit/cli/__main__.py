@@ -1,0 +1,5 @@
+"""`python -m drillkit.cli`."""
+
+from drillkit.cli import main
+
+main()
