@@ -256,7 +256,7 @@ class Drill:
             stop=self.stop,
             log=self.opts.out,
             kube_factory=self.opts.kube_factory,
-            on_harm=lambda: self._mark_injected(journal),
+            on_harm=lambda at: self._mark_injected(journal, at),
         )
 
     def _hold_target(self, run_id: str) -> ExitStack:
@@ -357,11 +357,12 @@ class Drill:
             self._mark_injected(journal)
             self.opts.out(f"injected {f.kind}")
 
-    def _mark_injected(self, journal: Journal) -> None:
-        """Journal `injected` once: when the first fault's harm began (see harm_started)."""
+    def _mark_injected(self, journal: Journal, at: datetime | None = None) -> None:
+        """Journal `injected` once: when the first fault's harm began (see harm_started; `at`:
+        when the target reported it took effect)."""
         with self._inject_lock:
             if not _has(journal, "injected"):
-                journal.append("injected", fault=self._injecting)
+                journal.append("injected", at=at, fault=self._injecting)
 
     def _detect_respond_recover(self, journal: Journal, reverts: ExitStack, folder: Path) -> None:
         injected = next(e for e in journal.events if e.kind == "injected")

@@ -208,7 +208,14 @@ def pending_reverts(path: Path, damage: list[str] | None = None) -> list[Pending
     run_id = str(events[0].data.get("run_id", ""))
     registered: dict[int, tuple[str, dict[str, Any], int]] = {}
     for e in events:
-        if e.kind in ("revert_registered", "revert_updated"):
+        if e.kind == "revert_updated" and "append" in e.data and int(e.data["id"]) in registered:
+            fault, data, _ = registered[int(e.data["id"])]  # RevertHandle.extend: new items only
+            appended = e.data["append"] if isinstance(e.data["append"], dict) else {}
+            for name, more in appended.items():
+                old = data.get(name, [])
+                data[name] = [*old, *more] if isinstance(old, list) and isinstance(more, list) else more
+            registered[int(e.data["id"])] = (fault, data, e.line)
+        elif e.kind in ("revert_registered", "revert_updated"):
             registered[int(e.data["id"])] = (str(e.data["fault"]), dict(e.data.get("data", {})), e.line)
         elif e.kind == "revert_done":
             registered.pop(int(e.data["id"]), None)

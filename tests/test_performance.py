@@ -121,3 +121,72 @@ def test_fault_index_names_every_builtin_fault(target: str) -> None:
             if issubclass(cls, Fault) and not inspect.isabstract(cls) and cls.__module__ == module.__name__:
                 found[cls.kind] = f"{cls.__module__}:{cls.__name__}"
     assert found == _kinds(target)
+
+
+def test_latency_is_stamped_when_the_proxy_applied_the_delay(tmp_path: Path) -> None:
+    """The real lab proxy reports when it applied the delay; `injected` is that instant, not the
+    write of the control file plus a fixed pick-up wait."""
+    import asyncio
+    import json
+    import socket
+    import threading
+    import time
+    from contextlib import ExitStack
+    from datetime import datetime
+
+    from drillkit.faults import FaultContext, Undo
+    from drillkit.journal import Journal
+    from drillkit.lab.proxy import Options, Proxy, applied_path
+    from drillkit.signals import StopFlag
+    from tests.kube_drill import write_scenario
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    control = tmp_path / "latency.json"
+    loop = asyncio.new_event_loop()
+    stop_proxy = asyncio.Event()
+    proxy = Proxy(Options(("127.0.0.1", port), ("127.0.0.1", 9), control))
+    thread = threading.Thread(target=loop.run_until_complete, args=(proxy.serve(stop_proxy),), daemon=True)
+    thread.start()
+    fault = {"kind": "latency", "control": str(control), "delay": "300ms", "proxy_port": port}
+    sc_data = {
+        "name": "latency",
+        "title": "Latency",
+        "severity": "P2",
+        "target": {"local": {}},
+        "steady_state": [{"name": "up", "expr": "up", "expect": "== 1"}],
+        "faults": [fault],
+        "detection": {"alert": "X"},
+    }
+    sc = load_scenario(write_scenario(tmp_path / "latency.yaml", sc_data))
+    journal = Journal(tmp_path / "journal.jsonl")
+    stamped: list[datetime | None] = []
+    ctx = FaultContext(
+        run_id="cafe01", scenario=sc, journal=journal, stop=StopFlag(), log=lambda _: None, on_harm=stamped.append
+    )
+    try:
+        for _ in range(100):  # listening
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.02)
+        spec = sc.faults[0]
+        from drillkit.faults import fault_class
+
+        f = fault_class(spec.kind, "local")(spec.params, ctx)
+        with ExitStack() as stack:
+            t0 = time.time()
+            f.inject(f.preflight(), Undo(stack, ctx))
+            took = time.time() - t0
+            report = json.loads(applied_path(control).read_text())
+        (at,) = stamped
+        assert at is not None, "stamped without the proxy's report"
+        assert report["run_id"] == "cafe01" and report["delay_ms"] == 300, report
+        assert at.timestamp() == pytest.approx(report["at"], abs=1e-6), (at, report)
+        assert t0 <= at.timestamp() <= t0 + took, "applied outside the inject"
+    finally:
+        loop.call_soon_threadsafe(stop_proxy.set)
+        thread.join(5)
+        loop.close()
+        journal.close()

@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from drillkit.errors import DrillkitError, PreflightError
@@ -67,31 +68,34 @@ class FaultContext(RevertContext):
     """What preflight, plan and inject may use: the revert context plus the scenario."""
 
     scenario: Scenario = field(kw_only=True)
-    on_harm: Callable[[], None] | None = field(default=None, kw_only=True)
+    on_harm: Callable[[datetime | None], None] | None = field(default=None, kw_only=True)
 
-    def harm_started(self) -> None:
+    def harm_started(self, at: datetime | None = None) -> None:
         """Faults call this right after their first harmful action, so the drill's `injected`
-        time is when the harm began even if inject() goes on waiting (for an OOM kill, say)."""
+        time is when the harm began even if inject() goes on waiting (for an OOM kill, say).
+        `at`: when it took effect, if the target reported it (the lab DB proxy does); else now."""
         if self.on_harm is not None:
-            self.on_harm()
+            self.on_harm(at)
+
+
+def _plain(value: Any) -> Any:
+    """A record's value as JSON-ready data: tuples as lists, enums as values, nested records
+    as mappings."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
 
 
 def record_data(record: object) -> dict[str, Any]:
     """A revert record as journal data (JSON-ready: tuples as lists, enums as values, nested
     records as mappings)."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, enum.Enum):
-            return value.value
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, list | tuple):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {str(k): plain(v) for k, v in value.items()}
-        return value
-
-    return {f.name: plain(getattr(record, f.name)) for f in dataclasses.fields(record)}  # type: ignore[arg-type]
+    return {f.name: _plain(getattr(record, f.name)) for f in dataclasses.fields(record)}  # type: ignore[arg-type]
 
 
 def load_record(cls: type[Fault[Any, Any, R]], data: object, where: Where) -> R:
@@ -126,6 +130,13 @@ class Undo:
         self._ctx.journal.append("revert_updated", id=rid, fault=fault, data=record_data(record))
         return record
 
+    def _extend(self, rid: int, fault: str, items: dict[str, tuple[Any, ...]]) -> Any:
+        record = self._records[rid]
+        grown = {name: (*getattr(record, name), *more) for name, more in items.items()}
+        record = self._records[rid] = dataclasses.replace(record, **grown)
+        self._ctx.journal.append("revert_updated", id=rid, fault=fault, append=_plain(items))
+        return record
+
     def _run(self, rid: int, cls: type[Fault[Any, Any, Any]]) -> None:
         try:
             result = cls.revert(self._ctx, self._records[rid])
@@ -147,6 +158,13 @@ class RevertHandle(Generic[R]):
         """Replace fields of the record with what inject learnt (e.g. the name of an object it
         just created); journalled at once. Returns the new record."""
         record: R = self.undo._update(self.rid, self.fault, changes)
+        return record
+
+    def extend(self, **items: tuple[Any, ...]) -> R:
+        """Append to tuple fields of the record (e.g. the pods just about to be deleted);
+        journalled at once as the new items only, so a record that grows by many steps costs
+        a journal linear in its size (`journal.pending_reverts` appends them again)."""
+        record: R = self.undo._extend(self.rid, self.fault, items)
         return record
 
 

@@ -29,6 +29,9 @@ T = TypeVar("T")
 
 REQUEST_TIMEOUT = (5.0, 30.0)
 """Seconds: (connect, read) for every non-watch call."""
+MAX_IN_FLIGHT = 16
+"""Calls `concurrently` keeps in flight at most (and never more than the client's connection
+pool holds, `connection_pool_maxsize`: urllib3 would open and discard extra connections)."""
 
 
 class KubeApi:
@@ -81,6 +84,34 @@ class KubeApi:
     def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """`fn(*args, **kwargs)` as parsed JSON, retried on transient errors."""
         return retrying(what, self.stop)(self._once, what, fn, *args, **kwargs)
+
+    def concurrently(self, fn: Callable[[T], Any], items: list[T], stop: StopFlag | None) -> int:
+        """`fn(item)` for every item, a bounded number in flight (see MAX_IN_FLIGHT): many
+        deletes in the time of a few. Each call keeps its own retry policy, so a server that
+        sheds load (429 with Retry-After, API Priority and Fairness) slows each worker down.
+        Nothing new starts once `stop` is raised or a call failed; the first failure is
+        re-raised once the calls in flight end. Returns how many calls ran."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        failed: list[BaseException] = []
+        ran = 0
+
+        def one(item: T) -> None:
+            nonlocal ran
+            if failed or (stop is not None and stop.is_set()):
+                return
+            try:
+                fn(item)
+                ran += 1
+            except BaseException as exc:
+                failed.append(exc)
+
+        workers = max(1, min(MAX_IN_FLIGHT, int(self._cfg.connection_pool_maxsize or 1), len(items)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="drillkit-kube") as pool:
+            list(pool.map(one, items))
+        if failed:
+            raise failed[0]
+        return ran
 
     def exec(
         self, namespace: str, pod: str, container: str, command: list[str], timeout: float = 30.0, retry: bool = True

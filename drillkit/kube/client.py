@@ -49,6 +49,7 @@ class Kube(KubeApi):
         self._locks: DrillLocks | None = None
         self.lease_seconds: float = LEASE_SECONDS
         """How long the drill lock stays valid unrenewed (renewed every third of it)."""
+        self._owners: dict[tuple[str, str, str], Owner] = {}  # (namespace, ReplicaSet, uid) -> owner
 
     def wrote(self, namespace: str) -> None:
         """Note a namespace drillkit created or changed something in."""
@@ -177,24 +178,32 @@ class Kube(KubeApi):
         )
 
     def owner_of(self, pod: Pod) -> Owner | None:
-        """The controller that recreates `pod`: ReplicaSet -> Deployment, StatefulSet, ..."""
+        """The controller that recreates `pod`: ReplicaSet -> Deployment, StatefulSet, ...
+
+        A ReplicaSet's owner is looked up once per ReplicaSet (by uid: a new one of the same
+        name is looked up again), not once per pod: 1,000 pods of one Deployment, one GET."""
         ctrl = pod.controller
         if ctrl is None:
             return None
-        if ctrl.kind == "ReplicaSet":
-            try:
-                rs = self.call(
-                    f"get replicasets {pod.namespace}/{ctrl.name}",
-                    self.apps.read_namespaced_replica_set,
-                    ctrl.name,
-                    pod.namespace,
-                )
-            except NotFound:
-                return Owner("ReplicaSet", ctrl.name)
-            up = next((r for r in (rs.get("metadata") or {}).get("ownerReferences") or [] if r.get("controller")), None)
-            if up and up.get("kind") == "Deployment":
-                return Owner("Deployment", up["name"])
-        return Owner(ctrl.kind, ctrl.name)
+        if ctrl.kind != "ReplicaSet":
+            return Owner(ctrl.kind, ctrl.name)
+        key = (pod.namespace, ctrl.name, ctrl.uid)
+        if (known := self._owners.get(key)) is not None:
+            return known
+        try:
+            rs = self.call(
+                f"get replicasets {pod.namespace}/{ctrl.name}",
+                self.apps.read_namespaced_replica_set,
+                ctrl.name,
+                pod.namespace,
+            )
+        except NotFound:
+            return Owner("ReplicaSet", ctrl.name)
+        up = next((r for r in (rs.get("metadata") or {}).get("ownerReferences") or [] if r.get("controller")), None)
+        deployment = up is not None and up.get("kind") == "Deployment"
+        owner = Owner("Deployment", up["name"]) if up and deployment else Owner(ctrl.kind, ctrl.name)
+        self._owners[key] = owner
+        return owner
 
     # -- workloads ----------------------------------------------------------------------------
 

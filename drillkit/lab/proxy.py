@@ -31,6 +31,8 @@ import prometheus_client as prom
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from drillkit.files import write_atomically
+
 log = logging.getLogger("drillkit.lab.proxy")
 
 REREAD_S = 0.2  # how stale the delay may be, seconds
@@ -38,41 +40,62 @@ CHUNK = 65536  # bytes read per chunk
 QUEUE_CHUNKS = 256  # per direction; the reader waits when the writer is this far behind
 
 
+def applied_path(control: Path) -> Path:
+    """Where the proxy reports each delay it applies: `<control>.applied` holds
+    `{"delay_ms": N, "run_id": …, "at": <Unix seconds>}` (the run id the control file named),
+    so the `latency` fault stamps `injected` when the delay took effect, not when it wrote."""
+    return control.with_name(control.name + ".applied")
+
+
 @dataclass
 class DelayControl:
-    """The current delay in milliseconds, from the control file, cached for REREAD_S."""
+    """The current delay in milliseconds, from the control file, cached for REREAD_S; each
+    change is reported in `applied_path(path)` the moment it applies."""
 
     path: Path
     _value: float = 0.0
     _read_at: float = float("-inf")
     _warned: str = ""
+    _reported: tuple[float, str | None] | None = None
 
     def ms(self) -> float:
         now = time.monotonic()
         if now - self._read_at >= REREAD_S:
             self._read_at = now
-            self._value = self._read()
+            self._value, run_id = self._read()
+            if self._reported != (self._value, run_id):
+                self._report(self._value, run_id)
         return self._value
 
-    def _read(self) -> float:
+    def _report(self, value: float, run_id: str | None) -> None:
+        body = json.dumps({"delay_ms": value, "run_id": run_id, "at": time.time()})
+        try:
+            write_atomically(applied_path(self.path), body, durable=False)
+        except OSError as exc:
+            log.warning("cannot report the delay in %s: %s", applied_path(self.path), exc)
+        self._reported = (value, run_id)
+
+    def _read(self) -> tuple[float, str | None]:
         try:
             text = self.path.read_text()
         except FileNotFoundError:
-            return 0.0
+            return 0.0, None
         except OSError as exc:
-            return self._bad(f"cannot read {self.path}: {exc}")
+            return self._bad(f"cannot read {self.path}: {exc}"), None
         if not text.strip():
-            return 0.0
+            return 0.0, None
         try:
-            value = float(json.loads(text)["delay_ms"])
+            data = json.loads(text)
+            value = float(data["delay_ms"])
         except (ValueError, KeyError, TypeError) as exc:
-            return self._bad(f'{self.path}: expected {{"delay_ms": N}}: {exc!r}')
+            return self._bad(f'{self.path}: expected {{"delay_ms": N}}: {exc!r}'), None
         if value < 0:
-            return self._bad(f"{self.path}: delay_ms must be >= 0, got {value:g}")
+            return self._bad(f"{self.path}: delay_ms must be >= 0, got {value:g}"), None
         if value != self._value:
             log.info("delay now %g ms", value)
         self._warned = ""
-        return value
+        run_id = data.get("run_id")
+        return value, run_id if isinstance(run_id, str) else None
 
     def _bad(self, why: str) -> float:
         if why != self._warned:  # once per distinct problem, not every 200 ms
@@ -199,7 +222,10 @@ class Proxy:
         if self.opts.metrics_port is not None:
             servers.append(await asyncio.start_server(self.metrics, self.opts.listen[0], self.opts.metrics_port))
         log.info("proxy %s:%d -> %s:%d, delay from %s", *self.opts.listen, *self.opts.upstream, self.opts.control)
-        await stop.wait()
+        while not stop.is_set():  # a new delay applies (and is reported) even with no traffic
+            self.delay.ms()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), REREAD_S / 4)
         for s in servers:
             s.close()
 

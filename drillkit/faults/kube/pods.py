@@ -114,7 +114,9 @@ class PodKill(KubeFault[PodKillParams, Victims, PodKillRecord]):
         owners = {v.pod.uid: v.owner for v in found.victims}
         kill = _Killer(self, ns, handle, bg, owners)
         kill([v.pod for v in found.victims])
-        self.ctx.log(f"pod-kill: deleted {', '.join(v.pod.name for v in found.victims)}")
+        names = [v.pod.name for v in found.victims]
+        more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+        self.ctx.log(f"pod-kill: deleted {len(names)} pod(s): {', '.join(names[:10])}{more}")
         since = time.monotonic()
         for owner in {o for o in owners.values() if o}:
             bg.start(self._watch_owner, ns, owner, set(owners), since, bg)
@@ -221,24 +223,34 @@ class _Killer:
         owners: dict[str, Owner | None],
     ) -> None:
         self.fault, self.namespace, self.handle, self.bg, self.owners = fault, namespace, handle, bg, owners
-        self.killed: list[KilledPod] = []
         self.lock = threading.Lock()
 
     def __call__(self, pods: list[Pod]) -> None:
+        """Journal the batch (one event, the new victims only), then delete it a bounded
+        number at a time: `injected` is stamped when the first delete is accepted."""
         fault, kube, ns, p = self.fault, self.fault.kube, self.namespace, self.fault.params
+        batch = []
         for pod in pods:
             if self.bg.stop.is_set():
                 return
+            # once per ReplicaSet (Kube.owner_of caches), not once per pod
             owner = self.owners.get(pod.uid) or (kube.owner_of(pod) if pod.controller else None)
             manifest = None
             if owner is None:  # nobody recreates it: the revert will, from this manifest
                 private_journal(fault.ctx)
                 manifest = kube.pod_manifest(ns, pod.name)
-            with self.lock:
-                if self.bg.stop.is_set():
-                    return
-                self.killed.append(KilledPod(pod.name, pod.uid, str(owner) if owner else None, manifest))
-                self.handle.update(killed=tuple(self.killed))  # journalled before the delete
-            grace = None if p.grace_period is None else int(p.grace_period)
-            kube.delete_pod(ns, pod.name, uid=pod.uid, grace_period=grace)
-            fault.ctx.harm_started()
+            batch.append(KilledPod(pod.name, pod.uid, str(owner) if owner else None, manifest))
+        with self.lock:
+            if self.bg.stop.is_set() or not batch:
+                return
+            self.handle.extend(killed=tuple(batch))  # journalled before any delete
+        grace = None if p.grace_period is None else int(p.grace_period)
+        started = threading.Event()
+
+        def delete(victim: KilledPod) -> None:
+            kube.delete_pod(ns, victim.name, uid=victim.uid, grace_period=grace)
+            if not started.is_set():
+                started.set()
+                fault.ctx.harm_started()
+
+        kube.concurrently(delete, batch, self.bg.stop)

@@ -8,17 +8,21 @@ import json
 import os
 import socket
 import stat
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 from drillkit.errors import PreflightError
 from drillkit.faults import Fault, RevertContext, Undo
-from drillkit.faults.local.common import host_errors
+from drillkit.faults.local.common import check_stop, host_errors
 from drillkit.files import write_atomically
 from drillkit.model import Duration, doc
+from drillkit.signals import wait_until
 
 PICKUP_S = 0.25  # the proxy re-reads its control file at least every 200 ms
+APPLIED_WITHIN_S = 2.0  # how long to wait for the proxy's report that the delay applies
 
 
 @dataclass(frozen=True)
@@ -114,9 +118,30 @@ class Latency(Fault[LatencyParams, ControlFile, LatencyRecord]):
             record = LatencyRecord(str(control), True, text, b64, mode)
         undo.register(self, record)
         body = json.dumps({"delay_ms": self.delay_ms, "run_id": self.ctx.run_id}).encode()
+        written = time.time()
         write_atomically(control, body, record.mode)
-        self.ctx.stop.sleep(PICKUP_S)
-        self.ctx.harm_started()  # the proxy has picked the delay up
+        applied = wait_until(
+            lambda: self._applied(control, written), time.monotonic() + APPLIED_WITHIN_S, 0.01, self.ctx.stop
+        )
+        check_stop(self.ctx.stop)
+        if applied is None:  # a proxy that does not report: assume it picked the delay up by now
+            self.ctx.log(f"{self.kind}: the proxy did not report the delay within {APPLIED_WITHIN_S:g}s")
+            self.ctx.stop.sleep(max(0.0, written + PICKUP_S - time.time()))
+            self.ctx.harm_started()
+            return
+        self.ctx.harm_started(applied)  # when the proxy applied it: time to detect is exact
+
+    def _applied(self, control: Path, written: float) -> datetime | None:
+        """When the proxy reported applying this run's delay (`drillkit.lab.proxy.applied_path`)."""
+        from drillkit.lab.proxy import applied_path
+
+        try:
+            report = json.loads(applied_path(control).read_text())
+            at = float(report["at"])
+            ours = report.get("run_id") == self.ctx.run_id and float(report["delay_ms"]) == self.delay_ms
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return datetime.fromtimestamp(at, UTC) if ours and at >= written - 1.0 else None
 
     @classmethod
     def revert(cls, ctx: RevertContext, record: LatencyRecord) -> dict[str, Any]:
