@@ -945,6 +945,7 @@ def test_memory_pressure_without_writable_cgroup_is_a_clear_preflight_error(tmp_
     victim = subprocess.Popen(["sleep", arg], user="nobody")
     code = (
         "import os, sys; from pathlib import Path\n"
+        "import psutil  # imported lazily by drillkit; this interpreter lives where nobody cannot read\n"
         "from tests.test_lab_faults import prepare\n"
         "from drillkit.errors import PreflightError\n"
         "d = prepare(Path(sys.argv[1]), {'kind': 'memory-pressure', 'pattern': sys.argv[2], 'limit': '64Mi'})\n"
