@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,6 +32,8 @@ import yaml
 from drillkit.errors import PreflightError, UnavailableError
 from drillkit.lab import kindlab
 from drillkit.lab.services import PrometheusSetup, Service, start_alertmanager, start_prometheus
+from drillkit.prometheus import PromConfig, Prometheus
+from drillkit.signals import wait_until
 from tests.helpers import run_cli
 from tests.kubeserver import CONTEXT, KubeServer
 from tests.kubeserver.schemas import problems
@@ -417,7 +420,16 @@ class Monitoring:
         self.prometheus, self.alertmanager, self.ksm = prometheus, alertmanager, ksm
 
     def set_available(self, n: int) -> None:
+        """Serve `n` available replicas, and return once Prometheus has scraped that value (so
+        a test never races the scrape interval)."""
         self.ksm.body = ksm_metrics(n)  # type: ignore[attr-defined]
+        prom = Prometheus(PromConfig(url=self.prometheus.url))
+        expr = 'kube_deployment_status_replicas_available{deployment="chatbot-api"}'
+        try:
+            seen = wait_until(lambda: [s for s in prom.query(expr) if s.value == n], time.monotonic() + 30, 0.2)
+        finally:
+            prom.close()
+        assert seen, f"Prometheus never scraped {n} available replicas"
 
 
 @pytest.fixture(scope="module")

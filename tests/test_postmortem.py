@@ -91,7 +91,7 @@ def test_update_command_records_state_author_and_role(tmp_path: Path) -> None:
 
 
 def test_cli_choices_are_the_enums() -> None:
-    from drillkit import cli
+    from drillkit.cli import drills as cli
     from drillkit.respond import ROLE_ALIASES
     from drillkit.updates import PageState
 
