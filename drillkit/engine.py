@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,9 +29,9 @@ from drillkit.faults import FaultContext, Prepared, Undo, fault_class
 from drillkit.journal import JOURNAL_NAME, Journal
 from drillkit.model import format_duration
 from drillkit.policy import ActionDefaults, Policy, limits_for, verdicts
-from drillkit.prometheus import AlertRule, PromConfig, Prometheus
+from drillkit.prometheus import AlertRule, FiringWatch, PromConfig, Prometheus, Sample
 from drillkit.respond import AckWaiter, AutoAck, CommandAck, PromptAck, check_interactive
-from drillkit.scenario import AckSource, Probe, RecoveryAction, Scenario
+from drillkit.scenario import AbortCondition, AckSource, Probe, RecoveryAction, Scenario
 from drillkit.signals import StopFlag, wait_until
 
 T = TypeVar("T")
@@ -45,6 +45,11 @@ class Status(StrEnum):
     INCONCLUSIVE = "inconclusive"
 
 
+# A drill must be a light load on a production Prometheus (about 1-2 requests/s): detection and
+# the steady state are checked once a second (detection stays exact: Prometheus's activeAt +
+# for, not our poll), the abort conditions every 2 s.
+POLL_S = 1.0
+ABORT_EVERY_S = 2.0
 EXIT_NOT_RECORDED = 4  # the drill ran (and reverted) but its journal or report could not be written
 EXIT_NOT_STARTED = 5  # not started: not in steady state, alert already active, or target busy; retry later
 
@@ -121,6 +126,7 @@ class Drill:
         self._injecting = ""
         self._inject_lock = threading.Lock()
         self.rule: AlertRule | None = None  # the detection alert's rule, found in preflight
+        self._abort_armed = False  # the current wait checks the abort conditions
 
     # --- the run --------------------------------------------------------------------------
 
@@ -325,13 +331,16 @@ class Drill:
 
     def _steady_state(self, journal: Journal) -> None:
         waited = self._settle()
-        failing = [f"{p.name}: {why}" for p in self.scenario.steady_state if (why := self._probe(p))]
+        probes, conditions, d = self.scenario.steady_state, self.scenario.guardrails.abort_when, self.scenario.detection
+        exprs = [p.expr for p in probes] + [c.expr for c in conditions] + [self.prom.firing_selector(d.alert, d.labels)]
+        held = self.prom.query_many(exprs)  # the probes, the abort conditions and the alert: one request
+        self._last_abort_check = time.monotonic()
+        failing = [f"{p.name}: {why}" for p, samples in zip(probes, held, strict=False) if (why := _why(p, samples))]
         if failing:
             raise NotStarted("steady state does not hold: " + "; ".join(failing))
-        d = self.scenario.detection
-        if self.prom.firing_now(d.alert, d.labels):
+        if held[-1]:
             raise NotStarted(f"alert {d.alert} is already firing before the drill")
-        holding = [c.name or c.expr for c in self.scenario.guardrails.abort_when if self.prom.query(c.expr)]
+        holding = [c.name or c.expr for c, samples in zip(conditions, held[len(probes) : -1], strict=True) if samples]
         if holding:
             raise NotStarted(f"abort condition already holds before the drill: {'; '.join(holding)}")
         journal.append(
@@ -340,13 +349,7 @@ class Drill:
 
     def _probe(self, probe: Probe) -> str:
         """'' when the probe holds, else why not."""
-        samples = self.prom.query(probe.expr)
-        if not samples:
-            return f"{probe.expr} returned no data"
-        bad = [s for s in samples if not probe.expect.holds(s.value)]
-        if bad:
-            return f"{probe.expr} = {bad[0].value:g}, expected {probe.expect}"
-        return ""
+        return _why(probe, self.prom.query(probe.expr))
 
     def _inject(self, faults: list[Prepared], undo: Undo, journal: Journal) -> None:
         for f in faults:
@@ -371,15 +374,23 @@ class Drill:
         if rule is None:  # preflight always finds it before anything is injected
             raise DrillkitError(f"no rule for {self.scenario.detection.alert} (preflight did not run)")
         since = injected.at - timedelta(seconds=0.5)
-        found = self._wait(
-            "detect", injected.mono + self.limits.detect, lambda: self.prom.firing_time(rule, d.labels, since)
-        )
+        watch = FiringWatch(self.prom, rule, d.labels, since)  # exact, at ~1 request per poll
+        earliest = injected.mono + rule.fires_after  # firing = activeAt + for: never sooner
+
+        def detected() -> tuple[datetime, str] | None:
+            return watch.poll() if time.monotonic() >= earliest else None
+
+        found = self._wait("detect", injected.mono + self.limits.detect, detected, interval=POLL_S)
+        if found is None:  # it may have fired since the last poll, right before the deadline
+            found = watch.last_look()
+            if found is not None and journal.mono_of(found[0]) > injected.mono + self.limits.detect:
+                found = None  # fired, but late: _late_detection reports it
         if found is None:
             journal.append("detection_missed", alert=d.alert, within=self.limits.detect)
             self.opts.out(f"alert {d.alert} did not fire within {format_duration(self.limits.detect)}")
             return
         fired, method = found
-        pending = self.prom.pending_time(rule, d.labels, since)
+        pending = watch.pending or self.prom.pending_time(rule, d.labels, since)
         if pending is not None and pending <= fired:
             journal.append("alert_pending", at=pending, alert=d.alert, source="prometheus activeAt")
         journal.append(
@@ -430,7 +441,7 @@ class Drill:
         if self.scenario.recovery.action is RecoveryAction.REVERT:
             self.opts.out("mitigating by reverting the fault")
             self._revert(reverts, journal)
-        ok = self._wait("recover", injected_mono + self.limits.mitigate, self._steady_now)
+        ok = self._wait("recover", injected_mono + self.limits.mitigate, self._steady_now, interval=POLL_S)
         if ok:
             journal.append("mitigated", probes=[p.name for p in self.scenario.steady_state])
         else:
@@ -445,9 +456,15 @@ class Drill:
             journal.append("reverted")
 
     def _verify(self, journal: Journal) -> None:
+        kinds = [e.kind for e in journal.events]
+        if "mitigated" in kinds and "reverted" in kinds and kinds.index("mitigated") > kinds.index("reverted"):
+            # the revert was the mitigation and the steady state was seen back after it: that
+            # observation verifies the revert (no second query for the same fact)
+            journal.append("resolved", verified="steady state holds after revert")
+            return
         deadline = time.monotonic() + self.scenario.recovery.verify_within
         try:
-            ok = self._wait("verify", deadline, self._steady_now, check_abort=False)
+            ok = self._wait("verify", deadline, self._steady_now, interval=POLL_S, check_abort=False)
         except Aborted as exc:
             journal.append("verify_interrupted", reason=exc.reason)
             return
@@ -501,7 +518,16 @@ class Drill:
     # --- waiting --------------------------------------------------------------------------
 
     def _steady_now(self) -> bool:
-        return all(not self._probe(p) for p in self.scenario.steady_state)
+        """Every probe holds, checked with one request for all of them (Prometheus.query_many),
+        which also carries the abort conditions when their check is due."""
+        probes = self.scenario.steady_state
+        due = self._abort_armed and time.monotonic() - self._last_abort_check >= ABORT_EVERY_S
+        conditions = self.scenario.guardrails.abort_when if due else ()
+        held = self.prom.query_many([p.expr for p in probes] + [c.expr for c in conditions])
+        if conditions:
+            self._last_abort_check = time.monotonic()
+            _abort_if_held(conditions, held[len(probes) :])
+        return all(not _why(p, samples) for p, samples in zip(probes, held, strict=False))
 
     def _wait(
         self,
@@ -516,10 +542,11 @@ class Drill:
         or an abort condition raises Aborted; without (verifying after the reverts), only a
         stop request does."""
         self._phase_started = time.monotonic()
+        self._abort_armed = check_abort  # _steady_now may then fold a due abort check into its request
 
         def attempt() -> T | None:
-            if check_abort:
-                self._check_stop()
+            if self.stop.is_set():
+                raise Aborted(self.stop.reason, by_signal=True)
             result = check()
             if not result and time.monotonic() < deadline:
                 self._tick(phase, deadline, check_abort)
@@ -563,11 +590,10 @@ class Drill:
         if self.stop.is_set():
             raise Aborted(self.stop.reason, by_signal=True)
         now = time.monotonic()
-        if self.scenario.guardrails.abort_when and now - self._last_abort_check >= 1.0:
+        conditions = self.scenario.guardrails.abort_when
+        if conditions and now - self._last_abort_check >= ABORT_EVERY_S:
             self._last_abort_check = now
-            for cond in self.scenario.guardrails.abort_when:
-                if self.prom.query(cond.expr):
-                    raise Aborted(f"abort condition {cond.name or cond.expr} holds", by_signal=False)
+            _abort_if_held(conditions, self.prom.query_many([c.expr for c in conditions]))  # one request
 
 
 def _has(journal: Journal, kind: str) -> bool:
@@ -579,3 +605,19 @@ def _entered(cm: AbstractContextManager[None]) -> ExitStack:
     stack = ExitStack()
     stack.enter_context(cm)
     return stack
+
+
+def _abort_if_held(conditions: Sequence[AbortCondition], held: list[list[Sample]]) -> None:
+    for cond, samples in zip(conditions, held, strict=True):
+        if samples:
+            raise Aborted(f"abort condition {cond.name or cond.expr} holds", by_signal=False)
+
+
+def _why(probe: Probe, samples: list[Sample]) -> str:
+    """'' when `probe` holds for these samples, else why not."""
+    if not samples:
+        return f"{probe.expr} returned no data"
+    bad = [s for s in samples if not probe.expect.holds(s.value)]
+    if bad:
+        return f"{probe.expr} = {bad[0].value:g}, expected {probe.expect}"
+    return ""

@@ -90,8 +90,9 @@ def save_series(
     step = max(1.0, (stop - start).total_seconds() / 1000)
     saved = []
     try:
-        for role, label, expr in queries(scenario, rule):
-            series = prom.query_range(expr, start, stop, step)
+        wanted = queries(scenario, rule)
+        fetched = prom.query_range_many([expr for _, _, expr in wanted], start, stop, step)  # one request
+        for (role, label, expr), series in zip(wanted, fetched, strict=True):
             kept = [asdict(s) for s in series[:MAX_SERIES]]
             saved.append({"role": role, "label": label, "expr": expr, "series": kept})
     except DrillkitError as exc:

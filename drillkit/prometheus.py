@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -115,6 +115,9 @@ class Prometheus:
             timeout=config.timeout,
         )
 
+        self._one_by_one = False  # query_many: an expression could not be tagged, so never batch
+        self._ready_rules: list[AlertRule] | None = None  # what wait_ready last read
+
     def close(self) -> None:
         self.api.close()
 
@@ -135,6 +138,41 @@ class Prometheus:
         if isinstance(data, list) and len(data) == 2 and not isinstance(data[0], dict):
             return [Sample({}, float(data[1]))]
         return [Sample(dict(r.get("metric", {})), float(r["value"][1])) for r in data]
+
+    def query_range_many(self, exprs: list[str], start: datetime, end: datetime, step: float) -> list[list[Series]]:
+        """`query_range` of several expressions in one request (tagged and joined as in
+        `query_many`; one request each if one cannot be tagged)."""
+        if len(exprs) <= 1 or self._one_by_one:
+            return [self.query_range(e, start, end, step) for e in exprs]
+        tagged = " or ".join(f'label_replace(({e}), "{_TAG}", "{i}", "", "")' for i, e in enumerate(exprs))
+        try:
+            series = self.query_range(tagged, start, end, step)
+        except RejectedRequest:
+            self._one_by_one = True
+            return [self.query_range(e, start, end, step) for e in exprs]
+        out: list[list[Series]] = [[] for _ in exprs]
+        for one in series:
+            labels = dict(one.labels)
+            out[int(labels.pop(_TAG))].append(replace(one, labels=labels))
+        return out
+
+    def query_many(self, exprs: list[str]) -> list[list[Sample]]:
+        """Several instant queries in one request: each expression tagged with its own label
+        (`label_replace`) and joined with `or`, so a drill's probes cost one request per check.
+        An expression that cannot be tagged (a scalar) makes it fall back to one request each."""
+        if len(exprs) <= 1 or self._one_by_one:
+            return [self.query(e) for e in exprs]
+        tagged = " or ".join(f'label_replace(({e}), "{_TAG}", "{i}", "", "")' for i, e in enumerate(exprs))
+        try:
+            samples = self.query(tagged)
+        except RejectedRequest:
+            self._one_by_one = True
+            return [self.query(e) for e in exprs]
+        out: list[list[Sample]] = [[] for _ in exprs]
+        for sample in samples:
+            labels = dict(sample.labels)
+            out[int(labels.pop(_TAG))].append(Sample(labels, sample.value))
+        return out
 
     def check(self, expr: str, needs_data: bool) -> str:
         """'' if Prometheus accepts `expr` (and, with `needs_data`, it returns samples now);
@@ -192,7 +230,7 @@ class Prometheus:
 
     def rule(self, name: str) -> AlertRule:
         """The named alert rule, or a PreflightError saying which exist."""
-        rules = self.rules()
+        rules, self._ready_rules = self._ready_rules or self.rules(), None
         for r in rules:
             if r.name == name:
                 return r
@@ -212,7 +250,9 @@ class Prometheus:
                 self.api.once(
                     "GET /-/ready", lambda: self.api.session.get(f"{self.url}/-/ready", timeout=self.api.timeout)
                 )
-                if all(r.last_evaluation is not None for r in self.rules(retry=False)):
+                rules = self.rules(retry=False)
+                if all(r.last_evaluation is not None for r in rules):
+                    self._ready_rules = rules  # rule() needs no second request
                     return True
                 last_error[0] = "alert rules not evaluated yet"
             except TransientError as exc:  # not up yet, or still starting (503)
@@ -243,11 +283,22 @@ class Prometheus:
     def firing_time(self, rule: AlertRule, labels: dict[str, str], since: datetime) -> tuple[datetime, str] | None:
         """When Prometheus itself moved the alert to firing, for an episode that began after
         `since`, and how that was read; None if it has not fired (yet)."""
-        for a in sorted(self.alerts(rule.name, labels), key=lambda a: a.active_at):
+        return self.active_firing(self.alerts(rule.name, labels), rule, since) or self.resolved_firing_time(
+            rule, labels, since
+        )
+
+    @staticmethod
+    def active_firing(alerts: list[ActiveAlert], rule: AlertRule, since: datetime) -> tuple[datetime, str] | None:
+        for a in sorted(alerts, key=lambda a: a.active_at):
             if a.state == "firing" and a.active_at >= since:
                 return a.active_at + timedelta(seconds=rule.fires_after), "activeAt + for"
-        # Fired and already resolved: the first raw firing sample of an episode after `since`
-        # (a sample right after another belongs to an episode that began earlier).
+        return None
+
+    def resolved_firing_time(
+        self, rule: AlertRule, labels: dict[str, str], since: datetime
+    ) -> tuple[datetime, str] | None:
+        """An episode that fired after `since` and already resolved: the first raw firing sample
+        of it (a sample right after another belongs to an episode that began earlier)."""
         gap = 1.5 * (rule.interval or 1.0)
         seconds = (datetime.now(UTC) - since).total_seconds() + 3 * gap
         series: dict[tuple[tuple[str, str], ...], list[float]] = {}
@@ -268,8 +319,11 @@ class Prometheus:
         times = [a.active_at for a in self.alerts(rule.name, labels) if a.active_at >= since]
         return min(times) if times else None
 
-    def firing_now(self, name: str, labels: dict[str, str]) -> bool:
-        return any(a.state == "firing" for a in self.alerts(name, labels))
+    @staticmethod
+    def firing_selector(name: str, labels: dict[str, str]) -> str:
+        """The PromQL of the alert's firing series (non-empty exactly while it fires), so "is it
+        firing?" can share a batched query (`query_many`) with the steady-state probes."""
+        return _selector(name, labels, "firing")
 
 
 def _selector(alert: str, labels: dict[str, str], state: str) -> str:
@@ -281,3 +335,36 @@ def _selector(alert: str, labels: dict[str, str], state: str) -> str:
 def escape(value: str) -> str:
     """A label value inside double quotes, for PromQL and Alertmanager matchers."""
     return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+class FiringWatch:
+    """Detection at one `/api/v1/alerts` request per poll, still exact (`activeAt + for`): the
+    raw `ALERTS` samples, a second request, are read only when the alert may have fired and
+    resolved between two polls (it was active at the last poll and is no longer), every
+    `raw_every` polls as a safety net, and once more at the deadline (`last_look`)."""
+
+    def __init__(
+        self, prom: Prometheus, rule: AlertRule, labels: dict[str, str], since: datetime, raw_every: int = 10
+    ) -> None:
+        self.prom, self.rule, self.labels, self.since, self.raw_every = prom, rule, labels, since, raw_every
+        self._was_active = False
+        self._polls = 0
+        self.pending: datetime | None = None  # the earliest activeAt seen: when the condition first held
+
+    def poll(self) -> tuple[datetime, str] | None:
+        self._polls += 1
+        active = [a for a in self.prom.alerts(self.rule.name, self.labels) if a.active_at >= self.since]
+        if active:
+            first = min(a.active_at for a in active)
+            self.pending = first if self.pending is None else min(self.pending, first)
+        found = self.prom.active_firing(active, self.rule, self.since)
+        if found is None and ((self._was_active and not active) or self._polls % self.raw_every == 0):
+            found = self.prom.resolved_firing_time(self.rule, self.labels, self.since)
+        self._was_active = bool(active)
+        return found
+
+    def last_look(self) -> tuple[datetime, str] | None:
+        return self.prom.firing_time(self.rule, self.labels, self.since)
+
+
+_TAG = "drillkit_probe"  # query_many's label telling the batched expressions apart
