@@ -20,6 +20,7 @@ from drillkit.cli.common import (
     main,
     prometheus_options,
 )
+from drillkit.errors import InputError
 
 # --- responders' actions from other shells (logic in drillkit.respond) ---------------------------
 
@@ -199,6 +200,9 @@ def train(
     sys.exit(result.exit_code)
 
 
+WATCH_AT_MOST_S = 24 * 3600  # no drill or exercise runs this long: a run left unfinished by a crash
+
+
 @main.command()
 @click.argument("run_id")
 @click.option("--report-dir", envvar="DRILLKIT_REPORT_DIR", default="reports", show_default=True)
@@ -206,7 +210,7 @@ def train(
 def watch(run_id: str, report_dir: str) -> None:
     """Follow an exercise as its facilitator: what drillkit did (the fault, by name) and what the
     responders did, until the run ends."""
-    import math
+    import time
 
     from drillkit.respond import ended, find_run_folder
     from drillkit.signals import wait_until
@@ -228,7 +232,9 @@ def watch(run_id: str, report_dir: str) -> None:
                 offset = fh.tell()
         return over
 
-    over = wait_until(follow, math.inf, 0.5)  # until the run ends (or Ctrl-C)
+    over = wait_until(follow, time.monotonic() + WATCH_AT_MOST_S, 0.5)  # until the run ends (or Ctrl-C)
+    if not over:
+        raise InputError(f"run {run_id} still going after {WATCH_AT_MOST_S // 3600} h: stopped watching")
     click.echo(f"run {run_id} ended at {over}")
 
 
