@@ -15,6 +15,9 @@ Targets (ratio = drillkit / baseline, lower is better):
 - report rendering of a 2,000-event journal (md+html+json+junit) vs `json.loads` of each line + `json.dumps`
   of the lot: <= 40x (templates are the work; this guards against quadratic blow-ups)
 - peak memory rendering that journal: <= 64 MiB above the interpreter's baseline
+- `drillkit lab up` (benchmarks/lab.py): < 10 s; ratio to Prometheus alone started and ready
+- peak RSS of a real `drillkit run` (the outage drill against that lab): < 50 MB; ratio to a
+  bare Python importing click, yaml, requests and jinja2
 
 Run: `.venv/bin/python benchmarks/run.py` (exit 1 if a target is missed).
 """
@@ -176,6 +179,7 @@ def bench_report(tmp: Path) -> tuple[float, float, float]:
 
 
 def main() -> int:
+    from benchmarks.lab import bench_lab
     from benchmarks.podkill import bench_pod_kill
 
     results = []
@@ -195,6 +199,11 @@ def main() -> int:
         results.append(("report render (2,000 events) vs json round trip", o, b, 40.0))
     pods = bench_pod_kill()
     results.append(("pod-kill of 1,000 pods vs the same deletes one by one", pods["ours"], pods["base"], None))
+    lab = bench_lab()
+    results.append(("`drillkit lab up` vs Prometheus alone", lab["lab_up"], lab["prometheus_alone"], None))
+    results.append(
+        ("`drillkit run` peak RSS vs bare python + its libraries", lab["drill_rss_mib"], lab["bare_rss_mib"], None)
+    )
     failed = 0
     for name, ours, base, target in results:
         ratio = ours / base
@@ -211,6 +220,8 @@ def main() -> int:
         ("pod-kill first delete accepted (`injected`) after inject start", pods["first_harm"], "s", 1.0),
         ("pod-kill journal bytes per pod", pods["journal_bytes"] / 1000, "B", 250.0),
         ("report render peak memory above the interpreter's", mib, "MiB", 64.0),
+        ("`drillkit lab up`", lab["lab_up"], "s", 10.0),
+        ("`drillkit run` (outage drill) peak RSS", lab["drill_rss_mib"] * 1.048576, "MB", 50.0),
     ]
     for name, value, unit, limit in absolute:
         ok = value < limit
