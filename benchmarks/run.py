@@ -212,9 +212,7 @@ def main() -> int:
         goal = f"(target <= {target:.2f}x)" if target else ""
         print(f"{'ok  ' if ok else 'MISS'} {name}: {ours * 1000:.1f} ms vs {base * 1000:.1f} ms = {ratio:.2f}x {goal}")
     rss, bare = lab["drill_rss_mib"], lab["bare_rss_mib"]
-    print(
-        f"     `drillkit run` peak RSS vs bare python + its libraries: {rss:.0f} MiB vs {bare:.0f} MiB = {rss / bare:.2f}x"
-    )
+    print(f"     `drillkit run` peak RSS vs bare python + libraries: {rss:.0f} vs {bare:.0f} MiB = {rss / bare:.2f}x")
     for name, (median, low, high) in startup.items():
         print(f"     {name}: median {median * 1000:.0f} ms (min {low * 1000:.0f}, max {high * 1000:.0f})")
     absolute = [
