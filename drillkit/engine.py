@@ -438,10 +438,13 @@ class Drill:
         return AutoAck()
 
     def _recover(self, journal: Journal, reverts: ExitStack, injected_mono: float) -> None:
-        if self.scenario.recovery.action is RecoveryAction.REVERT:
+        reverted = self.scenario.recovery.action is RecoveryAction.REVERT
+        if reverted:
             self.opts.out("mitigating by reverting the fault")
             self._revert(reverts, journal)
-        ok = self._wait("recover", injected_mono + self.limits.mitigate, self._steady_now, interval=POLL_S)
+        # abort conditions stop harm early; once the fault is reverted none is left to stop
+        deadline = injected_mono + self.limits.mitigate
+        ok = self._wait("recover", deadline, self._steady_now, interval=POLL_S, check_abort=not reverted)
         if ok:
             journal.append("mitigated", probes=[p.name for p in self.scenario.steady_state])
         else:

@@ -240,16 +240,14 @@ class Prometheus:
         raise PreflightError(f"Prometheus at {self.url} has no alert rule {name!r}; {hint}")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Wait up to `timeout` s until Prometheus is ready *and* has evaluated every alert rule
-        once since it started; `/-/ready` alone comes seconds before the first evaluation.
-        A permanent error (bad URL, certificate, credentials) ends the wait at once."""
+        """Wait up to `timeout` s until Prometheus has evaluated every alert rule once since it
+        started: that needs it ready (`/-/ready` alone comes seconds before the first
+        evaluation), so one rules request per try says both. A permanent error (bad URL,
+        certificate, credentials) ends the wait at once."""
         last_error = ["not checked"]
 
         def ready() -> bool:
             try:
-                self.api.once(
-                    "GET /-/ready", lambda: self.api.session.get(f"{self.url}/-/ready", timeout=self.api.timeout)
-                )
                 rules = self.rules(retry=False)
                 if all(r.last_evaluation is not None for r in rules):
                     self._ready_rules = rules  # rule() needs no second request
