@@ -378,7 +378,14 @@ class Drill:
         earliest = injected.mono + rule.fires_after  # firing = activeAt + for: never sooner
 
         def detected() -> tuple[datetime, str] | None:
-            return watch.poll() if time.monotonic() >= earliest else None
+            if time.monotonic() < earliest:
+                return None
+            conditions = self._due_conditions()
+            found, held = watch.poll([c.expr for c in conditions])  # the abort check rides along
+            if conditions:
+                self._last_abort_check = time.monotonic()
+                _abort_if_held(conditions, held)
+            return found
 
         found = self._wait("detect", injected.mono + self.limits.detect, detected, interval=POLL_S)
         if found is None:  # it may have fired since the last poll, right before the deadline
@@ -524,13 +531,17 @@ class Drill:
         """Every probe holds, checked with one request for all of them (Prometheus.query_many),
         which also carries the abort conditions when their check is due."""
         probes = self.scenario.steady_state
-        due = self._abort_armed and time.monotonic() - self._last_abort_check >= ABORT_EVERY_S
-        conditions = self.scenario.guardrails.abort_when if due else ()
+        conditions = self._due_conditions()
         held = self.prom.query_many([p.expr for p in probes] + [c.expr for c in conditions])
         if conditions:
             self._last_abort_check = time.monotonic()
             _abort_if_held(conditions, held[len(probes) :])
         return all(not _why(p, samples) for p, samples in zip(probes, held, strict=False))
+
+    def _due_conditions(self) -> Sequence[AbortCondition]:
+        """The abort conditions, if the current wait checks them and a check is due."""
+        due = self._abort_armed and time.monotonic() - self._last_abort_check >= ABORT_EVERY_S
+        return self.scenario.guardrails.abort_when if due else ()
 
     def _wait(
         self,

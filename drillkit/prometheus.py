@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -324,8 +325,9 @@ class Prometheus:
         return _selector(name, labels, "firing")
 
 
-def _selector(alert: str, labels: dict[str, str], state: str) -> str:
-    matchers = [f'alertname="{alert}"', f'alertstate="{state}"']
+def _selector(alert: str, labels: dict[str, str], state: str | None) -> str:
+    """The alert's ALERTS series: in `state` (pending or firing), or in either (None)."""
+    matchers = [f'alertname="{alert}"'] + ([f'alertstate="{state}"'] if state else [])
     matchers += [f'{k}="{escape(v)}"' for k, v in sorted(labels.items())]
     return "ALERTS{" + ",".join(matchers) + "}"
 
@@ -336,8 +338,10 @@ def escape(value: str) -> str:
 
 
 class FiringWatch:
-    """Detection at one `/api/v1/alerts` request per poll, still exact (`activeAt + for`): the
-    raw `ALERTS` samples, a second request, are read only when the alert may have fired and
+    """Detection at one request per poll, still exact (`activeAt + for`): each poll is one
+    batched query of the alert's `ALERTS` series (any state) plus `extra` expressions (the abort
+    conditions, when due); `/api/v1/alerts` is read once, when the alert shows as firing, for
+    its `activeAt`. The raw `ALERTS` samples are read only when the alert may have fired and
     resolved between two polls (it was active at the last poll and is no longer), every
     `raw_every` polls as a safety net, and once more at the deadline (`last_look`)."""
 
@@ -349,17 +353,22 @@ class FiringWatch:
         self._polls = 0
         self.pending: datetime | None = None  # the earliest activeAt seen: when the condition first held
 
-    def poll(self) -> tuple[datetime, str] | None:
+    def poll(self, extra: Sequence[str] = ()) -> tuple[tuple[datetime, str] | None, list[list[Sample]]]:
+        """(when it fired and how that was read, or None; the samples of each `extra`)."""
         self._polls += 1
-        active = [a for a in self.prom.alerts(self.rule.name, self.labels) if a.active_at >= self.since]
-        if active:
-            first = min(a.active_at for a in active)
-            self.pending = first if self.pending is None else min(self.pending, first)
-        found = self.prom.active_firing(active, self.rule, self.since)
-        if found is None and ((self._was_active and not active) or self._polls % self.raw_every == 0):
+        held = self.prom.query_many([_selector(self.rule.name, self.labels, None), *extra])
+        states = {s.labels.get("alertstate") for s in held[0]}
+        found = None
+        if "firing" in states:
+            active = [a for a in self.prom.alerts(self.rule.name, self.labels) if a.active_at >= self.since]
+            if active:
+                first = min(a.active_at for a in active)
+                self.pending = first if self.pending is None else min(self.pending, first)
+            found = self.prom.active_firing(active, self.rule, self.since)
+        if found is None and ((self._was_active and not states) or self._polls % self.raw_every == 0):
             found = self.prom.resolved_firing_time(self.rule, self.labels, self.since)
-        self._was_active = bool(active)
-        return found
+        self._was_active = bool(states)
+        return found, held[1:]
 
     def last_look(self) -> tuple[datetime, str] | None:
         return self.prom.firing_time(self.rule, self.labels, self.since)
