@@ -36,7 +36,8 @@ CASES = {  # case: (signal, the journal event after which it is sent)
 
 def _interrupt(at: Lab, path: Path, sig: signal.Signals, after: str, reports: Path) -> tuple[int, str, Path]:
     proc = subprocess.Popen(
-        drillkit_cmd("run", str(path), "--report-dir", str(reports)),
+        # the previous case's revert may still be restarting replicas: let the drill settle first
+        drillkit_cmd("run", str(path), "--report-dir", str(reports), "--settle-timeout", "60"),
         cwd=at.work,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
