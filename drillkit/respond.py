@@ -261,11 +261,3 @@ def check_interactive(source: str) -> None:
             "response.acknowledge is `prompt` but stdin is not a terminal; "
             "use `command` (drillkit ack RUN_ID) or `auto` for unattended runs"
         )
-
-
-def write_update(report_root: Path, run_id: str, message: str, status_page: bool) -> Path:
-    """Record a status update (`drillkit update`), read by the report like every action."""
-    kind = ActionKind.STATUS_PAGE if status_page else ActionKind.STATUS_UPDATE
-    folder = find_run_folder(report_root, run_id)
-    record(folder, Action(kind, utcnow(), os.environ.get("USER", ""), message))
-    return folder / ACTIONS_NAME
