@@ -4,6 +4,7 @@ apiserver would be): drillkit's inject vs the same deletes sent one by one with 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,6 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -65,58 +65,63 @@ class _Server:
             self.proc.wait(10)
 
 
-def bench_pod_kill() -> dict[str, Any]:
-    """Seconds of drillkit's inject (from inject start to every delete accepted; preflight's
-    list is not in it but its requests are counted) and of the one-by-one baseline, seconds to
-    the first accepted delete (`injected`), requests per pod, journal bytes."""
+def bench_pod_kill(rounds: int = 3) -> dict[str, list[float]]:
+    """Per round: seconds of drillkit's inject (from inject start to every delete accepted;
+    preflight's list is not in it but its requests are counted), then of the one-by-one
+    baseline on the same server once the Deployment has brought the pods back; seconds to the
+    first accepted delete (`injected`), requests per pod, journal bytes per pod."""
+    from kubernetes import client, config
+
     from drillkit.faults import Undo
     from tests.kube_drill import direct_fault
 
     folder = Path(tempfile.mkdtemp(prefix="drillkit-bench-pods-"))
     server = _Server(folder)
+    api = config.new_client_from_config(config_file=server.kubeconfig_path)
+    out: dict[str, list[float]] = {
+        k: [] for k in ("ours", "base", "first_harm", "requests_per_pod", "journal_bytes_per_pod")
+    }
     try:
-        d = direct_fault(
-            server,  # type: ignore[arg-type]
-            folder,
-            {"kind": "pod-kill", "selector": "app=swarm", "count": PODS, "grace_period": 0, "recovery_timeout": "5s"},
-            guardrails={"max_targets": "100%"},
-        )
-        first: list[float] = []
-        d.ctx.on_harm = lambda _at: first.append(time.perf_counter())
-        before = int(server.ask("count"))
-        with ExitStack() as stack:
-            undo = Undo(stack, d.ctx)
-            found = d.fault.preflight()
-            start = time.perf_counter()
-            d.fault.inject(found, undo)
-            ours = time.perf_counter() - start
-            requests = int(server.ask("count")) - before
-            stack.pop_all()  # the watchers end with the process; the Deployment brings the pods back
-        journal_bytes = (d.folder / "journal.jsonl").stat().st_size
-        d.journal.close()
-        assert server.ask("wait") == "ok"
+        for r in range(rounds):
+            d = direct_fault(
+                server,  # type: ignore[arg-type]
+                folder / f"round{r}",
+                {
+                    "kind": "pod-kill",
+                    "selector": "app=swarm",
+                    "count": PODS,
+                    "grace_period": 0,
+                    "recovery_timeout": "5s",
+                },
+                guardrails={"max_targets": "100%"},
+            )
+            first: list[float] = []
+            d.ctx.on_harm = lambda _at, seen=first: seen.append(time.perf_counter())
+            before = int(server.ask("count"))
+            with ExitStack() as stack:
+                undo = Undo(stack, d.ctx)
+                found = d.fault.preflight()
+                start = time.perf_counter()
+                d.fault.inject(found, undo)
+                out["ours"].append(time.perf_counter() - start)
+                out["requests_per_pod"].append((int(server.ask("count")) - before) / PODS)
+                stack.pop_all()  # the watchers end with the process; the Deployment brings the pods back
+            out["first_harm"].append(first[0] - start)
+            out["journal_bytes_per_pod"].append((d.folder / "journal.jsonl").stat().st_size / PODS)
+            d.journal.close()
+            assert server.ask("wait") == "ok"
 
-        import json
-
-        from kubernetes import client, config
-
-        api = config.new_client_from_config(config_file=server.kubeconfig_path)
-        core = client.CoreV1Api(api)
-        pods = core.list_namespaced_pod("chatbot", label_selector="app=swarm", _preload_content=False)
-        names = [p["metadata"]["name"] for p in json.loads(pods.data)["items"]]
-        t = time.perf_counter()
-        for name in names:
-            core.delete_namespaced_pod(name, "chatbot", body={"gracePeriodSeconds": 0}, _preload_content=False)
-        base = time.perf_counter() - t
-        api.close()
-        return {
-            "ours": ours,
-            "base": base,
-            "first_harm": first[0] - start,
-            "requests_per_pod": requests / PODS,
-            "journal_bytes": journal_bytes,
-        }
+            core = client.CoreV1Api(api)
+            pods = core.list_namespaced_pod("chatbot", label_selector="app=swarm", _preload_content=False)
+            names = [p["metadata"]["name"] for p in json.loads(pods.data)["items"]]
+            t = time.perf_counter()
+            for name in names:
+                core.delete_namespaced_pod(name, "chatbot", body={"gracePeriodSeconds": 0}, _preload_content=False)
+            out["base"].append(time.perf_counter() - t)
+            assert server.ask("wait") == "ok"
+        return out
     finally:
+        api.close()
         server.close()
         shutil.rmtree(folder, ignore_errors=True)
 
