@@ -44,7 +44,7 @@ class Row:
     def target(self) -> str:
         parts = [
             f"≤ {self.ratio_max:.2f}×" if self.ratio_max else "",
-            f"< {self.limit:g} {self.unit}" if self.limit else "",
+            f"< {self.limit:g} {self.unit}".strip() if self.limit else "",
         ]
         return ", ".join(p for p in parts if p) or "(reported)"
 
