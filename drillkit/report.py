@@ -335,7 +335,7 @@ def _rounded(value: Any) -> Any:
 
 def _plots(folder: Path, d: ReportData) -> dict[str, Any]:
     """Inline SVG for report.html: the saved series (if the engine could fetch them) around the
-    milestones, and the targets' timeline. Drawn by drillkit.plots (matplotlib, lazily)."""
+    milestones, and the targets' timeline. Drawn by drillkit.plots (lazily)."""
     from markupsafe import Markup
 
     from drillkit import plots

@@ -4,11 +4,12 @@ Markdown control characters neutralised."""
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
 
-from drillkit.report import render
+from drillkit.report import SERIES_NAME, render
 from tests.test_policy_journal_report import fixed_journal
 
 HOSTILE = "<script>alert(1)</script> \"quoted\" & 'single' | `tick` *star* \x07bell"
@@ -28,10 +29,38 @@ def hostile_run(tmp_path: Path) -> Path:
     return folder
 
 
+def hostile_series(folder: Path, text: str) -> None:
+    """Saved series whose query label and Prometheus label values carry `text` (a scraped
+    target's labels are not ours to trust either): the report's metrics chart draws them."""
+    t0 = datetime(2026, 11, 29, 9, 30, 0, tzinfo=UTC).timestamp()
+    series = [{"labels": {"job": text}, "points": [[t0 + t, float(t > 2)] for t in range(-3, 6)]}]
+    query = {"label": text, "expr": "up", "series": series}
+    (folder / SERIES_NAME).write_text(json.dumps({"step": 1.0, "queries": [query]}))
+
+
 def test_html_escapes_scenario_text(tmp_path: Path) -> None:
     (html,) = render(hostile_run(tmp_path), ("html",))
     text = html.read_text()
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_svg_charts_keep_hostile_labels_as_text(tmp_path: Path) -> None:
+    """Inside the inline SVG too: each chart parses as XML on its own, the hostile label is
+    text (a title and a legend entry), never an element or an attribute, and the control
+    character XML forbids is replaced."""
+    folder = hostile_run(tmp_path)
+    hostile_series(folder, HOSTILE)
+    (html,) = render(folder, ("html",))
+    svgs = re.findall(r"<svg\b.*?</svg>", html.read_text(), re.S)
+    assert len(svgs) == 2, "the timeline and the metrics chart"
+    metrics = ET.fromstring(svgs[1])  # raises on malformed XML
+    texts = [e.text or "" for e in metrics.iter() if e.tag.endswith(("}text", "}title"))]
+    shown = HOSTILE.replace("\x07", "\ufffd")
+    assert shown in texts, "the legend / tooltip shows the label as written"
+    assert any(t.startswith(shown) for t in texts), "the panel title shows the query label as written"
+    assert not [e.tag for e in metrics.iter() if e.tag.endswith(("}script", "script"))], "a label became markup"
+    assert not [v for e in metrics.iter() for v in e.attrib.values() if "script" in v], "a label in an attribute"
+    assert "\x07" not in svgs[1]
 
 
 def test_junit_parses_whatever_the_reason_holds(tmp_path: Path) -> None:
@@ -71,7 +100,9 @@ def test_hostile_text_runs_no_script_in_a_real_browser(tmp_path: Path) -> None:
     events[0]["scenario"]["title"] = PAYLOADS
     events[0]["scenario"]["description"] = PAYLOADS
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    hostile_series(folder, PAYLOADS)
     (html,) = render(folder, ("html",))
+    assert html.read_text().count("<svg") == 2, "the charts with the payload in their labels are drawn"
     dom = subprocess.run(
         [
             chromium,
