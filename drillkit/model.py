@@ -8,7 +8,6 @@ Every error names the file, the line and the key path: `drill.yaml:12: faults[0]
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
 import functools
 import math
@@ -499,6 +498,8 @@ def build(cls: type[T], data: object, where: Where, skip: frozenset[str] = froze
     hints, fields = _shape(typing.cast(type, cls))
     for key in data:
         if key not in fields and key not in skip:
+            import difflib  # only for an error: a valid file never needs it
+
             near = difflib.get_close_matches(key, list(fields), n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else f"; known keys: {', '.join(fields)}"
             raise where.key(data, key).error(f"unknown key{hint}")

@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,8 @@ from drillkit.errors import DrillkitError
 from drillkit.signals import wait_until
 
 if TYPE_CHECKING:
+    import subprocess
+
     from drillkit.signals import StopFlag
 
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -133,6 +134,8 @@ def spawn(
     """Start `argv` in its own session (its pid is its process group id), so it outlives a
     crashed drillkit and can be stopped as a group; stdout and stderr are appended to
     `log_file`. Also kept here, to be reaped."""
+    import subprocess  # here, not at the top: validating a scenario imports the faults, not this
+
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     try:
         proc = subprocess.Popen(

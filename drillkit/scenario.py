@@ -8,7 +8,6 @@ only place YAML is touched; everything past it is typed.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -262,6 +261,8 @@ def _build_fault(raw: object, where: Where, target: str) -> FaultSpec:
             raise where.key(raw, "kind").error(
                 f"fault {kind!r} needs a `{other}` target, but the scenario's target is `{target}`"
             ) from None
+        import difflib  # only for an error: a valid file never needs it
+
         near = difflib.get_close_matches(str(kind), list(kinds), n=1)
         hint = f"did you mean {near[0]!r}?" if near else f"known kinds: {', '.join(sorted(kinds))}"
         raise where.key(raw, "kind").error(f"unknown fault kind {kind!r}; {hint}") from None

@@ -4,7 +4,6 @@ scenario loading needs (`${lab.…}` variables), kept free of that module's heav
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -71,6 +70,8 @@ class Ports:
 
 def recorded_ports(lab_dir: str | Path) -> Ports | None:
     """The ports of the lab `lab up` recorded in `lab_dir`, or None (no lab, unreadable state)."""
+    import json  # only when a lab was recorded: `drillkit validate` without one stays quick
+
     try:
         return Ports.from_dict(json.loads((Path(lab_dir) / STATE_FILE).read_text())["ports"])
     except (OSError, ValueError, KeyError, TypeError):
