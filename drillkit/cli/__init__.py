@@ -6,10 +6,10 @@ journal or report could not be written; 5 not started (steady state, alert alrea
 target busy: retry later); 130 interrupted (after reverting). A suite exits with its drills'
 most serious code (drillkit.suite). Logic lives below this package; heavy imports are lazy.
 
-`common` holds the group and shared options; each other module registers its commands on it.
+`common` holds the group and shared options; each other module registers its commands on it
+and is imported only when one of its commands runs (`common.COMMANDS`).
 """
 
-from drillkit.cli import drills, labcmd, responders  # noqa: F401 - they register their commands
 from drillkit.cli.common import main
 
 __all__ = ["main"]

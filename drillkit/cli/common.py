@@ -9,7 +9,7 @@ most serious code (drillkit.suite). Logic lives below this module; heavy imports
 
 from __future__ import annotations
 
-import logging
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -48,12 +48,119 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Each command: the module of this package that defines it, and its short help as `drillkit
+# --help` lists it (the first sentence of its docstring), so neither `--help` nor one command
+# imports every command module. tests/test_startup_imports.py checks them against the commands.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ack": (
+        "responders",
+        "Acknowledge the alert of a running drill, optionally with the severity you assign (graded in every "
+        "mode; the runner waits for it with `acknowledge: command`).",
+    ),
+    "attempts": ("responders", "Write ROOT/attempts.md and .html: every trainee's attempts at each drill."),
+    "channel": ("responders", "Declare the incident channel, e.g."),
+    "cleanup": (
+        "drills",
+        "Finish the reverts of killed drills: pending journalled reverts, then every object labelled "
+        "drillkit.io/run-id (exit 1 if something could not be undone).",
+    ),
+    "give-up": ("responders", "Give up a training exercise: drillkit reverts the fault and writes the scorecard."),
+    "handover": (
+        "responders",
+        "Hand ROLE (incident commander, technical, communications or operations lead) over to TO.",
+    ),
+    "hint": (
+        "responders",
+        "Ask for the next runbook hint in a training exercise (shown on the trainee's terminal; hints used are "
+        "on the scorecard).",
+    ),
+    "lab": ("labcmd", "The local demo platform drills break: PostgreSQL, chat API replicas, Prometheus…"),
+    "note": ("responders", "Write a note (a finding, a decision) into the drill's timeline."),
+    "report": (
+        "drills",
+        "Re-render a run's report (`drillkit report RUN_FOLDER`), or the history of every run under a reports "
+        "folder (`drillkit report index|trends [REPORTS]`).",
+    ),
+    "run": (
+        "drills",
+        "Run the drill in each SCENARIO (files, folders of *.yaml, `*.suite.yaml` suite files) and write its report.",
+    ),
+    "schema": ("drills", "Print the JSON Schema of the scenario format (for yaml-language-server)."),
+    "scorecard": ("responders", "(Re-)render an exercise's scorecard and print where it is."),
+    "step": (
+        "responders",
+        "Mark runbook steps done (numbered as `drillkit hint` shows them: the initial response first, then the "
+        "resolution).",
+    ),
+    "train": (
+        "responders",
+        "Run a scenario as an exercise: a symptom report instead of the fault's name, the trainee mitigates, "
+        "runbook hints on request (`hint`) or on a timer, a scorecard at the end.",
+    ),
+    "update": ("drills", "Record a status update (or status-page entry, with its state) for a drill's timeline."),
+    "validate": ("drills", "Validate scenario files and folders (exit 2 if any is bad)."),
+    "watch": (
+        "responders",
+        "Follow an exercise as its facilitator: what drillkit did (the fault, by name) and what the responders "
+        "did, until the run ends.",
+    ),
+}
+
+
+class _LazyGroup(click.Group):
+    """The `drillkit` group: a command's module is imported when the command is looked up (it
+    registers its commands on this group); `--help` lists the commands from COMMANDS."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            importlib.import_module(f"drillkit.cli.{COMMANDS[cmd_name][0]}")
+        return self.commands.get(cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in COMMANDS:  # unknown: click's "did you mean" picks from loaded commands
+            for module in sorted({m for m, _ in COMMANDS.values()}):
+                importlib.import_module(f"drillkit.cli.{module}")
+        return super().resolve_command(ctx, args)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click's, with the short help of a command not imported yet taken from COMMANDS."""
+        names = [n for n in self.list_commands(ctx) if n not in self.commands or not self.commands[n].hidden]
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for name in names:
+            cmd = self.commands.get(name) or click.Command(name, help=COMMANDS[name][1])  # shortened as click does
+            rows.append((name, cmd.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="drillkit")
 @click.option("-v", "--verbose", is_flag=True, help="Log retries and API calls.")
-def main(verbose: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """Rehearse incidents: inject a playbook fault, time detection and response with
     Prometheus, always revert, and write the post-mortem report."""
+    ctx.meta[_VERBOSE] = verbose
+    if ctx.invoked_subcommand != "validate":  # it logs only with --prometheus-url: then it calls this itself
+        start_logging()
+
+
+_VERBOSE = "drillkit.verbose"
+
+
+def start_logging() -> None:
+    """Log lines as `drillkit: …` on stderr; retries and API calls too with `-v`."""
+    import logging
+
+    verbose = click.get_current_context().find_root().meta.get(_VERBOSE, False)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="drillkit: %(message)s")
 
 

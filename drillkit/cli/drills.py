@@ -3,7 +3,6 @@ update, cleanup."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from drillkit.cli.common import (
     kube_options,
     main,
     prometheus_options,
+    start_logging,
 )
 from drillkit.errors import InputError
 
@@ -186,6 +186,8 @@ def validate(paths: tuple[str, ...], prometheus_url: str | None) -> None:
     if prometheus_url is not None:
         from drillkit.prometheus import Prometheus
 
+        start_logging()
+
         prom = Prometheus(_prom_config(prometheus_url, os.environ.get("DRILLKIT_PROMETHEUS_TOKEN"), None, None))
 
     files = scenario_paths(paths)
@@ -215,6 +217,8 @@ def validate(paths: tuple[str, ...], prometheus_url: str | None) -> None:
 @main.command()
 def schema() -> None:
     """Print the JSON Schema of the scenario format (for yaml-language-server)."""
+    import json
+
     from drillkit.scenario import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))

@@ -1,0 +1,131 @@
+"""What `drillkit --help` and `drillkit validate` import (structure, not time: speed is measured
+in benchmarks/, never here): the command modules load lazily, and no heavy library a run needs
+loads to print help or to validate a local or a Kubernetes scenario. And the lazy `--help`
+still lists every command with the short help click would derive from its docstring."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from drillkit.cli import common, main
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB = str(ROOT / "scenarios" / "lab" / "outage.yaml")
+K8S = str(ROOT / "scenarios" / "k8s" / "pod-kill.yaml")
+
+# Libraries a drill run needs, and drillkit's modules for a run: none is needed to print help
+# or to validate a scenario.
+HEAVY = {
+    "kubernetes",
+    "requests",
+    "urllib3",
+    "http.client",
+    "jinja2",
+    "psutil",
+    "tenacity",
+    "prometheus_api_client",
+    "prometheus_client",
+    "psycopg",
+    "jwt",
+    "matplotlib",
+    "numpy",
+    "importlib.metadata",
+    "drillkit.engine",
+    "drillkit.report",
+    "drillkit.prometheus",
+    "drillkit.journal",
+}
+# The standard library's slower imports, kept off these paths too.
+STDLIB = {"logging", "subprocess", "difflib", "inspect", "uuid", "json"}
+
+
+def _modules(args: list[str]) -> set[str]:
+    code = (
+        "import sys\n"
+        "from drillkit.cli import main\n"
+        "try:\n"
+        f"    main({args!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return set(out.splitlines()[-1].split())
+
+
+@pytest.mark.parametrize(
+    ("args", "stdlib"),
+    [
+        (["--help"], STDLIB - {"inspect", "uuid"}),  # click itself imports inspect and uuid
+        (["validate", LAB], STDLIB - {"inspect", "uuid"}),
+        # drillkit.faults.kube imports every Kubernetes fault family, and drillkit.kube.api logs
+        (["validate", K8S], STDLIB - {"inspect", "uuid", "json", "logging"}),
+    ],
+    ids=["help", "validate-local", "validate-kubernetes"],
+)
+def test_startup_imports_nothing_heavy(args: list[str], stdlib: set[str]) -> None:
+    loaded = _modules(args)
+    unwanted = (HEAVY | stdlib) & loaded
+    assert not unwanted, f"drillkit {' '.join(args)} imported {sorted(unwanted)}"
+
+
+def test_help_imports_no_command_module() -> None:
+    loaded = _modules(["--help"])
+    assert not {"drillkit.cli.drills", "drillkit.cli.responders", "drillkit.cli.labcmd", "yaml"} & loaded, sorted(
+        m for m in loaded if m.startswith("drillkit")
+    )
+
+
+def test_validate_imports_only_its_command_module() -> None:
+    loaded = _modules(["validate", LAB])
+    assert "drillkit.cli.drills" in loaded
+    assert not {"drillkit.cli.responders", "drillkit.cli.labcmd"} & loaded
+
+
+def test_command_table_matches_the_commands() -> None:
+    """`common.COMMANDS` names each command's module and gives the short help click derives from
+    its docstring, at every width."""
+    where = {}
+    for module in {m for m, _ in common.COMMANDS.values()}:
+        mod = importlib.import_module(f"drillkit.cli.{module}")
+        where.update({v.name: module for v in vars(mod).values() if isinstance(v, click.Command) and v.name})
+    commands = dict(main.commands)
+    assert sorted(commands) == sorted(common.COMMANDS), "add the command to (or drop it from) common.COMMANDS"
+    for name, cmd in commands.items():
+        module, short = common.COMMANDS[name]
+        assert where.get(name) == module, f"{name}: defined in drillkit.cli.{where.get(name)}, not {module}"
+        stand_in = click.Command(name, help=short)
+        for limit in range(10, 200):
+            assert stand_in.get_short_help_str(limit) == cmd.get_short_help_str(limit), f"{name} at width {limit}"
+
+
+def _help(columns: str, preload: bool) -> str:
+    code = (
+        ("import drillkit.cli.drills, drillkit.cli.responders, drillkit.cli.labcmd\n" if preload else "")
+        + "from drillkit.cli import main\n"
+        + "main(['--help'], prog_name='drillkit')\n"
+    )
+    env = {"COLUMNS": columns, "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+
+
+@pytest.mark.parametrize("columns", ["60", "80", "200"])
+def test_lazy_help_is_click_help(columns: str) -> None:
+    """`drillkit --help` with no command module imported prints what click prints with every
+    command loaded."""
+    lazy = _help(columns, preload=False)
+    assert lazy == _help(columns, preload=True)
+    assert all(f"  {name} " in lazy for name in common.COMMANDS)
+
+
+def test_unknown_command_suggests_every_command() -> None:
+    out = subprocess.run([sys.executable, "-m", "drillkit.cli", "valdate", "x"], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "No such command 'valdate'" in out.stderr
+    assert "'validate'" in out.stderr, out.stderr
