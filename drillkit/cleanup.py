@@ -312,6 +312,7 @@ def _sweep(
     `where` says (never across all namespaces unless asked)."""
     from drillkit.faults.kube import RECORDING_FAULTS, release_workload, restore_from_backup, restore_recorded
     from drillkit.faults.kube.network import clear_netem
+    from drillkit.faults.kube.secrets import BLIND_META
     from drillkit.kube import BACKUP_OF, NETEM_BY, NETEM_CONTAINER, REVERT_FAULT, REVERT_OF
 
     targets = set(contexts)
@@ -350,7 +351,9 @@ def _sweep(
             (x for x in found if x.ref.kind == "Secret" and REVERT_OF in x.annotations),
             key=lambda x: faults.get(x.annotations.get(REVERT_FAULT, ""), 9),
         )
-        backups = [x for x in found if x.ref.kind == "Secret" and BACKUP_OF in x.annotations]
+        backups = [  # a blind exercise's backup has no annotations: its data says what it holds
+            x for x in found if x.ref.kind == "Secret" and (BACKUP_OF in x.annotations or BLIND_META in x.keys)
+        ]
         workloads = [x for x in found if x.ref.kind in ("Deployment", "StatefulSet")]
         delayed = [x for x in found if x.mark == NETEM_BY]  # not drillkit's pods: never deleted
         rest = sorted(

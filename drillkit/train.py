@@ -37,7 +37,7 @@ from typing import IO, Any
 
 from drillkit.engine import Drill, RunOptions, RunResult
 from drillkit.errors import InputError
-from drillkit.faults import FaultContext
+from drillkit.faults import FaultContext, Made, Naming
 from drillkit.journal import Journal
 from drillkit.model import format_duration
 from drillkit.respond import (
@@ -53,12 +53,15 @@ from drillkit.scenario import AckSource, Incident, RecoveryAction, Scenario, Sev
 from drillkit.signals import StopFlag
 
 FACILITATOR_LOG = "facilitator.log"
-DISGUISED_DB_CLIENT = "chatbot-batch"  # the held connections' application_name in an exercise
+LAB_PLATFORM = "chatbot"  # the local lab's prefix (a Kubernetes exercise takes its namespace's)
+LOCK_NAME = "training-exercise"  # what the drill lock says is running, blind (a Lease anyone can read)
+DISGUISED_DB_CLIENT = Naming(LAB_PLATFORM).head(Made.DB_CLIENT)  # chatbot-batch
 # What a blind exercise calls the local faults' helpers: the holder's connections and process,
-# stress-ng and its workers (field names of the faults' parameters).
+# stress-ng and its workers (field names of the faults' parameters); the same words as
+# `Naming` gives the Kubernetes faults' objects.
 DISGUISES = {
     "db-connection-exhaustion": {"application_name": DISGUISED_DB_CLIENT, "process_name": DISGUISED_DB_CLIENT},
-    "cpu-pressure": {"process_name": "chatbot-worker"},
+    "cpu-pressure": {"process_name": Naming(LAB_PLATFORM).head(Made.LOAD)},
 }
 
 SYMPTOMS = {
@@ -129,6 +132,13 @@ def _disguised(fault: Any) -> Any:
     fields = {f.name for f in dataclasses.fields(fault.params)}
     change = {k: v for k, v in names.items() if k in fields and getattr(fault.params, k) is None}
     return dataclasses.replace(fault, params=dataclasses.replace(fault.params, **change)) if change else fault
+
+
+def naming_for(scenario: Scenario) -> Naming:
+    """A blind exercise's names: the platform's own prefix, the Kubernetes target's namespace
+    (the kind platform's `chatbot`), or the lab's."""
+    kube = scenario.target.kubernetes
+    return Naming(kube.namespace if kube is not None and kube.namespace else LAB_PLATFORM)
 
 
 def runbook_steps(scenario: Scenario) -> list[str]:
@@ -242,7 +252,22 @@ class Exercise(Drill):
             self._to_facilitator(line.split(" ", 1)[1])
         self.facilitator.clear()
         self._to_facilitator(f"trainee {self.train.trainee}; hints available: {len(self.hints)}")
-        return super()._context(run_id, journal)
+        ctx = super()._context(run_id, journal)
+        if self.train.blind:  # what the faults create is named like the platform's own
+            ctx.naming = naming_for(self.scenario)
+        return ctx
+
+    def _hold_target(self, run_id: str) -> ExitStack:
+        """Blind, the drill lock (a Lease anyone can read, the lab's lock file) names the
+        exercise, not the scenario: the lock takes the name as it is entered, here."""
+        if not self.train.blind:
+            return super()._hold_target(run_id)
+        scenario = self.scenario
+        self.scenario = dataclasses.replace(scenario, name=LOCK_NAME)
+        try:
+            return super()._hold_target(run_id)
+        finally:
+            self.scenario = scenario
 
     # --- phases -------------------------------------------------------------------------------
 

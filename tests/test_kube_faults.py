@@ -530,7 +530,14 @@ def test_stress_pod_pinned_to_targets_node_and_deleted(
     created = next(r.body for r in kube_demo.requests if r.method == "POST" and r.path.endswith("/pods"))
     name = created["metadata"]["name"]
     registered = run.event("revert_registered").data["data"]
-    assert registered == {"mode": "node", "namespace": NS, "pod": name, "pods": [], "background": None}, registered
+    assert registered == {
+        "mode": "node",
+        "namespace": NS,
+        "pod": name,
+        "pods": [],
+        "background": None,
+        "marker": None,
+    }, registered
     assert created["metadata"]["labels"]["drillkit.io/run-id"] == run_id
     assert created["spec"]["nodeName"] == target["spec"]["nodeName"]
     container = created["spec"]["containers"][0]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -34,6 +35,50 @@ if TYPE_CHECKING:
 P = TypeVar("P")  # the fault's Params
 F = TypeVar("F")  # what preflight found
 R = TypeVar("R")  # the revert record
+
+
+class Made(enum.Enum):
+    """What a fault makes that people can see, with its name's head outside an exercise and in
+    a blind one (`{p}`: the platform's prefix)."""
+
+    DB_CLIENT = ("drillkit-dbconn", "{p}-batch")  # the Job holding connections; local holder
+    LOAD = ("drillkit-stress", "{p}-worker")  # stress pods, in-container loads, local stress-ng
+    NETEM = ("drillkit-netem", "debugger")  # network-latency's ephemeral container (kubectl debug's word)
+    BACKUP = ("drillkit-backup", "{p}-config")  # auth-secret-corruption's backup Secret
+    BAD_TAG = ("drillkit-nonexistent", "release")  # bad-rollout's image tag
+    CGROUP = ("drillkit", "{p}-app")  # the memory-leak drill's cgroup
+
+
+@dataclass(frozen=True)
+class Naming:
+    """How faults name what they create where people look: objects, containers, descriptive
+    labels, process markers, cgroups. Outside an exercise (`platform` None) every name says
+    drillkit and what it is for (`drillkit-dbconn-<run>-…`), so an operator sees at once what a
+    drill made. In a blind exercise the names are the platform's own (`chatbot-batch-<run>-…`)
+    and a fault parameter in a name becomes a digest: nothing a trainee lists names the fault.
+    Either way the run-id label stays (cleanup finds objects by it) and revert records journal
+    the names used, so a revert never needs to know which naming its run had."""
+
+    platform: str | None = None
+
+    @property
+    def blind(self) -> bool:
+        return self.platform is not None
+
+    def head(self, made: Made) -> str:
+        plain, disguised = made.value
+        return plain if self.platform is None else disguised.format(p=self.platform)
+
+    def name(self, made: Made, *parts: str, params: tuple[str, ...] = ()) -> str:
+        """`<head>-<params>-<parts>`; blind, the params (a fault's parameters, such as the
+        Secret it corrupts) are replaced by a short digest of them."""
+        shown = params if self.platform is None or not params else (digest(*params, length=6),)
+        return "-".join((self.head(made), *shown, *parts))
+
+
+def digest(*parts: str, length: int = 10) -> str:
+    """A short stable hex digest of `parts` (names that must be derivable again, but say nothing)."""
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:length]
 
 
 @dataclass
@@ -68,6 +113,7 @@ class FaultContext(RevertContext):
     """What preflight, plan and inject may use: the revert context plus the scenario."""
 
     scenario: Scenario = field(kw_only=True)
+    naming: Naming = field(default_factory=Naming, kw_only=True)
     on_harm: Callable[[datetime | None], None] | None = field(default=None, kw_only=True)
 
     def harm_started(self, at: datetime | None = None) -> None:

@@ -300,11 +300,10 @@ class Kube(KubeApi):
         """Set (or, with None, remove) labels of the workload itself, not of its pods."""
         self.patch_workload(kind, namespace, name, {"metadata": {"labels": labels}})
 
-    def restart_workload(self, kind: str, namespace: str, name: str, at: str) -> None:
-        """Roll the workload's pods, like `kubectl rollout restart`."""
-        self.patch_workload(
-            kind, namespace, name, {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}}
-        )
+    def restart_workload(self, kind: str, namespace: str, name: str, at: str, key: str = RESTARTED_AT) -> None:
+        """Roll the workload's pods, like `kubectl rollout restart` (whose own annotation `key`
+        is in a blind exercise: kubectl.kubernetes.io/restartedAt)."""
+        self.patch_workload(kind, namespace, name, {"spec": {"template": {"metadata": {"annotations": {key: at}}}}})
 
     def list_workloads(self, kind: str, namespace: str) -> list[Workload]:
         fn = self.apps.list_namespaced_deployment if kind == "Deployment" else self.apps.list_namespaced_stateful_set

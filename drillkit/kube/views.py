@@ -249,6 +249,7 @@ class Labelled:
     annotations: dict[str, str]
     terminating: bool = False
     mark: str = RUN_LABEL  # the label or annotation it was found by
+    keys: tuple[str, ...] = ()  # a Secret's data keys (a blind exercise's backup is known by them)
 
     @classmethod
     def from_json(cls, kind: str, o: dict[str, Any], mark: str) -> Labelled:
@@ -261,6 +262,7 @@ class Labelled:
             dict(meta.get("annotations") or {}),
             bool(meta.get("deletionTimestamp")),
             mark,
+            tuple(o.get("data") or ()) if kind == "Secret" else (),
         )
 
 

@@ -34,6 +34,7 @@ class ExecRecord(NamedTuple):
 
 
 MEMORY_PRESSURE_MARKER = "drillkit-memory-pressure"
+MEMORY_LOAD = "tail /dev/zero"
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -87,7 +88,7 @@ def builtin_exec(
         if kube.cgroup_version == 2:
             return f"cgroup v2\nlow 0\nhigh 0\nmax 3\noom 1\noom_kill {kills}\n", "", 0, None
         return f"cgroup v1\noom_kill_disable 0\nunder_oom 0\noom_kill {kills}\n", "", 0, None
-    if MEMORY_PRESSURE_MARKER in joined:
+    if MEMORY_PRESSURE_MARKER in joined or MEMORY_LOAD in joined:  # blind exercises mark it otherwise
         kube.oom_kills[key] = kube.oom_kills.get(key, 0) + 1
         if kube.cgroup_version == 1:  # the kernel kills `tail`; the shell goes on
             return "drillkit: allocator exited 137\n", "", 0, None

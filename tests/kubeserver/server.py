@@ -468,13 +468,17 @@ class KubeServer:
     def _db_job_log(self, pod: Obj) -> str:
         """The count line drillkit's connection-holding script prints once running."""
         container = (pod["spec"].get("containers") or [{}])[0]
-        if "drillkit: holding" not in " ".join(container.get("command") or []):
-            return ""
+        command = " ".join(container.get("command") or [])
         env = {e["name"]: e.get("value") for e in container.get("env") or []}
-        wanted = int(env.get("DRILLKIT_CONNECTIONS") or 0)
+        if "drillkit: holding" in command:
+            wanted, line = int(env.get("DRILLKIT_CONNECTIONS") or 0), "drillkit: holding {} of {} connections"
+        elif "batch: " in command:  # the same script in a blind exercise's words
+            wanted, line = int(env.get("BATCH_SIZE") or 0), "batch: {} of {} workers up"
+        else:
+            return ""
         held = wanted if self.db_connections_held is None else self.db_connections_held
         errors = "" if held == wanted else "psql: error: connection to server failed: timeout expired\n"
-        return f"drillkit: holding {held} of {wanted} connections\n{errors}"
+        return line.format(held, wanted) + f"\n{errors}"
 
     @staticmethod
     def _apply_patch(current: Obj, body: Any, content_type: str) -> Obj:

@@ -22,8 +22,17 @@ from enum import StrEnum
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from drillkit.errors import PreflightError
-from drillkit.faults import Fault, RevertContext, check_max_targets
-from drillkit.kube import MODIFIED_BY, PROTECTED_NAMESPACES, REQUEST_TIMEOUT, Kube, Pod, Workload, workload_kind
+from drillkit.faults import Fault, Made, RevertContext, check_max_targets
+from drillkit.kube import (
+    MODIFIED_BY,
+    PROTECTED_NAMESPACES,
+    REQUEST_TIMEOUT,
+    RUN_LABEL,
+    Kube,
+    Pod,
+    Workload,
+    workload_kind,
+)
 from drillkit.model import Count
 from drillkit.signals import StopFlag
 
@@ -146,6 +155,16 @@ class KubeFault(Fault[P, F, R]):
         if not ns:
             raise PreflightError(f"{self.kind}: no namespace: set target.kubernetes.namespace")
         return ns
+
+    def made_labels(self, made: Made, app: str) -> dict[str, str]:
+        """The labels of an object this fault creates: the run id always (cleanup and the
+        leftover check find it by that), plus what it is: `app` managed by drillkit, or in a
+        blind exercise the platform's own name for it (`ctx.naming`)."""
+        naming, run = self.ctx.naming, self.ctx.run_id
+        if naming.platform is None:
+            return {RUN_LABEL: run, "app.kubernetes.io/managed-by": "drillkit", "app.kubernetes.io/name": app}
+        head = naming.head(made)
+        return {RUN_LABEL: run, "app.kubernetes.io/name": head, "app.kubernetes.io/part-of": naming.platform}
 
     def guard_namespace(self, ns: str) -> None:
         """Protected namespaces are refused unless the scenario lists them explicitly."""

@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from drillkit.errors import DrillkitError, PreflightError
-from drillkit.faults import RevertContext, Undo
+from drillkit.faults import Made, RevertContext, Undo
 from drillkit.faults.kube.base import KubeFault, note
 from drillkit.kube import RUN_LABEL, Conflict, ObjRef
 from drillkit.model import Duration, doc
@@ -77,7 +77,26 @@ _MYSQL_SCRIPT = (
     '-u "$DRILLKIT_USER" ${DRILLKIT_DATABASE:+"$DRILLKIT_DATABASE"} >/dev/null 2>>/tmp/drillkit-errors '
     "|| echo $n >> /tmp/drillkit-failed) & n=$((n+1)); done; " + _COUNT
 )
-_HOLDING = re.compile(r"drillkit: holding (\d+) of (\d+) connections")
+_HOLDING = re.compile(r"(?:drillkit: holding|batch:) (\d+) of (\d+) (?:connections|workers up)")
+BLIND_WORDS = (
+    ("DRILLKIT_CONNECTIONS", "BATCH_SIZE"),
+    ("DRILLKIT_HOLD", "BATCH_TIMEOUT"),
+    ("DRILLKIT_", "DB_"),
+    ("/tmp/drillkit-", "/tmp/batch-"),
+    ("drillkit: holding", "batch:"),
+    (" connections", " workers up"),
+)
+"""In a blind exercise the Job's script, env and log say nothing of drillkit or connections
+(`kubectl describe`/`logs` show them): these replacements, in order, applied to each."""
+
+
+def blind(text: str) -> str:
+    """`text` (the script, an env name) in a blind exercise's words."""
+    for old, new in BLIND_WORDS:
+        text = text.replace(old, new)
+    return text
+
+
 RESTRICTED = {
     "runAsNonRoot": True,
     "runAsUser": 999,
@@ -142,7 +161,7 @@ class DbConnectionExhaustion(KubeFault[DbConnectionParams, Connections, JobRecor
             port=p.port or ports[0],
             secret=secret_ref,
             deadline=int(p.deadline if p.deadline is not None else self.ctx.scenario.recovery.within + 120),
-            job=f"drillkit-dbconn-{self.ctx.run_id}-{secrets.token_hex(2)}",
+            job=self.ctx.naming.name(Made.DB_CLIENT, self.ctx.run_id, secrets.token_hex(2)),
             image=p.image or ("postgres:16" if p.engine is DbEngine.POSTGRESQL else "mysql:8"),
         )
 
@@ -159,12 +178,10 @@ class DbConnectionExhaustion(KubeFault[DbConnectionParams, Connections, JobRecor
         ]
 
     def manifest(self, found: Connections) -> dict[str, Any]:
-        p, run = self.params, self.ctx.run_id
-        labels = {
-            RUN_LABEL: run,
-            "app.kubernetes.io/managed-by": "drillkit",
-            "app.kubernetes.io/name": "drillkit-db-connections",
-        }
+        p, naming = self.params, self.ctx.naming
+        labels = self.made_labels(Made.DB_CLIENT, "drillkit-db-connections")
+        words = blind if naming.blind else str
+        app_name = naming.head(Made.DB_CLIENT) if naming.blind else "drillkit-connection-exhaustion"
 
         def ref(name: str, key: str) -> dict[str, Any]:
             return {"name": name, "valueFrom": {"secretKeyRef": {"name": p.secret, "key": key}}}
@@ -179,7 +196,7 @@ class DbConnectionExhaustion(KubeFault[DbConnectionParams, Connections, JobRecor
                 {"name": "PGHOST", "value": p.service},
                 {"name": "PGPORT", "value": str(found.port)},
                 {"name": "PGCONNECT_TIMEOUT", "value": "10"},
-                {"name": "PGAPPNAME", "value": "drillkit-connection-exhaustion"},
+                {"name": "PGAPPNAME", "value": app_name},
                 ref("PGUSER", p.user_key),
                 ref("PGPASSWORD", p.password_key),
             ]
@@ -197,6 +214,7 @@ class DbConnectionExhaustion(KubeFault[DbConnectionParams, Connections, JobRecor
             if p.database:
                 env.append({"name": "DRILLKIT_DATABASE", "value": p.database})
             script = _MYSQL_SCRIPT
+        env = [{**e, "name": words(e["name"])} for e in env]
         return {
             "apiVersion": "batch/v1",
             "kind": "Job",
@@ -212,9 +230,9 @@ class DbConnectionExhaustion(KubeFault[DbConnectionParams, Connections, JobRecor
                         "terminationGracePeriodSeconds": 0,
                         "containers": [
                             {
-                                "name": "connections",
+                                "name": "batch" if naming.blind else "connections",
                                 "image": found.image,
-                                "command": ["sh", "-c", script],
+                                "command": ["sh", "-c", words(script)],
                                 "env": env,
                                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
                                 "securityContext": RESTRICTED,

@@ -40,9 +40,15 @@ from drillkit.kube import ExecFailed, KubeError, NotFound, Pod
 from drillkit.model import Count, Duration, doc, parse_bytes
 from drillkit.signals import wait_until
 
-MEMORY_COMMAND = f': {MEMORY_MARKER}=1; tail /dev/zero; echo "drillkit: allocator exited $?"'
-"""The in-container load. `:` is the no-op builtin: the marker is on the shell's command line
-(where the revert's killer finds it) without running anything; `tail` is its child."""
+
+def memory_command(marker: str = MEMORY_MARKER) -> str:
+    """The in-container load. `:` is the no-op builtin: the marker is on the shell's command
+    line (where the revert's killer finds it) without running anything; `tail` is its child."""
+    said = "drillkit: allocator exited" if marker == MEMORY_MARKER else "exited"
+    return f': {marker}=1; tail /dev/zero; echo "{said} $?"'
+
+
+MEMORY_COMMAND = memory_command()
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -155,14 +161,13 @@ class MemoryPressure(_PressureFault):
             return self.inject_node(found, undo)
         ns, p = found.namespace, self.params
         entries = tuple(LoadedContainer(t.pod.name, t.pod.uid, t.container, _restarts(t)) for t in found.targets)
-        undo.register(self, PressureRecord(Mode.CONTAINER, ns, pods=entries))
+        undo.register(self, PressureRecord(Mode.CONTAINER, ns, pods=entries, marker=self.record_marker))
+        command = memory_command(self.load_marker)
         errors: dict[str, str] = {}
 
         def allocate(entry: LoadedContainer) -> None:
             try:
-                self.kube.exec(
-                    ns, entry.name, entry.container, ["sh", "-c", MEMORY_COMMAND], timeout=p.timeout, retry=False
-                )
+                self.kube.exec(ns, entry.name, entry.container, ["sh", "-c", command], timeout=p.timeout, retry=False)
             except DrillkitError as exc:  # KubeError included: the stream dies with the container
                 errors[entry.name] = str(exc)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from drillkit.errors import DrillkitError, PreflightError
-from drillkit.faults import RevertContext, Undo
+from drillkit.faults import Made, RevertContext, Undo
 from drillkit.faults.kube.base import KubeFault, Pick, check_selector, note
 from drillkit.faults.kube.pressure import killer
 from drillkit.kube import NETEM_BY, NETEM_CONTAINER, ExecFailed, Forbidden, Kube, KubeError, NotFound, Pod
@@ -110,7 +110,7 @@ class NetworkLatency(KubeFault[NetworkLatencyParams, Delayed, NetemRecord]):
 
     @property
     def container_name(self) -> str:
-        return f"drillkit-netem-{self.ctx.run_id}"
+        return self.ctx.naming.name(Made.NETEM, self.ctx.run_id)
 
     def spec(self) -> dict[str, Any]:
         p = self.params

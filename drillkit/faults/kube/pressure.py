@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from drillkit.errors import Aborted, DrillkitError, PreflightError
-from drillkit.faults import RevertContext, Undo
+from drillkit.faults import Made, RevertContext, Undo
 from drillkit.faults.kube.base import STOP_TIMEOUT, Background, KubeFault, Pick, check_selector, note
 from drillkit.kube import RUN_LABEL, Conflict, ExecFailed, NotFound, Pod
 from drillkit.model import Count, Duration, doc
@@ -58,14 +58,17 @@ def killer(marker: str, signal: str = "9") -> str:
 
 
 def stress_pod(
-    name: str, ns: str, run_id: str, node: str, image: str, args: list[str], requests: dict[str, str], deadline: int
+    name: str,
+    ns: str,
+    labels: dict[str, str],
+    node: str,
+    image: str,
+    args: list[str],
+    requests: dict[str, str],
+    deadline: int,
+    container: str = "stress",
 ) -> dict[str, Any]:
     """A stress-ng pod pinned to `node` (nodeName: no scheduler), ending itself at `deadline`."""
-    labels = {
-        RUN_LABEL: run_id,
-        "app.kubernetes.io/managed-by": "drillkit",
-        "app.kubernetes.io/name": "drillkit-stress",
-    }
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -76,7 +79,7 @@ def stress_pod(
             "activeDeadlineSeconds": deadline,
             "terminationGracePeriodSeconds": 0,
             "tolerations": [{"operator": "Exists"}],
-            "containers": [{"name": "stress", "image": image, "args": args, "resources": {"requests": requests}}],
+            "containers": [{"name": container, "image": image, "args": args, "resources": {"requests": requests}}],
         },
     }
 
@@ -129,6 +132,7 @@ class PressureRecord:
     pod: str | None = None  # node mode: the stress pod
     pods: tuple[LoadedContainer, ...] = ()  # container mode
     background: str | None = None  # container mode: this process's exec threads (Background token)
+    marker: str | None = None  # container mode: the load's marker, if not the fault's own (blind exercise)
 
 
 class _PressureFault(KubeFault[Any, Pressure, PressureRecord]):
@@ -145,7 +149,7 @@ class _PressureFault(KubeFault[Any, Pressure, PressureRecord]):
             node = pods[0].node
             if not node:
                 raise PreflightError(f"{self.kind}: pod {pods[0].name} is not scheduled yet")
-            stress = f"drillkit-stress-{self.ctx.run_id}-{secrets.token_hex(2)}"
+            stress = self.ctx.naming.name(Made.LOAD, self.ctx.run_id, secrets.token_hex(2))
             return Pressure(ns, near=pods[0], node=node, stress=stress)
         targets = []
         for pod in pods:
@@ -153,6 +157,18 @@ class _PressureFault(KubeFault[Any, Pressure, PressureRecord]):
             self.check_container(pod, name)
             targets.append(self.probe(pod, name))
         return Pressure(ns, tuple(targets))
+
+    @property
+    def load_marker(self) -> str:
+        """What marks the in-container load's shell: the fault's own marker, or in a blind
+        exercise a platform-like name (journalled in the record, for the revert's killer)."""
+        naming = self.ctx.naming
+        return naming.name(Made.LOAD, self.ctx.run_id) if naming.blind else self.marker
+
+    @property
+    def record_marker(self) -> str | None:
+        """The marker the revert record keeps: None for the fault's own (older journals too)."""
+        return self.load_marker if self.ctx.naming.blind else None
 
     def check_container(self, pod: Pod, container: str) -> None:
         """Extra per-container preconditions."""
@@ -207,7 +223,9 @@ class _PressureFault(KubeFault[Any, Pressure, PressureRecord]):
         assert name is not None and node is not None
         undo.register(self, PressureRecord(Mode.NODE, ns, pod=name))
         args, requests = self.stress_args(), self.stress_requests()
-        manifest = stress_pod(name, ns, self.ctx.run_id, node, p.image, args, requests, int(p.duration) + 30)
+        labels = self.made_labels(Made.LOAD, "drillkit-stress")
+        container = "worker" if self.ctx.naming.blind else "stress"
+        manifest = stress_pod(name, ns, labels, node, p.image, args, requests, int(p.duration) + 30, container)
         with contextlib.suppress(Conflict):
             self.kube.create_pod(ns, manifest)
         started = self.kube.wait_pods(
@@ -235,7 +253,8 @@ class _PressureFault(KubeFault[Any, Pressure, PressureRecord]):
             stopped = []
             for entry in record.pods:
                 try:
-                    kube.exec(ns, entry.name, entry.container, ["sh", "-c", killer(cls.marker)], timeout=20)
+                    script = killer(record.marker or cls.marker)
+                    kube.exec(ns, entry.name, entry.container, ["sh", "-c", script], timeout=20)
                     stopped.append(entry.name)
                 except (NotFound, ExecFailed):  # pod gone or container restarted: nothing runs
                     pass
@@ -299,7 +318,7 @@ class CpuPressure(_PressureFault):
         p = self.params
         loop = 'while [ "$(date +%s)" -lt "$end" ]; do :; done'
         return (
-            f": {CPU_MARKER}=1; end=$(( $(date +%s) + {int(p.duration)} )); "
+            f": {self.load_marker}=1; end=$(( $(date +%s) + {int(p.duration)} )); "
             f"i=0; while [ $i -lt {p.workers} ]; do ( {loop} ) & i=$((i+1)); done; wait"
         )
 
@@ -318,7 +337,8 @@ class CpuPressure(_PressureFault):
         ns = found.namespace
         bg = Background(self.ctx.stop.child())
         entries = tuple(LoadedContainer(t.pod.name, t.pod.uid, t.container) for t in found.targets)
-        undo.register(self, PressureRecord(Mode.CONTAINER, ns, pods=entries, background=bg.token))
+        record = PressureRecord(Mode.CONTAINER, ns, pods=entries, background=bg.token, marker=self.record_marker)
+        undo.register(self, record)
         for entry in entries:
             bg.start(self._burn, ns, entry, bg)
         self.ctx.harm_started()

@@ -9,18 +9,25 @@ the revert or from `drillkit cleanup` finding the backup by label.
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from drillkit.errors import DrillkitError, PreflightError
-from drillkit.faults import RevertContext, Undo
+from drillkit.faults import Made, Naming, RevertContext, Undo
 from drillkit.faults.kube.base import KubeFault, now, parse_workload
-from drillkit.kube import BACKUP_OF, RESTART, RUN_LABEL, Conflict, Kube, NotFound, ObjRef, Workload
+from drillkit.kube import BACKUP_OF, RESTART, RESTARTED_AT, RUN_LABEL, Conflict, Kube, NotFound, ObjRef, Workload
 from drillkit.model import doc
 
 BACKUP_KEY = "drillkit.io/backup-key"
 """Annotation on a backup Secret: the key (of the Secret it backs up) it holds."""
+BLIND_VALUE, BLIND_META = "value", "restore"
+"""A blind exercise's backup Secret has no annotations (`kubectl describe` shows them): it holds
+the value under `value` and, under `restore`, JSON naming the Secret, key and workloads."""
+MANAGED = {"app.kubernetes.io/managed-by": "drillkit"}
+KUBECTL_RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+"""What `kubectl rollout restart` writes: a blind exercise's restarts look like an operator's."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,42 @@ class BackupRecord:
     restart: str | None = None  # workloads restarted, `deployment/NAME,...`
 
 
-def backup_name(secret: str, run_id: str) -> str:
-    return f"drillkit-backup-{secret}-{run_id}"[:253]
+def backup_name(secret: str, run_id: str, naming: Naming | None = None) -> str:
+    return (naming or Naming()).name(Made.BACKUP, run_id, params=(secret,))[:253]
+
+
+@dataclass(frozen=True)
+class Backup:
+    """What a backup Secret says: the Secret and key it backs up, its value, who to restart."""
+
+    secret: str
+    key: str
+    value: str  # base64, as the API holds it
+    restart: str
+
+    @classmethod
+    def of(cls, ann: dict[str, str], data: dict[str, str]) -> Backup | None:
+        """Read from the annotations, or from a blind exercise's data; None if incomplete."""
+        fields: tuple[object, ...]
+        if BLIND_META in data:
+            try:
+                meta = json.loads(base64.b64decode(data[BLIND_META]))
+                fields = (meta["secret"], meta["key"], data[BLIND_VALUE], meta["restart"])
+            except (ValueError, KeyError, TypeError):
+                return None
+        else:
+            named = ann.get(BACKUP_KEY) or ""
+            fields = (ann.get(BACKUP_OF), named, data.get(named), ann.get(RESTART) or "")
+        if not all(isinstance(f, str) for f in fields) or not all(fields[:3]):
+            return None
+        return cls(*(str(f) for f in fields))
+
+    def fields(self, blind: bool) -> tuple[dict[str, str], dict[str, str]]:
+        """(data, annotations) of the backup Secret."""
+        if not blind:
+            return {self.key: self.value}, {BACKUP_OF: self.secret, BACKUP_KEY: self.key, RESTART: self.restart}
+        meta = json.dumps({"secret": self.secret, "key": self.key, "restart": self.restart})
+        return {BLIND_VALUE: self.value, BLIND_META: base64.b64encode(meta.encode()).decode()}, {}
 
 
 def restore_from_backup(kube: Kube, ns: str, backup: str, at: str) -> dict[str, Any]:
@@ -71,15 +112,15 @@ def restore_from_backup(kube: Kube, ns: str, backup: str, at: str) -> dict[str, 
     ann = kube.secret_annotations(ns, backup)
     if ann is None:
         return {"restored": False, "reason": f"backup {ns}/{backup} not found (already restored)"}
-    data = kube.secret_data(ns, backup) or {}
-    secret, key = ann.get(BACKUP_OF), ann.get(BACKUP_KEY)
-    if not secret or not key or key not in data:
+    found = Backup.of(ann, kube.secret_data(ns, backup) or {})
+    if found is None:
         raise DrillkitError(
             f"backup Secret {ns}/{backup} lacks its {BACKUP_OF}/{BACKUP_KEY} annotations or data; restore by hand"
         )
-    kube.set_secret_key(ns, secret, key, data[key])
+    secret, key = found.secret, found.key
+    kube.set_secret_key(ns, secret, key, found.value)
     restarted = []
-    for w in filter(None, (ann.get(RESTART) or "").split(",")):
+    for w in filter(None, found.restart.split(",")):
         kind, name = parse_workload(w)
         try:
             kube.restart_workload(kind, ns, name, at)
@@ -128,7 +169,7 @@ class AuthSecretCorruption(KubeFault[AuthSecretParams, Credential, BackupRecord]
                 for w in self.kube.list_workloads(kind, ns)
                 if w.mounts_secret(p.secret)
             ]
-        return Credential(ns, ref, tuple(users), backup_name(p.secret, self.ctx.run_id))
+        return Credential(ns, ref, tuple(users), backup_name(p.secret, self.ctx.run_id, self.ctx.naming))
 
     def plan(self, found: Credential) -> list[str]:
         p, ns = self.params, found.namespace
@@ -148,22 +189,20 @@ class AuthSecretCorruption(KubeFault[AuthSecretParams, Credential, BackupRecord]
         original = (kube.secret_data(ns, p.secret) or {}).get(p.key)
         if original is None:
             raise PreflightError(f"{self.kind}: key {p.key} vanished from Secret {ns}/{p.secret}")
+        blind = self.ctx.naming.blind
+        data, annotations = Backup(p.secret, p.key, original, restart).fields(blind)
+        labels = {RUN_LABEL: self.ctx.run_id} if blind else {RUN_LABEL: self.ctx.run_id, **MANAGED}
         try:
-            kube.create_secret(
-                ns,
-                backup,
-                {p.key: original},
-                labels={RUN_LABEL: self.ctx.run_id, "app.kubernetes.io/managed-by": "drillkit"},
-                annotations={BACKUP_OF: p.secret, BACKUP_KEY: p.key, RESTART: restart},
-            )
+            kube.create_secret(ns, backup, data, labels=labels, annotations=annotations)
         except Conflict:  # a retried create that had succeeded: only fine if it is ours
-            if (kube.secret_data(ns, backup) or {}).get(p.key) != original:
+            theirs = Backup.of(kube.secret_annotations(ns, backup) or {}, kube.secret_data(ns, backup) or {})
+            if theirs is None or theirs.value != original:
                 raise
-        corrupt = f"drillkit-corrupted-{secrets.token_hex(16)}"
+        corrupt = secrets.token_hex(24) if blind else f"drillkit-corrupted-{secrets.token_hex(16)}"
         kube.set_secret_key(ns, p.secret, p.key, base64.b64encode(corrupt.encode()).decode())
-        at = now()
+        at, key = now(), KUBECTL_RESTARTED_AT if blind else RESTARTED_AT
         for w in found.users:
-            kube.restart_workload(w.kind, ns, w.name, at)
+            kube.restart_workload(w.kind, ns, w.name, at, key)
         self.ctx.harm_started()  # the restart that picks up the bad secret has begun
         self.ctx.log(f"auth-secret-corruption: {ns}/{p.secret}[{p.key}] replaced; restarted {restart or 'nothing'}")
 

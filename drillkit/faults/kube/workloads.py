@@ -10,14 +10,13 @@ other run saves the broken state as the one to restore (`KubeFault.claimable`).
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from drillkit.errors import DrillkitError, PreflightError, ScenarioError
-from drillkit.faults import RevertContext, Undo, record_data
+from drillkit.faults import Made, RevertContext, Undo, digest, record_data
 from drillkit.faults.kube.base import READY_TIMEOUT, KubeFault, note, parse_workload, private_journal
 from drillkit.kube import MODIFIED_BY, REVERT_FAULT, REVERT_OF, RUN_LABEL, Conflict, Kube, NotFound, Pod, Workload
 from drillkit.model import Duration, Where, build, doc
@@ -30,24 +29,38 @@ RECORDING_FAULTS = ("bad-rollout", "scale-to-zero")
 order (the template first: scaling a broken template back up would wait on stuck pods)."""
 
 
-def record_name(run_id: str, kind: str, name: str, fault: str) -> str:
-    """The revert-record Secret of `fault` on workload `kind/name` in this run (a fixed-length,
-    valid name whatever the workload's name)."""
-    digest = hashlib.sha256(f"{kind}/{name}/{fault}".encode()).hexdigest()[:10]
-    return f"drillkit-revert-{run_id}-{digest}"
+BLIND_STATE = "state"
+"""Data key of a blind exercise's revert-record Secret: {"fault": kind, "record": …} as JSON (its
+annotations, shown by `kubectl describe`, would name the fault)."""
+
+
+def record_name(run_id: str, kind: str, name: str, fault: str, blind: bool = False) -> str:
+    """The revert-record Secret of `fault` on workload `kind/name` in this run (a valid name
+    whatever the workload's name): `drillkit-revert-<run>-<digest>`, or in a blind exercise
+    `<workload>-<digest>`, like the platform's own generated names. Both are derived, never
+    stored, so a revert or cleanup looks for both (`record_names`)."""
+    if blind:
+        return f"{name[:52]}-{digest(run_id, kind, name, fault)}"
+    return f"drillkit-revert-{run_id}-{digest(kind, name, fault)}"
+
+
+def record_names(run_id: str, kind: str, name: str, fault: str) -> tuple[str, str]:
+    return record_name(run_id, kind, name, fault), record_name(run_id, kind, name, fault, blind=True)
 
 
 def drop_record(kube: Kube, ns: str, kind: str, name: str, fault: str, run_id: str) -> None:
     """After a restore: delete the fault's record, and the workload's label with the run's last
     record on it. Safe to repeat."""
-    kube.delete_secret(ns, record_name(run_id, kind, name, fault))
+    for secret in record_names(run_id, kind, name, fault):
+        kube.delete_secret(ns, secret)
     release_workload(kube, ns, kind, name, run_id)
 
 
 def release_workload(kube: Kube, ns: str, kind: str, name: str, run_id: str) -> bool:
     """Remove the run's `drillkit.io/modified-by` label unless one of its records remains;
     whether the workload is free of it now."""
-    if any(kube.secret_annotations(ns, record_name(run_id, kind, name, f)) is not None for f in RECORDING_FAULTS):
+    names = [n for f in RECORDING_FAULTS for n in record_names(run_id, kind, name, f)]
+    if any(kube.secret_annotations(ns, n) is not None for n in names):
         return False
     w = kube.get_workload(kind, ns, name)
     if w is not None and w.labels.get(MODIFIED_BY) == run_id:
@@ -63,8 +76,13 @@ def restore_recorded(kube: Kube, ns: str, record: str, run_id: str, stop: StopFl
         return {"restored": False, "reason": f"record {ns}/{record} already gone"}
     fault = ann.get(REVERT_FAULT, "")
     try:
+        raw = kube.secret_data(ns, record) or {}
+        if BLIND_STATE in raw:  # a blind exercise's record: the fault is in the data
+            state = json.loads(base64.b64decode(raw[BLIND_STATE]))
+            fault, data = state["fault"], state["record"]
+        else:
+            data = json.loads(base64.b64decode(raw[REVERT_KEY]))
         cls = _RECORDING[fault]
-        data = json.loads(base64.b64decode((kube.secret_data(ns, record) or {})[REVERT_KEY]))
         typed: Any = build(cls.Record, data, Where(f"revert record Secret {ns}/{record}", 0, ""))
     except (KeyError, ValueError, TypeError, ScenarioError) as exc:
         raise DrillkitError(
@@ -81,17 +99,22 @@ class _InPlace(KubeFault[Any, Any, Any]):
         """The revert record in a run-labelled Secret next to the workload, for a cleanup that
         has lost the journal. An existing record is kept: it holds the state from before this
         run's first change. A Secret, as the record may hold a template's inline credentials."""
-        body = json.dumps(record_data(record))
+        blind, data = self.ctx.naming.blind, record_data(record)
+        key, body = (BLIND_STATE, {"fault": self.kind, "record": data}) if blind else (REVERT_KEY, data)
+        annotations = {REVERT_OF: f"{w.kind}/{w.name}"} | ({} if blind else {REVERT_FAULT: self.kind})
         try:
             self.kube.create_secret(
                 w.namespace,
-                record_name(self.ctx.run_id, w.kind, w.name, self.kind),
-                {REVERT_KEY: base64.b64encode(body.encode()).decode()},
+                self.record_name(w),
+                {key: base64.b64encode(json.dumps(body).encode()).decode()},
                 labels={RUN_LABEL: self.ctx.run_id},
-                annotations={REVERT_OF: f"{w.kind}/{w.name}", REVERT_FAULT: self.kind},
+                annotations=annotations,
             )
         except Conflict:
             self.ctx.log(f"{self.kind}: {w.ref} already has a revert record of this run; kept")
+
+    def record_name(self, w: Workload) -> str:
+        return record_name(self.ctx.run_id, w.kind, w.name, self.kind, self.ctx.naming.blind)
 
     def current(self, w: Workload) -> Workload:
         """The workload again at inject, still not claimed by another run."""
@@ -159,7 +182,7 @@ class ScaleToZero(_InPlace):
     def plan(self, found: Scaled) -> list[str]:
         w = found.workload
         return [
-            f"record the replica count in Secret {record_name(self.ctx.run_id, w.kind, w.name, self.kind)}"
+            f"record the replica count in Secret {self.record_name(w)}"
             f" and label {w.ref} {MODIFIED_BY}={self.ctx.run_id}",
             f"scale {w.ref} from {w.replicas} to 0 replicas, deleting:",
             *self.pod_lines(found.pods),
@@ -291,14 +314,14 @@ class BadRollout(_InPlace):
         if name is None or name not in names:
             raise PreflightError(f"{self.kind}: {w.ref} has no container {name!r} (containers: {', '.join(names)})")
         image = next(c.image for c in w.containers if c.name == name)
-        after = retag(image, self.params.tag or f"drillkit-nonexistent-{self.ctx.run_id}")
+        after = retag(image, self.params.tag or self.ctx.naming.name(Made.BAD_TAG, self.ctx.run_id))
         pods = tuple(p for p in self.kube.list_pods(w.namespace, w.selector) if not p.terminating)
         return Rollout(w, name, image, after, pods)
 
     def plan(self, found: Rollout) -> list[str]:
         w = found.workload
         return [
-            f"record the pod template in Secret {record_name(self.ctx.run_id, w.kind, w.name, self.kind)}",
+            f"record the pod template in Secret {self.record_name(w)}",
             f"set image of container {found.container} in {w.ref}: {found.image_before} -> "
             f"{found.image_after}, label it {MODIFIED_BY}={self.ctx.run_id}; pods to be replaced:",
             *self.pod_lines(found.pods),

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from drillkit.errors import PreflightError, UnavailableError
-from drillkit.faults import Fault, RevertContext, Undo
+from drillkit.faults import Fault, Made, RevertContext, Undo
 from drillkit.faults.local import cgroups as cg
 from drillkit.faults.local.common import check_stop, host_errors, one_target, validate_target
 from drillkit.model import Duration, doc, parse_bytes
@@ -86,12 +86,12 @@ class MemoryPressureRecord:
 class MemoryPressure(Fault[MemoryPressureParams, MemoryTarget, MemoryPressureRecord]):
     """Put a process in a memory-limited cgroup and push it until the kernel OOM-kills it.
 
-    The cgroup `drillkit-<run id>` is created where this host allows: on cgroup v1 inside the
-    process's own memory cgroup (`memory.limit_in_bytes`, OOM kills counted in
-    `memory.oom_control`), on v2 under the nearest ancestor with `+memory` in
-    `cgroup.subtree_control` (`memory.max`, `memory.events`). Pages the process had before the
-    move stay charged to its old cgroup on both versions, so the limit bounds what it allocates
-    afterwards; swap is capped too so the process is killed rather than swapped out. The revert
+    The cgroup `drillkit-<run id>` (in a blind exercise `chatbot-app-<run id>`: `ctx.naming`) is
+    created where this host allows: on cgroup v1 inside the process's own memory cgroup
+    (`memory.limit_in_bytes`, OOM kills counted in `memory.oom_control`), on v2 under the nearest
+    ancestor with `+memory` in `cgroup.subtree_control` (`memory.max`, `memory.events`). Pages
+    the process had before the move stay charged to its old cgroup on both versions, so the limit
+    bounds what it allocates afterwards; swap is capped too so the process is killed rather than swapped out. The revert
     lifts the limit, moves whatever is left back to its original cgroup and removes the group.
     """
 
@@ -119,7 +119,7 @@ class MemoryPressure(Fault[MemoryPressureParams, MemoryTarget, MemoryPressureRec
         return MemoryTarget(pid, h, parent, origin)
 
     def _group(self, found: MemoryTarget) -> Path:
-        return found.parent / f"drillkit-{self.ctx.run_id}"
+        return found.parent / self.ctx.naming.name(Made.CGROUP, self.ctx.run_id)
 
     def plan(self, found: MemoryTarget) -> list[str]:
         p, version = self.params, found.hierarchy.version
