@@ -289,9 +289,12 @@ def metrics_svg(panels: list[Panel], milestones: list[Milestone], windows: list[
         top = head + i * panel_h + 18
         bottom = top + plot_h
         y = _Scale(lo, hi, bottom, top)
-        out.append('<g class="panel">')  # free text only as text: never in an attribute
         healthy = f"  (healthy: {panel.threshold})" if panel.threshold else ""
-        out.append(_text(left, top - 5, panel.title + healthy, class_="title"))
+        title = panel.title + healthy
+        fits = int((right - left) / CHAR)  # a long PromQL title is cut; the tooltip holds all of it
+        shown = title if len(title) <= fits else panel.title[: max(0, fits - len(healthy) - 1)] + "…" + healthy
+        out.append(f'<g class="panel"><title>{_esc(title)}</title>')  # free text only as text, never an attribute
+        out.append(_text(left, top - 5, shown, class_="title"))
         out += _x_axis(x, top, bottom, x_ticks, labels=i == len(panels) - 1)
         out += _y_axis(y, left, right, ticks)
         for w in windows:

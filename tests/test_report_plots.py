@@ -184,6 +184,18 @@ def test_gaps_and_single_samples() -> None:
     assert len(of_class(root, "circle", "series-point")) == 1
 
 
+def test_a_long_query_title_is_cut_to_the_chart_and_kept_whole_in_the_tooltip() -> None:
+    expr = "sum(pg_stat_activity_count) / " * 12
+    root = ET.fromstring(
+        plots.metrics_svg([plots.Panel(expr, [plots.Line("", [(0, 1.0), (1, 2.0)])], "< 0.85")], [], [])
+    )
+    (g,) = of_class(root, "g", "panel")
+    shown = of_class(g, "text", "title")[0].text or ""
+    width = float(root.get("width", "nan"))
+    assert shown.endswith("…  (healthy: < 0.85)") and len(shown) * plots.CHAR < width, shown
+    assert g.findtext(NS + "title") == expr + "  (healthy: < 0.85)"
+
+
 def test_trend_chart_log_scale_and_quarters() -> None:
     start = datetime(2026, 3, 20, tzinfo=UTC)
     lines = [plots.TrendLine("detect", [(start, 1.0), (start.replace(month=4, day=10), 10.0)])]
