@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from drillkit.cleanup import cleanup
 from drillkit.cli import main
-from drillkit.faults import FaultContext, Undo, fault_class
+from drillkit.faults import FaultContext, Naming, Undo, fault_class
 from drillkit.faults.kube import record_name
 from drillkit.journal import Journal, pending_reverts
 from drillkit.kube import MODIFIED_BY, REVERT_FAULT, REVERT_OF, kube_factory_for
@@ -125,8 +125,11 @@ def test_sigkill_is_finished_by_drillkit_cleanup(kube_demo: KubeServer, prom_env
     assert again.done == [] and again.failed == [], again  # idempotent: nothing left to do
 
 
-def inject_then_die(server: KubeServer, sc: Scenario, tmp_path: Path, run_id: str) -> Path:
-    """Inject every fault of `sc` as run `run_id`, then "die": no revert runs. The run folder."""
+def inject_then_die(
+    server: KubeServer, sc: Scenario, tmp_path: Path, run_id: str, naming: Naming | None = None
+) -> Path:
+    """Inject every fault of `sc` as run `run_id` (named by `naming`: a blind exercise's), then
+    "die": no revert runs. The run folder."""
     folder = tmp_path / "reports" / "run"
     journal = Journal(folder / "journal.jsonl")
     journal.append("started", run_id=run_id, scenario={})
@@ -137,6 +140,7 @@ def inject_then_die(server: KubeServer, sc: Scenario, tmp_path: Path, run_id: st
         stop=StopFlag(),
         log=lambda _: None,
         kube_factory=kube_factory_for(sc, None, (), server.kubeconfig_path),
+        naming=naming or Naming(),
     )
     with ExitStack() as stack:
         undo = Undo(stack, ctx)

@@ -17,6 +17,7 @@ from drillkit.cli.common import (
     _interrupt_exits_130,
     _lab_url,
     _prom_config,
+    kube_options,
     main,
     prometheus_options,
 )
@@ -150,6 +151,7 @@ def give_up(run_id: str, report_dir: str, by: str) -> None:
 )
 @click.option("--policy", envvar="DRILLKIT_POLICY", default=None, type=click.Path(dir_okay=False))
 @click.option("--alertmanager-url", envvar="DRILLKIT_ALERTMANAGER_URL", default=None, help="Alertmanager base URL.")
+@kube_options("kubeconfig context (a Kubernetes scenario).")
 @prometheus_options
 @_guard
 def train(
@@ -162,6 +164,9 @@ def train(
     report_dir: str,
     policy: str | None,
     alertmanager_url: str | None,
+    context: str | None,
+    allow_contexts: tuple[str, ...],
+    kubeconfig: str | None,
     prometheus_url: str | None,
     prometheus_token: str | None,
     prometheus_user: str | None,
@@ -188,13 +193,19 @@ def train(
     am = alertmanager_url or _lab_url(sc, "alertmanager")
     if am is not None:
         _check_url("--alertmanager-url", am)
+    stop = StopFlag()
+    kube_factory = None
+    if sc.target.kubernetes:
+        from drillkit.kube import kube_factory_for
+
+        kube_factory = kube_factory_for(sc, context, allow_contexts, kubeconfig, stop)
     opts = RunOptions(
         prometheus=_prom_config(prom, prometheus_token, prometheus_user, prometheus_ca),
         policy=load_policy(policy),
         report_root=Path(report_dir),
         alertmanager_url=am,
+        kube_factory=kube_factory,
     )
-    stop = StopFlag()
     with handle_signals(stop):
         result = run_exercise(sc, opts, stop, TrainOptions(trainee, hint_every, not no_blind, am))
     sys.exit(result.exit_code)
