@@ -46,8 +46,9 @@ class Status(StrEnum):
 
 
 # A drill must be a light load on a production Prometheus (about 1-2 requests/s): detection and
-# the steady state are checked once a second (detection stays exact: Prometheus's activeAt +
-# for, not our poll), the abort conditions every 2 s.
+# the steady state are polled at most once a second, across phases too (the first check of a
+# phase waits a second after the previous phase's last poll; detection stays exact: Prometheus's
+# activeAt + for, not our poll), the abort conditions every 2 s.
 POLL_S = 1.0
 ABORT_EVERY_S = 2.0
 EXIT_NOT_RECORDED = 4  # the drill ran (and reverted) but its journal or report could not be written
@@ -121,6 +122,7 @@ class Drill:
         self._notify: NotificationWatch | None = None
         self._journal: Journal | None = None
         self._last_abort_check = 0.0
+        self._last_poll = 0.0  # monotonic time of the last detection or steady-state poll
         self._phase_started = time.monotonic()
         self._ctx: FaultContext | None = None
         self._injecting = ""
@@ -387,7 +389,7 @@ class Drill:
                 _abort_if_held(conditions, held)
             return found
 
-        found = self._wait("detect", injected.mono + self.limits.detect, detected, interval=POLL_S)
+        found = self._wait("detect", injected.mono + self.limits.detect, detected, interval=POLL_S, paced=True)
         if found is None:  # it may have fired since the last poll, right before the deadline
             found = watch.last_look()
             if found is not None and journal.mono_of(found[0]) > injected.mono + self.limits.detect:
@@ -451,7 +453,7 @@ class Drill:
             self._revert(reverts, journal)
         # abort conditions stop harm early; once the fault is reverted none is left to stop
         deadline = injected_mono + self.limits.mitigate
-        ok = self._wait("recover", deadline, self._steady_now, interval=POLL_S, check_abort=not reverted)
+        ok = self._wait("recover", deadline, self._steady_now, interval=POLL_S, check_abort=not reverted, paced=True)
         if ok:
             journal.append("mitigated", probes=[p.name for p in self.scenario.steady_state])
         else:
@@ -474,7 +476,7 @@ class Drill:
             return
         deadline = time.monotonic() + self.scenario.recovery.verify_within
         try:
-            ok = self._wait("verify", deadline, self._steady_now, interval=POLL_S, check_abort=False)
+            ok = self._wait("verify", deadline, self._steady_now, interval=POLL_S, check_abort=False, paced=True)
         except Aborted as exc:
             journal.append("verify_interrupted", reason=exc.reason)
             return
@@ -550,17 +552,24 @@ class Drill:
         check: Callable[[], T | None],
         interval: float = 0.5,
         check_abort: bool = True,
+        paced: bool = False,
     ) -> T | None:
         """Call `check` every `interval` s until it returns a truthy value (returned) or the
         monotonic deadline passes (None), showing progress. With `check_abort`, a stop request
         or an abort condition raises Aborted; without (verifying after the reverts), only a
-        stop request does."""
+        stop request does. `paced`: `check` polls Prometheus, so its first call waits until
+        `interval` after the previous phase's last poll (which also makes a verify read samples
+        newer than the revert)."""
         self._phase_started = time.monotonic()
         self._abort_armed = check_abort  # _steady_now may then fold a due abort check into its request
+        if paced and (gap := min(self._last_poll + interval, deadline) - time.monotonic()) > 0:
+            self.stop.sleep(gap)
 
         def attempt() -> T | None:
             if self.stop.is_set():
                 raise Aborted(self.stop.reason, by_signal=True)
+            if paced:
+                self._last_poll = time.monotonic()
             result = check()
             if not result and time.monotonic() < deadline:
                 self._tick(phase, deadline, check_abort)

@@ -338,12 +338,13 @@ def escape(value: str) -> str:
 
 
 class FiringWatch:
-    """Detection at one request per poll, still exact (`activeAt + for`): each poll is one
-    batched query of the alert's `ALERTS` series (any state) plus `extra` expressions (the abort
-    conditions, when due); `/api/v1/alerts` is read once, when the alert shows as firing, for
-    its `activeAt`. The raw `ALERTS` samples are read only when the alert may have fired and
-    resolved between two polls (it was active at the last poll and is no longer), every
-    `raw_every` polls as a safety net, and once more at the deadline (`last_look`)."""
+    """Detection at one request per poll, still exact (`activeAt + for`). A poll is one
+    `/api/v1/alerts` request, which gives the alert's state and `activeAt` together; when abort
+    conditions are due (`extra`), it is instead one batched query of the alert's `ALERTS`
+    series plus those conditions, and `/api/v1/alerts` is read only once the alert shows as
+    firing. The raw `ALERTS` samples are read only when the alert may have fired and resolved
+    between two polls (it was active at the last poll and is no longer), every `raw_every`
+    polls as a safety net, and once more at the deadline (`last_look`)."""
 
     def __init__(
         self, prom: Prometheus, rule: AlertRule, labels: dict[str, str], since: datetime, raw_every: int = 10
@@ -356,11 +357,17 @@ class FiringWatch:
     def poll(self, extra: Sequence[str] = ()) -> tuple[tuple[datetime, str] | None, list[list[Sample]]]:
         """(when it fired and how that was read, or None; the samples of each `extra`)."""
         self._polls += 1
-        held = self.prom.query_many([_selector(self.rule.name, self.labels, None), *extra])
-        states = {s.labels.get("alertstate") for s in held[0]}
+        held: list[list[Sample]] = []
+        if extra:
+            batch = self.prom.query_many([_selector(self.rule.name, self.labels, None), *extra])
+            states, held = {s.labels.get("alertstate") for s in batch[0]}, batch[1:]
+            alerts = self.prom.alerts(self.rule.name, self.labels) if "firing" in states else []
+        else:
+            alerts = self.prom.alerts(self.rule.name, self.labels)
+            states = {a.state for a in alerts}
         found = None
         if "firing" in states:
-            active = [a for a in self.prom.alerts(self.rule.name, self.labels) if a.active_at >= self.since]
+            active = [a for a in alerts if a.active_at >= self.since]
             if active:
                 first = min(a.active_at for a in active)
                 self.pending = first if self.pending is None else min(self.pending, first)
@@ -368,7 +375,7 @@ class FiringWatch:
         if found is None and ((self._was_active and not states) or self._polls % self.raw_every == 0):
             found = self.prom.resolved_firing_time(self.rule, self.labels, self.since)
         self._was_active = bool(states)
-        return found, held[1:]
+        return found, held
 
     def last_look(self) -> tuple[datetime, str] | None:
         return self.prom.firing_time(self.rule, self.labels, self.since)
