@@ -138,6 +138,8 @@ def bench_startup(rounds: int = 15) -> dict[str, list[float]]:
         "drillkit --help": [ours, "--help"],
         "checkout's drillkit validate": [checkout, "validate", one],
         "python -c pass": [sys.executable, "-c", "pass"],
+        # the floor under `drillkit validate`: the interpreter, click and PyYAML, nothing of drillkit's
+        "python -c 'import click, yaml'": [str(Path(ours).parent / "python"), "-c", "import click, yaml"],
     }
     if chaos is not None:
         cmds["chaos validate"] = [str(chaos), "--no-log-file", "validate", str(peer)]
@@ -229,6 +231,15 @@ def main() -> int:
                 add(Row(f"`drillkit {cmd}` process", times[f"drillkit {cmd}"], "ms", f"`{peer}`", times[peer], 1 / 3))
             else:
                 notes.append(f"Chaos Toolkit could not be installed: `drillkit {cmd}` has no peer yardstick.")
+        add(
+            Row(
+                "the floor: python importing click and yaml",
+                times["python -c 'import click, yaml'"],
+                "ms",
+                "`chaos validate`",
+                times.get("chaos validate", []),
+            )
+        )
         add(
             Row(
                 "`drillkit validate`, this checkout's editable install",
