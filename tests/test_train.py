@@ -20,7 +20,6 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import pexpect
 import psycopg
@@ -30,21 +29,12 @@ import yaml
 from drillkit.scenario import load_scenario
 from tests.helpers import drillkit_cmd, run_cli
 from tests.test_lab_e2e import ROOT, Lab, journal_kinds, lab, scenario_for, wait_steady
+from tests.trainee import giveaways, line, named, scorecard, wait_event
 
 pytestmark = pytest.mark.integration
 __all__ = ["lab"]
 
 HOLDER = DISGUISED = "chatbot-batch"  # the disguised application_name of the held connections
-
-
-def wait_event(reports: Path, kind: str, timeout: float = 90) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        journals = list(reports.glob("*/journal.jsonl")) if reports.exists() else []
-        if journals and kind in journal_kinds(journals[0]):
-            return journals[0].parent
-        time.sleep(0.1)
-    raise AssertionError(f"no {kind!r} event under {reports} within {timeout}s")
 
 
 def held(lab: Lab) -> int:
@@ -65,14 +55,6 @@ def terminate_holder(lab: Lab) -> int:
 def act(lab: Lab, reports: Path, *args: str) -> subprocess.CompletedProcess[str]:
     run_id = next(reports.glob("*/journal.jsonl")).parent.name.rsplit("-", 1)[1]
     return run_cli(args[0], run_id, *args[1:], "--by", "alice", "--report-dir", str(reports), cwd=lab.work)
-
-
-def scorecard(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "scorecard.json").read_text())
-
-
-def line(card: dict[str, Any], item: str) -> dict[str, Any]:
-    return next(x for x in card["targets"] + card["checks"] if x["item"].startswith(item))
 
 
 def start_train(lab: Lab, path: Path, reports: Path, *extra: str) -> subprocess.Popen[str]:
@@ -324,10 +306,8 @@ def test_a_pty_session_with_hints_never_names_the_fault(lab: Lab) -> None:
     assert ack and ack[0]["note"] == "pool is full" and ack[0]["severity"] == "P2", ack
     # blind: nothing on the trainee's terminal names the fault or its parameters
     text = "".join(transcript)
-    fault = sc.faults[0]
-    secrets = [fault.kind, fault.params.dsn, sc.name, sc.detection.alert, "exhaust", "drillkit-", "holder"]
-    named = [s for s in secrets if s.lower() in text.lower()]
-    assert not named, f"the trainee's terminal named {named}:\n{text}"
+    found = named(text, giveaways(sc, sc.faults[0].params.dsn, "exhaust", "drillkit-", "holder"))
+    assert not found, f"the trainee's terminal named {found}:\n{text}"
 
 
 class _Collect:

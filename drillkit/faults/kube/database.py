@@ -7,6 +7,7 @@ them. The harm is proved, not assumed: the Job's script counts the connections s
 the connect timeout and logs `drillkit: holding N of M connections`, which inject reads; zero
 held (a NetworkPolicy, a wrong DSN or password) fails the fault. The pod runs with a
 `restricted`-compatible securityContext (non-root uid 999, the postgres/mysql images' user).
+In a blind exercise the Job, its script, env and log use a batch job's words (`blind`).
 """
 
 from __future__ import annotations
