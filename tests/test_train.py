@@ -319,3 +319,27 @@ class _Collect:
 
     def flush(self) -> None:
         pass
+
+
+def test_a_blind_memory_leak_cgroup_is_named_like_the_platforms_own(lab: Lab) -> None:
+    path = scenario_for(lab, "memory-leak")
+    wait_steady(lab, path)
+    reports = lab.work / "reports" / "memory"
+    proc = start_train(lab, path, reports)
+    try:
+        folder = wait_event(reports, "injected")
+        run_id = folder.name.rsplit("-", 1)[1]
+        events = [json.loads(x) for x in (folder / "journal.jsonl").read_text().splitlines() if x.strip()]
+        groups = {e["data"]["cgroup"] for e in events if e["kind"].startswith("revert_") and "cgroup" in e["data"]}
+        existed = {g: Path(g).is_dir() for g in groups}
+        act(lab, reports, "give-up")
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    (group,) = groups
+    assert Path(group).name == f"chatbot-app-{run_id}" and "drillkit" not in group, group
+    assert existed[group], f"{group} did not exist while the fault was in place"
+    assert not Path(group).exists(), f"{group} left behind after the revert"
+    assert not named(out + err, giveaways(load_scenario(path), "memory-pressure", "cgroup", "oom")), out + err
