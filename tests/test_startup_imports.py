@@ -42,7 +42,7 @@ HEAVY = {
     "drillkit.journal",
 }
 # The standard library's slower imports, kept off these paths too.
-STDLIB = {"logging", "subprocess", "difflib", "inspect", "uuid", "json"}
+STDLIB = {"logging", "subprocess", "difflib", "inspect", "uuid", "json", "hashlib"}
 
 
 def _modules(args: list[str]) -> set[str]:
@@ -65,7 +65,7 @@ def _modules(args: list[str]) -> set[str]:
         (["--help"], STDLIB - {"inspect", "uuid"}),  # click itself imports inspect and uuid
         (["validate", LAB], STDLIB - {"inspect", "uuid"}),
         # drillkit.faults.kube imports every Kubernetes fault family, and drillkit.kube.api logs
-        (["validate", K8S], STDLIB - {"inspect", "uuid", "json", "logging"}),
+        (["validate", K8S], STDLIB - {"inspect", "uuid", "json", "logging", "hashlib"}),
     ],
     ids=["help", "validate-local", "validate-kubernetes"],
 )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -78,6 +77,8 @@ class Naming:
 
 def digest(*parts: str, length: int = 10) -> str:
     """A short stable hex digest of `parts` (names that must be derivable again, but say nothing)."""
+    import hashlib  # here: ~3 ms at start-up, and `drillkit validate` never needs it
+
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:length]
 
 
