@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -152,6 +153,53 @@ def spawn(
             out.close()  # type: ignore[union-attr]
     _CHILDREN[proc.pid] = proc
     return proc
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a short-lived helper ended: its exit status and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_briefly(
+    argv: list[str], timeout: float, stop: StopFlag | None = None, env: dict[str, str] | None = None
+) -> Finished | None:
+    """Run a short-lived helper in its own session (a Ctrl-C at the terminal is the runner's to
+    handle, not the helper's) and collect its output; None if it did not finish within
+    `timeout` s or `stop` interrupted the wait (it is killed then, with its group)."""
+    import subprocess
+
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env=env,
+        text=True,
+    )
+    output: list[tuple[str, str]] = []
+
+    def finished() -> bool:
+        try:  # reads the pipes while it waits, so a chatty helper never blocks on a full one
+            output.append(proc.communicate(timeout=0.05))
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    try:
+        wait_until(finished, time.monotonic() + timeout, 0.01, stop)
+    finally:
+        if not output:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    if not output:
+        return None
+    return Finished(proc.returncode, *output[0])
 
 
 def reap() -> None:

@@ -17,6 +17,7 @@ from drillkit.cli import common, main
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB = str(ROOT / "scenarios" / "lab" / "outage.yaml")
+LAB_DB = str(ROOT / "scenarios" / "lab" / "database-exhaustion.yaml")  # its dsn is checked without psycopg
 K8S = str(ROOT / "scenarios" / "k8s" / "pod-kill.yaml")
 
 # Libraries a drill run needs, and drillkit's modules for a run: none is needed to print help
@@ -64,10 +65,12 @@ def _modules(args: list[str]) -> set[str]:
     [
         (["--help"], STDLIB - {"inspect", "uuid"}),  # click itself imports inspect and uuid
         (["validate", LAB], STDLIB - {"inspect", "uuid"}),
+        # its ${lab.port.postgres} reads the lab's state.json (drillkit.lab.layout)
+        (["validate", LAB_DB], STDLIB - {"inspect", "uuid", "json"}),
         # drillkit.faults.kube imports every Kubernetes fault family, and drillkit.kube.api logs
         (["validate", K8S], STDLIB - {"inspect", "uuid", "json", "logging", "hashlib"}),
     ],
-    ids=["help", "validate-local", "validate-kubernetes"],
+    ids=["help", "validate-local", "validate-local-database", "validate-kubernetes"],
 )
 def test_startup_imports_nothing_heavy(args: list[str], stdlib: set[str]) -> None:
     loaded = _modules(args)

@@ -1,9 +1,14 @@
 """db-connection-exhaustion: hold PostgreSQL connections until the server refuses new ones
-(the playbook's "database" incident), through a detached holder process (`holder.py`).
+(the playbook's "database" incident).
 
-Also the one place local faults reach PostgreSQL from the runner: psycopg errors are wrapped
-here, as transient (connection trouble, a full server) or final, and retried by the database
-policy. Nothing secret is journalled: the DSN must not contain a password.
+The runner never imports psycopg (about 11 MiB of a drill's memory, and blocking libpq
+connects in its waits): every connection is made by the holder program (`holder.py`) — the
+detached connection holder, and the short-lived `slots` (preflight) and `release` (the revert's
+check) runs, whose one JSON line is read back into this module's dataclasses and drillkit's
+error tree (transient or final, as the holder classified the psycopg error), retried by the
+database policy. The DSN is checked when the scenario is loaded by `conninfo`, a reading of
+libpq's syntax that needs no libpq. Nothing secret is journalled or put on a command line: the
+DSN must not contain a password; `password_env` names the variable the helpers get it from.
 """
 
 from __future__ import annotations
@@ -18,29 +23,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from drillkit.errors import DrillkitError, PermanentError, PreflightError, TransientError, UnavailableError
+from drillkit.errors import (
+    Aborted,
+    DrillkitError,
+    PermanentError,
+    PreflightError,
+    TransientError,
+    UnavailableError,
+)
 from drillkit.faults import Fault, RevertContext, Undo
+from drillkit.faults.local import conninfo
 from drillkit.faults.local.common import check_stop, drill_length, host_errors
 from drillkit.faults.local.files import disguise, remove_scratch, state_dir
-from drillkit.faults.local.holder import REFUSED, read_status
+from drillkit.faults.local.holder import read_status
 from drillkit.model import Duration, doc
-from drillkit.procs import alive, find_processes, spawn, stop_group
+from drillkit.procs import alive, find_processes, run_briefly, spawn, stop_group
 from drillkit.retry import retrying
 from drillkit.signals import wait_until
 
 if TYPE_CHECKING:
-    import psycopg
-
     from drillkit.signals import StopFlag
 
-_FINAL = (
-    "authentication failed",
-    "pg_hba.conf",
-    "does not exist",
-    "no password supplied",
-    "permission denied",
-    "password",
-)
 # A disguised holder's script: the runner's import path (the link is not a virtualenv's
 # python, so the interpreter would not find drillkit by itself), its arguments, the holder.
 LAUNCHER = """import runpy, sys
@@ -50,66 +53,82 @@ runpy.run_module("drillkit.faults.local.holder", run_name="__main__")
 """
 RELEASE_WITHIN_S = 15.0  # how long the revert waits for the holder's backends to go
 TERMINATE_AFTER_S = 3.0  # then pg_terminate_backend those still there
+HELPER_START_S = 10.0  # a short-lived helper's allowance beyond its own waits: python, psycopg
 
 
-def _db_error(exc: Exception, what: str) -> DrillkitError:
-    """Wrap a psycopg error: connection trouble and a full server are transient, the rest final.
-
-    Connection failures carry no SQLSTATE in psycopg, so the server's message decides."""
-    import psycopg
-
-    text = str(exc).strip().replace("\n", " ")
-    sqlstate = getattr(exc, "sqlstate", None)
-    lowered = text.lower()
-    transient = isinstance(exc, psycopg.OperationalError) and (
-        any(r in lowered for r in REFUSED)
-        or (sqlstate or "").startswith(("08", "53", "57P"))
-        or (sqlstate is None and not any(f in lowered for f in _FINAL))
-    )
-    return (TransientError if transient else PermanentError)(f"database: {what}: {text}")
-
-
-def _password(password_env: str | None) -> dict[str, Any]:
+def _env(password_env: str | None) -> dict[str, str]:
+    """The helpers' environment: the runner's, with the password (if any) as PGPASSWORD."""
     if not password_env:
-        return {}
+        return dict(os.environ)
     if password_env not in os.environ:
         raise PermanentError(f"database: environment variable {password_env} (password_env) is not set")
-    return {"password": os.environ[password_env]}
+    return {**os.environ, "PGPASSWORD": os.environ[password_env]}
+
+
+def _launcher(program: Path, script: str, args: list[str]) -> list[str]:
+    """The command line of the holder program run as `program` (a link named like the
+    platform's own: files.disguise), its arguments in `script`: `ps` shows `program script`."""
+    package_root = str(Path(__file__).resolve().parents[3])  # an editable install is no path entry
+    path = program.parent / script
+    path.write_text(LAUNCHER.format(path=[package_root, *sys.path], args=args))
+    path.chmod(0o600)
+    return [str(program), str(path)]
 
 
 @contextlib.contextmanager
-def _db(
-    dsn: str,
-    password_env: str | None,
+def _helper_argv(args: list[str], program: Path | None) -> Iterator[list[str]]:
+    """The command line of a short-lived holder subcommand: `python -m …`, or in a blind
+    exercise the disguised program (made again if a crash came before it), for as long as the
+    block runs."""
+    if program is None:
+        yield [sys.executable, "-m", "drillkit.faults.local.holder", *args]
+        return
+    program.parent.mkdir(mode=0o700, exist_ok=True)
+    if not program.is_symlink():
+        disguise(program.parent, program.name, sys.executable)
+    try:
+        yield _launcher(program, "task.py", args)
+    finally:
+        (program.parent / "task.py").unlink(missing_ok=True)
+
+
+def _ask(
     what: str,
+    args: list[str],
+    password_env: str | None,
     stop: StopFlag,
-    timeout: float = 5.0,
+    wait_s: float,
+    program: Path | None = None,
     attempts: int = 6,
     max_delay: float = 30.0,
-) -> Iterator[psycopg.Connection[Any]]:
-    """One autocommit connection through the database retry policy."""
-    import psycopg
+) -> dict[str, Any]:
+    """Run a holder subcommand through the database retry policy and return its JSON result.
+    Its `{"error", "transient"}` answer becomes TransientError (retried) or PermanentError, both
+    `database: <what>: <the server's message>`; a stop request ends the wait (Aborted)."""
+    import json  # here, not at the top: validating a scenario imports the faults, not json
 
-    conn = None
+    env = _env(password_env)
+    result: dict[str, Any] = {}
     for attempt in retrying(f"database: {what}", stop, attempts=attempts, max_delay=max_delay):
         with attempt:
+            with _helper_argv(args, program) as argv:
+                done = run_briefly(argv, wait_s + HELPER_START_S, stop, env)
+            check_stop(stop)
+            if done is None:
+                raise TransientError(f"database: {what}: no answer within {wait_s + HELPER_START_S:g}s")
+            lines = done.stdout.strip().splitlines()
             try:
-                conn = psycopg.connect(
-                    dsn,
-                    autocommit=True,
-                    connect_timeout=max(1, round(timeout)),
-                    application_name="drillkit",
-                    **_password(password_env),
+                result = dict(json.loads(lines[-1]))
+            except (IndexError, ValueError):
+                tail = (done.stderr.strip() or done.stdout.strip())[-800:]
+                raise PermanentError(
+                    f"database: {what}: the helper failed (exit status {done.returncode}): {tail or 'no output'}"
+                ) from None
+            if "error" in result:
+                raise (TransientError if result.get("transient") else PermanentError)(
+                    f"database: {what}: {result['error']}"
                 )
-            except psycopg.Error as exc:
-                raise _db_error(exc, what) from None
-    assert conn is not None
-    try:
-        yield conn
-    except psycopg.Error as exc:
-        raise _db_error(exc, what) from None
-    finally:
-        conn.close()
+    return result
 
 
 @dataclass(frozen=True)
@@ -155,17 +174,15 @@ class DbConnectionExhaustionParams:
     )
 
     def __post_init__(self) -> None:
-        from psycopg import conninfo
-
         from drillkit.redact import redact
 
         try:
-            info = conninfo.conninfo_to_dict(self.dsn)
-        except Exception as exc:  # psycopg.ProgrammingError: not a connection string
+            info = conninfo.parse(self.dsn)
+        except ValueError as exc:
             raise ValueError(f"dsn: not a libpq connection string: {redact(str(exc))}") from None
         # libpq lets a later `password=` (even an empty one) override the URI's userinfo, so ask
-        # the scrubber, which sees every form, rather than the parsed value alone
-        if info.get("password") or redact(self.dsn) != self.dsn:
+        # the scrubber, which sees every form, as well as the parsed values
+        if any(info.get(k) for k in conninfo.SECRETS) or redact(self.dsn) != self.dsn:
             raise ValueError(
                 "dsn: must not contain a password (the journal and reports record the dsn); "
                 "set password_env or use ~/.pgpass"
@@ -223,21 +240,24 @@ class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, Db
 
     def preflight(self) -> ServerSlots:
         p = self.params
+        program = state_dir(self.ctx.run_id, p.process_name) / p.process_name if p.process_name else None
+        args = ["slots", "--dsn", p.dsn, "--connect-timeout", f"{p.connect_timeout:g}"]
+        args += ["--application-name", p.process_name or "drillkit"]
         try:
-            with _db(
-                p.dsn, p.password_env, "preflight", self.ctx.stop, p.connect_timeout, attempts=3, max_delay=10
-            ) as conn:
-                row = conn.execute(
-                    "SELECT current_setting('max_connections')::int,"
-                    " current_setting('superuser_reserved_connections')::int,"
-                    " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
-                    "  AND pid <> pg_backend_pid())::int,"
-                    " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
-                ).fetchone()
+            found = _ask("preflight", args, p.password_env, self.ctx.stop, p.connect_timeout, program, 3, 10)
+        except Aborted:
+            raise
         except DrillkitError as exc:
             raise PreflightError(f"{self.kind}: cannot use the database: {exc}") from None
-        assert row is not None
-        slots = ServerSlots(row[0], row[1], row[2], bool(row[3]))
+        finally:
+            if program:
+                remove_scratch(str(program))
+        slots = ServerSlots(
+            int(found["max_connections"]),
+            int(found["superuser_reserved"]),
+            int(found["in_use"]),
+            bool(found["superuser"]),
+        )
         if p.count is not None and p.count > slots.free:
             raise PreflightError(
                 f"{self.kind}: {p.count} connections requested but only {slots.free} of "
@@ -289,7 +309,7 @@ class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, Db
                 program=str(program) if program else None,
             ),
         )
-        env = {**os.environ, **({"PGPASSWORD": _password(p.password_env)["password"]} if p.password_env else {})}
+        env = _env(p.password_env)
         # one more than the server should ever accept, so its refusal is seen (a pooler in front
         # of it would accept forever)
         cap = found.max_connections + 1
@@ -315,13 +335,11 @@ class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, Db
             f"{p.connect_timeout:g}",
         ]
         argv = [sys.executable, "-m", "drillkit.faults.local.holder", *args]
-        if name and launcher:
+        if name and program:
             # `ps` shows `<work>/<name> <work>/job.py`: the arguments live in the script, and the
             # interpreter runs under the name (a link named like the platform's own)
-            package_root = str(Path(__file__).resolve().parents[3])  # an editable install is no path entry
-            launcher.write_text(LAUNCHER.format(path=[package_root, *sys.path], args=args))
-            launcher.chmod(0o600)
-            argv = [disguise(work, name, sys.executable), str(launcher)]
+            disguise(work, name, sys.executable)
+            argv = _launcher(program, "job.py", args)
         pid = spawn(argv, log_file=log_file, env=env).pid
         handle.update(holder_pid=pid)
 
@@ -365,34 +383,18 @@ class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, Db
         holders |= set(find_processes(pattern, None))
         for pid in sorted(holders):
             stopped += stop_group(pid, record.launcher or "hold-connections")["signalled"]
-        journalled = list(record.backend_pids)
-        terminated: set[int] = set()
-        rows: list[tuple[int, str]] = []
-        left: list[int] = []
-        with _db(record.dsn, record.password_env, "verify connections released", ctx.stop) as conn:
-            terminate_after = time.monotonic() + TERMINATE_AFTER_S
-
-            def released() -> bool:
-                nonlocal rows, left
-                rows = conn.execute(
-                    "SELECT pid, application_name FROM pg_stat_activity"
-                    " WHERE (pid = ANY(%s) OR application_name = %s) AND pid <> pg_backend_pid()",
-                    (journalled, tag),
-                ).fetchall()
-                left = sorted(pid for pid, app in rows if app == tag)
-                if left and time.monotonic() >= terminate_after:
-                    for pid in left:
-                        if conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,):
-                            terminated.add(pid)
-                return not left
-
-            if not wait_until(released, time.monotonic() + RELEASE_WITHIN_S, 0.1, ctx.stop):
-                raise DrillkitError(f"backends {left} ({tag}) still in pg_stat_activity after terminating them")
-        reused = sorted(pid for pid, app in rows if app != tag)
+        program = Path(record.program) if record.program else None
+        args = ["release", "--dsn", record.dsn, "--tag", tag]
+        args += ["--backend-pids", ",".join(map(str, record.backend_pids))]
+        args += ["--within", f"{RELEASE_WITHIN_S:g}", "--terminate-after", f"{TERMINATE_AFTER_S:g}"]
+        args += ["--application-name", program.name if program else "drillkit"]
+        found = _ask("verify connections released", args, record.password_env, ctx.stop, RELEASE_WITHIN_S + 5, program)
+        if not found["released"]:
+            raise DrillkitError(f"backends {found['left']} ({tag}) still in pg_stat_activity after terminating them")
         remove_scratch(record.status_file, record.log_file, record.launcher, record.program)
         return {
             "holder_stopped": stopped,
-            "terminated": sorted(terminated),
+            "terminated": found["terminated"],
             "remaining": [],
-            "pids_reused_by_others": reused,
+            "pids_reused_by_others": found["reused"],
         }
