@@ -226,10 +226,14 @@ class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, Db
     - it watches the runner's pid and lets go as soon as the runner is gone, so a SIGKILLed
       drillkit releases the connections within half a second (what a thread would give for
       free), and it has a time limit (`hold_at_most`) as a last dead-man's switch;
-    - the runner's signal handling and waits stay free of blocking libpq connects.
+    - the runner's signal handling and waits stay free of blocking libpq connects, and the
+      runner free of psycopg: preflight's slot count (`holder slots`) and the revert's check
+      (`holder release`) run the same program, briefly, in a session of their own; a stop
+      request ends the runner's wait for them (outside the reverts) and kills them.
     Each held connection carries `application_name=drillkit-<run id>-hold`; the revert stops the
-    holder, then checks `pg_stat_activity` through the DSN until none of them is left, using
-    `pg_terminate_backend` on stragglers.
+    holder, then has `holder release` check `pg_stat_activity` through the DSN until none of
+    them is left, using `pg_terminate_backend` on stragglers. In a blind exercise every one of
+    these processes runs under the platform's name (`process_name`), arguments in a script.
     """
 
     kind = "db-connection-exhaustion"
