@@ -118,6 +118,12 @@ STEADY_STATE = (
         'kube_statefulset_status_replicas_ready{namespace="chatbot",statefulset="chatbot-db"}',
         ">= 1",
     ),
+    Check(  # the postgres exporter sidecar's metrics, as in the local lab
+        "connection slots under 85% used",
+        "sum(pg_stat_activity_count) / (max(pg_settings_max_connections) - "
+        "max(pg_settings_superuser_reserved_connections))",
+        "< 0.85",
+    ),
 )
 
 
