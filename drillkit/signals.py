@@ -1,6 +1,7 @@
 """SIGINT/SIGTERM set a flag; the engine checks it between steps and in every wait.
 
-No work happens in the handler, so a signal can never interrupt a revert half-way. The first
+No work happens in the handler (not even raising the flag: a watcher thread does that), so a
+signal can never interrupt a revert half-way, nor deadlock on a lock its thread holds. The first
 signal asks the drill to stop (it then reverts and reports); a second one puts the default
 handlers back, so a third really kills the process — whatever is left unreverted is in the
 journal for `drillkit cleanup`.
@@ -9,6 +10,7 @@ journal for `drillkit cleanup`.
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -119,15 +121,29 @@ def handle_signals(flag: StopFlag) -> Iterator[StopFlag]:
 
 @contextmanager
 def _routed(flag: StopFlag) -> Iterator[None]:
+    """The handler only counts (a second signal puts the default handlers back); raising the
+    flag is a watcher thread's job, woken through `signal.set_wakeup_fd`. Raising it in the
+    handler could deadlock: the handler runs in this thread, which may be holding the very
+    lock `Event.set` takes (inside `Event.wait`, which every drillkit wait calls)."""
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    wakeup = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
 
     def handler(signum: int, frame: FrameType | None) -> None:
         flag.signals += 1
-        flag.set(f"received {signal.Signals(signum).name}")
         if flag.signals >= 2:
             for s, h in previous.items():
                 signal.signal(s, h)
 
+    def watch() -> None:
+        while data := reader.recv(64):  # the signal numbers; b"" once the block has ended
+            for number in data:
+                if number in previous:
+                    flag.set(f"received {signal.Signals(number).name}")
+
+    watcher = threading.Thread(target=watch, name="drillkit-signals", daemon=True)
+    watcher.start()
     for s in previous:
         signal.signal(s, handler)
     try:
@@ -135,3 +151,7 @@ def _routed(flag: StopFlag) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        signal.set_wakeup_fd(wakeup)
+        writer.close()
+        watcher.join(1.0)
+        reader.close()
