@@ -111,36 +111,43 @@ def wait_until(predicate: Callable[[], T], deadline: float, every: float, stop: 
 
 @contextmanager
 def handle_signals(flag: StopFlag) -> Iterator[StopFlag]:
-    """Route SIGINT and SIGTERM to `flag` for the duration of the block (main thread only)."""
+    """Route SIGINT and SIGTERM to `flag` for the duration of the block (main thread only); a
+    second signal puts the previous handlers back, so a third ends the process."""
     if threading.current_thread() is not threading.main_thread():
         yield flag
     else:
-        with _routed(flag):
+        with on_signals(lambda name: flag.set(f"received {name}"), counted=flag):
             yield flag
 
 
 @contextmanager
-def _routed(flag: StopFlag) -> Iterator[None]:
-    """The handler only counts (a second signal puts the default handlers back); raising the
-    flag is a watcher thread's job, woken through `signal.set_wakeup_fd`. Raising it in the
-    handler could deadlock: the handler runs in this thread, which may be holding the very
-    lock `Event.set` takes (inside `Event.wait`, which every drillkit wait calls)."""
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+def on_signals(
+    act: Callable[[str], None],
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+    counted: StopFlag | None = None,
+) -> Iterator[None]:
+    """Call `act(signal name)` for each of `signals` received during the block, from a watcher
+    thread woken through `signal.set_wakeup_fd` (main thread only). The handler itself only
+    counts (into `counted.signals`, putting the previous handlers back at the second): acting in
+    the handler could deadlock, since it runs in this thread, which may be holding the very
+    lock `act` needs (`Event.set` takes the lock `Event.wait` holds, and every wait waits)."""
+    previous = {s: signal.getsignal(s) for s in signals}
     reader, writer = socket.socketpair()
     writer.setblocking(False)
     wakeup = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        flag.signals += 1
-        if flag.signals >= 2:
-            for s, h in previous.items():
-                signal.signal(s, h)
+        if counted is not None:
+            counted.signals += 1
+            if counted.signals >= 2:
+                for s, h in previous.items():
+                    signal.signal(s, h)
 
     def watch() -> None:
         while data := reader.recv(64):  # the signal numbers; b"" once the block has ended
             for number in data:
                 if number in previous:
-                    flag.set(f"received {signal.Signals(number).name}")
+                    act(signal.Signals(number).name)
 
     watcher = threading.Thread(target=watch, name="drillkit-signals", daemon=True)
     watcher.start()

@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import re
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +36,8 @@ import jwt
 import prometheus_client as prom
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
+
+from drillkit.signals import on_signals
 
 log = logging.getLogger("chatbot.api")
 
@@ -360,16 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     prom.disable_created_metrics()  # type: ignore[no-untyped-call]
     app = ChatApp(parse_args(argv))
     server = Server(app)
-
-    def stop(_signum: int, _frame: object) -> None:  # shutdown() blocks: not in this thread
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop)
     app.open()
     log.info("replica %s serving on %s:%d", app.cfg.replica, app.cfg.host, app.cfg.port)
     try:
-        server.serve_forever(poll_interval=0.2)
+        with on_signals(lambda _name: server.shutdown()):  # from the watcher thread: shutdown() blocks
+            server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
         app.pool.close(timeout=2.0)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from drillkit.files import write_atomically
+from drillkit.signals import on_signals
 
 log = logging.getLogger("drillkit.lab.supervise")
 
@@ -172,9 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     sup = Supervisor(Config.load(args.config))
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: sup.stop.set())
-    sup.run()
+    with on_signals(lambda _name: sup.stop.set()):
+        sup.run()
     return 0
 
 

@@ -18,7 +18,6 @@ import collections
 import itertools
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -28,6 +27,8 @@ from typing import Any
 
 import prometheus_client as prom
 import requests
+
+from drillkit.signals import on_signals
 
 log = logging.getLogger("drillkit.lab.traffic")
 PASSWORD = "drill"
@@ -182,14 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     prom.disable_created_metrics()  # type: ignore[no-untyped-call]
     opts = parse_args(argv)
     traffic, stop = Traffic(opts), threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     server = None
     if opts.metrics_port is not None:
         server, _ = prom.start_http_server(opts.metrics_port, "127.0.0.1", traffic.registry)
     log.info("traffic: %.1f rps to %s", opts.rps, ", ".join(opts.targets))
     try:
-        traffic.run(stop)
+        with on_signals(lambda _name: stop.set()):
+            traffic.run(stop)
     finally:
         if server is not None:
             server.shutdown()

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from drillkit.files import write_atomically
 from drillkit.procs import alive
-from drillkit.signals import StopFlag, wait_until
+from drillkit.signals import StopFlag, on_signals, wait_until
 
 if TYPE_CHECKING:
     import psycopg
@@ -138,11 +138,10 @@ def release(
     found: `released`, `left`, `terminated`, and `reused` (journalled backend pids now serving
     someone else). A SIGTERM (the runner asked to stop) cuts the wait short."""
     stop = StopFlag()
-    signal.signal(signal.SIGTERM, lambda signum, _frame: stop.set("SIGTERM"))
     rows: list[tuple[int, str]] = []
     left: list[int] = []
     terminated: set[int] = set()
-    with _reported(), _connect(dsn, application_name, connect_timeout) as conn:
+    with on_signals(stop.set, (signal.SIGTERM,)), _reported(), _connect(dsn, application_name, connect_timeout) as conn:
         started = time.monotonic()
 
         def released() -> bool:
@@ -185,48 +184,47 @@ def hold_connections(
     import psycopg
 
     stop = StopFlag()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda signum, _frame: stop.set(signal.Signals(signum).name))
-    conns: list[psycopg.Connection[Any]] = []
-    refused = None
-    try:
-        while len(conns) < (cap if count is None else count):
-            if stop.is_set():
-                return 0
-            try:
-                conns.append(
-                    psycopg.connect(
-                        dsn,
-                        autocommit=True,
-                        application_name=application_name,
-                        connect_timeout=max(1, round(connect_timeout)),
+    with on_signals(stop.set, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):
+        conns: list[psycopg.Connection[Any]] = []
+        refused = None
+        try:
+            while len(conns) < (cap if count is None else count):
+                if stop.is_set():
+                    return 0
+                try:
+                    conns.append(
+                        psycopg.connect(
+                            dsn,
+                            autocommit=True,
+                            application_name=application_name,
+                            connect_timeout=max(1, round(connect_timeout)),
+                        )
                     )
+                except psycopg.OperationalError as exc:
+                    text = str(exc).strip().replace("\n", " ")
+                    if any(r in text for r in REFUSED):
+                        refused = text
+                        break
+                    write_status(status, state="error", error=text, held=len(conns))
+                    return 1
+            if count is not None and len(conns) < count:
+                write_status(
+                    status,
+                    state="error",
+                    held=len(conns),
+                    error=f"server refused after {len(conns)} of {count} connections: {refused}",
                 )
-            except psycopg.OperationalError as exc:
-                text = str(exc).strip().replace("\n", " ")
-                if any(r in text for r in REFUSED):
-                    refused = text
-                    break
-                write_status(status, state="error", error=text, held=len(conns))
                 return 1
-        if count is not None and len(conns) < count:
-            write_status(
-                status,
-                state="error",
-                held=len(conns),
-                error=f"server refused after {len(conns)} of {count} connections: {refused}",
-            )
-            return 1
-        for _ in range(min(reserve, len(conns))):
-            conns.pop().close()
-        pids = [int(c.execute("SELECT pg_backend_pid()").fetchone()[0]) for c in conns]  # type: ignore[index]
-        write_status(status, state="holding", backend_pids=pids, refused=refused, holder_pid=os.getpid())
-        wait_until(lambda: not alive(owner_pid), time.monotonic() + max_hold, OWNER_CHECK_S, stop)
-        return 0
-    finally:
-        for c in conns:
-            with contextlib.suppress(Exception):
-                c.close()
+            for _ in range(min(reserve, len(conns))):
+                conns.pop().close()
+            pids = [int(c.execute("SELECT pg_backend_pid()").fetchone()[0]) for c in conns]  # type: ignore[index]
+            write_status(status, state="holding", backend_pids=pids, refused=refused, holder_pid=os.getpid())
+            wait_until(lambda: not alive(owner_pid), time.monotonic() + max_hold, OWNER_CHECK_S, stop)
+            return 0
+        finally:
+            for c in conns:
+                with contextlib.suppress(Exception):
+                    c.close()
 
 
 def main(argv: list[str] | None = None) -> int:
