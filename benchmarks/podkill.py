@@ -83,6 +83,7 @@ def bench_pod_kill(rounds: int = 3) -> dict[str, list[float]]:
     }
     try:
         for r in range(rounds):
+            (folder / f"round{r}").mkdir()
             d = direct_fault(
                 server,  # type: ignore[arg-type]
                 folder / f"round{r}",
