@@ -1,6 +1,6 @@
 """The lab benchmarks of issue 12, each with a baseline measured in the same run:
-- `drillkit lab up` time vs Prometheus alone started and ready (the lab's slowest component),
-  interleaved round by round;
+- `drillkit lab up` time vs PostgreSQL alone created (`initdb`) and started (the lab's slowest
+  component), interleaved round by round;
 - the five playbook drills (scenarios/lab/, shipped files) run for real against that lab, each
   through a request-counting proxy in front of its Prometheus and under a parent that reads the
   drill's peak RSS (and the largest in its process tree, the faults' helper processes included):
@@ -47,16 +47,19 @@ def _peak_kib(argv: list[str], cwd: Path) -> tuple[int, int]:
     return int(own), int(tree)
 
 
-def _prometheus_alone(folder: Path) -> float:
-    """Seconds from starting Prometheus (the lab's config shape, 1 s intervals) to /-/ready."""
-    from drillkit.lab.services import PrometheusSetup, start_prometheus
+def _postgres_alone(folder: Path) -> float:
+    """Seconds to `initdb` and start PostgreSQL to accepting connections: the lab's slowest
+    component (Prometheus alone is ready in ~0.1 s), which `lab up` cannot beat."""
+    from tests.pgutil import start_postgres
 
+    folder.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    service = start_prometheus(folder, PrometheusSetup(), BASE_PORT + 50)
+    pg = start_postgres(folder, BASE_PORT + 50)
     try:
         return time.perf_counter() - t
     finally:
-        service.stop()
+        pg.stop()
+        pg.destroy()
 
 
 def _lab(work: Path, *args: str) -> None:
@@ -97,14 +100,14 @@ def bench_lab(rounds: int = 3) -> dict[str, Any]:
     from tests.test_lab_e2e import Lab
 
     out: dict[str, Any] = {
-        k: [] for k in ("lab_up", "prometheus_alone", "drill_mb", "tree_mb", "requests_per_s", "bare_mb")
+        k: [] for k in ("lab_up", "postgres_alone", "drill_mb", "tree_mb", "requests_per_s", "bare_mb")
     }
     out["detect_error_ms"] = []
     out["notes"] = []
     with TemporaryDirectory() as tmp:
         work = Path(tmp)
         for r in range(rounds):
-            out["prometheus_alone"].append(_prometheus_alone(work / f"prom-alone-{r}"))
+            out["postgres_alone"].append(_postgres_alone(work / f"pg-alone-{r}"))
             t = time.perf_counter()
             _lab(work, "up", "--base-port", str(BASE_PORT))
             out["lab_up"].append(time.perf_counter() - t)

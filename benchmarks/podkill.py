@@ -106,7 +106,8 @@ def bench_pod_kill(rounds: int = 3) -> dict[str, list[float]]:
                 d.fault.inject(found, undo)
                 out["ours"].append(time.perf_counter() - start)
                 out["requests_per_pod"].append((int(server.ask("count")) - before) / PODS)
-                stack.pop_all()  # the watchers end with the process; the Deployment brings the pods back
+                stack.pop_all()  # no revert: the Deployment brings the pods back
+            d.ctx.stop.set("round measured")  # ends the fault's watchers, or they would load the next rounds
             out["first_harm"].append(first[0] - start)
             out["journal_bytes_per_pod"].append((d.folder / "journal.jsonl").stat().st_size / PODS)
             d.journal.close()

@@ -320,8 +320,8 @@ def main() -> int:
                 "`drillkit lab up`",
                 lab["lab_up"],
                 "s",
-                "Prometheus alone to ready",
-                lab["prometheus_alone"],
+                "PostgreSQL alone: initdb + start",
+                lab["postgres_alone"],
                 limit=10.0,
             )
         )
