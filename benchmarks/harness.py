@@ -63,7 +63,7 @@ def _fmt(samples: list[float], unit: str, worst: bool = False) -> str:
 def line(row: Row) -> str:
     ratio = f" = {row.ratio:.2f}×" if row.ratio is not None else ""
     base = f" vs {row.baseline} {_fmt(row.base, row.unit)}" if row.base else ""
-    mark = "ok  " if row.met else "MISS"
+    mark = "    " if row.ratio_max is None and row.limit is None else "ok  " if row.met else "MISS"
     return f"{mark} {row.name}: {_fmt(row.ours, row.unit, row.worst)}{base}{ratio} [target {row.target()}]"
 
 
@@ -87,7 +87,7 @@ def write_results(rows: list[Row], notes: list[str], path: Path) -> None:
     for r in rows:
         ratio = f"{r.ratio:.2f}×" if r.ratio is not None else "-"
         base = f"{r.baseline}: {_fmt(r.base, r.unit)}" if r.base else (r.baseline or "-")
-        mark = "met" if r.met else "**missed**"
+        mark = "-" if r.ratio_max is None and r.limit is None else "met" if r.met else "**missed**"
         out.append(f"| {r.name} | {_fmt(r.ours, r.unit, r.worst)} | {base} | {ratio} | {r.target()} | {mark} |")
     if notes:
         out += ["", "## Notes", "", *[f"- {n}" for n in notes]]

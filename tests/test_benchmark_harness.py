@@ -25,10 +25,12 @@ def test_results_md_marks_each_row(tmp_path: Path) -> None:
     rows = [
         Row("validating 1,000 files", [0.5, 0.52], "s", "libyaml compose", [0.1, 0.11], limit=1.0),
         Row("requests per pod", [1.2], "", limit=1.1, worst=True),
+        Row("the floor", [53.0], "ms", "peer", [160.0]),
     ]
     write_results(rows, ["a note"], tmp_path / "results.md")
     text = (tmp_path / "results.md").read_text()
     assert "| validating 1,000 files | 0.51 s (median of 2: 0.5–0.52) | libyaml compose: 0.105 s" in text
     assert "| requests per pod | 1.2 | - | - | < 1.1 | **missed** |" in text
+    assert "| the floor | 53 ms | peer: 160 ms | 0.33× | (reported) | - |" in text
     assert "- a note" in text
     assert line(rows[1]).startswith("MISS requests per pod")
