@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +76,32 @@ def drill_process(*args: str, **popen: Any) -> Any:
         **popen,
     }
     return reaped(subprocess.Popen(drillkit_cmd(*args), **opts))
+
+
+class MetricsServer:
+    """A /metrics endpoint in this process: `body` (bytes, or a function called at each scrape)
+    is what Prometheus scrapes; set `body` to change it."""
+
+    def __init__(self, body: bytes | Callable[[], bytes] = b"") -> None:
+        self.body = body
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                data = owner.body() if callable(owner.body) else owner.body
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.address = f"127.0.0.1:{self.http.server_address[1]}"
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()

@@ -19,10 +19,8 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,7 @@ from drillkit.lab import kindlab
 from drillkit.lab.services import PrometheusSetup, Service, start_alertmanager, start_prometheus
 from drillkit.prometheus import PromConfig, Prometheus
 from drillkit.signals import wait_until
-from tests.helpers import run_cli
+from tests.helpers import MetricsServer, run_cli
 from tests.kubeserver import CONTEXT, KubeServer
 from tests.kubeserver.schemas import problems
 
@@ -395,21 +393,6 @@ def tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
     return fake
 
 
-class Metrics(BaseHTTPRequestHandler):
-    body = b""
-
-    def do_GET(self) -> None:
-        body = self.server.body  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def ksm_metrics(available: int) -> bytes:
     return (
         f'kube_deployment_status_replicas_available{{namespace="chatbot",deployment="chatbot-api"}} {available}\n'
@@ -423,13 +406,13 @@ def ksm_metrics(available: int) -> bytes:
 
 
 class Monitoring:
-    def __init__(self, prometheus: Service, alertmanager: Service, ksm: ThreadingHTTPServer) -> None:
+    def __init__(self, prometheus: Service, alertmanager: Service, ksm: MetricsServer) -> None:
         self.prometheus, self.alertmanager, self.ksm = prometheus, alertmanager, ksm
 
     def set_available(self, n: int) -> None:
         """Serve `n` available replicas, and return once Prometheus has scraped that value (so
         a test never races the scrape interval)."""
-        self.ksm.body = ksm_metrics(n)  # type: ignore[attr-defined]
+        self.ksm.body = ksm_metrics(n)
         prom = Prometheus(PromConfig(url=self.prometheus.url))
         expr = 'kube_deployment_status_replicas_available{deployment="chatbot-api"}'
         try:
@@ -445,20 +428,14 @@ def monitoring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitoring]
     stand-in (job chatbot-api, up) and a kube-state-metrics stand-in whose replica count the
     test sets."""
     work = tmp_path_factory.mktemp("kindprom")
-    servers = []
-    for body in (b"", ksm_metrics(3)):
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
-        server.body = body  # type: ignore[attr-defined]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-    api, ksm = servers
+    api, ksm = MetricsServer(), MetricsServer(ksm_metrics(3))
     am = start_alertmanager(work / "am")
     prom = start_prometheus(
         work / "prom",
         PrometheusSetup(
             scrape={
-                "chatbot-api": [f"127.0.0.1:{api.server_address[1]}"],
-                "kube-state-metrics": [f"127.0.0.1:{ksm.server_address[1]}"],
+                "chatbot-api": [api.address],
+                "kube-state-metrics": [ksm.address],
             },
             rule_files=[LAB_RULES],
             alertmanager=am.url.removeprefix("http://"),
@@ -469,8 +446,8 @@ def monitoring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitoring]
     finally:
         prom.stop()
         am.stop()
-        for server in servers:
-            server.shutdown()
+        for server in (api, ksm):
+            server.close()
 
 
 ROLLOUTS = [

@@ -21,11 +21,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,7 @@ import yaml
 from drillkit.kube import RUN_LABEL
 from drillkit.lab.services import PrometheusSetup, start_prometheus
 from drillkit.scenario import load_scenario
-from tests.helpers import drillkit_cmd, run_cli, write_scenario
+from tests.helpers import MetricsServer, drillkit_cmd, run_cli, write_scenario
 from tests.kubeserver import CONTEXT, KubeServer
 from tests.trainee import giveaways, journal_kinds, line, named, scorecard, wait_event
 
@@ -55,23 +53,8 @@ class PlatformExporter:
 
     def __init__(self, server: KubeServer) -> None:
         self.server = server
-        exporter = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = exporter.metrics().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-        self.address = f"127.0.0.1:{self.http.server_address[1]}"
+        self.http = MetricsServer(lambda: self.metrics().encode())
+        self.address = self.http.address
 
     def sessions(self) -> int:
         """The database's sessions: the API's pool, plus each running pod's own clients."""
@@ -102,8 +85,7 @@ class PlatformExporter:
         )
 
     def stop(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
+        self.http.close()
 
 
 @dataclass
