@@ -195,6 +195,18 @@ def prometheus_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def report_dir_option(help: str = "Where run folders are.") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--report-dir (env DRILLKIT_REPORT_DIR, default `reports`): where run folders live."""
+    return click.option(
+        "--report-dir",
+        envvar="DRILLKIT_REPORT_DIR",
+        default="reports",
+        show_default=True,
+        type=click.Path(file_okay=False),
+        help=help,
+    )
+
+
 def kube_options(context_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--context, --allow-context and --kubeconfig: which cluster, and the allowlist."""
 

@@ -21,6 +21,7 @@ from drillkit.cli.common import (
     kube_options,
     main,
     prometheus_options,
+    report_dir_option,
     start_logging,
 )
 from drillkit.errors import InputError
@@ -37,14 +38,7 @@ from drillkit.errors import InputError
     help="Seconds each drill waits for the steady state to hold and the previous drill's alert to "
     "resolve before it starts [default: 0 for one drill, 180 in a suite].",
 )
-@click.option(
-    "--report-dir",
-    envvar="DRILLKIT_REPORT_DIR",
-    default="reports",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Where run folders are created.",
-)
+@report_dir_option("Where run folders are created.")
 @click.option(
     "--format",
     "formats",
@@ -304,7 +298,7 @@ _ROLES = ("ic", "tech", "comms", "ops")  # as `drillkit handover` (drillkit.resp
     default=None,
     help="The writer's role: incident commander, tech, comms, ops lead.",
 )
-@click.option("--report-dir", envvar="DRILLKIT_REPORT_DIR", default="reports", show_default=True)
+@report_dir_option()
 @_guard
 def update(
     run_id: str, message: str, status_page: bool, state: str | None, by: str, role: str | None, report_dir: str
@@ -325,14 +319,7 @@ def update(
 @click.option(
     "--all", "everything", is_flag=True, help="Every run under --report-dir and every drillkit-labelled object."
 )
-@click.option(
-    "--report-dir",
-    envvar="DRILLKIT_REPORT_DIR",
-    default="reports",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Where run folders (journals) are.",
-)
+@report_dir_option("Where run folders (journals) are.")
 @kube_options("kubeconfig context (default: the one each run used).")
 @click.option(
     "--namespace",

@@ -20,6 +20,7 @@ from drillkit.cli.common import (
     kube_options,
     main,
     prometheus_options,
+    report_dir_option,
 )
 from drillkit.errors import InputError
 
@@ -34,9 +35,7 @@ def responder_command(name: str | None = None) -> Callable[[Callable[..., Any]],
         params = getattr(fn, "__click_params__", [])
         fn = _guard(fn)
         fn.__click_params__ = params  # type: ignore[attr-defined]  # the options declared above us
-        fn = click.option(
-            "--report-dir", envvar="DRILLKIT_REPORT_DIR", default="reports", show_default=True, help="Where runs are."
-        )(fn)
+        fn = report_dir_option()(fn)
         fn = click.option("--by", default=lambda: os.environ.get("USER", "someone"), help="Who did it.")(fn)
         fn = click.argument("run_id")(fn)
         return main.command(name)(fn)
@@ -141,14 +140,7 @@ def give_up(run_id: str, report_dir: str, by: str) -> None:
     help="Reveal the next runbook step every this many seconds [default: only on request].",
 )
 @click.option("--no-blind", is_flag=True, help="Leave the fault's own names visible (a demonstration).")
-@click.option(
-    "--report-dir",
-    envvar="DRILLKIT_REPORT_DIR",
-    default="reports",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Where run folders are created.",
-)
+@report_dir_option("Where run folders are created.")
 @click.option("--policy", envvar="DRILLKIT_POLICY", default=None, type=click.Path(dir_okay=False))
 @click.option("--alertmanager-url", envvar="DRILLKIT_ALERTMANAGER_URL", default=None, help="Alertmanager base URL.")
 @kube_options("kubeconfig context (a Kubernetes scenario).")
@@ -216,7 +208,7 @@ WATCH_AT_MOST_S = 24 * 3600  # no drill or exercise runs this long: a run left u
 
 @main.command()
 @click.argument("run_id")
-@click.option("--report-dir", envvar="DRILLKIT_REPORT_DIR", default="reports", show_default=True)
+@report_dir_option()
 @_guard
 def watch(run_id: str, report_dir: str) -> None:
     """Follow an exercise as its facilitator: what drillkit did (the fault, by name) and what the
@@ -251,7 +243,7 @@ def watch(run_id: str, report_dir: str) -> None:
 
 @main.command()
 @click.argument("run", metavar="RUN_ID|RUN_FOLDER")
-@click.option("--report-dir", envvar="DRILLKIT_REPORT_DIR", default="reports", show_default=True)
+@report_dir_option()
 @_guard
 def scorecard(run: str, report_dir: str) -> None:
     """(Re-)render an exercise's scorecard and print where it is."""
