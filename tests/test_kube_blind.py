@@ -26,12 +26,14 @@ from tests.test_kube_cleanup import inject_then_die, jwt
 pytestmark = [pytest.mark.wire, pytest.mark.integration]
 NS = "chatbot"
 RUN = "b11d0001"
+# cpu-pressure first: its preflight needs a scheduled API pod, and the faults after it roll
+# the API's pods (inject_then_die preflights each fault just before injecting it)
 FAULTS: list[dict[str, Any]] = [
+    {"kind": "cpu-pressure", "selector": "app=chatbot-api", "mode": "node", "wait": 5},
     {"kind": "auth-secret-corruption", "secret": "chatbot-jwt", "key": "jwt-secret"},
     {"kind": "scale-to-zero", "workload": "statefulset/chatbot-db", "wait": 0},
     {"kind": "bad-rollout", "workload": "deployment/chatbot-api", "wait": 0},
     {"kind": "db-connection-exhaustion", "service": "chatbot-db", "secret": "chatbot-db-credentials", "wait": 0},
-    {"kind": "cpu-pressure", "selector": "app=chatbot-api", "mode": "node", "wait": 5},
 ]
 GIVEAWAYS = [f["kind"] for f in FAULTS] + ["drillkit-", "backup", "corrupt", "stress", "nonexistent", "connection"]
 
