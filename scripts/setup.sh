@@ -35,3 +35,10 @@ if ! .venv/bin/pip install -q -e '.[test]' >"$log" 2>&1; then
   exit 1
 fi
 rm -f "$log"
+# The real Kubernetes control plane for the wire tests (kube-apiserver, etcd, controller-manager,
+# scheduler, kubectl, KWOK), built from the Go module proxy once per machine into ~/.cache/drillkit.
+if command -v go >/dev/null 2>&1; then
+  bash scripts/build-k8s.sh >/dev/null
+else
+  echo "setup: Go not found: the Kubernetes wire tests need it to build the test control plane (scripts/build-k8s.sh)" >&2
+fi

@@ -1,0 +1,233 @@
+"""The real Kubernetes control plane for the wire tests: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and KWOK, built from source by scripts/build-k8s.sh, started as processes on free
+ports in a temp dir.
+
+Why not kwokctl: starting the processes directly keeps every flag visible here (RBAC, the default
+admission plugins with Pod Security, an audit log), needs no download, and stops exactly the
+processes this module started (by their Popen handles, never by a pattern).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+ADMIN_TOKEN = "drillkit-test-admin"  # noqa: S105 - a test cluster's static token, never a real one
+# Components authenticate as users of their own, so the audit log (and the request recorder) can
+# leave their traffic out.
+COMPONENT_TOKENS = {"kcm": "kube-controller-manager", "scheduler": "kube-scheduler", "kwok": "kwok-controller"}
+NODE_ANNOTATION = "kwok.x-k8s.io/node"  # KWOK plays the kubelet of the nodes that carry it
+
+
+def k8s_bin_dir() -> Path:
+    """The cached binaries (building them the first time: several minutes, see docs/performance.md)."""
+    env = os.environ.get("DRILLKIT_K8S_BIN")
+    if env:
+        return Path(env)
+    out = subprocess.run(
+        ["bash", str(REPO / "scripts" / "build-k8s.sh")], check=True, capture_output=True, text=True
+    ).stdout
+    return Path(out.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_pki(d: Path) -> None:
+    """A CA, a serving certificate for 127.0.0.1 signed by it, and the ServiceAccount key pair."""
+    d.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+             "-days", "2", "-subj", "/CN=drillkit-test-ca", cwd=d)  # fmt: skip
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+             "-subj", "/CN=kube-apiserver", cwd=d)  # fmt: skip
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf", cwd=d)  # fmt: skip
+    _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
+    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
+
+
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: None
+    users: [kube-controller-manager, kube-scheduler, kwok-controller, "system:apiserver"]
+  - level: None
+    userGroups: ["system:nodes", "system:serviceaccounts:kube-system"]
+  - level: Metadata
+"""
+
+
+@dataclass
+class ControlPlane:
+    """Started processes and where they listen; `stop()` ends exactly them."""
+
+    root: Path
+    bin: Path
+    api_port: int = 0
+    etcd_port: int = 0
+    kwok_port: int = 0
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    startup_seconds: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://127.0.0.1:{self.etcd_port}"
+
+    @property
+    def ca(self) -> Path:
+        return self.root / "pki" / "ca.crt"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.root / "audit.log"
+
+    def kubeconfig(self, name: str, token: str, server: str | None = None) -> Path:
+        path = self.root / f"{name}.kubeconfig"
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "test", "cluster": {"server": server or self.url, "certificate-authority": str(self.ca)}}],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": name}}],
+            "current-context": "test",
+        }
+        path.write_text(json.dumps(config))
+        return path
+
+    def start(self) -> ControlPlane:
+        t0 = time.monotonic()
+        pki = self.root / "pki"
+        make_pki(pki)
+        tokens = [f"{ADMIN_TOKEN},admin,admin-uid,system:masters"]
+        tokens += [f"{name}-token,{user},{user}-uid,system:masters" for name, user in COMPONENT_TOKENS.items()]
+        (self.root / "tokens.csv").write_text("\n".join(tokens) + "\n")
+        (self.root / "audit-policy.yaml").write_text(AUDIT_POLICY)
+        self.etcd_port, peer = free_port(), free_port()
+        self._spawn("etcd", [
+            "--name=test", f"--data-dir={self.root / 'etcd'}",
+            f"--listen-client-urls={self.etcd_url}", f"--advertise-client-urls={self.etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}", f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=test=http://127.0.0.1:{peer}", "--unsafe-no-fsync", "--log-level=warn",
+        ])  # fmt: skip
+        self._wait_http(f"{self.etcd_url}/health", "etcd")
+        self.api_port = free_port()
+        self._spawn("kube-apiserver", [
+            f"--etcd-servers={self.etcd_url}", "--bind-address=127.0.0.1", f"--secure-port={self.api_port}",
+            "--advertise-address=127.0.0.1",
+            f"--tls-cert-file={pki / 'server.crt'}", f"--tls-private-key-file={pki / 'server.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}", f"--token-auth-file={self.root / 'tokens.csv'}",
+            f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--authorization-mode=Node,RBAC", "--service-cluster-ip-range=10.96.0.0/16",
+            "--enable-admission-plugins=NodeRestriction",  # on top of the default set (PodSecurity included)
+            f"--audit-policy-file={self.root / 'audit-policy.yaml'}", f"--audit-log-path={self.audit_log}",
+            "--kubelet-preferred-address-types=InternalIP", "--allow-privileged=true",
+            "--v=0",
+        ])  # fmt: skip
+        self._wait_http(f"{self.url}/readyz", "kube-apiserver", auth=True, timeout=90)
+        kcm = self.kubeconfig("kcm", "kcm-token")
+        self._spawn("kube-controller-manager", [
+            f"--kubeconfig={kcm}", "--leader-elect=false", "--controllers=*",
+            f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
+            "--use-service-account-credentials=false", "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
+            "--kube-api-qps=500", "--kube-api-burst=1000", "--node-monitor-grace-period=40s", "--v=0",
+        ])  # fmt: skip
+        sched = self.kubeconfig("scheduler", "scheduler-token")
+        self._spawn("kube-scheduler", [
+            f"--kubeconfig={sched}", "--leader-elect=false", "--bind-address=127.0.0.1",
+            f"--secure-port={free_port()}", "--v=0",
+        ])  # fmt: skip
+        self.kwok_port = free_port()
+        (self.root / "kwok.yaml").write_text(KWOK_CONFIG)
+        self._spawn("kwok", [
+            f"--kubeconfig={self.kubeconfig('kwok', 'kwok-token')}", f"--config={self.root / 'kwok.yaml'}",
+            "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
+            "--node-ip=127.0.0.1", f"--node-port={self.kwok_port}", f"--server-address=127.0.0.1:{self.kwok_port}",
+            f"--tls-cert-file={pki / 'server.crt'}", f"--tls-private-key-file={pki / 'server.key'}",
+            "--node-lease-duration-seconds=40",
+        ])  # fmt: skip
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - the child keeps it
+        self.procs[name] = subprocess.Popen(
+            [str(self.bin / name), *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        log.close()
+
+    def _wait_http(self, url: str, name: str, auth: bool = False, timeout: float = 30) -> None:
+        ctx = ssl.create_default_context(cafile=str(self.ca)) if url.startswith("https") else None
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"} if auth else {}
+        deadline, last = time.monotonic() + timeout, ""
+        while time.monotonic() < deadline:
+            proc = self.procs[name]
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited {proc.returncode}: {self.log_tail(name)}")
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2, context=ctx) as r:
+                    if r.status == 200:
+                        return
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} not ready after {timeout}s ({last}): {self.log_tail(name)}")
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        path = self.root / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def check_running(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited {proc.returncode}: {self.log_tail(name)}")
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+    def compact_etcd(self) -> int:
+        """Compact etcd at its current revision (what etcd does every 5 minutes for the apiserver):
+        a watch resumed from an older resourceVersion then gets 410 Gone."""
+        rev = int(self._etcd("/v3/kv/range", {"key": "Lw=="})["header"]["revision"])
+        self._etcd("/v3/kv/compaction", {"revision": str(rev), "physical": True})
+        return rev
+
+    def _etcd(self, path: str, body: dict[str, object]) -> dict[str, dict[str, str]]:
+        req = urllib.request.Request(f"{self.etcd_url}{path}", data=json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return dict(json.load(r))
+
+KWOK_CONFIG = (Path(__file__).parent / "kwok-stages.yaml").read_text()
