@@ -11,8 +11,12 @@ ETCD_VERSION=${DRILLKIT_ETCD_VERSION:-v3.6.16}
 KWOK_VERSION=${DRILLKIT_KWOK_VERSION:-v0.7.0}
 CACHE=${DRILLKIT_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/drillkit/k8s-$KUBE_VERSION}
 BIN=$CACHE/bin
+REPO=$(cd "$(dirname "$0")/.." && pwd)
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl)
 
+# KWOK is rebuilt when its patches change
+KWOK_STAMP="$KWOK_VERSION $(cat "$REPO"/scripts/patches/kwok-*.patch | sha256sum | cut -c1-16)"
+[[ -f $BIN/kwok.stamp && $(cat "$BIN/kwok.stamp") == "$KWOK_STAMP" ]] || rm -f "$BIN/kwok" "$BIN/kwokctl"
 missing=0
 for b in "${BINARIES[@]}"; do [[ -x $BIN/$b ]] || missing=1; done
 if ((missing == 0)); then echo "$BIN"; exit 0; fi
@@ -60,10 +64,14 @@ build_kwok() {
   local dir=$CACHE/src/kwok
   mkdir -p "$dir"
   cd "$dir"
-  printf 'module drillkit.local/kwokbuild\n\ngo 1.25.0\n' >go.mod
-  echo "require sigs.k8s.io/kwok $KWOK_VERSION" >>go.mod
+  # KWOK's source with scripts/patches/kwok-*.patch applied (each says why), built in its place
+  local src
+  src=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  rm -rf kwok-src && cp -r "$src" kwok-src && chmod -R u+w kwok-src
+  for p in "$REPO"/scripts/patches/kwok-*.patch; do patch -s -p1 -d kwok-src <"$p" || return 1; done
   local ld="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
-  go build -ldflags "$ld" -o "$BIN/" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
+  (cd kwok-src && go build -ldflags "$ld" -o "$BIN/" ./cmd/kwok ./cmd/kwokctl) || return 1
+  echo "$KWOK_STAMP" >"$BIN/kwok.stamp"
 }
 
 log=$CACHE/build.log
@@ -77,7 +85,11 @@ for part in kube etcd kwok; do
   esac
   ((need)) || continue
   echo "build-k8s: building $part (first build on this machine: several minutes; log $log)" >&2
-  if ! (build_$part) >>"$log" 2>&1; then
+  set +e  # (errexit is ignored inside a command whose status is tested: test it after)
+  (set -e; build_$part) >>"$log" 2>&1
+  rc=$?
+  set -e
+  if ((rc != 0)); then
     tail -30 "$log" >&2
     echo "build-k8s: building $part failed (log: $log)" >&2
     exit 1

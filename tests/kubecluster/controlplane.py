@@ -50,14 +50,14 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def make_pki(d: Path) -> None:
-    """A CA, a serving certificate for 127.0.0.1 signed by it, and the ServiceAccount key pair."""
+def make_pki(d: Path, host_ip: str) -> None:
+    """A CA, a serving certificate for 127.0.0.1 and `host_ip` signed by it, and the ServiceAccount key pair."""
     d.mkdir(parents=True, exist_ok=True)
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
              "-days", "2", "-subj", "/CN=drillkit-test-ca", cwd=d)  # fmt: skip
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
              "-subj", "/CN=kube-apiserver", cwd=d)  # fmt: skip
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n")
+    (d / "ext.cnf").write_text(f"subjectAltName=IP:127.0.0.1,IP:{host_ip},DNS:localhost,DNS:kubernetes.default.svc\n")
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
              "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf", cwd=d)  # fmt: skip
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
@@ -76,6 +76,40 @@ rules:
 """
 
 
+@dataclass(frozen=True)
+class NodeNetwork:
+    """The KWOK nodes' network namespace: a veth pair, `eth0` inside (the pods' interface, where
+    `tc` lands), the host side carrying the apiserver's address for KWOK. Named by this process's
+    pid, deleted by `delete()` (which removes the veth pair with it)."""
+
+    name: str
+    host_ip: str
+    node_ip: str
+
+    @classmethod
+    def create(cls) -> NodeNetwork:
+        n = os.getpid() % 250 + 1
+        self = cls(f"drillkit-test-{os.getpid()}", f"10.213.{n}.1", f"10.213.{n}.2")
+        host_if = f"dkt{os.getpid()}"[:15]
+        for cmd in (
+            ["ip", "netns", "add", self.name],
+            ["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", self.name],
+            ["ip", "addr", "add", f"{self.host_ip}/30", "dev", host_if],
+            ["ip", "link", "set", host_if, "up"],
+            ["ip", "-n", self.name, "addr", "add", f"{self.node_ip}/30", "dev", "eth0"],
+            ["ip", "-n", self.name, "link", "set", "eth0", "up"],
+            ["ip", "-n", self.name, "link", "set", "lo", "up"],
+        ):
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                self.delete()
+                raise RuntimeError(f"{' '.join(cmd)}: {done.stderr.strip()} (the wire tests need root and iproute2)")
+        return self
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "netns", "delete", self.name], capture_output=True)
+
+
 @dataclass
 class ControlPlane:
     """Started processes and where they listen; `stop()` ends exactly them."""
@@ -87,6 +121,7 @@ class ControlPlane:
     kwok_port: int = 0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     startup_seconds: float = 0.0
+    node_net: NodeNetwork | None = None
 
     @property
     def url(self) -> str:
@@ -120,7 +155,8 @@ class ControlPlane:
     def start(self) -> ControlPlane:
         t0 = time.monotonic()
         pki = self.root / "pki"
-        make_pki(pki)
+        self.node_net = NodeNetwork.create()
+        make_pki(pki, self.node_net.host_ip)
         tokens = [f"{ADMIN_TOKEN},admin,admin-uid,system:masters"]
         tokens += [f"{name}-token,{user},{user}-uid,system:masters" for name, user in COMPONENT_TOKENS.items()]
         (self.root / "tokens.csv").write_text("\n".join(tokens) + "\n")
@@ -135,8 +171,8 @@ class ControlPlane:
         self._wait_http(f"{self.etcd_url}/health", "etcd")
         self.api_port = free_port()
         self._spawn("kube-apiserver", [
-            f"--etcd-servers={self.etcd_url}", "--bind-address=127.0.0.1", f"--secure-port={self.api_port}",
-            "--advertise-address=127.0.0.1",
+            f"--etcd-servers={self.etcd_url}", "--bind-address=0.0.0.0", f"--secure-port={self.api_port}",
+            f"--advertise-address={self.node_net.host_ip}",
             f"--tls-cert-file={pki / 'server.crt'}", f"--tls-private-key-file={pki / 'server.key'}",
             f"--client-ca-file={pki / 'ca.crt'}", f"--token-auth-file={self.root / 'tokens.csv'}",
             f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
@@ -161,11 +197,14 @@ class ControlPlane:
             f"--secure-port={free_port()}", "--v=0",
         ])  # fmt: skip
         self.kwok_port = free_port()
-        (self.root / "kwok.yaml").write_text(KWOK_CONFIG)
+        (self.root / "kwok.yaml").write_text(KWOK_CONFIG + CLUSTER_EXEC.format(workdir=self.root / "exec"))
+        (self.root / "exec").mkdir()
+        kwok_server = f"https://{self.node_net.host_ip}:{self.api_port}"
+        node_ip = self.node_net.node_ip
         self._spawn("kwok", [
-            f"--kubeconfig={self.kubeconfig('kwok', 'kwok-token')}", f"--config={self.root / 'kwok.yaml'}",
+            f"--kubeconfig={self.kubeconfig('kwok', 'kwok-token', kwok_server)}", f"--config={self.root / 'kwok.yaml'}",
             "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
-            "--node-ip=127.0.0.1", f"--node-port={self.kwok_port}", f"--server-address=127.0.0.1:{self.kwok_port}",
+            f"--node-ip={node_ip}", f"--node-port={self.kwok_port}", f"--server-address={node_ip}:{self.kwok_port}",
             f"--tls-cert-file={pki / 'server.crt'}", f"--tls-private-key-file={pki / 'server.key'}",
             "--node-lease-duration-seconds=40",
         ])  # fmt: skip
@@ -174,8 +213,11 @@ class ControlPlane:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - the child keeps it
+        # KWOK (the nodes' kubelet) runs in the nodes' network namespace: what a test execs in a
+        # pod (tc on eth0) runs there, never on this machine's own interfaces.
+        prefix = ["ip", "netns", "exec", self.node_net.name] if name == "kwok" else []
         self.procs[name] = subprocess.Popen(
-            [str(self.bin / name), *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [*prefix, str(self.bin / name), *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
         log.close()
@@ -217,6 +259,8 @@ class ControlPlane:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+        if self.node_net is not None:
+            self.node_net.delete()
 
     def compact_etcd(self) -> int:
         """Compact etcd at its current revision (what etcd does every 5 minutes for the apiserver):
@@ -231,3 +275,15 @@ class ControlPlane:
             return dict(json.load(r))
 
 KWOK_CONFIG = (Path(__file__).parent / "kwok-stages.yaml").read_text()
+
+# Every exec into a pod on a KWOK node runs the real command here (in KWOK's network namespace,
+# in `workdir`): the scripts drillkit sends are run by the real sh, tc, etc.
+CLUSTER_EXEC = """
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterExec
+metadata: {{name: run-locally}}
+spec:
+  execs:
+    - local: {{workDir: {workdir}}}
+"""
