@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,8 +205,8 @@ def _environment(fmt: str) -> Any:
     env.filters["dur"] = format_duration
     env.filters["time"] = lambda at: at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
     env.filters["code"] = code
-    env.filters["url"] = _url if markdown else (lambda value: value)
-    env.filters["relpath"] = _relpath if markdown else (lambda value: value)
+    env.filters["url"] = _md_link(safe_link) if markdown else safe_link
+    env.filters["relpath"] = _md_link(path_link) if markdown else path_link
     env.filters["prose"] = _prose_md if markdown else _prose_html
     return env
 
@@ -213,24 +214,38 @@ def _environment(fmt: str) -> Any:
 _CODE_SPAN = re.compile(r"`([^`]+)`")
 
 
-def _relpath(value: Any) -> Any:
-    """A relative link target in Markdown (a run folder's report): spaces and parentheses
-    percent-encoded so the link stays one link."""
+# A link target is spelt with URL characters only: browsers drop whitespace and controls from
+# a URL and read a backslash as a slash, so `java\tscript:` or `\\host` would pass a looser check.
+_LINK_CHARS = re.compile(r"[A-Za-z0-9\-._~%!$&'*+,;=:@/?#\[\]]+")
+_WEB_URL = re.compile(r"(?i)https?://[^/?#]+")
+
+
+def safe_link(value: Any) -> str:
+    """A target fit for every href and src of every page: an http(s) URL with a host, or a
+    relative reference (no scheme, no `//host`); anything else (`javascript:`, `data:`…) is
+    `#`. Run folder names and the journal's `prometheus` value are data, not ours to trust."""
+    text = str(value)
+    if not _LINK_CHARS.fullmatch(text) or text.startswith("//"):
+        return "#"
+    if ":" not in re.split(r"[/?#]", text, maxsplit=1)[0]:
+        return text
+    return text if _WEB_URL.match(text) else "#"
+
+
+def path_link(value: Any) -> str:
+    """A filesystem path relative to the page (a run folder's report) as a link: every
+    character but letters, digits, `-._~` and `/` percent-encoded, so a folder named
+    `javascript:…` or `a (b)` stays a path to that folder."""
     from urllib.parse import quote
 
+    return safe_link(quote(str(value), safe="/"))
+
+
+def _md_link(link: Callable[[Any], str]) -> Callable[[Any], Any]:
+    """A link filter for Markdown: its result is inserted as written (already safe)."""
     from markupsafe import Markup
 
-    return Markup(quote(str(value), safe="/-_.~:"))
-
-
-def _url(value: Any) -> Any:
-    """A link target in Markdown: percent-encoded by us (no spaces, parentheses or brackets),
-    so it stays as written; anything else is dropped to `#`."""
-    from markupsafe import Markup
-
-    text = str(value)
-    ok = re.fullmatch(r"https?://[A-Za-z0-9\-._~%!$&'*+,;=:@/?\[\]]+", text) and not re.search(r"[()<>\s]", text)
-    return Markup(text) if ok else Markup("#")
+    return lambda value: Markup(link(value))
 
 
 def _prose_md(value: Any) -> Any:

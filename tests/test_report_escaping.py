@@ -125,3 +125,38 @@ def test_hostile_text_runs_no_script_in_a_real_browser(tmp_path: Path) -> None:
     assert title and title.group(1) != "PWNED", "a payload ran and set document.title"
     assert "&lt;script&gt;document.title=" in title.group(1), "the payload must show as text"
     assert not re.search(r"<(img|svg|script)\b[^>]*(onerror|onload|PWNED)", dom), "a payload became markup"
+
+
+CLICK_EVERY_LINK = """<script>
+/* the test's own script: clicks every link; a javascript: link runs in this page as on a
+   real click, any other link's navigation is cancelled so the page stays to be read back */
+addEventListener("click", (e) => {
+  const a = e.target.closest("a");
+  if (a && a.protocol !== "javascript:") e.preventDefault();
+}, true);
+const seen = [];
+for (const a of document.querySelectorAll("a[href], area[href]")) { seen.push(a.protocol); a.click(); }
+document.documentElement.setAttribute("data-clicked", seen.join(" "));
+</script>"""
+
+
+def test_clicking_every_link_of_every_page_runs_no_script(tmp_path: Path) -> None:
+    """Every HTML page (reports, index, trends, a suite's summary, training attempts) over run
+    folders named like `javascript:…` and journals whose `prometheus` is `javascript:…`,
+    opened in headless Chromium with every link clicked: no click runs script, and each link
+    is a web or file link."""
+    from tests.browser import open_page
+    from tests.test_report_links import every_page
+
+    _, pages = every_page(tmp_path)
+    for i, page in enumerate(pages):
+        clicking = page.with_name(f"clicking-{page.name}")
+        html = page.read_text(encoding="utf-8")
+        clicking.write_text(html.replace("</body>", CLICK_EVERY_LINK + "</body>"), encoding="utf-8")
+        dom = open_page(clicking, tmp_path / f"browser-{i}").dom
+        assert "</html>" in dom, f"chromium rendered nothing for {page}"
+        title = re.search(r"<title>(.*?)</title>", dom, re.S)
+        assert "<h1>" in dom and title and title.group(1) != "PWNED", f"a click ran script in {page}: {dom[:300]}"
+        clicked = re.search(r'data-clicked="([^"]*)"', dom)
+        assert clicked, f"the clicks did not run in {page}"
+        assert set(clicked.group(1).split()) <= {"http:", "https:", "file:"}, (page, clicked.group(1))
