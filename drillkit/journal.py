@@ -5,6 +5,9 @@ for durations). Times that come from elsewhere (Prometheus's firing time, an ack
 another process) are wall-clock; they are placed on the monotonic axis through the pair of
 clocks read when the journal was opened, so every duration is a difference of `mono` values.
 The report, `drillkit report` and `drillkit cleanup` read only this file.
+
+The `started` event and every revert record are sealed with this host's journal key
+(`drillkit.hostkey`): cleanup runs a revert only if `verify` accepts the lines it came from.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from drillkit import hostkey
 from drillkit.clock import parse_time, rfc3339, utcnow
 from drillkit.errors import DrillkitError, InputError
 from drillkit.redact import redact_data
 
 JOURNAL_NAME = "journal.jsonl"
+SEALED = frozenset({"started", "revert_registered", "revert_updated"})  # what cleanup may act on
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class Journal:
         self.events: list[Event] = []
         self._lock = threading.Lock()  # faults' background watchers append too
         self.write_error: OSError | None = None  # the first failed write (disk full…), if any
+        self._run_id = ""  # what sealed events are bound to
+        self._key: bytes | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - kept open for the run
         try:
@@ -76,6 +83,7 @@ class Journal:
             # is not ours, so place our events on its axis through the wall clock.
             first_event = read_journal(path, damage=[])[0]
             self._ref_wall, self._ref_mono = first_event.at.timestamp(), first_event.mono
+            self._run_id = str(first_event.data.get("run_id", ""))
             self._resumed = True
             self._fh.seek(path.stat().st_size - 1)
             if self._fh.read(1) != "\n":  # a torn last line: our events start on a line of their own
@@ -92,6 +100,8 @@ class Journal:
             at = at or utcnow()
             mono = self.mono_of(at)
         event = Event(kind, at, mono, redact_data(data))
+        if kind in SEALED:
+            event = self._sealed(event)
         with self._lock:
             self.events.append(event)
             try:
@@ -99,6 +109,16 @@ class Journal:
             except OSError as exc:  # the drill goes on and reverts: its caller reports the loss
                 self.write_error = self.write_error or exc
         return event
+
+    def _sealed(self, event: Event) -> Event:
+        """`event` with its MAC under this host's key (made on first use; KeyRefused if it
+        cannot be trusted or made: then nothing that needs a revert may happen)."""
+        if event.kind == "started":
+            self._run_id = str(event.data.get("run_id", ""))
+        if self._key is None:
+            self._key = hostkey.key()
+        mac = hostkey.seal(self._key, self._run_id, event.kind, event.data)
+        return Event(event.kind, event.at, event.mono, {**event.data, "mac": mac})
 
     def rescue(self) -> Path | None:
         """After a failed write, save every event kept in memory to a file beside the temp dir
@@ -158,6 +178,18 @@ def read_journal(path: Path, damage: list[str] | None = None) -> list[Event]:
     if not events or events[0].kind != "started":
         raise InputError(f"{path}:1: not a drillkit journal (no `started` event first)")
     return events
+
+
+def verify(event: Event, run_id: str, key: bytes | None) -> str | None:
+    """None if `event` carries this host's MAC for run `run_id`; else why it does not (a
+    journal from an older drillkit, another host or user, another run, or edited by hand)."""
+    if "mac" not in event.data:
+        return "not authenticated (no MAC: written by an older drillkit, or not by drillkit)"
+    if key is None:
+        return f"not authenticated (no journal key at {hostkey.key_path()}: not written as this user on this host)"
+    if not hostkey.sealed(key, run_id, event.kind, event.data):
+        return "not authenticated (its MAC does not match: edited, copied from another run, or another host's)"
+    return None
 
 
 def first(events: list[Event], kind: str) -> Event | None:
