@@ -8,6 +8,7 @@ the stop flag and the abort conditions, and shows progress on a terminal.
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 import tempfile
@@ -158,6 +159,7 @@ class Drill:
             limits=self.limits.to_dict(),
             prometheus=self.opts.prometheus.url,
             actions=self.opts.actions.to_dict(),
+            cwd=os.getcwd(),  # relative paths in the scenario: what cleanup holds revert records to
         )
         ctx = self._ctx = self._context(run_id, journal)
         status: Status | None = None

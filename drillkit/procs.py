@@ -7,6 +7,7 @@ orphans (containers), a killed process lingers as a zombie forever.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -111,16 +112,83 @@ def _own_pids() -> set[int]:
         return {me.pid, os.getppid()}
 
 
+@dataclass(frozen=True)
+class Moment:
+    """An instant on this boot's clock, in clock ticks since boot: how /proc/<pid>/stat dates a
+    process's start, so "started after" compares like with like."""
+
+    boot: str  # /proc/sys/kernel/random/boot_id: ticks of another boot mean nothing here
+    ticks: int
+
+
+@dataclass(frozen=True)
+class ProcId:
+    """A process named so that a reused pid never stands for it: its pid and when it started.
+    What revert records journal of a process they may signal again."""
+
+    pid: int
+    started: Moment
+
+
+@functools.cache
+def boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def now() -> Moment:
+    """This instant on the clock processes' start times are read on (CLOCK_BOOTTIME)."""
+    ticks = time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK")
+    return Moment(boot_id(), int(ticks))
+
+
+def proc_id(pid: int) -> ProcId | None:
+    """`pid` with its start time (field 22 of /proc/<pid>/stat), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return ProcId(pid, Moment(boot_id(), int(stat[stat.rindex(")") + 2 :].split()[19])))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def identify(pids: list[int] | tuple[int, ...]) -> tuple[ProcId, ...]:
+    """The ids of those of `pids` still there."""
+    return tuple(i for i in map(proc_id, pids) if i is not None)
+
+
+def same(process: ProcId) -> bool:
+    """The process is alive and still the one recorded (its pid was not reused)."""
+    return alive(process.pid) and proc_id(process.pid) == process
+
+
+def own_group(pgid: int | None, leader: ProcId | None) -> bool:
+    """Whether a recorded process group is still the one drillkit started: its leader is the
+    process recorded, or gone (Linux does not reuse a pid while a group of that id has members,
+    and stop_group finds members by command line)."""
+    return bool(pgid) and leader is not None and leader.pid == pgid and (same(leader) or not alive(pgid or 0))
+
+
+def matches_everything(pattern: str) -> bool:
+    """A command-line regex that would pick every process (it matches the empty string, or
+    command lines with nothing in common): never a way to name targets."""
+    regex = re.compile(pattern)
+    probes = ("/sbin/init", "sshd: root@pts/0", "[kworker/0:1]", "x")
+    return regex.search("") is not None or all(regex.search(p) for p in probes)
+
+
 def find_processes(pattern: str | None, pidfile: str | None) -> list[int]:
     """Live pids matching the pid file or the command-line regex, never drillkit's own
-    processes (by pid: a user's program run from a folder named drillkit is a fair target)."""
+    processes (by pid: a user's program run from a folder named drillkit is a fair target).
+    Without either, or with a regex that matches every command line, it refuses (DrillkitError):
+    an empty pattern once named every process on the host."""
     me = _own_pids()
     if pidfile:
         found = read_pid(Path(pidfile))
         return [found] if found and alive(found) and found not in me else []
+    if not pattern or matches_everything(pattern):
+        raise DrillkitError(f"refusing to look for processes by {pattern!r}: it would match every process")
     import psutil
 
-    regex = re.compile(pattern or "")
+    regex = re.compile(pattern)
     pids = []
     for p in psutil.process_iter(["cmdline", "status"]):
         line = " ".join(p.info["cmdline"] or ()).strip()

@@ -5,8 +5,10 @@ guardrails and returns them as a frozen value, a `plan` and an `inject` that tak
 and a frozen revert-record dataclass (`Record`) that `inject` registers with `Undo` *before*
 doing harm. The record is journalled as data and rebuilt through the same typed loader as
 scenarios, so `drillkit cleanup` can finish the job in another process after a crash, and a
-damaged journal gets a located error. Third-party faults register through the
-`drillkit.faults` entry-point group.
+damaged journal gets a located error. Before any revert runs, in the engine and in cleanup
+alike, its fault's `check` holds the record to what the run was `Allowed` (a journal is
+evidence, not a command). Third-party faults register through the `drillkit.faults`
+entry-point group.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from drillkit.errors import DrillkitError, PreflightError
@@ -139,6 +143,90 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class OutOfBounds(DrillkitError):
+    """A revert record naming something its run was never allowed to touch: refused whole,
+    before any of it runs."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"data.{field}: {message}")
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One fault as the run's scenario declared it, read the way its record holds the values."""
+
+    params: Mapping[str, object]
+    cwd: str | None
+
+    def text(self, name: str) -> str | None:
+        value = self.params.get(name)
+        return value if isinstance(value, str) else None
+
+    def argv(self, name: str) -> tuple[str, ...]:
+        value = self.params.get(name)
+        return tuple(str(v) for v in value) if isinstance(value, list | tuple) else ()
+
+    def path(self, name: str) -> str | None:
+        """The declared path made absolute against the folder the drill ran in, as inject did
+        (`Path.absolute()`); None if undeclared, or relative with that folder unknown."""
+        value = self.text(name)
+        if not value:
+            return None
+        if os.path.isabs(value):
+            return str(Path(value))
+        return str(Path(self.cwd) / value) if self.cwd else None
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """What a run was allowed to touch: its id, the folder it ran in and the faults its scenario
+    declared. Every revert record is held to it before it runs: the engine builds it from its
+    scenario, `drillkit cleanup` from the run's authenticated `started` event."""
+
+    run_id: str
+    cwd: str | None
+    faults: tuple[tuple[str, Mapping[str, object]], ...] = ()
+
+    @classmethod
+    def of_scenario(cls, run_id: str, scenario: Scenario) -> Allowed:
+        return cls(run_id, os.getcwd(), tuple((f.kind, _plain(f.params)) for f in scenario.faults))
+
+    @classmethod
+    def of_started(cls, data: Mapping[str, object]) -> Allowed:
+        """From a `started` event's data (the engine records `cwd` and the scenario's faults)."""
+        scenario = data.get("scenario")
+        faults = scenario.get("faults") if isinstance(scenario, dict) else None
+        declared: list[tuple[str, Mapping[str, object]]] = []
+        for f in faults if isinstance(faults, list) else []:
+            params = f.get("params") if isinstance(f, dict) else None
+            if isinstance(params, dict):
+                declared.append((str(f.get("kind")), params))
+        cwd = data.get("cwd")
+        return cls(str(data.get("run_id", "")), cwd if isinstance(cwd, str) else None, tuple(declared))
+
+    def declared(self, kind: str) -> list[Declared]:
+        return [Declared(params, self.cwd) for k, params in self.faults if k == kind]
+
+    def require(
+        self, kind: str, recorded: Mapping[str, object], expect: Callable[[Declared], dict[str, object]]
+    ) -> None:
+        """Refuse (OutOfBounds, naming the field) unless some `kind` fault the scenario declared
+        gives exactly the `recorded` values (`expect`: what a record of that fault holds)."""
+        best: tuple[int, str] | None = None
+        for d in self.declared(kind):
+            wanted = expect(d)
+            wrong = [name for name, value in recorded.items() if wanted.get(name) != value]
+            if not wrong:
+                return
+            if best is None or len(wrong) < best[0]:
+                best = (len(wrong), wrong[0])
+        if best is None:
+            raise OutOfBounds(next(iter(recorded), "fault"), f"the run's scenario declares no {kind} fault")
+        name = best[1]
+        raise OutOfBounds(name, f"{recorded[name]!r} is not what the run's scenario declared for {kind}")
+
+
 def record_data(record: object) -> dict[str, Any]:
     """A revert record as journal data (JSON-ready: tuples as lists, enums as values, nested
     records as mappings)."""
@@ -186,6 +274,7 @@ class Undo:
 
     def _run(self, rid: int, cls: type[Fault[Any, Any, Any]]) -> None:
         try:
+            cls.check(self._records[rid], Allowed.of_scenario(self._ctx.run_id, self._ctx.scenario))
             result = cls.revert(self._ctx, self._records[rid])
         except Exception as exc:  # a failed revert must not stop the others
             self.failures.append(f"{cls.kind}: {exc}")
@@ -243,6 +332,13 @@ class Fault(ABC, Generic[P, F, R]):
     @abstractmethod
     def revert(cls, ctx: RevertContext, record: R) -> dict[str, Any] | None:
         """Undo from the record. Idempotent: 'already gone' is success."""
+
+    @classmethod
+    def check(cls, record: R, allowed: Allowed) -> None:
+        """Refuse (OutOfBounds) a record that names anything beyond what its run was allowed:
+        called before every revert, so a record read from a journal is evidence, not a
+        command. What a revert checks as it acts (a pid's start time, a file's inode) stays in
+        `revert`."""
 
     def prepare(self) -> Prepared:
         """Preflight, keeping what it found with the fault for plan and inject."""

@@ -58,6 +58,11 @@ def _mounts() -> list[tuple[str, Path, str, set[str]]]:
     return out
 
 
+def mountpoints() -> list[Path]:
+    """Where cgroup hierarchies are mounted (what a revert record's cgroup paths must lie under)."""
+    return [mountpoint for _, mountpoint, _, _ in _mounts()]
+
+
 def hierarchy(controller: str) -> Hierarchy | None:
     """The hierarchy where `controller` (e.g. "memory", "cpu") can be used, or None."""
     mounts = _mounts()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from drillkit.errors import Aborted, PreflightError, UnavailableError
 from drillkit.faults import Fault, FaultContext, Undo
-from drillkit.procs import find_processes, spawn
+from drillkit.procs import find_processes, matches_everything, spawn
 
 if TYPE_CHECKING:
     from drillkit.signals import StopFlag
@@ -50,6 +50,8 @@ def validate_target(pattern: str | None, pidfile: str | None, required: bool = T
             re.compile(pattern)
         except re.error as exc:
             raise ValueError(f"pattern: not a valid regular expression: {exc}") from None
+        if matches_everything(pattern):
+            raise ValueError(f"pattern: {pattern!r} would match every process; name the target's command line")
 
 
 def one_target(kind: str, pattern: str | None, pidfile: str | None) -> int:

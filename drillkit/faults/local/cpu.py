@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from drillkit.errors import PreflightError, UnavailableError
-from drillkit.faults import Fault, RevertContext, Undo
+from drillkit.faults import Allowed, Declared, Fault, RevertContext, Undo
 from drillkit.faults.local import cgroups as cg
 from drillkit.faults.local.common import check_stop, drill_length, host_errors, one_target, validate_target
-from drillkit.faults.local.files import disguise, remove_scratch, state_dir
+from drillkit.faults.local.files import check_scratch, disguise, remove_scratch, scratch_name, state_dir
 from drillkit.model import Count, Duration, doc
-from drillkit.procs import alive, cmdline, find_processes, group_members, spawn, stop_group
+from drillkit.procs import ProcId, alive, cmdline, find_processes, group_members, own_group, proc_id, spawn, stop_group
 from drillkit.signals import wait_until
 
 RUNNING_WITHIN_S = 10.0  # how long inject waits for every stress-ng worker to run
@@ -71,6 +71,7 @@ class CpuPressureRecord:
     pgid: int | None = None
     processes: tuple[int, ...] = ()  # evidence: the workers, once all of them run
     program: str | None = None  # disguised: the link stress-ng runs as (files.disguise)
+    leader: ProcId | None = None  # the group's leader (pid = pgid) with its start time
 
 
 class CpuPressure(Fault[CpuPressureParams, Stressor, CpuPressureRecord]):
@@ -154,7 +155,7 @@ class CpuPressure(Fault[CpuPressureParams, Stressor, CpuPressureRecord]):
             ),
         )
         pgid = spawn(argv, log_file=log_file).pid
-        handle.update(pgid=pgid)
+        handle.update(pgid=pgid, leader=proc_id(pgid))
         ctx.harm_started()  # stress-ng runs (its workers fork within milliseconds)
         running: list[int] = []
 
@@ -174,8 +175,28 @@ class CpuPressure(Fault[CpuPressureParams, Stressor, CpuPressureRecord]):
         ctx.log(f"{self.kind}: stress-ng group {pgid} running {found.workers} workers")
 
     @classmethod
+    def check(cls, record: CpuPressureRecord, allowed: Allowed) -> None:
+        """The scratch folder (named after the run) and the files the revert deletes in it must
+        be those a cpu-pressure of the run's scenario made."""
+        check_scratch("temp_path", record.temp_path)
+        work = Path(record.temp_path)
+
+        def declared(d: Declared) -> dict[str, object]:
+            name = d.text("process_name")
+            folder = work.parent / scratch_name(allowed.run_id, name)
+            return {
+                "temp_path": str(folder),
+                "log_file": str(folder / "stress-ng.log"),
+                "program": str(folder / name) if name else None,
+            }
+
+        recorded = {"temp_path": record.temp_path, "log_file": record.log_file, "program": record.program}
+        allowed.require(cls.kind, recorded, declared)
+
+    @classmethod
     def revert(cls, ctx: RevertContext, record: CpuPressureRecord) -> dict[str, Any]:
-        groups = {record.pgid} if record.pgid else set()
+        # the recorded group, unless its id now names someone else's
+        groups = {record.pgid} if record.pgid and own_group(record.pgid, record.leader) else set()
         # started just before a crash: found by its run's --temp-path
         for pid in find_processes(rf"--temp-path {re.escape(record.temp_path)}(\s|$)", None):
             with contextlib.suppress(ProcessLookupError):

@@ -31,13 +31,13 @@ from drillkit.errors import (
     TransientError,
     UnavailableError,
 )
-from drillkit.faults import Fault, RevertContext, Undo
+from drillkit.faults import Allowed, Declared, Fault, RevertContext, Undo
 from drillkit.faults.local import conninfo
 from drillkit.faults.local.common import check_stop, drill_length, host_errors
-from drillkit.faults.local.files import disguise, remove_scratch, state_dir
+from drillkit.faults.local.files import check_scratch, disguise, remove_scratch, scratch_name, state_dir
 from drillkit.faults.local.holder import read_status
 from drillkit.model import Duration, doc
-from drillkit.procs import alive, find_processes, run_briefly, spawn, stop_group
+from drillkit.procs import ProcId, alive, find_processes, own_group, proc_id, run_briefly, spawn, stop_group
 from drillkit.retry import retrying
 from drillkit.signals import wait_until
 
@@ -214,6 +214,7 @@ class DbConnectionExhaustionRecord:
     refused: str | None = None  # the server's refusal, the evidence of exhaustion
     launcher: str | None = None  # a disguised holder's script: in its command line, found by it
     program: str | None = None  # a disguised holder's program link (files.disguise)
+    holder: ProcId | None = None  # `holder_pid` with its start time
 
 
 class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, DbConnectionExhaustionRecord]):
@@ -345,7 +346,7 @@ class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, Db
             disguise(work, name, sys.executable)
             argv = _launcher(program, "job.py", args)
         pid = spawn(argv, log_file=log_file, env=env).pid
-        handle.update(holder_pid=pid)
+        handle.update(holder_pid=pid, holder=proc_id(pid))
 
         def settled() -> dict[str, Any] | None:
             state = read_status(status)
@@ -374,10 +375,35 @@ class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, Db
         )
 
     @classmethod
+    def check(cls, record: DbConnectionExhaustionRecord, allowed: Allowed) -> None:
+        """The database, password variable and connections' tag must be those of a
+        db-connection-exhaustion the run's scenario declared (the revert terminates backends
+        carrying that tag), and the scratch files those it made in the run's folder."""
+        work = Path(record.status_file).parent if record.status_file else None
+        check_scratch("status_file", str(work) if work else None)
+
+        def declared(d: Declared) -> dict[str, object]:
+            name = d.text("process_name")
+            folder = work.parent / scratch_name(allowed.run_id, name) if work else None
+            return {
+                "dsn": d.text("dsn"),
+                "password_env": d.text("password_env"),
+                "application_name": d.text("application_name") or f"drillkit-{allowed.run_id}-hold",
+                "status_file": str(folder / "hold-connections.json") if folder else None,
+                "log_file": str(folder / "hold-connections.log") if folder else None,
+                "launcher": str(folder / "job.py") if folder and name else None,
+                "program": str(folder / name) if folder and name else None,
+            }
+
+        recorded = {name: getattr(record, name) for name in declared(Declared({}, None))}
+        allowed.require(cls.kind, recorded, declared)
+
+    @classmethod
     def revert(cls, ctx: RevertContext, record: DbConnectionExhaustionRecord) -> dict[str, Any]:
         tag = record.application_name
         stopped: list[int] = []
-        holders = {record.holder_pid} if record.holder_pid else set()
+        # the recorded holder's group, unless its id now names someone else's
+        holders = {record.holder_pid} if record.holder_pid and own_group(record.holder_pid, record.holder) else set()
         # a holder started just before a crash may not be journalled yet: find it by its tag
         pattern = (
             re.escape(record.launcher)

@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from drillkit.errors import PreflightError
-from drillkit.faults import Fault, RevertContext, Undo
+from drillkit.errors import DrillkitError, PreflightError
+from drillkit.faults import Allowed, Fault, RevertContext, Undo
 from drillkit.faults.local.common import check_stop, host_errors
+from drillkit.faults.local.files import FileId, file_id
 from drillkit.files import write_atomically
 from drillkit.model import Duration, doc
 from drillkit.signals import wait_until
@@ -48,13 +49,15 @@ class ControlFile:
 
 @dataclass(frozen=True)
 class LatencyRecord:
-    """The control file as it was: absent, or its content (a delay setting, not a secret)."""
+    """The control file as it was: absent, or its content (a delay setting, not a secret); and,
+    if inject made it, the file it made (a revert deletes that file, never another)."""
 
     control: str
     existed: bool
     previous: str | None = None  # UTF-8 content; None if empty or not UTF-8
     previous_b64: str | None = None  # content that is not UTF-8
     mode: int = 0o644
+    created: FileId | None = None
 
     def content(self) -> bytes:
         if self.previous_b64 is not None:
@@ -116,10 +119,12 @@ class Latency(Fault[LatencyParams, ControlFile, LatencyRecord]):
                 text, b64 = None, base64.b64encode(raw).decode()
             mode = stat.S_IMODE(control.stat().st_mode)
             record = LatencyRecord(str(control), True, text, b64, mode)
-        undo.register(self, record)
+        handle = undo.register(self, record)
         body = json.dumps({"delay_ms": self.delay_ms, "run_id": self.ctx.run_id}).encode()
         written = time.time()
-        write_atomically(control, body, record.mode)
+        write_atomically(control, body, record.mode & 0o777)
+        if not record.existed:
+            handle.update(created=file_id(control))
         applied = wait_until(
             lambda: self._applied(control, written), time.monotonic() + APPLIED_WITHIN_S, 0.01, self.ctx.stop
         )
@@ -144,14 +149,35 @@ class Latency(Fault[LatencyParams, ControlFile, LatencyRecord]):
         return datetime.fromtimestamp(at, UTC) if ours and at >= written - 1.0 else None
 
     @classmethod
+    def check(cls, record: LatencyRecord, allowed: Allowed) -> None:
+        """The control file must be the one a latency fault of the run's scenario declared."""
+        allowed.require(cls.kind, {"control": record.control}, lambda d: {"control": d.path("control")})
+
+    @classmethod
     def revert(cls, ctx: RevertContext, record: LatencyRecord) -> dict[str, Any]:
         control = Path(record.control)
         if not record.existed:
-            existed = control.exists()
-            control.unlink(missing_ok=True)
-            return {"removed": existed}
+            if not control.exists() and not control.is_symlink():
+                return {"removed": False}
+            if not _made_by(control, record, ctx.run_id):
+                raise DrillkitError(f"{control} is not the file this drill wrote (replaced since): left in place")
+            control.unlink()
+            return {"removed": True}
         raw = record.content()
         if control.exists() and control.read_bytes() == raw:
             return {"restored": False, "note": "already the previous content"}
-        write_atomically(control, raw, record.mode)
+        write_atomically(control, raw, record.mode & 0o777)  # never setuid, setgid or sticky
         return {"restored": True}
+
+
+def _made_by(control: Path, record: LatencyRecord, run_id: str) -> bool:
+    """The control file at that path is the one inject wrote: the same inode, or (inject died
+    before journalling it) a regular file holding this run's delay."""
+    if record.created is not None:
+        return file_id(control) == record.created
+    if file_id(control) is None:
+        return False
+    try:
+        return bool(json.loads(control.read_bytes()).get("run_id") == run_id)
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from drillkit.errors import PreflightError, UnavailableError
-from drillkit.faults import Fault, Made, RevertContext, Undo
+from drillkit.faults import Allowed, Fault, Made, OutOfBounds, RevertContext, Undo
 from drillkit.faults.local import cgroups as cg
 from drillkit.faults.local.common import check_stop, host_errors, one_target, validate_target
 from drillkit.model import Duration, doc, parse_bytes
@@ -178,6 +178,23 @@ class MemoryPressure(Fault[MemoryPressureParams, MemoryTarget, MemoryPressureRec
         kills = cg.oom_kills(group, version)
         handle.update(oom_kill=kills, oom_kill_before=before, target_gone=True, leak_posts=posts)
         ctx.log(f"{self.kind}: pid {pid} gone after {posts} leak requests; oom_kill counter {kills}")
+
+    @classmethod
+    def check(cls, record: MemoryPressureRecord, allowed: Allowed) -> None:
+        """The drill cgroup is one named after the run, and both it and the origin lie inside a
+        mounted cgroup hierarchy: the revert writes, moves processes and removes there only."""
+        if record.version not in (1, 2):
+            raise OutOfBounds("version", f"expected cgroup version 1 or 2, got {record.version}")
+        if not allowed.declared(cls.kind):
+            raise OutOfBounds("cgroup", "the run's scenario declares no memory-pressure fault")
+        mounts = cg.mountpoints()
+        for name in ("cgroup", "origin"):
+            path = Path(getattr(record, name))
+            inside = any(path != m and path.is_relative_to(m) for m in mounts)
+            if not path.is_absolute() or ".." in path.parts or not inside:
+                raise OutOfBounds(name, f"{path} is not a cgroup below a mounted cgroup hierarchy")
+        if not Path(record.cgroup).name.endswith(f"-{allowed.run_id}"):
+            raise OutOfBounds("cgroup", f"{record.cgroup} is not a cgroup this run names (…-{allowed.run_id})")
 
     @classmethod
     def revert(cls, ctx: RevertContext, record: MemoryPressureRecord) -> dict[str, Any]:

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from drillkit.errors import PreflightError
-from drillkit.faults import Fault, RevertContext, Undo, check_blast_radius
+from drillkit.faults import Allowed, Declared, Fault, OutOfBounds, RevertContext, Undo, check_blast_radius
 from drillkit.faults.local.common import restart, validate_target
 from drillkit.model import Count, Duration, doc
-from drillkit.procs import alive, brief_cmdline, find_processes, wait_gone
+from drillkit.procs import ProcId, brief_cmdline, find_processes, proc_id, same, wait_gone
 from drillkit.signals import wait_until
 
 SIGNALS = {"SIGKILL", "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGSTOP"}
@@ -47,7 +47,8 @@ class Victims:
 
 @dataclass(frozen=True)
 class ProcessKillRecord:
-    """How to undo a process-kill: find the processes again, resume or restart them."""
+    """How to undo a process-kill: find the processes again, resume or restart them. Only the
+    processes in `killed_ids` (pid and start time) are ever signalled again."""
 
     signal: str
     count: int
@@ -58,6 +59,7 @@ class ProcessKillRecord:
     restart_log: str | None = None
     back_within: float = 0.0
     killed: tuple[int, ...] = ()  # journalled before each signal is sent
+    killed_ids: tuple[ProcId, ...] = ()  # the same processes with their start times
 
 
 class ProcessKill(Fault[ProcessKillParams, Victims, ProcessKillRecord]):
@@ -104,23 +106,49 @@ class ProcessKill(Fault[ProcessKillParams, Victims, ProcessKillRecord]):
             ),
         )
         killed: list[int] = []
+        ids: list[ProcId] = []
         for pid in found.pids:
-            handle.update(killed=(*killed, pid))  # journalled before the signal is sent
+            if (ident := proc_id(pid)) is None:
+                continue  # gone already
+            handle.update(killed=(*killed, pid), killed_ids=(*ids, ident))  # journalled before the signal
             try:
                 os.kill(pid, getattr(signal, p.signal))
             except ProcessLookupError:
                 continue
             killed.append(pid)
+            ids.append(ident)
             self.ctx.harm_started()
         wait_gone(list(found.pids), GONE_WITHIN_S if p.signal == "SIGKILL" else 0.0, self.ctx.stop)
 
     @classmethod
+    def check(cls, record: ProcessKillRecord, allowed: Allowed) -> None:
+        """The signal, the processes' pattern or pid file and the restart command (argv, folder,
+        log) must be those of a process-kill the run's scenario declared."""
+        try:
+            validate_target(record.pattern, record.pidfile)
+        except ValueError as exc:
+            raise OutOfBounds("pattern", str(exc)) from None
+
+        def declared(d: Declared) -> dict[str, object]:
+            return {
+                "signal": d.text("signal") or "SIGKILL",
+                "pattern": d.text("pattern"),
+                "pidfile": d.path("pidfile"),
+                "restart": d.argv("restart"),
+                "restart_cwd": d.path("restart_cwd") or allowed.cwd,
+                "restart_log": d.path("restart_log"),
+                "back_within": d.params.get("back_within"),
+            }
+
+        recorded = {name: getattr(record, name) for name in declared(Declared({}, None))}
+        allowed.require(cls.kind, recorded, declared)
+
+    @classmethod
     def revert(cls, ctx: RevertContext, record: ProcessKillRecord) -> dict[str, Any]:
-        killed = set(record.killed)
+        killed = {p.pid for p in record.killed_ids if same(p)}  # still the processes it signalled
         if record.signal == "SIGSTOP":
             for pid in killed:
-                if alive(pid):
-                    os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGCONT)
             return {"continued": sorted(killed)}
         back: list[int] = []
         survived: list[int] = []
@@ -136,7 +164,8 @@ class ProcessKill(Fault[ProcessKillParams, Victims, ProcessKillRecord]):
 
         if wait_until(enough, time.monotonic() + record.back_within, 0.2, ctx.stop):
             return {"back": back, "survived": survived, "restarted": []}
-        missing = record.count - len(back) - len(survived)
+        # only as many as it signalled, whatever `count` says
+        missing = min(record.count, len(record.killed)) - len(back) - len(survived)
         restarted = restart(record.restart, record.restart_cwd, record.restart_log, missing)
         ctx.log(f"process-kill revert: restarted {', '.join(map(str, restarted))}")
         return {"back": back, "survived": survived, "restarted": restarted}

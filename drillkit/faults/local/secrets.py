@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from drillkit.errors import PreflightError
-from drillkit.faults import Fault, RevertContext, Undo, check_blast_radius
+from drillkit.errors import DrillkitError, PreflightError
+from drillkit.faults import Allowed, Declared, Fault, OutOfBounds, RevertContext, Undo, check_blast_radius
 from drillkit.faults.local.common import check_stop, host_errors, restart, validate_target
+from drillkit.faults.local.files import FileId, file_id
 from drillkit.files import fsync_dir, write_atomically
 from drillkit.model import Count, Duration, doc
-from drillkit.procs import brief_cmdline, find_processes, wait_gone
+from drillkit.procs import Moment, ProcId, brief_cmdline, find_processes, now, proc_id, same, wait_gone
 from drillkit.signals import wait_until
 
 if TYPE_CHECKING:
@@ -60,7 +61,9 @@ class Replicas:
 
 @dataclass(frozen=True)
 class AuthSecretCorruptionRecord:
-    """How to undo it: the backup's path (never the secret), how to find and restart replicas."""
+    """How to undo it: the backup's path (never the secret), how to find and restart replicas.
+    The revert signals only replicas started after `since` and those in `killed_ids`, and
+    deletes the backup only if it is still the file `backup_id` names."""
 
     secret_file: str
     backup: str
@@ -79,6 +82,33 @@ class AuthSecretCorruptionRecord:
     killed: tuple[int, ...] = ()  # journalled before each SIGTERM
     restarted: tuple[int, ...] = ()
     back: tuple[int, ...] = ()
+    since: Moment | None = None  # when inject began: a replica started later read the bad secret
+    backup_id: FileId | None = None  # the backup as inject created it, before writing it
+    killed_ids: tuple[ProcId, ...] = ()  # `killed` with start times
+
+
+def backup_of(secret: Path, run_id: str) -> Path:
+    return secret.with_name(f".{secret.name}.drillkit-backup-{run_id}")
+
+
+def _fresh(record: AuthSecretCorruptionRecord) -> list[int]:
+    """Replicas started since inject began (they read the bad secret): never more of them than
+    there were replicas, and none without a recorded start of the drill."""
+    since = record.since
+    if since is None:
+        return []
+    before = set(record.replicas_before)
+    fresh = []
+    for pid in _replicas(record.pattern, record.pidfiles):
+        ident = proc_id(pid)
+        if pid not in before and ident and ident.started.boot == since.boot and ident.started.ticks >= since.ticks:
+            fresh.append(pid)
+    if len(fresh) > max(1, len(record.replicas_before)):
+        raise DrillkitError(
+            f"{len(fresh)} processes match the replicas' {record.pattern or 'pid files'} since the drill began, "
+            f"more than the {len(record.replicas_before)} replicas there were: none signalled; restart them by hand"
+        )
+    return fresh
 
 
 def _replicas(pattern: str | None, pidfiles: tuple[str, ...]) -> list[int]:
@@ -150,7 +180,7 @@ class AuthSecretCorruption(Fault[AuthSecretCorruptionParams, Replicas, AuthSecre
     def preflight(self) -> Replicas:
         p = self.params
         secret = Path(p.secret_file).absolute()  # the record must hold wherever cleanup runs from
-        backup = secret.with_name(f".{secret.name}.drillkit-backup-{self.ctx.run_id}")
+        backup = backup_of(secret, self.ctx.run_id)
         if not secret.is_file():
             raise PreflightError(f"{self.kind}: secret file {secret} does not exist or is not a file")
         if secret.is_symlink():  # replacing it would replace the link, not what it points to
@@ -197,10 +227,13 @@ class AuthSecretCorruption(Fault[AuthSecretCorruptionParams, Replicas, AuthSecre
             restart_log=p.restart_log,
             back_within=p.back_within,
             replicas_before=found.all,
+            since=now(),
         )
         handle = undo.register(self, record)
         original = secret.read_bytes()
         fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        made = os.fstat(fd)
+        handle.update(backup_id=FileId(made.st_dev, made.st_ino))  # before a byte of it is written
         with os.fdopen(fd, "wb") as fh:
             fh.write(original)
             fh.flush()
@@ -214,10 +247,13 @@ class AuthSecretCorruption(Fault[AuthSecretCorruptionParams, Replicas, AuthSecre
         handle.update(corrupted=True)
         check_stop(ctx.stop)
         killed: list[int] = []
+        ids: list[ProcId] = []
 
         def journal_first(pid: int) -> None:
             killed.append(pid)
-            handle.update(killed=tuple(killed))
+            if (ident := proc_id(pid)) is not None:
+                ids.append(ident)
+            handle.update(killed=tuple(killed), killed_ids=tuple(ids))
 
         result = _bounce(found.victims, record, journal_first, ctx.stop)
         handle.update(restarted=tuple(result["restarted"]), back=tuple(result["back"]))
@@ -226,21 +262,60 @@ class AuthSecretCorruption(Fault[AuthSecretCorruptionParams, Replicas, AuthSecre
         ctx.log(f"{self.kind}: secret replaced; restarted {len(found.victims)} replica(s): {result}")
 
     @classmethod
+    def check(cls, record: AuthSecretCorruptionRecord, allowed: Allowed) -> None:
+        """The secret file, how replicas are found and the restart command must be those of an
+        auth-secret-corruption the run's scenario declared; the backup is the one its name
+        gives; no more replicas signalled than there were."""
+        if record.pattern is None and not record.pidfiles:
+            raise OutOfBounds("pattern", "neither a pattern nor pid files: that would name every process")
+        try:
+            validate_target(record.pattern, None, required=False)
+        except ValueError as exc:
+            raise OutOfBounds("pattern", str(exc)) from None
+        if len(record.killed) > len(record.replicas_before):
+            raise OutOfBounds("killed", "more replicas signalled than there were")
+
+        def declared(d: Declared) -> dict[str, object]:
+            return {
+                "secret_file": d.path("secret_file"),
+                "pattern": d.text("pattern"),
+                "pidfiles": d.argv("pidfiles"),
+                "restart": d.argv("restart"),
+                "restart_cwd": d.text("restart_cwd"),
+                "restart_log": d.text("restart_log"),
+                "back_within": d.params.get("back_within"),
+            }
+
+        recorded = {name: getattr(record, name) for name in declared(Declared({}, None))}
+        allowed.require(cls.kind, recorded, declared)
+        if record.backup != str(backup_of(Path(record.secret_file), allowed.run_id)):
+            raise OutOfBounds("backup", f"{record.backup!r} is not this run's backup of {record.secret_file}")
+
+    @classmethod
     def revert(cls, ctx: RevertContext, record: AuthSecretCorruptionRecord) -> dict[str, Any]:
         secret, backup = Path(record.secret_file), Path(record.backup)
         if not backup.exists():
             return {"restored": False, "note": "no backup: already reverted, or the secret was never touched"}
+        if record.backup_id is None or file_id(backup) != record.backup_id:
+            raise DrillkitError(
+                f"{backup} is not the backup this drill made (another file is there now): left alone; "
+                f"check {secret} by hand"
+            )
         if not record.backup_complete:  # crashed while writing the backup: secret untouched
             backup.unlink()
             return {"restored": False, "removed_partial_backup": True}
-        write_atomically(secret, backup.read_bytes(), record.mode, (record.uid, record.gid))
+        try:  # the secret keeps its owner (inject replaced it with the same one)
+            st = secret.lstat()
+            owner = (st.st_uid, st.st_gid)
+        except FileNotFoundError:
+            owner = (record.uid, record.gid)
+        write_atomically(secret, backup.read_bytes(), record.mode & 0o777, owner)
         # replicas that started after the corruption began read the bad secret: restart them
-        before = set(record.replicas_before)
-        fresh = [pid for pid in _replicas(record.pattern, record.pidfiles) if pid not in before]
+        fresh = _fresh(record)
         result = _bounce(fresh, record) if (fresh or record.killed) else {"signalled": []}
         # a replica that outlived its SIGTERM (an inject stopped before SIGKILL) is still there
         replicas = set(_replicas(record.pattern, record.pidfiles))
-        survived = [pid for pid in record.killed if pid in replicas]
+        survived = [p.pid for p in record.killed_ids if p.pid in replicas and same(p)]
         # each fresh replica was just replaced (by its supervisor or `restart`): it counts once
         missing = len(record.killed) - len(survived) - len(fresh)
         if missing > 0 and record.restart:
