@@ -14,8 +14,13 @@ independent records let another process undo it:
    backup Secrets put their original value back and restart the workloads that use it, and the
    rest is deleted.
 
-Both steps are idempotent; running cleanup twice is harmless. Do not point `--all` at report
-folders of drills that are still running: it would revert them under their feet.
+Both steps are idempotent; running cleanup twice is harmless. A running drill holds its
+journal's lock, and cleanup leaves a locked journal alone.
+
+A journal is evidence, not a command: anyone who can write a reports folder can write one. A
+revert runs only if its record and the run's `started` event carry this user's MAC
+(`drillkit.hostkey`), and only after its fault's `check` found it within what the run's scenario
+allowed; otherwise it is a located FAILED line and nothing of it runs.
 """
 
 from __future__ import annotations
@@ -26,9 +31,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from drillkit import hostkey
 from drillkit.errors import DrillkitError, InputError
-from drillkit.faults import RevertContext, fault_class, load_record
-from drillkit.journal import JOURNAL_NAME, Journal, JournalBusy, PendingRevert, pending_reverts, read_journal
+from drillkit.faults import Allowed, OutOfBounds, RevertContext, fault_class, load_record
+from drillkit.journal import (
+    JOURNAL_NAME,
+    Event,
+    Journal,
+    JournalBusy,
+    PendingRevert,
+    pending_reverts,
+    read_journal,
+    verify,
+)
 from drillkit.kube import Forbidden, KubeconfigError
 from drillkit.model import Where
 from drillkit.signals import StopFlag
@@ -62,9 +77,52 @@ class _Run:
     scenario_path: str
     finished: bool  # the journal has its `finished` event
     namespaces: tuple[str, ...] = ()  # the target's and those its faults name (kubernetes runs)
+    untrusted: str | None = None  # why its `started` event is not this host's: no revert of it runs
+    tainted: tuple[tuple[int, str], ...] = ()  # revert id -> a line of its record that is not ours
+    allowed: Allowed = field(default_factory=lambda: Allowed("", None))
+
+    def tainted_by(self, rid: int) -> str | None:
+        return next((why for i, why in self.tainted if i == rid), None)
 
 
-def _runs(report_dir: Path, run_id: str | None, report: CleanupReport) -> list[_Run]:
+@dataclass(frozen=True)
+class _Key:
+    """This user's journal key, or why there is none to trust."""
+
+    key: bytes | None
+    problem: str | None
+
+
+def _journal_key(report_dir: Path) -> _Key:
+    try:
+        key = hostkey.existing()
+    except hostkey.KeyRefused as exc:
+        return _Key(None, f"not authenticated: the journal key is refused: {exc}")
+    path = hostkey.key_path()
+    if path.resolve().is_relative_to(report_dir.resolve()):
+        return _Key(None, f"not authenticated: the journal key {path} lies inside the reports folder; move it out")
+    return _Key(key, None)
+
+
+def _trust(events: list[Event], journal: Path, key: _Key) -> tuple[str | None, tuple[tuple[int, str], ...]]:
+    """Why the run's `started` event is not ours (None: it is), and each revert id with the
+    first line of its record that does not carry our MAC."""
+    started = events[0]
+    run_id = str(started.data.get("run_id", ""))
+    problem = key.problem or verify(started, run_id, key.key)
+    if problem:
+        return f"{journal}:{started.line}: {problem}", ()
+    tainted: dict[int, str] = {}
+    for e in events:
+        if e.kind in ("revert_registered", "revert_updated") and (why := verify(e, run_id, key.key)):
+            try:
+                tainted.setdefault(int(e.data.get("id", -1)), f"{journal}:{e.line}: {why}")
+            except (TypeError, ValueError):
+                continue  # pending_reverts refuses such a line itself
+    return None, tuple(tainted.items())
+
+
+def _runs(report_dir: Path, run_id: str | None, report: CleanupReport, key: _Key) -> list[_Run]:
     """The runs under `report_dir` (one, with `run_id`). A journal that cannot be read is a
     FAILED line, never skipped in silence: it may hold a fault nobody else knows about."""
     if not report_dir.is_dir():
@@ -86,6 +144,7 @@ def _runs(report_dir: Path, run_id: str | None, report: CleanupReport) -> list[_
         target = scenario.get("target")
         kube = target.get("kubernetes") if isinstance(target, dict) else None
         context = kube.get("context") if isinstance(kube, dict) else None
+        untrusted, tainted = _trust(events, journal, key)
         out.append(
             _Run(
                 rid,
@@ -95,6 +154,9 @@ def _runs(report_dir: Path, run_id: str | None, report: CleanupReport) -> list[_
                 str(scenario.get("path", "")),
                 any(e.kind == "finished" for e in events),
                 _journal_namespaces(scenario) if kube else (),
+                untrusted,
+                tainted,
+                Allowed.of_started(started.data),
             )
         )
     return out
@@ -160,7 +222,7 @@ def cleanup(
     kubes = _Kubes(context, allow_contexts, kubeconfig)
     contexts: set[str] = set()
     try:
-        runs = _runs(report_dir, run_id, report)
+        runs = _runs(report_dir, run_id, report, _journal_key(report_dir))
         if run_id and not runs and not report.failed:
             report.notes.append(f"no journal of run {run_id} under {report_dir}")
         for run in runs:
@@ -190,6 +252,10 @@ def _revert_run(
             report.failed.append(f"run {run.run_id}: {d} (if it recorded a revert, check that fault by hand)")
     if not pending and run.finished:
         return
+    if run.untrusted and pending:  # nothing of it runs, and it is not ended as if it had
+        for p in pending:
+            report.failed.append(f"run {run.run_id}: {_refused(p, run.untrusted)}")
+        return
     factory = None
     if run.target == "kubernetes":
         try:
@@ -215,7 +281,7 @@ def _revert_run(
             kube_factory=factory,
         )
         for p in pending:
-            _revert_one(p, run.target, ctx, journal, report)
+            _revert_one(p, run, ctx, journal, report)
         if not run.finished:  # we hold its journal, so its process is gone: end it as aborted
             reason = "the drill's process died before the drill ended; drillkit cleanup reverted its faults"
             journal.append("aborted", reason=reason, by_signal=False, by="drillkit cleanup")
@@ -243,12 +309,30 @@ def _render_report(run: _Run, report: CleanupReport) -> None:
     report.done.append(f"run {run.run_id}: report written to {written[0].parent}")
 
 
-def _revert_one(p: PendingRevert, target: str, ctx: RevertContext, journal: Journal, report: CleanupReport) -> None:
+def _refused(p: PendingRevert, why: str) -> str:
+    """The FAILED line of a revert whose record is not provably ours: located, and what to do."""
+    return (
+        f"revert #{p.id} ({p.fault}) not executed: {why}. drillkit runs only records it wrote on this host as "
+        f"this user; if the run was yours, undo what {p.journal}:{p.line} records by hand"
+    )
+
+
+def _revert_one(p: PendingRevert, run: _Run, ctx: RevertContext, journal: Journal, report: CleanupReport) -> None:
     what = f"run {p.run_id}: revert {p.fault} #{p.id}"
+    if why := run.tainted_by(p.id):
+        journal.append("revert_failed", id=p.id, fault=p.fault, error=why, by="drillkit cleanup")
+        report.failed.append(f"run {p.run_id}: {_refused(p, why)}")
+        return
     try:
-        cls = fault_class(p.fault, target)
+        cls = fault_class(p.fault, run.target)
         record = load_record(cls, p.data, Where(str(p.journal), p.line, f"revert #{p.id} data"))
+        cls.check(record, run.allowed)
         result = cls.revert(ctx, record)
+    except OutOfBounds as exc:
+        error = f"{p.journal}:{p.line}: revert #{p.id} ({p.fault}) {exc}: not executed"
+        journal.append("revert_failed", id=p.id, fault=p.fault, error=error, by="drillkit cleanup")
+        report.failed.append(f"run {p.run_id}: {error}")
+        return
     except Exception as exc:  # bad journal data included (KeyError, ValueError, TypeError, ...)
         error = _one_line(exc)
         journal.append("revert_failed", id=p.id, fault=p.fault, error=error, by="drillkit cleanup")
