@@ -15,6 +15,7 @@ every recorded process group and leaves nothing running.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import http.client
 import json
 import os
@@ -26,9 +27,10 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from drillkit.errors import InputError, UnavailableError
 from drillkit.lab import services
@@ -44,6 +46,7 @@ from drillkit.lab.services import (
     Service,
     binary,
     port_in_use,
+    port_taken,
     start_prometheus,
     start_service,
     wait_http,
@@ -57,6 +60,8 @@ from drillkit.signals import wait_until
 
 RULES = Path(__file__).parent / "rules" / "chatbot.rules.yml"
 READY_TIMEOUT_S = 90.0
+LOCK_FILE = ".lab.lock"  # held by `lab up` and `lab down` while they run
+LOCK_WAIT_S = READY_TIMEOUT_S + 120.0  # another `up` may take its whole readiness wait, and more
 
 COMPONENTS = ("postgres", "exporter", "proxy", "api", "traffic", "alertmanager", "prometheus")
 
@@ -252,10 +257,23 @@ def up(
     out: Callable[[str], None] = print,
     ready_timeout: float = READY_TIMEOUT_S,
 ) -> UpResult:
-    """Start whatever part of the lab is not running; wait until Prometheus sees it all."""
+    """Start whatever part of the lab is not running; wait until Prometheus sees it all. A
+    second `up` meanwhile waits for this one, then finds the lab running (`already_running`)."""
     t0 = time.monotonic()
     lab_dir = lab_dir.absolute()
     lab_dir.mkdir(parents=True, exist_ok=True)
+    with _one_at_a_time(lab_dir, out):
+        return _up(lab_dir, base_port, replicas, out, ready_timeout, t0)
+
+
+def _up(
+    lab_dir: Path,
+    base_port: int | None,
+    replicas: int | None,
+    out: Callable[[str], None],
+    ready_timeout: float,
+    t0: float,
+) -> UpResult:
     state = load_state(lab_dir)
     live = [c for c in COMPONENTS if state and running(state.procs.get(c))]
     if state and live:
@@ -274,11 +292,7 @@ def up(
     missing = [c for c in START_ORDER if c not in live]
     if state and not missing:
         return UpResult(state, [], time.monotonic() - t0)
-    busy = [f"{port} ({c})" for c in missing for port in ports.owned_by(c) if port_in_use(port)]
-    if busy:  # checked before anything is created or started
-        raise UnavailableError(
-            f"port {', '.join(busy)} already in use on 127.0.0.1: stop what listens there or pick another --base-port"
-        )
+    _refuse_taken_ports(ports, missing)  # before anything is created or started
     for c in missing:  # every program, before anything is created or started
         for name in {
             "postgres": ["initdb", "pg_ctl"],
@@ -295,17 +309,66 @@ def up(
     try:
         for c in missing:
             out(f"starting {c}")
-            state.procs[c] = STARTERS[c](state)
+            state.procs[c] = STARTERS[c](state)  # a component that fails stops itself (wait_up)
             done.append(c)
             state.save()
         wait_ready(state, ready_timeout)
-    except BaseException:
+    except BaseException as exc:
         for c in reversed(done):
             _stop_component(state, c)
             state.procs.pop(c, None)
         state.save()
+        if isinstance(exc, UnavailableError) and len(done) < len(missing):
+            _refuse_taken_ports(ports, [missing[len(done)]])  # taken since the check: say so in one line
         raise
     return UpResult(state, done, time.monotonic() - t0)
+
+
+def _refuse_taken_ports(ports: Ports, components: list[str]) -> None:
+    """One line naming each port (and its component) that something else holds."""
+    busy = [f"{port} ({c})" for c in components for port in ports.owned_by(c) if port_taken(port)]
+    if busy:
+        raise UnavailableError(
+            f"port {', '.join(busy)} already in use on 127.0.0.1: stop what holds it or pick another --base-port"
+        )
+
+
+@contextmanager
+def _one_at_a_time(lab_dir: Path, out: Callable[[str], None]) -> Iterator[None]:
+    """`lab up` and `lab down` one at a time in a lab dir (flock, dropped by the kernel if the
+    holder dies): two `up`s at once both started every component, and the second, failing to
+    bind, had already wiped the first Prometheus's TSDB. The later one waits (bounded)."""
+    path = lab_dir / LOCK_FILE
+    said = False
+
+    def take() -> IO[str] | None:
+        nonlocal said
+        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fh.fileno()).st_ino != os.stat(path).st_ino:  # purged while we waited
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
+            fh.seek(0)
+            holder = fh.read().strip() or "starting"
+            fh.close()
+            if not said:
+                out(f"waiting for another `drillkit lab` command in {lab_dir} ({holder})")
+                said = True
+            return None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
+        return fh
+
+    held = wait_until(take, time.monotonic() + LOCK_WAIT_S, 0.2)
+    if held is None:
+        raise UnavailableError(f"another `drillkit lab` command in {lab_dir} still runs after {LOCK_WAIT_S:g}s")
+    try:
+        yield
+    finally:
+        held.close()
 
 
 def _prepare_files(state: LabState) -> None:
@@ -394,8 +457,15 @@ class DownResult:
 def down(lab_dir: Path = DEFAULT_DIR, out: Callable[[str], None] = print, purge: bool = False) -> DownResult | None:
     """Stop every recorded component, dependents first; None if no lab state was found.
     `purge` also deletes what the lab wrote (databases, TSDB, logs, secret)."""
+    if load_state(lab_dir) is None:
+        return None
+    with _one_at_a_time(Path(lab_dir).absolute(), out):
+        return _down(lab_dir, purge, out)
+
+
+def _down(lab_dir: Path, purge: bool, out: Callable[[str], None]) -> DownResult | None:
     state = load_state(lab_dir)
-    if state is None:
+    if state is None:  # another `down` got there first
         return None
     pids = [p.pid for p in state.procs.values()] + [p for p in state.replica_pids().values() if p]
     stopped = []
@@ -419,7 +489,8 @@ def _purge(state: LabState) -> None:
     for sub in ("postgres", "prometheus", "alertmanager", "logs"):
         shutil.rmtree(lab_dir / sub, ignore_errors=True)
     shutil.rmtree(state.pg_root, ignore_errors=True)
-    for name in (state.jwt_secret_file, state.latency_file, str(lab_dir / "supervise.json"), *state.pid_files.values()):
+    files = (state.jwt_secret_file, state.latency_file, str(lab_dir / "supervise.json"), *state.pid_files.values())
+    for name in (*files, str(lab_dir / LOCK_FILE)):  # the lock is held: a waiter sees it was purged
         Path(name).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         lab_dir.rmdir()  # only if nothing else is in it

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from drillkit.errors import PreflightError, UnavailableError
-from drillkit.procs import spawn
+from drillkit.procs import spawn, stop_own_group
 from drillkit.signals import wait_until
 
 PACKAGES = {
@@ -52,8 +52,23 @@ def free_port() -> int:
 
 
 def port_in_use(port: int) -> bool:
+    """Something listens on 127.0.0.1:`port`."""
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def port_taken(port: int) -> bool:
+    """A lab component could not bind 127.0.0.1:`port`: something listens there, or holds it
+    without listening (a socket bound but not listening, an outgoing connection's local port),
+    which a connect test misses. Bound with SO_REUSEADDR, as the components do, so a port a
+    stopped lab left in TIME_WAIT counts as free."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return port_in_use(port)
 
 
 @dataclass
@@ -74,6 +89,11 @@ class Service:
                 self.proc.kill()
                 self.proc.wait()
 
+    def stop_group(self) -> None:
+        """Stop the process and all it started (its process group: a supervisor's replicas too)."""
+        args = self.proc.args  # the last argument guards against a reused pid
+        stop_own_group(self.proc.pid, self.proc.pid, str(args[-1] if isinstance(args, list) else args), grace=5.0)
+
 
 def start_service(
     name: str, argv: list[str], workdir: Path, url: str = "", env: dict[str, str] | None = None
@@ -85,7 +105,8 @@ def start_service(
 
 def wait_up(service: Service, check: Callable[[], bool], timeout: float, what: str) -> None:
     """The lab's one readiness wait: until `check()` holds; fail early, with the log's tail, if
-    the process died, and with the log's path at the deadline."""
+    the process died, and with the log's path at the deadline. A service that never gets ready
+    is stopped with its whole group, so a failed start leaves nothing running."""
 
     def up() -> bool:
         if service.proc.poll() is not None:
@@ -93,8 +114,13 @@ def wait_up(service: Service, check: Callable[[], bool], timeout: float, what: s
             raise UnavailableError(f"{service.name} exited with {service.proc.returncode}:\n{tail}")
         return check()
 
-    if not wait_until(up, time.monotonic() + timeout, 0.1):
-        raise UnavailableError(f"{service.name} not {what} within {timeout:g}s (log: {service.log})")
+    try:
+        ready = wait_until(up, time.monotonic() + timeout, 0.1)
+        if not ready:
+            raise UnavailableError(f"{service.name} not {what} within {timeout:g}s (log: {service.log})")
+    except BaseException:
+        service.stop_group()
+        raise
 
 
 def wait_http(service: Service, path: str, timeout: float) -> None:
@@ -156,12 +182,8 @@ def start_prometheus(workdir: Path, setup: PrometheusSetup, port: int | None = N
 
 
 def _ready(service: Service) -> Service:
-    """Wait for `/-/ready`; stop the process if it never gets there."""
-    try:
-        wait_http(service, "/-/ready", 30)
-    except UnavailableError:
-        service.stop()
-        raise
+    """Wait for `/-/ready` (wait_up stops the process if it never gets there)."""
+    wait_http(service, "/-/ready", 30)
     return service
 
 
