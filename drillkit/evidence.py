@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from drillkit.errors import DrillkitError
+from drillkit.journal import printable
 from drillkit.prometheus import AlertRule, Prometheus
 from drillkit.scenario import Scenario
 
@@ -109,10 +110,11 @@ def load_series(folder: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        saved: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
+        saved = json.loads(path.read_text(encoding="utf-8"))  # bad bytes: a UnicodeDecodeError, a ValueError
+    except (OSError, ValueError):
         return None
-    return saved
+    # label values are scraped text: a lone surrogate among them cannot be written into a report
+    return printable(saved) if isinstance(saved, dict) else None
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,15 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import threading
 import time
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from drillkit import hostkey
 from drillkit.clock import parse_time, rfc3339, utcnow
@@ -48,6 +51,8 @@ class Event:
     def from_json(cls, line: str, number: int = 0) -> Event:
         raw = json.loads(line)
         kind, at, mono = raw.pop("kind"), parse_time(raw.pop("at")), float(raw.pop("mono"))
+        if not isinstance(kind, str):
+            raise TypeError(f"kind is {type(kind).__name__}, not a string")
         return cls(kind, at, mono, raw, number)
 
 
@@ -145,46 +150,170 @@ class Journal:
             self.write_error = self.write_error or exc
 
 
-def read_journal(path: Path, damage: list[str] | None = None) -> list[Event]:
-    """Events of a journal file (or of the journal in a report folder).
+def iter_journal(path: Path, damage: list[str] | None = None, max_line: int | None = None) -> Iterator[Event]:
+    """Events of a journal file (or of the journal in a report folder), one at a time as its
+    lines are read: the memory it takes is one line's, whatever the journal's size.
 
     A line cut short by a writer that died mid-write is skipped (listed in `damage`, if given,
-    as a "torn line"). Any other line that is not an event (garbage from a bad disk) is an error
-    naming its line; with a `damage` list, every complete event is kept and the line is listed
-    there instead. A journal without its `started` event is an error."""
+    as a "torn line"). Any other line that is not an event (garbage from a bad disk, bytes that
+    are not UTF-8, a line longer than `max_line` bytes) is an error naming its line; with a
+    `damage` list, every complete event is kept and the line is listed there instead. A journal
+    without its `started` event first is an error."""
     if path.is_dir():
         path = path / JOURNAL_NAME
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, when the generator ends or is dropped
     except OSError as exc:
         raise InputError(f"{path}: cannot read journal: {exc.strerror}") from None
-    events = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            events.append(Event.from_json(line, n))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            if line.startswith('{"kind": "') and not line.rstrip().endswith("}"):
-                # cut short by a writer that died mid-write (a later writer goes on below it):
-                # no revert is lost: a record is fsynced before its harm (a torn update leaves it as registered)
-                if damage is not None:
-                    damage.append(f"{path}:{n}: torn line (its writer died mid-write), skipped: {exc}")
+    started = False
+    with fh:
+        for n, raw in enumerate(_lines(fh, path, max_line), 1):
+            if raw is None or not raw.strip():
+                if raw is None:
+                    _damaged(f"{path}:{n}: journal line longer than {max_line} bytes", damage)
                 continue
-            problem = f"{path}:{n}: journal line is not a drillkit event: {exc}"
-            if damage is None:
-                raise InputError(problem) from None
-            damage.append(problem)
-    if not events or events[0].kind != "started":
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad = f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
+                _damaged(f"{path}:{n}: journal line is not UTF-8 text ({bad})", damage)
+                continue
+            try:
+                event = Event.from_json(line, n)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                if line.startswith('{"kind": "') and not line.rstrip().endswith("}"):
+                    # cut short by a writer that died mid-write (a later writer goes on below it):
+                    # no revert is lost: a record is fsynced before its harm (a torn update leaves it as registered)
+                    if damage is not None:
+                        damage.append(f"{path}:{n}: torn line (its writer died mid-write), skipped: {exc}")
+                    continue
+                _damaged(f"{path}:{n}: journal line is not a drillkit event: {exc}", damage)
+                continue
+            if not started and event.kind != "started":
+                break
+            started = True
+            yield event
+    if not started:
         raise InputError(f"{path}:1: not a drillkit journal (no `started` event first)")
-    return events
+
+
+def _lines(fh: BinaryIO, path: Path, limit: int | None) -> Iterator[bytes | None]:
+    """The raw lines of `fh`; None for a line longer than `limit` bytes (read past, never held)."""
+    n = 0
+    try:
+        while raw := fh.readline(limit + 1 if limit else -1):
+            n += 1
+            if limit and len(raw) > limit and not raw.endswith(b"\n"):
+                while (more := fh.readline(limit)) and not more.endswith(b"\n"):
+                    pass
+                yield None
+            else:
+                yield raw
+    except OSError as exc:
+        raise InputError(f"{path}:{n + 1}: cannot read journal: {exc.strerror}") from None
+
+
+def _damaged(problem: str, damage: list[str] | None) -> None:
+    """A line that is not an event: listed in `damage` if the caller keeps going, else fatal."""
+    if damage is None:
+        raise InputError(problem)
+    damage.append(problem)
+
+
+def read_journal(path: Path, damage: list[str] | None = None) -> list[Event]:
+    """Every event of a journal, in a list (see iter_journal): for callers that need them all,
+    such as cleanup. A report keeps a bounded digest instead."""
+    return list(iter_journal(path, damage))
+
+
+KEEP_FIRST, KEEP_LAST = 200, 50  # events of one kind a digest keeps: the first ones and the latest
+KEEP_KINDS = 100  # kinds kept apart in a digest; events of any further kind share one allowance
+MAX_LINE = 8 * 2**20  # bytes: beyond any Kubernetes object a record may hold (etcd takes 1.5 MiB)
+
+
+@dataclass(frozen=True)
+class Omitted:
+    """Events of one kind that a digest read but did not keep: the middle of a flood (a repeating
+    fault's victims and notes), counted and dated so the report can say what it left out."""
+
+    kind: str  # "*" for kinds beyond KEEP_KINDS
+    count: int
+    first_at: datetime
+    first_mono: float
+    last_at: datetime
+    last_mono: float
+
+
+@dataclass(frozen=True)
+class Digest:
+    """What a report needs from a journal of any size. The events it renders are a bounded few
+    (phases, faults, reverts, alerts, acknowledgements), while a flood is many events of one
+    kind: of each kind the first KEEP_FIRST and the last KEEP_LAST are kept, the rest counted."""
+
+    events: list[Event]  # in journal order
+    omitted: list[Omitted]
+
+
+class _Kind:
+    """One kind's events while a digest reads: the first ones, a window of the latest, and a
+    count of those that left the window."""
+
+    def __init__(self, keep_last: int) -> None:
+        self.first: list[Event] = []
+        self.latest: deque[Event] = deque(maxlen=keep_last)
+        self.dropped = 0
+        self.first_dropped: Event | None = None
+        self.last_dropped: Event | None = None
+
+    def add(self, event: Event, keep_first: int) -> None:
+        if len(self.first) < keep_first:
+            self.first.append(event)
+            return
+        if len(self.latest) == self.latest.maxlen:
+            gone = self.latest[0]  # pushed out by the append below
+            self.dropped += 1
+            self.first_dropped = self.first_dropped or gone
+            self.last_dropped = gone
+        self.latest.append(event)
+
+
+def digest(events: Iterable[Event], keep_first: int = KEEP_FIRST, keep_last: int = KEEP_LAST) -> Digest:
+    """A bounded digest of `events` (read lazily, e.g. from iter_journal): the first event of each
+    kind, every one a verdict reads, is always kept; memory stays bounded by the allowances."""
+    kinds: dict[str, _Kind] = {}
+    for e in events:
+        key = e.kind if e.kind in kinds or len(kinds) < KEEP_KINDS else "*"
+        kinds.setdefault(key, _Kind(max(1, keep_last))).add(e, keep_first)
+    kept = sorted((e for k in kinds.values() for e in (*k.first, *k.latest)), key=lambda e: e.line)
+    omitted = [
+        Omitted(key, k.dropped, k.first_dropped.at, k.first_dropped.mono, k.last_dropped.at, k.last_dropped.mono)
+        for key, k in kinds.items()
+        if k.first_dropped is not None and k.last_dropped is not None
+    ]
+    return Digest(kept, omitted)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def printable(value: Any) -> Any:
+    """`value` with each lone surrogate in its text made U+FFFD. A journal may hold them (a JSON
+    `\\udcff` escape of an undecodable byte, kept as data so cleanup acts on the exact name), but
+    text written out as UTF-8 (a report) cannot carry them."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable(v) for v in value]
+    return value
 
 
 def verify(event: Event, run_id: str, key: bytes | None) -> str | None:
     """None if `event` carries this host's MAC for run `run_id`; else why it does not (a
     journal from an older drillkit, another host or user, another run, or edited by hand)."""
     if "mac" not in event.data:
-        return "not authenticated (no MAC: written by an older drillkit, or not by drillkit)"
+        return "not authenticated (no MAC: written by a drillkit older than journal authentication, or not by drillkit)"
     if key is None:
         return f"not authenticated (no journal key at {hostkey.key_path()}: not written as this user on this host)"
     if not hostkey.sealed(key, run_id, event.kind, event.data):
@@ -236,23 +365,28 @@ class PendingRevert:
 def pending_reverts(path: Path, damage: list[str] | None = None) -> list[PendingRevert]:
     """Reverts registered but neither done nor superseded, newest first (undo order). With a
     `damage` list, damaged lines are skipped and listed there (see read_journal)."""
-    events = read_journal(path, damage)
-    run_id = str(events[0].data.get("run_id", ""))
+    run_id: str | None = None
     registered: dict[int, tuple[str, dict[str, Any], int]] = {}
-    for e in events:
+    for e in iter_journal(path, damage):
+        if run_id is None:  # the first event: `started`
+            run_id = str(e.data.get("run_id", ""))
         if e.kind == "revert_updated" and "append" in e.data and int(e.data["id"]) in registered:
             fault, data, _ = registered[int(e.data["id"])]  # RevertHandle.extend: new items only
             appended = e.data["append"] if isinstance(e.data["append"], dict) else {}
             for name, more in appended.items():
-                old = data.get(name, [])
-                data[name] = [*old, *more] if isinstance(old, list) and isinstance(more, list) else more
+                old = data.get(name)
+                if isinstance(old, list) and isinstance(more, list):
+                    old.extend(more)  # our own copy (below): linear in the appends, not quadratic
+                else:
+                    data[name] = list(more) if isinstance(more, list) else more
             registered[int(e.data["id"])] = (fault, data, e.line)
         elif e.kind in ("revert_registered", "revert_updated"):
-            registered[int(e.data["id"])] = (str(e.data["fault"]), dict(e.data.get("data", {})), e.line)
+            copied = {k: list(v) if isinstance(v, list) else v for k, v in dict(e.data.get("data", {})).items()}
+            registered[int(e.data["id"])] = (str(e.data["fault"]), copied, e.line)
         elif e.kind == "revert_done":
             registered.pop(int(e.data["id"]), None)
     journal = path / JOURNAL_NAME if path.is_dir() else path
     return [
-        PendingRevert(run_id, rid, f, d, journal, line)
+        PendingRevert(run_id or "", rid, f, d, journal, line)
         for rid, (f, d, line) in sorted(registered.items(), reverse=True)
     ]

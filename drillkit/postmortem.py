@@ -88,7 +88,7 @@ def responders(events: list[Event]) -> list[Responder]:
         "give_up": "gave up",
     }
     for e in events:
-        if e.kind in actions:
+        if e.kind in actions and "fault" not in e.data:  # a fault's own `note` is not a responder's
             seen.setdefault(str(e.data.get("by") or "unnamed"), ([], []))[1].append(actions[e.kind])
         elif e.kind == "handover" and e.data.get("to"):
             roles, did = seen.setdefault(str(e.data["to"]), ([], []))

@@ -19,7 +19,20 @@ from drillkit import postmortem
 from drillkit.clock import rfc3339
 from drillkit.errors import InputError
 from drillkit.evidence import SERIES_NAME, load_series
-from drillkit.journal import JOURNAL_NAME, Event, Measures, first, measures, read_journal
+from drillkit.journal import (
+    JOURNAL_NAME,
+    KEEP_FIRST,
+    KEEP_LAST,
+    MAX_LINE,
+    Event,
+    Measures,
+    Omitted,
+    digest,
+    first,
+    iter_journal,
+    measures,
+    printable,
+)
 from drillkit.model import format_duration
 from drillkit.policy import ActionDefaults, Verdict, verdicts
 from drillkit.updates import read_updates
@@ -57,10 +70,19 @@ TIMELINE_KINDS = set(EVENT_TEXT) - {"fault_injecting"}
 
 
 def load_events(folder: Path) -> list[Event]:
-    """Journal events plus status updates from other processes, on one time axis."""
-    events = read_journal(folder)
-    events += read_updates(folder if folder.is_dir() else folder.parent, events[0])
-    return sorted(events, key=lambda e: e.mono)
+    """Journal events plus status updates from other processes, on one time axis (a journal's
+    floods counted, not kept: see _read)."""
+    return _read(folder)[0]
+
+
+def _read(folder: Path) -> tuple[list[Event], list[Omitted]]:
+    """What a report reads from a run folder, in memory bounded whatever the journal's size:
+    the journal streamed into a digest (each kind's first and latest events, the rest counted),
+    plus the status updates; text made fit to write out as UTF-8."""
+    kept = digest(iter_journal(folder, max_line=MAX_LINE))
+    events = kept.events + read_updates(folder if folder.is_dir() else folder.parent, kept.events[0])
+    shown = [Event(printable(e.kind), e.at, e.mono, printable(e.data), e.line) for e in events]
+    return sorted(shown, key=lambda e: e.mono), kept.omitted
 
 
 @dataclass(frozen=True)
@@ -72,10 +94,11 @@ class ReportData:
     events: list[Event]
     measures: Measures
     verdicts: list[Verdict]
+    omitted: tuple[Omitted, ...] = ()  # the journal's floods, counted (see journal.digest)
 
     def to_json(self) -> dict[str, Any]:
         start = self.events[0]
-        return {
+        doc = {
             "run_id": self.run_id,
             "scenario": self.scenario["name"],
             "title": self.scenario["title"],
@@ -98,6 +121,19 @@ class ReportData:
             "verdicts": [v.to_dict() for v in self.verdicts],
             "faults": self.scenario["faults"],
         }
+        if self.omitted:  # only a flooded journal has this key: every other report.json stays as it was
+            doc["omitted_events"] = [
+                {
+                    "kind": o.kind,
+                    "count": o.count,
+                    "first_at": rfc3339(o.first_at),
+                    "last_at": rfc3339(o.last_at),
+                    "first_offset_seconds": round(o.first_mono - start.mono, 6),
+                    "last_offset_seconds": round(o.last_mono - start.mono, 6),
+                }
+                for o in self.omitted
+            ]
+        return doc
 
 
 def _public(kind: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +144,7 @@ def _public(kind: str, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def collect(folder: Path) -> ReportData:
-    events = load_events(folder)
+    events, omitted = _read(folder)
     start, end = events[0], first(events, "finished")
     return ReportData(
         run_id=str(start.data["run_id"]),
@@ -118,6 +154,7 @@ def collect(folder: Path) -> ReportData:
         events=events,
         measures=measures(events),
         verdicts=verdicts(events),
+        omitted=tuple(omitted),
     )
 
 
@@ -314,6 +351,8 @@ def _template_context(d: ReportData, folder: Path, actions: ActionDefaults) -> d
         "resolved": first(d.events, "resolved"),
         "faults": _faults_with_plans(d),
         "detected_late": first(d.events, "detected_late"),
+        "omitted": d.omitted,
+        "keep": {"first": KEEP_FIRST, "last": KEEP_LAST},
         "verdict_classes": {True: "met", False: "missed", None: "unmeasured"},
         "status_marks": {"green": "🟢", "red": "🔴", "orange": "🟠", "grey": "⚪", "amber": "🟡"},
     }

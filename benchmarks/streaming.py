@@ -1,0 +1,142 @@
+"""A journal of 1,000,000 lines and a history of 10,000 runs, read by `drillkit report` and
+`drillkit report index` as whole processes (this checkout's command): time against a baseline
+measured in the same run, and the peak RSS of each process (its own, from `wait4`).
+
+The big journal is what a long drill journals in practice: a pod-kill that repeats every few
+seconds writes, per round, the new victims (`revert_updated` with `append`) and a `note`; a
+week of it is about a million lines. Memory must not grow with it: the report keeps the
+events it renders and counts the flood.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DRILLKIT = ROOT / ".venv" / "bin" / "drillkit"
+T0 = datetime(2026, 11, 29, 9, 30, tzinfo=UTC)
+NOTE = '{"kind": "note", "at": "%s", "mono": %.6f, "fault": "pod-kill", "text": "repeat: deleted chat-api-7d9f-%06x"}'
+KILLED = (
+    '{"kind": "revert_updated", "at": "%s", "mono": %.6f, "id": 2, "fault": "pod-kill", "append": {"killed": '
+    '[{"name": "chat-api-7d9f-%06x", "uid": "1b4e28ba-2fa1-11d2-883f-%012x", "owner": "replicaset/chat-api-7d9f", '
+    '"manifest": null}]}}'
+)
+BASELINE = "import json, sys\nfor line in open(sys.argv[1], 'rb'):\n    json.loads(line)\n"
+
+
+def _at(offset: float) -> str:
+    return (T0 + timedelta(seconds=offset)).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def flood_run(folder: Path, lines: int) -> Path:
+    """The demo run (tests' fixed journal) with a repeating pod-kill's `lines` events journalled
+    between the acknowledgement (+2.9 s) and the revert (+4 s): half victims, half notes."""
+    from tests.test_policy_journal_report import fixed_journal
+
+    fixed_journal(folder, T0)
+    path = folder / "journal.jsonl"
+    head = path.read_text().splitlines()
+    cut = next(i for i, line in enumerate(head) if '"kind": "revert_done"' in line)
+    step = 1.0 / (lines + 2)
+    with open(path, "w") as fh:
+        fh.write("\n".join(head[:cut]) + "\n")
+        registered = {"kind": "revert_registered", "id": 2, "fault": "pod-kill", "data": {"killed": []}}
+        fh.write(json.dumps({**registered, "at": _at(2.95), "mono": 1002.95}) + "\n")
+        for i in range(lines - 2):
+            offset = 2.95 + (i + 1) * step
+            template = KILLED if i % 2 == 0 else NOTE
+            args = (_at(offset), 1000 + offset, i // 2) + ((i // 2,) if template is KILLED else ())
+            fh.write(template % args + "\n")
+        done = {"kind": "revert_done", "id": 2, "fault": "pod-kill", "result": {"recreated": []}}
+        fh.write(json.dumps({**done, "at": _at(3.99), "mono": 1003.99}) + "\n")
+        fh.write("\n".join(head[cut:]) + "\n")
+    return folder
+
+
+def history(root: Path, runs: int) -> Path:
+    """`runs` run folders of the demo run, an hour apart, with a report.html each (the index
+    links it), under `root`."""
+    from tests.test_policy_journal_report import fixed_journal
+
+    fixed_journal(root / "template", T0)
+    events = [json.loads(line) for line in (root / "template" / "journal.jsonl").read_text().splitlines()]
+    for i in range(runs):
+        shift = timedelta(hours=i)
+        run_id = f"{i:08x}"
+        folder = root / f"{T0 + shift:%Y-%m-%dT%H%M%SZ}-exporter-kill-{run_id}"
+        folder.mkdir(parents=True)
+        out = []
+        for e in events:
+            at = datetime.fromisoformat(e["at"].replace("Z", "+00:00")) + shift
+            e = {**e, "at": at.isoformat(timespec="microseconds").replace("+00:00", "Z")}
+            if e["kind"] == "started":
+                e["run_id"] = run_id
+            out.append(json.dumps(e))
+        (folder / "journal.jsonl").write_text("\n".join(out) + "\n")
+        (folder / "report.html").write_text("<!doctype html>\n")
+    (root / "template" / "journal.jsonl").unlink()
+    (root / "template").rmdir()
+    return root
+
+
+def measure(cmd: list[str]) -> tuple[float, float]:
+    """Seconds and peak RSS (MiB, the process's own `ru_maxrss`) of one command."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"{cmd}: exit {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def bench_big_journal(tmp: Path, rounds: int = 3, lines: int = 1_000_000) -> dict[str, list[float]]:
+    """`drillkit report` (every format) of the flood run against one pass of `json.loads` over
+    the same lines (the least any reader of the journal does), and against the same command on
+    the 14-line run: the journal's size must add time linearly and memory not at all."""
+    big, small = flood_run(tmp / "big", lines), flood_run(tmp / "small", 2)
+    journal = big / "journal.jsonl"
+    report = [str(DRILLKIT), "report", "--format", "md,html,json,junit"]
+    out: dict[str, list[float]] = {"report_s": [], "parse_s": [], "report_mib": [], "small_mib": [], "added_mib": []}
+    for _ in range(rounds):
+        seconds, mib = measure([*report, str(big)])
+        out["report_s"].append(seconds)
+        out["report_mib"].append(mib)
+        out["parse_s"].append(measure([sys.executable, "-c", BASELINE, str(journal)])[0])
+        small_mib = measure([*report, str(small)])[1]
+        out["small_mib"].append(small_mib)
+        out["added_mib"].append(mib - small_mib)
+    out["journal_mb"] = [journal.stat().st_size / 1e6]
+    return out
+
+
+def bench_index(tmp: Path, rounds: int = 3, runs: int = 10_000) -> dict[str, list[float]]:
+    """`drillkit report index` of `runs` run folders against the same command on a tenth of
+    them (linear growth is 10x), and its peak RSS."""
+    many, few = history(tmp / "many", runs), history(tmp / "few", runs // 10)
+    out: dict[str, list[float]] = {"many_s": [], "few_s": [], "many_mib": [], "few_mib": []}
+    for _ in range(rounds):
+        seconds, mib = measure([str(DRILLKIT), "report", "index", str(many)])
+        out["many_s"].append(seconds)
+        out["many_mib"].append(mib)
+        seconds, mib = measure([str(DRILLKIT), "report", "index", str(few)])
+        out["few_s"].append(seconds)
+        out["few_mib"].append(mib)
+    return out
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    with tempfile.TemporaryDirectory() as tmp:
+        print(json.dumps(bench_big_journal(Path(tmp), rounds)), flush=True)
+        print(json.dumps(bench_index(Path(tmp), rounds)), flush=True)
