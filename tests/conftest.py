@@ -7,7 +7,7 @@ import tempfile
 
 import pytest
 
-from tests.kubeserver.fixture import kube_api_client, kube_demo, kube_server, kube_server_options  # noqa: F401
+from tests.kubecluster.fixture import control_plane, kube_api_client, kube_demo, kube_server  # noqa: F401
 from tests.promfixture import prom_env  # noqa: F401 - fixture
 
 

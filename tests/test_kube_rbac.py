@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from drillkit.kube import Forbidden, Kube, KubeSettings
-from tests.kubeserver import CONTEXT, KubeServer
-from tests.kubeserver.server import RBAC_MANIFEST
+from tests.kubecluster import CONTEXT, KubeServer
+from tests.kubecluster.cluster import RBAC_NAMESPACE as RBAC_MANIFEST
 
 pytestmark = [pytest.mark.wire]
 NS = "chatbot"

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from tests.kube_drill import run_drill, scenario
-from tests.kubeserver import KubeServer
-from tests.kubeserver.schemas import VERSIONS, check_written, problems
+from tests.kubecluster import KubeServer
+from tests.kubecluster.schemas import VERSIONS, check_written, problems
 from tests.promfixture import PromEnv
 
 ROOT = Path(__file__).parents[1]

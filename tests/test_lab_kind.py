@@ -33,8 +33,8 @@ from drillkit.lab.services import PrometheusSetup, Service, start_alertmanager, 
 from drillkit.prometheus import PromConfig, Prometheus
 from drillkit.signals import wait_until
 from tests.helpers import MetricsServer, run_cli
-from tests.kubeserver import CONTEXT, KubeServer
-from tests.kubeserver.schemas import problems
+from tests.kubecluster import CONTEXT, KubeServer
+from tests.kubecluster.schemas import problems
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted((ROOT / "scenarios" / "k8s").glob("*.yaml"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -38,6 +38,13 @@ def k8s_bin_dir() -> Path:
         ["bash", str(REPO / "scripts" / "build-k8s.sh")], check=True, capture_output=True, text=True
     ).stdout
     return Path(out.strip().splitlines()[-1])
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, even by SIGKILL (no orphaned apiserver)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -218,7 +225,7 @@ class ControlPlane:
         prefix = ["ip", "netns", "exec", self.node_net.name] if name == "kwok" else []
         self.procs[name] = subprocess.Popen(
             [*prefix, str(self.bin / name), *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )  # fmt: skip
         log.close()
 
