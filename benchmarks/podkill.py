@@ -20,7 +20,7 @@ SERVER = """
 import sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from tests.kubeserver import KubeServer
+from tests.kubecluster import KubeServer
 from tests.test_kube_scale import NS, swarm
 server = KubeServer(kubeconfig_dir=Path(sys.argv[1]), ready_delay=0.05).start()
 server.seed({{"apiVersion": "v1", "kind": "Namespace", "metadata": {{"name": NS}}}})

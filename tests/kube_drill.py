@@ -24,7 +24,7 @@ from drillkit.prometheus import PromConfig
 from drillkit.scenario import load_scenario
 from drillkit.signals import StopFlag
 from tests.helpers import drillkit_cmd, write_scenario
-from tests.kubeserver import CONTEXT, KubeServer
+from tests.kubecluster import CONTEXT, KubeServer
 from tests.promfixture import PromEnv
 
 

@@ -29,7 +29,7 @@ from drillkit.kube import (
 from drillkit.signals import StopFlag
 from tests.helpers import write_scenario
 from tests.kube_drill import scenario
-from tests.kubeserver import CONTEXT, PROD_CONTEXT, KubeServer
+from tests.kubecluster import CONTEXT, PROD_CONTEXT, KubeServer
 from tests.promfixture import PromEnv
 
 pytestmark = pytest.mark.wire

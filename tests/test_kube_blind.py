@@ -20,7 +20,7 @@ from drillkit.kube import MODIFIED_BY, RUN_LABEL
 from drillkit.scenario import load_scenario
 from tests.helpers import write_scenario
 from tests.kube_drill import scenario
-from tests.kubeserver import CONTEXT, KubeServer
+from tests.kubecluster import CONTEXT, KubeServer
 from tests.test_kube_cleanup import inject_then_die, jwt
 
 pytestmark = [pytest.mark.wire, pytest.mark.integration]

@@ -27,7 +27,7 @@ from drillkit.scenario import Scenario, load_scenario
 from drillkit.signals import StopFlag
 from tests.helpers import write_scenario
 from tests.kube_drill import scenario, start_run
-from tests.kubeserver import CONTEXT, KubeServer
+from tests.kubecluster import CONTEXT, KubeServer
 from tests.promfixture import PromEnv
 
 pytestmark = [pytest.mark.wire, pytest.mark.integration]

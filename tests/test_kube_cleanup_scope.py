@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 from drillkit.cli import main
 from drillkit.journal import Journal
-from tests.kubeserver import CONTEXT, KubeServer
+from tests.kubecluster import CONTEXT, KubeServer
 
 pytestmark = [pytest.mark.wire]
 NS = "chatbot"

@@ -18,7 +18,7 @@ import pytest
 from drillkit.errors import PreflightError
 from drillkit.faults import Undo
 from tests.kube_drill import direct_fault
-from tests.kubeserver import KubeServer
+from tests.kubecluster import KubeServer
 
 pytestmark = [pytest.mark.wire]
 NS = "chatbot"

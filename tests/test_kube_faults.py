@@ -26,7 +26,7 @@ from drillkit.journal import pending_reverts
 from drillkit.kube import MODIFIED_BY, REVERT_FAULT, REVERT_OF
 from drillkit.signals import StopFlag
 from tests.kube_drill import direct_fault, no_secret_values, report, run_drill, scenario
-from tests.kubeserver import KubeServer
+from tests.kubecluster import KubeServer
 from tests.promfixture import PromEnv
 from tests.test_kube_commands import stress_ng_accepts
 

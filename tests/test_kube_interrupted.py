@@ -24,7 +24,7 @@ from drillkit.journal import pending_reverts, read_journal
 from drillkit.kube import MODIFIED_BY, RUN_LABEL
 from tests.helpers import drillkit_cmd
 from tests.kube_drill import start_run
-from tests.kubeserver import KubeServer
+from tests.kubecluster import KubeServer
 from tests.promfixture import PromEnv
 
 pytestmark = [pytest.mark.wire, pytest.mark.integration]

@@ -21,7 +21,7 @@ from drillkit.scenario import load_scenario
 from drillkit.targetlock import TargetBusy, hold_target
 from tests.helpers import write_scenario
 from tests.kube_drill import run_drill, scenario
-from tests.kubeserver import CONTEXT, KubeServer
+from tests.kubecluster import CONTEXT, KubeServer
 from tests.promfixture import PromEnv
 
 pytestmark = [pytest.mark.wire]

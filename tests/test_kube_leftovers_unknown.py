@@ -15,7 +15,7 @@ from drillkit.scenario import load_scenario
 from drillkit.signals import StopFlag
 from tests.helpers import write_scenario
 from tests.kube_drill import scenario
-from tests.kubeserver import KubeServer
+from tests.kubecluster import KubeServer
 from tests.promfixture import PromEnv
 from tests.test_kube_rbac import manifest_without
 

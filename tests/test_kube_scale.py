@@ -15,7 +15,7 @@ from drillkit.journal import pending_reverts
 from drillkit.kube.api import MAX_IN_FLIGHT
 from drillkit.model import Where
 from tests.kube_drill import direct_fault
-from tests.kubeserver import KubeServer
+from tests.kubecluster import KubeServer
 
 pytestmark = [pytest.mark.wire]
 NS = "chatbot"

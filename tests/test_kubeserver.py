@@ -12,7 +12,7 @@ import urllib3
 from kubernetes.client import ApiException
 from kubernetes.stream import stream
 
-from tests.kubeserver import CONTEXT, PROD_CONTEXT, KubeServer, fixture
+from tests.kubecluster import CONTEXT, PROD_CONTEXT, KubeServer, fixture
 
 # Until tests/conftest.py imports them for every test module:
 kube_server, kube_demo, kube_api_client = fixture.kube_server, fixture.kube_demo, fixture.kube_api_client

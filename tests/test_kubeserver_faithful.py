@@ -22,7 +22,7 @@ from drillkit.errors import PreflightError
 from drillkit.faults import Undo
 from drillkit.kube import Kube, resolve_settings
 from tests.kube_drill import direct_fault
-from tests.kubeserver import CONTEXT, KubeServer
+from tests.kubecluster import CONTEXT, KubeServer
 
 pytestmark = [pytest.mark.wire]
 NS = "chatbot"

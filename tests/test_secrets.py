@@ -21,7 +21,7 @@ import yaml
 
 from tests.helpers import drillkit_cmd, run_cli, write_scenario
 from tests.kube_drill import scenario as kube_scenario
-from tests.kubeserver import KubeServer
+from tests.kubecluster import KubeServer
 from tests.promfixture import PromEnv
 from tests.test_lab_e2e import Lab, lab, scenario_for, wait_steady  # noqa: F401 - the lab fixture
 

@@ -35,7 +35,7 @@ from drillkit.kube import RUN_LABEL
 from drillkit.lab.services import PrometheusSetup, start_prometheus
 from drillkit.scenario import load_scenario
 from tests.helpers import MetricsServer, drillkit_cmd, run_cli, write_scenario
-from tests.kubeserver import CONTEXT, KubeServer
+from tests.kubecluster import CONTEXT, KubeServer
 from tests.trainee import giveaways, journal_kinds, line, named, scorecard, wait_event
 
 pytestmark = [pytest.mark.wire, pytest.mark.integration]
