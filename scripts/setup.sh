@@ -6,7 +6,7 @@ SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
 need=()
 for pair in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
             prometheus-postgres-exporter:prometheus-postgres-exporter stress-ng:stress-ng openssl:openssl \
-            chromium:chromium; do  # chromium: report.html is checked in a real headless browser
+            chromium:chromium patch:patch ip:iproute2; do  # chromium: report.html is checked in a real headless browser; patch, ip: the test control plane
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
