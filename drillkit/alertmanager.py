@@ -74,18 +74,19 @@ class Alertmanager:
         return self.api.call(f"GET {path}", lambda: self.api.get(path, params))
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Wait up to `timeout` s for `/-/ready`; a permanent error ends the wait at once."""
+        """Wait up to `timeout` s for `/-/ready`; a permanent error ends the wait at once, and each
+        request is cut to the time left (a server that never answers holds no longer)."""
+        deadline = time.monotonic() + timeout
 
         def ready() -> bool:
+            left = self.api.timeout_within(deadline)
             try:
-                self.api.once(
-                    "GET /-/ready", lambda: self.api.session.get(f"{self.url}/-/ready", timeout=self.api.timeout)
-                )
+                self.api.once("GET /-/ready", lambda: self.api.session.get(f"{self.url}/-/ready", timeout=left))
             except TransientError:  # not up yet, or still starting (503)
                 return False
             return True
 
-        if wait_until(ready, time.monotonic() + timeout, 0.25, self.stop):
+        if wait_until(ready, deadline, 0.25, self.stop):
             return
         if self.stop is not None and self.stop.interrupts():
             raise Aborted(self.stop.reason, by_signal=True)

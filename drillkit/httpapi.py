@@ -5,12 +5,16 @@ so a call made by `prometheus_api_client` on our session is classified exactly l
 GETs — before that library looks at the status, so its text-only exception never arises. Every
 `requests` exception is classified in one other place. Connection errors, 429, 5xx and
 unreadable bodies are transient (retried under the boundary's policy); other 4xx, a malformed
-URL and a certificate we cannot verify are our input (permanent, never retried).
+URL and a certificate we cannot verify are our input (permanent, never retried), and so is a
+server that answers with an HTML page (a login page, a web UI): that is not the API, whatever
+its status says. Errors are one line: the OS's reason (connection refused) or "timed out",
+never the library's retry dump with the whole query in it.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -60,9 +64,15 @@ class HttpApi:
     def close(self) -> None:
         self.session.close()
 
-    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        """One GET of `path`; its JSON body. Errors unclassified: run it through `call`/`once`."""
-        return self.session.get(f"{self.url}{path}", params=params, timeout=self.timeout).json()
+    def get(self, path: str, params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        """One GET of `path` (within `timeout` s, default the API's); its JSON body. Errors
+        unclassified: run it through `call`/`once`."""
+        return self.session.get(f"{self.url}{path}", params=params, timeout=timeout or self.timeout).json()
+
+    def timeout_within(self, deadline: float) -> float:
+        """A request's timeout (s) inside a wait that ends at the monotonic `deadline`: the
+        API's, cut to the time left, at least half a second (one try even at the deadline)."""
+        return max(0.5, min(self.timeout, deadline - time.monotonic()))
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """`fn` (one request and its parsing), retried while the failure is transient."""
@@ -79,13 +89,23 @@ class HttpApi:
         except requests.RequestException as exc:
             if isinstance(exc, requests.exceptions.JSONDecodeError):
                 raise TransientError(f"{self.service} {what}: bad response: {exc}") from None
-            raise TransientError(f"{self.service} at {self.url} unreachable: {exc}") from None
+            root = _root(exc)
+            if isinstance(root, TimeoutError):
+                raise TransientError(f"{self.service} at {self.url}: {what}: timed out, no answer") from None
+            why = root.strerror if isinstance(root, OSError) and root.strerror else " ".join(str(exc).split())
+            raise TransientError(f"{self.service} at {self.url} unreachable: {what}: {why}") from None
         except _BAD_BODY as exc:
             raise TransientError(f"{self.service} {what}: bad response: {exc!r}") from None
 
     def _check_status(self, r: requests.Response, *args: Any, **kwargs: Any) -> None:
         """The session's response hook: anything but 200 (or a redirect, which requests then
         follows) raises. Reading the body here hands the connection back to the pool."""
+        if r.status_code == 200 and _a_page(r):
+            media = r.headers["Content-Type"].split(";")[0].strip()
+            raise PermanentError(
+                f"{self.service} at {self.url} is not the {self.service} API ({self.hint}): "
+                f"{r.request.method} {urlsplit(r.url).path} answered HTTP 200 with {media}{_detail(r)}"
+            )
         if r.status_code == 200 or r.is_redirect:
             return
         code = r.status_code
@@ -98,6 +118,23 @@ class HttpApi:
         if code in (400, 422):
             raise RejectedRequest(f"{what}{detail}", detail.removeprefix(": "))
         raise PermanentError(f"{what}{detail}")
+
+
+def _a_page(r: requests.Response) -> bool:
+    """An HTML page (a login page, a web UI, a proxy's error page) is never an API's answer."""
+    return "html" in r.headers.get("Content-Type", "").lower()
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The root cause of a `requests` error, down the chain requests -> urllib3 -> socket: the
+    OS's error (connection refused, name not known) or a socket timeout, in a few words."""
+    for _ in range(8):
+        reason = getattr(exc, "reason", None)  # urllib3's MaxRetryError keeps the cause here
+        below = reason if isinstance(reason, BaseException) else exc.__cause__ or exc.__context__
+        if below is None:
+            break
+        exc = below
+    return exc
 
 
 def _detail(r: requests.Response) -> str:
@@ -114,5 +151,5 @@ def _detail(r: requests.Response) -> str:
         return f": {kind}: {message}" if isinstance(kind, str) else f": {message}"
     if isinstance(body, str):
         return f": {body}"
-    text = text.strip()[:200]
+    text = " ".join(text.split())[:200]  # one line
     return f": {text}" if text else ""

@@ -122,10 +122,12 @@ class Prometheus:
     def close(self) -> None:
         self.api.close()
 
-    def _data(self, path: str, params: dict[str, str] | None = None, retry: bool = True) -> Any:
-        """The `data` of a GET of the API's JSON envelope."""
+    def _data(
+        self, path: str, params: dict[str, str] | None = None, retry: bool = True, timeout: float | None = None
+    ) -> Any:
+        """The `data` of a GET of the API's JSON envelope (`timeout` s, default the config's)."""
         run = self.api.call if retry else self.api.once
-        return run(f"GET {path}", lambda: self.api.get(path, params)["data"])
+        return run(f"GET {path}", lambda: self.api.get(path, params, timeout)["data"])
 
     # --- queries --------------------------------------------------------------------------
 
@@ -208,8 +210,8 @@ class Prometheus:
 
     # --- readiness and rules --------------------------------------------------------------
 
-    def rules(self, retry: bool = True) -> list[AlertRule]:
-        data = self._data("/api/v1/rules", {"type": "alert"}, retry)
+    def rules(self, retry: bool = True, timeout: float | None = None) -> list[AlertRule]:
+        data = self._data("/api/v1/rules", {"type": "alert"}, retry, timeout)
         out = []
         for group in data.get("groups", []):
             for rule in group.get("rules", []):
@@ -244,12 +246,15 @@ class Prometheus:
         """Wait up to `timeout` s until Prometheus has evaluated every alert rule once since it
         started: that needs it ready (`/-/ready` alone comes seconds before the first
         evaluation), so one rules request per try says both. A permanent error (bad URL,
-        certificate, credentials) ends the wait at once."""
+        certificate, credentials, a web page instead of the API) ends the wait at once. Each
+        request is cut to the time left: a server that never answers holds the drill no longer
+        than `timeout`."""
         last_error = ["not checked"]
+        deadline = time.monotonic() + timeout
 
         def ready() -> bool:
             try:
-                rules = self.rules(retry=False)
+                rules = self.rules(retry=False, timeout=self.api.timeout_within(deadline))
                 if all(r.last_evaluation is not None for r in rules):
                     self._ready_rules = rules  # rule() needs no second request
                     return True
@@ -258,7 +263,7 @@ class Prometheus:
                 last_error[0] = str(exc)
             return False
 
-        if wait_until(ready, time.monotonic() + timeout, 0.25, self.stop):
+        if wait_until(ready, deadline, 0.25, self.stop):
             return
         if self.stop is not None and self.stop.interrupts():
             raise Aborted(self.stop.reason, by_signal=True)
