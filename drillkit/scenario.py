@@ -366,12 +366,22 @@ def is_suite_file(path: Path) -> bool:
 
 
 def scenario_paths(paths: tuple[str, ...] | list[str]) -> list[Path]:
-    """Files named directly, plus every *.yaml / *.yml below folders named."""
+    """Files named directly, plus every *.yaml / *.yml below folders named, leaving out hidden
+    files and folders: a mounted ConfigMap holds each file twice, once in its `..<timestamp>/`
+    folder and once as a link beside it (a CronJob then ran every drill twice)."""
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml") and not is_suite_file(q)))
+            out.extend(
+                sorted(
+                    q
+                    for q in p.rglob("*")
+                    if q.suffix in (".yaml", ".yml")
+                    and not is_suite_file(q)
+                    and not any(part.startswith(".") for part in q.relative_to(p).parts)
+                )
+            )
         elif p.exists():
             out.append(p)
         else:

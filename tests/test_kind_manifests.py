@@ -1,0 +1,49 @@
+"""The kind platform's manifests and the CronJob's scenario folder, as a real cluster mounts them.
+
+Why: `lab up --kind` never became ready with a 24-byte JWT secret (the app needs 32, so every
+login was a 401), and a CronJob reading scenarios from a mounted ConfigMap ran every drill twice
+(the kubelet keeps each file in a `..<timestamp>/` folder and links it beside it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from drillkit.lab.app import MIN_SECRET_BYTES, read_secret
+from drillkit.scenario import scenario_paths
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_the_kind_platforms_jwt_secret_is_one_the_app_accepts(tmp_path: Path) -> None:
+    docs = [d for d in yaml.safe_load_all((ROOT / "drillkit/lab/kind/chatbot-api.yaml").read_text()) if d]
+    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "chatbot-jwt")
+    path = tmp_path / "jwt-secret"
+    path.write_text(secret["stringData"]["jwt-secret"])
+    assert read_secret(path) is not None, f"the app refuses the kind secret (under {MIN_SECRET_BYTES} bytes)"
+
+
+def configmap_mount(root: Path, files: dict[str, str]) -> Path:
+    """The layout the kubelet gives a mounted ConfigMap: data in `..<timestamp>/`, `..data`
+    linking to it, and each key a link through `..data`."""
+    stamp = root / "..2026_12_07_10_00_00.123456789"
+    stamp.mkdir(parents=True)
+    for name, text in files.items():
+        (stamp / name).write_text(text)
+    os.symlink(stamp.name, root / "..data")
+    for name in files:
+        os.symlink(f"..data/{name}", root / name)
+    return root
+
+
+def test_a_mounted_configmap_lists_each_scenario_once(tmp_path: Path) -> None:
+    mount = configmap_mount(tmp_path / "scenarios", {"pod-kill.yaml": "a: 1\n", "drain.yml": "b: 2\n"})
+    (mount / ".hidden").mkdir()
+    (mount / ".hidden" / "x.yaml").write_text("c: 3\n")
+    (mount / "team").mkdir()
+    (mount / "team" / "outage.yaml").write_text("d: 4\n")
+    found = [str(p.relative_to(mount)) for p in scenario_paths([str(mount)])]
+    assert found == ["drain.yml", "pod-kill.yaml", "team/outage.yaml"], found
