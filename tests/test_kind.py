@@ -76,9 +76,11 @@ def platform(context: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def as_service_account(platform: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A kubeconfig whose `kind-drillkit` context is the drillkit ServiceAccount of
-    deploy/rbac.yaml (applied cluster-wide and in the drills' namespace), not cluster-admin."""
+    deploy/rbac.yaml, deploy/rbac-namespace.yaml in the drills' namespace and the opt-in
+    deploy/rbac-node-drain.yaml (the node-drain drill), as their comments say; not cluster-admin."""
     kubectl(platform, "apply", "-f", str(RBAC))
-    kubectl(platform, "apply", "-n", "chatbot", "-f", str(RBAC))
+    kubectl(platform, "apply", "-n", "chatbot", "-f", str(RBAC.with_name("rbac-namespace.yaml")))
+    kubectl(platform, "apply", "-f", str(RBAC.with_name("rbac-node-drain.yaml")))
     token = kubectl(platform, "-n", "drillkit", "create", "token", "drillkit", "--duration", "4h").strip()
     admin = json.loads(kubectl(platform, "config", "view", "--raw", "--minify", "-o", "json"))
     cluster = admin["clusters"][0]
