@@ -60,14 +60,23 @@ def flood_run(folder: Path, lines: int) -> Path:
     return folder
 
 
-def history(root: Path, runs: int) -> Path:
+def history(root: Path, runs: int, flood_every: int = 1000, flood_lines: int = 100_000) -> Path:
     """`runs` run folders of the demo run, an hour apart, with a report.html each (the index
-    links it), under `root`."""
+    links it), under `root`; one in `flood_every` is a repeating pod-kill's run whose journal
+    has `flood_lines` lines (see flood_run)."""
     from tests.test_policy_journal_report import fixed_journal
 
     fixed_journal(root / "template", T0)
     events = [json.loads(line) for line in (root / "template" / "journal.jsonl").read_text().splitlines()]
+    if flood_every:
+        flood_run(root / "flood-template", flood_lines)
     for i in range(runs):
+        if flood_every and i % flood_every == flood_every // 2:
+            folder = root / f"{T0 + timedelta(hours=i):%Y-%m-%dT%H%M%SZ}-pod-kill-repeat-{i:08x}"
+            folder.mkdir(parents=True)
+            os.link(root / "flood-template" / "journal.jsonl", folder / "journal.jsonl")  # one file on disk
+            (folder / "report.html").write_text("<!doctype html>\n")
+            continue
         shift = timedelta(hours=i)
         run_id = f"{i:08x}"
         folder = root / f"{T0 + shift:%Y-%m-%dT%H%M%SZ}-exporter-kill-{run_id}"
@@ -81,8 +90,10 @@ def history(root: Path, runs: int) -> Path:
             out.append(json.dumps(e))
         (folder / "journal.jsonl").write_text("\n".join(out) + "\n")
         (folder / "report.html").write_text("<!doctype html>\n")
-    (root / "template" / "journal.jsonl").unlink()
-    (root / "template").rmdir()
+    for template in ("template", "flood-template"):
+        if (root / template).exists():
+            (root / template / "journal.jsonl").unlink()
+            (root / template).rmdir()
     return root
 
 
@@ -119,8 +130,9 @@ def bench_big_journal(tmp: Path, rounds: int = 3, lines: int = 1_000_000) -> dic
 
 
 def bench_index(tmp: Path, rounds: int = 3, runs: int = 10_000) -> dict[str, list[float]]:
-    """`drillkit report index` of `runs` run folders against the same command on a tenth of
-    them (linear growth is 10x), and its peak RSS."""
+    """`drillkit report index` of `runs` run folders (one in a thousand with a 100,000-line
+    journal) against the same command on a tenth of them (linear growth is 10x), and its peak
+    RSS."""
     many, few = history(tmp / "many", runs), history(tmp / "few", runs // 10)
     out: dict[str, list[float]] = {"many_s": [], "few_s": [], "many_mib": [], "few_mib": []}
     for _ in range(rounds):

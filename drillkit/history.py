@@ -22,7 +22,7 @@ from typing import Any
 from drillkit.clock import rfc3339
 from drillkit.errors import DrillkitError, InputError
 from drillkit.journal import JOURNAL_NAME
-from drillkit.report import collect, render_page
+from drillkit.report import collect, write_page
 
 MEASURES = ("time_to_detect", "time_to_acknowledge", "time_to_mitigate", "time_to_resolve")
 MEASURE_NAMES = {
@@ -214,12 +214,18 @@ def write_index(root: Path) -> list[Path]:
     for fmt in PAGES:
         path = root / f"index.{fmt}"
         if fmt == "json":
-            doc = {"runs": [r.to_json(root) for r in reversed(runs)], "problems": problems}
-            path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+            _write_json(path, {"runs": [r.to_json(root) for r in reversed(runs)], "problems": problems})
         else:
-            path.write_text(render_page(f"index.{fmt}.j2", fmt, **ctx), encoding="utf-8")
+            write_page(path, f"index.{fmt}.j2", fmt, **ctx)
         written.append(path)
     return written
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    """`doc` as indented JSON, written as it is encoded (never one string of every run)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(json.JSONEncoder(indent=2).iterencode(doc))
+        fh.write("\n")
 
 
 def write_trends(root: Path) -> tuple[list[Path], list[str]]:
@@ -240,10 +246,10 @@ def write_trends(root: Path) -> tuple[list[Path], list[str]]:
     for fmt in PAGES:
         path = root / f"trends.{fmt}"
         if fmt == "json":
-            path.write_text(json.dumps(_trends_json(t, root), indent=2) + "\n", encoding="utf-8")
+            _write_json(path, _trends_json(t, root))
         else:
             extra = _trend_plots(t) if fmt == "html" else {}
-            path.write_text(render_page(f"trends.{fmt}.j2", fmt, **ctx, **extra), encoding="utf-8")
+            write_page(path, f"trends.{fmt}.j2", fmt, **ctx, **extra)
         written.append(path)
     return written, lines
 

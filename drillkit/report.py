@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,16 @@ from drillkit.model import format_duration
 from drillkit.policy import ActionDefaults, Verdict, verdicts
 from drillkit.updates import read_updates
 
-__all__ = ["SERIES_NAME", "collect", "load_events", "render", "render_page", "render_summary", "summary_row"]
+__all__ = [
+    "SERIES_NAME",
+    "collect",
+    "load_events",
+    "render",
+    "render_page",
+    "render_summary",
+    "summary_row",
+    "write_page",
+]
 
 FORMATS = {"md": "report.md", "html": "report.html", "json": "report.json", "junit": "junit.xml"}
 
@@ -306,13 +315,25 @@ def _prose_html(value: Any) -> Any:
 def render_page(template: str, fmt: str, svgs: dict[str, Any] | None = None, **ctx: Any) -> str:
     """Render one of drillkit's templates (the history pages use this: jinja2 stays here).
     `svgs` holds drillkit.plots output (a string, or a dict of them), inserted as markup."""
+    return "".join(_page(template, fmt, svgs, ctx))
+
+
+def write_page(path: Path, template: str, fmt: str, svgs: dict[str, Any] | None = None, **ctx: Any) -> Path:
+    """render_page straight into `path`, piece by piece as the template yields them: a page of
+    10,000 runs is never one string in memory."""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(_page(template, fmt, svgs, ctx))
+    return path
+
+
+def _page(template: str, fmt: str, svgs: dict[str, Any] | None, ctx: dict[str, Any]) -> Iterator[str]:
     from markupsafe import Markup
 
     def safe(value: Any) -> Any:
         return {k: safe(v) for k, v in value.items()} if isinstance(value, dict) else Markup(value)
 
-    text: str = _environment(fmt).get_template(template).render(**ctx, svgs=safe(svgs or {}))
-    return text
+    pieces: Iterator[str] = _environment(fmt).get_template(template).generate(**ctx, svgs=safe(svgs or {}))
+    return pieces
 
 
 def _template_context(d: ReportData, folder: Path, actions: ActionDefaults) -> dict[str, Any]:
