@@ -166,7 +166,7 @@ def test_prometheus_gets_the_local_labs_rules_and_promtool_accepts_them(tmp_path
     r = subprocess.run(
         [promtool, "check", "rules", str(tmp_path / "rules" / "chatbot.rules.yml")], capture_output=True, text=True
     )
-    assert r.returncode == 0 and "SUCCESS: 7 rules found" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "SUCCESS: 10 rules found" in r.stdout, r.stdout + r.stderr
     config = find("ConfigMap", "prometheus-config", "monitoring")
     assert config
     prom_yml = yaml.safe_load(config["data"]["prometheus.yml"])
