@@ -164,6 +164,7 @@ def test_cleanup_without_journal_uses_labels(kube_demo: KubeServer, tmp_path: Pa
             "service": "chatbot-db",
             "secret": "chatbot-db-credentials",
             "connections": 5,
+            "wait": 0,  # labels are the point here, not the connections the Job's script holds
         },
         {"kind": "node-drain", "node": db_node, "evict_timeout": "1s"},
     ]

@@ -3,7 +3,9 @@
 Why: deploy/rbac.yaml grants listing only in the namespaces drills target, so a cleanup that
 lists across all namespaces fails under it (or needs an outsized ClusterRole). Cleanup lists
 where its journals' drills ran; anywhere else only when told (`--namespace`), and across the
-cluster only with `--cluster-wide`. Every test runs cleanup as the shipped ServiceAccount.
+cluster only with `--cluster-wide`. Every test runs cleanup as the shipped ServiceAccount, with
+the real apiserver's RBAC deciding: node-drain's ClusterRole (deploy/rbac-node-drain.yaml) is
+opt-in, so its one refusal, listing nodes, is expected and must be said as a note.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from tests.kubecluster import CONTEXT, KubeServer
 pytestmark = [pytest.mark.wire]
 NS = "chatbot"
 ALL_NAMESPACES = ("/api/v1/secrets", "/api/v1/pods", "/apis/batch/v1/jobs", "/apis/apps/v1/deployments")
+NODES_REFUSED = 'cannot list resource "nodes" in API group "" at the cluster scope'
+NODES_NOTE = "nodes not checked (no list on nodes: this user cannot cordon)"
 
 
 @pytest.fixture
@@ -57,6 +61,14 @@ def cleanup(server: KubeServer, reports: Path, *args: str) -> Result:
     )
 
 
+def refused(server: KubeServer, stdout: str) -> list[str]:
+    """The apiserver's 403s beyond listing nodes (which deploy/rbac.yaml alone does not grant,
+    and which cleanup must then say it skipped)."""
+    nodes = [m for m in server.denied if NODES_REFUSED in m]
+    assert not nodes or NODES_NOTE in stdout, f"nodes were refused ({nodes}) but cleanup did not say so:\n{stdout}"
+    return [m for m in server.denied if NODES_REFUSED not in m]
+
+
 def cluster_wide_lists(server: KubeServer) -> list[str]:
     return [r.path for r in server.requests if r.method == "GET" and r.path in ALL_NAMESPACES]
 
@@ -68,7 +80,7 @@ def test_cleanup_lists_in_the_journals_namespace(as_drillkit: KubeServer, tmp_pa
     r = cleanup(as_drillkit, reports, "--run-id", "f1f1f1f1")
     assert r.exit_code == 0, r.stdout + r.stderr
     assert f"deleted Secret {NS}/left-f1f1f1f1" in r.stdout, r.stdout
-    assert not as_drillkit.denied, f"cleanup needed more than deploy/rbac.yaml grants: {as_drillkit.denied}"
+    assert not refused(as_drillkit, r.stdout), f"cleanup needed more than deploy/rbac.yaml grants: {as_drillkit.denied}"
     assert cluster_wide_lists(as_drillkit) == [], "cleanup listed across all namespaces"
 
 
@@ -78,11 +90,11 @@ def test_cleanup_without_a_namespace_says_how_to_give_one(as_drillkit: KubeServe
     assert r.exit_code == 1, r.stdout + r.stderr
     assert "not checked for labelled objects" in r.stdout and "--namespace NS" in r.stdout, r.stdout
     assert "--cluster-wide, which needs a ClusterRole" in r.stdout, r.stdout
-    assert cluster_wide_lists(as_drillkit) == [] and not as_drillkit.denied
+    assert cluster_wide_lists(as_drillkit) == [] and not refused(as_drillkit, r.stdout), as_drillkit.denied
     r = cleanup(as_drillkit, tmp_path / "none", "--all", "--context", CONTEXT, "--namespace", NS)
     assert r.exit_code == 0, r.stdout + r.stderr
     assert f"deleted Secret {NS}/left-a0a0a0a0" in r.stdout, r.stdout
-    assert not as_drillkit.denied, as_drillkit.denied
+    assert not refused(as_drillkit, r.stdout), as_drillkit.denied
 
 
 def test_cluster_wide_only_when_asked_and_needs_a_clusterrole(as_drillkit: KubeServer, tmp_path: Path) -> None:

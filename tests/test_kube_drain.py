@@ -1,5 +1,6 @@
-"""node-drain against the API test server: what `kubectl drain` refuses, parallel evictions with
-a deadline per pod, and the namespaces a scenario protects.
+"""node-drain against the real apiserver (policy/v1 evictions of pods on KWOK nodes): what
+`kubectl drain` refuses, parallel evictions with a deadline per pod, and the namespaces a
+scenario protects.
 
 Why: the old drain evicted owner-less pods for good and emptyDir data silently, ran evictions
 one after another against one shared deadline, and evicted the monitoring the drill's own
@@ -19,9 +20,11 @@ from drillkit.errors import PreflightError
 from drillkit.faults import Undo
 from tests.kube_drill import direct_fault
 from tests.kubecluster import KubeServer
+from tests.kubecluster.cluster import pod_ready
 
 pytestmark = [pytest.mark.wire]
 NS = "chatbot"
+POD = {"terminationGracePeriodSeconds": 1}  # an evicted pod stays Terminating this long
 
 
 def db_node(server: KubeServer) -> str:
@@ -35,9 +38,31 @@ def bare_pod(server: KubeServer, name: str, node: str, ns: str = NS, **spec: Any
         {
             "kind": "Pod",
             "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
-            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}], **spec},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}], **POD, **spec},
         }
     )
+
+
+def replicaset_pod(server: KubeServer, name: str, node: str, **spec: Any) -> str:
+    """A ReplicaSet `name` whose one pod runs on `node` (a controller recreates it): the pod's name."""
+    labels = {"app": name}
+    pod_spec = {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}], **POD, **spec}
+    server.seed(
+        {
+            "kind": "ReplicaSet",
+            "apiVersion": "apps/v1",
+            "metadata": {"name": name, "namespace": NS, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            },
+        }
+    )
+    pods = server.wait_for(
+        lambda: [p for p in server.list("pods", NS, f"app={name}") if pod_ready(p)], 30, f"ReplicaSet {name}'s pod"
+    )
+    return str(pods[0]["metadata"]["name"])
 
 
 def drain(server: KubeServer, tmp_path: Path, run_id: str = "deadbeef", **params: Any) -> list[dict[str, Any]]:
@@ -57,25 +82,19 @@ def test_drain_refuses_what_would_be_lost_unless_forced(
     kube_demo: KubeServer, tmp_path: Path, extra: dict[str, Any], why: str
 ) -> None:
     node = db_node(kube_demo)
-    bare_pod(kube_demo, "lonely", node, **extra)
-    if extra:  # give it an owner: only the emptyDir is in question
-        kube_demo.update(
-            "pods",
-            NS,
-            "lonely",
-            lambda p: p["metadata"].__setitem__(
-                "ownerReferences",
-                [{"kind": "ReplicaSet", "name": "x", "uid": "u1", "controller": True, "apiVersion": "apps/v1"}],
-            ),
-        )
+    if extra:  # a ReplicaSet's pod: only its emptyDir is in question
+        lonely = replicaset_pod(kube_demo, "lonely", node, **extra)
+    else:
+        lonely = "lonely"
+        bare_pod(kube_demo, lonely, node)
     d = direct_fault(kube_demo, tmp_path, {"kind": "node-drain", "pod_selector": "app=chatbot-db"})
     with pytest.raises(PreflightError, match=why):
         d.fault.preflight()
     d.journal.close()
-    assert kube_demo.get("pods", NS, "lonely") is not None
+    assert kube_demo.get("pods", NS, lonely) is not None
     assert not (kube_demo.get("nodes", None, node) or {})["spec"].get("unschedulable")
     results = drain(kube_demo, tmp_path, "forced", force=True)
-    assert f"{NS}/lonely" in results[0]["evicted"], results
+    assert f"{NS}/{lonely}" in results[0]["evicted"], results
 
 
 def test_drain_leaves_protected_namespaces_alone(kube_demo: KubeServer, tmp_path: Path) -> None:

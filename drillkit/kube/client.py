@@ -252,15 +252,15 @@ class Kube(KubeApi):
 
     def scale_from(self, kind: str, namespace: str, name: str, expected: int, replicas: int) -> bool:
         """Scale to `replicas` only if the workload still has `expected` (a JSON-patch `test`:
-        optimistic concurrency); False if someone changed the count meanwhile."""
-        self.wrote(namespace)
-        patch_scale = self._workload_fns(kind)[3]
+        optimistic concurrency); False if someone changed the count meanwhile. The patch goes to
+        the workload, not its /scale: a Scale object omits `spec.replicas` when it is 0, so a
+        `test` of 0 there always fails; the workload's own `spec.replicas` is always set."""
         ops = [
             {"op": "test", "path": "/spec/replicas", "value": expected},
             {"op": "replace", "path": "/spec/replicas", "value": replicas},
         ]
         try:
-            self.call(f"patch {kind.lower()}s/scale {namespace}/{name}", patch_scale, name, namespace, ops)
+            self.patch_workload(kind, namespace, name, ops)
         except KubeError as exc:
             if exc.status == 422:  # the test operation failed
                 return False
