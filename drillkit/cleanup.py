@@ -104,19 +104,19 @@ def _journal_key(report_dir: Path) -> _Key:
     return _Key(key, None)
 
 
-def _trust(events: list[Event], journal: Path, key: _Key) -> tuple[str | None, tuple[tuple[int, str], ...]]:
+def _trust(events: list[Event], key: _Key) -> tuple[str | None, tuple[tuple[int, str], ...]]:
     """Why the run's `started` event is not ours (None: it is), and each revert id with the
     first line of its record that does not carry our MAC."""
     started = events[0]
     run_id = str(started.data.get("run_id", ""))
     problem = key.problem or verify(started, run_id, key.key)
     if problem:
-        return f"{journal}:{started.line}: {problem}", ()
+        return f"its started event (line {started.line}) is {problem}", ()
     tainted: dict[int, str] = {}
     for e in events:
         if e.kind in ("revert_registered", "revert_updated") and (why := verify(e, run_id, key.key)):
             try:
-                tainted.setdefault(int(e.data.get("id", -1)), f"{journal}:{e.line}: {why}")
+                tainted.setdefault(int(e.data.get("id", -1)), f"line {e.line} is {why}")
             except (TypeError, ValueError):
                 continue  # pending_reverts refuses such a line itself
     return None, tuple(tainted.items())
@@ -144,7 +144,7 @@ def _runs(report_dir: Path, run_id: str | None, report: CleanupReport, key: _Key
         target = scenario.get("target")
         kube = target.get("kubernetes") if isinstance(target, dict) else None
         context = kube.get("context") if isinstance(kube, dict) else None
-        untrusted, tainted = _trust(events, journal, key)
+        untrusted, tainted = _trust(events, key)
         out.append(
             _Run(
                 rid,
@@ -312,8 +312,8 @@ def _render_report(run: _Run, report: CleanupReport) -> None:
 def _refused(p: PendingRevert, why: str) -> str:
     """The FAILED line of a revert whose record is not provably ours: located, and what to do."""
     return (
-        f"revert #{p.id} ({p.fault}) not executed: {why}. drillkit runs only records it wrote on this host as "
-        f"this user; if the run was yours, undo what {p.journal}:{p.line} records by hand"
+        f"{p.journal}:{p.line}: revert #{p.id} ({p.fault}) not executed: {why}. drillkit runs only records it "
+        "wrote on this host as this user; if the drill was yours, undo by hand what the record says it changed"
     )
 
 
@@ -335,6 +335,8 @@ def _revert_one(p: PendingRevert, run: _Run, ctx: RevertContext, journal: Journa
         return
     except Exception as exc:  # bad journal data included (KeyError, ValueError, TypeError, ...)
         error = _one_line(exc)
+        if str(p.journal) not in error:  # located: the record it came from
+            error = f"{p.journal}:{p.line}: {error}"
         journal.append("revert_failed", id=p.id, fault=p.fault, error=error, by="drillkit cleanup")
         report.failed.append(f"{what}: {error}")
         return

@@ -76,6 +76,8 @@ class Journal:
         self.write_error: OSError | None = None  # the first failed write (disk full…), if any
         self._run_id = ""  # what sealed events are bound to
         self._key: bytes | None = None
+        if not path.exists() or not path.stat().st_size:  # a new journal is sealed: no key, no journal
+            self._key = hostkey.key()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - kept open for the run
         try:

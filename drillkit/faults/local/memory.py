@@ -188,11 +188,11 @@ class MemoryPressure(Fault[MemoryPressureParams, MemoryTarget, MemoryPressureRec
         if not allowed.declared(cls.kind):
             raise OutOfBounds("cgroup", "the run's scenario declares no memory-pressure fault")
         mounts = cg.mountpoints()
-        for name in ("cgroup", "origin"):
+        for name in ("cgroup", "origin"):  # the drill's group below a hierarchy's root, its origin anywhere in it
             path = Path(getattr(record, name))
-            inside = any(path != m and path.is_relative_to(m) for m in mounts)
+            inside = any(path.is_relative_to(m) and (name == "origin" or path != m) for m in mounts)
             if not path.is_absolute() or ".." in path.parts or not inside:
-                raise OutOfBounds(name, f"{path} is not a cgroup below a mounted cgroup hierarchy")
+                raise OutOfBounds(name, f"{path} is not a cgroup in a mounted cgroup hierarchy")
         if not Path(record.cgroup).name.endswith(f"-{allowed.run_id}"):
             raise OutOfBounds("cgroup", f"{record.cgroup} is not a cgroup this run names (…-{allowed.run_id})")
 
