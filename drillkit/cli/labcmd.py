@@ -24,6 +24,16 @@ def lab() -> None:
     """The local demo platform drills break: PostgreSQL, chat API replicas, Prometheus…"""
 
 
+def _scrape_interval(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    """Seconds from --scrape-interval (None: the running lab's, else 1 s)."""
+    from drillkit.lab.ruleset import parse_interval
+
+    try:
+        return None if value is None else parse_interval(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @lab.command("up")
 @click.option(
     "--dir", "lab_dir", envvar="DRILLKIT_LAB_DIR", default=".drillkit/lab", show_default=True, help=LAB_DIR_HELP
@@ -31,13 +41,22 @@ def lab() -> None:
 @click.option("--replicas", type=click.IntRange(1, 20), default=None, help="Chat API replicas [2].")
 @click.option("--base-port", type=int, default=None, help="First of the lab's 127.0.0.1 ports (Prometheus) [19090].")
 @click.option(
+    "--scrape-interval",
+    callback=_scrape_interval,
+    default=None,
+    metavar="DURATION",
+    help="Prometheus' scrape and evaluation interval, e.g. 30s; the rules' windows follow it [1s: fast drills].",
+)
+@click.option(
     "--kind",
     "on_kind",
     is_flag=True,
     help="The platform on a kind cluster instead (context kind-drillkit; needs docker or podman, kind, kubectl).",
 )
 @_guard
-def lab_up(lab_dir: str, replicas: int | None, base_port: int | None, on_kind: bool) -> None:
+def lab_up(
+    lab_dir: str, replicas: int | None, base_port: int | None, scrape_interval: int | None, on_kind: bool
+) -> None:
     """Start the lab (idempotent) and wait until Prometheus sees it all."""
     from drillkit.lab import lab as lab_mod
 
@@ -46,12 +65,12 @@ def lab_up(lab_dir: str, replicas: int | None, base_port: int | None, on_kind: b
             raise click.UsageError("--replicas and --base-port are for the local lab, not --kind")
         from drillkit.lab import kindlab
 
-        kres = kindlab.up(out=_say)
+        kres = kindlab.up(out=_say, scrape_interval=scrape_interval or 1)
         click.echo(f"kind lab {'created' if kres.created else 'deployed'} in {kres.seconds:.0f}s")
         for line in kindlab.summary(kres):
             click.echo(line)
         return
-    res = lab_mod.up(Path(lab_dir), base_port, replicas, out=_say)
+    res = lab_mod.up(Path(lab_dir), base_port, replicas, out=_say, scrape_interval=scrape_interval)
     if res.already_running:
         click.echo(f"lab already running in {res.state.dir}; nothing changed")
     else:

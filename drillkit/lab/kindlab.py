@@ -5,7 +5,8 @@ Prometheus with the same alert rules as the local lab; `kind create cluster` alo
 empty one. `up` checks the tools (docker or podman, kind, kubectl), creates the cluster from
 the packaged kind config (context kind-drillkit), builds the chat API image from the installed
 drillkit package and loads it into the cluster, applies the manifests shipped in
-`drillkit/lab/kind/` (plus the rules ConfigMap generated from `drillkit/lab/rules/`), waits for
+`drillkit/lab/kind/` (plus the rules ConfigMap generated from `drillkit/lab/rules/`, both at the
+scrape interval asked for: `drillkit.lab.ruleset`), waits for
 every rollout, then waits until Prometheus (localhost:9090 through the kind port mapping) has
 evaluated the rules, the steady states of the Kubernetes drills hold and no chatbot alert
 fires. `down` deletes the cluster. Every external tool runs through `Tools.run`, so its argv
@@ -33,10 +34,12 @@ from typing import Any
 import yaml
 
 from drillkit.errors import PreflightError, UnavailableError
+from drillkit.lab import ruleset
+from drillkit.lab.services import SCRAPE_TIMEOUT_S
 from drillkit.signals import wait_until
 
 KIND_DIR = Path(__file__).parent / "kind"
-RULES = Path(__file__).parent / "rules" / "chatbot.rules.yml"
+RULES = ruleset.RULES
 KIND_CONFIG = KIND_DIR / "kind-config.yaml"
 DOCKERFILE = KIND_DIR / "Dockerfile"
 # Applied in this order (namespaces first); every other *.yaml here is the kind config.
@@ -189,26 +192,39 @@ def find_tools(need_kubectl: bool = True, out: Callable[[str], None] = lambda _:
 # --- the manifests --------------------------------------------------------------------------------
 
 
-def rules_configmap() -> dict[str, Any]:
-    """The local lab's rules file, byte for byte, as ConfigMap monitoring/chatbot-rules."""
+def rules_configmap(interval_s: int = ruleset.DEFAULT_INTERVAL_S) -> dict[str, Any]:
+    """The local lab's rules file as ConfigMap monitoring/chatbot-rules, derived for the
+    scrape interval (byte for byte at 1 s)."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": RULES_CONFIGMAP, "namespace": "monitoring"},
-        "data": {RULES.name: RULES.read_text()},
+        "data": {RULES.name: ruleset.rules_at(interval_s)},
     }
 
 
-def manifests(image_id: str | None = None) -> list[dict[str, Any]]:
-    """Every object of the platform, in apply order. A pod template whose ConfigMaps change
-    gets a new `drillkit.io/config-hash` (Prometheus does not reload rules by itself), and
-    with `image_id` the chat API's templates get the built image's id (so a rebuilt image
-    with the same tag rolls the pods)."""
+def _at_interval(doc: dict[str, Any], interval_s: int) -> dict[str, Any]:
+    """ConfigMap monitoring/prometheus-config scraping and evaluating every `interval_s`."""
+    if (doc["kind"], doc["metadata"]["name"]) != ("ConfigMap", "prometheus-config"):
+        return doc
+    config = yaml.safe_load(doc["data"]["prometheus.yml"])
+    every = ruleset.duration(interval_s)
+    timeout = ruleset.duration(min(interval_s, SCRAPE_TIMEOUT_S))
+    config["global"] = {"scrape_interval": every, "evaluation_interval": every, "scrape_timeout": timeout}
+    return {**doc, "data": {**doc["data"], "prometheus.yml": yaml.safe_dump(config, sort_keys=False)}}
+
+
+def manifests(image_id: str | None = None, interval_s: int = ruleset.DEFAULT_INTERVAL_S) -> list[dict[str, Any]]:
+    """Every object of the platform, in apply order, with Prometheus and its rules at the
+    scrape interval `interval_s`. A pod template whose ConfigMaps change gets a new
+    `drillkit.io/config-hash` (Prometheus does not reload rules by itself), and with
+    `image_id` the chat API's templates get the built image's id (so a rebuilt image with the
+    same tag rolls the pods)."""
     docs: list[dict[str, Any]] = []
     for name in MANIFESTS:
-        docs += [d for d in yaml.safe_load_all((KIND_DIR / name).read_text()) if d]
+        docs += [_at_interval(d, interval_s) for d in yaml.safe_load_all((KIND_DIR / name).read_text()) if d]
         if name == "namespaces.yaml":
-            docs.append(rules_configmap())
+            docs.append(rules_configmap(interval_s))
     configmaps = {
         (d["metadata"]["namespace"], d["metadata"]["name"]): d.get("data") or {}
         for d in docs
@@ -230,8 +246,8 @@ def manifests(image_id: str | None = None) -> list[dict[str, Any]]:
     return docs
 
 
-def manifests_yaml(image_id: str | None = None) -> str:
-    return yaml.safe_dump_all(manifests(image_id), sort_keys=False)
+def manifests_yaml(image_id: str | None = None, interval_s: int = ruleset.DEFAULT_INTERVAL_S) -> str:
+    return yaml.safe_dump_all(manifests(image_id, interval_s), sort_keys=False)
 
 
 # --- up and down ----------------------------------------------------------------------------------
@@ -275,8 +291,10 @@ def up(
     prometheus_url: str = PROMETHEUS_URL,
     alertmanager_url: str = ALERTMANAGER_URL,
     ready_timeout: float = READY_TIMEOUT_S,
+    scrape_interval: int = ruleset.DEFAULT_INTERVAL_S,
 ) -> KindLab:
-    """Create (or reuse) the kind cluster, deploy the platform, and wait until it is drillable."""
+    """Create (or reuse) the kind cluster, deploy the platform with Prometheus scraping every
+    `scrape_interval` seconds, and wait until it is drillable."""
     start = time.monotonic()
     tools = find_tools(out=out)
     created = CLUSTER not in clusters(tools)
@@ -291,13 +309,14 @@ def up(
         tools.run("kind", "export", "kubeconfig", "--name", CLUSTER, timeout=60)
     with tempfile.TemporaryDirectory(prefix="chatbot-image-") as tmp:
         image_id = build_image(tools, Path(tmp))
-    out(f"applying the platform ({', '.join(MANIFESTS)}, rules from {RULES.name})")
-    tools.kubectl("apply", "-f", "-", input=manifests_yaml(image_id), timeout=300)
+    every = ruleset.duration(scrape_interval)
+    out(f"applying the platform ({', '.join(MANIFESTS)}, rules from {RULES.name}; scrape and evaluation every {every})")
+    tools.kubectl("apply", "-f", "-", input=manifests_yaml(image_id, scrape_interval), timeout=300)
     for ns, kind, name in WORKLOADS:
         out(f"waiting for {kind} {ns}/{name}")
         tools.kubectl("-n", ns, "rollout", "status", f"{kind}/{name}", f"--timeout={ROLLOUT_TIMEOUT}", timeout=660)
     out(f"waiting for Prometheus at {prometheus_url}: rules evaluated, steady states, no alert firing")
-    wait_ready(prometheus_url, alertmanager_url, ready_timeout)
+    wait_ready(prometheus_url, alertmanager_url, ready_timeout + 3 * scrape_interval)
     return KindLab(CONTEXT, prometheus_url, alertmanager_url, created, time.monotonic() - start)
 
 

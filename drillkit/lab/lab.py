@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from drillkit.errors import InputError, UnavailableError
-from drillkit.lab import services
+from drillkit.lab import ruleset, services
 from drillkit.lab.layout import (
     DEFAULT_BASE_PORT,
     DEFAULT_DIR,
@@ -58,10 +58,11 @@ from drillkit.lab.state import load_state as load_state
 from drillkit.procs import alive, cmdline
 from drillkit.signals import wait_until
 
-RULES = Path(__file__).parent / "rules" / "chatbot.rules.yml"
-READY_TIMEOUT_S = 90.0
+READY_TIMEOUT_S = 90.0  # plus READY_SCRAPES intervals: the first scrapes and evaluation
+READY_SCRAPES = 3
 LOCK_FILE = ".lab.lock"  # held by `lab up` and `lab down` while they run
-LOCK_WAIT_S = READY_TIMEOUT_S + 120.0  # another `up` may take its whole readiness wait, and more
+# another `up` may take its whole readiness wait, and more
+LOCK_WAIT_S = READY_TIMEOUT_S + READY_SCRAPES * ruleset.MAX_INTERVAL_S + 120.0
 
 COMPONENTS = ("postgres", "exporter", "proxy", "api", "traffic", "alertmanager", "prometheus")
 
@@ -177,15 +178,24 @@ def prometheus_setup(state: LabState) -> PrometheusSetup:
             "alertmanager": [local(p.alertmanager)],
             "prometheus": [local(p.prometheus)],
         },
-        rule_files=[RULES],
+        rule_files=[rules_file(state)],
         alertmanager=local(p.alertmanager),
+        interval_s=state.scrape_interval,
     )
+
+
+def rules_file(state: LabState) -> Path:
+    """Where the lab's Prometheus reads the shipped rules, derived for its scrape interval."""
+    return Path(state.dir) / "prometheus" / ruleset.RULES.name
 
 
 def start_prom(state: LabState) -> Proc:
     # A fresh TSDB: old series of the same instances would make `changes()`/`deriv()` rules
     # (ChatbotMemoryLeak) fire on a restarted lab, and drills would refuse to start.
     shutil.rmtree(Path(state.dir) / "prometheus" / "data", ignore_errors=True)
+    rules = rules_file(state)
+    rules.parent.mkdir(parents=True, exist_ok=True)
+    rules.write_text(ruleset.rules_at(state.scrape_interval))
     svc = start_prometheus(Path(state.dir) / "prometheus", prometheus_setup(state), state.ports.prometheus)
     return started(svc, f"--web.listen-address=127.0.0.1:{state.ports.prometheus}", svc.log)
 
@@ -218,7 +228,9 @@ class UpResult:
         return not self.started
 
 
-def new_state(lab_dir: Path, base_port: int, replicas: int) -> LabState:
+def new_state(
+    lab_dir: Path, base_port: int, replicas: int, scrape_interval: int = ruleset.DEFAULT_INTERVAL_S
+) -> LabState:
     ports = Ports.layout(base_port, replicas)
     user = os_user()
     pg_root = cluster_root(lab_dir, user)
@@ -247,6 +259,7 @@ def new_state(lab_dir: Path, base_port: int, replicas: int) -> LabState:
         jwt_secret_file=str(lab_dir / "jwt.secret"),
         latency_file=str(lab_dir / "latency.json"),
         pid_files={name: str(lab_dir / f"{name}.pid") for name in names},
+        scrape_interval=scrape_interval,
     )
 
 
@@ -256,32 +269,38 @@ def up(
     replicas: int | None = None,
     out: Callable[[str], None] = print,
     ready_timeout: float = READY_TIMEOUT_S,
+    scrape_interval: int | None = None,
 ) -> UpResult:
     """Start whatever part of the lab is not running; wait until Prometheus sees it all. A
-    second `up` meanwhile waits for this one, then finds the lab running (`already_running`)."""
+    second `up` meanwhile waits for this one, then finds the lab running (`already_running`).
+    `scrape_interval` (seconds; default the running lab's, else 1) sets Prometheus' scrape and
+    evaluation interval and the rules' windows."""
     t0 = time.monotonic()
     lab_dir = lab_dir.absolute()
     lab_dir.mkdir(parents=True, exist_ok=True)
     with _one_at_a_time(lab_dir, out):
-        return _up(lab_dir, base_port, replicas, out, ready_timeout, t0)
+        return _up(lab_dir, base_port, replicas, scrape_interval, out, ready_timeout, t0)
 
 
 def _up(
     lab_dir: Path,
     base_port: int | None,
     replicas: int | None,
+    scrape_interval: int | None,
     out: Callable[[str], None],
     ready_timeout: float,
     t0: float,
 ) -> UpResult:
     state = load_state(lab_dir)
     live = [c for c in COMPONENTS if state and running(state.procs.get(c))]
+    interval = scrape_interval or (state.scrape_interval if state else ruleset.DEFAULT_INTERVAL_S)
     if state and live:
-        wanted = (base_port or state.base_port, replicas or state.replicas)
-        if wanted != (state.base_port, state.replicas):
+        wanted = (base_port or state.base_port, replicas or state.replicas, interval)
+        if wanted != (state.base_port, state.replicas, state.scrape_interval):
             raise InputError(
-                f"the lab in {lab_dir} runs with --base-port {state.base_port} "
-                f"--replicas {state.replicas}; run `drillkit lab down` first to change them"
+                f"the lab in {lab_dir} runs with --base-port {state.base_port} --replicas {state.replicas} "
+                f"--scrape-interval {ruleset.duration(state.scrape_interval)}; "
+                "run `drillkit lab down` first to change them"
             )
     if state and live:
         ports = state.ports
@@ -302,7 +321,7 @@ def _up(
         }.get(c, []):
             binary(name)
     if state is None or not live:
-        state = new_state(lab_dir, ports.prometheus, len(ports.api))
+        state = new_state(lab_dir, ports.prometheus, len(ports.api), interval)
     _prepare_files(state)
     state.save()
     done: list[str] = []
@@ -312,7 +331,7 @@ def _up(
             state.procs[c] = STARTERS[c](state)  # a component that fails stops itself (wait_up)
             done.append(c)
             state.save()
-        wait_ready(state, ready_timeout)
+        wait_ready(state, ready_timeout + READY_SCRAPES * state.scrape_interval)
     except BaseException as exc:
         for c in reversed(done):
             _stop_component(state, c)
@@ -386,12 +405,14 @@ def _get_json(url: str) -> Any:
         return json.loads(r.read())
 
 
-# Rate-based steady-state probes need two scrapes of successful traffic: wait for them, so
-# a drill started right after `lab up` finds a measurable steady state.
-TRAFFIC_FLOWING = (
-    'sum(rate(chatbot_traffic_requests_total{outcome="ok"}[5s])) > 0 and on() '
-    'sum(rate(chatbot_http_requests_total{job="chatbot-api",route="/chat",code="200"}[5s])) > 0'
-)
+def traffic_flowing(interval_s: int) -> str:
+    """Rate-based steady-state probes need two scrapes of successful traffic: wait for them, so
+    a drill started right after `lab up` finds a measurable steady state."""
+    window = ruleset.duration(ruleset.window(5, interval_s))
+    return (
+        f'sum(rate(chatbot_traffic_requests_total{{outcome="ok"}}[{window}])) > 0 and on() '
+        f'sum(rate(chatbot_http_requests_total{{job="chatbot-api",route="/chat",code="200"}}[{window}])) > 0'
+    )
 
 
 def _query(prom: str, expr: str) -> list[Any]:
@@ -399,7 +420,7 @@ def _query(prom: str, expr: str) -> list[Any]:
     return list(_get_json(url)["data"]["result"])
 
 
-def _not_ready(prom: str) -> str | None:
+def _not_ready(prom: str, interval_s: int) -> str | None:
     """Why the lab is not ready yet according to Prometheus, or None when it is."""
     groups = _get_json(f"{prom}/api/v1/rules")["data"]["groups"]
     targets = _get_json(f"{prom}/api/v1/targets")["data"]["activeTargets"]
@@ -409,7 +430,7 @@ def _not_ready(prom: str) -> str | None:
         return "rules not evaluated yet"
     if down or not targets:
         return f"targets not up: {', '.join(down)}"
-    if not _query(prom, TRAFFIC_FLOWING):
+    if not _query(prom, traffic_flowing(interval_s)):
         return "no successful traffic in Prometheus yet"
     return None
 
@@ -423,7 +444,7 @@ def wait_ready(state: LabState, timeout: float) -> None:
     def ready() -> bool:
         nonlocal why
         try:
-            why = _not_ready(prom)
+            why = _not_ready(prom, state.scrape_interval)
         except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException) as exc:
             why = f"Prometheus API: {type(exc).__name__}: {exc}"
         return why is None

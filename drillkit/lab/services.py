@@ -32,6 +32,9 @@ PACKAGES = {
     "initdb": "postgresql",
     "pg_ctl": "postgresql",
 }
+# Prometheus' own default: at a long interval a hung target shows as down after this, not a
+# whole interval later (the timeout may not exceed the interval).
+SCRAPE_TIMEOUT_S = 10
 
 
 def binary(name: str) -> str:
@@ -148,7 +151,7 @@ class PrometheusSetup:
     scrape: dict[str, list[str]] = field(default_factory=dict)  # job -> ["127.0.0.1:port"]
     rule_files: list[Path] = field(default_factory=list)
     alertmanager: str | None = None  # "127.0.0.1:port"
-    interval: str = "1s"
+    interval_s: int = 1  # seconds between scrapes, and between rule evaluations
 
 
 def start_prometheus(workdir: Path, setup: PrometheusSetup, port: int | None = None) -> Service:
@@ -157,9 +160,9 @@ def start_prometheus(workdir: Path, setup: PrometheusSetup, port: int | None = N
     port = port or free_port()
     config: dict[str, Any] = {
         "global": {
-            "scrape_interval": setup.interval,
-            "evaluation_interval": setup.interval,
-            "scrape_timeout": setup.interval,
+            "scrape_interval": f"{setup.interval_s}s",
+            "evaluation_interval": f"{setup.interval_s}s",
+            "scrape_timeout": f"{min(setup.interval_s, SCRAPE_TIMEOUT_S)}s",
         },
         "rule_files": [str(p) for p in setup.rule_files],
         "scrape_configs": [

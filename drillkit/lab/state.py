@@ -51,6 +51,7 @@ class LabState:
     latency_file: str
     pid_files: dict[str, str]  # replica name -> pid file written by the supervisor
     procs: dict[str, Proc] = field(default_factory=dict)
+    scrape_interval: int = 1  # seconds: Prometheus' scrape and evaluation interval, the rules' scale
 
     @property
     def path(self) -> Path:
