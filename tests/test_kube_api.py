@@ -440,7 +440,7 @@ def test_shipped_k8s_scenario_preflights_on_the_demo_platform(
 def test_leftovers_list_only_in_the_namespaces_written_to(kube_demo: KubeServer, kube: Kube) -> None:
     """No cluster-wide Secret listing (a privilege the documented Role does not grant)."""
     kube.create_secret(NS, "mine", {}, {"drillkit.io/run-id": "r2"}, {})
-    kube_demo.requests.clear()
+    kube_demo.proxy.requests.clear()  # (`requests` is a copy)
     left = kube.leftovers("r2")
     assert [x.name for x in left] == ["mine"]
     paths = sorted({r.path for r in kube_demo.requests})

@@ -20,6 +20,7 @@ import pytest
 
 from .cluster import RealCluster
 from .controlplane import ControlPlane, k8s_bin_dir
+from .schemas import check_requests
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +36,10 @@ def control_plane() -> Iterator[ControlPlane]:
 
 @pytest.fixture
 def kube_server(control_plane: ControlPlane, tmp_path: Path) -> Iterator[RealCluster]:
-    """The real cluster, emptied of what earlier tests made; kubeconfig under tmp_path."""
+    """The real cluster, emptied of what earlier tests made; kubeconfig under tmp_path.
+
+    Fails the test when it ends if a write through the proxy got an unknown-field warning from
+    the apiserver, or created an object the 1.29-1.31 schemas reject (schemas.py)."""
     control_plane.check_running()
     cluster = RealCluster(control_plane, tmp_path)
     cluster.reset()
@@ -44,6 +48,8 @@ def kube_server(control_plane: ControlPlane, tmp_path: Path) -> Iterator[RealClu
     finally:
         cluster.proxy.stop()
         cluster.rbac = None
+    if invalid := check_requests(cluster.requests):
+        pytest.fail("writes the apiserver warned about or older versions' schemas reject:\n" + "\n".join(invalid))
 
 
 @pytest.fixture

@@ -3,8 +3,9 @@
 What the real control plane cannot give a test, and only that: a deterministic 429/500/422, a
 dropped connection or a slow answer on the Nth matching request (to prove drillkit's retry policy),
 and the list of requests drillkit sent (to prove what it asked, e.g. that a revert-record Secret was
-written before the harm). Everything else — every answer, watch, exec stream — is the apiserver's
-own, spliced byte for byte. Each request gets `Connection: close` so each is seen here.
+written before the harm) with the apiserver's `Warning:` headers of each answer (an unknown field
+drillkit wrote: fieldValidation is Warn by default). Everything else — every answer, watch, exec
+stream — is the apiserver's own, spliced byte for byte. Each request gets `Connection: close` so each is seen here.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class RequestRecord(NamedTuple):
     headers: dict[str, str]
     status: int
     answer: str  # the first 64 KiB of an error answer's body (4xx/5xx), else ""
+    warnings: tuple[str, ...] = ()  # the apiserver's `Warning:` headers (RFC 7234 text), e.g. unknown fields
 
 
 @dataclass
@@ -97,7 +99,14 @@ class FaultProxy:
         or their connection closed without an answer, after sleeping `delay`. `status=None` with a
         delay only slows them down (they then reach the apiserver)."""
         rule = Injection(
-            method.upper() if method else None, path_contains, status, times, retry_after, drop_connection, delay, message
+            method.upper() if method else None,
+            path_contains,
+            status,
+            times,
+            retry_after,
+            drop_connection,
+            delay,
+            message,
         )
         with self._lock:
             self._rules.append(rule)
@@ -163,13 +172,18 @@ class FaultProxy:
             upstream.settimeout(None)
             upstream.sendall(("\r\n".join(out) + "\r\n\r\n").encode("latin-1") + rest)
             first = upstream.recv(65536)
+            while first and b"\r\n\r\n" not in first and len(first) < 1 << 20:  # the whole head
+                more = upstream.recv(65536)
+                if not more:
+                    break
+                first += more
             status = _status_of(first)
             answer = ""
             if status >= 400:
                 with contextlib.suppress(OSError):
                     first += _drain(upstream, 65536 - len(first))
                 answer = first.partition(b"\r\n\r\n")[2].decode("utf-8", "replace")
-            self._record(method, target, headers, body_bytes, status, answer)
+            self._record(method, target, headers, body_bytes, status, answer, _warnings(first))
             client.sendall(first)
             _splice(client, upstream)
         except (OSError, ValueError):
@@ -180,7 +194,16 @@ class FaultProxy:
                     with contextlib.suppress(OSError):
                         s.close()
 
-    def _record(self, method: str, target: str, headers: dict[str, str], body: bytes, status: int, answer: str) -> None:
+    def _record(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        status: int,
+        answer: str,
+        warnings: tuple[str, ...] = (),
+    ) -> None:
         parts = urlsplit(target)
         query = {k: (v[0] if len(v) == 1 else v) for k, v in parse_qs(parts.query).items()}
         parsed: Any = None
@@ -190,7 +213,9 @@ class FaultProxy:
             except ValueError:
                 parsed = body.decode("utf-8", "replace")
         with self._lock:
-            self.requests.append(RequestRecord(method, unquote(parts.path), query, parsed, headers, status, answer))
+            self.requests.append(
+                RequestRecord(method, unquote(parts.path), query, parsed, headers, status, answer, warnings)
+            )
 
 
 def _read_head(sock: socket.socket) -> tuple[bytes | None, bytes]:
@@ -202,6 +227,21 @@ def _read_head(sock: socket.socket) -> tuple[bytes | None, bytes]:
         buf += chunk
     head, _, rest = buf.partition(b"\r\n\r\n")
     return head, rest
+
+
+def _warnings(first: bytes) -> tuple[str, ...]:
+    """The text of each `Warning: 299 - "text"` header of an answer's head (the apiserver's
+    unknown-field and deprecation warnings)."""
+    out = []
+    for line in first.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() != "warning":
+            continue
+        text = value.strip().split(" ", 2)[-1].strip()  # `299 - "..."`: code, agent, quoted text
+        if len(text) >= 2 and text[0] == text[-1] == '"':
+            text = text[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        out.append(text)
+    return tuple(out)
 
 
 def _status_of(first: bytes) -> int:
