@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from drillkit.alertmanager import Alertmanager, AlertmanagerAck, NotificationWatch
 from drillkit.clock import utcnow
-from drillkit.errors import Aborted, DrillkitError, InputError, PreflightError
+from drillkit.errors import Aborted, DrillkitError, InputError, PreflightError, UnavailableError
 from drillkit.evidence import save_series, scenario_record
 from drillkit.faults import FaultContext, Prepared, Undo, fault_class
 from drillkit.journal import JOURNAL_NAME, Journal
@@ -34,6 +34,9 @@ from drillkit.prometheus import AlertRule, FiringWatch, PromConfig, Prometheus, 
 from drillkit.respond import AckWaiter, AutoAck, CommandAck, PromptAck, check_interactive
 from drillkit.scenario import AbortCondition, AckSource, Probe, RecoveryAction, Scenario
 from drillkit.signals import StopFlag, wait_until
+
+if TYPE_CHECKING:
+    from drillkit.lab.state import LabWatch
 
 T = TypeVar("T")
 
@@ -130,6 +133,7 @@ class Drill:
         self._inject_lock = threading.Lock()
         self.rule: AlertRule | None = None  # the detection alert's rule, found in preflight
         self._abort_armed = False  # the current wait checks the abort conditions
+        self._lab: LabWatch | None = None  # the lab's components, once the faults took effect
 
     # --- the run --------------------------------------------------------------------------
 
@@ -173,6 +177,7 @@ class Drill:
                         faults = self._preflight(ctx)
                         self._steady_state(journal)
                         self._inject(faults, undo, journal)
+                        self._watch_lab()
                         self._detect_respond_recover(journal, reverts, folder)
                     except Aborted as exc:
                         status, reason, by_signal = Status.ABORTED, exc.reason, exc.by_signal
@@ -363,6 +368,24 @@ class Drill:
             f.inject(undo)  # returns once the harm has taken effect
             self._mark_injected(journal)
             self.opts.out(f"injected {f.kind}")
+
+    def _watch_lab(self) -> None:
+        """A drill on the local lab watches the lab's components from here on (see _check_lab)."""
+        local = self.scenario.target.local
+        if local is not None and local.lab_dir:
+            from drillkit.lab.state import LabWatch
+
+            self._lab = LabWatch.now(local.lab_dir)
+
+    def _check_lab(self) -> None:
+        """A lab component dying mid-drill (PostgreSQL, the proxy…) is not the drill's fault:
+        what the drill measures from then on is that failure, so it ends inconclusive (exit 3)
+        and reverts, instead of blaming the responders for a steady state that cannot return."""
+        if self._lab is not None and (lost := self._lab.lost()):
+            raise UnavailableError(
+                f"the lab's {', '.join(lost)} stopped during the drill, not by its faults: "
+                "the drill cannot measure anything now (`drillkit lab up` starts it again)"
+            )
 
     def _mark_injected(self, journal: Journal, at: datetime | None = None) -> None:
         """Journal `injected` once: when the first fault's harm began (see harm_started; `at`:
@@ -570,6 +593,7 @@ class Drill:
         def attempt() -> T | None:
             if self.stop.is_set():
                 raise Aborted(self.stop.reason, by_signal=True)
+            self._check_lab()  # before `check`: a lost database is not the abort condition it trips
             if paced:
                 self._last_poll = time.monotonic()
             result = check()
@@ -597,6 +621,7 @@ class Drill:
             )
 
     def _tick(self, phase: str, deadline: float, check_abort: bool = True) -> None:
+        self._check_lab()
         if check_abort:
             self._check_stop()
         self._poll_notification()

@@ -157,7 +157,10 @@ def run_suite(
             skip_reason = "not run: the suite was interrupted"
         elif suite.stop_on_failure and row.exit_code != 0:
             skip_reason = f"not run: stop at first failure ({sc.name} ended {row.status})"
-    result.exit_code = suite_exit_code([r.exit_code for r in result.rows if r.ran])
+    codes = [r.exit_code for r in result.rows if r.ran]
+    if stop.is_set() and len(codes) < total:  # a signal between two drills skipped the rest: interrupted
+        codes.append(130)
+    result.exit_code = suite_exit_code(codes)
     render_summary(folder, result.rows, result.exit_code)
     return result
 

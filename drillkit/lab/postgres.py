@@ -11,13 +11,15 @@ import pwd
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from drillkit.errors import UnavailableError
 from drillkit.lab.services import binary
 from drillkit.lab.state import LabState, Proc, running, stop_proc
-from drillkit.procs import read_pid
+from drillkit.procs import alive, read_pid
+from drillkit.signals import wait_until
 
 PG_SUPERUSER = "postgres"
 APP_USER = "chatbot"  # the app is not a superuser: exhaustion hits it first, like production
@@ -95,6 +97,15 @@ def run_pg(state: LabState, *argv: str, timeout: float = 60, **kwargs: Any) -> s
         raise UnavailableError(f"cannot run {argv[0]}: {exc}") from None
 
 
+def _wait_for_the_dead(data: Path, within: float = 10.0) -> None:
+    """A killed postmaster stays a zombie until init reaps it (here up to ~2 s), and its
+    `postmaster.pid` then names a process that still exists: the new server refuses to start.
+    `lab up` right after a crash waits, bounded, for it to be gone."""
+    stale = read_pid(data / "postmaster.pid")
+    if stale is not None and not alive(stale):
+        wait_until(lambda: not Path(f"/proc/{stale}").exists(), time.monotonic() + within, 0.1)
+
+
 def start_postgres(state: LabState) -> Proc:
     root = Path(state.pg_root)
     data, log = root / "data", root / "postgres.log"
@@ -133,6 +144,7 @@ def start_postgres(state: LabState) -> Proc:
     if state.pg_user:
         pw = pwd.getpwnam(state.pg_user)
         os.chown(conf_file, pw.pw_uid, pw.pw_gid)
+    _wait_for_the_dead(data)
     r = run_pg(state, "pg_ctl", "start", "-w", "-t", "30", "-D", str(data), "-l", str(log), start_new_session=True)
     if r.returncode != 0:
         tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""

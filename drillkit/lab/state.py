@@ -104,6 +104,35 @@ def running(proc: Proc | None) -> bool:
     return proc is not None and is_ours(proc.pid, proc.marker)
 
 
+# Reached over HTTP under the retry policy, which rides through a short restart (a new pid):
+# their loss shows as failing requests, not here.
+OBSERVERS = ("prometheus", "alertmanager")
+
+
+@dataclass(frozen=True)
+class LabWatch:
+    """The lab components a drill must not lose: those running once its faults took effect.
+    One that dies later was not killed by the drill (a fault kills while it is injected), and
+    whatever the drill measures from then on is that failure, not the fault's."""
+
+    procs: tuple[tuple[str, Proc], ...]
+
+    @classmethod
+    def now(cls, lab_dir: str | Path) -> LabWatch | None:
+        """The lab in `lab_dir` as it runs now; None if there is none (or it cannot be read)."""
+        try:
+            state = load_state(lab_dir)
+        except UnavailableError:
+            return None
+        if state is None:
+            return None
+        return cls(tuple((c, p) for c, p in state.procs.items() if c not in OBSERVERS and running(p)))
+
+    def lost(self) -> list[str]:
+        """Each watched component that is gone: `postgres (pid 123)`."""
+        return [f"{c} (pid {p.pid})" for c, p in self.procs if not running(p)]
+
+
 def stop_proc(proc: Proc, sig: signal.Signals = signal.SIGTERM, grace: float = 10.0) -> None:
     """Signal the component's leader, then SIGKILL its whole group (supervised children too)."""
     stop_own_group(proc.pid, proc.pgid, proc.marker, sig, grace)
