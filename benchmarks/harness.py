@@ -84,11 +84,38 @@ def write_results(rows: list[Row], notes: list[str], path: Path) -> None:
         "| benchmark | drillkit | baseline (same run) | ratio | target | |",
         "|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        ratio = f"{r.ratio:.2f}×" if r.ratio is not None else "-"
-        base = f"{r.baseline}: {_fmt(r.base, r.unit)}" if r.base else (r.baseline or "-")
-        mark = "-" if r.ratio_max is None and r.limit is None else "met" if r.met else "**missed**"
-        out.append(f"| {r.name} | {_fmt(r.ours, r.unit, r.worst)} | {base} | {ratio} | {r.target()} | {mark} |")
+    out += [_table_line(r) for r in rows]
     if notes:
         out += ["", "## Notes", "", *[f"- {n}" for n in notes]]
     path.write_text("\n".join(out) + "\n")
+
+
+def _table_line(r: Row) -> str:
+    ratio = f"{r.ratio:.2f}×" if r.ratio is not None else "-"
+    base = f"{r.baseline}: {_fmt(r.base, r.unit)}" if r.base else (r.baseline or "-")
+    mark = "-" if r.ratio_max is None and r.limit is None else "met" if r.met else "**missed**"
+    return f"| {r.name} | {_fmt(r.ours, r.unit, r.worst)} | {base} | {ratio} | {r.target()} | {mark} |"
+
+
+def update_results(rows: list[Row], notes: list[str], path: Path, by: str) -> None:
+    """One benchmark run on its own (`by`, e.g. `benchmarks/streaming.py`): its rows replace
+    theirs in results.md (or end the table), its notes replace its earlier ones, and a note says
+    when and at which commit they were measured; every other row keeps the full run's figures."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    lines = path.read_text().splitlines()
+    end = max(i for i, text in enumerate(lines) if text.startswith("| ")) + 1
+    for r in rows:
+        at = next((i for i, text in enumerate(lines) if text.startswith(f"| {r.name} |")), None)
+        if at is None:
+            lines.insert(end, _table_line(r))
+            end += 1
+        else:
+            lines[at] = _table_line(r)
+    mark = f"- `{by}`"
+    lines = [text for text in lines if not text.startswith(mark)]
+    if "## Notes" not in lines:
+        lines += ["", "## Notes", ""]
+    when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit `{commit.strip() or '?'}`"
+    lines += [f"{mark} run on its own on {when}: its rows above are from that run."]
+    lines += [f"{mark}: {n}" for n in notes]
+    path.write_text("\n".join(lines) + "\n")

@@ -3,7 +3,8 @@ missed). Each measures drillkit against a baseline measured in the same run, int
 the two can drift apart, and reports median and spread; the table goes to the terminal and to
 benchmarks/results.md. Why each baseline is the fair one: docs/performance.md.
 
-`--quick` skips the lab and the 1,000-pod server (start-up, loading, journal, report only).
+`--quick` skips the lab, the 1,000-pod server and the million-line journal (start-up, loading,
+journal, report only).
 """
 
 from __future__ import annotations
@@ -291,6 +292,12 @@ def main() -> int:
     if not quick:
         from benchmarks.lab import bench_lab
         from benchmarks.podkill import bench_pod_kill
+        from benchmarks.streaming import bench_streaming
+
+        streaming, more = bench_streaming()
+        for row in streaming:
+            add(row)
+        notes += more
 
         pods = bench_pod_kill()
         add(

@@ -20,7 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DRILLKIT = ROOT / ".venv" / "bin" / "drillkit"
+
+from benchmarks.harness import Row  # noqa: E402
+
+DRILLKIT = [sys.executable, "-m", "drillkit.cli"]  # this checkout's drillkit (PYTHONPATH below)
 T0 = datetime(2026, 11, 29, 9, 30, tzinfo=UTC)
 NOTE = '{"kind": "note", "at": "%s", "mono": %.6f, "fault": "pod-kill", "text": "repeat: deleted chat-api-7d9f-%06x"}'
 KILLED = (
@@ -100,7 +103,8 @@ def history(root: Path, runs: int, flood_every: int = 1000, flood_lines: int = 1
 def measure(cmd: list[str]) -> tuple[float, float]:
     """Seconds and peak RSS (MiB, the process's own `ru_maxrss`) of one command."""
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -115,7 +119,7 @@ def bench_big_journal(tmp: Path, rounds: int = 3, lines: int = 1_000_000) -> dic
     the 14-line run: the journal's size must add time linearly and memory not at all."""
     big, small = flood_run(tmp / "big", lines), flood_run(tmp / "small", 2)
     journal = big / "journal.jsonl"
-    report = [str(DRILLKIT), "report", "--format", "md,html,json,junit"]
+    report = [*DRILLKIT, "report", "--format", "md,html,json,junit"]
     out: dict[str, list[float]] = {"report_s": [], "parse_s": [], "report_mib": [], "small_mib": [], "added_mib": []}
     for _ in range(rounds):
         seconds, mib = measure([*report, str(big)])
@@ -136,19 +140,63 @@ def bench_index(tmp: Path, rounds: int = 3, runs: int = 10_000) -> dict[str, lis
     many, few = history(tmp / "many", runs), history(tmp / "few", runs // 10)
     out: dict[str, list[float]] = {"many_s": [], "few_s": [], "many_mib": [], "few_mib": []}
     for _ in range(rounds):
-        seconds, mib = measure([str(DRILLKIT), "report", "index", str(many)])
+        seconds, mib = measure([*DRILLKIT, "report", "index", str(many)])
         out["many_s"].append(seconds)
         out["many_mib"].append(mib)
-        seconds, mib = measure([str(DRILLKIT), "report", "index", str(few)])
+        seconds, mib = measure([*DRILLKIT, "report", "index", str(few)])
         out["few_s"].append(seconds)
         out["few_mib"].append(mib)
     return out
 
 
-if __name__ == "__main__":
+def bench_streaming(rounds: int = 3) -> tuple[list[Row], list[str]]:
+    """The rows and notes of both benchmarks, for benchmarks/run.py and for this file run alone."""
     import tempfile
 
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     with tempfile.TemporaryDirectory() as tmp:
-        print(json.dumps(bench_big_journal(Path(tmp), rounds)), flush=True)
-        print(json.dumps(bench_index(Path(tmp), rounds)), flush=True)
+        big = bench_big_journal(Path(tmp), rounds)
+    with tempfile.TemporaryDirectory() as tmp:
+        index = bench_index(Path(tmp), rounds)
+    rows = [
+        Row(
+            f"`drillkit report` of a 1,000,000-line journal ({big['journal_mb'][0]:.0f} MB, a repeating pod-kill)",
+            big["report_s"],
+            "s",
+            "one `json.loads` pass over its lines",
+            big["parse_s"],
+            ratio_max=3.0,
+        ),
+        Row(
+            "`drillkit report` of 1,000,000 lines: peak RSS added by the journal's size",
+            big["added_mib"],
+            "MiB",
+            limit=64.0,
+            worst=True,
+        ),
+        Row(
+            "`drillkit report index` of 10,000 runs (10 with 100,000-line journals)",
+            index["many_s"],
+            "s",
+            "1,000 of them",
+            index["few_s"],
+            ratio_max=12.0,
+        ),
+        Row("`drillkit report index` of 10,000 runs: peak RSS", index["many_mib"], "MiB", limit=100.0, worst=True),
+    ]
+    notes = [
+        f"`drillkit report` peak RSS: {max(big['report_mib']):.1f} MiB on the 1,000,000-line journal, "
+        f"{max(big['small_mib']):.1f} MiB on the same run's 14 lines (the added figure is their difference, "
+        "round by round); `report index` of 1,000 runs peaks at "
+        f"{max(index['few_mib']):.1f} MiB."
+    ]
+    return rows, notes
+
+
+if __name__ == "__main__":
+    from benchmarks.harness import line, update_results
+
+    rows, notes = bench_streaming(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    for row in rows:
+        print(line(row), flush=True)
+    update_results(rows, notes, ROOT / "benchmarks" / "results.md", "benchmarks/streaming.py")
+    sys.exit(0 if all(r.met for r in rows) else 1)

@@ -34,3 +34,18 @@ def test_results_md_marks_each_row(tmp_path: Path) -> None:
     assert "| the floor | 53 ms | peer: 160 ms | 0.33× | (reported) | - |" in text
     assert "- a note" in text
     assert line(rows[1]).startswith("MISS requests per pod")
+
+
+def test_a_benchmark_run_on_its_own_updates_only_its_rows(tmp_path: Path) -> None:
+    from benchmarks.harness import update_results
+
+    path = tmp_path / "results.md"
+    write_results([Row("a", [1.0], "s", limit=2.0), Row("b", [5.0], "s", limit=2.0)], ["full run note"], path)
+    update_results([Row("b", [1.5], "s", limit=2.0), Row("c", [9.0], "MiB", limit=64.0)], ["c's note"], path, "b.py")
+    update_results([Row("b", [1.0], "s", limit=2.0), Row("c", [8.0], "MiB", limit=64.0)], ["c's note"], path, "b.py")
+    text = path.read_text()
+    assert "| a | 1 s | - | - | < 2 s | met |" in text, "another benchmark's row is kept"
+    assert text.count("| b |") == 1 and "| b | 1 s | - | - | < 2 s | met |" in text, text
+    assert text.index("| b |") < text.index("| c | 8 MiB |") < text.index("## Notes"), text
+    assert "- full run note" in text and text.count("- `b.py`: c's note") == 1, text
+    assert text.count("- `b.py` run on its own on ") == 1, text
