@@ -27,6 +27,8 @@ from tests.helpers import drillkit_cmd, write_scenario
 from tests.kubecluster import CONTEXT, KubeServer
 from tests.promfixture import PromEnv
 
+RBAC_NODE_DRAIN = Path(__file__).resolve().parents[1] / "deploy" / "rbac-node-drain.yaml"
+
 
 def scenario(
     faults: list[dict[str, Any]],
@@ -118,13 +120,22 @@ def run_drill(
         kube_factory=kube_factory_for(sc, None, allow, server.kubeconfig_path, stop),
     )
     server.enforce_rbac()  # the faults run as deploy/rbac.yaml's ServiceAccount
+    if any(f.kind == "node-drain" for f in sc.faults):  # its cluster-wide rights are opt-in
+        server.kubectl("apply", "-f", str(RBAC_NODE_DRAIN))
     try:
         result = Drill(sc, opts, stop).run()
     finally:
         server.rbac = None
-    assert not server.denied, f"RBAC (deploy/rbac.yaml) refused: {server.denied}"
+    refused = rbac_denials(server)
+    assert not refused, f"RBAC (deploy/rbac.yaml) refused: {refused}"
     events = read_journal(result.folder) if result.folder else []
     return DrillRun(result, events, lines)
+
+
+def rbac_denials(server: KubeServer) -> list[str]:
+    """The apiserver's 403s that RBAC gave (`User "…" cannot …`), not an admission plugin's
+    (Pod Security's `violates PodSecurity`, which a test may provoke on purpose)."""
+    return [m for m in server.denied if " cannot " in m and "User " in m]
 
 
 def no_secret_values(text: str, *values: str) -> None:

@@ -27,6 +27,7 @@ from drillkit.kube import MODIFIED_BY, REVERT_FAULT, REVERT_OF
 from drillkit.signals import StopFlag
 from tests.kube_drill import direct_fault, no_secret_values, report, run_drill, scenario
 from tests.kubecluster import KubeServer
+from tests.kubecluster.jobrunner import DB_SLOTS, JobRunner, held_by
 from tests.promfixture import PromEnv
 from tests.test_kube_commands import stress_ng_accepts
 
@@ -69,6 +70,58 @@ def ready_count(server: KubeServer, selector: str = "app=chatbot-api") -> int:
         for p in server.list("pods", NS, label_selector=selector)
         if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
     )
+
+
+def execs(server: KubeServer) -> list[tuple[str, str, list[str]]]:
+    """(pod, container, command) of every exec drillkit sent, as the recording proxy saw them."""
+    out = []
+    for r in server.requests:
+        if r.path.endswith("/exec"):
+            command = r.query.get("command")
+            out.append(
+                (
+                    r.path.split("/")[-2],
+                    str(r.query.get("container")),
+                    list(command) if isinstance(command, list) else [str(command)],
+                )
+            )
+    return out
+
+
+class Marked:
+    """The processes whose command line carries `marker` (the commands drillkit exec'd into a
+    pod run on this machine, in the nodes' network namespace and cgroup), sampled while inside."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker.encode()
+        self.seen: set[int] = set()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.05):
+            self.seen |= self._now()
+
+    def _now(self) -> set[int]:
+        found = set()
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if self.marker in (proc / "cmdline").read_bytes():
+                    found.add(int(proc.name))
+            except OSError:
+                continue
+        return found
+
+    def alive(self) -> set[int]:
+        return {pid for pid in self._now() if pid in self.seen}
+
+    def __enter__(self) -> Marked:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def test_pod_kill_deletes_pods_and_owner_restores_them(
@@ -307,12 +360,18 @@ def test_db_connection_exhaustion_job_by_reference_and_deleted(
     kube_demo: KubeServer,
     prom_env: PromEnv,
     tmp_path: Path,
+    db_jobs: JobRunner,
+    chatbot_postgres: Any,
     engine: str,
     image: str,
     user: str,
     password: str,
     client: str,
 ) -> None:
+    """The Job's pod runs its real script (sh + the real client) against a real PostgreSQL with
+    7 free slots: it holds 7 of the 50 connections asked for, and says so at once (the refused
+    ones no longer wait for the hold to end). No MySQL server or client is installed here: the
+    mysql Job runs its real script, every client fails to start, and the fault says it holds 0."""
     run = run_drill(
         kube_demo,
         prom_env,
@@ -346,8 +405,17 @@ def test_db_connection_exhaustion_job_by_reference_and_deleted(
     assert env["DRILLKIT_CONNECTIONS"]["value"] == "50"
     assert client in container["command"][2] and "sleep" in container["command"][2]
     assert "Job " in run.journal_text() and "running" in run.journal_text()
-    held = run.event("connections_held").data
-    assert held["held"] == 50 and held["requested"] == 50, held
+    if engine == "postgresql":
+        held = run.event("connections_held").data
+        assert held["held"] == DB_SLOTS and held["requested"] == 50, f"PostgreSQL has {DB_SLOTS} free slots: {held}"
+        kube_demo.wait_for(
+            lambda: held_by(chatbot_postgres, "drillkit-connection-exhaustion") == 0,
+            10,
+            "PostgreSQL to see the Job's connections closed after the revert",
+        )
+    else:
+        error = run.event("error").data["error"]
+        assert "holds 0 of 50 connections" in error and "mysql: not found" in error, error
     pod_sc = container["securityContext"]
     assert pod_sc["runAsNonRoot"] is True and pod_sc["allowPrivilegeEscalation"] is False, pod_sc
     assert pod_sc["capabilities"] == {"drop": ["ALL"]} and pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -360,11 +428,12 @@ def test_db_connection_exhaustion_job_by_reference_and_deleted(
 
 
 def test_db_connection_exhaustion_fails_when_no_connection_is_held(
-    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path, db_jobs: JobRunner
 ) -> None:
     """A NetworkPolicy, a wrong DSN or password: the Job runs but holds nothing; the old fault
-    counted that as harm done."""
-    kube_demo.db_connections_held = 0
+    counted that as harm done. Here the real PostgreSQL refuses the Secret's (wrong) password."""
+    wrong = base64.b64encode(b"not-the-password").decode()
+    kube_demo.update("secrets", NS, "chatbot-db-credentials", lambda s: s["data"].__setitem__("password", wrong))
     run = run_drill(
         kube_demo,
         prom_env,
@@ -381,7 +450,7 @@ def test_db_connection_exhaustion_fails_when_no_connection_is_held(
         ),
     )
     error = run.event("error").data["error"]
-    assert "holds 0 of 5 connections" in error and "timeout expired" in error, error
+    assert "holds 0 of 5 connections" in error and 'password authentication failed for user "chatbot"' in error, error
     assert run.result.status.value != "passed"
     assert not kube_demo.list("jobs", NS), "the Job outlived the failed fault"
 
@@ -424,37 +493,51 @@ def test_node_drain_cordons_evicts_respects_pdb_and_uncordons(
 
 
 def test_memory_pressure_container_is_oom_killed(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
+    """The allocator drillkit execs really runs, in the nodes' memory cgroup (KWOK's, limited
+    like a container), until the kernel OOM-kills it; the cgroup's own counter is the evidence.
+    (A kubelet on cgroup v2 would restart the container instead: KWOK restarts nothing, so that
+    path is not exercised here.)"""
+    cgroup = kube_demo.plane.node_cgroup
+    assert cgroup is not None
+    before = cgroup.oom_kills
     pods = api_pods(kube_demo)
-    run = run_drill(
-        kube_demo,
-        prom_env,
-        tmp_path,
-        scenario([{"kind": "memory-pressure", "selector": "app=chatbot-api", "container": "api", "timeout": "10s"}]),
-    )
+    with Marked("drillkit-memory-pressure=1") as allocators:
+        run = run_drill(
+            kube_demo,
+            prom_env,
+            tmp_path,
+            scenario(
+                [{"kind": "memory-pressure", "selector": "app=chatbot-api", "container": "api", "timeout": "10s"}]
+            ),
+        )
     oom = run.event("oom_killed").data
-    pod = kube_demo.get("pods", NS, oom["pod"])
-    assert pod is not None and pod["metadata"]["uid"] == pods[oom["pod"]]
-    status = pod["status"]["containerStatuses"][0]
-    assert status["restartCount"] == 1 and status["lastState"]["terminated"]["reason"] == "OOMKilled"
+    assert cgroup.oom_kills == before + 1, f"the kernel's OOM kills in {cgroup.path}: {before} -> {cgroup.oom_kills}"
     assert oom == {
         "fault": "memory-pressure",
         "pod": oom["pod"],
         "container": "api",
-        "restarts": 1,
-        "reason": "OOMKilled",
-    }
-    execs = [(e.pod, e.command) for e in kube_demo.execs]
-    assert execs[0][0] == oom["pod"] and "memory.oom_control" in execs[0][1][2], "preflight reads the cgroup"
-    assert "tail /dev/zero" in execs[1][1][2] and "drillkit-memory-pressure=1" in execs[1][1][2], execs
-    assert "drillkit-memory-pressure" not in execs[-1][1][2], "the revert's killer must not match itself"
+        "restarts": 0,
+        "reason": f"cgroup v{cgroup.version} oom_kill {before} -> {before + 1}",
+    }, oom
+    pod = kube_demo.get("pods", NS, oom["pod"])
+    assert pod is not None and pod["metadata"]["uid"] == pods[oom["pod"]]
+    assert allocators.seen, "no allocator process ever ran"
+    assert not allocators.alive(), f"allocator processes left: {allocators.alive()}"
+    ran = execs(kube_demo)
+    assert ran[0][0] == oom["pod"] and "memory.oom_control" in ran[0][2][2], "preflight reads the cgroup"
+    assert "tail /dev/zero" in ran[1][2][2] and "drillkit-memory-pressure=1" in ran[1][2][2], ran
+    assert "drillkit-memory-pressure" not in ran[-1][2][2], "the revert's killer must not match itself"
 
 
 def test_memory_pressure_on_cgroup_v1_accepts_the_cgroups_oom_kill_count(
     kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path
 ) -> None:
-    """cgroup v1: the kernel kills the allocator, not the container, so nothing restarts; the
-    cgroup's own oom_kill counter is the evidence (the old code waited for a restart and failed)."""
-    kube_demo.cgroup_version = 1
+    """cgroup v1 (this machine's; v2 alike with memory.oom.group 0): the kernel kills the
+    allocator, not the container, so nothing restarts; the cgroup's own oom_kill counter is the
+    evidence (the old code waited for a restart and failed)."""
+    cgroup = kube_demo.plane.node_cgroup
+    assert cgroup is not None
+    before = cgroup.oom_kills
     run = run_drill(
         kube_demo,
         prom_env,
@@ -462,7 +545,8 @@ def test_memory_pressure_on_cgroup_v1_accepts_the_cgroups_oom_kill_count(
         scenario([{"kind": "memory-pressure", "selector": "app=chatbot-api", "container": "api", "timeout": "5s"}]),
     )
     oom = run.event("oom_killed").data
-    assert oom["reason"] == "cgroup v1 oom_kill 0 -> 1" and oom["restarts"] == 0, oom
+    assert oom["reason"] == f"cgroup v{cgroup.version} oom_kill {before} -> {before + 1}", oom
+    assert oom["restarts"] == 0, oom
     pod = kube_demo.get("pods", NS, oom["pod"])
     assert pod is not None and pod["status"]["containerStatuses"][0]["restartCount"] == 0
     assert "error" not in run.kinds(), run.output
@@ -471,10 +555,12 @@ def test_memory_pressure_on_cgroup_v1_accepts_the_cgroups_oom_kill_count(
 def test_memory_pressure_refuses_an_unknown_cgroup_layout(
     kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path
 ) -> None:
-    kube_demo.on_exec("memory.oom_control", lambda pod, c, cmd: ("cgroup unknown\n", "", 0))
-    run = run_drill(
-        kube_demo, prom_env, tmp_path, scenario([{"kind": "memory-pressure", "selector": "app=chatbot-api"}])
-    )
+    """The nodes' containers see no memory cgroup (cgroupfs unmounted in KWOK's mount namespace):
+    the real probe prints `cgroup unknown`."""
+    with kube_demo.plane.memory_cgroup_hidden():
+        run = run_drill(
+            kube_demo, prom_env, tmp_path, scenario([{"kind": "memory-pressure", "selector": "app=chatbot-api"}])
+        )
     assert "cannot read the memory cgroup" in run.event("error").data["error"]
     assert "revert_registered" not in run.kinds()
 
@@ -551,19 +637,22 @@ def test_stress_pod_pinned_to_targets_node_and_deleted(
 
 
 def test_cpu_pressure_container_busy_loop_is_killed(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
-    run = run_drill(
-        kube_demo,
-        prom_env,
-        tmp_path,
-        scenario([{"kind": "cpu-pressure", "mode": "container", "selector": "app=chatbot-api", "duration": "30s"}]),
-    )
-    commands = [e.command for e in kube_demo.execs]
+    with Marked("drillkit-cpu-pressure=1") as loops:
+        run = run_drill(
+            kube_demo,
+            prom_env,
+            tmp_path,
+            scenario([{"kind": "cpu-pressure", "mode": "container", "selector": "app=chatbot-api", "duration": "30s"}]),
+        )
+    commands = [c for _, _, c in execs(kube_demo)]
     assert ["sh", "-c", "true"] in commands
     loop = next(c for c in commands if "drillkit-cpu-pressure=1" in c[2])
     assert "+ 30 ))" in loop[2], loop
     killer = next(c for c in commands if "kill -9" in c[2])
     assert "drillkit-cpu-pressure=1" not in killer[2]
     assert run.reverts()[0]["result"]["stopped_in"], run.reverts()
+    assert len(loops.seen) >= 2, f"the busy loop (a shell and its loop) never ran: {loops.seen}"
+    assert not loops.alive(), f"busy loops still running after the revert: {loops.alive()}"
 
 
 def test_network_latency_ephemeral_netem_and_revert(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
@@ -821,10 +910,10 @@ def test_bad_rollout_revert_fails_when_statefulset_stays_unready(kube_demo: Kube
 
 
 def test_memory_pressure_wait_for_the_oom_kill_ends_on_stop(kube_demo: KubeServer, tmp_path: Path) -> None:
-    release = threading.Event()
-    kube_demo.on_exec(
-        "drillkit-memory-pressure=1", lambda pod, c, cmd: (release.wait(20), ("", "", 137))[1]
-    )  # never OOM-killed
+    """The allocator is never OOM-killed (the kernel's OOM killer held off in the nodes'
+    cgroup): a stop ends inject's wait at once."""
+    cgroup = kube_demo.plane.node_cgroup
+    assert cgroup is not None
     stop = StopFlag()
     d = direct_fault(
         kube_demo,
@@ -836,12 +925,12 @@ def test_memory_pressure_wait_for_the_oom_kill_ends_on_stop(kube_demo: KubeServe
         found = d.fault.preflight()
         with ExitStack() as stack:
             undo = Undo(stack, d.ctx)
-            threading.Timer(0.5, stop.set, args=("received SIGTERM",)).start()
-            start = time.monotonic()
-            with pytest.raises(Aborted):
-                d.fault.inject(found, undo)
-            took = time.monotonic() - start
+            with cgroup.never_oom_killing():  # left before the revert runs
+                threading.Timer(0.5, stop.set, args=("received SIGTERM",)).start()
+                start = time.monotonic()
+                with pytest.raises(Aborted):
+                    d.fault.inject(found, undo)
+                took = time.monotonic() - start
         assert took < 6.0, f"inject ignored the stop flag for {took:.1f}s"
     finally:
-        release.set()
         d.journal.close()

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from drillkit.errors import TransientError
 from drillkit.kube.config import KubeSettings, client_configuration
-from drillkit.kube.errors import KubeError, translate
+from drillkit.kube.errors import ExecFailed, KubeError, KubeTransient, translate
 from drillkit.kube.views import ExecResult, Pod
 from drillkit.retry import retrying
 from drillkit.signals import StopFlag, wait_until
@@ -123,6 +123,7 @@ class KubeApi:
         still running at the timeout."""
         from kubernetes import client
         from kubernetes.stream import stream
+        from kubernetes.stream.ws_client import ERROR_CHANNEL
 
         what = f"create pods/exec {namespace}/{pod} -c {container}"
 
@@ -148,42 +149,60 @@ class KubeApi:
                     raise translate(what, exc) from None
             try:
                 ws.run_forever(timeout=timeout)
-                code = ws.returncode if not ws.is_open() else None
+                still_running = ws.is_open()
+                status = "" if still_running else ws.read_channel(ERROR_CHANNEL)
                 out, err = ws.read_stdout(timeout=0) or "", ws.read_stderr(timeout=0) or ""
             except Exception as exc:
                 raise translate(what, exc) from None
             finally:
                 ws.close()
-            if code is None:
+            if still_running:
                 return ExecResult(-1, str(out), f"still running after {timeout:g}s")
-            return ExecResult(int(code), str(out), str(err))
+            return ExecResult(_exit_code(what, status), str(out), str(err))
 
         return retrying(what, self.stop)(once) if retry else once()
 
     def _watch(
         self, what: str, fn: Callable[..., Any], *args: Any, timeout: float, **kwargs: Any
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(event type, object JSON) from a watch ending after `timeout` s (server-side)."""
-        from kubernetes import watch
+        """(event type, object JSON) from a watch ending after `timeout` s (server-side).
 
-        w = watch.Watch()  # type: ignore[no-untyped-call]
+        The stream is read here, not by the client's `Watch.stream`: with `deserialize=False`
+        that reads `event['raw_object']` of an ERROR event, which only its deserializing path
+        sets (KeyError). An ERROR event (410 Gone: the resourceVersion is older than the
+        apiserver's watch cache or etcd's compacted history) is raised as a KubeError with its
+        code, so `wait_pods` lists again."""
+        from kubernetes.watch.watch import iter_resp_lines
+
         seconds = max(1, int(timeout + 0.999))
         try:
-            for event in w.stream(  # type: ignore[no-untyped-call]
-                fn,
+            resp = fn(
                 *args,
+                watch=True,
                 timeout_seconds=seconds,
-                deserialize=False,
+                _preload_content=False,
                 _request_timeout=(REQUEST_TIMEOUT[0], seconds + 10),
                 **kwargs,
-            ):
-                obj = event.get("raw_object") or event.get("object")
+            )
+        except Exception as exc:
+            raise translate(what, exc) from None
+        try:
+            for line in iter_resp_lines(resp):  # type: ignore[no-untyped-call]
+                event = json.loads(line) if line.strip() else None
+                if not isinstance(event, dict):
+                    continue
+                kind, obj = str(event.get("type")), event.get("object")
+                if kind == "ERROR":
+                    raise _watch_error(what, obj if isinstance(obj, dict) else {})
                 if isinstance(obj, dict):
-                    yield str(event.get("type")), obj
+                    yield kind, obj
+        except KubeError:
+            raise
         except Exception as exc:
             raise translate(what, exc) from None
         finally:
-            w.stop()  # type: ignore[no-untyped-call]
+            resp.close()
+            resp.release_conn()
 
     def wait_pods(
         self,
@@ -213,6 +232,7 @@ class KubeApi:
             except KubeError as exc:
                 if exc.status != 410:
                     raise
+                log.warning("%s: %s; listing again", what, exc)
             return None  # resourceVersion expired or connection lost: list again
 
         return wait_until(attempt, deadline, 0.2, stop)
@@ -252,3 +272,34 @@ class KubeApi:
             if time.monotonic() >= deadline or (stop is not None and stop.interrupts()):
                 return None
         return None
+
+
+def _watch_error(what: str, status: dict[str, Any]) -> Exception:
+    """A watch's ERROR event (a Status object) as drillkit's error: 410 Gone (the
+    resourceVersion was compacted away) and others keep their code; 429/5xx are transient."""
+    code = int(status.get("code") or 0)
+    message = f"{what}: watch ended with {code} {status.get('reason') or ''}: {status.get('message') or ''}"
+    if code == 429 or code >= 500:
+        return KubeTransient(message)
+    return KubeError(message, code)
+
+
+def _exit_code(what: str, raw: object) -> int:
+    """The exit code from an exec's error channel: a Status, `Success` (0) or `Failure` with
+    reason NonZeroExitCode and an `ExitCode` cause. Any other Failure (the runtime could not
+    start the command, the container is gone) is ExecFailed with the Status's own message —
+    never a code parsed out of text that is not one (the client's `returncode` did that)."""
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or "")
+    try:
+        status = json.loads(text) if text.strip() else None
+    except ValueError:
+        status = None
+    if not isinstance(status, dict):
+        raise ExecFailed(f"{what}: the exec stream ended without an exit status: {text.strip()[:200]!r}")
+    if status.get("status") == "Success":
+        return 0
+    causes = (status.get("details") or {}).get("causes") or []
+    code = next((c.get("message") for c in causes if c.get("reason") == "ExitCode"), None)
+    if status.get("reason") == "NonZeroExitCode" and code is not None and str(code).isdigit():
+        return int(code)
+    raise ExecFailed(f"{what}: {status.get('message') or status.get('reason') or text.strip()[:200]}")

@@ -9,6 +9,7 @@ processes this module started (by their Popen handles, never by a pattern).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,12 +18,13 @@ import ssl
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
-ADMIN_TOKEN = "drillkit-test-admin"  # noqa: S105 - a test cluster's static token, never a real one
+ADMIN_TOKEN = "drillkit-test-admin"
 # Components authenticate as users of their own, so the audit log (and the request recorder) can
 # leave their traffic out.
 COMPONENT_TOKENS = {"kcm": "kube-controller-manager", "scheduler": "kube-scheduler", "kwok": "kwok-controller"}
@@ -117,6 +119,104 @@ class NodeNetwork:
         subprocess.run(["ip", "netns", "delete", self.name], capture_output=True)
 
 
+NODE_MEMORY = 256 * 2**20
+"""Bytes: the memory limit of the nodes' cgroup (KWOK itself uses ~65 MB of it; an allocator
+exec'd into a pod reaches ~190 MB and is the OOM killer's victim)."""
+
+
+@dataclass(frozen=True)
+class NodeCgroup:
+    """The memory cgroup KWOK and every command it execs into a pod run in: what a container's
+    memory limit is on a real node. cgroup v1 (`/sys/fs/cgroup/memory/<name>`) or v2
+    (`/sys/fs/cgroup/<name>`); KWOK sees it as its cgroupfs root (a cgroup namespace and its own
+    mount of cgroupfs at /sys/fs/cgroup), as a container does, so drillkit's cgroup probe reads
+    this cgroup's files. Named by this process's pid; `delete()` kills what is left in it (only
+    processes this control plane's KWOK started) and removes it."""
+
+    path: Path
+    version: int
+
+    @classmethod
+    def create(cls, limit: int = NODE_MEMORY) -> NodeCgroup:
+        name = f"drillkit-test-{os.getpid()}"
+        if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            root = Path("/sys/fs/cgroup")
+            if "memory" not in (root / "cgroup.subtree_control").read_text().split():
+                (root / "cgroup.subtree_control").write_text("+memory")
+            self = cls(root / name, 2)
+        else:
+            self = cls(Path("/sys/fs/cgroup/memory") / name, 1)
+        self.path.mkdir(exist_ok=True)
+        if self.version == 1:
+            (self.path / "memory.limit_in_bytes").write_text(str(limit))
+            if (self.path / "memory.memsw.limit_in_bytes").exists():
+                (self.path / "memory.memsw.limit_in_bytes").write_text(str(limit))
+        else:
+            (self.path / "memory.max").write_text(str(limit))
+            if (self.path / "memory.swap.max").exists():
+                (self.path / "memory.swap.max").write_text("0")
+            (self.path / "memory.oom.group").write_text("0")  # the allocator dies, not KWOK with it
+        return self
+
+    @property
+    def oom_kills(self) -> int:
+        """The kernel's count of OOM kills in this cgroup."""
+        text = (self.path / ("memory.oom_control" if self.version == 1 else "memory.events")).read_text()
+        return int(next(ln.split()[1] for ln in text.splitlines() if ln.startswith("oom_kill ")))
+
+    def join(self) -> None:
+        """In a child before exec: move this process into the cgroup."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    @contextlib.contextmanager
+    def never_oom_killing(self) -> Iterator[None]:
+        """While inside: an allocator at the limit is never OOM-killed (v1: `oom_kill_disable`,
+        it waits for memory; v2: `memory.high` under the limit, it is throttled). Afterwards the
+        kernel's OOM killer acts again."""
+        if self.version == 1:
+            control = self.path / "memory.oom_control"
+            control.write_text("1")
+            try:
+                yield
+            finally:
+                control.write_text("0")
+        else:
+            high = self.path / "memory.high"
+            current = int((self.path / "memory.current").read_text())
+            high.write_text(str(current + 32 * 2**20))
+            try:
+                yield
+            finally:
+                high.write_text("max")
+
+    def mount_script(self) -> str:
+        """Run in KWOK's own mount and cgroup namespaces: cgroupfs at /sys/fs/cgroup, rooted here."""
+        if self.version == 2:
+            return "mount -t cgroup2 cgroup2 /sys/fs/cgroup"
+        return (
+            "mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup && mkdir /sys/fs/cgroup/memory && "
+            "mount -t cgroup -o memory cgroup /sys/fs/cgroup/memory"
+        )
+
+    @property
+    def mountpoint(self) -> str:
+        return "/sys/fs/cgroup" if self.version == 2 else "/sys/fs/cgroup/memory"
+
+    def delete(self) -> None:
+        if not self.path.exists():
+            return
+        for _ in range(50):
+            pids = (self.path / "cgroup.procs").read_text().split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)
+
+
 @dataclass
 class ControlPlane:
     """Started processes and where they listen; `stop()` ends exactly them."""
@@ -129,6 +229,7 @@ class ControlPlane:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     startup_seconds: float = 0.0
     node_net: NodeNetwork | None = None
+    node_cgroup: NodeCgroup | None = None
 
     @property
     def url(self) -> str:
@@ -143,6 +244,11 @@ class ControlPlane:
         return self.root / "pki" / "ca.crt"
 
     @property
+    def job_logs(self) -> Path:
+        """Where the job runner writes the logs KWOK serves (see JOB_LOG_CONTAINERS)."""
+        return self.root / "job-logs"
+
+    @property
     def audit_log(self) -> Path:
         return self.root / "audit.log"
 
@@ -151,7 +257,9 @@ class ControlPlane:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "test", "cluster": {"server": server or self.url, "certificate-authority": str(self.ca)}}],
+            "clusters": [
+                {"name": "test", "cluster": {"server": server or self.url, "certificate-authority": str(self.ca)}}
+            ],
             "users": [{"name": name, "user": {"token": token}}],
             "contexts": [{"name": "test", "context": {"cluster": "test", "user": name}}],
             "current-context": "test",
@@ -163,6 +271,7 @@ class ControlPlane:
         t0 = time.monotonic()
         pki = self.root / "pki"
         self.node_net = NodeNetwork.create()
+        self.node_cgroup = NodeCgroup.create()
         make_pki(pki, self.node_net.host_ip)
         tokens = [f"{ADMIN_TOKEN},admin,admin-uid,system:masters"]
         tokens += [f"{name}-token,{user},{user}-uid,system:masters" for name, user in COMPONENT_TOKENS.items()]
@@ -204,8 +313,13 @@ class ControlPlane:
             f"--secure-port={free_port()}", "--v=0",
         ])  # fmt: skip
         self.kwok_port = free_port()
-        (self.root / "kwok.yaml").write_text(KWOK_CONFIG + CLUSTER_EXEC.format(workdir=self.root / "exec"))
+        (self.root / "kwok.yaml").write_text(
+            KWOK_CONFIG + CLUSTER_EXEC.format(workdir=self.root / "exec") + cluster_logs(self.job_logs)
+        )
         (self.root / "exec").mkdir()
+        self.job_logs.mkdir()
+        for container in JOB_LOG_CONTAINERS:  # a container that has not written yet has an empty log
+            (self.job_logs / f"{container}.log").touch()
         kwok_server = f"https://{self.node_net.host_ip}:{self.api_port}"
         node_ip = self.node_net.node_ip
         self._spawn("kwok", [
@@ -222,10 +336,22 @@ class ControlPlane:
         log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - the child keeps it
         # KWOK (the nodes' kubelet) runs in the nodes' network namespace: what a test execs in a
         # pod (tc on eth0) runs there, never on this machine's own interfaces.
-        prefix = ["ip", "netns", "exec", self.node_net.name] if name == "kwok" else []
+        # It runs in the nodes' memory cgroup too (see NodeCgroup), seeing it as its cgroupfs.
+        prefix: list[str] = []
+        preexec = _die_with_parent
+        if name == "kwok":
+            assert self.node_net is not None and self.node_cgroup is not None
+            cgroup = self.node_cgroup
+            prefix = ["ip", "netns", "exec", self.node_net.name, "unshare", "--cgroup",
+                      "sh", "-c", f'{cgroup.mount_script()} && exec "$@"', "kwok"]  # fmt: skip
+
+            def preexec() -> None:
+                _die_with_parent()
+                cgroup.join()
+
         self.procs[name] = subprocess.Popen(
             [*prefix, str(self.bin / name), *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True, preexec_fn=preexec,
         )  # fmt: skip
         log.close()
 
@@ -268,6 +394,26 @@ class ControlPlane:
         self.procs.clear()
         if self.node_net is not None:
             self.node_net.delete()
+        if self.node_cgroup is not None:
+            self.node_cgroup.delete()
+
+    @contextlib.contextmanager
+    def memory_cgroup_hidden(self) -> Iterator[None]:
+        """Unmount cgroupfs in KWOK's mount namespace (a node whose containers see no memory
+        cgroup, as in some sandboxed runtimes) and mount it back afterwards."""
+        assert self.node_cgroup is not None
+        enter = ["nsenter", "-t", str(self.procs["kwok"].pid), "-m", "-C"]
+        point = self.node_cgroup.mountpoint
+        subprocess.run([*enter, "umount", point], check=True, capture_output=True)
+        try:
+            yield
+        finally:
+            kind = (
+                ["-t", "cgroup2", "cgroup2"]
+                if self.node_cgroup.version == 2
+                else ["-t", "cgroup", "-o", "memory", "cgroup"]
+            )
+            subprocess.run([*enter, "mount", *kind, point], check=True, capture_output=True)
 
     def compact_etcd(self) -> int:
         """Compact etcd at its current revision (what etcd does every 5 minutes for the apiserver):
@@ -281,10 +427,13 @@ class ControlPlane:
         with urllib.request.urlopen(req, timeout=10) as r:
             return dict(json.load(r))
 
+
 KWOK_CONFIG = (Path(__file__).parent / "kwok-stages.yaml").read_text()
 
 # Every exec into a pod on a KWOK node runs the real command here (in KWOK's network namespace,
-# in `workdir`): the scripts drillkit sends are run by the real sh, tc, etc.
+# in `workdir`): the scripts drillkit sends are run by the real sh, tc, etc. A container named
+# `static` stands for a distroless image: its "root filesystem" does not exist, so no command
+# can start in it (the runtime's start failure, not an exit code).
 CLUSTER_EXEC = """
 ---
 apiVersion: kwok.x-k8s.io/v1alpha1
@@ -292,5 +441,25 @@ kind: ClusterExec
 metadata: {{name: run-locally}}
 spec:
   execs:
+    - containers: [static]
+      local: {{workDir: {workdir}/no-root-filesystem}}
     - local: {{workDir: {workdir}}}
 """
+
+JOB_LOG_CONTAINERS = ("connections", "batch")
+"""Containers whose log KWOK serves from `ControlPlane.job_logs`/<name>.log (CRI format), written
+by the job runner (jobrunner.py): drillkit's db-connection-exhaustion client, plain and blind."""
+CLUSTER_LOGS = """
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterLogs
+metadata: {{name: job-logs}}
+spec:
+  logs:
+{entries}
+"""
+
+
+def cluster_logs(logs: Path) -> str:
+    entries = "".join(f"    - {{containers: [{c}], logsFile: {logs / (c + '.log')}}}\n" for c in JOB_LOG_CONTAINERS)
+    return CLUSTER_LOGS.format(entries=entries.rstrip("\n"))

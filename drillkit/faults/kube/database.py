@@ -60,6 +60,9 @@ class DbConnectionParams:
 SETTLE = 15
 """Seconds the Job waits after opening its connections before counting those still open (the
 clients' connect timeout is 10 s)."""
+# Each client is the last command of a pipeline fed by `sleep` (its stdin stays open for the
+# hold); the failure is recorded inside the pipeline's own group, so a refused connection is
+# counted at once, not when the whole pipeline (the sleep) ends.
 _COUNT = (
     f"sleep {SETTLE}; f=$(wc -l < /tmp/drillkit-failed); "
     'echo "drillkit: holding $((DRILLKIT_CONNECTIONS - f)) of $DRILLKIT_CONNECTIONS connections"; '
@@ -68,15 +71,15 @@ _COUNT = (
 _PG_SCRIPT = (
     ": > /tmp/drillkit-failed; : > /tmp/drillkit-errors; "
     'n=0; while [ "$n" -lt "$DRILLKIT_CONNECTIONS" ]; do '
-    '(sleep "$DRILLKIT_HOLD" | psql -q -v ON_ERROR_STOP=1 >/dev/null 2>>/tmp/drillkit-errors '
-    "|| echo $n >> /tmp/drillkit-failed) & n=$((n+1)); done; " + _COUNT
+    '(sleep "$DRILLKIT_HOLD" | { psql -q -v ON_ERROR_STOP=1 >/dev/null 2>>/tmp/drillkit-errors '
+    "|| echo $n >> /tmp/drillkit-failed; }) & n=$((n+1)); done; " + _COUNT
 )
 _MYSQL_SCRIPT = (
     ": > /tmp/drillkit-failed; : > /tmp/drillkit-errors; "
     'n=0; while [ "$n" -lt "$DRILLKIT_CONNECTIONS" ]; do '
-    '(sleep "$DRILLKIT_HOLD" | mysql -h "$DRILLKIT_HOST" -P "$DRILLKIT_PORT" '
+    '(sleep "$DRILLKIT_HOLD" | { mysql -h "$DRILLKIT_HOST" -P "$DRILLKIT_PORT" '
     '-u "$DRILLKIT_USER" ${DRILLKIT_DATABASE:+"$DRILLKIT_DATABASE"} >/dev/null 2>>/tmp/drillkit-errors '
-    "|| echo $n >> /tmp/drillkit-failed) & n=$((n+1)); done; " + _COUNT
+    "|| echo $n >> /tmp/drillkit-failed; }) & n=$((n+1)); done; " + _COUNT
 )
 _HOLDING = re.compile(r"(?:drillkit: holding|batch:) (\d+) of (\d+) (?:connections|workers up)")
 BLIND_WORDS = (
