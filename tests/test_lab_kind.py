@@ -3,8 +3,9 @@ steps it takes.
 
 Why: the kind practice platform only really runs where Docker is (tests/test_kind.py, opt-in),
 so everything that can be proven here is: (a) the shipped manifests pass the official
-Kubernetes 1.29-1.31 schemas and apply through the real `kubernetes` client to the Kubernetes
-API test server, where every pod comes up; (b) the rules Prometheus gets are the local lab's,
+Kubernetes 1.29-1.31 schemas, and `kubectl apply` them as `lab up --kind` does onto a real
+kube-apiserver (tests/kubecluster: RBAC, admission, controllers, scheduler, KWOK nodes), where
+every workload rolls out and every pod comes up on the node it must; (b) the rules Prometheus gets are the local lab's,
 byte for byte, and pass promtool (the Prometheus and Alertmanager configs too); (c) the
 orchestration is the right sequence of tool invocations, recorded by stand-in `docker`,
 `podman`, `kind` and `kubectl` executables on PATH, with a real Prometheus and Alertmanager
@@ -34,6 +35,7 @@ from drillkit.prometheus import PromConfig, Prometheus
 from drillkit.signals import wait_until
 from tests.helpers import MetricsServer, run_cli
 from tests.kubecluster import CONTEXT, KubeServer
+from tests.kubecluster.cluster import DEMO_MANIFESTS, pod_ready
 from tests.kubecluster.schemas import problems
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +61,7 @@ def find(kind: str, name: str, namespace: str | None = None) -> dict[str, Any] |
     )
 
 
-# --- (a) schemas and the API test server ----------------------------------------------------------
+# --- (a) schemas and a real apiserver ----------------------------------------------------------
 
 
 def test_every_manifest_passes_the_official_schemas() -> None:
@@ -104,38 +106,25 @@ def test_a_config_or_image_change_rolls_the_pods_that_use_it() -> None:
     assert other["spec"]["template"] != api["spec"]["template"]
 
 
-def apply(server: KubeServer) -> list[str]:
-    """Apply the platform through the real client; returns the kinds the test server lacks."""
-    from kubernetes import utils
-
-    from tests.kubeserver.store import KIND_TO_RESOURCE
-
-    for doc in yaml.safe_load_all((ROOT / "tests" / "kubeserver" / "demo.yaml").read_text()):
+def apply(server: KubeServer) -> None:
+    """Apply the platform as `lab up --kind` does (the real kubectl: `apply -f -` of
+    kindlab.manifests_yaml, then `rollout status` of each workload) onto the 3 kind-like nodes
+    of tests/kubecluster/demo.yaml (the control plane tainted and labelled ingress-ready)."""
+    for doc in yaml.safe_load_all(DEMO_MANIFESTS.read_text()):
         if doc["kind"] == "Node":
-            server.seed(doc)  # the 3 kind nodes (control plane tainted, labelled ingress-ready)
-    skipped = []
-    client = server.api_client(CONTEXT)
-    try:
-        for doc in docs():
-            if doc["kind"] not in KIND_TO_RESOURCE:
-                skipped.append(doc["kind"])
-                continue
-            utils.create_from_dict(client, doc)
-    finally:
-        client.close()
-    return sorted(set(skipped))
+            server.seed(doc)
+    server.kubectl("apply", "-f", "-", input=kindlab.manifests_yaml(IMAGE_ID))
+    for ns, kind, name in kindlab.WORKLOADS:
+        server.kubectl("-n", ns, "rollout", "status", f"{kind}/{name}", "--timeout=60s")
 
 
 @pytest.fixture
 def platform(kube_server: KubeServer) -> KubeServer:
-    skipped = apply(kube_server)
-    assert set(skipped) <= {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}, skipped
-    from tests.kubeserver.controllers import pod_ready
-
+    apply(kube_server)
     expected = {"chatbot": 5, "monitoring": 3}  # 3 api + db + traffic; ksm, prometheus, alertmanager
     kube_server.wait_for(
         lambda: all(len([p for p in kube_server.list("pods", ns) if pod_ready(p)]) == n for ns, n in expected.items()),
-        15,
+        30,
         f"every platform pod Ready ({expected})",
     )
     return kube_server
@@ -289,7 +278,7 @@ def test_kube_state_metrics_exports_what_the_steady_states_read() -> None:
 @pytest.mark.wire
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_each_k8s_drill_preflights_on_the_shipped_platform(platform: KubeServer, tmp_path: Path, path: Path) -> None:
-    """Each drill resolves its targets on the shipped platform (applied to the API test server)
+    """Each drill resolves its targets on the shipped platform (applied to the real apiserver)
     and plans exact objects; nothing is written."""
     from drillkit.faults import FaultContext, fault_class
     from drillkit.journal import Journal
