@@ -25,6 +25,7 @@ from drillkit.kube import MODIFIED_BY, RUN_LABEL
 from tests.helpers import drillkit_cmd
 from tests.kube_drill import start_run
 from tests.kubecluster import KubeServer
+from tests.kubecluster.jobrunner import JobRunner  # the db Job's pod runs for real (db_jobs)
 from tests.promfixture import PromEnv
 
 pytestmark = [pytest.mark.wire, pytest.mark.integration]
@@ -239,7 +240,9 @@ def begin(kind: str, server: KubeServer, prom: PromEnv, tmp_path: Path) -> tuple
 
 
 @pytest.mark.parametrize("kind", list(RIGS))
-def test_sigterm_mid_fault_restores(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path, kind: str) -> None:
+def test_sigterm_mid_fault_restores(
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path, db_jobs: JobRunner, kind: str
+) -> None:
     rig, proc, reports = begin(kind, kube_demo, prom_env, tmp_path)
     try:
         journal = wait_harmed(kube_demo, proc, reports, rig)
@@ -258,7 +261,7 @@ def test_sigterm_mid_fault_restores(kube_demo: KubeServer, prom_env: PromEnv, tm
 
 @pytest.mark.parametrize("kind", list(RIGS))
 def test_sigkill_mid_fault_then_cleanup_restores(
-    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path, kind: str
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path, db_jobs: JobRunner, kind: str
 ) -> None:
     rig, proc, reports = begin(kind, kube_demo, prom_env, tmp_path)
     try:
