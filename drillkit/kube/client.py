@@ -134,12 +134,15 @@ class Kube(KubeApi):
             self.call(f"get pods {namespace}/{name}", self.core.read_namespaced_pod, name, namespace)
         )
 
-    def create_pod(self, namespace: str, manifest: dict[str, Any]) -> Pod:
-        self.wrote(namespace)
+    def create_pod(self, namespace: str, manifest: dict[str, Any], dry_run: bool = False) -> Pod:
+        """Create a pod; with `dry_run`, only ask whether the apiserver would (RBAC, admission
+        such as Pod Security, quotas): nothing is created."""
+        if not dry_run:
+            self.wrote(namespace)
         name = (manifest.get("metadata") or {}).get("name", "?")
-        return Pod.from_json(
-            self.call(f"create pods {namespace}/{name}", self.core.create_namespaced_pod, namespace, manifest)
-        )
+        kw = {"dry_run": "All"} if dry_run else {}
+        what = f"create pods {namespace}/{name}" + (" (dry run)" if dry_run else "")
+        return Pod.from_json(self.call(what, self.core.create_namespaced_pod, namespace, manifest, **kw))
 
     def delete_pod(self, namespace: str, name: str, uid: str | None = None, grace_period: int | None = None) -> bool:
         """Delete (only the pod with `uid`, if given); False if it was already gone."""

@@ -94,6 +94,13 @@ def translate(what: str, exc: BaseException) -> Exception:
             return KubeTransient(f"{what}: 429 Too Many Requests: {message}", _retry_after(exc.headers))
         if status >= 500:
             return KubeTransient(f"{what}: HTTP {status}: {message}", _retry_after(exc.headers))
+        if status == 403 and "violates PodSecurity" in message:
+            # admission, not RBAC: granting verbs would not help; the namespace's level decides
+            return Forbidden(
+                f"forbidden: cannot {what}: {message} (the namespace's Pod Security level "
+                "refuses this pod; see its pod-security.kubernetes.io/enforce label)",
+                status,
+            )
         if status == 403:
             return Forbidden(
                 f"forbidden: cannot {what}: {message} (grant this verb on this "

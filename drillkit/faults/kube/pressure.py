@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from drillkit.errors import Aborted, DrillkitError, PreflightError
 from drillkit.faults import Made, RevertContext, Undo
 from drillkit.faults.kube.base import STOP_TIMEOUT, Background, KubeFault, Pick, check_selector, note
-from drillkit.kube import RUN_LABEL, Conflict, ExecFailed, NotFound, Pod
+from drillkit.kube import RUN_LABEL, Conflict, ExecFailed, KubeError, NotFound, Pod
 from drillkit.model import Count, Duration, doc
 
 MEMORY_MARKER = "drillkit-memory-pressure"
@@ -150,7 +150,9 @@ class _PressureFault(KubeFault[Any, Pressure, PressureRecord]):
             if not node:
                 raise PreflightError(f"{self.kind}: pod {pods[0].name} is not scheduled yet")
             stress = self.ctx.naming.name(Made.LOAD, self.ctx.run_id, secrets.token_hex(2))
-            return Pressure(ns, near=pods[0], node=node, stress=stress)
+            found = Pressure(ns, near=pods[0], node=node, stress=stress)
+            self.admitted(found)
+            return found
         targets = []
         for pod in pods:
             name = self.pod_container(pod, p.container)
@@ -218,16 +220,31 @@ class _PressureFault(KubeFault[Any, Pressure, PressureRecord]):
     def stress_requests(self) -> dict[str, str]:
         raise NotImplementedError
 
+    def stress_manifest(self, found: Pressure) -> dict[str, Any]:
+        p, name, node = self.params, found.stress, found.node
+        assert name is not None and node is not None
+        args, requests = self.stress_args(), self.stress_requests()
+        labels = self.made_labels(Made.LOAD, "drillkit-stress")
+        container = "worker" if self.ctx.naming.blind else "stress"
+        return stress_pod(name, found.namespace, labels, node, p.image, args, requests, int(p.duration) + 30, container)
+
+    def admitted(self, found: Pressure) -> None:
+        """Ask the apiserver to create the stress pod with dryRun=All (RBAC, Pod Security,
+        quotas, admission webhooks), so a refusal is a preflight error before any harm."""
+        try:
+            self.kube.create_pod(found.namespace, self.stress_manifest(found), dry_run=True)
+        except KubeError as exc:
+            raise PreflightError(
+                f"{self.kind}: the cluster refuses the stress pod {found.namespace}/{found.stress} "
+                f"(mode: node; dry run, nothing created): {exc}"
+            ) from None
+
     def inject_node(self, found: Pressure, undo: Undo) -> None:
         ns, p, name, node = found.namespace, self.params, found.stress, found.node
         assert name is not None and node is not None
         undo.register(self, PressureRecord(Mode.NODE, ns, pod=name))
-        args, requests = self.stress_args(), self.stress_requests()
-        labels = self.made_labels(Made.LOAD, "drillkit-stress")
-        container = "worker" if self.ctx.naming.blind else "stress"
-        manifest = stress_pod(name, ns, labels, node, p.image, args, requests, int(p.duration) + 30, container)
         with contextlib.suppress(Conflict):
-            self.kube.create_pod(ns, manifest)
+            self.kube.create_pod(ns, self.stress_manifest(found))
         started = self.kube.wait_pods(
             ns,
             f"{RUN_LABEL}={self.ctx.run_id}",
