@@ -177,7 +177,7 @@ class Drill:
                         faults = self._preflight(ctx)
                         self._steady_state(journal)
                         self._inject(faults, undo, journal)
-                        self._watch_lab()
+                        self._watch_lab(journal)
                         self._detect_respond_recover(journal, reverts, folder)
                     except Aborted as exc:
                         status, reason, by_signal = Status.ABORTED, exc.reason, exc.by_signal
@@ -369,13 +369,16 @@ class Drill:
             self._mark_injected(journal)
             self.opts.out(f"injected {f.kind}")
 
-    def _watch_lab(self) -> None:
-        """A drill on the local lab watches the lab's components from here on (see _check_lab)."""
+    def _watch_lab(self, journal: Journal) -> None:
+        """A drill on the local lab watches the lab's components from here on (see _check_lab),
+        and journals which: what it watched is part of the record."""
         local = self.scenario.target.local
         if local is not None and local.lab_dir:
             from drillkit.lab.state import LabWatch
 
             self._lab = LabWatch.now(local.lab_dir)
+            if self._lab is not None:
+                journal.append("lab_watched", components={c: p.pid for c, p in self._lab.procs})
 
     def _check_lab(self) -> None:
         """A lab component dying mid-drill (PostgreSQL, the proxy…) is not the drill's fault:

@@ -174,11 +174,12 @@ def test_sigkill_mid_suite_then_cleanup_all_finishes_the_reverts(lab: Lab, tmp_p
 
 
 def _outage(at: Lab, stderr: Any = subprocess.PIPE) -> tuple[subprocess.Popen[str], Path]:
+    """The outage drill, once its faults took effect and it watches the lab."""
     path = scenario_for(at, "outage")
     wait_steady(at, path)
     reports = at.work / "reports" / str(time.monotonic_ns())
     proc = _start(at, "run", str(path), "--report-dir", str(reports), stderr=stderr)
-    _when(proc, reports, NAMES[0], "injected")
+    _when(proc, reports, NAMES[0], "lab_watched")
     return proc, reports
 
 
@@ -211,6 +212,8 @@ def test_postgres_lost_mid_drill_is_inconclusive_and_reverted(lab: Lab, how: str
         assert f"the lab's postgres (pid {pg.pid}) stopped during the drill" in report["reason"], report["reason"]
         kinds = journal_kinds(journal)
         assert "aborted" not in kinds and kinds.count("revert_done") == 2, kinds
+        watched = next(json.loads(line) for line in journal.read_text().splitlines() if '"lab_watched"' in line)
+        assert watched["components"]["postgres"] == pg.pid and "prometheus" not in watched["components"], watched
         assert not pending_reverts(journal.parent)
         _replicas_running(lab)
     finally:
