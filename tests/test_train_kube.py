@@ -1,19 +1,21 @@
 """`drillkit train` on Kubernetes, over the wire: the shipped db-connection-exhaustion scenario
-run as a blind exercise by a real `drillkit train` process against the Kubernetes API test
-server (as deploy/rbac.yaml's ServiceAccount), with a real Prometheus evaluating the platform's
-own alert rules (drillkit/lab/rules/chatbot.rules.yml).
+run as a blind exercise by a real `drillkit train` process against the real control plane
+(tests/kubecluster, as deploy/rbac.yaml's ServiceAccount), with a real Prometheus evaluating the
+platform's own alert rules (drillkit/lab/rules/chatbot.rules.yml).
 
-The platform's exporters are simulated from the server's state (`PlatformExporter`): the
-replica counts kube-state-metrics reports, and the sessions the database's exporter sees — the
-API's pool, plus the sessions each running pod connecting to chatbot-db opens. So the alert
-fires because of the fault's Job, and the steady state comes back when the Job's pod is gone.
+The fault's Job runs for real (the job runner, tests/kubecluster/jobrunner.py): its pod's script
+opens its connections with the real psql to a real PostgreSQL standing for chatbot-db (7 free
+slots). `PlatformExporter` is the platform's kube-state-metrics and postgres exporter: the
+replica counts from the apiserver, the sessions and connection settings from that PostgreSQL.
+So the alert fires because the Job's pod holds the slots, and the steady state comes back when
+the Job's pod is gone and PostgreSQL has closed its sessions.
 
 - by hand: the trainee acknowledges with a severity, declares the channel, posts to the status
   page, finds a `chatbot-batch-…` Job holding connections and deletes it through the API: the
   scorecard has everything met; everything the fault created carried the run-id label, and
   nothing the trainee could list (names, labels, annotations, env, command) or read on their
   terminal names the fault;
-- giving up: drillkit reverts, and the server holds nothing of the run afterwards.
+- giving up: drillkit reverts, and the cluster holds nothing of the run afterwards.
 """
 
 from __future__ import annotations
@@ -36,50 +38,54 @@ from drillkit.lab.services import PrometheusSetup, start_prometheus
 from drillkit.scenario import load_scenario
 from tests.helpers import MetricsServer, drillkit_cmd, run_cli, write_scenario
 from tests.kubecluster import CONTEXT, KubeServer
+from tests.kubecluster.jobrunner import DB_SLOTS, JobRunner
 from tests.trainee import giveaways, journal_kinds, line, named, scorecard, wait_event
 
 pytestmark = [pytest.mark.wire, pytest.mark.integration]
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "drillkit" / "lab" / "rules" / "chatbot.rules.yml"
 NS = "chatbot"
-MAX_CONNECTIONS, RESERVED, POOL = 20, 3, 3  # the simulated database; the API's pool holds 3
-CONNECTIONS = 15  # (3 + 15) / (20 - 3) > 0.85: ChatbotDatabaseConnectionsExhausted fires
-SESSION_ENV = ("BATCH_SIZE", "DRILLKIT_CONNECTIONS")  # what the holding script opens, blind or not
+CONNECTIONS = 15  # more than the 7 free slots: the Job holds all 7, 7 / 7 > 0.85 fires the alert
 
 
 class PlatformExporter:
-    """kube-state-metrics and the postgres exporter of the platform, computed from the API
-    test server's state whenever Prometheus scrapes."""
+    """kube-state-metrics and the postgres exporter of the platform, read whenever Prometheus
+    scrapes: the workloads' status from the apiserver, the sessions (pg_stat_activity, this
+    exporter's own left out) and connection settings from the real PostgreSQL."""
 
-    def __init__(self, server: KubeServer) -> None:
+    def __init__(self, server: KubeServer, postgres: Any) -> None:
         self.server = server
+        self.postgres = postgres
         self.http = MetricsServer(lambda: self.metrics().encode())
         self.address = self.http.address
 
-    def sessions(self) -> int:
-        """The database's sessions: the API's pool, plus each running pod's own clients."""
-        held = 0
-        for pod in self.server.list("pods", NS):
-            if pod["status"].get("phase") != "Running" or pod["metadata"].get("deletionTimestamp"):
-                continue
-            for c in pod["spec"]["containers"]:
-                env = {e["name"]: e.get("value") for e in c.get("env") or []}
-                if env.get("PGHOST") == "chatbot-db":
-                    held += next((int(env[k]) for k in SESSION_ENV if env.get(k)), 1)
-        return POOL + held
+    def database(self) -> tuple[int, int, int]:
+        """(client sessions, max_connections, superuser_reserved_connections)."""
+        import psycopg
+
+        with psycopg.connect(self.postgres.dsn(), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM pg_stat_activity"
+                "        WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()),"
+                " current_setting('max_connections')::int,"
+                " current_setting('superuser_reserved_connections')::int"
+            ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1]), int(row[2])
 
     def metrics(self) -> str:
         sts = self.server.get("statefulsets", NS, "chatbot-db") or {"status": {}}
         deploy = self.server.get("deployments", NS, "chatbot-api") or {"status": {}}
+        sessions, max_connections, reserved = self.database()
         return "\n".join(
             [
                 f'kube_statefulset_status_replicas_ready{{namespace="{NS}",statefulset="chatbot-db"}} '
                 f"{sts['status'].get('readyReplicas', 0)}",
                 f'kube_deployment_status_replicas_available{{namespace="{NS}",deployment="chatbot-api"}} '
                 f"{deploy['status'].get('availableReplicas', 0)}",
-                f'pg_stat_activity_count{{datname="chatbot",state="idle"}} {self.sessions()}',
-                f"pg_settings_max_connections {MAX_CONNECTIONS}",
-                f"pg_settings_superuser_reserved_connections {RESERVED}",
+                f'pg_stat_activity_count{{datname="chatbot",state="idle"}} {sessions}',
+                f"pg_settings_max_connections {max_connections}",
+                f"pg_settings_superuser_reserved_connections {reserved}",
                 "",
             ]
         )
@@ -94,6 +100,7 @@ class Platform:
     prometheus_url: str
     scenario: Path
     reports: Path
+    exporter: PlatformExporter
 
     def train(self, *extra: str) -> subprocess.Popen[str]:
         """A real `drillkit train` process; the trainee acts from other processes."""
@@ -127,8 +134,8 @@ class Platform:
 
 
 @pytest.fixture
-def platform(kube_demo: KubeServer, tmp_path: Path) -> Iterator[Platform]:
-    exporter = PlatformExporter(kube_demo)
+def platform(kube_demo: KubeServer, tmp_path: Path, db_jobs: JobRunner, chatbot_postgres: Any) -> Iterator[Platform]:
+    exporter = PlatformExporter(kube_demo, chatbot_postgres)
     prom = start_prometheus(
         tmp_path / "prometheus", PrometheusSetup(scrape={"platform": [exporter.address]}, rule_files=[RULES])
     )
@@ -137,7 +144,7 @@ def platform(kube_demo: KubeServer, tmp_path: Path) -> Iterator[Platform]:
     data["faults"][0]["connections"] = CONNECTIONS
     data["detection"]["within"] = "30s"
     data["recovery"] = {**data["recovery"], "within": "60s", "verify_within": "20s"}
-    env = Platform(kube_demo, prom.url, write_scenario(tmp_path / "k8s-db.yaml", data), tmp_path / "reports")
+    env = Platform(kube_demo, prom.url, write_scenario(tmp_path / "k8s-db.yaml", data), tmp_path / "reports", exporter)
     try:
         deadline = time.monotonic() + 30  # until Prometheus has the platform healthy
         while (env.query(f'kube_deployment_status_replicas_available{{namespace="{NS}"}}') or 0) < 3:
@@ -162,7 +169,7 @@ def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[str, str]
 
 
 def run_objects(server: KubeServer, run_id: str) -> list[str]:
-    """Every object on the server still labelled with the run."""
+    """Every object in the cluster still labelled with the run."""
     return [
         f"{resource} {o['metadata']['name']}"
         for resource in ("jobs", "pods", "secrets", "leases")
@@ -221,6 +228,8 @@ def test_a_blind_kubernetes_exercise_mitigated_by_deleting_the_job(platform: Pla
             pods = [p.metadata.name for p in core.list_namespaced_pod(NS, label_selector=f"job-name={job}").items]
             seen = [server.get("jobs", NS, job)] + [server.get("pods", NS, p) for p in pods]
             lease = server.get("leases", NS, "drillkit-drill-lock")
+            held = platform.exporter.database()[0]
+            assert held == DB_SLOTS, f"PostgreSQL holds {held} sessions at detection, not its {DB_SLOTS} free slots"
             batch.delete_namespaced_job(job, NS, propagation_policy="Background")  # kubectl delete job
         platform.act("note", f"deleted batch Job {job}: it held idle database sessions")
         out, err = finish(proc)
