@@ -107,12 +107,23 @@ def test_drain_leaves_protected_namespaces_alone(kube_demo: KubeServer, tmp_path
 
 
 def test_drain_evicts_in_parallel_with_a_deadline_per_pod(kube_demo: KubeServer, tmp_path: Path) -> None:
+    """Each eviction answered after 3 s: in parallel the drain takes 3 s and the pods' 1 s grace
+    period (it waits for the evicted pods to be gone), one after another it would take 3 s per pod."""
     node = db_node(kube_demo)
-    on_node = [p for p in kube_demo.list("pods", field_selector=f"spec.nodeName={node}")]
+    on_node = {p["metadata"]["uid"] for p in kube_demo.list("pods", field_selector=f"spec.nodeName={node}")}
     assert len(on_node) >= 2, "the demo node holds too few pods for this test"
-    kube_demo.inject_error(method="POST", path_contains="/eviction", status=None, delay=1.0, times=len(on_node))
+    d = direct_fault(
+        kube_demo, tmp_path, {"kind": "node-drain", "pod_selector": "app=chatbot-db", "evict_timeout": "30s"}
+    )
+    found = d.fault.preflight()
+    kube_demo.inject_error(method="POST", path_contains="/eviction", status=None, delay=3.0, times=len(on_node))
     start = time.monotonic()
-    results = drain(kube_demo, tmp_path, evict_timeout="30s")
-    took = time.monotonic() - start
-    assert len(results[0]["evicted"]) == len(on_node), results
-    assert took < 1.0 * len(on_node) - 0.3, f"{len(on_node)} evictions of 1 s each took {took:.1f}s: not parallel"
+    with ExitStack() as stack:
+        d.fault.inject(found, Undo(stack, d.ctx))
+        took = time.monotonic() - start
+        still = {p["metadata"]["uid"] for p in kube_demo.list("pods", field_selector=f"spec.nodeName={node}")} & on_node
+    d.journal.close()
+    results = [e.data for e in d.events() if e.kind == "drain_result"]
+    assert len(results[0]["evicted"]) == len(on_node) and "terminating" not in results[0], results
+    assert not still, f"the drain returned with evicted pods still on {node}: {still}"
+    assert took < 3.0 * len(on_node) - 0.5, f"{len(on_node)} evictions of 3 s each took {took:.1f}s: not parallel"

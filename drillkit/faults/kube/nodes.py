@@ -2,7 +2,8 @@
 
 Why it exists apart: it is the one fault acting on a cluster-scoped object. Evictions go through
 policy/v1 so PodDisruptionBudgets are respected; they run in parallel, each retried until its
-own `evict_timeout`, then reported. Like `kubectl drain`, it refuses pods no controller brings
+own `evict_timeout`, then reported; as an eviction is a graceful delete, the evicted pods are
+waited for until they are gone from the node (as `kubectl drain` waits). Like `kubectl drain`, it refuses pods no controller brings
 back and pods with emptyDir data unless the scenario says `force: true` (both are lost for
 good), and it leaves alone the namespaces a scenario protects (`protect_namespaces`: the
 monitoring the drill's own detection needs). The node is marked `drillkit.io/cordoned-by` so
@@ -22,6 +23,7 @@ from drillkit.faults import RevertContext, Undo
 from drillkit.faults.kube.base import KubeFault, check_selector, note
 from drillkit.kube import PROTECTED_NAMESPACES, Node, Pod
 from drillkit.model import Duration, doc
+from drillkit.signals import wait_until
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,12 @@ class NodeDrain(KubeFault[NodeDrainParams, Drain, DrainRecord]):
             outcomes = list(pool.map(evict, found.evict))
         results = {f"{p.namespace}/{p.name}": r for p, r in zip(found.evict, outcomes, strict=True)}
         blocked = {k: v for k, v in results.items() if v not in ("evicted", "gone")}
-        extra = {"stopped": True} if stop.is_set() else {}
+        evicted = {p.uid for p, r in zip(found.evict, outcomes, strict=True) if r == "evicted"}
+        terminating = self._wait_gone(node.name, evicted) if evicted and not stop.is_set() else []
+        extra: dict[str, Any] = {"stopped": True} if stop.is_set() else {}
+        if terminating:
+            extra["terminating"] = terminating
+            self.ctx.log(f"node-drain: evicted pod(s) still terminating on {node.name}: {', '.join(terminating)}")
         note(
             self.ctx,
             "drain_result",
@@ -185,6 +192,23 @@ class NodeDrain(KubeFault[NodeDrainParams, Drain, DrainRecord]):
                 f"node-drain: {len(blocked)} pod(s) could not be evicted within "
                 f"{self.params.evict_timeout:g}s: {'; '.join(f'{k}: {v}' for k, v in blocked.items())}"
             )
+
+    def _wait_gone(self, node: str, uids: set[str]) -> list[str]:
+        """The evicted pods (`uids`) still on `node` after waiting. A policy/v1 eviction is a
+        graceful delete: the pod stays, Terminating, for its grace period. Like `kubectl drain`,
+        wait until they are gone (their grace period + 30 s, at most 330 s), so the drill goes
+        on, and the revert uncordons, only once their replacements were placed elsewhere (a
+        StatefulSet recreates its pod only when the old one is gone)."""
+        start, left = time.monotonic(), list[str]()
+
+        def gone() -> bool:
+            pods = [p for p in self.kube.list_pods(None, field_selector=f"spec.nodeName={node}") if p.uid in uids]
+            grace = max((30 if p.deletion_grace is None else p.deletion_grace for p in pods), default=0)
+            left[:] = sorted(f"{p.namespace}/{p.name}" for p in pods)
+            return not pods or time.monotonic() - start > min(grace + 30, 330)
+
+        wait_until(gone, start + 330, 0.5, self.ctx.stop)
+        return left
 
     @classmethod
     def revert(cls, ctx: RevertContext, record: DrainRecord) -> dict[str, Any]:
