@@ -232,8 +232,9 @@ def cleanup(
                 raise
             except Exception as exc:  # e.g. a ValueError from odd journal data: the next run still goes
                 report.failed.append(f"run {run.run_id} ({run.folder}): {_one_line(exc)}")
-        if context or any(r.target == "kubernetes" for r in runs) or not runs:
-            where = _Where(_run_namespaces(kubes, runs, contexts), tuple(namespaces), cluster_wide)
+        trusted = [r for r in runs if not r.untrusted]  # a forged journal picks no namespace to sweep
+        if context or any(r.target == "kubernetes" for r in trusted) or not trusted:
+            where = _Where(_run_namespaces(kubes, trusted, contexts), tuple(namespaces), cluster_wide)
             _sweep(kubes, run_id, report, log, contexts, where)
     finally:
         kubes.close()
@@ -257,7 +258,7 @@ def _revert_run(
             report.failed.append(f"run {run.run_id}: {_refused(p, run.untrusted)}")
         return
     factory = None
-    if run.target == "kubernetes":
+    if run.target == "kubernetes" and not run.untrusted:  # a forged journal picks no cluster either
         try:
             settings = kubes.settings(run.context)
         except KubeconfigError:

@@ -14,9 +14,11 @@ import functools
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -216,7 +218,11 @@ def test_an_old_journal_is_reported_with_what_to_do_and_not_run(tmp_path: Path) 
     would resume a process it names (here a stopped child of this test); reported instead."""
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        child.send_signal(19)  # SIGSTOP
+        child.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 20
+        while _state(child.pid) != "T":  # stopped for sure before cleanup looks
+            assert time.monotonic() < deadline, f"pid {child.pid} did not stop"
+            time.sleep(0.02)
         folder = tmp_path / "reports" / "2026-01-01T000000Z-old-o1"
         folder.mkdir(parents=True)
         lines = [
@@ -232,7 +238,8 @@ def test_an_old_journal_is_reported_with_what_to_do_and_not_run(tmp_path: Path) 
         ]
         (folder / "journal.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
         report = cleanup(tmp_path / "reports", None, log=lambda _: None)
-        state = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        time.sleep(0.2)  # a SIGCONT sent at the very end has taken effect by now
+        state = _state(child.pid)
         assert state == "T", f"the old journal's revert resumed pid {child.pid} (state {state})"
         line = " ".join(report.failed)
         assert "journal.jsonl:2: revert #1 (process-kill) not executed" in line, report.lines()
@@ -242,6 +249,10 @@ def test_an_old_journal_is_reported_with_what_to_do_and_not_run(tmp_path: Path) 
     finally:
         child.kill()
         child.wait()
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 # --- bounds, in the engine too ----------------------------------------------------------------
