@@ -127,3 +127,29 @@ def test_drain_evicts_in_parallel_with_a_deadline_per_pod(kube_demo: KubeServer,
     assert len(results[0]["evicted"]) == len(on_node) and "terminating" not in results[0], results
     assert not still, f"the drain returned with evicted pods still on {node}: {still}"
     assert took < 3.0 * len(on_node) - 0.5, f"{len(on_node)} evictions of 3 s each took {took:.1f}s: not parallel"
+
+
+@pytest.mark.parametrize("recordoned", [False, True], ids=["drillkits-cordon", "on-call-cordoned-again"])
+def test_revert_uncordons_only_drillkits_cordon(kube_demo: KubeServer, tmp_path: Path, recordoned: bool) -> None:
+    """On-call uncordons the drained node and cordons it again with the real kubectl during the
+    drill: the revert leaves their cordon (and removes drillkit's mark); otherwise it uncordons."""
+    node = db_node(kube_demo)
+    d = direct_fault(kube_demo, tmp_path, {"kind": "node-drain", "pod_selector": "app=chatbot-db", "force": True})
+    found = d.fault.preflight()
+    with ExitStack() as stack:
+        d.fault.inject(found, Undo(stack, d.ctx))
+        assert (kube_demo.get("nodes", None, node) or {})["spec"].get("unschedulable") is True
+        if recordoned:
+            kube_demo.kubectl("uncordon", node)
+            kube_demo.kubectl("cordon", node)
+    d.journal.close()
+    (done,) = [e.data["result"] for e in d.events() if e.kind == "revert_done"]
+    after = kube_demo.get("nodes", None, node)
+    assert after is not None and "drillkit.io/cordoned-by" not in (after["metadata"].get("annotations") or {})
+    managers = [(m["manager"], m.get("fieldsV1", {}).get("f:spec")) for m in after["metadata"]["managedFields"]]
+    if recordoned:
+        assert after["spec"].get("unschedulable") is True, f"on-call's cordon undone: {done}; {managers}"
+        assert done["uncordoned"] is False and "cordoned again by kubectl;" in done["changed during the drill"]
+    else:
+        assert not after["spec"].get("unschedulable"), f"drillkit's cordon left: {done}; {managers}"
+        assert done == {"uncordoned": True}, done

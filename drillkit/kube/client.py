@@ -34,6 +34,10 @@ from drillkit.kube.views import (
 from drillkit.retry import retrying
 from drillkit.signals import StopFlag, wait_until
 
+FIELD_MANAGER = "drillkit"
+"""The field manager of drillkit's cordon, so a revert can tell it from on-call's (managedFields)."""
+OUR_MANAGERS = (FIELD_MANAGER, "OpenAPI-Generator")  # the latter: an older drillkit's cordon (the client's name)
+
 
 class Kube(KubeApi):
     """Everything drillkit does to a cluster, with retries and errors translated.
@@ -480,7 +484,24 @@ class Kube(KubeApi):
             self.core.patch_node,
             name,
             {"spec": {"unschedulable": True}, "metadata": {"annotations": {CORDONED_BY: run_id}}},
+            field_manager=FIELD_MANAGER,
         )
+
+    def cordoned_by_other(self, name: str) -> str | None:
+        """Who else set the node's `spec.unschedulable` (its field manager, e.g. kubectl:
+        on-call cordoned it again after uncordoning drillkit's cordon), or None if drillkit's
+        cordon is the one in place (or the node is gone, or not cordoned)."""
+        try:
+            node = self.call(f"get nodes {name}", self.core.read_node, name)
+        except NotFound:
+            return None
+        if not (node.get("spec") or {}).get("unschedulable"):
+            return None
+        for entry in (node.get("metadata") or {}).get("managedFields") or []:
+            if "f:unschedulable" in ((entry.get("fieldsV1") or {}).get("f:spec") or {}):
+                manager = str(entry.get("manager") or "")
+                return None if manager in OUR_MANAGERS else manager
+        return None
 
     def uncordon(self, name: str, keep_cordoned: bool = False) -> bool:
         """Remove drillkit's mark (and the cordon unless `keep_cordoned`); False if gone."""
@@ -603,6 +624,6 @@ class Kube(KubeApi):
             return self.delete_pod(ns, ref.name, grace_period=0)
         if ref.kind == "Secret":
             return self.delete_secret(ns, ref.name)
-        if ref.kind == "Node":
-            return self.uncordon(ref.name)
+        if ref.kind == "Node":  # a cordon on-call set again since stays theirs: only drillkit's mark goes
+            return self.uncordon(ref.name, keep_cordoned=self.cordoned_by_other(ref.name) is not None)
         raise PreflightError(f"drillkit does not delete {ref.kind} objects")

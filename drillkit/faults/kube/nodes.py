@@ -2,12 +2,14 @@
 
 Why it exists apart: it is the one fault acting on a cluster-scoped object. Evictions go through
 policy/v1 so PodDisruptionBudgets are respected; they run in parallel, each retried until its
-own `evict_timeout`, then reported; as an eviction is a graceful delete, the evicted pods are
-waited for until they are gone from the node (as `kubectl drain` waits). Like `kubectl drain`, it refuses pods no controller brings
-back and pods with emptyDir data unless the scenario says `force: true` (both are lost for
-good), and it leaves alone the namespaces a scenario protects (`protect_namespaces`: the
-monitoring the drill's own detection needs). The node is marked `drillkit.io/cordoned-by` so
-cleanup finds it without a journal, and only a node drillkit cordoned is ever uncordoned.
+own `evict_timeout`, then reported. An eviction is a graceful delete, so the evicted pods are
+waited for until they are gone from the node (as `kubectl drain` waits). Like `kubectl drain`,
+it refuses pods no controller brings back and pods with emptyDir data unless the scenario says
+`force: true` (both are lost for good), and it leaves alone the namespaces a scenario protects
+(`protect_namespaces`: the monitoring the drill's own detection needs). The node is marked
+`drillkit.io/cordoned-by` so cleanup finds it without a journal, and only a node drillkit
+cordoned is ever uncordoned: not if on-call cordoned it again during the drill (another field
+manager then owns `spec.unschedulable`).
 """
 
 from __future__ import annotations
@@ -212,4 +214,11 @@ class NodeDrain(KubeFault[NodeDrainParams, Drain, DrainRecord]):
 
     @classmethod
     def revert(cls, ctx: RevertContext, record: DrainRecord) -> dict[str, Any]:
+        other = ctx.kube.cordoned_by_other(record.node)
+        if other is not None:  # on-call uncordoned it and cordoned it again: theirs wins
+            ctx.kube.uncordon(record.node, keep_cordoned=True)
+            return {
+                "uncordoned": False,
+                "changed during the drill": f"node {record.node} was cordoned again by {other}; left cordoned",
+            }
         return {"uncordoned": ctx.kube.uncordon(record.node)}
