@@ -7,6 +7,7 @@ import tempfile
 
 import pytest
 
+from tests.kubecluster.ephemeral import ephemeral_runner  # noqa: F401
 from tests.kubecluster.fixture import control_plane, kube_api_client, kube_demo, kube_server  # noqa: F401
 from tests.kubecluster.jobrunner import chatbot_postgres, db_jobs  # noqa: F401
 from tests.promfixture import prom_env  # noqa: F401 - fixture

@@ -10,6 +10,7 @@ import base64
 import copy
 import json
 import stat
+import subprocess
 import threading
 import time
 from contextlib import ExitStack
@@ -27,6 +28,7 @@ from drillkit.kube import MODIFIED_BY, REVERT_FAULT, REVERT_OF
 from drillkit.signals import StopFlag
 from tests.kube_drill import direct_fault, no_secret_values, report, run_drill, scenario
 from tests.kubecluster import KubeServer
+from tests.kubecluster.ephemeral import EphemeralRunner, netem_available, node_qdiscs
 from tests.kubecluster.jobrunner import DB_SLOTS, JobRunner, held_by
 from tests.promfixture import PromEnv
 from tests.test_kube_commands import stress_ng_accepts
@@ -225,11 +227,14 @@ def test_scale_to_zero_restores_exact_replicas(kube_demo: KubeServer, prom_env: 
     assert data == {"namespace": NS, "kind": "Deployment", "name": "chatbot-api", "replicas": 2}
     patches = [r for r in kube_demo.requests if r.method == "PATCH" and "/deployments/chatbot-api" in r.path]
     scales = [r.body for r in patches if r.path.endswith("/scale")]
-    assert scales[0] == {"spec": {"replicas": 0}}, f"scale PATCH bodies: {scales}"
-    assert scales[1] == [  # the revert: only if the count is still the 0 drillkit set
-        {"op": "test", "path": "/spec/replicas", "value": 0},
-        {"op": "replace", "path": "/spec/replicas", "value": 2},
-    ], scales
+    assert scales == [{"spec": {"replicas": 0}}], f"scale PATCH bodies: {scales}"
+    # the revert: a JSON patch of the Deployment itself (a Scale omits replicas when 0, so a
+    # `test` of 0 on /scale always fails), replacing the count only if it is still drillkit's 0
+    reverts = [r for r in patches if isinstance(r.body, list)]
+    assert [r.body for r in reverts] == [
+        [{"op": "test", "path": "/spec/replicas", "value": 0}, {"op": "replace", "path": "/spec/replicas", "value": 2}]
+    ], [(r.path, r.body) for r in patches]
+    assert reverts[0].path.endswith("/deployments/chatbot-api") and reverts[0].status == 200, reverts[0]
     # before the scale-down, the revert data goes into a run-labelled record Secret (for a
     # cleanup without the journal) and the Deployment gets a label (never an annotation: the
     # controller would copy it onto ReplicaSets); the revert drops both
@@ -248,6 +253,33 @@ def test_scale_to_zero_restores_exact_replicas(kube_demo: KubeServer, prom_env: 
     assert MODIFIED_BY not in d["metadata"].get("labels", {}), d["metadata"]
     assert not [k for k in d["metadata"].get("annotations", {}) if k.startswith("drillkit.io/")]
     assert ready_count(kube_demo) == 2, api_pods(kube_demo)
+
+
+def test_scale_to_zero_revert_leaves_an_on_call_change(kube_demo: KubeServer, tmp_path: Path) -> None:
+    """On-call scaled the Deployment to 1 during the drill: the revert's `test` of 0 fails on the
+    real apiserver (422) and their count stays."""
+    d = direct_fault(
+        kube_demo,
+        tmp_path,
+        {"kind": "scale-to-zero", "workload": "deployment/chatbot-api", "wait": 0},
+        guardrails={"max_targets": "100%"},
+    )
+    try:
+        found = d.fault.preflight()
+        with ExitStack() as stack:
+            d.fault.inject(found, Undo(stack, d.ctx))
+            assert (kube_demo.get("deployments", NS, "chatbot-api") or {})["spec"]["replicas"] == 0
+            kube_demo.update("deployments", NS, "chatbot-api", lambda x: x["spec"].__setitem__("replicas", 1))
+    finally:
+        d.journal.close()
+    result = next(e for e in d.events() if e.kind == "revert_done").data["result"]
+    assert result["restored"] is False, result
+    assert "has 1 replicas, not the 0 drillkit set" in result["changed during the drill"], result
+    refused = [r for r in kube_demo.requests if r.method == "PATCH" and isinstance(r.body, list)]
+    assert [r.status for r in refused] == [422], [(r.path, r.status, r.answer) for r in refused]
+    after = kube_demo.get("deployments", NS, "chatbot-api")
+    assert after is not None and after["spec"]["replicas"] == 1, after and after["spec"]
+    assert MODIFIED_BY not in (after["metadata"].get("labels") or {}), after["metadata"]
 
 
 def test_scale_to_zero_needs_full_blast_radius(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
@@ -657,65 +689,133 @@ def test_cpu_pressure_container_busy_loop_is_killed(kube_demo: KubeServer, prom_
     assert not loops.alive(), f"busy loops still running after the revert: {loops.alive()}"
 
 
-def test_network_latency_ephemeral_netem_and_revert(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
-    kube_demo.on_exec(
-        "tc qdisc show", lambda pod, c, cmd: ("qdisc netem d1c: root refcnt 2 limit 1000 delay 200ms  20ms\n", "", 0)
-    )
-    labelled_during: list[dict[str, str]] = []
+NO_NETEM = "Specified qdisc kind is unknown"
+"""The kernel's answer to `tc qdisc add … netem` where netem is missing (this machine's)."""
 
-    def delete(pod: dict[str, Any], c: str, cmd: list[str]) -> tuple[str, str, int]:
-        live = kube_demo.get("pods", NS, pod["metadata"]["name"]) or {}
-        labelled_during.append(dict(live.get("metadata", {}).get("labels") or {}))
-        return "", "", 0
 
-    kube_demo.on_exec("tc qdisc del", delete)
-    run = run_drill(
-        kube_demo,
-        prom_env,
-        tmp_path,
-        scenario([{"kind": "network-latency", "selector": "app=chatbot-api", "latency": "200ms", "jitter": "20ms"}]),
-    )
+def netem_posts(server: KubeServer) -> tuple[list[Any], list[Any]]:
+    """The ephemeral-container PATCHes drillkit sent: (dry runs, real ones)."""
+    posts = [r for r in server.requests if r.method == "PATCH" and r.path.endswith("/ephemeralcontainers")]
+    return [r for r in posts if r.query.get("dryRun") == "All"], [r for r in posts if r.query.get("dryRun") != "All"]
+
+
+def test_network_latency_ephemeral_netem_and_revert(
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path, ephemeral_runner: EphemeralRunner
+) -> None:
+    """The ephemeral container's script runs for real in the nodes' network namespace. With
+    netem in the kernel: the delay is on eth0, `tc qdisc show` (exec'd) proves it, the revert
+    removes it and ends the script. Without (this machine): the kernel refuses the qdisc, the
+    container exits 1, inject says so at once with the kernel's words, and the revert goes by
+    the container's exit (no exec into an exited container: the kubelet answers 500)."""
+    marker = "drillkit-netem-"
+    with Marked(marker) as scripts:
+        run = run_drill(
+            kube_demo,
+            prom_env,
+            tmp_path,
+            scenario(
+                [{"kind": "network-latency", "selector": "app=chatbot-api", "latency": "200ms", "jitter": "20ms"}]
+            ),
+        )
     run_id = run.result.run_id
+    container = f"drillkit-netem-{run_id}"
     name = run.event("revert_registered").data["data"]["pods"][0]["name"]
     pod = kube_demo.get("pods", NS, name)
     assert pod is not None
     eph = pod["spec"]["ephemeralContainers"]
-    assert [e["name"] for e in eph] == [f"drillkit-netem-{run_id}"], eph
+    assert [e["name"] for e in eph] == [container], eph
     assert eph[0]["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"]
     script = eph[0]["command"][2]
     assert "tc qdisc add dev eth0 root handle d1c: netem delay 200ms 20ms" in script, script
     assert "root handle d1c:" in script.split("trap", 1)[1], "the dead man's switch deletes only drillkit's qdisc"
-    dry = [r for r in kube_demo.requests if r.path.endswith("/ephemeralcontainers") and r.query.get("dryRun") == "All"]
-    assert dry, "preflight did not dry-run the ephemeral container"
-    dels = [e for e in kube_demo.execs if "tc qdisc del" in " ".join(e.command)]
-    assert dels and dels[0].container == f"drillkit-netem-{run_id}" and dels[0].pod == name, dels
-    revert = dels[0].command[2]
-    assert "root handle d1c:" in revert and "kill -TERM" in revert, f"the revert must stop the container: {revert}"
-    assert labelled_during == [{**labelled_during[0], "drillkit.io/netem-by": run_id}], labelled_during
+    dry, real = netem_posts(kube_demo)
+    assert dry and real, "preflight did not dry-run the ephemeral container, or inject never added it"
+    label = next(
+        i
+        for i, r in enumerate(kube_demo.requests)
+        if r.method == "PATCH" and r.path.endswith(f"/pods/{name}") and "drillkit.io/netem-by" in json.dumps(r.body)
+    )
+    assert label < kube_demo.requests.index(real[0]), "the pod was not labelled before the container was added"
     assert "drillkit.io/netem-by" not in (pod["metadata"].get("labels") or {}), "the revert keeps the netem label"
     assert "drillkit.io/netem" not in (pod["metadata"].get("annotations") or {})
-    assert run.reverts()[0]["result"] == {name: "delay removed"}
-    assert run.event("leftovers_checked").data["remaining"] == []
+    (status,) = pod["status"]["ephemeralContainerStatuses"]
+    assert "terminated" in status["state"], f"the netem script still runs after the revert: {status}"
+    assert not scripts.alive(), f"netem scripts (holding NET_ADMIN) still running: {scripts.alive()}"
+    assert "d1c:" not in node_qdiscs(kube_demo), node_qdiscs(kube_demo)
+    into = [r for r in kube_demo.requests if r.path.endswith("/exec") and r.query.get("container") == container]
+    if netem_available():
+        shown = [e.data["text"] for e in run.events if e.kind == "note" and "netem" in e.data.get("text", "")]
+        assert shown and "netem d1c: root" in shown[0] and "delay 200ms  20ms" in shown[0], shown
+        assert run.reverts()[0]["result"] == {name: "delay removed"}, run.reverts()
+        commands = [" ".join(r.query["command"]) for r in into]
+        revert = next(c for c in commands if "tc qdisc del" in c)
+        assert "root handle d1c:" in revert and "kill -TERM" in revert, f"the revert must stop the container: {revert}"
+        assert status["state"]["terminated"]["exitCode"] == 0, status
+        assert scripts.seen, "the ephemeral container's script never ran"
+        assert run.event("leftovers_checked").data["remaining"] == []
+        return
+    error = run.event("error").data["error"]
+    assert f"ephemeral container {container} in Pod {NS}/{name}" in error, error
+    assert f"exited 1 (Error): Error: {NO_NETEM}.; no delay in place" in error, error
+    took = run.event("error").mono - run.event("injected").mono
+    assert took < 30, f"inject took {took:.0f}s to say why the container ended (it waited for `wait`)"
+    assert status["state"]["terminated"]["exitCode"] == 1 and NO_NETEM in status["state"]["terminated"]["message"]
+    assert run.reverts()[0]["result"] == {
+        name: f"no delay was added: the container exited 1 (Error): Error: {NO_NETEM}."
+    }
+    # inject may have looked (`tc qdisc show`) while the status still said running; the revert
+    # saw the exit and exec'd nothing into the exited container
+    reverts = [r.query["command"] for r in into if r.query["command"][:3] != ["tc", "qdisc", "show"]]
+    assert reverts == [], f"the revert exec'd into the exited container: {reverts}"
+    assert ephemeral_runner.ran == [(name, container, 1)], ephemeral_runner.ran
 
 
-def test_network_latency_revert_leaves_a_foreign_root_qdisc_alone(kube_demo: KubeServer, tmp_path: Path) -> None:
-    """Another root qdisc on the interface by revert time: the kernel answers `Invalid handle`
-    to drillkit's handle-qualified delete; the revert reports it and touches nothing else."""
-    kube_demo.on_exec("tc qdisc show", lambda pod, c, cmd: ("qdisc netem d1c: root delay 200ms\n", "", 0))
-    kube_demo.on_exec("tc qdisc del", lambda pod, c, cmd: ("", "Error: Invalid handle.\n", 2))
+def test_network_latency_revert_leaves_a_foreign_root_qdisc_alone(
+    kube_demo: KubeServer, tmp_path: Path, ephemeral_runner: EphemeralRunner
+) -> None:
+    """Another root qdisc (tbf, handle 1:) on the pods' eth0: it is never touched. With netem,
+    it replaces drillkit's after inject, and the kernel answers `Invalid handle` to the revert's
+    handle-qualified delete ("no delay left"). Without netem, it is there before the drill, the
+    kernel refuses drillkit's qdisc, and nothing is deleted either."""
+    assert kube_demo.plane.node_net is not None
+    netns = ["ip", "netns", "exec", kube_demo.plane.node_net.name]
+    foreign = ["tc", "qdisc", "replace", "dev", "eth0", "root", "handle", "1:", "tbf"]
+    foreign += ["rate", "100mbit", "burst", "32kbit", "latency", "400ms"]
     d = direct_fault(kube_demo, tmp_path, {"kind": "network-latency", "selector": "app=chatbot-api", "latency": "1s"})
-    found = d.fault.preflight()
-    with ExitStack() as stack:
-        d.fault.inject(found, Undo(stack, d.ctx))
-    d.journal.close()
-    result = next(e for e in d.events() if e.kind == "revert_done").data["result"]
-    assert list(result.values()) == ["no delay left"], result
+    try:
+        if not netem_available():
+            subprocess.run([*netns, *foreign], check=True, capture_output=True)
+        found = d.fault.preflight()
+        with ExitStack() as stack:
+            undo = Undo(stack, d.ctx)
+            if netem_available():
+                d.fault.inject(found, undo)
+                assert "netem d1c:" in node_qdiscs(kube_demo), node_qdiscs(kube_demo)
+                subprocess.run([*netns, *foreign], check=True, capture_output=True)
+            else:
+                with pytest.raises(DrillkitError, match="exited 1 \\(Error\\): Error: "):
+                    d.fault.inject(found, undo)
+        d.journal.close()
+        result = next(e for e in d.events() if e.kind == "revert_done").data["result"]
+        want = "no delay left" if netem_available() else "no delay was added: the container exited 1 (Error): Error:"
+        assert [v[: len(want)] for v in result.values()] == [want], result
+        assert "qdisc tbf 1: root" in node_qdiscs(kube_demo), f"the foreign qdisc was touched: {node_qdiscs(kube_demo)}"
+    finally:
+        d.journal.close()
+        subprocess.run([*netns, "tc", "qdisc", "del", "dev", "eth0", "root"], capture_output=True)
 
 
 def test_network_latency_refused_where_ephemeral_containers_are_forbidden(
     kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path
 ) -> None:
-    kube_demo.ephemeral_containers_forbidden = True
+    """Pod Security `baseline` on the namespace: the real apiserver refuses NET_ADMIN, on the
+    preflight's dry run already; nothing is labelled or added."""
+    kube_demo.update(
+        "namespaces",
+        None,
+        NS,
+        lambda n: n["metadata"]["labels"].__setitem__("pod-security.kubernetes.io/enforce", "baseline"),
+    )
     run = run_drill(
         kube_demo,
         prom_env,
@@ -724,7 +824,12 @@ def test_network_latency_refused_where_ephemeral_containers_are_forbidden(
     )
     error = run.event("error").data["error"]
     assert "ephemeral containers are forbidden" in error and "NET_ADMIN" in error, error
+    assert 'violates PodSecurity "baseline:latest"' in error, error
+    dry, real = netem_posts(kube_demo)
+    assert [r.status for r in dry] == [403] and real == [], [(r.query, r.status) for r in dry + real]
     assert not any(p["spec"].get("ephemeralContainers") for p in kube_demo.list("pods", NS))
+    assert not kube_demo.list("pods", NS, label_selector="drillkit.io/netem-by"), "a pod was labelled"
+    assert "revert_registered" not in run.kinds()
 
 
 def pod_deletes(server: KubeServer) -> int:

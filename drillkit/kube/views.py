@@ -68,6 +68,25 @@ class Owner:
 
 
 @dataclass(frozen=True)
+class Ended:
+    """A container's `state.terminated`, as the kubelet reports it: exit code, reason
+    (`Error`, `Completed`, `OOMKilled`, ...) and message (with `FallbackToLogsOnError`, the tail
+    of its output)."""
+
+    exit_code: int
+    reason: str = ""
+    message: str = ""
+
+    def __str__(self) -> str:
+        message = " ".join(self.message.split())
+        return (
+            f"exited {self.exit_code}"
+            + (f" ({self.reason})" if self.reason else "")
+            + (f": {message}" if message else "")
+        )
+
+
+@dataclass(frozen=True)
 class Container:
     name: str
     image: str
@@ -75,6 +94,8 @@ class Container:
     restart_count: int = 0
     running: bool = False
     last_terminated_reason: str | None = None
+    ended: Ended | None = None  # state.terminated: it ran and exited (not restarted, or not yet)
+    waiting: str | None = None  # state.waiting's `reason: message` (ErrImagePull, ContainerCreating, ...)
 
 
 @dataclass(frozen=True)
@@ -118,14 +139,28 @@ class Pod:
                 s = by_name.get(c.get("name"), {})
                 last = ((s.get("lastState") or {}).get("terminated") or {}).get("reason")
                 limit = ((c.get("resources") or {}).get("limits") or {}).get("memory")
+                state = s.get("state") or {}
+                term, wait = state.get("terminated"), state.get("waiting")
+                ended = (
+                    Ended(int(term.get("exitCode") or 0), term.get("reason") or "", term.get("message") or "")
+                    if isinstance(term, dict)
+                    else None
+                )
+                waiting = (
+                    ": ".join(x for x in (wait.get("reason"), wait.get("message")) if x) or "waiting"
+                    if isinstance(wait, dict)
+                    else None
+                )
                 out.append(
                     Container(
                         c.get("name", ""),
                         c.get("image", ""),
                         limit,
                         int(s.get("restartCount") or 0),
-                        "running" in (s.get("state") or {}),
+                        "running" in state,
                         last,
+                        ended,
+                        waiting,
                     )
                 )
             return tuple(out)

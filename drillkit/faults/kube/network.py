@@ -8,27 +8,46 @@ The container's script is also the dead man's switch: it removes the delay when 
 or after `duration`. The target pod is labelled `drillkit.io/netem-by=<run id>` before the
 container is added, so `drillkit cleanup` finds it without a journal. Preflight dry-runs the
 container, so a cluster refusing NET_ADMIN (RBAC or Pod Security) is refused before anything is
-touched.
+touched. An ephemeral container never restarts: once it has exited, its terminated state (exit
+code, reason, the tail of its output) is what inject reports and what the revert goes by.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from drillkit.errors import DrillkitError, PreflightError
+from drillkit.errors import Aborted, DrillkitError, PreflightError
 from drillkit.faults import Made, RevertContext, Undo
 from drillkit.faults.kube.base import KubeFault, Pick, check_selector, note
 from drillkit.faults.kube.pressure import killer
-from drillkit.kube import NETEM_BY, NETEM_CONTAINER, ExecFailed, Forbidden, Kube, KubeError, NotFound, Pod
+from drillkit.kube import (
+    NETEM_BY,
+    NETEM_CONTAINER,
+    Ended,
+    ExecFailed,
+    Forbidden,
+    Kube,
+    KubeError,
+    KubeTransient,
+    NotFound,
+    Pod,
+)
 from drillkit.model import Count, Duration, doc
+from drillkit.signals import StopFlag, wait_until
 
 NETEM_IMAGE = "ghcr.io/nicolaka/netshoot:v0.13"
 HANDLE = "d1c:"
 """drillkit's root qdisc handle: `tc qdisc del ... root handle d1c:` fails ("Invalid handle")
 unless the root qdisc is drillkit's."""
+SHOW_TIMEOUT = 15.0
+"""Seconds inject looks for the netem qdisc once the container runs (its script adds it)."""
+START_TIMEOUT = 120.0
+"""Seconds a revert waits for an ephemeral container still starting (pulling its image): once
+started it adds the delay, so the revert must see it run (or exit) first."""
 
 
 def netem_script(dev: str, delay: str, duration: int, marker: str) -> str:
@@ -164,59 +183,156 @@ class NetworkLatency(KubeFault[NetworkLatencyParams, Delayed, NetemRecord]):
             kube.add_ephemeral_container(ns, t.name, self.spec())
             self.ctx.harm_started()
 
-        def running_in(uid: str) -> Callable[[list[Pod]], Pod | None]:
-            def check(pods: list[Pod]) -> Pod | None:
-                return next((x for x in pods if x.uid == uid and (c := x.container(name)) and c.running), None)
-
-            return check
-
         for t in found.targets:
-            running = kube.wait_pods(
-                ns, None, running_in(t.uid), p.wait, self.ctx.stop, field_selector=f"metadata.name={t.name}"
+            pod = kube.wait_pods(
+                ns, None, started_in(t.uid, name), p.wait, self.ctx.stop, field_selector=f"metadata.name={t.name}"
             )
-            if running is None:
+            if pod is None:
+                if self.ctx.stop.interrupts():
+                    raise Aborted(self.ctx.stop.reason or "stop requested", by_signal=True)
+                now = kube.get_pod(ns, t.name)
+                c = now.container(name) if now else None
+                waiting = f" (waiting: {c.waiting})" if c and c.waiting else ""
                 raise DrillkitError(
-                    f"{self.kind}: ephemeral container {name} in {t.ref} not running within {p.wait:g}s"
+                    f"{self.kind}: ephemeral container {name} in {t.ref} not running within {p.wait:g}s{waiting}"
                 )
-            shown = kube.exec(ns, t.name, name, ["tc", "qdisc", "show", "dev", p.interface], timeout=20)
-            if "netem" not in shown.stdout:
-                raise DrillkitError(
-                    f"{self.kind}: no netem qdisc on {p.interface} in {t.ref} "
-                    f"after adding it: {shown.stdout.strip() or shown.stderr.strip()}"
-                )
-            note(self.ctx, "note", fault=self.kind, text=f"{t.ref}: {shown.stdout.strip().splitlines()[0]}")
+            shown = self._confirm(ns, t)
+            note(self.ctx, "note", fault=self.kind, text=f"{t.ref}: {shown.strip().splitlines()[0]}")
+
+    def _confirm(self, ns: str, t: Pod) -> str:
+        """`tc qdisc show` exec'd in the running container until it shows the netem qdisc (its
+        script may not have added it yet), at most `SHOW_TIMEOUT` s. A container that has
+        exited ends this at once with why (exit code, reason, the tail of its output); no exec
+        goes into it, as the kubelet answers an exec into an exited container with a 500."""
+        kube, name, dev = self.kube, self.container_name, self.params.interface
+        last = ""
+
+        def shows_netem() -> str | None:
+            nonlocal last
+            ended = _ended(kube.get_pod(ns, t.name), name)
+            if ended is not None:  # it never restarts: say why at once
+                raise DrillkitError(f"{self.kind}: ephemeral container {name} in {t.ref} {ended}; no delay in place")
+            try:
+                res = kube.exec(ns, t.name, name, ["tc", "qdisc", "show", "dev", dev], timeout=20, retry=False)
+            except (ExecFailed, KubeTransient) as exc:  # exited meanwhile: the next look says why
+                last = str(exc)
+                return None
+            last = res.stdout.strip() or res.stderr.strip()
+            return res.stdout if "netem" in res.stdout else None
+
+        shown = wait_until(shows_netem, time.monotonic() + SHOW_TIMEOUT, 0.5, self.ctx.stop)
+        if not shown:
+            if self.ctx.stop.interrupts():
+                raise Aborted(self.ctx.stop.reason or "stop requested", by_signal=True)
+            raise DrillkitError(
+                f"{self.kind}: no netem qdisc on {dev} in {t.ref} within {SHOW_TIMEOUT:g}s of adding it: {last}"
+            )
+        return shown
 
     @classmethod
     def revert(cls, ctx: RevertContext, record: NetemRecord) -> dict[str, Any]:
         result: dict[str, str] = {}
         for entry in record.pods:
             result[entry.name] = clear_netem(
-                ctx.kube, record.namespace, entry.name, entry.uid, record.container, record.interface
+                ctx.kube, record.namespace, entry.name, entry.uid, record.container, record.interface, ctx.stop
             )
         return result
 
 
-def clear_netem(kube: Kube, ns: str, pod_name: str, uid: str | None, container: str, dev: str) -> str:
+def started_in(uid: str, container: str) -> Callable[[list[Pod]], Pod | None]:
+    """`wait_pods` check: the pod `uid` once its container `container` runs or has exited."""
+
+    def check(pods: list[Pod]) -> Pod | None:
+        return next(
+            (x for x in pods if x.uid == uid and (c := x.container(container)) and (c.running or c.ended)), None
+        )
+
+    return check
+
+
+def _ended(pod: Pod | None, container: str) -> Ended | None:
+    c = pod.container(container) if pod else None
+    return c.ended if c else None
+
+
+def clear_netem(
+    kube: Kube, ns: str, pod_name: str, uid: str | None, container: str, dev: str, stop: StopFlag | None = None
+) -> str:
     """Remove drillkit's delay from a pod and stop its ephemeral container's script, then drop
-    the pod's netem label (the revert, and `drillkit cleanup` finding the label). Idempotent."""
+    the pod's netem label (the revert, and `drillkit cleanup` finding the label). Idempotent.
+
+    The container's state decides how: still starting (pulling its image), it is waited for
+    (`START_TIMEOUT`), as it adds the delay once it starts; running, the revert script is exec'd
+    in it; exited, nothing can be exec'd (the kubelet answers "container not found") and its exit
+    says what is left: 0, its script removed the delay; 1, `tc qdisc add` failed, no delay was
+    added; anything else (killed), the qdisc lives on in the pod's network namespace: an error
+    says so and the label stays, so cleanup finds the pod again."""
     pod = kube.get_pod(ns, pod_name)
     if pod is None or (uid and pod.uid != uid):
         return "pod gone"
+    c = pod.container(container)
+    if c is not None and not c.running and c.ended is None:
+        started = kube.wait_pods(
+            ns, None, started_in(pod.uid, container), START_TIMEOUT, stop, field_selector=f"metadata.name={pod_name}"
+        )
+        if started is None:
+            now = kube.get_pod(ns, pod_name)
+            if now is None or now.uid != pod.uid:
+                return "pod gone"
+            raise DrillkitError(
+                f"network-latency revert: ephemeral container {container} in {ns}/{pod_name} did not start "
+                f"within {START_TIMEOUT:g}s ({c.waiting or 'waiting'}); once it starts it delays {dev} until "
+                f"its dead man's switch: the pod keeps its {NETEM_BY} label, run `drillkit cleanup` again"
+            )
+        c = started.container(container)
+    if c is None:
+        outcome = "no ephemeral container was added"
+    elif c.ended is not None:
+        outcome = _after_exit(ns, pod_name, container, dev, c.ended)
+    else:
+        outcome = _exec_revert(kube, ns, pod_name, container, dev)
+    kube.mark_pod(ns, pod_name, {NETEM_BY: None}, {NETEM_CONTAINER: None})
+    return outcome
+
+
+def _after_exit(ns: str, pod_name: str, container: str, dev: str, ended: Ended) -> str:
+    """What an exited netem container left, from its exit (see `netem_script`)."""
+    if ended.exit_code == 0:
+        return f"container had ended ({ended}): its script removed the delay"
+    if ended.exit_code == 1:
+        return f"no delay was added: the container {ended}"
+    raise DrillkitError(
+        f"network-latency revert: ephemeral container {container} in {ns}/{pod_name} {ended} before its "
+        f"script removed qdisc {HANDLE} on {dev}: the delay may still be in place (it lives in the pod's "
+        "network namespace, and an exited ephemeral container cannot be exec'd into or restarted); "
+        f"remove it with `kubectl debug -n {ns} {pod_name} --profile=netadmin --image={NETEM_IMAGE} -- "
+        f"tc qdisc del dev {dev} root handle {HANDLE}`, then `drillkit cleanup` again"
+    )
+
+
+def _exec_revert(kube: Kube, ns: str, pod_name: str, container: str, dev: str) -> str:
+    """Exec the revert script in the running container. A container that exited meanwhile
+    (its state lags) gets a 500 from the kubelet: its exit then decides, without the retry
+    policy's ~20 s of retries into a container that will never run again."""
+    command = ["sh", "-c", revert_script(dev, container)]
     try:
-        res = kube.exec(ns, pod_name, container, ["sh", "-c", revert_script(dev, container)], timeout=20)
+        try:
+            res = kube.exec(ns, pod_name, container, command, timeout=20, retry=False)
+        except KubeTransient:
+            if (ended := _ended(kube.get_pod(ns, pod_name), container)) is not None:
+                return _after_exit(ns, pod_name, container, dev, ended)
+            res = kube.exec(ns, pod_name, container, command, timeout=20)
     except NotFound:
         return "pod gone"
     except ExecFailed as exc:
-        outcome = f"container not running (it removes the delay as it exits): {exc}"
-    else:
-        if res.code == 0:
-            outcome = "delay removed"
-        elif any(w in res.stderr for w in ("Invalid handle", "No such file", "Cannot delete qdisc")):
-            outcome = "no delay left"
-        else:
-            raise DrillkitError(
-                f"network-latency revert: `tc qdisc del dev {dev} root handle {HANDLE}` in "
-                f"{ns}/{pod_name} exited {res.code}: {res.stderr.strip()}"
-            )
-    kube.mark_pod(ns, pod_name, {NETEM_BY: None}, {NETEM_CONTAINER: None})
-    return outcome
+        if (ended := _ended(kube.get_pod(ns, pod_name), container)) is not None:
+            return _after_exit(ns, pod_name, container, dev, ended)
+        return f"container not running (it removes the delay as it exits): {exc}"
+    if res.code == 0:
+        return "delay removed"
+    if any(w in res.stderr for w in ("Invalid handle", "No such file", "Cannot delete qdisc")):
+        return "no delay left"
+    raise DrillkitError(
+        f"network-latency revert: `tc qdisc del dev {dev} root handle {HANDLE}` in "
+        f"{ns}/{pod_name} exited {res.code}: {res.stderr.strip()}"
+    )
