@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import stat
 import subprocess
@@ -112,7 +113,7 @@ class Bench:
     def reset(self) -> None:
         """Fresh lab and reports folders (what a revert may legitimately have changed)."""
         for folder in (self.lab, self.reports, self.scratch):
-            subprocess.run(["rm", "-rf", str(folder)], check=True)
+            shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(mode=0o700)
         (self.lab / "secret").write_bytes(b"the-original-secret")
         (self.lab / "latency.json").write_text('{"delay_ms": 300, "run_id": "someone-else"}')
