@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 
 from drillkit.journal import pending_reverts, read_journal
-from drillkit.kube import MODIFIED_BY, RUN_LABEL
+from drillkit.kube import MODIFIED_BY, NETEM_BY, RUN_LABEL
 from tests.helpers import drillkit_cmd
 from tests.kube_drill import start_run
 from tests.kubecluster import KubeServer
+from tests.kubecluster.ephemeral import EphemeralRunner, netem_available, node_qdiscs
 from tests.kubecluster.jobrunner import JobRunner  # the db Job's pod runs for real (db_jobs)
 from tests.promfixture import PromEnv
 
@@ -119,21 +120,47 @@ def _no_labelled(resource: str) -> Callable[[KubeServer, dict[str, Any]], None]:
     return check
 
 
-def _netem_setup(server: KubeServer, before: dict[str, Any]) -> None:
-    server.on_exec("tc qdisc show", lambda pod, c, cmd: ("qdisc netem d1c: root delay 200ms\n", "", 0))
-    server.on_exec("tc qdisc del", lambda pod, c, cmd: ("", "", 0))
+PULL_SECONDS = 5.0
+"""The netem container's image "pull" (ephemeral_runner): on a kernel without netem its script
+exits at once (the kernel refuses the qdisc), so the drill is interrupted while the container
+is added and still starting — where a revert must wait for it, since it adds the delay once it
+starts."""
 
 
 def _netem_added(server: KubeServer, before: dict[str, Any]) -> bool:
-    shown = [e for e in server.execs if e.command[:3] == ["tc", "qdisc", "show"]]
-    if shown:
-        before["pod"], before["container"] = shown[0].pod, shown[0].container
-    return bool(shown)
+    """The netem container is in a labelled pod; with netem in the kernel, its delay is on the
+    nodes' eth0 too (the real `tc qdisc show`)."""
+    pods = [p for p in server.list("pods", NS, label_selector=NETEM_BY) if p["spec"].get("ephemeralContainers")]
+    if not pods:
+        return False
+    before["pod"], before["container"] = pods[0]["metadata"]["name"], pods[0]["spec"]["ephemeralContainers"][0]["name"]
+    return not netem_available() or "netem d1c:" in node_qdiscs(server)
 
 
 def _netem_removed(server: KubeServer, before: dict[str, Any]) -> None:
-    dels = [(e.pod, e.container) for e in server.execs if "tc qdisc del" in " ".join(e.command)]
-    assert (before["pod"], before["container"]) in dels, f"no `tc qdisc del` in the netem container: {dels}"
+    name, container = before["pod"], before["container"]
+
+    def ended() -> dict[str, Any] | None:
+        pod = server.get("pods", NS, name) or {}
+        states = [s["state"] for s in (pod.get("status") or {}).get("ephemeralContainerStatuses") or []]
+        return next((s["terminated"] for s in states if "terminated" in s), None)
+
+    done = server.wait_for(ended, timeout=15, message=f"the netem container {container} in {name} to have exited")
+    pod = server.get("pods", NS, name)
+    assert pod is not None and NETEM_BY not in (pod["metadata"].get("labels") or {}), pod and pod["metadata"]
+    assert "d1c:" not in node_qdiscs(server), f"drillkit's qdisc left on eth0: {node_qdiscs(server)}"
+    marker = f"{container}=1".encode()
+    alive = [p.name for p in Path("/proc").glob("[0-9]*") if _cmdline(p).find(marker) >= 0]
+    assert not alive, f"netem scripts (NET_ADMIN) still running: {alive}"
+    if not netem_available():
+        assert done["exitCode"] == 1 and "Specified qdisc kind is unknown" in done["message"], done
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _secret(server: KubeServer) -> str:
@@ -200,7 +227,6 @@ RIGS: dict[str, Rig] = {
         {"kind": "network-latency", "selector": API, "latency": "200ms"},
         harmed=_netem_added,
         restored=_netem_removed,
-        setup=_netem_setup,
     ),
     "auth-secret-corruption": Rig(
         {"kind": "auth-secret-corruption", "secret": "chatbot-jwt", "key": "jwt-secret"},
@@ -241,8 +267,14 @@ def begin(kind: str, server: KubeServer, prom: PromEnv, tmp_path: Path) -> tuple
 
 @pytest.mark.parametrize("kind", list(RIGS))
 def test_sigterm_mid_fault_restores(
-    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path, db_jobs: JobRunner, kind: str
+    kube_demo: KubeServer,
+    prom_env: PromEnv,
+    tmp_path: Path,
+    db_jobs: JobRunner,
+    ephemeral_runner: EphemeralRunner,
+    kind: str,
 ) -> None:
+    ephemeral_runner.pull_seconds = PULL_SECONDS
     rig, proc, reports = begin(kind, kube_demo, prom_env, tmp_path)
     try:
         journal = wait_harmed(kube_demo, proc, reports, rig)
@@ -261,8 +293,14 @@ def test_sigterm_mid_fault_restores(
 
 @pytest.mark.parametrize("kind", list(RIGS))
 def test_sigkill_mid_fault_then_cleanup_restores(
-    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path, db_jobs: JobRunner, kind: str
+    kube_demo: KubeServer,
+    prom_env: PromEnv,
+    tmp_path: Path,
+    db_jobs: JobRunner,
+    ephemeral_runner: EphemeralRunner,
+    kind: str,
 ) -> None:
+    ephemeral_runner.pull_seconds = PULL_SECONDS
     rig, proc, reports = begin(kind, kube_demo, prom_env, tmp_path)
     try:
         journal = wait_harmed(kube_demo, proc, reports, rig)
