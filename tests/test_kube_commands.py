@@ -1,9 +1,9 @@
 """The commands drillkit sends into containers, run for real on this machine.
 
-Why: the API test server only sees a command as text. Here each shell script goes through
-`sh -n`, each stress-ng argument vector through `stress-ng --dry-run`, the tc commands through
-`tc`'s own parser (`tc -batch` in a network namespace of our own where possible, else a
-parse-only check), and the memory allocator runs inside a memory-limited cgroup until the
+Why: each command, alone and for every path the cluster cannot show. Here each shell script goes through
+`sh -n`, each stress-ng argument vector through `stress-ng --dry-run`, the tc commands and the
+netem scripts through the real `tc` in a network namespace of our own (the kernel's own answer
+where it has no netem), and the memory allocator runs inside a memory-limited cgroup until the
 kernel OOM-kills it, with the cgroup probe reading the real counter. A command the real tool
 rejects fails a test here.
 """
@@ -174,44 +174,53 @@ def test_allocator_is_oom_killed_in_a_v1_cgroup_and_the_probe_sees_it(v1_memory_
     assert after is not None and after.oom_kills == 1, f"cgroup oom_kill counter after the allocator: {after}"
 
 
-@pytest.fixture
-def stub_tc(tmp_path: Path) -> tuple[Path, Path]:
-    """A `tc` on PATH that logs its arguments and succeeds (no netem module here)."""
-    bin_dir, log = tmp_path / "bin", tmp_path / "tc.log"
-    bin_dir.mkdir()
-    (bin_dir / "tc").write_text(f'#!/bin/sh\necho "$*" >> "{log}"\n')
-    (bin_dir / "tc").chmod(0o755)
-    return bin_dir, log
+NETEM_DRIVER = """ip link set lo up
+sh -c "$NETEM" & s=$!
+i=0
+while [ $i -lt 50 ] && kill -0 $s 2>/dev/null && ! tc qdisc show dev lo | grep -q netem; do sleep 0.1; i=$((i+1)); done
+echo "held: $(tc qdisc show dev lo)"
+sh -c "$REVERT"; echo "revert: $?"
+wait $s; echo "script: $?"
+echo "after: $(tc qdisc show dev lo)"
+"""
+"""Runs the netem script and then the revert script in one private network namespace (the
+scripts come through the environment, so only the netem script's own shell carries the marker
+the revert's killer looks for)."""
 
 
-def test_netem_revert_ends_the_containers_script_now(stub_tc: tuple[Path, Path]) -> None:
-    """The old revert only deleted the qdisc: the script slept on with NET_ADMIN and later ran
-    `tc qdisc del dev eth0 root` on whatever root qdisc was there by then."""
-    bin_dir, log = stub_tc
+def test_netem_revert_ends_the_containers_script_now() -> None:
+    """The real scripts with the real `tc` on `lo` of a private network namespace. With netem in
+    the kernel: the script holds the delay until the revert deletes it and ends the script (the
+    old revert only deleted the qdisc: the script slept on with NET_ADMIN and later ran `tc qdisc
+    del dev eth0 root` on whatever root qdisc was there by then). Without netem (this machine):
+    the kernel refuses the qdisc, the script ends at once with exit 1 and the kernel's answer,
+    and the revert's handle-qualified delete finds nothing of drillkit's ("Invalid handle")."""
+    from tests.kubecluster.ephemeral import netem_available
+
     marker = f"drillkit-netem-{secrets.token_hex(3)}"
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    proc = subprocess.Popen(["sh", "-c", netem_script("eth0", "200ms 20ms", 900, marker)], env=env)
-    try:
-        deadline = time.monotonic() + 5
-        while not (log.exists() and "add" in log.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.2)
-        res = subprocess.run(["sh", "-c", revert_script("eth0", marker)], env=env, timeout=30, check=False)
-        assert res.returncode == 0
-        assert proc.wait(5) == 0, "the netem script did not end when the revert stopped it"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    calls = log.read_text().splitlines()
-    assert calls[0] == "qdisc add dev eth0 root handle d1c: netem delay 200ms 20ms", calls
-    assert calls[1:] and all(c == "qdisc del dev eth0 root handle d1c:" for c in calls[1:]), calls
+    env = {**os.environ, "NETEM": netem_script("lo", "200ms 20ms", 900, marker), "REVERT": revert_script("lo", marker)}
+    res = _netns_tc(NETEM_DRIVER, env=env)
+    lines = dict(line.split(": ", 1) for line in res.stdout.splitlines() if ": " in line)
+    assert res.returncode == 0 and {"held", "revert", "script", "after"} <= set(lines), (res.stdout, res.stderr)
+    if netem_available():
+        assert "netem d1c: root" in lines["held"] and "delay 200ms  20ms" in lines["held"], lines
+        assert lines["revert"] == "0" and lines["script"] == "0", f"the script did not end cleanly: {lines}"
+    else:
+        assert lines["script"] == "1" and "Specified qdisc kind is unknown" in res.stderr, (lines, res.stderr)
+        assert lines["revert"] != "0" and "Invalid handle" in res.stderr, (lines, res.stderr)
+    assert "d1c:" not in lines["after"], f"drillkit's qdisc outlived the revert: {lines['after']}"
 
 
-def _netns_tc(script: str) -> subprocess.CompletedProcess[str]:
+def _netns_tc(script: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     if shutil.which("unshare") is None or shutil.which("tc") is None or os.geteuid() != 0:
         pytest.skip("needs root, unshare and tc")
     res = subprocess.run(
-        ["unshare", "-n", "sh", "-c", f"ip link set lo up && {script}"], capture_output=True, text=True, check=False
+        ["unshare", "-n", "sh", "-c", f"ip link set lo up && {script}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=60,
     )
     if "Operation not permitted" in res.stderr and "unshare" in res.stderr:
         pytest.skip("cannot create a network namespace here")
