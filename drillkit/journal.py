@@ -280,8 +280,9 @@ class _Kind:
 
 
 def digest(events: Iterable[Event], keep_first: int = KEEP_FIRST, keep_last: int = KEEP_LAST) -> Digest:
-    """A bounded digest of `events` (read lazily, e.g. from iter_journal): the first event of each
-    kind, every one a verdict reads, is always kept; memory stays bounded by the allowances."""
+    """A bounded digest of `events` (read lazily, e.g. from iter_journal): the first event of
+    each kind (of the first KEEP_KINDS kinds: drillkit writes about 40), every one a verdict
+    reads, is kept; memory stays bounded by the allowances."""
     kinds: dict[str, _Kind] = {}
     for e in events:
         key = e.kind if e.kind in kinds or len(kinds) < KEEP_KINDS else "*"
