@@ -1,9 +1,15 @@
-"""One secret-scrubbing layer: passwords and tokens never reach a journal, report, log line,
-error message or child process's command line.
+"""One scrubbing layer for what drillkit writes and shows: passwords and tokens never reach a
+journal, report, log line, error message or child process's command line, and what people
+typed never reaches a file as text that cannot be written, nor a terminal as control codes.
 
 Secrets come in through DSNs (URL and libpq key=value forms), URLs with userinfo (a
 Prometheus URL), query parameters, HTTP headers and mappings with secret-looking keys. Each
 is replaced by `***` where it stands, so the rest (host, user, database) still helps a reader.
+
+People's text (responders' notes and names, a trainee's console, scenario text) may hold bytes
+that were not UTF-8 (Python keeps them as lone surrogates, which UTF-8 cannot encode:
+`is_text`) and escape sequences that would clear or rewrite a facilitator's screen
+(`for_terminal`, the one function everything shown on a terminal goes through).
 """
 
 from __future__ import annotations
@@ -57,3 +63,34 @@ def redact_data(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [redact_data(v) for v in value]
     return value
+
+
+# --- people's text ----------------------------------------------------------------------------
+
+# A lone surrogate: what Python makes of a byte that was not UTF-8 (argv, the environment, a
+# terminal read with surrogateescape), or what a JSON `\udcff` escape decodes to.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# What a terminal acts on instead of showing: CSI sequences (cursor moves, clearing), OSC, DCS,
+# SOS, PM and APC strings up to their terminator (window titles, hyperlinks, clipboard writes),
+# their 8-bit C1 forms, any other escape, the C0 controls but tab and newline, DEL and C1.
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x9b[0-?]*[ -/]*[@-~]"
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)"
+    r"|\x1b[ -/]*[0-~]?"
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
+REPLACEMENT = "\ufffd"
+
+
+def is_text(text: str) -> bool:
+    """False if `text` holds a lone surrogate: bytes that were not UTF-8, which a UTF-8 file
+    or terminal cannot take."""
+    return _SURROGATE.search(text) is None
+
+
+def for_terminal(text: str) -> str:
+    """`text` as a terminal may show it: no escape sequences or control characters (tab and
+    newline kept), each lone surrogate U+FFFD. Everything drillkit shows on a terminal that a
+    person may have typed goes through here: `watch`, the trainee's console, every stderr and
+    log line."""
+    return _CONTROL.sub("", _SURROGATE.sub(REPLACEMENT, text))

@@ -18,27 +18,32 @@ is always the acknowledger's, not our poll loop's.
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import re
 import select
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from drillkit.clock import parse_time, rfc3339, utcnow
 from drillkit.errors import InputError, PreflightError
-from drillkit.journal import first, read_journal
+from drillkit.journal import JOURNAL_NAME, iter_journal, printable
 from drillkit.model import format_duration
+from drillkit.redact import is_text
 from drillkit.scenario import Severity
 from drillkit.signals import StopFlag, wait_until
 
 ACTIONS_NAME = "updates.jsonl"  # the name the report reads (status updates came first)
+# A run id exactly as drillkit.engine.new_run_id makes it (secrets.token_hex(4)): checked before
+# it goes into any path, so an id cannot climb out of the reports folder or match as a glob.
+RUN_ID = re.compile(r"[0-9a-f]{8}")
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,8 @@ class PromptAck:
             "and a note first if you like, e.g. `P2 checking the pods`"
         )
 
+        tolerate_bytes(sys.stdin)
+
         def pressed_enter() -> Ack | None:
             # select() is this loop's pause: it returns the moment a line arrives, so the
             # acknowledgement time is the keypress's, not the next poll's
@@ -103,6 +110,13 @@ class PromptAck:
             return None
 
         return wait_until(pressed_enter, deadline, 0.0, stop)
+
+
+def tolerate_bytes(stream: IO[str]) -> None:
+    """A terminal's bytes that are not UTF-8 are kept as lone surrogates (to be refused or
+    mended), instead of an exception in the drill's loop."""
+    if isinstance(stream, io.TextIOWrapper):
+        stream.reconfigure(errors="surrogateescape")
 
 
 class ActionKind(StrEnum):
@@ -186,25 +200,55 @@ class RunEnded(InputError):
     """The run has finished: an action now would be recorded but count for nothing."""
 
 
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID.fullmatch(run_id):
+        raise InputError(f"{run_id!r} is not a run id (8 lowercase hex digits: see the run's first output line)")
+    return run_id
+
+
 def find_run_folder(report_root: Path, run_id: str) -> Path:
-    matches = sorted(report_root.glob(f"*-{run_id}"))
+    """The folder of run `run_id` directly under `report_root`: its name ends in `-RUN_ID`
+    (compared as text over the listing; the id is never a path or a pattern)."""
+    suffix = f"-{check_run_id(run_id)}"
+    try:
+        matches = sorted(p for p in report_root.iterdir() if p.name.endswith(suffix) and p.is_dir())
+    except OSError:
+        matches = []
     if not matches:
         raise InputError(f"no run {run_id!r} under {report_root}/ (see the run's first output line)")
     return matches[-1]
 
 
+def run_folders(root: Path) -> list[Path]:
+    """Every run folder (one holding a journal) at any depth below `root`, sorted: the one
+    discovery `report index`, `report trends` and `attempts` share, so artifacts unpacked side
+    by side are found by each."""
+    return sorted(Path(d) for d, _, files in os.walk(root) if JOURNAL_NAME in files)
+
+
 def ended(folder: Path) -> str:
-    """'' while the run is going, else when and how it ended."""
+    """'' while the run is going, else when and how it ended (a damaged line elsewhere in the
+    journal does not hide its end)."""
     try:
-        end = first(read_journal(folder), "finished")
+        end = next((e for e in iter_journal(folder, damage=[]) if e.kind == "finished"), None)
     except InputError:
         return ""  # no journal yet (the runner is creating it): the run is starting
     return f"{rfc3339(end.at)} ({end.data.get('status', '?')})" if end else ""
 
 
+def typed(what: str, text: str) -> str:
+    """`text` as a person typed it, refused (exit 2) if it holds bytes that were not UTF-8: a
+    report could not be written with them."""
+    if not is_text(text):
+        raise InputError(f"{what} {text!a} is not UTF-8 text: nothing recorded (check the terminal's encoding)")
+    return text
+
+
 def record(folder: Path, action: Action) -> Action:
     """Append `action` to the run's actions file (locked, so shells acting at once do not tear
-    each other's lines); a run that has ended refuses it."""
+    each other's lines); a run that has ended refuses it, and so does text that is not UTF-8."""
+    for name, what in (("by", "--by"), ("message", "the text"), ("to", "the name"), ("state", "the state")):
+        typed(what, getattr(action, name))
     if over := ended(folder):
         raise RunEnded(f"run {folder.name.rsplit('-', 1)[-1]} ended at {over}: nothing recorded")
     with open(folder / ACTIONS_NAME, "a", encoding="utf-8") as fh:
@@ -219,16 +263,28 @@ def act(report_root: Path, run_id: str, kind: ActionKind, by: str, **fields: Any
     return record(find_run_folder(report_root, run_id), Action(kind, utcnow(), by, **fields))
 
 
+def action_lines(folder: Path) -> Iterator[Any]:
+    """The parsed lines of the run's actions file, mended (bytes that are not UTF-8, lone
+    surrogate escapes: another process, or a hand, wrote them); a line that is not JSON is
+    skipped. What each line means is the reader's to check."""
+    try:
+        text = (folder / ACTIONS_NAME).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return
+    for line in text.splitlines():
+        try:
+            yield printable(json.loads(line))
+        except ValueError:
+            continue
+
+
 def read_actions(folder: Path) -> list[Action]:
     """Every action recorded for the run, in the order taken; damaged lines are skipped (the
     report does the same)."""
-    path = folder / ACTIONS_NAME
-    if not path.exists():
-        return []
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for raw in action_lines(folder):
         try:
-            out.append(Action.from_dict(json.loads(line)))
+            out.append(Action.from_dict(raw))
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
     return sorted(out, key=lambda a: a.at)

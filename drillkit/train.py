@@ -15,7 +15,9 @@ scorecard sees one record.
 
 On a terminal the progress sits in the top two rows (a scroll region below them): it is redrawn
 with the cursor saved and restored, so it never touches the line the trainee is typing; notices
-that arrive meanwhile are printed after their next Enter.
+that arrive meanwhile are printed after their next Enter. Text people typed reaches the console
+and the facilitator log only through `redact.for_terminal` (no escape sequence of a responder's
+can clear or retitle a screen), and text that is not UTF-8 is refused, never fatal.
 """
 
 from __future__ import annotations
@@ -40,14 +42,15 @@ from drillkit.errors import InputError
 from drillkit.faults import FaultContext, Made, Naming
 from drillkit.journal import Journal
 from drillkit.model import format_duration
+from drillkit.redact import for_terminal
 from drillkit.respond import (
     ROLE_ALIASES,
     Action,
     ActionKind,
-    RunEnded,
     first_ack,
     read_actions,
     record,
+    tolerate_bytes,
 )
 from drillkit.scenario import AckSource, Incident, RecoveryAction, Scenario, Severity, load_scenario, scenario_paths
 from drillkit.signals import StopFlag
@@ -155,6 +158,7 @@ class Console:
 
     def __init__(self, inp: IO[str], out: IO[str], tty: bool) -> None:
         self.inp, self.out, self.tty = inp, out, tty
+        tolerate_bytes(inp)
         self.pending: list[str] = []
         self.notice_line = ""
         self.eof = False
@@ -173,18 +177,19 @@ class Console:
 
     def status(self, text: str) -> None:
         if self.tty:
-            self.out.write(f"\x1b7\x1b[1;1H\x1b[2K{text[:200]}\x1b[2;1H\x1b[2K{self.notice_line[:200]}\x1b8")
+            shown, notice = for_terminal(text)[:200], self.notice_line[:200]
+            self.out.write(f"\x1b7\x1b[1;1H\x1b[2K{shown}\x1b[2;1H\x1b[2K{notice}\x1b8")
             self.out.flush()
 
     def say(self, text: str) -> None:
         """Print now: only in answer to the trainee's own command (they just pressed Enter)."""
-        self.out.write(text + "\n")
+        self.out.write(for_terminal(text) + "\n")
         self.out.flush()
 
     def notice(self, text: str) -> None:
         """Something happened (a page, a timed hint): never printed over the trainee's typing."""
         if self.tty:
-            self.notice_line = f">> {text}"
+            self.notice_line = for_terminal(f">> {text}").replace("\n", " ")
             self.pending.append(text)
         else:
             self.say(text)
@@ -237,7 +242,8 @@ class Exercise(Drill):
     # --- the facilitator's view -------------------------------------------------------------
 
     def _to_facilitator(self, line: str) -> None:
-        stamped = f"{time.strftime('%H:%M:%S')} {line}"
+        shown = for_terminal(line).replace("\n", " ")  # one line per entry: a typed newline forges none
+        stamped = f"{time.strftime('%H:%M:%S')} {shown}"
         if self.folder is None:
             self.facilitator.append(stamped)
             return
@@ -379,12 +385,15 @@ class Exercise(Drill):
         except ValueError as exc:
             self.console.say(f"?? {exc} (type `help`)")
             return
+        except InputError as exc:  # `done 1 2`: the run ended before the last step
+            self.console.say(str(exc))
+            return
         if action is None:
             return
         assert self.folder is not None
         try:
             record(self.folder, action)
-        except RunEnded as exc:
+        except InputError as exc:  # the run has ended, or the text is not UTF-8
             self.console.say(str(exc))
             return
         self.console.say(f"ok: {action.kind.value.replace('_', ' ')} recorded at {action.at:%H:%M:%S} UTC")

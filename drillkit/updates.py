@@ -9,14 +9,13 @@ report and the verdicts, without letting a hand-edited line pose as one of the r
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
 from drillkit.clock import parse_time, utcnow
 from drillkit.journal import Event
-from drillkit.respond import ACTIONS_NAME, Action, ActionKind, Role, find_run_folder, record
+from drillkit.respond import ACTIONS_NAME, Action, ActionKind, Role, action_lines, find_run_folder, record
 
 UPDATES_NAME = ACTIONS_NAME
 
@@ -51,15 +50,12 @@ def read_updates(folder: Path, start: Event) -> list[Event]:
     """The recorded actions of a run folder as events on the journal's time axis (`start` is
     the journal's first event). Only responders' action kinds are merged (a line claiming to be
     `resolved` or `detected` would forge the verdicts), and a status-page state must be one of
-    PageState; a torn or hand-edited line is skipped: the journal is the record."""
-    path = folder / UPDATES_NAME
-    if not path.exists():
-        return []
+    PageState; a torn or hand-edited line is skipped (and text that is not UTF-8 mended): the
+    journal is the record."""
     kinds = {k.value for k in ActionKind}
     events = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for raw in action_lines(folder):
         try:
-            raw = json.loads(line)
             kind, at = str(raw.pop("kind")), parse_time(str(raw.pop("at")))
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
@@ -67,5 +63,8 @@ def read_updates(folder: Path, start: Event) -> list[Event]:
             continue
         if raw.get("state") and raw["state"] not in {s.value for s in PageState}:
             raw.pop("state")
-        events.append(Event(kind, at, start.mono + (at - start.at).total_seconds(), raw))
+        # one dated before the run began (a hand's, a skewed clock) sits at its start: the
+        # journal's `started` stays the first event, which every reader takes for the run's
+        after = max(0.0, (at - start.at).total_seconds())
+        events.append(Event(kind, at, start.mono + after, raw))
     return events

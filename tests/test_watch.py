@@ -13,13 +13,13 @@ from tests.helpers import drillkit_cmd
 
 
 def test_watch_follows_the_facilitator_log_until_the_run_ends(tmp_path: Path) -> None:
-    folder = tmp_path / f"{datetime.now(UTC):%Y-%m-%dT%H%M%SZ}-x-watch123"
+    folder = tmp_path / f"{datetime.now(UTC):%Y-%m-%dT%H%M%SZ}-x-0a7c4123"
     journal = Journal(folder / "journal.jsonl")
-    journal.append("started", run_id="watch123", scenario={}, limits={})
+    journal.append("started", run_id="0a7c4123", scenario={}, limits={})
     log = folder / "facilitator.log"
     log.write_text("injected db-connection-exhaustion\n")
     proc = subprocess.Popen(
-        drillkit_cmd("watch", "watch123", "--report-dir", str(tmp_path)),
+        drillkit_cmd("watch", "0a7c4123", "--report-dir", str(tmp_path)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -40,4 +40,4 @@ def test_watch_follows_the_facilitator_log_until_the_run_ends(tmp_path: Path) ->
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err
-    assert "run watch123 ended at" in out, out
+    assert "run 0a7c4123 ended at" in out, out

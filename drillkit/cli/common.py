@@ -24,10 +24,11 @@ EXIT_BAD_INPUT = 2
 
 
 def _say(line: str) -> None:
-    """A progress line on stderr, secrets masked (see drillkit.redact)."""
-    from drillkit.redact import redact
+    """A progress line on stderr, secrets masked and control characters dropped (see
+    drillkit.redact): it may carry what a person typed."""
+    from drillkit.redact import for_terminal, redact
 
-    click.echo(redact(line), err=True)
+    click.echo(for_terminal(redact(line)), err=True)
 
 
 def _fail(exc: DrillkitError) -> None:
@@ -160,8 +161,18 @@ def start_logging() -> None:
     """Log lines as `drillkit: …` on stderr; retries and API calls too with `-v`."""
     import logging
 
+    from drillkit.redact import for_terminal, redact
+
+    class Scrubbed(logging.Formatter):
+        """Log lines as `_say` writes them: secrets masked, control characters dropped."""
+
+        def format(self, record: logging.LogRecord) -> str:
+            return for_terminal(redact(super().format(record)))
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(Scrubbed("drillkit: %(message)s"))
     verbose = click.get_current_context().find_root().meta.get(_VERBOSE, False)
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="drillkit: %(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
 
 
 def prometheus_options(fn: Callable[..., Any]) -> Callable[..., Any]:

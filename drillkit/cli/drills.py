@@ -192,13 +192,13 @@ def validate(paths: tuple[str, ...], prometheus_url: str | None) -> None:
         try:
             sc = load_scenario(path)
         except ScenarioError as exc:
-            click.echo(str(exc), err=True)
+            _say(str(exc))
             errors += 1
             continue
         if prom is not None:
             problems = prom.query_problems(sc)
             for line in problems:
-                click.echo(line, err=True)
+                _say(line)
             if problems:
                 errors += 1
                 continue

@@ -44,7 +44,9 @@ def responder_command(name: str | None = None) -> Callable[[Callable[..., Any]],
 
 
 def _recorded(what: str, action: Any) -> None:
-    click.echo(f"{what} at {action.at:%H:%M:%S} UTC (by {action.by})")
+    from drillkit.redact import for_terminal
+
+    click.echo(for_terminal(f"{what} at {action.at:%H:%M:%S} UTC (by {action.by})"))
 
 
 @responder_command()
@@ -170,10 +172,12 @@ def train(
     _interrupt_exits_130()
     from drillkit.engine import RunOptions
     from drillkit.policy import load_policy
+    from drillkit.respond import typed
     from drillkit.scenario import Incident, load_scenario
     from drillkit.signals import StopFlag, handle_signals
     from drillkit.train import TrainOptions, pick_scenario, run_exercise
 
+    typed("--trainee", trainee)
     if pick:
         path = pick_scenario(list(paths), Incident(incident) if incident else None)
     elif len(paths) != 1 or Path(paths[0]).is_dir():
@@ -215,6 +219,7 @@ def watch(run_id: str, report_dir: str) -> None:
     responders did, until the run ends."""
     import time
 
+    from drillkit.redact import for_terminal
     from drillkit.respond import ended, find_run_folder
     from drillkit.signals import wait_until
     from drillkit.train import FACILITATOR_LOG
@@ -227,18 +232,20 @@ def watch(run_id: str, report_dir: str) -> None:
         nonlocal offset
         over = ended(folder)
         log = folder / FACILITATOR_LOG
-        if log.exists():
-            with log.open(encoding="utf-8") as fh:
+        if log.exists():  # written by the exercise, but a hand or a torn write may have been there too
+            with log.open("rb") as fh:
                 fh.seek(offset)
-                for line in fh.readlines():
-                    click.echo(line.rstrip("\n"))
-                offset = fh.tell()
+                for line in fh:
+                    if not line.endswith(b"\n"):
+                        break  # still being written: the whole line next time
+                    click.echo(for_terminal(line.decode("utf-8", errors="replace").rstrip("\n")))
+                    offset += len(line)
         return over
 
     over = wait_until(follow, time.monotonic() + WATCH_AT_MOST_S, 0.5)  # until the run ends (or Ctrl-C)
     if not over:
         raise InputError(f"run {run_id} still going after {WATCH_AT_MOST_S // 3600} h: stopped watching")
-    click.echo(f"run {run_id} ended at {over}")
+    click.echo(for_terminal(f"run {run_id} ended at {over}"))
 
 
 @main.command()
@@ -250,7 +257,7 @@ def scorecard(run: str, report_dir: str) -> None:
     from drillkit.respond import find_run_folder
     from drillkit.scorecard import write_scorecard
 
-    folder = Path(run) if Path(run).is_dir() else find_run_folder(Path(report_dir), run)
+    folder = Path(run) if run and Path(run).is_dir() else find_run_folder(Path(report_dir), run)
     for path in write_scorecard(folder):
         click.echo(str(path))
 
