@@ -23,6 +23,7 @@ from drillkit.clock import rfc3339
 from drillkit.errors import DrillkitError, InputError
 from drillkit.journal import JOURNAL_NAME
 from drillkit.report import collect, write_page
+from drillkit.respond import run_folders
 
 MEASURES = ("time_to_detect", "time_to_acknowledge", "time_to_mitigate", "time_to_resolve")
 MEASURE_NAMES = {
@@ -81,7 +82,7 @@ def find_runs(root: Path) -> tuple[list[Run], list[str]]:
     """Every run folder below `root` (at any depth), oldest first, and a line per folder that
     could not be read (a damaged journal is reported, not fatal)."""
     runs, problems = [], []
-    for journal in sorted(root.rglob(JOURNAL_NAME)):
+    for journal in (folder / JOURNAL_NAME for folder in run_folders(root)):  # as `drillkit attempts`
         try:
             d = collect(journal.parent)
         except (DrillkitError, KeyError, TypeError, ValueError) as exc:

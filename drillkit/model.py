@@ -29,6 +29,10 @@ T = TypeVar("T")
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# The longest duration anything may be: no drill, target, deadline or due date runs past a year
+# (the longest default, P4's time to resolve, is a week), so anything longer is a typo (or a
+# YAML float like 1.0e+308), refused where it is written rather than printed as 10^303 days.
+MAX_DURATION = 365 * 86400.0
 
 
 class DurationMark:
@@ -51,11 +55,15 @@ def parse_duration(value: object) -> float:
     if isinstance(value, int | float):
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"expected a non-negative finite duration, got {value}")
-        return float(value)
-    text = str(value).strip()
-    if not text or _DURATION_RE.sub("", text):
-        raise ValueError(f"expected a duration like 90s, 5m or 1h30m, got {value!r}")
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_RE.findall(text))
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        if not text or _DURATION_RE.sub("", text):
+            raise ValueError(f"expected a duration like 90s, 5m or 1h30m, got {value!r}")
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_RE.findall(text))
+    if seconds > MAX_DURATION:
+        raise ValueError(f"expected a duration of at most 365d (a year), got {value!r}")
+    return seconds
 
 
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|Pi|k|K|M|G|T|P|B)?")
@@ -175,7 +183,10 @@ _SCHEMAS: dict[type, dict[str, Any]] = {
     Comparator: {"type": "string", "pattern": r"^\s*(>=|<=|==|!=|>|<)\s*-?\d"},
 }
 _DURATION_SCHEMA = {
-    "oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"}]
+    "oneOf": [
+        {"type": "number", "minimum": 0, "maximum": MAX_DURATION},
+        {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"},
+    ]
 }
 
 
@@ -263,9 +274,14 @@ def load_yaml(path: Path, variables: Lookup | None = None) -> Any:
     `port: ${lab.port.proxy}` is an int.
     """
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = path.read_bytes()
+    except OSError as exc:
         raise ScenarioError(str(path), None, "", f"cannot read file: {exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = raw.count(b"\n", 0, exc.start) + 1
+        raise ScenarioError(str(path), at, "", f"not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
     file = str(path)
     if _FastLoader is not _Loader:
         try:
@@ -438,6 +454,8 @@ def convert(tp: Any, value: object, where: Where) -> Any:
         if not isinstance(value, Mapping):
             raise where.error(f"expected a mapping, got {_describe(value)}")
         vt = args[1] if args else typing.Any
+        for k in value:
+            _utf8(str(k), where.key(value, str(k)))
         return {str(k): convert(vt, v, where.key(value, str(k))) for k, v in value.items()}
     if dataclasses.is_dataclass(tp) and tp not in _PARSERS:
         return build(typing.cast(type, tp), value, where)
@@ -472,11 +490,22 @@ def _scalar(tp: Any, value: object, where: Where) -> Any:
         raise where.error(f"expected a number, got {_describe(value)}")
     if tp is str:
         if isinstance(value, str) and value.strip():
-            return str(value)
+            return _utf8(str(value), where)
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
         raise where.error(f"expected a non-empty string, got {_describe(value)}")
     raise TypeError(f"model: unsupported type {tp!r}")  # a programming error, not bad input
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")  # as drillkit.redact.is_text (a sibling: no import)
+
+
+def _utf8(text: str, where: Where) -> str:
+    """`text`, unless it holds a lone surrogate: a `\\udcff` escape, or a `${env.…}` variable
+    holding bytes that were not UTF-8. No report could be written with it."""
+    if _SURROGATE.search(text):
+        raise where.error(f"not UTF-8 text: {text!a}")
+    return text
 
 
 @functools.cache

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from drillkit.clock import rfc3339
-from drillkit.journal import Event, first
+from drillkit.journal import Event, first, printable
 from drillkit.model import format_duration
 from drillkit.policy import Verdict, verdicts
-from drillkit.respond import Action, ActionKind, read_actions
+from drillkit.respond import Action, ActionKind, read_actions, run_folders
 
 SCORECARD_FILES = {"md": "scorecard.md", "html": "scorecard.html", "json": "scorecard.json"}
 ATTEMPTS_FILES = {"md": "attempts.md", "html": "attempts.html"}
@@ -283,14 +283,18 @@ class Attempt:
 
 
 def attempts(root: Path) -> dict[str, list[Attempt]]:
-    """Every exercise under `root` that has a scorecard, by scenario, oldest first."""
+    """Every exercise under `root` (run folders at any depth, as `report index` finds them) that
+    has a scorecard, by scenario, oldest first."""
     out: dict[str, list[Attempt]] = {}
-    for path in sorted(root.glob(f"*/{SCORECARD_FILES['json']}")):
-        raw = json.loads(path.read_text(encoding="utf-8"))
+    for folder in run_folders(root):
+        path = folder / SCORECARD_FILES["json"]
+        if not path.is_file():
+            continue
+        raw = printable(json.loads(path.read_text(encoding="utf-8", errors="replace")))
         severity = next((c["outcome"] for c in raw["checks"] if c["item"] == "Severity assigned"), "-")
         out.setdefault(raw["scenario"], []).append(
             Attempt(
-                path.parent.name,
+                folder.relative_to(root).as_posix(),
                 raw["trainee"] or "-",
                 raw["date"],
                 raw["outcome"],
@@ -300,7 +304,7 @@ def attempts(root: Path) -> dict[str, list[Attempt]]:
                 len(raw["hints"]),
             )
         )
-    return out
+    return {name: sorted(tries, key=lambda a: (a.date, Path(a.folder).name)) for name, tries in out.items()}
 
 
 def write_attempts(root: Path) -> list[Path]:

@@ -11,8 +11,9 @@ start because of the one before. The drills themselves are `drillkit.engine.Dril
 
 from __future__ import annotations
 
+import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,27 @@ def _suite_file(path: Path) -> Suite:
         except ScenarioError as exc:
             if not item.overrides:
                 raise
-            raise at.key(items[i], "overrides").error(f"with these overrides, {exc}") from None
+            raise _in_overrides(exc, at.key(items[i], "overrides"), items[i]["overrides"]) from None
     return Suite(tuple(drills), parsed.stop_on_failure, parsed.settle_within)
+
+
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")  # `faults[0].count` -> faults, 0, count
+
+
+def _in_overrides(exc: ScenarioError, where: Where, overrides: object) -> ScenarioError:
+    """A scenario error about a value the overrides wrote, at that value's line and key path in
+    the suite file (the merged scenario knows only the scenario file's lines); any other error
+    (in the scenario itself, or about a mapping the overrides only reach into) keeps its place,
+    said to come with these overrides."""
+    node, at = overrides, where
+    for key, index in _PATH_PART.findall(exc.path):
+        if key and isinstance(node, Mapping) and key in node:
+            node, at = node[key], at.key(node, key)
+        elif index and isinstance(node, list) and int(index) < len(node):
+            node, at = node[int(index)], at.item(node, int(index))
+        else:
+            return where.error(f"with these overrides, {exc}")
+    return at.error(exc.message) if exc.path else where.error(f"with these overrides, {exc}")
 
 
 def suite_exit_code(codes: list[int]) -> int:

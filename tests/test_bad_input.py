@@ -24,7 +24,7 @@ LOCATED = re.compile(r"^drillkit: (?P<file>[^:]+):(?P<line>\d+): ")
 def _expect(path: Path) -> str:
     if path.is_dir():
         return (path / "expect.txt").read_text().strip()
-    first = path.read_text().splitlines()[0]
+    first = path.read_bytes().split(b"\n")[0].decode()  # the rest of the file may not be UTF-8
     assert first.startswith("# expect: "), f"{path} must start with '# expect: <message part>'"
     return first.removeprefix("# expect: ")
 

@@ -58,8 +58,11 @@ def test_files_folders_and_suite_files_keep_their_order(tmp_path: Path) -> None:
         ("drills:\n  - scenario: a.yaml\n    overides: {}\n", r"q.suite.yaml:3: drills\[0\].overides: unknown key"),
         (
             "drills:\n  - scenario: a.yaml\n    overrides:\n      detection: {within: soon}\n",
-            r"q.suite.yaml:3: drills\[0\].overrides: with these overrides, .*a.yaml:\d+: detection.within: "
-            r"expected a duration",
+            r"q.suite.yaml:4: drills\[0\].overrides.detection.within: expected a duration",
+        ),
+        (
+            "drills:\n  - scenario: a.yaml\n    overrides:\n      detection: {within: 5s}\n      guardrails: []\n",
+            r"q.suite.yaml:5: drills\[0\].overrides.guardrails: expected a mapping",
         ),
         ("stop_on_failure: maybe\ndrills: []\n", r"q.suite.yaml:1: stop_on_failure: expected true or false"),
     ],
