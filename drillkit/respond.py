@@ -6,7 +6,8 @@ trainee's terminal; every action is appended, with the time it was taken, to the
 `updates.jsonl`, which the report merges into the timeline (a second process never writes
 the runner's journal). Nothing is dropped: an action taken early or late is kept with its time
 and judged as such by the scorecard; an action against a run that has ended is refused
-(`RunEnded`), not silently recorded.
+(`RunEnded`), not silently recorded, and so is text that is not UTF-8 (no report could be
+written with it). A run id is checked against the form drillkit makes before it names a folder.
 
 Acknowledgement sources: `auto` acknowledges at detection (unattended CI runs measure detection
 only); `command` waits for `drillkit ack RUN_ID`, timed when it was run (an ack sent before the
@@ -201,6 +202,7 @@ class RunEnded(InputError):
 
 
 def check_run_id(run_id: str) -> str:
+    """`run_id` if it is of the form drillkit makes, else bad input: before it names any path."""
     if not RUN_ID.fullmatch(run_id):
         raise InputError(f"{run_id!r} is not a run id (8 lowercase hex digits: see the run's first output line)")
     return run_id
@@ -271,7 +273,7 @@ def action_lines(folder: Path) -> Iterator[Any]:
         text = (folder / ACTIONS_NAME).read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): a raw U+2028 in a hand's line is no line break
         try:
             yield printable(json.loads(line))
         except ValueError:
