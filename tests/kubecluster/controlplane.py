@@ -311,6 +311,7 @@ class ControlPlane:
         self._spawn("kube-scheduler", [
             f"--kubeconfig={sched}", "--leader-elect=false", "--bind-address=127.0.0.1",
             f"--secure-port={free_port()}", "--v=0",
+            "--kube-api-qps=500", "--kube-api-burst=1000",  # binds 1,000 pods in seconds (default 50/s)
         ])  # fmt: skip
         self.kwok_port = free_port()
         (self.root / "kwok.yaml").write_text(
