@@ -347,3 +347,29 @@ def test_cleanup_reports_bad_journal_data_per_run_and_goes_on(kube_demo: KubeSer
     assert replicas(kube_demo) == 3
     assert [p.id for p in pending_reverts(reports / "c-good")] == []
     assert [p.id for p in pending_reverts(reports / "a-bad-data")] == [2, 1]  # failed stays pending
+
+
+def test_cleanup_keeps_a_key_on_call_rotated_during_the_drill(kube_demo: KubeServer, tmp_path: Path) -> None:
+    """On-call rotates the corrupted key (through the API, as kubectl would) before cleanup runs:
+    the restore (the revert's own, restore_from_backup) must not put the old value back over
+    theirs; the backup still goes."""
+    original = jwt(kube_demo)
+    faults: list[dict[str, Any]] = [{"kind": "auth-secret-corruption", "secret": "chatbot-jwt", "key": "jwt-secret"}]
+    sc = load_scenario(write_scenario(tmp_path / "r.yaml", scenario(faults)))
+    shutil.rmtree(inject_then_die(kube_demo, sc, tmp_path, "0ca11001"))  # from labels, as above
+    corrupted = jwt(kube_demo)
+    assert corrupted != original and backups(kube_demo), "the fault did not corrupt the key"
+    rotated = base64.b64encode(b"rotated-by-on-call").decode()
+    kube_demo.update("secrets", NS, "chatbot-jwt", lambda s: s["data"].__setitem__("jwt-secret", rotated))
+    report = cleanup(
+        tmp_path / "reports",
+        "0ca11001",
+        context=CONTEXT,
+        kubeconfig=kube_demo.kubeconfig_path,
+        log=lambda _: None,
+        namespaces=(NS,),
+    )
+    assert report.failed == [], "\n".join(report.failed)
+    assert jwt(kube_demo) == rotated, f"on-call's rotation overwritten: {report}"
+    assert any("changed during the drill" in d and "left as it is" in d for d in report.done), report
+    assert backups(kube_demo) == [], "the backup Secret was left behind"

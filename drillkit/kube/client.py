@@ -396,6 +396,24 @@ class Kube(KubeApi):
             {"data": {key: b64value}},
         )
 
+    def set_secret_key_if(self, namespace: str, name: str, key: str, expected: tuple[str, ...], b64value: str) -> bool:
+        """Set `key` only while it holds one of `expected` (base64; a JSON-patch `test`, so a
+        value written meanwhile is never overwritten); False if it holds something else."""
+        current = (self.secret_data(namespace, name) or {}).get(key)
+        if current not in expected:
+            return False
+        if current == b64value:
+            return True
+        path = "/data/" + key.replace("~", "~0").replace("/", "~1")
+        ops = [{"op": "test", "path": path, "value": current}, {"op": "replace", "path": path, "value": b64value}]
+        try:
+            self.call(f"patch secrets {namespace}/{name}", self.core.patch_namespaced_secret, name, namespace, ops)
+        except KubeError as exc:
+            if exc.status == 422:  # changed between the read and the patch
+                return False
+            raise
+        return True
+
     def delete_secret(self, namespace: str, name: str) -> bool:
         self.wrote(namespace)
         try:

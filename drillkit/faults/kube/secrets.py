@@ -22,6 +22,9 @@ from drillkit.model import doc
 
 BACKUP_KEY = "drillkit.io/backup-key"
 """Annotation on a backup Secret: the key (of the Secret it backs up) it holds."""
+BACKUP_SET = "drillkit.io/corrupted-value"
+"""Annotation on a backup Secret: the (random, base64) value drillkit set, so a restore can tell
+it from a rotation on-call made since (a blind backup keeps it in its `restore` JSON)."""
 BLIND_VALUE, BLIND_META = "value", "restore"
 """A blind exercise's backup Secret has no annotations (`kubectl describe` shows them): it holds
 the value under `value` and, under `restore`, JSON naming the Secret, key and workloads."""
@@ -77,6 +80,7 @@ class Backup:
     key: str
     value: str  # base64, as the API holds it
     restart: str
+    corrupted: str = ""  # base64: what drillkit set ("": a backup of an older drillkit)
 
     @classmethod
     def of(cls, ann: dict[str, str], data: dict[str, str]) -> Backup | None:
@@ -85,12 +89,12 @@ class Backup:
         if BLIND_META in data:
             try:
                 meta = json.loads(base64.b64decode(data[BLIND_META]))
-                fields = (meta["secret"], meta["key"], data[BLIND_VALUE], meta["restart"])
+                fields = (meta["secret"], meta["key"], data[BLIND_VALUE], meta["restart"], meta.get("set", ""))
             except (ValueError, KeyError, TypeError):
                 return None
         else:
             named = ann.get(BACKUP_KEY) or ""
-            fields = (ann.get(BACKUP_OF), named, data.get(named), ann.get(RESTART) or "")
+            fields = (ann.get(BACKUP_OF), named, data.get(named), ann.get(RESTART) or "", ann.get(BACKUP_SET, ""))
         if not all(isinstance(f, str) for f in fields) or not all(fields[:3]):
             return None
         return cls(*(str(f) for f in fields))
@@ -98,8 +102,9 @@ class Backup:
     def fields(self, blind: bool) -> tuple[dict[str, str], dict[str, str]]:
         """(data, annotations) of the backup Secret."""
         if not blind:
-            return {self.key: self.value}, {BACKUP_OF: self.secret, BACKUP_KEY: self.key, RESTART: self.restart}
-        meta = json.dumps({"secret": self.secret, "key": self.key, "restart": self.restart})
+            ann = {BACKUP_OF: self.secret, BACKUP_KEY: self.key, RESTART: self.restart, BACKUP_SET: self.corrupted}
+            return {self.key: self.value}, ann
+        meta = json.dumps({"secret": self.secret, "key": self.key, "restart": self.restart, "set": self.corrupted})
         return {BLIND_VALUE: self.value, BLIND_META: base64.b64encode(meta.encode()).decode()}, {}
 
 
@@ -118,7 +123,15 @@ def restore_from_backup(kube: Kube, ns: str, backup: str, at: str) -> dict[str, 
             f"backup Secret {ns}/{backup} lacks its {BACKUP_OF}/{BACKUP_KEY} annotations or data; restore by hand"
         )
     secret, key = found.secret, found.key
-    kube.set_secret_key(ns, secret, key, found.value)
+    if found.corrupted and not kube.set_secret_key_if(ns, secret, key, (found.corrupted, found.value), found.value):
+        kube.delete_secret(ns, backup)  # on-call rotated the key since: theirs wins
+        return {
+            "restored": False,
+            "changed during the drill": f"key {key} of Secret {ns}/{secret} is no longer the value drillkit set "
+            "(rotated since?); left as it is, its users not restarted",
+        }
+    if not found.corrupted:  # an older drillkit's backup: what it set is unknown
+        kube.set_secret_key(ns, secret, key, found.value)
     restarted = []
     for w in filter(None, found.restart.split(",")):
         kind, name = parse_workload(w)
@@ -190,7 +203,9 @@ class AuthSecretCorruption(KubeFault[AuthSecretParams, Credential, BackupRecord]
         if original is None:
             raise PreflightError(f"{self.kind}: key {p.key} vanished from Secret {ns}/{p.secret}")
         blind = self.ctx.naming.blind
-        data, annotations = Backup(p.secret, p.key, original, restart).fields(blind)
+        corrupt = secrets.token_hex(24) if blind else f"drillkit-corrupted-{secrets.token_hex(16)}"
+        corrupted = base64.b64encode(corrupt.encode()).decode()
+        data, annotations = Backup(p.secret, p.key, original, restart, corrupted).fields(blind)
         labels = {RUN_LABEL: self.ctx.run_id} if blind else {RUN_LABEL: self.ctx.run_id, **MANAGED}
         try:
             kube.create_secret(ns, backup, data, labels=labels, annotations=annotations)
@@ -198,8 +213,7 @@ class AuthSecretCorruption(KubeFault[AuthSecretParams, Credential, BackupRecord]
             theirs = Backup.of(kube.secret_annotations(ns, backup) or {}, kube.secret_data(ns, backup) or {})
             if theirs is None or theirs.value != original:
                 raise
-        corrupt = secrets.token_hex(24) if blind else f"drillkit-corrupted-{secrets.token_hex(16)}"
-        kube.set_secret_key(ns, p.secret, p.key, base64.b64encode(corrupt.encode()).decode())
+        kube.set_secret_key(ns, p.secret, p.key, corrupted)
         at, key = now(), KUBECTL_RESTARTED_AT if blind else RESTARTED_AT
         for w in found.users:
             kube.restart_workload(w.kind, ns, w.name, at, key)
