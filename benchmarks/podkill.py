@@ -1,12 +1,15 @@
-"""pod-kill of 1,000 pods against the Kubernetes API test server (its own process, as an
-apiserver would be): drillkit's inject vs the same deletes sent one by one with the plain
-`kubernetes` client, both measured in this run; plus requests per pod and journal bytes."""
+"""pod-kill of 1,000 pods against the real Kubernetes control plane of the wire tests
+(tests/kubecluster: etcd, kube-apiserver, controller-manager, scheduler, KWOK nodes, behind the
+recording proxy): drillkit's inject vs the same deletes sent one by one with the plain
+`kubernetes` client, both measured in this run; plus requests per pod and journal bytes.
+
+Needs what the wire tests need: root, iproute2 and the binaries of scripts/build-k8s.sh.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -16,76 +19,51 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 PODS = 1000
-SERVER = """
-import sys
-sys.path.insert(0, {root!r})
-from pathlib import Path
-from tests.kubecluster import KubeServer
-from tests.test_kube_scale import NS, swarm
-server = KubeServer(kubeconfig_dir=Path(sys.argv[1]), ready_delay=0.05).start()
-server.seed({{"apiVersion": "v1", "kind": "Namespace", "metadata": {{"name": NS}}}})
-swarm(server, int(sys.argv[2]))
-print("ready", flush=True)
-for line in sys.stdin:
-    if line.strip() == "count":
-        print(len(server.requests), flush=True)
-    elif line.strip() == "wait":
-        server.wait_for(lambda: len(server.list("pods", NS, label_selector="app=swarm")) == int(sys.argv[2])
-                        and all(not p["metadata"].get("deletionTimestamp")
-                                for p in server.list("pods", NS, label_selector="app=swarm")), timeout=120)
-        print("ok", flush=True)
-    else:
-        break
-import os
-os._exit(0)
-"""
-
-
-class _Server:
-    def __init__(self, folder: Path) -> None:
-        self.kubeconfig_path = str(folder / "kubeconfig")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER.format(root=str(ROOT)), str(folder), str(PODS)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.ask("") == "ready"
-
-    def ask(self, line: str) -> str:
-        assert self.proc.stdin and self.proc.stdout
-        if line:
-            self.proc.stdin.write(line + "\n")
-            self.proc.stdin.flush()
-        return self.proc.stdout.readline().strip()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.ask("quit")
-            self.proc.wait(10)
+SETTLE_TIMEOUT = 600.0
+"""Seconds the Deployment gets to bring every pod back, Ready, between measurements."""
 
 
 def bench_pod_kill(rounds: int = 3) -> dict[str, list[float]]:
     """Per round: seconds of drillkit's inject (from inject start to every delete accepted;
     preflight's list is not in it but its requests are counted), then of the one-by-one
-    baseline on the same server once the Deployment has brought the pods back; seconds to the
-    first accepted delete (`injected`), requests per pod, journal bytes per pod."""
+    baseline on the same cluster once the Deployment has brought the pods back; seconds to the
+    first accepted delete (`injected`), requests per pod, journal bytes per pod. Also the
+    control plane's start-up and the seconds 1,000 pods take to be Ready (`setup`)."""
     from kubernetes import client, config
 
     from drillkit.faults import Undo
     from tests.kube_drill import direct_fault
+    from tests.kubecluster.cluster import RealCluster, pod_ready
+    from tests.kubecluster.controlplane import ControlPlane, k8s_bin_dir
+    from tests.test_kube_scale import NS, swarm
 
     folder = Path(tempfile.mkdtemp(prefix="drillkit-bench-pods-"))
-    server = _Server(folder)
-    api = config.new_client_from_config(config_file=server.kubeconfig_path)
+    (folder / "k8s").mkdir()
+    plane = ControlPlane(root=folder / "k8s", bin=k8s_bin_dir())
+    cluster: RealCluster | None = None
+    api = None
     out: dict[str, list[float]] = {
-        k: [] for k in ("ours", "base", "first_harm", "requests_per_pod", "journal_bytes_per_pod")
+        k: [] for k in ("ours", "base", "first_harm", "requests_per_pod", "journal_bytes_per_pod", "setup")
     }
+
+    def settled() -> bool:
+        assert cluster is not None
+        pods = cluster.list("pods", NS, label_selector="app=swarm")
+        return len(pods) == PODS and all(pod_ready(p) for p in pods)
+
     try:
+        plane.start()
+        out["setup"].append(plane.startup_seconds)
+        cluster = RealCluster(plane, folder)
+        cluster.ensure_namespace(NS)
+        t = time.perf_counter()
+        swarm(cluster, PODS, timeout=SETTLE_TIMEOUT)
+        out["setup"].append(time.perf_counter() - t)
+        api = config.new_client_from_config(config_file=cluster.kubeconfig_path)
         for r in range(rounds):
             (folder / f"round{r}").mkdir()
             d = direct_fault(
-                server,  # type: ignore[arg-type]
+                cluster,
                 folder / f"round{r}",
                 {
                     "kind": "pod-kill",
@@ -98,33 +76,36 @@ def bench_pod_kill(rounds: int = 3) -> dict[str, list[float]]:
             )
             first: list[float] = []
             d.ctx.on_harm = lambda _at, seen=first: seen.append(time.perf_counter())
-            before = int(server.ask("count"))
+            before = len(cluster.requests)
             with ExitStack() as stack:
                 undo = Undo(stack, d.ctx)
                 found = d.fault.preflight()
                 start = time.perf_counter()
                 d.fault.inject(found, undo)
                 out["ours"].append(time.perf_counter() - start)
-                out["requests_per_pod"].append((int(server.ask("count")) - before) / PODS)
+                out["requests_per_pod"].append((len(cluster.requests) - before) / PODS)
                 stack.pop_all()  # no revert: the Deployment brings the pods back
             d.ctx.stop.set("round measured")  # ends the fault's watchers, or they would load the next rounds
             out["first_harm"].append(first[0] - start)
             out["journal_bytes_per_pod"].append((d.folder / "journal.jsonl").stat().st_size / PODS)
             d.journal.close()
-            assert server.ask("wait") == "ok"
+            cluster.wait_for(settled, SETTLE_TIMEOUT, f"{PODS} swarm pods back and Ready")
 
             core = client.CoreV1Api(api)
-            pods = core.list_namespaced_pod("chatbot", label_selector="app=swarm", _preload_content=False)
+            pods = core.list_namespaced_pod(NS, label_selector="app=swarm", _preload_content=False)
             names = [p["metadata"]["name"] for p in json.loads(pods.data)["items"]]
             t = time.perf_counter()
             for name in names:
-                core.delete_namespaced_pod(name, "chatbot", body={"gracePeriodSeconds": 0}, _preload_content=False)
+                core.delete_namespaced_pod(name, NS, body={"gracePeriodSeconds": 0}, _preload_content=False)
             out["base"].append(time.perf_counter() - t)
-            assert server.ask("wait") == "ok"
+            cluster.wait_for(settled, SETTLE_TIMEOUT, f"{PODS} swarm pods back and Ready")
         return out
     finally:
-        api.close()
-        server.close()
+        if api is not None:
+            api.close()
+        if cluster is not None:
+            cluster.proxy.stop()
+        plane.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
