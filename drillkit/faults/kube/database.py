@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from drillkit.errors import DrillkitError, PreflightError
+from drillkit.errors import Aborted, DrillkitError, PreflightError
 from drillkit.faults import Made, RevertContext, Undo
 from drillkit.faults.kube.base import KubeFault, note
 from drillkit.kube import RUN_LABEL, Conflict, ObjRef
@@ -261,6 +261,7 @@ class DbConnectionExhaustion(KubeFault[DbConnectionParams, Connections, JobRecor
                 self.ctx.stop,
             )
             if running is None:
+                self._check_stop()
                 raise DrillkitError(
                     f"{self.kind}: the pod of Job {ns}/{job} did not start "
                     f"within {wait:g}s (image {found.image} pulled?)"
@@ -271,6 +272,11 @@ class DbConnectionExhaustion(KubeFault[DbConnectionParams, Connections, JobRecor
             note(self.ctx, "connections_held", fault=self.kind, job=job, held=held, requested=self.params.connections)
             return
         self.ctx.harm_started()  # not waiting: the connections are assumed, not proved
+
+    def _check_stop(self) -> None:
+        """A wait ended by a stop request is an interruption (exit 130), not a failed fault."""
+        if self.ctx.stop.interrupts():
+            raise Aborted(self.ctx.stop.reason or "stop requested", by_signal=True)
 
     def _held(self, ns: str, pod: str, timeout: float) -> int:
         """How many connections the Job's pod reports holding; DrillkitError for none."""
@@ -283,6 +289,7 @@ class DbConnectionExhaustion(KubeFault[DbConnectionParams, Connections, JobRecor
         m = wait_until(counted, time.monotonic() + timeout, 1.0, self.ctx.stop)
         held = int(m[1]) if m else None
         if held is None:
+            self._check_stop()
             raise DrillkitError(f"{self.kind}: pod {ns}/{pod} did not report its connections within {timeout:g}s")
         if held == 0:
             errors = log[0].split("connections", 1)[-1].strip()[:300]
