@@ -17,6 +17,8 @@ def pytest_configure(config: pytest.Config) -> None:
     """Drills outside a lab lock the whole host (drillkit.targetlock): give this test session a
     host of its own, so two sessions on one machine do not refuse each other's drills."""
     os.environ.setdefault("DRILLKIT_LOCK_DIR", tempfile.mkdtemp(prefix="drillkit-locks-"))
+    # and a journal key of its own (drillkit.hostkey), never the user's ~/.local/state/drillkit
+    os.environ.setdefault("DRILLKIT_STATE_DIR", tempfile.mkdtemp(prefix="drillkit-state-"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
