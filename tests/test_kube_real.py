@@ -91,7 +91,7 @@ def role_rules(path: Path) -> list[tuple[str, str]]:
 
 
 def test_can_i_answers_as_the_shipped_rbac_says(kube_demo: KubeServer, tmp_path: Path) -> None:
-    kube_demo.seed({"kind": "Namespace", "metadata": {"name": "payments"}})
+    kube_demo.ensure_namespace("payments")  # (reset keeps namespaces an earlier test made)
     token = kube_demo.enforce_rbac()
     granted = role_rules(RBAC_NAMESPACE)
     assert len(granted) > 20, granted
@@ -137,6 +137,22 @@ def restart_etcd(plane: ControlPlane) -> None:
         )  # fmt: skip
     plane._wait_http(f"{plane.etcd_url}/health", "etcd")
     plane._wait_http(f"{plane.url}/readyz", "kube-apiserver", auth=True, timeout=60)
+
+
+def initializing_caches(server: KubeServer) -> list[str]:
+    """The resources whose watch cache still answers 429 "storage is (re)initializing" ([] when
+    every one the tests use serves lists again)."""
+    from tests.kubecluster.cluster import RESOURCES, ApiError
+
+    waiting = []
+    for resource, (prefix, _, _) in RESOURCES.items():
+        try:
+            server.call("GET", f"{prefix}/{resource}?limit=1")
+        except ApiError as exc:
+            if exc.status != 429:
+                raise
+            waiting.append(resource)
+    return waiting
 
 
 def watch_answer(plane: ControlPlane, rv: str) -> str:
@@ -185,7 +201,10 @@ def test_wait_pods_lists_again_when_its_watch_gets_410_gone(
         return any(p.name == "late" for p in pods)
 
     caplog.set_level(logging.WARNING, logger="drillkit.kube")
-    assert kube.wait_pods(NS, "app=late", done, timeout=60) is True
+    try:
+        assert kube.wait_pods(NS, "app=late", done, timeout=60) is True
+    finally:  # the next test's reset lists every resource: wait until their caches serve again
+        kube_demo.wait_for(lambda: not initializing_caches(kube_demo), 60, "every watch cache to serve lists again")
     watches = [r for r in kube_demo.requests if r.query.get("watch") in ("True", "true")]
     assert watches and watches[0].status == 200, watches
     lists = [i for i, r in enumerate(kube_demo.requests) if r.path.endswith("/pods") and "watch" not in r.query]
