@@ -114,7 +114,11 @@ class RealCluster:
 
     def kubectl(self, *args: str, token: str | None = None, check: bool = True, input: str | None = None) -> str:
         """The real kubectl, straight at the apiserver (not through the proxy)."""
-        cmd = [str(self.plane.bin / "kubectl"), f"--server={self.plane.url}", f"--certificate-authority={self.plane.ca}"]
+        cmd = [
+            str(self.plane.bin / "kubectl"),
+            f"--server={self.plane.url}",
+            f"--certificate-authority={self.plane.ca}",
+        ]
         cmd += [f"--token={token or ADMIN_TOKEN}", *args]
         done = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=60)
         if check and done.returncode != 0:
@@ -192,7 +196,11 @@ class RealCluster:
             self.plane.url + path,
             data=data,
             method=method,
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": content_type, "Accept": "application/json"},
+            headers={
+                "Authorization": f"Bearer {ADMIN_TOKEN}",
+                "Content-Type": content_type,
+                "Accept": "application/json",
+            },
         )
         try:
             with urllib.request.urlopen(req, timeout=30, context=ctx) as r:
@@ -280,7 +288,7 @@ class RealCluster:
     def seed_demo(self, wait: bool = True, timeout: float = 30.0) -> None:
         """Seed `demo.yaml` (nodes, the chatbot platform); wait until its 4 pods are Ready."""
         for doc in yaml.safe_load_all(DEMO_MANIFESTS.read_text()):
-            if not doc or doc["kind"] == "Namespace" and doc["metadata"]["name"] in SYSTEM_NAMESPACES:
+            if not doc or (doc["kind"] == "Namespace" and doc["metadata"]["name"] in SYSTEM_NAMESPACES):
                 continue
             resource, meta = KIND_TO_RESOURCE[doc["kind"]], doc["metadata"]
             if self.get(resource, meta.get("namespace"), meta["name"]) is None:
@@ -330,24 +338,23 @@ class RealCluster:
                         raise
             self._strip_finalizers(ns)
             meta = self.get("namespaces", None, ns)
-            if meta and set((meta["metadata"].get("labels") or {})) - {"kubernetes.io/metadata.name"}:
-                self.update(
-                    "namespaces", None, ns, lambda n: n["metadata"].__setitem__("labels", {"kubernetes.io/metadata.name": ns})
-                )
+            if meta and set(meta["metadata"].get("labels") or {}) - {"kubernetes.io/metadata.name"}:
+                only_name = {"kubernetes.io/metadata.name": ns}
+                self.update("namespaces", None, ns, lambda n, keep=only_name: n["metadata"].__setitem__("labels", keep))
         for res in ("clusterrolebindings", "clusterroles"):
             for obj in self.list(res):
-                labels = obj["metadata"].get("labels") or {}
-                if labels.get("kubernetes.io/bootstrapping") != "rbac-defaults" and not obj["metadata"]["name"].startswith(
-                    "system:"
-                ):
-                    self.call("DELETE", self._path(res, None, obj["metadata"]["name"]))
+                labels, name = obj["metadata"].get("labels") or {}, obj["metadata"]["name"]
+                if labels.get("kubernetes.io/bootstrapping") != "rbac-defaults" and not name.startswith("system:"):
+                    self.call("DELETE", self._path(res, None, name))
         for res in ("validatingadmissionpolicybindings", "validatingadmissionpolicies"):
             for obj in self.list(res):
                 self.call("DELETE", self._path(res, None, obj["metadata"]["name"]))
         self.call("DELETE", "/api/v1/nodes")
         self.wait_for(
-            lambda: not [p for ns in spaces if ns not in SYSTEM_NAMESPACES[1:] for p in self.list("pods", ns)]
-            and not self.list("nodes"),
+            lambda: (
+                not [p for ns in spaces if ns not in SYSTEM_NAMESPACES[1:] for p in self.list("pods", ns)]
+                and not self.list("nodes")
+            ),
             30,
             "pods and nodes of the previous test to be gone",
         )
