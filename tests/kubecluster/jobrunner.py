@@ -53,6 +53,7 @@ class Running:
     proc: subprocess.Popen[bytes]
     started: str
     threads: list[threading.Thread] = field(default_factory=list)
+    log: IO[str] | None = None
 
 
 class JobRunner:
@@ -131,7 +132,7 @@ class JobRunner:
         ]
         for t in threads:
             t.start()
-        return Running(proc, _now(), threads)
+        return Running(proc, _now(), threads, log)
 
     def _env(self, ns: str, env: list[dict[str, Any]]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -160,6 +161,8 @@ class JobRunner:
     def _finish(self, pod: dict[str, Any], run: Running) -> None:
         for t in run.threads:
             t.join(5)
+        if run.log is not None:
+            run.log.close()
         code = run.proc.returncode
         code = 128 - code if code < 0 else code  # killed by a signal: as the kubelet reports it
         finished = _now()
@@ -194,6 +197,8 @@ class JobRunner:
         run.proc.wait(10)
         for t in run.threads:
             t.join(5)
+        if run.log is not None:
+            run.log.close()
 
 
 def _runnable(pod: dict[str, Any]) -> bool:
@@ -208,7 +213,7 @@ def _copy(stream: IO[bytes] | None, name: str, log: IO[str], lock: threading.Loc
     assert stream is not None
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").rstrip("\n")
-        with lock:
+        with lock, contextlib.suppress(ValueError):  # closed: the container had ended (a child lives on)
             log.write(f"{_now()} {name} F {line}\n")
             log.flush()
     stream.close()
