@@ -1,4 +1,4 @@
-"""Run a Kubernetes drill through the real engine against the Kubernetes API test server.
+"""Run a Kubernetes drill through the real engine against the real control plane (tests/kubecluster).
 
 Why: the wire tests must exercise faults exactly as `drillkit run` does (preflight, journal,
 revert on the ExitStack, leftovers check), with a real Prometheus deciding steady state and

@@ -1,6 +1,6 @@
 """Opt-in end-to-end suite: every `scenarios/k8s` drill against a real kind cluster.
 
-Why: the wire suite proves the faults against a faithful API test server; this proves them
+Why: the wire suite proves the faults against a real control plane with KWOK nodes; this proves them
 against a real kubelet, scheduler, container runtime and Prometheus. It needs Docker, `kind`
 and `kubectl`, and runs only with `pytest --kind`:
 

@@ -412,7 +412,7 @@ def test_shipped_k8s_scenario_preflights_on_the_demo_platform(
     kube_demo: KubeServer, tmp_path: Path, path: Path
 ) -> None:
     """Each scenarios/k8s drill resolves its targets on the demo platform and plans exact objects
-    (context overridden to the test server's; nothing is written)."""
+    (context overridden to the test cluster's; nothing is written)."""
     from drillkit.faults import FaultContext, fault_class
     from drillkit.journal import Journal
     from drillkit.kube import kube_factory_for

@@ -1,4 +1,4 @@
-"""Each Kubernetes fault run through the engine against the Kubernetes API test server.
+"""Each Kubernetes fault run through the engine against the real control plane (tests/kubecluster).
 
 Every test asserts the server-side effect of the fault (with the evidence in the message) and
 that the revert put the cluster back exactly as it was.

@@ -2,7 +2,7 @@
 
 SIGTERM: the runner reverts by itself and exits 130. SIGKILL: the harm stays, and the real
 `drillkit cleanup --run-id` (another process) restores it from the journal. For each fault a
-rig says what "harmed" looks like on the API test server and asserts the exact restoration,
+rig says what "harmed" looks like on the real control plane and asserts the exact restoration,
 with the evidence in the message.
 """
 
