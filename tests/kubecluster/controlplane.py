@@ -85,6 +85,16 @@ rules:
 """
 
 
+_PLANES = [0, ""]  # control planes started by this process, and the tag of the latest
+
+
+def _plane_tag() -> str:
+    """The pid, and a count past the first control plane of this process (a test may start its own)."""
+    _PLANES[0] += 1
+    _PLANES[1] = str(os.getpid()) + (f"x{_PLANES[0]}" if _PLANES[0] > 1 else "")
+    return _PLANES[1]
+
+
 @dataclass(frozen=True)
 class NodeNetwork:
     """The KWOK nodes' network namespace: a veth pair, `eth0` inside (the pods' interface, where
@@ -97,9 +107,10 @@ class NodeNetwork:
 
     @classmethod
     def create(cls) -> NodeNetwork:
-        n = os.getpid() % 250 + 1
-        self = cls(f"drillkit-test-{os.getpid()}", f"10.213.{n}.1", f"10.213.{n}.2")
-        host_if = f"dkt{os.getpid()}"[:15]
+        tag = _plane_tag()
+        n = (os.getpid() + _PLANES[0]) % 250 + 1
+        self = cls(f"drillkit-test-{tag}", f"10.213.{n}.1", f"10.213.{n}.2")
+        host_if = f"dkt{tag}"[:15]
         for cmd in (
             ["ip", "netns", "add", self.name],
             ["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", self.name],
@@ -138,7 +149,7 @@ class NodeCgroup:
 
     @classmethod
     def create(cls, limit: int = NODE_MEMORY) -> NodeCgroup:
-        name = f"drillkit-test-{os.getpid()}"
+        name = f"drillkit-test-{_PLANES[1]}"
         if Path("/sys/fs/cgroup/cgroup.controllers").exists():
             root = Path("/sys/fs/cgroup")
             if "memory" not in (root / "cgroup.subtree_control").read_text().split():
