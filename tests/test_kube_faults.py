@@ -1041,3 +1041,57 @@ def test_memory_pressure_wait_for_the_oom_kill_ends_on_stop(kube_demo: KubeServe
         assert took < 6.0, f"inject ignored the stop flag for {took:.1f}s"
     finally:
         d.journal.close()
+
+
+@pytest.mark.parametrize(
+    "pod_security",
+    [{"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000}, {"runAsNonRoot": True}],
+    ids=["non-root-user", "run-as-non-root-only"],
+)
+def test_network_latency_runs_tc_as_root_in_a_non_root_pod(
+    kube_demo: KubeServer, tmp_path: Path, ephemeral_runner: EphemeralRunner, pod_security: dict[str, Any]
+) -> None:
+    """A pod running as non-root: its ephemeral container inherits the pod's security context.
+    As user 1000 the added NET_ADMIN is not effective and `tc` meets the kernel's EPERM; with
+    `runAsNonRoot` alone the kubelet refuses the root image (CreateContainerConfigError) and
+    inject waited out `wait`. drillkit's container asks for root itself, so `tc` runs with
+    NET_ADMIN: the kernel then answers about netem (this machine lacks it) or adds the delay."""
+    ns = "nonroot"
+    kube_demo.seed(
+        {
+            "kind": "Pod",
+            "metadata": {"name": "api-0", "namespace": ns, "labels": {"app": "api"}},
+            "spec": {"securityContext": pod_security, "containers": [{"name": "api", "image": "chatbot-api:1"}]},
+        }
+    )
+    kube_demo.wait_for(
+        lambda: ((kube_demo.get("pods", ns, "api-0") or {}).get("status") or {}).get("phase") == "Running",
+        message="pod api-0 running",
+    )
+    d = direct_fault(
+        kube_demo,
+        tmp_path,
+        {"kind": "network-latency", "selector": "app=api", "latency": "200ms", "wait": "15s"},
+        namespace=ns,
+    )
+    try:
+        found = d.fault.preflight()
+        with ExitStack() as stack:
+            undo = Undo(stack, d.ctx)
+            if netem_available():
+                d.fault.inject(found, undo)
+                assert "netem d1c:" in node_qdiscs(kube_demo), node_qdiscs(kube_demo)
+            else:
+                started = time.monotonic()
+                with pytest.raises(DrillkitError) as raised:
+                    d.fault.inject(found, undo)
+                assert f"exited 1 (Error): Error: {NO_NETEM}." in str(raised.value), raised.value
+                assert time.monotonic() - started < 10, "inject waited for the container instead of saying why"
+    finally:
+        d.journal.close()
+    pod = kube_demo.get("pods", ns, "api-0")
+    assert pod is not None
+    (eph,) = pod["spec"]["ephemeralContainers"]
+    assert eph["securityContext"]["runAsUser"] == 0 and eph["securityContext"]["runAsNonRoot"] is False, eph
+    assert [(name, code) for name, _, code in ephemeral_runner.ran] == [("api-0", 0 if netem_available() else 1)]
+    assert "d1c:" not in node_qdiscs(kube_demo)

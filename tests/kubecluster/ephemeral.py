@@ -10,7 +10,11 @@ through the pod's status subresource: `waiting` (ContainerCreating) while its im
 (`pull_seconds`, 0 by default), `running` once started, `terminated` with the real exit code
 when it exits — reason Completed/Error and, with `terminationMessagePolicy:
 FallbackToLogsOnError` and a failure, the tail of its output as the message, as the kubelet
-does. An ephemeral container never restarts. A pod deleted has its containers' process groups
+does. An ephemeral container never restarts. Its security context is the kubelet's too: the
+container's fields over the pod's; `runAsNonRoot` with no user or user 0 (the images drillkit
+uses run as root) leaves it waiting in CreateContainerConfigError with the kubelet's words; a
+non-root `runAsUser` runs the command as that user (`setpriv`), so added capabilities are not
+effective and `tc` meets the kernel's EPERM. A pod deleted has its containers' process groups
 stopped (SIGTERM, then SIGKILL after a short grace), as the kubelet stops them.
 
 Nothing here stands in for `tc` or the kernel: whatever the real tools answer is what the pod
@@ -117,11 +121,17 @@ class EphemeralRunner:
                     continue
                 if time.monotonic() - self._seen[key] >= self.pull_seconds:
                     self._seen[key] = -1.0  # started once: an ephemeral container never restarts
-                    self._running[key] = self._run(c)
+                    user, refused = run_as(pod, c)
+                    if refused:
+                        self._report(pod, c, {"waiting": {"reason": "CreateContainerConfigError", "message": refused}})
+                        continue
+                    self._running[key] = self._run(c, user)
                     self._report(pod, c, {"running": {"startedAt": self._running[key].started}})
 
-    def _run(self, container: dict[str, Any]) -> Started:
+    def _run(self, container: dict[str, Any], user: tuple[int, int] | None = None) -> Started:
         command = [*(container.get("command") or []), *(container.get("args") or [])]
+        if user is not None:  # as the kubelet runs a non-root container: no effective capabilities
+            command = ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", *command]
         env = {"PATH": CONTAINER_PATH, "HOME": "/root"}
         env.update({e["name"]: str(e["value"]) for e in container.get("env") or [] if "value" in e})
         cgroup = self.cgroup
@@ -211,6 +221,26 @@ class EphemeralRunner:
             run.proc.wait(10)
         if run.reader is not None:
             run.reader.join(5)
+
+
+def run_as(pod: dict[str, Any], container: dict[str, Any]) -> tuple[tuple[int, int] | None, str]:
+    """The kubelet's reading of a container's security context (the container's fields over the
+    pod's): (uid, gid) to run as when not root, and the kubelet's refusal when `runAsNonRoot`
+    meets a root user (kuberuntime's verifyRunAsNonRoot; the image's user is root here)."""
+    pod_sc = pod["spec"].get("securityContext") or {}
+    sc = container.get("securityContext") or {}
+    uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
+    gid = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
+    ref = f'"{pod["metadata"]["name"]}_{pod["metadata"]["namespace"]}({pod["metadata"]["uid"]})"'
+    if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")):
+        if uid is None:
+            return (
+                None,
+                f"container has runAsNonRoot and image will run as root (pod: {ref}, container: {container['name']})",
+            )
+        if uid == 0:
+            return None, f"container's runAsUser breaks non-root policy (pod: {ref}, container: {container['name']})"
+    return ((uid, gid or 0) if uid else None), ""
 
 
 def _read(proc: subprocess.Popen[bytes], out: bytearray) -> None:

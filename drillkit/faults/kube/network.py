@@ -139,7 +139,15 @@ class NetworkLatency(KubeFault[NetworkLatencyParams, Delayed, NetemRecord]):
             "name": self.container_name,
             "image": p.image,
             "command": ["sh", "-c", script],
-            "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}},
+            # root, whatever the pod says: the image runs as root (a pod's runAsNonRoot would
+            # have the kubelet refuse it), and a non-root user's added capabilities are not
+            # effective, so `tc` would meet EPERM
+            "securityContext": {
+                "runAsUser": 0,
+                "runAsGroup": 0,
+                "runAsNonRoot": False,
+                "capabilities": {"add": ["NET_ADMIN"]},
+            },
             "terminationMessagePolicy": "FallbackToLogsOnError",
         }
 
