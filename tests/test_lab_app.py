@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from tests.helpers import reaped
-from tests.pgutil import Postgres, free_port, start_postgres
+from tests.pgutil import PG_BIN, Postgres, free_port, start_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -278,6 +278,25 @@ def test_sigterm_exits_zero_promptly(lab: Lab) -> None:
         code = replica.stop()
     assert code == 0, replica.log.read_text()
     assert time.monotonic() - start < 3
+
+
+def test_a_new_empty_database_gets_the_schema_again(lab: Lab) -> None:
+    """The kind platform's database has no volume: after a node drain its pod starts empty
+    behind the same address. The replicas, which created the schema once, create it again at
+    the first `UndefinedTable` instead of answering 503 until restarted."""
+    token = login(lab.a.url)
+    psql = [str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", lab.pg.dsn()]
+    subprocess.run([*psql, "-c", "DROP DATABASE chat WITH (FORCE)"], check=True, capture_output=True)
+    subprocess.run([*psql, "-c", "CREATE DATABASE chat"], check=True, capture_output=True)
+    for replica in (lab.a, lab.b):
+        deadline, status = time.monotonic() + 10, 0
+        while time.monotonic() < deadline and status != 200:
+            resp = requests.post(f"{replica.url}/chat", json={"message": "hi"}, headers=bearer(token), timeout=5)
+            status = resp.status_code
+            time.sleep(0.2)
+        assert status == 200, f"{replica.name} still answers {status}: {resp.text}"
+        read = requests.get(f"{replica.url}/conversations/alice", headers=bearer(token), timeout=5)
+        assert read.status_code == 200 and read.json(), read.text
 
 
 def test_database_outage_gives_fast_503_then_recovers(lab: Lab) -> None:

@@ -203,6 +203,8 @@ class ChatApp:
             )
             return json_reply(503, {"error": "no database connection available"})
         except psycopg.Error as exc:
+            if isinstance(exc, psycopg.errors.UndefinedTable):  # a new, empty database (its pod
+                self.schema_ready.clear()  # rescheduled without a volume): the next request creates it
             self.metrics.db_errors.labels("query").inc()
             detail = " ".join(str(exc).split())[:300]
             log.error("503 %s %s: database error %s: %s", method, route, type(exc).__name__, detail)
