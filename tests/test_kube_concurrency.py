@@ -75,6 +75,31 @@ def test_bad_rollout_revert_keeps_a_hotfix_rolled_out_during_the_drill(kube_demo
     assert not kube_demo.list("secrets", NS, label_selector="drillkit.io/run-id"), "the revert record stayed"
 
 
+def test_bad_rollout_revert_restores_the_image_and_keeps_other_template_changes(
+    kube_demo: KubeServer, tmp_path: Path
+) -> None:
+    """On-call changed the pod template without touching the image (an env var, a memory limit)
+    while the broken image was still rolled out: the revert puts the image back and keeps their
+    change; restoring the whole recorded template overwrote it."""
+
+    def tune() -> None:
+        def change(d: dict[str, Any]) -> None:
+            container = d["spec"]["template"]["spec"]["containers"][0]
+            container.setdefault("env", []).append({"name": "POOL_SIZE", "value": "20"})
+
+        kube_demo.update("deployments", NS, "chatbot-api", change)
+
+    before = kube_demo.get("deployments", NS, "chatbot-api")
+    assert before is not None
+    result = run_with(
+        kube_demo, tmp_path, {"kind": "bad-rollout", "workload": "deployment/chatbot-api", "wait": 0}, tune
+    )
+    container = (kube_demo.get("deployments", NS, "chatbot-api") or {})["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == before["spec"]["template"]["spec"]["containers"][0]["image"], result
+    assert {"name": "POOL_SIZE", "value": "20"} in container.get("env", []), f"on-call's env change lost: {container}"
+    assert result["restored"] is True, result
+
+
 def test_immutable_secret_is_refused_in_preflight(kube_demo: KubeServer, tmp_path: Path) -> None:
     kube_demo.update("secrets", NS, "chatbot-jwt", lambda s: s.__setitem__("immutable", True))
     d = direct_fault(

@@ -274,15 +274,11 @@ class Kube(KubeApi):
             raise
         return True
 
-    def replace_template_if(
-        self, kind: str, namespace: str, name: str, test: tuple[str, Any], template: dict[str, Any]
-    ) -> bool:
-        """Put back a pod template exactly, only if the value at JSON pointer `test[0]` is still
-        `test[1]` (what drillkit set); False if it was changed meanwhile."""
-        ops = [
-            {"op": "test", "path": test[0], "value": test[1]},
-            {"op": "replace", "path": "/spec/template", "value": template},
-        ]
+    def replace_if(self, kind: str, namespace: str, name: str, path: str, was: Any, value: Any) -> bool:
+        """Set the value at JSON pointer `path` of a workload to `value` only if it is still
+        `was` (what drillkit set): one JSON patch `test` + `replace`, so nothing else of the
+        object is written; False if it was changed meanwhile."""
+        ops = [{"op": "test", "path": path, "value": was}, {"op": "replace", "path": path, "value": value}]
         try:
             self.patch_workload(kind, namespace, name, ops)
         except KubeError as exc:

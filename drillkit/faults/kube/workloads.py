@@ -286,7 +286,7 @@ class Rollout:
 
 @dataclass(frozen=True)
 class RolloutRecord:
-    """How to undo a bad-rollout: the previous pod template, restored exactly."""
+    """How to undo a bad-rollout: the previous image (and the whole template, for older journals)."""
 
     namespace: str
     kind: str
@@ -298,7 +298,7 @@ class RolloutRecord:
 
 
 class BadRollout(_InPlace):
-    """Roll out an image tag that does not exist; the revert restores the previous pod template."""
+    """Roll out an image tag that does not exist; the revert restores the previous image."""
 
     kind = "bad-rollout"
     Params = BadRolloutParams
@@ -325,7 +325,7 @@ class BadRollout(_InPlace):
             f"set image of container {found.container} in {w.ref}: {found.image_before} -> "
             f"{found.image_after}, label it {MODIFIED_BY}={self.ctx.run_id}; pods to be replaced:",
             *self.pod_lines(found.pods),
-            "revert: restore the previous pod template exactly, delete the record and the label",
+            "revert: put the previous image back (the template as it was), delete the record and the label",
         ]
 
     def inject(self, found: Rollout, undo: Undo) -> None:
@@ -363,7 +363,8 @@ class BadRollout(_InPlace):
 
     @classmethod
     def restore(cls, kube: Kube, record: RolloutRecord, stop: StopFlag | None, run_id: str) -> dict[str, Any]:
-        """Put the recorded template back exactly, drop the in-cluster record, wait for Ready."""
+        """Put the container's recorded image back (if it still runs the one drillkit set), drop
+        the in-cluster record, wait for Ready."""
         ns, kind, name, timeout = record.namespace, record.kind, record.name, cls.ready_timeout
         current = kube.get_workload(kind, ns, name)
         if current is None:
@@ -373,9 +374,10 @@ class BadRollout(_InPlace):
         if record.broken is None and current.template != record.template:  # an older journal
             kube.replace_template(kind, ns, name, record.template)
         elif changed is None and current.template != record.template:
+            # only the image drillkit broke goes back: on-call's other template changes stay
             names = [c.get("name") for c in (current.template.get("spec") or {}).get("containers") or []]
-            test = (f"/spec/template/spec/containers/{names.index(record.container)}/image", record.broken)
-            if not kube.replace_template_if(kind, ns, name, test, record.template):
+            path = f"/spec/template/spec/containers/{names.index(record.container)}/image"
+            if not kube.replace_if(kind, ns, name, path, record.broken, record.image):
                 changed = cls._changed(kube.get_workload(kind, ns, name) or current, record) or "changed meanwhile"
         drop_record(kube, ns, kind, name, cls.kind, run_id)
         if changed is not None:  # on-call rolled something else out during the drill: theirs wins
