@@ -670,6 +670,44 @@ def test_stress_pod_pinned_to_targets_node_and_deleted(
     assert run.event("leftovers_checked").data["remaining"] == []
 
 
+@pytest.mark.parametrize(
+    ("kind", "extra", "limit"),
+    [
+        ("memory-pressure", {"mode": "node", "memory": "256Mi"}, str((256 + 64) * 2**20)),
+        ("cpu-pressure", {"workers": 2}, "72Mi"),
+    ],
+)
+def test_stress_pod_passes_restricted_and_keeps_its_limits_under_a_limitrange(
+    kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path, kind: str, extra: dict[str, object], limit: str
+) -> None:
+    """Pod Security `restricted` enforced on the namespace and a LimitRange defaulting every
+    container to 64Mi: the stress pod is admitted (non-root, no escalation, no capabilities,
+    RuntimeDefault seccomp; the real apiserver's PodSecurity admission judges it), and its own
+    memory limit, not the LimitRange's default, bounds it. It had no securityContext (refused on
+    the preflight's dry run) and no limits (a 64Mi default OOM-kills a 256Mi load in a loop)."""
+    kube_demo.update(
+        "namespaces",
+        None,
+        NS,
+        lambda n: n["metadata"]["labels"].__setitem__("pod-security.kubernetes.io/enforce", "restricted"),
+    )
+    kube_demo.seed(
+        {
+            "kind": "LimitRange",
+            "metadata": {"name": "defaults", "namespace": NS},
+            "spec": {"limits": [{"type": "Container", "default": {"memory": "64Mi"}}]},
+        }
+    )
+    run = run_drill(kube_demo, prom_env, tmp_path, scenario([{"kind": kind, "selector": "app=chatbot-db", **extra}]))
+    assert "error" not in run.kinds(), run.event("error").data
+    posts = [r for r in kube_demo.requests if r.method == "POST" and r.path.endswith("/pods")]
+    assert [(r.query.get("dryRun"), r.status) for r in posts] == [("All", 201), (None, 201)], posts
+    sent = posts[1].body
+    assert sent["spec"]["containers"][0]["resources"]["limits"] == {"memory": limit}, sent["spec"]["containers"]
+    assert sent["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert run.event("leftovers_checked").data["remaining"] == []
+
+
 def test_cpu_pressure_container_busy_loop_is_killed(kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path) -> None:
     with Marked("drillkit-cpu-pressure=1") as loops:
         run = run_drill(

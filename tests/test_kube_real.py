@@ -369,18 +369,20 @@ def test_a_drill_missing_one_verb_says_which(kube_demo: KubeServer, prom_env: Pr
     assert kube_demo.list("leases", NS) == [], "the drill lock was left"
 
 
-# --- (g) Pod Security `restricted` refuses node mode's stress pod -----------------------------------
+# --- (g) a ResourceQuota refuses node mode's stress pod ---------------------------------------------
+# (Pod Security `restricted` admits it: tests/test_kube_faults.py)
 
 
 @pytest.mark.parametrize("fault", ["cpu-pressure", "memory-pressure"])
-def test_pod_security_restricted_refuses_the_stress_pod_in_preflight(
+def test_a_resource_quota_refuses_the_stress_pod_in_preflight(
     kube_demo: KubeServer, prom_env: PromEnv, tmp_path: Path, fault: str
 ) -> None:
-    kube_demo.update(
-        "namespaces",
-        None,
-        NS,
-        lambda n: n["metadata"]["labels"].update({"pod-security.kubernetes.io/enforce": "restricted"}),
+    kube_demo.seed(
+        {
+            "kind": "ResourceQuota",
+            "metadata": {"name": "tight", "namespace": NS},
+            "spec": {"hard": {"requests.memory": "1Mi"}},
+        }
     )
     prom_env.ensure_exporter()
     prom_env.wait_up()
@@ -398,8 +400,8 @@ def test_pod_security_restricted_refuses_the_stress_pod_in_preflight(
     out = r.output + r.stderr
     assert r.exit_code == 3, out
     assert f"{fault}: the cluster refuses the stress pod {NS}/" in out, out
-    assert 'violates PodSecurity "restricted:latest"' in out and "nothing created" in out, out
-    assert "Pod Security level" in out and "grant this verb" not in out, out
+    assert "exceeded quota: tight" in out and "nothing created" in out, out
+    assert "admission control, not by RBAC" in out and "grant this verb" not in out, out
     pod_posts = [r for r in kube_demo.requests if r.method == "POST" and r.path.endswith(f"/{NS}/pods")]
     assert pod_posts and all(p.query.get("dryRun") == "All" for p in pod_posts), pod_posts
     assert not kube_demo.list("pods", NS, "drillkit.io/run-id"), "a stress pod was left"

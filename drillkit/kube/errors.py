@@ -14,6 +14,10 @@ from typing import Any
 
 from drillkit.errors import PermanentError, TransientError
 
+_RBAC_DENIAL = re.compile(r'forbidden: User "[^"]*" cannot ')
+"""How the authorizer words a 403 (`pods is forbidden: User "…" cannot create resource …`);
+admission's 403s (quota, PodSecurity, policies, webhooks) say something else."""
+
 
 class KubeError(PermanentError):
     """A Kubernetes API call failed in a way retrying cannot fix."""
@@ -99,6 +103,13 @@ def translate(what: str, exc: BaseException) -> Exception:
             return Forbidden(
                 f"forbidden: cannot {what}: {message} (the namespace's Pod Security level "
                 "refuses this pod; see its pod-security.kubernetes.io/enforce label)",
+                status,
+            )
+        if status == 403 and not _RBAC_DENIAL.search(message):
+            # a quota, an admission policy or webhook: granting verbs would not help either
+            return Forbidden(
+                f"forbidden: cannot {what}: {message} (refused by the cluster's admission control, "
+                "not by RBAC: its words say which quota, policy or webhook)",
                 status,
             )
         if status == 403:

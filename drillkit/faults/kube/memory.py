@@ -147,6 +147,11 @@ class MemoryPressure(_PressureFault):
     def stress_requests(self) -> dict[str, str]:
         return {"memory": self.params.memory, "cpu": "100m"}
 
+    def stress_limits(self) -> dict[str, str]:
+        """What stress-ng allocates plus 64 MiB for the process itself: the pod holds its load,
+        and a namespace's LimitRange default cannot OOM-kill it in a loop."""
+        return {"memory": str(quantity_bytes(self.params.memory) + (64 << 20))}
+
     def plan(self, found: Pressure) -> list[str]:
         if self.params.mode is Mode.NODE:
             return self.node_plan(found)

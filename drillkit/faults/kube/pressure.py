@@ -67,8 +67,14 @@ def stress_pod(
     requests: dict[str, str],
     deadline: int,
     container: str = "stress",
+    limits: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A stress-ng pod pinned to `node` (nodeName: no scheduler), ending itself at `deadline`."""
+    """A stress-ng pod pinned to `node` (nodeName: no scheduler), ending itself at `deadline`.
+
+    It passes Pod Security `restricted` (non-root, no privilege escalation, no capabilities,
+    RuntimeDefault seccomp: stress-ng's CPU and VM stressors need none of them), and its limits
+    are its own, so a namespace's LimitRange default (say 64Mi) cannot turn the load into an
+    OOM loop."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -79,7 +85,21 @@ def stress_pod(
             "activeDeadlineSeconds": deadline,
             "terminationGracePeriodSeconds": 0,
             "tolerations": [{"operator": "Exists"}],
-            "containers": [{"name": container, "image": image, "args": args, "resources": {"requests": requests}}],
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 65534,
+                "runAsGroup": 65534,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": container,
+                    "image": image,
+                    "args": args,
+                    "resources": {"requests": requests, "limits": limits or {}},
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                }
+            ],
         },
     }
 
@@ -220,13 +240,19 @@ class _PressureFault(KubeFault[Any, Pressure, PressureRecord]):
     def stress_requests(self) -> dict[str, str]:
         raise NotImplementedError
 
+    def stress_limits(self) -> dict[str, str]:
+        raise NotImplementedError
+
     def stress_manifest(self, found: Pressure) -> dict[str, Any]:
         p, name, node = self.params, found.stress, found.node
         assert name is not None and node is not None
         args, requests = self.stress_args(), self.stress_requests()
         labels = self.made_labels(Made.LOAD, "drillkit-stress")
         container = "worker" if self.ctx.naming.blind else "stress"
-        return stress_pod(name, found.namespace, labels, node, p.image, args, requests, int(p.duration) + 30, container)
+        deadline = int(p.duration) + 30
+        return stress_pod(
+            name, found.namespace, labels, node, p.image, args, requests, deadline, container, self.stress_limits()
+        )
 
     def admitted(self, found: Pressure) -> None:
         """Ask the apiserver to create the stress pod with dryRun=All (RBAC, Pod Security,
@@ -330,6 +356,11 @@ class CpuPressure(_PressureFault):
 
     def stress_requests(self) -> dict[str, str]:
         return {"cpu": self.params.cpu, "memory": "32Mi"}
+
+    def stress_limits(self) -> dict[str, str]:
+        """Memory only (a CPU limit would cap the contention): stress-ng's CPU workers need a
+        few MiB each."""
+        return {"memory": f"{64 + 4 * self.params.workers}Mi"}
 
     def command(self) -> str:
         p = self.params
