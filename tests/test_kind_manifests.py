@@ -8,6 +8,7 @@ login was a 401), and a CronJob reading scenarios from a mounted ConfigMap ran e
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -16,6 +17,8 @@ from drillkit.lab.app import MIN_SECRET_BYTES, read_secret
 from drillkit.scenario import scenario_paths
 
 ROOT = Path(__file__).parents[1]
+KIND = ROOT / "drillkit" / "lab" / "kind"
+RULES = ROOT / "drillkit" / "lab" / "rules"
 
 
 def test_the_kind_platforms_jwt_secret_is_one_the_app_accepts(tmp_path: Path) -> None:
@@ -47,3 +50,25 @@ def test_a_mounted_configmap_lists_each_scenario_once(tmp_path: Path) -> None:
     (mount / "team" / "outage.yaml").write_text("d: 4\n")
     found = [str(p.relative_to(mount)) for p in scenario_paths([str(mount)])]
     assert found == ["drain.yml", "pod-kill.yaml", "team/outage.yaml"], found
+
+
+def test_the_kind_prometheus_scrapes_the_cadvisor_series_the_rules_read() -> None:
+    """ChatbotMemoryLeak counts OOM kills from cAdvisor (`container_oom_events_total`): on a
+    cgroup v1 node only the allocator dies and nothing restarts, so no other series shows it.
+    The kind Prometheus must scrape the kubelets' cAdvisor (through the apiserver's node proxy,
+    which its ClusterRole must grant) and keep every `container_*` series the rules read.
+    (Debian's promtool is built without Kubernetes service discovery, so the config's shape is
+    checked here; the kind suite's Prometheus loads it for real.)"""
+    docs = list(yaml.safe_load_all((KIND / "prometheus.yaml").read_text()))
+    config = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["prometheus.yml"])
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "kubelet-cadvisor")
+    assert job["kubernetes_sd_configs"] == [{"role": "node"}]
+    path = next(r for r in job["relabel_configs"] if r.get("target_label") == "__metrics_path__")
+    assert path["replacement"] == "/api/v1/nodes/$1/proxy/metrics/cadvisor", path
+    keep = re.compile(next(r["regex"] for r in job["metric_relabel_configs"] if r["action"] == "keep"))
+    read = set(re.findall(r"\b(container_[a-z_]+)\b", (RULES / "chatbot.rules.yml").read_text()))
+    assert "container_oom_events_total" in read
+    assert {m for m in read if not keep.fullmatch(m)} == set(), "the rules read cAdvisor series the job drops"
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    granted = {(res, verb) for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]}
+    assert ("nodes/proxy", "get") in granted, role["rules"]
