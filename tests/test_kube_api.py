@@ -217,6 +217,55 @@ def test_a_kind_context_must_point_at_loopback(tmp_path: Path, server: str, allo
     assert resolve_settings(None, None, ("kind-x",), str(cfg)).context == "kind-x"
 
 
+def test_a_kind_context_must_reach_the_kind_cluster_it_names(kube_server: KubeServer, tmp_path: Path) -> None:
+    """Loopback is not enough: a `kubectl proxy` (plain HTTP) or an SSH tunnel to another cluster
+    (TLS, but a certificate for another cluster's names) is on 127.0.0.1 too. The test cluster's
+    `kind-drillkit-test` serves TLS with a certificate naming `drillkit-test-control-plane`, as a
+    kind cluster's does; the same server under the name `kind-other` is refused, and so is a plain
+    HTTP server on loopback; either is allowed by name (`--allow-context`)."""
+    import base64
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import yaml
+
+    from drillkit.kube import Kube
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    ca = base64.b64encode(kube_server.plane.ca.read_bytes()).decode()
+    clusters = {
+        "tunnel": {"server": kube_server.url, "certificate-authority-data": ca},
+        "proxy": {"server": f"http://127.0.0.1:{httpd.server_address[1]}"},
+    }
+    contexts = {"kind-drillkit-test": "tunnel", "kind-other": "tunnel", "kind-proxy": "proxy"}
+    cfg = tmp_path / "kubeconfig"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": n, "cluster": c} for n, c in clusters.items()],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": n, "context": {"cluster": c, "user": "u"}} for n, c in contexts.items()],
+                "current-context": "kind-drillkit-test",
+            }
+        )
+    )
+    try:
+        Kube(resolve_settings(None, "kind-drillkit-test", (), str(cfg))).close()
+        with pytest.raises(InputError, match=r"certificate for .*drillkit-test-control-plane.*, not for other-control"):
+            Kube(resolve_settings(None, "kind-other", (), str(cfg)))
+        with pytest.raises(InputError, match=r"'kind-proxy'.* speaks plain HTTP, as a `kubectl proxy` does"):
+            Kube(resolve_settings(None, "kind-proxy", (), str(cfg)))
+        for name in ("kind-other", "kind-proxy"):
+            Kube(resolve_settings(None, name, (name,), str(cfg))).close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    asked = [r.path for r in kube_server.requests]
+    assert asked == [], f"the check sent API requests: {asked}"
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [

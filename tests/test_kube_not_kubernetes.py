@@ -78,7 +78,7 @@ def not_kube(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
 
 def test_a_404_server_is_not_kubernetes_not_a_missing_namespace(not_kube: tuple[Path, list[str]]) -> None:
     cfg, asked = not_kube
-    kube = Kube(resolve_settings(None, "kind-web", (), str(cfg)))
+    kube = Kube(resolve_settings(None, "kind-web", ("kind-web",), str(cfg)))  # plain HTTP: allowed by name
     try:
         said = r"is not a Kubernetes API server: GET /version answered: not found: 404 page"
         with pytest.raises(NotKubernetes, match=said) as err:
@@ -100,7 +100,7 @@ def test_drill_against_a_404_server_exits_3_saying_so(
     extra = ["--dry-run"] if dry_run else []
     r = run_cli(
         "run", str(path), "--prometheus-url", prom_env.url, "--kubeconfig", str(cfg),
-        "--report-dir", str(tmp_path / "r"), *extra,
+        "--report-dir", str(tmp_path / "r"), "--allow-context", "kind-web", *extra,
     )  # fmt: skip
     out = r.stdout + r.stderr
     assert r.returncode == 3, out

@@ -49,7 +49,8 @@ def test_the_check_catches_unknown_fields_and_what_older_versions_reject(kube_de
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     pods = f"{kube_demo.url}/api/v1/namespaces/{NS}/pods"
     typo = {"metadata": {"name": "typo"}, "spec": {"containers": [{"name": "c", "image": "b", "securityContex": {}}]}}
-    r = requests.post(pods, json=typo, headers=auth, timeout=10)
+    ca = str(kube_demo.plane.ca)
+    r = requests.post(pods, json=typo, headers=auth, timeout=10, verify=ca)
     assert r.status_code == 201, r.text
     warning = r.headers.get("Warning", "")
     assert warning.startswith("299 ") and "unknown field" in warning and "securityContex" in warning, r.headers
@@ -58,7 +59,7 @@ def test_the_check_catches_unknown_fields_and_what_older_versions_reject(kube_de
         "metadata": {"name": "newer"},
         "spec": {"resources": {"limits": {"cpu": "1"}}, "containers": [{"name": "c", "image": "b"}]},
     }
-    r = requests.post(pods, json=newer, headers=auth, timeout=10)
+    r = requests.post(pods, json=newer, headers=auth, timeout=10, verify=ca)
     assert r.status_code == 201 and "Warning" not in r.headers, (r.status_code, r.headers, r.text)
     # a wrongly typed value the apiserver refuses itself (no check needed for that)
     r = requests.patch(
@@ -66,6 +67,7 @@ def test_the_check_catches_unknown_fields_and_what_older_versions_reject(kube_de
         data='{"metadata": {"labels": {"tier": 3}}}',
         headers={**auth, "Content-Type": "application/merge-patch+json"},
         timeout=10,
+        verify=ca,
     )
     assert r.status_code in (400, 422), r.text
     found = check_requests(kube_demo.requests)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from drillkit.errors import TransientError
-from drillkit.kube.config import KubeSettings, client_configuration
+from drillkit.kube.config import KubeSettings, check_kind, client_configuration
 from drillkit.kube.errors import ExecFailed, KubeError, KubeTransient, translate
 from drillkit.kube.views import ExecResult, Pod
 from drillkit.retry import retrying
@@ -45,6 +45,8 @@ class KubeApi:
         """The drill's stop flag: retry back-offs and waits end early when it interrupts (None:
         no drill to stop, e.g. `drillkit cleanup`)."""
         cfg = client_configuration(settings)
+        if settings.kind_named:
+            check_kind(settings.context, cfg)
         self._cfg = cfg
         self.api = client.ApiClient(cfg)
         self.core = client.CoreV1Api(self.api)

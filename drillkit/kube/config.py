@@ -3,7 +3,8 @@
 Why it exists: the context is checked before any client exists. By default only `kind-*`
 contexts (disposable local clusters) are allowed, and only if what the name promises holds:
 kind serves its API on the loopback interface, so a `kind-*` context whose API server is not on
-127.0.0.1/::1/localhost (a renamed production context, say) is refused. Anything else, in-cluster
+127.0.0.1/::1/localhost (a renamed production context, say) is refused, and so, at the first
+client, is one whose server is not the kind cluster it names (`check_kind`). Anything else, in-cluster
 service accounts included, needs `--allow-context NAME`; an explicitly allowed context is not
 checked further (the allowlist cannot tell a production cluster from a staging one). A
 malformed kubeconfig becomes one located `KubeconfigError` line (exit 2) instead of a client
@@ -39,6 +40,7 @@ class KubeSettings:
 
     context: str
     kubeconfig: str | None = None  # None: $KUBECONFIG or ~/.kube/config
+    kind_named: bool = False  # allowed only by its `kind-*` name: its server is checked (check_kind)
 
     @property
     def in_cluster(self) -> bool:
@@ -171,7 +173,46 @@ def resolve_settings(
             )
     if context and scenario_context and context != scenario_context:
         log.warning("using context %s (--context) instead of the scenario's %s", context, scenario_context)
-    return KubeSettings(name, kubeconfig)
+    return KubeSettings(name, kubeconfig, kind_named=name.startswith("kind-") and name not in allow_contexts)
+
+
+def check_kind(context: str, cfg: Any) -> None:
+    """A context allowed only by its `kind-<cluster>` name must reach that kind cluster: kind
+    serves its API over TLS, verified by the kubeconfig's CA, with a certificate naming the
+    control-plane node (kubeadm puts `<cluster>-control-plane` in the apiserver's names;
+    `<cluster>-external-load-balancer` with several control planes). A `kubectl proxy` (plain
+    HTTP) or a tunnel to another cluster is on loopback too, but fails this. InputError if not;
+    an unreachable server is left to the first request, which says so with its retries."""
+    import socket
+    import ssl
+
+    cluster = context.removeprefix("kind-")
+    refuse = f"refusing kubeconfig context {context!r}: its name says kind, but its API server ({cfg.host})"
+    hint = f"pass `--allow-context {context}` if you really mean to run this drill there"
+    parts = urlsplit(cfg.host)
+    if parts.scheme != "https":
+        raise InputError(f"{refuse} speaks plain HTTP, as a `kubectl proxy` does (kind serves TLS); {hint}")
+    if not cfg.verify_ssl:
+        raise InputError(f"{refuse} is not verified (insecure-skip-tls-verify; kind's kubeconfig has its CA); {hint}")
+    tls = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
+    tls.check_hostname = False  # the names are checked below, against kind's
+    try:
+        address = (parts.hostname or "", parts.port or 443)
+        with socket.create_connection(address, timeout=5) as raw, tls.wrap_socket(raw) as conn:
+            cert = conn.getpeercert() or {}
+    except ssl.SSLCertVerificationError as exc:
+        raise InputError(
+            f"{refuse} has a certificate the kubeconfig's CA did not sign ({exc.verify_message}); {hint}"
+        ) from None
+    except OSError:
+        return
+    alt_names: Any = cert.get("subjectAltName", ())  # (("DNS", "name"), ("IP Address", "…"), …)
+    names = [str(pair[1]) for pair in alt_names if pair[0] == "DNS"]
+    if not {f"{cluster}-control-plane", f"{cluster}-external-load-balancer"} & set(names):
+        raise InputError(
+            f"{refuse} has a certificate for {', '.join(names) or 'no host name'}, not for "
+            f"{cluster}-control-plane as kind cluster {cluster!r}'s is (a tunnel to another cluster?); {hint}"
+        )
 
 
 def _loopback(host: str) -> bool:

@@ -8,6 +8,7 @@ a freshly seeded cluster without paying the apiserver's start-up again.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
@@ -98,11 +99,15 @@ class RealCluster:
     # ------------------------------------------------------------ kubeconfig and RBAC
     def write_kubeconfig(self) -> None:
         """Both contexts, with the current token (the admin's, or the ServiceAccount's under RBAC)."""
+        ca = base64.b64encode(self.plane.ca.read_bytes()).decode()
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "preferences": {},
-            "clusters": [{"name": c, "cluster": {"server": self.url}} for c in (CONTEXT, PROD_CONTEXT)],
+            "clusters": [
+                {"name": c, "cluster": {"server": self.url, "certificate-authority-data": ca}}
+                for c in (CONTEXT, PROD_CONTEXT)
+            ],
             "users": [{"name": c, "user": {"token": self._token}} for c in (CONTEXT, PROD_CONTEXT)],
             "contexts": [
                 {"name": c, "context": {"cluster": c, "user": c, "namespace": "default"}}

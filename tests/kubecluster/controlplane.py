@@ -71,6 +71,14 @@ def make_pki(d: Path, host_ip: str) -> None:
              "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf", cwd=d)  # fmt: skip
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
+    # the recording proxy's certificate, shaped like a kind cluster's: kubeadm puts the control
+    # plane's node name (`<cluster>-control-plane`) in the apiserver's names, and the test
+    # kubeconfig's `kind-drillkit-test` context names the cluster `drillkit-test`
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "proxy.key", "-out", "proxy.csr",
+             "-subj", "/CN=kube-apiserver", cwd=d)  # fmt: skip
+    (d / "proxy.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:drillkit-test-control-plane\n")
+    _openssl("x509", "-req", "-in", "proxy.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "proxy.crt", "-days", "2", "-extfile", "proxy.cnf", cwd=d)  # fmt: skip
 
 
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1

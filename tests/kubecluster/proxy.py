@@ -18,6 +18,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -63,6 +64,9 @@ class FaultProxy:
 
     def start(self) -> FaultProxy:
         self._ctx = ssl.create_default_context(cafile=self.ca)
+        pki = Path(self.ca).parent  # served over TLS as kind serves its API (proxy.crt: controlplane.make_pki)
+        self._served = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._served.load_cert_chain(pki / "proxy.crt", pki / "proxy.key")
         self._sock = socket.create_server(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         threading.Thread(target=self._accept, name="kube-proxy", daemon=True).start()
@@ -77,7 +81,7 @@ class FaultProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
 
     def reset(self) -> None:
         with self._lock:
@@ -138,9 +142,11 @@ class FaultProxy:
                 return
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
-    def _serve(self, client: socket.socket) -> None:
+    def _serve(self, conn: socket.socket) -> None:
         upstream: socket.socket | None = None
+        client: socket.socket = conn
         try:
+            client = self._served.wrap_socket(conn, server_side=True)
             head, rest = _read_head(client)
             if head is None:
                 return
@@ -189,7 +195,7 @@ class FaultProxy:
         except (OSError, ValueError):
             return
         finally:
-            for s in (client, upstream):
+            for s in (client, upstream, conn):
                 if s is not None:
                     with contextlib.suppress(OSError):
                         s.close()
@@ -271,7 +277,8 @@ def _splice(client: socket.socket, upstream: ssl.SSLSocket) -> None:
     upstream.setblocking(False)
     open_ = {client: True, upstream: True}
     while all(open_.values()):
-        ready = [upstream] if upstream.pending() else select.select([client, upstream], [], [], 1.0)[0]
+        buffered = [s for s in (client, upstream) if isinstance(s, ssl.SSLSocket) and s.pending()]
+        ready = buffered or select.select([client, upstream], [], [], 1.0)[0]
         for src in ready:
             dst = upstream if src is client else client
             try:
