@@ -60,7 +60,9 @@ def wait_harmed(server: KubeServer, proc: subprocess.Popen[str], original: str) 
         if replicas(server) == 0 and jwt(server) != original and backups(server):
             return
         time.sleep(0.05)
-    err = proc.communicate(timeout=5)[1] if proc.poll() is not None else ""
+    if proc.poll() is None:
+        proc.kill()
+    err = proc.communicate(timeout=5)[1]
     raise AssertionError(f"drill never injected both faults (exit {proc.poll()}):\n{err}")
 
 

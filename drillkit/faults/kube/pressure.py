@@ -314,6 +314,17 @@ class _PressureFault(KubeFault[Any, Pressure, PressureRecord]):
         return {"stopped_in": stopped}
 
 
+def busy_loops(marker: str, workers: int, seconds: int) -> str:
+    """Container mode's load: `workers` POSIX busy loops in the container's shell, each ending
+    after `seconds` by the clock (no tool beyond `sh` and `date`), the shell marked for the
+    revert's killer."""
+    loop = 'while [ "$(date +%s)" -lt "$end" ]; do :; done'
+    return (
+        f": {marker}=1; end=$(( $(date +%s) + {seconds} )); "
+        f"i=0; while [ $i -lt {workers} ]; do ( {loop} ) & i=$((i+1)); done; wait"
+    )
+
+
 @dataclass(frozen=True)
 class CpuPressureParams:
     selector: str = doc("label selector of the target pods")
@@ -363,12 +374,7 @@ class CpuPressure(_PressureFault):
         return {"memory": f"{64 + 4 * self.params.workers}Mi"}
 
     def command(self) -> str:
-        p = self.params
-        loop = 'while [ "$(date +%s)" -lt "$end" ]; do :; done'
-        return (
-            f": {self.load_marker}=1; end=$(( $(date +%s) + {int(p.duration)} )); "
-            f"i=0; while [ $i -lt {p.workers} ]; do ( {loop} ) & i=$((i+1)); done; wait"
-        )
+        return busy_loops(self.load_marker, self.params.workers, int(self.params.duration))
 
     def plan(self, found: Pressure) -> list[str]:
         if self.params.mode is Mode.NODE:
