@@ -72,3 +72,22 @@ def test_the_kind_prometheus_scrapes_the_cadvisor_series_the_rules_read() -> Non
     role = next(d for d in docs if d["kind"] == "ClusterRole")
     granted = {(res, verb) for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]}
     assert ("nodes/proxy", "get") in granted, role["rules"]
+
+
+def test_the_kind_workflow_pins_kind_and_the_node_image_and_loads_netem() -> None:
+    """What `drillkit lab up --kind` needs on a fresh runner, in the workflow's steps: the kind
+    release its configs pin (their node images are built for it), `sch_netem` loaded on the host
+    the kind nodes share before the suite runs, and one digest-pinned node image in both kind
+    configs (the trainee's `kind-config.yaml` and the lab's)."""
+    configs = [ROOT / "kind-config.yaml", KIND / "kind-config.yaml"]
+    images = {n["image"] for c in configs for n in yaml.safe_load(c.read_text())["nodes"]}
+    assert len(images) == 1 and re.fullmatch(r"kindest/node:v[\d.]+@sha256:[0-9a-f]{64}", images.pop()), images
+    pinned = {m for c in configs for m in re.findall(r"Pinned: kind (v[\d.]+)", c.read_text())}
+    assert len(pinned) == 1, f"the kind configs name {pinned or 'no'} kind release"
+    steps = yaml.safe_load((ROOT / ".github/workflows/kind.yml").read_text())["jobs"]["kind"]["steps"]
+    kind = [s for s in steps if "kind-action" in str(s.get("uses", "")) or "kind" in str(s.get("run", "")).split()]
+    assert [s.get("with", {}).get("version") for s in kind if "uses" in s] == [pinned.pop()], kind
+    runs = [str(s.get("run", "")) for s in steps]
+    netem = next(i for i, r in enumerate(runs) if "modprobe sch_netem" in r)
+    suite = next(i for i, r in enumerate(runs) if "--kind" in r and "pytest" in r)
+    assert netem < suite, "sch_netem must be loaded before the kind suite runs"
