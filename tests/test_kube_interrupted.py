@@ -245,7 +245,7 @@ RIGS: dict[str, Rig] = {
 
 def wait_harmed(server: KubeServer, proc: subprocess.Popen[str], reports: Path, rig: Rig) -> Path:
     """Until the harm shows on the server and the journal says `injected`; the journal."""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60  # a loaded 2-core machine starts a drill slowly
     while time.monotonic() < deadline and proc.poll() is None:
         journals = list(reports.glob("*/journal.jsonl")) if reports.exists() else []
         if journals and '"kind": "injected"' in journals[0].read_text() and rig.harmed(server, rig.before):
