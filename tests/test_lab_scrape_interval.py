@@ -91,6 +91,10 @@ def test_kind_prometheus_and_its_rules_follow_the_interval(tmp_path: Path, inter
     for job in config["scrape_configs"]:  # Debian's promtool lacks Kubernetes discovery
         if job.pop("kubernetes_sd_configs", None) is not None:
             job["static_configs"] = [{"targets": ["pod:8000"]}]
+        for section, key in (("tls_config", "ca_file"), ("authorization", "credentials_file")):
+            if key in job.get(section, {}):  # the pod's ServiceAccount mount, here a file of ours
+                (tmp_path / key).write_text("x\n")
+                job[section][key] = str(tmp_path / key)
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     r = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True)
     assert r.returncode == 0 and "SUCCESS: 10 rules found" in r.stdout, r.stdout + r.stderr
