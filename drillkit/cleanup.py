@@ -174,16 +174,32 @@ def _journal_namespaces(scenario: dict[str, Any]) -> tuple[str, ...]:
 
 
 class _Kubes:
-    """One Kube facade per context, created only when needed (the allowlist applies)."""
+    """One Kube facade per context, created only when needed (the allowlist applies).
+
+    Settings are resolved once per journal context, not once per run: resolving parses the
+    kubeconfig, and a reports folder of 10,000 runs names a handful of contexts. A refusal is
+    kept too, so every run of a refused context gets the same error."""
 
     def __init__(self, context: str | None, allow: tuple[str, ...], kubeconfig: str | None) -> None:
         self.context, self.allow, self.kubeconfig = context, allow, kubeconfig
         self._made: dict[str, Kube] = {}
+        self._settings: dict[str | None, KubeSettings | DrillkitError] = {}
 
     def settings(self, journal_context: str | None) -> KubeSettings:
         from drillkit.kube import resolve_settings
 
-        return resolve_settings(self.context, journal_context, self.allow, self.kubeconfig)
+        if journal_context not in self._settings:
+            try:
+                found: KubeSettings | DrillkitError = resolve_settings(
+                    self.context, journal_context, self.allow, self.kubeconfig
+                )
+            except DrillkitError as exc:
+                found = exc
+            self._settings[journal_context] = found
+        found = self._settings[journal_context]
+        if isinstance(found, DrillkitError):
+            raise found.with_traceback(None)
+        return found
 
     def get(self, settings: KubeSettings) -> Kube:
         from drillkit.kube import Kube

@@ -108,3 +108,47 @@ def test_cluster_wide_only_when_asked_and_needs_a_clusterrole(as_drillkit: KubeS
     assert r.exit_code == 0, r.stdout + r.stderr
     assert "deleted Secret payments/left-b0b0b0b0" in r.stdout, r.stdout
     assert "/api/v1/secrets" in cluster_wide_lists(as_drillkit)
+
+
+def _unfinished_run(reports: Path, run_id: str, context: str) -> None:
+    """A drill killed before it ended, with nothing pending, whose journal names `context`."""
+    j = Journal(reports / f"run-{run_id}" / "journal.jsonl")
+    scenario = {"target": {"kubernetes": {"context": context, "namespace": NS}}, "path": "", "faults": []}
+    j.append("started", run_id=run_id, scenario=scenario)
+    j.close()
+
+
+def test_cleanup_all_asks_the_same_of_2_runs_as_of_60(kube_demo: KubeServer, tmp_path: Path) -> None:
+    """The kubeconfig is resolved once per context (not once per run, issue 23): `--all` over 60
+    finished runs sends exactly the requests it sends over 2, and prints the same lines."""
+
+    def run(n: int) -> tuple[list[tuple[str, str, str]], list[str]]:
+        reports = tmp_path / f"reports{n}"
+        for i in range(n):
+            finished_run(reports, f"{i:08x}")
+        before = len(kube_demo.requests)
+        r = cleanup(kube_demo, reports, "--all")
+        assert r.exit_code == 0, r.stdout + r.stderr
+        asked = sorted((q.method, q.path, str(sorted(q.query.items()))) for q in kube_demo.requests[before:])
+        return asked, r.stdout.splitlines()
+
+    few, many = run(2), run(60)
+    assert many[0] == few[0], f"60 runs asked {len(many[0])} requests, 2 runs {len(few[0])}"
+    assert many[1] == few[1]
+    assert any(path.endswith(f"/namespaces/{NS}/secrets") for _, path, _ in few[0]), few[0]
+
+
+def test_a_refused_context_fails_every_run_that_names_it(kube_demo: KubeServer, tmp_path: Path) -> None:
+    """A context resolved once and refused is still one located FAILED line per run naming it
+    (the cached refusal), while the runs of the good context are ended as before."""
+    reports = tmp_path / "reports"
+    gone = [f"c{i:07x}" for i in range(3)]
+    for run_id in gone:
+        _unfinished_run(reports, run_id, "kind-gone")
+    _unfinished_run(reports, "d0000000", CONTEXT)
+    r = cleanup(kube_demo, reports, "--all")
+    assert r.exit_code == 1, r.stdout + r.stderr
+    for run_id in gone:
+        line = [x for x in r.stdout.splitlines() if f"run {run_id}:" in x]
+        assert len(line) == 1 and "'kind-gone' not found" in line[0], r.stdout
+    assert "aborted" in (reports / "run-d0000000" / "journal.jsonl").read_text(), r.stdout
