@@ -413,9 +413,9 @@ def _sweep(
 ) -> None:
     """Delete (or restore, then delete) everything labelled with the run id(s), listed where
     `where` says (never across all namespaces unless asked)."""
-    from drillkit.faults.kube import RECORDING_FAULTS, release_workload, restore_from_backup, restore_recorded
     from drillkit.faults.kube.network import clear_netem
-    from drillkit.faults.kube.secrets import BLIND_META
+    from drillkit.faults.kube.secrets import BLIND_META, restore_from_backup
+    from drillkit.faults.kube.workloads import RECORDING_FAULTS, release_workload, restore_recorded
     from drillkit.kube import BACKUP_OF, NETEM_BY, NETEM_CONTAINER, REVERT_FAULT, REVERT_OF
 
     targets = set(contexts)

@@ -10,7 +10,6 @@ journal for `drillkit cleanup`.
 from __future__ import annotations
 
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -132,6 +131,8 @@ def on_signals(
     the handler could deadlock, since it runs in this thread, which may be holding the very
     lock `act` needs (`Event.set` takes the lock `Event.wait` holds, and every wait waits)."""
     previous = {s: signal.getsignal(s) for s in signals}
+    import socket  # here: only a drill run watches signals, and `validate` loads this module
+
     reader, writer = socket.socketpair()
     writer.setblocking(False)
     wakeup = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from drillkit.cleanup import cleanup
 from drillkit.cli import main
 from drillkit.faults import FaultContext, Naming, Undo, fault_class
-from drillkit.faults.kube import record_name
+from drillkit.faults.kube.workloads import record_name
 from drillkit.journal import Journal, pending_reverts
 from drillkit.kube import MODIFIED_BY, REVERT_FAULT, REVERT_OF, kube_factory_for
 from drillkit.scenario import Scenario, load_scenario

@@ -21,8 +21,7 @@ import pytest
 
 from drillkit.errors import Aborted, DrillkitError
 from drillkit.faults import Undo
-from drillkit.faults.kube import record_name
-from drillkit.faults.kube.workloads import BadRollout, RolloutRecord
+from drillkit.faults.kube.workloads import BadRollout, RolloutRecord, record_name
 from drillkit.journal import pending_reverts
 from drillkit.kube import MODIFIED_BY, REVERT_FAULT, REVERT_OF
 from drillkit.signals import StopFlag

@@ -67,10 +67,11 @@ def _modules(args: list[str]) -> set[str]:
         (["validate", LAB], STDLIB - {"inspect", "uuid"}),
         # its ${lab.port.postgres} reads the lab's state.json (drillkit.lab.layout)
         (["validate", LAB_DB], STDLIB - {"inspect", "uuid", "json"}),
-        # drillkit.faults.kube imports every Kubernetes fault family, and drillkit.kube.api logs
-        (["validate", K8S], STDLIB - {"inspect", "uuid", "json", "logging", "hashlib"}),
+        # drillkit.kube.errors reads the apiserver's Status bodies with json
+        (["validate", K8S], STDLIB - {"inspect", "uuid", "json"}),
+        (["schema"], STDLIB - {"inspect", "uuid", "json"}),
     ],
-    ids=["help", "validate-local", "validate-local-database", "validate-kubernetes"],
+    ids=["help", "validate-local", "validate-local-database", "validate-kubernetes", "schema"],
 )
 def test_startup_imports_nothing_heavy(args: list[str], stdlib: set[str]) -> None:
     loaded = _modules(args)
@@ -132,3 +133,47 @@ def test_unknown_command_suggests_every_command() -> None:
     assert out.returncode == 2
     assert "No such command 'valdate'" in out.stderr
     assert "'validate'" in out.stderr, out.stderr
+
+
+# What validating a Kubernetes scenario needs of drillkit.kube is its views (Pod, labels) and
+# error classes: not the client, the retry policy, the kubeconfig reader, nor the other faults.
+KUBE_RUN = {
+    "drillkit.kube.client",
+    "drillkit.kube.api",
+    "drillkit.kube.config",
+    "drillkit.kube.lease",
+    "drillkit.retry",
+}
+
+
+def test_validating_one_kubernetes_fault_loads_that_fault_only() -> None:
+    loaded = _modules(["validate", K8S])
+    faults = {m for m in loaded if m.startswith("drillkit.faults.kube.")}
+    assert faults == {"drillkit.faults.kube.base", "drillkit.faults.kube.pods"}, sorted(faults)
+    assert not KUBE_RUN & loaded, sorted(KUBE_RUN & loaded)
+    assert not {"socket", "random", "secrets", "hashlib", "concurrent.futures"} & loaded
+
+
+def test_validating_every_shipped_scenario_loads_no_client() -> None:
+    loaded = _modules(["validate", str(ROOT / "scenarios")])
+    unwanted = (HEAVY | KUBE_RUN | {"hashlib", "secrets", "concurrent.futures", "importlib.metadata"}) & loaded
+    assert not unwanted, f"drillkit validate scenarios/ imported {sorted(unwanted)}"
+
+
+def test_plugins_are_still_found_without_importlib_metadata_up_front(tmp_path: Path) -> None:
+    """The cheap look for `drillkit.faults` entry points must not hide a real plugin."""
+    (tmp_path / "plugin_x.py").write_text(
+        "from drillkit.faults.local.processes import ProcessKill\n\n\n"
+        "class OtherKill(ProcessKill):\n    kind = 'other-kill'\n"
+    )
+    dist = tmp_path / "plugin_x-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plugin-x\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[drillkit.faults]\nother-kill = plugin_x:OtherKill\n")
+    code = "from drillkit.faults import registry\nprint(sorted(registry('local')))"
+    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"}
+    with_plugin = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert "other-kill" in with_plugin.stdout, with_plugin.stdout + with_plugin.stderr
+    (dist / "entry_points.txt").unlink()
+    without = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert "other-kill" not in without.stdout and "process-kill" in without.stdout, without.stdout

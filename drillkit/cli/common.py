@@ -150,7 +150,8 @@ def main(ctx: click.Context, verbose: bool) -> None:
     """Rehearse incidents: inject a playbook fault, time detection and response with
     Prometheus, always revert, and write the post-mortem report."""
     ctx.meta[_VERBOSE] = verbose
-    if ctx.invoked_subcommand != "validate":  # it logs only with --prometheus-url: then it calls this itself
+    # validate logs only with --prometheus-url (then it calls this itself); schema never logs
+    if ctx.invoked_subcommand not in ("validate", "schema"):
         start_logging()
 
 

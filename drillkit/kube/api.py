@@ -20,15 +20,13 @@ from typing import Any, TypeVar
 from drillkit.errors import TransientError
 from drillkit.kube.config import KubeSettings, check_kind, client_configuration
 from drillkit.kube.errors import ExecFailed, KubeError, KubeTransient, translate
-from drillkit.kube.views import ExecResult, Pod
+from drillkit.kube.views import REQUEST_TIMEOUT, ExecResult, Pod
 from drillkit.retry import retrying
 from drillkit.signals import StopFlag, wait_until
 
 log = logging.getLogger("drillkit.kube")
 T = TypeVar("T")
 
-REQUEST_TIMEOUT = (5.0, 30.0)
-"""Seconds: (connect, read) for every non-watch call."""
 MAX_IN_FLIGHT = 16
 """Calls `concurrently` keeps in flight at most (and never more than the client's connection
 pool holds, `connection_pool_maxsize`: urllib3 would open and discard extra connections)."""

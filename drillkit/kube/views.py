@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+REQUEST_TIMEOUT = (5.0, 30.0)
+"""Seconds: (connect, read) for every non-watch call (here, not in `api`, because the faults
+derive their stop timeouts from it at import, and validating them must not load the client)."""
 RUN_LABEL = "drillkit.io/run-id"
 """Label on every object drillkit creates; `drillkit cleanup` and `Kube.leftovers` find them."""
 BACKUP_OF = "drillkit.io/backup-of"

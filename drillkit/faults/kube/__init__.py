@@ -6,27 +6,13 @@ names — never secret values) and reverts idempotently from that record alone (
 reverted), so `drillkit cleanup` in another process can finish the job after a crash. Every
 object a fault creates carries `drillkit.io/run-id=<run id>`. All cluster access goes through
 `drillkit.kube.Kube`.
+
+This package imports none of its modules: validating a pod-kill scenario loads the pod-kill
+module alone (drillkit.faults.fault_class reads `KINDS`), and cleanup imports what it uses from
+the modules themselves.
 """
 
-from drillkit.faults import FaultClass
-from drillkit.faults.kube.database import DbConnectionExhaustion
-from drillkit.faults.kube.memory import MemoryPressure
-from drillkit.faults.kube.network import NetworkLatency
-from drillkit.faults.kube.nodes import NodeDrain
-from drillkit.faults.kube.pods import PodKill
-from drillkit.faults.kube.pressure import CpuPressure
-from drillkit.faults.kube.secrets import AuthSecretCorruption, restore_from_backup
-from drillkit.faults.kube.workloads import (
-    RECORDING_FAULTS,
-    BadRollout,
-    ScaleToZero,
-    record_name,
-    release_workload,
-    restore_recorded,
-)
-
-# kind -> "module:Class", as drillkit.faults.fault_class reads it (this package imports its
-# modules anyway: cleanup uses what it exports)
+# kind -> "module:Class", as drillkit.faults.fault_class reads it
 KINDS = {
     "pod-kill": "drillkit.faults.kube.pods:PodKill",
     "scale-to-zero": "drillkit.faults.kube.workloads:ScaleToZero",
@@ -38,34 +24,3 @@ KINDS = {
     "cpu-pressure": "drillkit.faults.kube.pressure:CpuPressure",
     "network-latency": "drillkit.faults.kube.network:NetworkLatency",
 }
-
-FAULTS: list[FaultClass] = [
-    PodKill,
-    ScaleToZero,
-    BadRollout,
-    AuthSecretCorruption,
-    DbConnectionExhaustion,
-    NodeDrain,
-    MemoryPressure,
-    CpuPressure,
-    NetworkLatency,
-]
-
-__all__ = [
-    "FAULTS",
-    "KINDS",
-    "RECORDING_FAULTS",
-    "AuthSecretCorruption",
-    "BadRollout",
-    "CpuPressure",
-    "DbConnectionExhaustion",
-    "MemoryPressure",
-    "NetworkLatency",
-    "NodeDrain",
-    "PodKill",
-    "ScaleToZero",
-    "record_name",
-    "release_workload",
-    "restore_from_backup",
-    "restore_recorded",
-]

@@ -11,30 +11,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from drillkit.errors import PreflightError
 from drillkit.faults import Fault, Made, RevertContext, check_max_targets
-from drillkit.kube import (
-    MODIFIED_BY,
-    PROTECTED_NAMESPACES,
-    REQUEST_TIMEOUT,
-    RUN_LABEL,
-    Kube,
-    Pod,
-    Workload,
-    workload_kind,
-)
+from drillkit.kube import MODIFIED_BY, PROTECTED_NAMESPACES, REQUEST_TIMEOUT, RUN_LABEL, Pod, Workload, workload_kind
 from drillkit.model import Count
 from drillkit.signals import StopFlag
+
+if TYPE_CHECKING:
+    from drillkit.kube import Kube
 
 READY_TIMEOUT = 60.0
 """Seconds a revert waits for a restored workload to be Ready again."""
@@ -82,6 +74,8 @@ class Background:
     registry: ClassVar[dict[str, Background]] = {}
 
     def __init__(self, stop: StopFlag) -> None:
+        import secrets  # here: it loads hashlib, which validating a scenario never needs
+
         self.token = secrets.token_hex(6)
         self.stop = stop
         self.threads: list[threading.Thread] = []
@@ -194,6 +188,8 @@ class KubeFault(Fault[P, F, R]):
         self.check_blast(f"pods matching {where}", n, len(pods))
         if pick is Pick.OLDEST:
             return tuple(sorted(pods, key=lambda p: (p.created, p.name))[:n])
+        import random
+
         return tuple(random.sample(pods, n))
 
     def pod_container(self, pod: Pod, name: str | None) -> str:

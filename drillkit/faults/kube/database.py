@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -159,6 +158,8 @@ class DbConnectionExhaustion(KubeFault[DbConnectionParams, Connections, JobRecor
             raise PreflightError(
                 f"{self.kind}: Secret {ns}/{p.secret} has no key {', '.join(missing)} (keys: {', '.join(keys)})"
             )
+        import secrets  # here: it loads hashlib, which validating a scenario never needs
+
         return Connections(
             namespace=ns,
             service=service_ref,

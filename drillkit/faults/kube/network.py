@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from drillkit.errors import Aborted, DrillkitError, PreflightError
 from drillkit.faults import Made, RevertContext, Undo
@@ -30,7 +30,6 @@ from drillkit.kube import (
     Ended,
     ExecFailed,
     Forbidden,
-    Kube,
     KubeError,
     KubeTransient,
     NotFound,
@@ -38,6 +37,9 @@ from drillkit.kube import (
 )
 from drillkit.model import Count, Duration, doc
 from drillkit.signals import StopFlag, wait_until
+
+if TYPE_CHECKING:
+    from drillkit.kube import Kube
 
 NETEM_IMAGE = "ghcr.io/nicolaka/netshoot:v0.13"
 HANDLE = "d1c:"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -166,6 +165,8 @@ class _PressureFault(KubeFault[Any, Pressure, PressureRecord]):
         count = p.count if p.mode is Mode.CONTAINER else Count(1)
         pods = self.resolve_pods(ns, p.selector, p.field_selector, count, p.pick)
         if p.mode is Mode.NODE:
+            import secrets  # here: it loads hashlib, which validating a scenario never needs
+
             node = pods[0].node
             if not node:
                 raise PreflightError(f"{self.kind}: pod {pods[0].name} is not scheduled yet")

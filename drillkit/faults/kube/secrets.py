@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from drillkit.errors import DrillkitError, PreflightError
 from drillkit.faults import Made, Naming, RevertContext, Undo
 from drillkit.faults.kube.base import KubeFault, now, parse_workload
-from drillkit.kube import BACKUP_OF, RESTART, RESTARTED_AT, RUN_LABEL, Conflict, Kube, NotFound, ObjRef, Workload
+from drillkit.kube import BACKUP_OF, RESTART, RESTARTED_AT, RUN_LABEL, Conflict, NotFound, ObjRef, Workload
 from drillkit.model import doc
+
+if TYPE_CHECKING:
+    from drillkit.kube import Kube
 
 BACKUP_KEY = "drillkit.io/backup-key"
 """Annotation on a backup Secret: the key (of the Secret it backs up) it holds."""
@@ -203,6 +205,8 @@ class AuthSecretCorruption(KubeFault[AuthSecretParams, Credential, BackupRecord]
         if original is None:
             raise PreflightError(f"{self.kind}: key {p.key} vanished from Secret {ns}/{p.secret}")
         blind = self.ctx.naming.blind
+        import secrets  # the standard library's (absolute import); here: validating never needs hashlib
+
         corrupt = secrets.token_hex(24) if blind else f"drillkit-corrupted-{secrets.token_hex(16)}"
         corrupted = base64.b64encode(corrupt.encode()).decode()
         data, annotations = Backup(p.secret, p.key, original, restart, corrupted).fields(blind)

@@ -13,14 +13,17 @@ import base64
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from drillkit.errors import DrillkitError, PreflightError, ScenarioError
 from drillkit.faults import Made, RevertContext, Undo, digest, record_data
 from drillkit.faults.kube.base import READY_TIMEOUT, KubeFault, note, parse_workload, private_journal
-from drillkit.kube import MODIFIED_BY, REVERT_FAULT, REVERT_OF, RUN_LABEL, Conflict, Kube, NotFound, Pod, Workload
+from drillkit.kube import MODIFIED_BY, REVERT_FAULT, REVERT_OF, RUN_LABEL, Conflict, NotFound, Pod, Workload
 from drillkit.model import Duration, Where, build, doc
 from drillkit.signals import StopFlag
+
+if TYPE_CHECKING:
+    from drillkit.kube import Kube
 
 REVERT_KEY = "revert"
 """Data key of a revert-record Secret: the revert record as JSON."""

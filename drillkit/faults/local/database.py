@@ -38,7 +38,6 @@ from drillkit.faults.local.files import check_scratch, disguise, remove_scratch,
 from drillkit.faults.local.holder import read_status
 from drillkit.model import Duration, doc
 from drillkit.procs import ProcId, alive, find_processes, own_group, proc_id, run_briefly, spawn, stop_group
-from drillkit.retry import retrying
 from drillkit.signals import wait_until
 
 if TYPE_CHECKING:
@@ -106,6 +105,8 @@ def _ask(
     Its `{"error", "transient"}` answer becomes TransientError (retried) or PermanentError, both
     `database: <what>: <the server's message>`; a stop request ends the wait (Aborted)."""
     import json  # here, not at the top: validating a scenario imports the faults, not json
+
+    from drillkit.retry import retrying  # as json
 
     env = _env(password_env)
     result: dict[str, Any] = {}
