@@ -16,12 +16,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drillkit.errors import DrillkitError
 from drillkit.journal import printable
-from drillkit.prometheus import AlertRule, Prometheus
 from drillkit.scenario import Scenario
+
+if TYPE_CHECKING:  # rendering a report reads saved series: no HTTP client (requests) loads
+    from drillkit.prometheus import AlertRule, Prometheus
 
 SERIES_NAME = "series.json"
 MARGIN_BEFORE, MARGIN_AFTER = 30.0, 5.0  # seconds of context around the drill in the plots

@@ -7,6 +7,7 @@ by `drillkit update`), so `drillkit report` re-renders any run identically.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -219,10 +220,12 @@ def _xml_value(value: Any) -> Any:
     return value
 
 
+@functools.cache
 def _environment(fmt: str) -> Any:
-    """The template environment of one format. HTML and XML escape every value (scenario text,
-    reasons and errors are not ours to trust) and drop characters XML cannot carry; Markdown
-    neutralises its own control characters in every value, except code spans made by `code`."""
+    """The template environment of one format, made once a process. HTML and XML escape every
+    value (scenario text, reasons and errors are not ours to trust) and drop characters XML
+    cannot carry; Markdown neutralises its own control characters in every value, except code
+    spans made by `code`. Compiled templates are kept between processes (`_bytecode_cache`)."""
     import jinja2
     from markupsafe import Markup
 
@@ -248,6 +251,7 @@ def _environment(fmt: str) -> Any:
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
     )
+    env.bytecode_cache = _bytecode_cache(fmt, env)
     env.filters["dur"] = format_duration
     env.filters["time"] = lambda at: at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
     env.filters["code"] = code
@@ -255,6 +259,35 @@ def _environment(fmt: str) -> Any:
     env.filters["relpath"] = _md_link(path_link) if markdown else path_link
     env.filters["prose"] = _prose_md if markdown else _prose_html
     return env
+
+
+def _bytecode_cache(fmt: str, env: Any) -> Any:
+    """jinja2's cache of compiled templates, in the user's cache folder (0700, as jinja2's own
+    default): compiling the templates was half of a small report's time, in every process.
+    jinja2 recompiles a template whose source changed (its checksum is kept with the code); the
+    folder's name carries the format, jinja2's version and the environment's options, which
+    shape the compiled code too. None (compile every time) where no cache folder can be made."""
+    import hashlib
+
+    import jinja2
+
+    options = (
+        fmt,
+        jinja2.__version__,
+        env.autoescape,
+        env.trim_blocks,
+        env.lstrip_blocks,
+        env.keep_trailing_newline,
+        env.undefined.__name__,
+        env.finalize is not None,
+    )
+    key = hashlib.sha256(repr(options).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "drillkit" / "templates"
+    try:
+        (cache / key).mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(cache / key))
 
 
 _CODE_SPAN = re.compile(r"`([^`]+)`")
