@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from drillkit.faults import Undo, fault_class, load_record
+from drillkit.faults.kube.pods import _Killer
 from drillkit.journal import pending_reverts
 from drillkit.kube.api import MAX_IN_FLIGHT
 from drillkit.model import Where
@@ -98,9 +99,14 @@ def test_pod_kill_of_1000_pods_costs_one_request_per_pod_and_a_linear_journal(
     # `injected` is the first delete accepted, not the last
     assert deletes_at_harm and deletes_at_harm[0] <= 2 * MAX_IN_FLIGHT, deletes_at_harm
 
-    # one journal event for the batch, the victims once each: linear in pods
+    # the victims journalled a chunk at a time, ahead of their deletes (a first small chunk, so
+    # the first delete never waits for the whole batch's line), each victim once: linear in pods
     updates = [e for e in events if e.kind == "revert_updated"]
-    assert len(updates) == 1, f"{len(updates)} revert_updated events for one kill"
+    chunks = [len(e.data["append"]["killed"]) for e in updates]
+    assert chunks[0] == _Killer.FIRST_CHUNK and sum(chunks) == PODS and len(chunks) <= 8, chunks
+    journalled = {k["name"]: e.mono for e in updates for k in e.data["append"]["killed"]}
+    early = [r.path for r in sent if r.method == "DELETE" and r.at < journalled[r.path.rsplit("/", 1)[-1]]]
+    assert not early, f"{len(early)} deletes arrived before their victim was journalled: {early[:3]}"
     journal_bytes = (d.folder / "journal.jsonl").stat().st_size
     assert journal_bytes < 250 * PODS, f"journal of {journal_bytes} bytes for {PODS} pods"
 
@@ -110,6 +116,43 @@ def test_pod_kill_of_1000_pods_costs_one_request_per_pod_and_a_linear_journal(
     typed: Any = load_record(fault_class("pod-kill", "kubernetes"), record.data, Where(str(record.journal), 1, "data"))
     assert {k.uid for k in typed.killed} == set(before.values())
     assert {k.owner for k in typed.killed} == {"deployment/swarm"}
+
+
+@pytest.mark.timeout(600)
+def test_a_429_with_retry_after_holds_every_delete_worker(kube_server: KubeServer, tmp_path: Path) -> None:
+    """API Priority and Fairness sheds load with 429 and Retry-After: the worker that got it
+    retries after that time, and the other workers send nothing meanwhile either (they would
+    only collect 429s of their own). The 429 is the recording proxy's, on the wire."""
+    kube_server.ensure_namespace(NS)
+    pods = 200
+    before = swarm(kube_server, pods)
+    d = direct_fault(
+        kube_server,
+        tmp_path,
+        {"kind": "pod-kill", "selector": "app=swarm", "count": pods, "grace_period": 0, "recovery_timeout": "300s"},
+        guardrails={"max_targets": "100%"},
+    )
+    found = d.fault.preflight()
+    start = len(kube_server.requests)
+    # the first delete: the other workers' first deletes are already on their way
+    kube_server.inject_error("DELETE", f"/namespaces/{NS}/pods/", status=429, retry_after=1, times=1)
+    try:
+        with ExitStack() as stack:
+            d.fault.inject(found, Undo(stack, d.ctx))
+            sent = [r for r in kube_server.requests[start:] if r.method == "DELETE"]
+            stack.pop_all()  # the Deployment brings the pods back
+    finally:
+        d.ctx.stop.set("measured")
+        d.journal.close()
+    shed = [r for r in sent if r.status == 429]
+    assert len(shed) == 1, [r.status for r in sent]
+    ok = {r.path.rsplit("/", 1)[-1] for r in sent if r.status == 200}
+    assert ok == set(before), f"{len(ok)} of {pods} pods deleted"
+    at = shed[0].at
+    # requests already on their way when the 429 was answered may still arrive just after it
+    held = [round(r.at - at, 3) for r in sent if at + 0.3 < r.at < at + 0.95]
+    assert not held, f"deletes sent during the Retry-After second (seconds after the 429): {held}"
+    assert max(r.at for r in sent) >= at + 1.0, "the refused delete was not retried after Retry-After"
 
 
 def test_appended_victims_of_repeated_kills_are_rebuilt_in_order(tmp_path: Path) -> None:

@@ -14,10 +14,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any, TypeVar
 
-from drillkit.errors import TransientError
+from drillkit.errors import Aborted, TransientError
 from drillkit.kube.config import KubeSettings, check_kind, client_configuration
 from drillkit.kube.errors import ExecFailed, KubeError, KubeTransient, translate
 from drillkit.kube.views import REQUEST_TIMEOUT, ExecResult, Pod
@@ -53,6 +53,10 @@ class KubeApi:
         self.policy = client.PolicyV1Api(self.api)
         self._exec_lock = threading.Lock()  # kubernetes.stream swaps call_api on its client
         self._exec_api: Any = None
+        self._quiet_until = 0.0
+        """Monotonic time before which no call starts: a 429's Retry-After holds every worker
+        of `concurrently`, not just the one that got it (API Priority and Fairness sheds load
+        across the whole client: the others would only collect 429s of their own)."""
 
     @property
     def context(self) -> str:
@@ -67,11 +71,15 @@ class KubeApi:
 
     def _once(self, what: str, fn: Callable[..., Any], *args: Any, text: bool = False, **kwargs: Any) -> Any:
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+        self._hold()
         try:
             resp = fn(*args, _preload_content=False, **kwargs)
             data = resp.data
         except Exception as exc:
-            raise translate(what, exc) from None
+            error = translate(what, exc)
+            if isinstance(error, KubeTransient) and error.retry_after:  # 429 (or 503) shedding load
+                self._quiet_until = max(self._quiet_until, time.monotonic() + error.retry_after)
+            raise error from None
         if text:  # a pod log
             return bytes(data or b"").decode(errors="replace")
         if not data:
@@ -81,16 +89,28 @@ class KubeApi:
         except ValueError as exc:
             raise KubeError(f"{what}: answer is not JSON: {exc}") from None
 
+    def _hold(self) -> None:
+        """Wait out the Retry-After of a 429 another call got (see `_quiet_until`); the drill's
+        stop flag ends the wait."""
+        wait = self._quiet_until - time.monotonic()
+        if wait > 0:
+            if self.stop is None:
+                time.sleep(wait)
+            elif self.stop.sleep(wait):
+                raise Aborted(self.stop.reason, by_signal=True)
+
     def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """`fn(*args, **kwargs)` as parsed JSON, retried on transient errors."""
         return retrying(what, self.stop)(self._once, what, fn, *args, **kwargs)
 
-    def concurrently(self, fn: Callable[[T], Any], items: list[T], stop: StopFlag | None) -> int:
+    def concurrently(self, fn: Callable[[T], Any], items: Iterable[T], stop: StopFlag | None) -> int:
         """`fn(item)` for every item, a bounded number in flight (see MAX_IN_FLIGHT): many
-        deletes in the time of a few. Each call keeps its own retry policy, so a server that
-        sheds load (429 with Retry-After, API Priority and Fairness) slows each worker down.
-        Nothing new starts once `stop` is raised or a call failed; the first failure is
-        re-raised once the calls in flight end. Returns how many calls ran."""
+        deletes in the time of a few. Each call keeps its own retry policy, and a server that
+        sheds load (429 with Retry-After, API Priority and Fairness) holds every worker for the
+        time it asked (`_hold`). `items` may be a generator: calls start while it still yields
+        (pod-kill journals its victims a chunk at a time, ahead of their deletes). Nothing new
+        starts once `stop` is raised or a call failed; the first failure is re-raised once the
+        calls in flight end. Returns how many calls ran."""
         from concurrent.futures import ThreadPoolExecutor
 
         failed: list[BaseException] = []
@@ -106,9 +126,13 @@ class KubeApi:
             except BaseException as exc:
                 failed.append(exc)
 
-        workers = max(1, min(MAX_IN_FLIGHT, int(self._cfg.connection_pool_maxsize or 1), len(items)))
+        known = len(items) if isinstance(items, Sized) else MAX_IN_FLIGHT
+        workers = max(1, min(MAX_IN_FLIGHT, int(self._cfg.connection_pool_maxsize or 1), known))
         with ThreadPoolExecutor(workers, thread_name_prefix="drillkit-kube") as pool:
-            list(pool.map(one, items))
+            for item in items:  # a generator's next items are not even made once a call failed
+                if failed or (stop is not None and stop.is_set()):
+                    break
+                pool.submit(one, item)
         if failed:
             raise failed[0]
         return ran

@@ -32,6 +32,7 @@ class RequestRecord(NamedTuple):
     status: int
     answer: str  # the first 64 KiB of an error answer's body (4xx/5xx), else ""
     warnings: tuple[str, ...] = ()  # the apiserver's `Warning:` headers (RFC 7234 text), e.g. unknown fields
+    at: float = 0.0  # time.monotonic() when the request arrived (the journal's `mono` clock)
 
 
 @dataclass
@@ -150,6 +151,7 @@ class FaultProxy:
             head, rest = _read_head(client)
             if head is None:
                 return
+            arrived = time.monotonic()
             lines = head.decode("latin-1").split("\r\n")
             method, target, _ = lines[0].split(" ", 2)
             headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
@@ -164,10 +166,10 @@ class FaultProxy:
             if rule:
                 time.sleep(rule.delay)
                 if rule.drop_connection:
-                    self._record(method, target, headers, body_bytes, 0, "")
+                    self._record(method, target, headers, body_bytes, 0, "", at=arrived)
                     return
                 if rule.status is not None:
-                    self._record(method, target, headers, body_bytes, rule.status, rule.message or "")
+                    self._record(method, target, headers, body_bytes, rule.status, rule.message or "", at=arrived)
                     client.sendall(_status_answer(rule))
                     return
             upgrade = "upgrade" in headers.get("connection", "").lower()
@@ -189,7 +191,7 @@ class FaultProxy:
                 with contextlib.suppress(OSError):
                     first += _drain(upstream, 65536 - len(first))
                 answer = first.partition(b"\r\n\r\n")[2].decode("utf-8", "replace")
-            self._record(method, target, headers, body_bytes, status, answer, _warnings(first))
+            self._record(method, target, headers, body_bytes, status, answer, _warnings(first), arrived)
             client.sendall(first)
             _splice(client, upstream)
         except (OSError, ValueError):
@@ -209,6 +211,7 @@ class FaultProxy:
         status: int,
         answer: str,
         warnings: tuple[str, ...] = (),
+        at: float = 0.0,
     ) -> None:
         parts = urlsplit(target)
         query = {k: (v[0] if len(v) == 1 else v) for k, v in parse_qs(parts.query).items()}
@@ -220,7 +223,7 @@ class FaultProxy:
                 parsed = body.decode("utf-8", "replace")
         with self._lock:
             self.requests.append(
-                RequestRecord(method, unquote(parts.path), query, parsed, headers, status, answer, warnings)
+                RequestRecord(method, unquote(parts.path), query, parsed, headers, status, answer, warnings, at)
             )
 
 

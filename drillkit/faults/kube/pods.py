@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -210,9 +211,15 @@ class PodKill(KubeFault[PodKillParams, Victims, PodKillRecord]):
 class _Killer:
     """Journal, then delete: each victim is in the revert record before its delete is sent.
 
+    Victims are journalled a chunk at a time, ahead of their deletes (FIRST_CHUNK, doubling up
+    to MAX_CHUNK): the first delete goes out after one small journal line, not after the whole
+    batch's (5,000 pods were 0.8 s of journalling before any harm), while the lines stay few.
     Once the revert has raised the background flag nothing more is journalled or deleted; the
     revert waits for a kill in progress before it reports done, so no `revert_updated` can
     follow `revert_done`."""
+
+    FIRST_CHUNK = 16  # what the delete workers take at once (MAX_IN_FLIGHT)
+    MAX_CHUNK = 1024
 
     def __init__(
         self,
@@ -226,31 +233,44 @@ class _Killer:
         self.lock = threading.Lock()
 
     def __call__(self, pods: list[Pod]) -> None:
-        """Journal the batch (one event, the new victims only), then delete it a bounded
-        number at a time: `injected` is stamped when the first delete is accepted."""
-        fault, kube, ns, p = self.fault, self.fault.kube, self.namespace, self.fault.params
-        batch = []
+        """Delete `pods` a bounded number at a time, each journalled (as the new victims of a
+        `revert_updated` event) before its delete is sent: `injected` is stamped when the first
+        delete is accepted."""
+        kube, p = self.fault.kube, self.fault.params
+        grace = None if p.grace_period is None else int(p.grace_period)
+        started = threading.Event()
+
+        def delete(victim: KilledPod) -> None:
+            kube.delete_pod(self.namespace, victim.name, uid=victim.uid, grace_period=grace)
+            if not started.is_set():
+                started.set()
+                self.fault.ctx.harm_started()
+
+        kube.concurrently(delete, self._journalled(pods), self.bg.stop)
+
+    def _journalled(self, pods: list[Pod]) -> Iterator[KilledPod]:
+        """The victims, each yielded only once its chunk is in the journal."""
+        size, at = self.FIRST_CHUNK, 0
+        while at < len(pods):
+            chunk = self._victims(pods[at : at + size])
+            with self.lock:
+                if self.bg.stop.is_set() or not chunk:
+                    return
+                self.handle.extend(killed=tuple(chunk))  # journalled before any of its deletes
+            yield from chunk
+            at, size = at + size, min(size * 2, self.MAX_CHUNK)
+
+    def _victims(self, pods: list[Pod]) -> list[KilledPod]:
+        fault, kube, ns = self.fault, self.fault.kube, self.namespace
+        out = []
         for pod in pods:
             if self.bg.stop.is_set():
-                return
+                break
             # once per ReplicaSet (Kube.owner_of caches), not once per pod
             owner = self.owners.get(pod.uid) or (kube.owner_of(pod) if pod.controller else None)
             manifest = None
             if owner is None:  # nobody recreates it: the revert will, from this manifest
                 private_journal(fault.ctx)
                 manifest = kube.pod_manifest(ns, pod.name)
-            batch.append(KilledPod(pod.name, pod.uid, str(owner) if owner else None, manifest))
-        with self.lock:
-            if self.bg.stop.is_set() or not batch:
-                return
-            self.handle.extend(killed=tuple(batch))  # journalled before any delete
-        grace = None if p.grace_period is None else int(p.grace_period)
-        started = threading.Event()
-
-        def delete(victim: KilledPod) -> None:
-            kube.delete_pod(ns, victim.name, uid=victim.uid, grace_period=grace)
-            if not started.is_set():
-                started.set()
-                fault.ctx.harm_started()
-
-        kube.concurrently(delete, batch, self.bg.stop)
+            out.append(KilledPod(pod.name, pod.uid, str(owner) if owner else None, manifest))
+        return out
