@@ -3,28 +3,29 @@ missed). Each measures drillkit against a baseline measured in the same run, int
 the two can drift apart, and reports median and spread; the table goes to the terminal and to
 benchmarks/results.md. Why each baseline is the fair one: docs/performance.md.
 
-`--quick` skips the lab, the 1,000-pod server and the million-line journal (start-up, loading,
-journal, report only).
+`--quick` skips the lab, the pod-kill and cleanup control planes and the million-line journal
+(start-up, loading, journal, report only). `--only startup,history,cleanup,podkill` runs just
+those groups and replaces their rows in results.md (the others keep the last full run's).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import Row, line, write_results  # noqa: E402
+from benchmarks.harness import Row, line, update_results, write_results  # noqa: E402
 from drillkit.journal import Journal  # noqa: E402
 from drillkit.scenario import load_scenario  # noqa: E402
 
@@ -128,8 +129,19 @@ def installed_drillkit() -> Path:
     return _venv(venv, "--no-deps", "--force-reinstall", str(ROOT)) / "drillkit"
 
 
+def cpu_seconds(cmd: list[str], cwd: str, env: dict[str, str]) -> float:
+    """CPU time (user + system) of one whole process, its own (`wait4`): on this shared 2-core
+    machine wall time mostly measures the other processes."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status):
+        raise RuntimeError(f"{cmd}: exit {os.waitstatus_to_exitcode(status)}: {proc.stderr.read().decode()}")
+    return usage.ru_utime + usage.ru_stime
+
+
 def bench_startup(rounds: int = 15) -> dict[str, list[float]]:
-    """Whole processes, interleaved round by round so drift hits every command alike."""
+    """Whole processes, interleaved round by round so drift hits every command alike; CPU
+    milliseconds of each (see cpu_seconds)."""
     ours = str(installed_drillkit())
     checkout = str(ROOT / ".venv" / "bin" / "drillkit")
     chaos = chaostoolkit()
@@ -137,12 +149,16 @@ def bench_startup(rounds: int = 15) -> dict[str, list[float]]:
     one = str(ROOT / "scenarios" / "lab" / "outage.yaml")
     cmds = {
         "drillkit validate": [ours, "validate", one],
+        "drillkit validate k8s": [ours, "validate", str(ROOT / "scenarios" / "k8s" / "pod-kill.yaml")],
+        "drillkit validate scenarios/": [ours, "validate", str(ROOT / "scenarios")],
+        "drillkit schema": [ours, "schema"],
         "drillkit --help": [ours, "--help"],
-        "checkout's drillkit validate": [checkout, "validate", one],
         "python -c pass": [sys.executable, "-c", "pass"],
         # the floor under `drillkit validate`: the interpreter, click and PyYAML, nothing of drillkit's
         "python -c 'import click, yaml'": [str(Path(ours).parent / "python"), "-c", "import click, yaml"],
     }
+    if Path(checkout).exists():  # a worktree may have no venv of its own
+        cmds["checkout's drillkit validate"] = [checkout, "validate", one]
     if chaos is not None:
         cmds["chaos validate"] = [str(chaos), "--no-log-file", "validate", str(peer)]
         cmds["chaos --help"] = [str(chaos), "--help"]
@@ -151,11 +167,17 @@ def bench_startup(rounds: int = 15) -> dict[str, list[float]]:
     # checkout recompile every edited module on every start)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     with tempfile.TemporaryDirectory() as cwd:  # chaos writes chaostoolkit.log into its cwd
+        from tests.test_policy_journal_report import fixed_journal
+
+        run = Path(cwd) / "run"  # the demo run of the golden files: 19 events, impact series
+        fixed_journal(run, datetime(2026, 11, 29, 9, 30, tzinfo=UTC), enrich=True)
+        cmds["drillkit report"] = [ours, "report", str(run)]
+        times["drillkit report"] = []
+        for cmd in cmds.values():  # a first run each: bytecode and compiled templates cached
+            cpu_seconds(cmd, cwd, env)
         for _ in range(rounds):
             for name, cmd in cmds.items():
-                t = time.perf_counter()
-                subprocess.run(cmd, capture_output=True, check=True, cwd=cwd, env=env)
-                times[name].append((time.perf_counter() - t) * 1000)
+                times[name].append(cpu_seconds(cmd, cwd, env) * 1000)
     return times
 
 
@@ -220,8 +242,150 @@ def bench_report(tmp: Path, rounds: int = 3) -> dict[str, list[float]]:
     return out
 
 
+CV = "chaos validate"
+STARTUP = (  # row, command, peer, target (a ratio to the peer's CPU time)
+    ("`drillkit validate` of one local scenario, CPU", "drillkit validate", CV, 0.45),
+    ("`drillkit validate` of one Kubernetes scenario (pod-kill), CPU", "drillkit validate k8s", CV, 0.5),
+    (
+        "`drillkit validate scenarios/` (every shipped scenario), CPU",
+        "drillkit validate scenarios/",
+        "chaos validate",
+        0.6,
+    ),
+    ("`drillkit schema`, CPU", "drillkit schema", CV, 0.6),
+    ("`drillkit report` of a small run (19 events, every format), CPU", "drillkit report", CV, 0.8),
+    ("`drillkit --help`, CPU", "drillkit --help", "chaos --help", 1 / 3),
+)
+
+
+def startup_rows(add: Any, notes: list[str]) -> None:
+    times = bench_startup()
+    for name, cmd, peer, target in STARTUP:
+        if peer in times:
+            add(Row(name, times[cmd], "ms", f"`{peer}`", times[peer], target))
+        else:
+            notes.append(f"Chaos Toolkit could not be installed: `{cmd}` has no peer yardstick.")
+    add(
+        Row(
+            "the floor: python importing click and yaml, CPU",
+            times["python -c 'import click, yaml'"],
+            "ms",
+            "`chaos validate`",
+            times.get("chaos validate", []),
+        )
+    )
+    if "checkout's drillkit validate" in times:
+        add(
+            Row(
+                "`drillkit validate`, this checkout's editable install, CPU",
+                times["checkout's drillkit validate"],
+                "ms",
+                "`python -c pass`",
+                times["python -c pass"],
+            )
+        )
+
+
+def history_rows(add: Any) -> None:
+    """A 100,000-event report and the index of 10,000 runs, whole processes (CPU, peak RSS)."""
+    from benchmarks.streaming import DRILLKIT, history, measure
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "big"
+        big_journal(folder, 100_000)
+        runs = history(Path(tmp) / "runs", 10_000, flood_every=0)
+        out: dict[str, list[float]] = {"report_s": [], "report_mib": [], "index_s": [], "index_mib": []}
+        for _ in range(3):
+            seconds, mib = measure([*DRILLKIT, "report", "--format", "md,html,json,junit", str(folder)])
+            out["report_s"].append(seconds)
+            out["report_mib"].append(mib)
+            seconds, mib = measure([*DRILLKIT, "report", "index", str(runs)])
+            out["index_s"].append(seconds)
+            out["index_mib"].append(mib)
+    add(Row("`drillkit report` of 100,000 events (every format), CPU", out["report_s"], "s", limit=3.0))
+    add(Row("`drillkit report` of 100,000 events: peak RSS", out["report_mib"], "MiB", limit=150.0, worst=True))
+    add(Row("`drillkit report index` of 10,000 runs (the demo run's journal), CPU", out["index_s"], "s", limit=2.5))
+    add(Row("`drillkit report index` of 10,000 runs: peak RSS", out["index_mib"], "MiB", limit=64.0, worst=True))
+
+
+def cleanup_rows(add: Any) -> None:
+    from benchmarks.cleanup import bench_cleanup
+
+    c = bench_cleanup()
+    add(
+        Row(
+            "`drillkit cleanup --all` over 10,000 finished Kubernetes runs (real apiserver), CPU",
+            c["many_s"],
+            "s",
+            "over 10 of them",
+            c["few_s"],
+            limit=5.0,
+        )
+    )
+    add(Row("`drillkit cleanup --all`: CPU per run beyond the listing", c["per_run_ms"], "ms", limit=0.3, worst=True))
+    add(
+        Row(
+            "`drillkit cleanup --all` over 10,000 runs: API requests",
+            c["many_requests"],
+            "",
+            "over 10 runs",
+            c["few_requests"],
+            ratio_max=1.0,
+            worst=True,
+        )
+    )
+
+
+def podkill_rows(add: Any) -> None:
+    from benchmarks.podkill import bench_pod_kill
+
+    for pods, rounds, baseline in ((1000, 3, True), (5000, 2, False)):
+        n = f"{pods:,}"
+        out = bench_pod_kill(rounds, pods, baseline)
+        if baseline:
+            add(
+                Row(
+                    f"pod-kill of {n} pods (real apiserver, KWOK nodes): inject start to every delete accepted",
+                    out["ours"],
+                    "s",
+                    "the same deletes one by one",
+                    out["base"],
+                    ratio_max=1.0,
+                )
+            )
+        else:
+            add(
+                Row(
+                    f"pod-kill of {n} pods (real apiserver, KWOK nodes): inject start to every delete accepted",
+                    out["ours"],
+                    "s",
+                )
+            )
+        add(Row(f"pod-kill of {n} pods: API requests per pod", out["requests_per_pod"], "", limit=1.1, worst=True))
+        add(
+            Row(
+                f"pod-kill of {n} pods: first delete accepted (`injected`) after inject start",
+                out["first_harm"],
+                "s",
+                limit=0.1,
+                worst=True,
+            )
+        )
+        add(
+            Row(
+                f"pod-kill of {n} pods: journal bytes per pod",
+                out["journal_bytes_per_pod"],
+                "B",
+                limit=250.0,
+                worst=True,
+            )
+        )
+
+
 def main() -> int:
-    quick = "--quick" in sys.argv[1:]
+    args = sys.argv[1:]
+    quick = "--quick" in args
+    only = set(args[args.index("--only") + 1].split(",")) if "--only" in args else None
     rows: list[Row] = []
     notes: list[str] = []
 
@@ -229,45 +393,25 @@ def main() -> int:
         rows.append(row)
         print(line(row), flush=True)
 
+    if only is not None:
+        for group, bench in (
+            ("startup", lambda: startup_rows(add, notes)),
+            ("history", lambda: history_rows(add)),
+            ("cleanup", lambda: cleanup_rows(add)),
+            ("podkill", lambda: podkill_rows(add)),
+        ):
+            if group in only:
+                bench()
+        update_results(rows, notes, RESULTS, f"benchmarks/run.py --only {','.join(sorted(only))}")
+        print(f"updated: {RESULTS.relative_to(ROOT)}")
+        return 0 if all(r.met for r in rows) else 1
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         ours, base = bench_loader(t)
         add(Row("validating 1,000 scenario files", ours, "s", "libyaml compose", base, limit=1.0))
         ours, base = bench_journal(t)
         add(Row("journal append (JSON + fsync), per event", ours, "µs", "raw write + fsync", base, ratio_max=3.0))
-        times = bench_startup()
-        for cmd, peer in (("validate", "chaos validate"), ("--help", "chaos --help")):
-            if peer in times:
-                add(Row(f"`drillkit {cmd}` process", times[f"drillkit {cmd}"], "ms", f"`{peer}`", times[peer], 1 / 3))
-            else:
-                notes.append(f"Chaos Toolkit could not be installed: `drillkit {cmd}` has no peer yardstick.")
-        add(
-            Row(
-                "the floor: python importing click and yaml",
-                times["python -c 'import click, yaml'"],
-                "ms",
-                "`chaos validate`",
-                times.get("chaos validate", []),
-            )
-        )
-        add(
-            Row(
-                "`drillkit validate`, this checkout's editable install",
-                times["checkout's drillkit validate"],
-                "ms",
-                "`python -c pass`",
-                times["python -c pass"],
-            )
-        )
-        if "chaos validate" in times:
-            floor = statistics.median(times["python -c 'import click, yaml'"])
-            ours, peer = statistics.median(times["drillkit validate"]), statistics.median(times["chaos validate"])
-            notes.append(
-                f"`drillkit validate` start-up: {ours:.0f} ms, of which {floor:.0f} ms is the floor of Python, "
-                f"click and PyYAML imported, {floor / peer:.2f}× of `chaos validate` ({peer:.0f} ms) before "
-                "drillkit's first line runs. The rest (profile in docs/performance.md) is mostly defining the "
-                "scenario's frozen dataclasses (~0.5 ms each on Python 3.11) and the click commands."
-            )
+        startup_rows(add, notes)
         rep = bench_report(t)
         add(
             Row(
@@ -291,7 +435,6 @@ def main() -> int:
         )
     if not quick:
         from benchmarks.lab import bench_lab
-        from benchmarks.podkill import bench_pod_kill
         from benchmarks.streaming import bench_streaming
 
         streaming, more = bench_streaming()
@@ -299,28 +442,9 @@ def main() -> int:
             add(row)
         notes += more
 
-        pods = bench_pod_kill()
-        add(
-            Row(
-                "pod-kill of 1,000 pods (real apiserver, KWOK nodes): inject start to every delete accepted",
-                pods["ours"],
-                "s",
-                "the same deletes one by one",
-                pods["base"],
-                ratio_max=1.0,
-            )
-        )
-        add(Row("pod-kill API requests per pod", pods["requests_per_pod"], "", limit=1.1, worst=True))
-        add(
-            Row(
-                "pod-kill first delete accepted (`injected`) after inject start",
-                pods["first_harm"],
-                "s",
-                limit=1.0,
-                worst=True,
-            )
-        )
-        add(Row("pod-kill journal bytes per pod", pods["journal_bytes_per_pod"], "B", limit=250.0, worst=True))
+        history_rows(add)
+        cleanup_rows(add)
+        podkill_rows(add)
         lab = bench_lab()
         add(
             Row(
