@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -20,6 +19,8 @@ def write_atomically(
     a torn one. The temporary file has `mode` (and, as root, `owner`) from the start, so there
     is no window of wider access. `durable` also fsyncs the file and its folder (a revert's
     restore must survive a crash; a pid file need not)."""
+    import tempfile  # here: it loads shutil and the compression modules, which validating never needs
+
     data = content.encode() if isinstance(content, str) else content
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".drillkit-tmp", dir=path.parent)
     try:

@@ -13,11 +13,8 @@ is reported, never executed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import os
-import secrets
 import stat
 from pathlib import Path
 from typing import Any
@@ -85,6 +82,8 @@ def key() -> bytes:
     Creation is atomic and race-free: the key is written to a private temporary file and
     hard-linked into place, so two drills starting at once end up with the same key, and a
     reader never sees a partial one."""
+    import secrets  # here, as hashlib and hmac below: re-rendering a report seals nothing
+
     path = key_path()
     found = _read(path)
     if found is not None:
@@ -120,6 +119,9 @@ def seal(key: bytes, run_id: str, kind: str, data: dict[str, Any]) -> str:
     """The MAC of one journal event of run `run_id`, over its data as a reader will parse it
     (JSON-normalised, `mac` itself left out): binding the run id means a record copied into
     another run's journal does not verify."""
+    import hashlib
+    import hmac
+
     plain = json.loads(json.dumps({k: v for k, v in data.items() if k != "mac"}, default=str))
     text = json.dumps([run_id, kind, plain], sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
@@ -127,5 +129,7 @@ def seal(key: bytes, run_id: str, kind: str, data: dict[str, Any]) -> str:
 
 def sealed(key: bytes, run_id: str, kind: str, data: dict[str, Any]) -> bool:
     """Whether `data` carries this key's MAC for run `run_id` (constant-time comparison)."""
+    import hmac
+
     mac = data.get("mac")
     return isinstance(mac, str) and hmac.compare_digest(mac, seal(key, run_id, kind, data))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +39,8 @@ def scratch_name(run_id: str, name: str | None = None) -> str:
 def state_dir(run_id: str, name: str | None = None) -> Path:
     """A private scratch folder of the run (status files, logs of detached helpers), named
     `drillkit-<run id>`, or `<name>-<run id>` for a helper disguised as `name` (an exercise)."""
+    import tempfile  # as in drillkit.files
+
     d = Path(tempfile.gettempdir()) / scratch_name(run_id, name)
     d.mkdir(mode=0o700, exist_ok=True)
     return d

@@ -22,7 +22,6 @@ comes from PGPASSWORD (set from `password_env` by the runner), never from the co
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
@@ -228,6 +227,8 @@ def hold_connections(
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse  # here: the runner imports this module for read_status only
+
     parser = argparse.ArgumentParser(
         prog="python -m drillkit.faults.local.holder", description="Helpers that drillkit's local faults run detached."
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import stat
 import time
 from dataclasses import dataclass
@@ -91,6 +90,8 @@ class Latency(Fault[LatencyParams, ControlFile, LatencyRecord]):
             raise PreflightError(f"{self.kind}: directory of the control file {control} does not exist")
         if not os.access(control.parent, os.W_OK):
             raise PreflightError(f"{self.kind}: cannot write in {control.parent}")
+        import socket  # here: validating a latency drill opens no connection
+
         try:
             socket.create_connection((p.proxy_host, p.proxy_port), timeout=2).close()
         except OSError as exc:
