@@ -1,6 +1,7 @@
-"""What `drillkit --help` and `drillkit validate` import (structure, not time: speed is measured
-in benchmarks/, never here): the command modules load lazily, and no heavy library a run needs
-loads to print help or to validate a local or a Kubernetes scenario. And the lazy `--help`
+"""What `drillkit --help`, `drillkit validate` and `drillkit schema` import (structure, not time:
+speed is measured in benchmarks/, never here): the command modules load lazily, no heavy library
+a run needs loads to print help, the schema or to validate a local or a Kubernetes scenario, and
+validating one Kubernetes fault loads that fault's module alone. And the lazy `--help`
 still lists every command with the short help click would derive from its docstring."""
 
 from __future__ import annotations
