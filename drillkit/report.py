@@ -7,6 +7,7 @@ by `drillkit update`), so `drillkit report` re-renders any run identically.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -287,7 +288,15 @@ def _bytecode_cache(fmt: str, env: Any) -> Any:
         (cache / key).mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError:
         return None
-    return jinja2.FileSystemBytecodeCache(str(cache / key))
+
+    class Kept(jinja2.FileSystemBytecodeCache):
+        """A cache that cannot be written (read-only, full) costs a compile, never the report."""
+
+        def dump_bytecode(self, bucket: Any) -> None:
+            with contextlib.suppress(OSError):
+                super().dump_bytecode(bucket)
+
+    return Kept(str(cache / key))
 
 
 _CODE_SPAN = re.compile(r"`([^`]+)`")

@@ -54,3 +54,21 @@ def test_compiled_templates_are_reused_and_change_nothing(tmp_path: Path) -> Non
         p.write_bytes(b"garbage")
     _report(run, cache)
     assert {name: (run / name).read_bytes() for name in FILES} == first
+
+
+def test_a_cache_that_cannot_be_written_costs_a_compile_not_the_report(tmp_path: Path) -> None:
+    """Each format's cache folder made a link to /proc/self, where nobody (root neither) can
+    create a file: templates are compiled again and the report is the same."""
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    fixed_journal(run, datetime(2026, 11, 29, 9, 30, tzinfo=UTC), enrich=True)
+    _report(run, cache)
+    first = {name: (run / name).read_bytes() for name in FILES}
+    keys = sorted({p.parent for p in cache.rglob("*.cache")})
+    assert keys, f"no compiled templates kept under {cache}"
+    for folder in keys:
+        for p in folder.iterdir():
+            p.unlink()
+        folder.rmdir()
+        folder.symlink_to("/proc/self")
+    _report(run, cache)
+    assert {name: (run / name).read_bytes() for name in FILES} == first
