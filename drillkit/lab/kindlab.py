@@ -42,7 +42,11 @@ KIND_DIR = Path(__file__).parent / "kind"
 RULES = ruleset.RULES
 KIND_CONFIG = KIND_DIR / "kind-config.yaml"
 DOCKERFILE = KIND_DIR / "Dockerfile"
-# Applied in this order (namespaces first); every other *.yaml here is the kind config.
+ADMISSION_POLICY = KIND_DIR / "admission-policy.yaml"
+"""What drillkit's ServiceAccount may create (deploy/admission-policy.yaml links to it); applied
+with the platform, so drills on the lab run under it once deploy/rbac*.yaml is applied."""
+# Applied in this order (namespaces first); of the other *.yaml here, one is the kind config and
+# one drillkit's admission policy (applied after the platform).
 MANIFESTS = (
     "namespaces.yaml",
     "chatbot-db.yaml",
@@ -312,6 +316,8 @@ def up(
     every = ruleset.duration(scrape_interval)
     out(f"applying the platform ({', '.join(MANIFESTS)}, rules from {RULES.name}; scrape and evaluation every {every})")
     tools.kubectl("apply", "-f", "-", input=manifests_yaml(image_id, scrape_interval), timeout=300)
+    out(f"applying drillkit's admission policy ({ADMISSION_POLICY.name})")
+    tools.kubectl("apply", "-f", str(ADMISSION_POLICY), timeout=120)
     for ns, kind, name in WORKLOADS:
         out(f"waiting for {kind} {ns}/{name}")
         tools.kubectl("-n", ns, "rollout", "status", f"{kind}/{name}", f"--timeout={ROLLOUT_TIMEOUT}", timeout=660)
