@@ -28,6 +28,7 @@ from tests.kubecluster import CONTEXT, KubeServer
 from tests.promfixture import PromEnv
 
 RBAC_NODE_DRAIN = Path(__file__).resolve().parents[1] / "deploy" / "rbac-node-drain.yaml"
+RBAC_NODE_MEMORY = RBAC_NODE_DRAIN.with_name("rbac-node-memory.yaml")
 
 
 def scenario(
@@ -125,6 +126,8 @@ def run_drill(
     server.enforce_rbac(admission=admission)  # the faults run as deploy/rbac.yaml's ServiceAccount
     if any(f.kind == "node-drain" for f in sc.faults):  # its cluster-wide rights are opt-in
         server.kubectl("apply", "-f", str(RBAC_NODE_DRAIN))
+    if any(f.kind == "node-memory-pressure" for f in sc.faults):  # so are its cluster-wide reads
+        server.kubectl("apply", "-f", str(RBAC_NODE_MEMORY))
     try:
         result = Drill(sc, opts, stop).run()
     finally:

@@ -12,6 +12,7 @@ from drillkit.faults import FaultClass
 from drillkit.faults.kube.database import DbConnectionExhaustion
 from drillkit.faults.kube.memory import MemoryPressure
 from drillkit.faults.kube.network import NetworkLatency
+from drillkit.faults.kube.nodememory import NodeMemoryPressure
 from drillkit.faults.kube.nodes import NodeDrain
 from drillkit.faults.kube.pods import PodKill
 from drillkit.faults.kube.pressure import CpuPressure
@@ -34,6 +35,7 @@ KINDS = {
     "auth-secret-corruption": "drillkit.faults.kube.secrets:AuthSecretCorruption",
     "db-connection-exhaustion": "drillkit.faults.kube.database:DbConnectionExhaustion",
     "node-drain": "drillkit.faults.kube.nodes:NodeDrain",
+    "node-memory-pressure": "drillkit.faults.kube.nodememory:NodeMemoryPressure",
     "memory-pressure": "drillkit.faults.kube.memory:MemoryPressure",
     "cpu-pressure": "drillkit.faults.kube.pressure:CpuPressure",
     "network-latency": "drillkit.faults.kube.network:NetworkLatency",
@@ -46,6 +48,7 @@ FAULTS: list[FaultClass] = [
     AuthSecretCorruption,
     DbConnectionExhaustion,
     NodeDrain,
+    NodeMemoryPressure,
     MemoryPressure,
     CpuPressure,
     NetworkLatency,
@@ -62,6 +65,7 @@ __all__ = [
     "MemoryPressure",
     "NetworkLatency",
     "NodeDrain",
+    "NodeMemoryPressure",
     "PodKill",
     "ScaleToZero",
     "record_name",
