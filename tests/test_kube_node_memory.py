@@ -130,6 +130,11 @@ def bounded(kube_demo: KubeServer, node: str) -> KubeServer:
         n["status"].setdefault("allocatable", {})["memory"] = ALLOCATABLE
         n["status"].setdefault("capacity", {})["memory"] = "3Gi"
 
+    for other in kube_demo.list("nodes", label_selector=MEMORY_DRILL_LABEL):  # demo.yaml labels worker2
+        if other["metadata"]["name"] != node:
+            kube_demo.update(
+                "nodes", None, other["metadata"]["name"], lambda n: n["metadata"]["labels"].pop(MEMORY_DRILL_LABEL)
+            )
     kube_demo.update("nodes", None, node, change)
     got = kube_demo.get("nodes", None, node) or {}
     assert got["status"]["allocatable"]["memory"] == ALLOCATABLE, got["status"]
@@ -179,7 +184,8 @@ def test_refuses_unlabelled_nodes_and_loads_over_the_cap(bounded: KubeServer, no
         finally:
             d.journal.close()
         assert said in str(err.value), (params, str(err.value))
-    # opted in, under the cap: an unlabelled node with KWOK's own (huge) allocatable is still refused
+    # opted in: an unlabelled node of a big machine is still refused (the cap), a small one is loaded
+    bounded.update("nodes", None, other, lambda n: n["status"]["allocatable"].update(memory="64Gi"))
     d = direct_fault(bounded, tmp_path, {**FAULT, "node": other, "allow_unlabelled": True}, "r9")
     try:
         with pytest.raises(PreflightError, match="more than max_memory 4Gi"):

@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from drillkit.errors import PreflightError, UnavailableError
+from drillkit.faults.kube.memory import quantity_bytes
 from drillkit.lab import kindlab
 from drillkit.lab.services import PrometheusSetup, Service, start_alertmanager, start_prometheus
 from drillkit.prometheus import PromConfig, Prometheus
@@ -106,6 +107,25 @@ def test_a_config_or_image_change_rolls_the_pods_that_use_it() -> None:
     assert other["spec"]["template"] != api["spec"]["template"]
 
 
+def bound_memory_drill_worker(server: KubeServer, total: int = 16 * 2**30) -> None:
+    """Give the demo's second worker what kind-config.yaml gives the kind one on a `total`-byte
+    machine: its label, and allocatable = capacity - system-reserved - eviction-hard."""
+    config = yaml.safe_load(kindlab.kind_config(total))
+    workers = [n for n in config["nodes"] if n["role"] == "worker"]
+    (i,) = [k for k, n in enumerate(workers) if n.get("labels")]
+    name = "kind-drillkit-worker" + (str(i + 1) if i else "")
+    args = yaml.safe_load(workers[i]["kubeadmConfigPatches"][0])["nodeRegistration"]["kubeletExtraArgs"]
+    reserved = quantity_bytes(args["system-reserved"].removeprefix("memory="))
+    hard = quantity_bytes(dict(x.split("<") for x in args["eviction-hard"].split(","))["memory.available"])
+
+    def change(n: dict[str, Any]) -> None:
+        n["metadata"].setdefault("labels", {}).update(workers[i]["labels"])
+        n["status"].setdefault("capacity", {})["memory"] = str(total)
+        n["status"].setdefault("allocatable", {})["memory"] = str(total - reserved - hard)
+
+    server.update("nodes", None, name, change)
+
+
 def apply(server: KubeServer) -> None:
     """Apply the platform as `lab up --kind` does (the real kubectl: `apply -f -` of
     kindlab.manifests_yaml, then `rollout status` of each workload) onto the 3 kind-like nodes
@@ -113,6 +133,7 @@ def apply(server: KubeServer) -> None:
     for doc in yaml.safe_load_all(DEMO_MANIFESTS.read_text()):
         if doc["kind"] == "Node":
             server.seed(doc)
+    bound_memory_drill_worker(server)
     server.kubectl("apply", "-f", "-", input=kindlab.manifests_yaml(IMAGE_ID))
     for ns, kind, name in kindlab.WORKLOADS:
         server.kubectl("-n", ns, "rollout", "status", f"{kind}/{name}", "--timeout=60s")
