@@ -177,8 +177,9 @@ class NodeMemoryPressure(KubeFault[NodeMemoryPressureParams, NodeLoad, NodeMemor
         args = ["--vm", "1", "--vm-bytes", str(size), "--vm-keep", "--timeout", f"{int(p.duration)}s"]
         labels = self.made_labels(Made.LOAD, "drillkit-node-memory")
         requests = {"memory": STRESS_REQUEST, "cpu": "10m"}
+        container = "worker" if self.ctx.naming.blind else "stress"  # as cpu-pressure names it
         return stress_pod(f"{found.prefix}-{i}", found.namespace, labels, found.node.name, p.image, args, requests,
-                          int(p.duration) + 30)  # fmt: skip
+                          int(p.duration) + 30, container)  # fmt: skip
 
     def plan(self, found: NodeLoad) -> list[str]:
         p = self.params
