@@ -114,23 +114,7 @@ class NodeMemoryPressure(KubeFault[NodeMemoryPressureParams, NodeLoad, NodeMemor
         p, ns, kube = self.params, self.namespace, self.kube
         self.guard_namespace(ns)
         nodes = kube.list_nodes()
-        if p.node is not None:
-            node = next((n for n in nodes if n.name == p.node), None)
-            if node is None:
-                raise PreflightError(f"{self.kind}: node {p.node!r} not found")
-        else:
-            node = min((n for n in nodes if n.labels.get(MEMORY_DRILL_LABEL) == "true"), key=_name, default=None)
-            if node is None:
-                raise PreflightError(
-                    f"{self.kind}: no node is labelled {MEMORY_DRILL_LABEL}=true; bound one for memory drills "
-                    "(kind-config.yaml does) or name `node` with `allow_unlabelled: true`"
-                )
-        if node.labels.get(MEMORY_DRILL_LABEL) != "true" and not p.allow_unlabelled:
-            raise PreflightError(
-                f"{self.kind}: node {node.name} is not labelled {MEMORY_DRILL_LABEL}=true, so nothing bounds "
-                "what the pressure may take from it; set `allow_unlabelled: true` (the load stays under "
-                "max_memory) or load a labelled node"
-            )
+        node = self._node(nodes)
         self.check_blast("nodes", 1, len(nodes))
         if node.memory_pressure:
             raise PreflightError(f"{self.kind}: node {node.name} already reports MemoryPressure")
@@ -169,6 +153,29 @@ class NodeMemoryPressure(KubeFault[NodeMemoryPressureParams, NodeLoad, NodeMemor
                 f"{self.kind}: the cluster refuses the stress pod {ns}/{prefix}-0 (dry run, nothing created): {exc}"
             ) from None
         return found
+
+    def _node(self, nodes: list[Node]) -> Node:
+        """The node to load: `node`, else the first labelled one; unlabelled only if opted in."""
+        p = self.params
+        if p.node is not None:
+            node = next((n for n in nodes if n.name == p.node), None)
+            if node is None:
+                raise PreflightError(f"{self.kind}: node {p.node!r} not found")
+        else:
+            labelled = sorted((n for n in nodes if n.labels.get(MEMORY_DRILL_LABEL) == "true"), key=lambda n: n.name)
+            if not labelled:
+                raise PreflightError(
+                    f"{self.kind}: no node is labelled {MEMORY_DRILL_LABEL}=true; bound one for memory drills "
+                    "(kind-config.yaml does) or name `node` with `allow_unlabelled: true`"
+                )
+            node = labelled[0]
+        if node.labels.get(MEMORY_DRILL_LABEL) != "true" and not p.allow_unlabelled:
+            raise PreflightError(
+                f"{self.kind}: node {node.name} is not labelled {MEMORY_DRILL_LABEL}=true, so nothing bounds "
+                "what the pressure may take from it; set `allow_unlabelled: true` (the load stays under "
+                "max_memory) or load a labelled node"
+            )
+        return node
 
     def manifest(self, found: NodeLoad, i: int) -> dict[str, Any]:
         """Step `i`'s stress pod: `step` bytes held by stress-ng, a small request and no limit."""
@@ -260,10 +267,6 @@ class NodeMemoryPressure(KubeFault[NodeMemoryPressureParams, NodeLoad, NodeMemor
 
 def _evicted(pod: Pod) -> bool:
     return pod.phase == "Failed" and pod.reason == "Evicted"
-
-
-def _name(node: Node) -> str:
-    return node.name
 
 
 def _mi(n: int) -> str:
