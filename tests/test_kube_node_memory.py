@@ -195,6 +195,21 @@ def test_refuses_unlabelled_nodes_and_loads_over_the_cap(bounded: KubeServer, no
         assert d.fault.preflight().node.name == other
     finally:
         d.journal.close()
+    # a LimitRange's default limit would OOM-kill each stress pod in its own cgroup, far from the node's threshold
+    bounded.seed(
+        {
+            "kind": "LimitRange",
+            "metadata": {"name": "defaults", "namespace": NS},
+            "spec": {"limits": [{"type": "Container", "default": {"memory": "64Mi"}}]},
+        }
+    )
+    d = direct_fault(bounded, tmp_path, FAULT, run_id="r11")
+    try:
+        with pytest.raises(PreflightError, match="gives the stress pods a memory limit of 64Mi"):
+            d.fault.preflight()
+    finally:
+        d.journal.close()
+    bounded.delete("limitranges", NS, "defaults")
     # without any labelled node
     bounded.update("nodes", None, node, lambda n: n["metadata"]["labels"].pop(MEMORY_DRILL_LABEL))
     d = direct_fault(bounded, tmp_path, FAULT, run_id="r10")

@@ -147,11 +147,18 @@ class NodeMemoryPressure(KubeFault[NodeMemoryPressureParams, NodeLoad, NodeMemor
             ns, node, allocatable, requested, load, math.ceil(load / quantity_bytes(p.step)), prefix, evicted
         )
         try:
-            self.kube.create_pod(ns, self.manifest(found, 0), dry_run=True)
+            admitted = self.kube.create_pod(ns, self.manifest(found, 0), dry_run=True)
         except KubeError as exc:
             raise PreflightError(
                 f"{self.kind}: the cluster refuses the stress pod {ns}/{prefix}-0 (dry run, nothing created): {exc}"
             ) from None
+        limit = next((c.memory_limit for c in admitted.containers if c.memory_limit), None)
+        if limit:  # admission (a LimitRange default) gave it one
+            raise PreflightError(
+                f"{self.kind}: namespace {ns} gives the stress pods a memory limit of {limit} (a LimitRange "
+                "default?): each would be OOM-killed in its own cgroup and never press on the node; drill "
+                "from a namespace without a default memory limit"
+            )
         return found
 
     def _node(self, nodes: list[Node]) -> Node:
