@@ -28,6 +28,7 @@ from tests.kubecluster import CONTEXT, KubeServer
 from tests.promfixture import PromEnv
 
 RBAC_NODE_DRAIN = Path(__file__).resolve().parents[1] / "deploy" / "rbac-node-drain.yaml"
+RBAC_NODE_MEMORY = RBAC_NODE_DRAIN.with_name("rbac-node-memory.yaml")
 
 
 def scenario(
@@ -104,7 +105,10 @@ def run_drill(
     data: dict[str, Any],
     dry_run: bool = False,
     allow: tuple[str, ...] = (),
+    admission: bool = True,
 ) -> DrillRun:
+    """Run `data` through the engine as the ServiceAccount, under deploy/admission-policy.yaml
+    unless `admission` is False (pod-kill re-creating an owner-less pod: the policy refuses that)."""
     prom.ensure_exporter()
     prom.wait_up()
     path = write_scenario(tmp_path / f"{data['name']}.yaml", data)
@@ -119,9 +123,11 @@ def run_drill(
         out=lines.append,
         kube_factory=kube_factory_for(sc, None, allow, server.kubeconfig_path, stop),
     )
-    server.enforce_rbac()  # the faults run as deploy/rbac.yaml's ServiceAccount
+    server.enforce_rbac(admission=admission)  # the faults run as deploy/rbac.yaml's ServiceAccount
     if any(f.kind == "node-drain" for f in sc.faults):  # its cluster-wide rights are opt-in
         server.kubectl("apply", "-f", str(RBAC_NODE_DRAIN))
+    if any(f.kind == "node-memory-pressure" for f in sc.faults):  # so are its cluster-wide reads
+        server.kubectl("apply", "-f", str(RBAC_NODE_MEMORY))
     try:
         result = Drill(sc, opts, stop).run()
     finally:

@@ -37,11 +37,11 @@ SCENARIOS = sorted((ROOT / "scenarios" / "k8s").glob("*.yaml"))
 RBAC = ROOT / "deploy" / "rbac.yaml"
 
 
-def sh(*args: str, timeout: float = 600, input: str | None = None, check: bool = True) -> str:
+def sh(*args: str, timeout: float = 600, input: str | None = None, check: bool = True, stderr: bool = False) -> str:
     r = subprocess.run(args, capture_output=True, text=True, timeout=timeout, input=input)
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r.stdout
+    return r.stdout + (r.stderr if stderr else "")
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +76,16 @@ def platform(context: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def as_service_account(platform: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A kubeconfig whose `kind-drillkit` context is the drillkit ServiceAccount of
-    deploy/rbac.yaml, deploy/rbac-namespace.yaml in the drills' namespace and the opt-in
-    deploy/rbac-node-drain.yaml (the node-drain drill), as their comments say; not cluster-admin."""
+    deploy/rbac.yaml, deploy/rbac-namespace.yaml in the drills' namespace, the opt-in
+    deploy/rbac-node-drain.yaml and deploy/rbac-node-memory.yaml (the node-drain and
+    node-memory-pressure drills), as their comments say; not cluster-admin. Every drill runs
+    under deploy/admission-policy.yaml (`lab up --kind` applies it; applied again here, as an
+    operator applies it with the RBAC)."""
     kubectl(platform, "apply", "-f", str(RBAC))
     kubectl(platform, "apply", "-n", "chatbot", "-f", str(RBAC.with_name("rbac-namespace.yaml")))
     kubectl(platform, "apply", "-f", str(RBAC.with_name("rbac-node-drain.yaml")))
+    kubectl(platform, "apply", "-f", str(RBAC.with_name("rbac-node-memory.yaml")))
+    kubectl(platform, "apply", "-f", str(RBAC.with_name("admission-policy.yaml")))
     token = kubectl(platform, "-n", "drillkit", "create", "token", "drillkit", "--duration", "4h").strip()
     admin = json.loads(kubectl(platform, "config", "view", "--raw", "--minify", "-o", "json"))
     cluster = admin["clusters"][0]
@@ -97,6 +102,12 @@ def as_service_account(platform: str, tmp_path_factory: pytest.TempPathFactory) 
     path.chmod(0o600)
     denied = sh("kubectl", "--kubeconfig", str(path), "auth", "can-i", "list", "secrets", "-A", check=False)
     assert denied.strip() == "no", f"the ServiceAccount must not list Secrets cluster-wide: {denied}"
+    probe = ("create", "secret", "generic", "drillkit-policy-probe", "-n", "chatbot", "--dry-run=server")
+    wait(
+        lambda: "drillkit.io/run-id" in sh("kubectl", "--kubeconfig", str(path), *probe, check=False, stderr=True),
+        60,
+        "the admission policy to refuse an unlabelled Secret of the ServiceAccount",
+    )
     return str(path)
 
 
@@ -145,3 +156,13 @@ def test_scenario_on_kind(platform: str, as_service_account: str, tmp_path: Path
     assert modified.strip() == "", f"workloads still labelled as awaiting a revert: {modified}"
     nodes = json.loads(kubectl(platform, "get", "nodes", "-o", "json"))["items"]
     assert not [n["metadata"]["name"] for n in nodes if n["spec"].get("unschedulable")]
+    pressured = [
+        n["metadata"]["name"]
+        for n in nodes
+        for c in n["status"]["conditions"]
+        if c["type"] == "MemoryPressure" and c["status"] == "True"
+    ]
+    assert not pressured, f"nodes still under MemoryPressure after the revert: {pressured}"
+    if path.stem == "node-memory-pressure":  # the bounded worker really reached the kubelet's threshold
+        reached = next(e for e in events if e["kind"] == "memory_pressure")
+        assert reached["node"] == "drillkit-worker2" and reached["stress_pods"] >= 1, reached

@@ -204,6 +204,7 @@ def test_pod_kill_recreates_an_ownerless_pod(kube_demo: KubeServer, prom_env: Pr
         prom_env,
         tmp_path,
         scenario([{"kind": "pod-kill", "selector": "app=debug"}], guardrails={"max_targets": "100%"}),
+        admission=False,  # the policy refuses re-creating busybox (tests/test_kube_admission.py)
     )
     new = kube_demo.get("pods", NS, "debug")
     assert new is not None, "revert did not re-create the owner-less pod"
@@ -941,6 +942,7 @@ def test_pod_kill_recreates_an_ownerless_pod_after_its_grace_period(
         scenario(
             [{"kind": "pod-kill", "selector": "app=debug", "grace_period": "2s"}], guardrails={"max_targets": "100%"}
         ),
+        admission=False,  # the policy refuses re-creating busybox (tests/test_kube_admission.py)
     )
     deletes = [r.body for r in kube_demo.requests if r.method == "DELETE" and r.path.endswith("/pods/debug")]
     assert deletes and deletes[0]["gracePeriodSeconds"] == 2, deletes
@@ -971,7 +973,11 @@ def test_journal_holding_a_saved_manifest_is_private(kube_demo: KubeServer, prom
     ):
         (tmp_path / fault["kind"]).mkdir()
         run = run_drill(
-            kube_demo, prom_env, tmp_path / fault["kind"], scenario([fault], guardrails={"max_targets": "100%"})
+            kube_demo,
+            prom_env,
+            tmp_path / fault["kind"],
+            scenario([fault], guardrails={"max_targets": "100%"}),
+            admission=False,  # pod-kill re-creates busybox, which the policy refuses
         )
         assert run.result.folder is not None
         journal = run.result.folder / "journal.jsonl"

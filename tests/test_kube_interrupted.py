@@ -234,6 +234,11 @@ RIGS: dict[str, Rig] = {
         restored=_secret_back,
         setup=lambda s, b: b.__setitem__("jwt", _secret(s)),
     ),
+    "node-memory-pressure": Rig(  # still ramping on the demo's bounded worker2 when interrupted
+        {"kind": "node-memory-pressure", "step": "64Mi", "step_every": "1s", "wait": "2m"},
+        harmed=lambda s, b: bool(labelled(s, "pods")),
+        restored=_no_labelled("pods"),
+    ),
     "node-drain": Rig(
         {"kind": "node-drain", "pod_selector": "app=chatbot-db", "evict_timeout": "1s"},
         harmed=_node_cordoned,

@@ -31,8 +31,10 @@ NS = "chatbot"
 def test_shipped_manifests_match_the_official_schemas(path: Path) -> None:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     assert docs, path
-    bad = [f"{d['kind']} {d['metadata']['name']}: {p}" for d in docs for p in problems(d)]
-    assert not bad, f"{path} is rejected by Kubernetes {', '.join(VERSIONS)}:\n" + "\n".join(bad)
+    # admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy is GA from 1.30 (its header says so)
+    versions = tuple(v for v in VERSIONS if v != "1.29") if path.name == "admission-policy.yaml" else VERSIONS
+    bad = [f"{d['kind']} {d['metadata']['name']}: {p}" for d in docs for p in problems(d, versions)]
+    assert not bad, f"{path} is rejected by Kubernetes {', '.join(versions)}:\n" + "\n".join(bad)
 
 
 def resource_of(path: str) -> str:

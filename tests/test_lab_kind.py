@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from drillkit.errors import PreflightError, UnavailableError
+from drillkit.faults.kube.memory import quantity_bytes
 from drillkit.lab import kindlab
 from drillkit.lab.services import PrometheusSetup, Service, start_alertmanager, start_prometheus
 from drillkit.prometheus import PromConfig, Prometheus
@@ -73,7 +74,7 @@ def test_every_manifest_passes_the_official_schemas() -> None:
 
 def test_every_shipped_yaml_file_is_deployed_and_the_kind_config_is_the_repositorys() -> None:
     shipped = {p.name for p in kindlab.KIND_DIR.glob("*.yaml")}
-    assert shipped == {*kindlab.MANIFESTS, kindlab.KIND_CONFIG.name}, shipped
+    assert shipped == {*kindlab.MANIFESTS, kindlab.KIND_CONFIG.name, kindlab.ADMISSION_POLICY.name}, shipped
     assert kindlab.KIND_CONFIG.read_text() == (ROOT / "kind-config.yaml").read_text(), (
         "drillkit/lab/kind/kind-config.yaml and kind-config.yaml differ: keep them identical"
     )
@@ -106,6 +107,25 @@ def test_a_config_or_image_change_rolls_the_pods_that_use_it() -> None:
     assert other["spec"]["template"] != api["spec"]["template"]
 
 
+def bound_memory_drill_worker(server: KubeServer, total: int = 16 * 2**30) -> None:
+    """Give the demo's second worker what kind-config.yaml gives the kind one on a `total`-byte
+    machine: its label, and allocatable = capacity - system-reserved - eviction-hard."""
+    config = yaml.safe_load(kindlab.kind_config(total))
+    workers = [n for n in config["nodes"] if n["role"] == "worker"]
+    (i,) = [k for k, n in enumerate(workers) if n.get("labels")]
+    name = "kind-drillkit-worker" + (str(i + 1) if i else "")
+    args = yaml.safe_load(workers[i]["kubeadmConfigPatches"][0])["nodeRegistration"]["kubeletExtraArgs"]
+    reserved = quantity_bytes(args["system-reserved"].removeprefix("memory="))
+    hard = quantity_bytes(dict(x.split("<") for x in args["eviction-hard"].split(","))["memory.available"])
+
+    def change(n: dict[str, Any]) -> None:
+        n["metadata"].setdefault("labels", {}).update(workers[i]["labels"])
+        n["status"].setdefault("capacity", {})["memory"] = str(total)
+        n["status"].setdefault("allocatable", {})["memory"] = str(total - reserved - hard)
+
+    server.update("nodes", None, name, change)
+
+
 def apply(server: KubeServer) -> None:
     """Apply the platform as `lab up --kind` does (the real kubectl: `apply -f -` of
     kindlab.manifests_yaml, then `rollout status` of each workload) onto the 3 kind-like nodes
@@ -113,6 +133,7 @@ def apply(server: KubeServer) -> None:
     for doc in yaml.safe_load_all(DEMO_MANIFESTS.read_text()):
         if doc["kind"] == "Node":
             server.seed(doc)
+    bound_memory_drill_worker(server)
     server.kubectl("apply", "-f", "-", input=kindlab.manifests_yaml(IMAGE_ID))
     for ns, kind, name in kindlab.WORKLOADS:
         server.kubectl("-n", ns, "rollout", "status", f"{kind}/{name}", "--timeout=60s")
@@ -324,6 +345,8 @@ if tool in ("docker", "podman") and args[0] == "build":
     call["dockerfile"] = Path(args[args.index("-f") + 1]).read_text().startswith("# The chat API")
 if tool == "kind" and args[:2] == ["load", "image-archive"]:
     call["archive_exists"] = Path(args[2]).is_file()
+if tool == "kind" and args[:2] == ["create", "cluster"]:
+    call["config"] = Path(args[args.index("--config") + 1]).read_text()
 with open(state / "calls.jsonl", "a") as fh:
     fh.write(json.dumps(call) + "\n")
 fail = state / ("fail-" + tool + "-" + args[0])
@@ -342,6 +365,8 @@ elif tool == "kind" and args[:2] == ["delete", "cluster"]:
     clusters.unlink()
 elif tool == "kubectl" and args[:2] == ["config", "get-contexts"]:
     print("kind-drillkit" if clusters.exists() else "")
+elif tool in ("docker", "podman") and args[0] == "info" and "MemTotal" in args[-1]:
+    print(16 * 2**30)  # a 16 GiB machine
 elif tool in ("docker", "podman") and args[:2] == ["image", "inspect"]:
     print("{image_id}")
 elif tool == "podman" and args[0] == "save":
@@ -369,7 +394,12 @@ class FakeTools:
     def argv(self) -> list[str]:
         """Each call as one line, build temp paths replaced by <build>."""
         return [
-            re.sub(r"\S*/chatbot-image-[^/\s]+", "<build>", " ".join([c["tool"], *c["args"]])) for c in self.calls()
+            re.sub(
+                r"\S*/drillkit-kind-[^/\s]+",
+                "<kind>",
+                re.sub(r"\S*/chatbot-image-[^/\s]+", "<build>", " ".join([c["tool"], *c["args"]])),
+            )
+            for c in self.calls()
         ]
 
 
@@ -454,14 +484,19 @@ def test_up_on_a_fresh_machine_runs_every_step_in_order(tools: FakeTools, monito
     assert tools.argv() == [
         "docker info --format {{.ServerVersion}}",
         "kind get clusters",
-        f"kind create cluster --name drillkit --config {kindlab.KIND_CONFIG} --wait 120s",
+        "docker info --format {{.MemTotal}}",
+        "kind create cluster --name drillkit --config <kind>/kind-config.yaml --wait 120s",
         "kubectl config get-contexts -o name",
         f"docker build -t {image} -f <build>/context/Dockerfile <build>/context",
         f"docker image inspect --format {{{{.Id}}}} {image}",
         f"kind load docker-image {image} --name drillkit",
         "kubectl --context kind-drillkit apply -f -",
+        f"kubectl --context kind-drillkit apply -f {kindlab.ADMISSION_POLICY}",
         *ROLLOUTS,
     ], "\n".join(tools.argv())
+    config = next(c for c in tools.calls() if c["args"][:2] == ["create", "cluster"])["config"]
+    # 16 GiB of machine: the memory-drill worker's pods get 3 GiB, the kubelet reserves the rest
+    assert config == kindlab.KIND_CONFIG.read_text().replace("memory=12900Mi", "memory=13312Mi"), config
     build = next(c for c in tools.calls() if c["args"][0] == "build")
     assert build["context_has_app"] and build["dockerfile"], build
     assert (tools.state / "applied.yaml").read_text() == kindlab.manifests_yaml(IMAGE_ID)
@@ -484,6 +519,7 @@ def test_up_again_reuses_the_cluster_and_podman_loads_an_archive(tools: FakeTool
         f"podman save --format docker-archive -o <build>/image.tar {image}",
         "kind load image-archive <build>/image.tar --name drillkit",
         "kubectl --context kind-drillkit apply -f -",
+        f"kubectl --context kind-drillkit apply -f {kindlab.ADMISSION_POLICY}",
         *ROLLOUTS,
     ], "\n".join(tools.argv())
     assert {c["provider"] for c in tools.calls() if c["tool"] == "kind"} == {"podman"}
@@ -509,7 +545,7 @@ def test_a_failing_step_stops_up_with_the_tools_own_words(tools: FakeTools) -> N
     r = run_cli("lab", "up", "--kind")
     assert r.returncode == 3, r.stdout + r.stderr
     assert "`kind create cluster --name drillkit" in r.stderr and "node(s) already exist" in r.stderr, r.stderr
-    assert "docker" not in [c["tool"] for c in tools.calls()[2:]], "no build after the cluster failed"
+    assert not [c for c in tools.calls() if c["args"][0] == "build"], "no build after the cluster failed"
 
 
 @pytest.mark.parametrize(
@@ -558,3 +594,23 @@ def test_down_deletes_the_cluster_once(tools: FakeTools) -> None:
 def test_local_lab_options_are_refused_with_kind(tools: FakeTools) -> None:
     r = run_cli("lab", "up", "--kind", "--base-port", "20000")
     assert r.returncode == 2 and "--replicas and --base-port are for the local lab" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("total", "reserved"),
+    [(16 * 2**30, 13 * 2**30), (8 * 2**30, 6 * 2**30), (64 * 2**30 + 12345, 61 * 2**30), (4 * 2**30, 3 * 2**30)],
+)
+def test_the_memory_drill_worker_is_bounded_from_the_machines_memory(total: int, reserved: int) -> None:
+    assert kindlab.memory_drill_reserved(total) == reserved
+    config = yaml.safe_load(kindlab.kind_config(total))
+    (worker,) = [n for n in config["nodes"] if (n.get("labels") or {}).get("drillkit.io/memory-drill") == "true"]
+    assert worker["role"] == "worker"
+    (patch,) = [yaml.safe_load(p) for p in worker["kubeadmConfigPatches"]]
+    args = patch["nodeRegistration"]["kubeletExtraArgs"]
+    assert args["system-reserved"] == f"memory={reserved // 2**20}Mi", args
+    hard = dict(x.split("<") for x in args["eviction-hard"].split(","))
+    assert hard["memory.available"] == "300Mi", hard
+    assert {k: v for k, v in hard.items() if k != "memory.available"} == dict.fromkeys(
+        ("nodefs.available", "nodefs.inodesFree", "imagefs.available"), "0%"
+    ), "kind's disk signals stay off"
+    assert args["eviction-pressure-transition-period"] == "30s"

@@ -491,6 +491,12 @@ class Kube(KubeApi):
         data = self.call("list nodes", self.core.list_node)
         return [Node.from_json(o) for o in data.get("items") or []]
 
+    def get_node(self, name: str) -> Node | None:
+        try:
+            return Node.from_json(self.call(f"get nodes {name}", self.core.read_node, name))
+        except NotFound:
+            return None
+
     def cordon(self, name: str, run_id: str) -> None:
         self.cordoned = True
         self.call(

@@ -99,6 +99,7 @@ class Container:
     last_terminated_reason: str | None = None
     ended: Ended | None = None  # state.terminated: it ran and exited (not restarted, or not yet)
     waiting: str | None = None  # state.waiting's `reason: message` (ErrImagePull, ContainerCreating, ...)
+    memory_request: str | None = None  # resources.requests.memory (a quantity)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class Pod:
     mirror: bool = False
     deletion_grace: int | None = None  # metadata.deletionGracePeriodSeconds of a terminating pod
     empty_dirs: tuple[str, ...] = ()  # names of emptyDir volumes (their data dies with the pod)
+    reason: str = ""  # status.reason: `Evicted` once the kubelet evicted it (phase Failed)
 
     @property
     def ref(self) -> ObjRef:
@@ -164,6 +166,7 @@ class Pod:
                         last,
                         ended,
                         waiting,
+                        ((c.get("resources") or {}).get("requests") or {}).get("memory"),
                     )
                 )
             return tuple(out)
@@ -187,6 +190,7 @@ class Pod:
             if meta.get("deletionGracePeriodSeconds") is None
             else int(meta["deletionGracePeriodSeconds"]),
             empty_dirs=tuple(v.get("name", "") for v in spec.get("volumes") or [] if "emptyDir" in v),
+            reason=status.get("reason") or "",
         )
 
 
@@ -253,6 +257,9 @@ class Node:
     unschedulable: bool
     ready: bool
     annotations: dict[str, str]
+    labels: dict[str, str] = field(default_factory=dict)
+    allocatable_memory: str | None = None  # status.allocatable.memory (a quantity)
+    memory_pressure: bool = False  # the kubelet's MemoryPressure condition is True
 
     @property
     def ref(self) -> ObjRef:
@@ -261,13 +268,16 @@ class Node:
     @classmethod
     def from_json(cls, o: dict[str, Any]) -> Node:
         meta, spec, status = o.get("metadata") or {}, o.get("spec") or {}, o.get("status") or {}
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
         return cls(
             meta.get("name", ""),
             meta.get("uid", ""),
             bool(spec.get("unschedulable")),
-            ready,
+            conditions.get("Ready") == "True",
             dict(meta.get("annotations") or {}),
+            dict(meta.get("labels") or {}),
+            (status.get("allocatable") or {}).get("memory"),
+            conditions.get("MemoryPressure") == "True",
         )
 
 

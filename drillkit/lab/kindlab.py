@@ -3,7 +3,8 @@
 Why: the Kubernetes drills (scenarios/k8s) need a cluster running the chat platform and a
 Prometheus with the same alert rules as the local lab; `kind create cluster` alone gives an
 empty one. `up` checks the tools (docker or podman, kind, kubectl), creates the cluster from
-the packaged kind config (context kind-drillkit), builds the chat API image from the installed
+the packaged kind config (context kind-drillkit; the memory-drill worker's `system-reserved`
+sized from the engine's memory), builds the chat API image from the installed
 drillkit package and loads it into the cluster, applies the manifests shipped in
 `drillkit/lab/kind/` (plus the rules ConfigMap generated from `drillkit/lab/rules/`, both at the
 scrape interval asked for: `drillkit.lab.ruleset`), waits for
@@ -42,7 +43,11 @@ KIND_DIR = Path(__file__).parent / "kind"
 RULES = ruleset.RULES
 KIND_CONFIG = KIND_DIR / "kind-config.yaml"
 DOCKERFILE = KIND_DIR / "Dockerfile"
-# Applied in this order (namespaces first); every other *.yaml here is the kind config.
+ADMISSION_POLICY = KIND_DIR / "admission-policy.yaml"
+"""What drillkit's ServiceAccount may create (deploy/admission-policy.yaml links to it); applied
+with the platform, so drills on the lab run under it once deploy/rbac*.yaml is applied."""
+# Applied in this order (namespaces first); of the other *.yaml here, one is the kind config and
+# one drillkit's admission policy (applied after the platform).
 MANIFESTS = (
     "namespaces.yaml",
     "chatbot-db.yaml",
@@ -52,6 +57,10 @@ MANIFESTS = (
     "prometheus.yaml",
     "alertmanager.yaml",
 )
+MEMORY_DRILL_SHARE = 3 * 2**30
+"""Bytes of the machine the memory-drill worker's pods may use at most (a quarter of a smaller
+machine): kind-config.yaml reserves the rest with the kubelet's `system-reserved`."""
+_RESERVED = re.compile(r'system-reserved: "memory=\d+Mi"')
 CLUSTER = "drillkit"
 CONTEXT = f"kind-{CLUSTER}"
 IMAGE = "localhost/chatbot-api:dev"
@@ -262,6 +271,31 @@ class KindLab:
     seconds: float
 
 
+def memory_drill_reserved(total: int) -> int:
+    """`system-reserved` memory of the memory-drill worker on a machine of `total` bytes: all but
+    min(MEMORY_DRILL_SHARE, total / 4), in whole MiB. A kind node's capacity is the machine's."""
+    return (total - min(MEMORY_DRILL_SHARE, total // 4)) // 2**20 * 2**20
+
+
+def kind_config(total: int) -> str:
+    """kind-config.yaml with the memory-drill worker's `system-reserved` sized for `total` bytes."""
+    text = KIND_CONFIG.read_text()
+    config, n = _RESERVED.subn(f'system-reserved: "memory={memory_drill_reserved(total) // 2**20}Mi"', text)
+    if n != 1:
+        raise PreflightError(f"{KIND_CONFIG}: expected one system-reserved memory of the memory-drill worker")
+    return config
+
+
+def engine_memory(tools: Tools) -> int:
+    """The memory (bytes) of the machine kind's nodes run on: the container engine's MemTotal
+    (the Docker Desktop VM's on a Mac, the host's on Linux)."""
+    field = "{{.MemTotal}}" if tools.engine == "docker" else "{{.Host.MemTotal}}"
+    said = tools.run(tools.engine, "info", "--format", field, timeout=30).strip()
+    if not said.isdigit() or int(said) < 2**30:
+        raise PreflightError(f"`{tools.engine} info` reports {said!r} bytes of memory: cannot size the kind nodes")
+    return int(said)
+
+
 def clusters(tools: Tools) -> list[str]:
     return tools.run("kind", "get", "clusters", timeout=60).split()
 
@@ -299,10 +333,18 @@ def up(
     tools = find_tools(out=out)
     created = CLUSTER not in clusters(tools)
     if created:
-        out(f"creating kind cluster {CLUSTER} from {KIND_CONFIG.name} (a minute or two)")
-        tools.run(
-            "kind", "create", "cluster", "--name", CLUSTER, "--config", str(KIND_CONFIG), "--wait", "120s", timeout=900
+        total = engine_memory(tools)
+        reserved = memory_drill_reserved(total) // 2**20
+        out(
+            f"creating kind cluster {CLUSTER} from {KIND_CONFIG.name} (a minute or two); the memory-drill "
+            f"worker reserves {reserved}Mi of the machine's {total // 2**20}Mi"
         )
+        with tempfile.TemporaryDirectory(prefix="drillkit-kind-") as tmp:
+            config = Path(tmp) / KIND_CONFIG.name
+            config.write_text(kind_config(total))
+            tools.run(
+                "kind", "create", "cluster", "--name", CLUSTER, "--config", str(config), "--wait", "120s", timeout=900
+            )
     else:
         out(f"kind cluster {CLUSTER} exists; deploying onto it")
     if CONTEXT not in tools.run("kubectl", "config", "get-contexts", "-o", "name", timeout=60).split():
@@ -312,6 +354,8 @@ def up(
     every = ruleset.duration(scrape_interval)
     out(f"applying the platform ({', '.join(MANIFESTS)}, rules from {RULES.name}; scrape and evaluation every {every})")
     tools.kubectl("apply", "-f", "-", input=manifests_yaml(image_id, scrape_interval), timeout=300)
+    out(f"applying drillkit's admission policy ({ADMISSION_POLICY.name})")
+    tools.kubectl("apply", "-f", str(ADMISSION_POLICY), timeout=120)
     for ns, kind, name in WORKLOADS:
         out(f"waiting for {kind} {ns}/{name}")
         tools.kubectl("-n", ns, "rollout", "status", f"{kind}/{name}", f"--timeout={ROLLOUT_TIMEOUT}", timeout=660)

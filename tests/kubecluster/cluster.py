@@ -28,6 +28,7 @@ PROD_CONTEXT = "prod-cluster"
 DEMO_MANIFESTS = Path(__file__).with_name("demo.yaml")
 RBAC_CLUSTER = REPO / "deploy" / "rbac.yaml"
 RBAC_NAMESPACE = REPO / "deploy" / "rbac-namespace.yaml"
+ADMISSION_POLICY = REPO / "deploy" / "admission-policy.yaml"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 Obj = dict[str, Any]
 
@@ -136,15 +137,27 @@ class RealCluster:
         sa: tuple[str, str] = ("drillkit", "drillkit"),
         targets: tuple[str, ...] = ("chatbot",),
         cluster: str | Path = RBAC_CLUSTER,
+        admission: bool = True,
     ) -> str:
         """Apply the shipped RBAC as its comments tell an operator (`kubectl apply -f
         deploy/rbac.yaml`, then `kubectl apply -n <target> -f deploy/rbac-namespace.yaml` per
-        target namespace) and from now on act as the ServiceAccount, with a token from the
-        TokenRequest API. `self.rbac = None` goes back to the admin. Returns the token."""
+        target namespace), with `admission` the admission policy (`kubectl apply -f
+        deploy/admission-policy.yaml`), and from now on act as the ServiceAccount, with a token
+        from the TokenRequest API. `self.rbac = None` goes back to the admin (the policy stays
+        until reset()). Returns the token."""
         self.kubectl("apply", "-f", str(cluster))
+        if admission:
+            self.kubectl("apply", "-f", str(ADMISSION_POLICY))
         for ns in targets:
             self.kubectl("apply", "-n", ns, "-f", str(path))
         token = self.kubectl("create", "token", sa[1], "-n", sa[0], "--duration=1h").strip()
+        if admission and targets:  # the apiserver loads a new policy asynchronously: wait until it refuses
+            probe = ("create", "secret", "generic", "drillkit-policy-probe", "-n", targets[0], "--dry-run=server")
+            self.wait_for(
+                lambda: "drillkit.io/run-id" in self.kubectl(*probe, token=token, check=False),
+                15,
+                "the admission policy to refuse an unlabelled Secret",
+            )
         self._token, self._rbac = token, sa
         self.write_kubeconfig()
         return token

@@ -20,6 +20,7 @@ KINDS = {
     "auth-secret-corruption": "drillkit.faults.kube.secrets:AuthSecretCorruption",
     "db-connection-exhaustion": "drillkit.faults.kube.database:DbConnectionExhaustion",
     "node-drain": "drillkit.faults.kube.nodes:NodeDrain",
+    "node-memory-pressure": "drillkit.faults.kube.nodememory:NodeMemoryPressure",
     "memory-pressure": "drillkit.faults.kube.memory:MemoryPressure",
     "cpu-pressure": "drillkit.faults.kube.pressure:CpuPressure",
     "network-latency": "drillkit.faults.kube.network:NetworkLatency",

@@ -1,6 +1,6 @@
 """What every Kubernetes fault shares: namespace and guardrails, pod targeting, background work.
 
-Why it exists: the nine faults differ in their harm, not in how they pick targets. Here live
+Why it exists: the Kubernetes faults differ in their harm, not in how they pick targets. Here live
 the blast-radius and protected-namespace checks (refused in preflight, before anything is
 touched), the selector and workload-reference parsing their parameters use, and `Background`:
 threads a fault leaves running after inject (repeat kills, watchers, long execs), stopped
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
-from drillkit.errors import PreflightError
+from drillkit.errors import Aborted, PreflightError
 from drillkit.faults import Fault, Made, RevertContext, check_max_targets
 from drillkit.kube import MODIFIED_BY, PROTECTED_NAMESPACES, REQUEST_TIMEOUT, RUN_LABEL, Pod, Workload, workload_kind
 from drillkit.model import Count
@@ -149,6 +149,11 @@ class KubeFault(Fault[P, F, R]):
         if not ns:
             raise PreflightError(f"{self.kind}: no namespace: set target.kubernetes.namespace")
         return ns
+
+    def check_stop(self) -> None:
+        """Raise Aborted when the drill is asked to stop (the registered revert then runs)."""
+        if self.ctx.stop.interrupts():
+            raise Aborted(self.ctx.stop.reason or "stop requested", by_signal=True)
 
     def made_labels(self, made: Made, app: str) -> dict[str, str]:
         """The labels of an object this fault creates: the run id always (cleanup and the

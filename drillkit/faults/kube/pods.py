@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from drillkit.errors import DrillkitError
+from drillkit.errors import DrillkitError, PreflightError
 from drillkit.faults import RevertContext, RevertHandle, Undo
 from drillkit.faults.kube.base import (
     STOP_TIMEOUT,
@@ -25,7 +25,7 @@ from drillkit.faults.kube.base import (
     note,
     private_journal,
 )
-from drillkit.kube import Conflict, Owner, Pod, workload_kind
+from drillkit.kube import Conflict, KubeError, Owner, Pod, workload_kind
 from drillkit.model import Count, Duration, doc
 from drillkit.signals import wait_until
 
@@ -95,7 +95,29 @@ class PodKill(KubeFault[PodKillParams, Victims, PodKillRecord]):
     def preflight(self) -> Victims:
         p, ns = self.params, self.namespace
         pods = self.resolve_pods(ns, p.selector, p.field_selector, p.count, p.pick)
-        return Victims(ns, tuple(Victim(v, self.kube.owner_of(v)) for v in pods))
+        victims = tuple(Victim(v, self.kube.owner_of(v)) for v in pods)
+        for v in victims:
+            if v.owner is None:
+                self._recreatable(v.pod)
+        return Victims(ns, victims)
+
+    def _recreatable(self, pod: Pod) -> None:
+        """Refuse an owner-less pod the revert could not bring back: ask the apiserver (a dry
+        run) whether it would admit the pod's manifest as this account, e.g. under drillkit's
+        admission policy, which refuses foreign images and ServiceAccounts. The pod exists, so
+        an admitted dry run ends in 409 AlreadyExists: admission runs before that check."""
+        try:
+            self.kube.create_pod(pod.namespace, self.kube.pod_manifest(pod.namespace, pod.name), dry_run=True)
+        except Conflict:
+            return
+        except KubeError as exc:
+            if exc.status not in (400, 403, 422):
+                raise
+            raise PreflightError(
+                f"{self.kind}: {pod.ref} has no owner, so the revert would re-create it, but the "
+                f"apiserver refuses that ({exc}); it would be lost for good. Target pods with an "
+                "owner, or run this drill as an account the policy allows"
+            ) from None
 
     def plan(self, found: Victims) -> list[str]:
         p = self.params
