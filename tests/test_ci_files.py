@@ -116,8 +116,16 @@ def test_the_cronjob_validates_and_runs_the_suite_as_the_shipped_service_account
     assert job["metadata"]["namespace"] == sa["metadata"]["namespace"]
     assert job["spec"]["schedule"] == "0 6 1 1,4,7,10 *" and job["spec"]["concurrencyPolicy"] == "Forbid"
     container = pod["containers"][0]
-    check_command(container["args"])
-    assert container["args"][:2] == ["run", "/scenarios"]
+    assert container["command"] == ["/bin/sh", "-c"] and len(container["args"]) == 1, "one shell script"
+    commands = drillkit_commands(container["args"][0])
+    for words in commands:
+        check_command(words)
+    assert commands[0][:2] == ["run", "/scenarios"] and commands[0][2:4] == ["--report-dir", "/reports"], commands
+    assert commands[1:] == [["report", "index", "/reports"], ["report", "trends", "/reports"]], commands
+    assert container["args"][0].rstrip().endswith('exit "$code"'), "the Job's exit code is the suite's"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    claim = next(v for v in pod["volumes"] if v["name"] == mounts["/reports"])["persistentVolumeClaim"]["claimName"]
+    assert any(d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == claim for d in docs), claim
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["DRILLKIT_CONTEXT"] == "in-cluster" and env["DRILLKIT_ALLOW_CONTEXT"] == "in-cluster"
     assert job["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 0, "a retry would inject the faults again"

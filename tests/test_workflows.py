@@ -78,7 +78,8 @@ def test_no_expression_inside_a_run_block(path: Path) -> None:
     for job_name, job in load(path)["jobs"].items():
         for step in job["steps"]:
             run = step.get("run", "")
-            assert "${{" not in run, f"{path.name}: job {job_name}, step {step.get('name', run[:40])!r}: pass it via env:"
+            where = f"{path.name}: job {job_name}, step {step.get('name', run[:40])!r}"
+            assert "${{" not in run, f"{where}: pass the value through env:"
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
