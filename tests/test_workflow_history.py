@@ -48,11 +48,13 @@ SCENARIO = "lab-high-latency"
 # a shell-injection attempt as the owner input: through env: it is one literal argument
 OWNER = 'sre"; touch "$GITHUB_WORKSPACE/pwned"; echo "$(touch pwned2)'
 SLOWER_SUITE = (
-    "# quarter two: the detection target tightened to what p95 cannot do (a missed target)\n"
+    "# quarter two: high-latency's detection target tightened to what p95 cannot do (a missed target)\n"
     "drills:\n"
     "  - scenario: ../scenarios/lab/high-latency.yaml\n"
     "    overrides: {detection: {within: 1s}}\n"
+    "  - scenario: ../scenarios/lab/database-exhaustion.yaml\n"
 )
+STEADY = "lab-database-exhaustion"
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -199,18 +201,20 @@ def test_two_quarters_of_the_workflow_keep_and_compare_their_history(tmp_path_fa
 
     # Quarter one (the first run ever: no drill-history branch yet), its runs aged a quarter back.
     aged: list[Path] = []
-    q1_inputs = {"scenarios": "scenarios/lab/high-latency.yaml", "owner": OWNER, "fail_on_regression": False}
+    both = "scenarios/lab/high-latency.yaml  scenarios/lab/database-exhaustion.yaml"  # split on spaces
+    q1_inputs = {"scenarios": both, "owner": OWNER, "fail_on_regression": False}
     runner, drills, history = run_quarter(
         origin, tmp / "q1", "1001", q1_inputs, port, lambda reports, out: aged.extend(age_new_runs(reports, days, out))
     )
     assert drills.result == "success", f"quarter one's drills job: {drills.result}\n{log(runner)}"
     assert drills.step("earlier").outcome == "failure", "the branch does not exist yet: that checkout fails"
+    assert f"127.0.0.1:{port}" in "\n".join(runner.log), "lab up took its ports from DRILLKIT_LAB_BASE_PORT"
     assert drills.outputs == {"pages": "true"}
     assert history.result == "success", f"quarter one's history job: {history.result}\n{log(runner)}"
     ws = drills.workspace
     assert not (ws / "pwned").exists() and not (ws / "pwned2").exists(), "the owner input ran as shell"
     run_folders = [f for f in aged if (f / "journal.jsonl").exists()]
-    assert len(run_folders) == 1, aged
+    assert len(run_folders) == 2, aged
     report = json.loads((run_folders[0] / "report.json").read_text())
     assert OWNER in strings(report), (
         f"the owner input reached the report as one literal string: {report.get('action_items')}"
@@ -242,13 +246,15 @@ def test_two_quarters_of_the_workflow_keep_and_compare_their_history(tmp_path_fa
     assert t2["quarters"] == [q_then, q_now], t2["quarters"]
     cells = {c["quarter"]: c for c in t2["by_scenario"][SCENARIO]}
     assert (cells[q_then]["passed"], cells[q_now]["passed"]) == (1, 0), cells
+    steady = {c["quarter"]: c["passed"] for c in t2["by_scenario"][STEADY]}
+    assert steady == {q_then: 1, q_now: 1}, steady
     assert any(r["what"] == "pass rate" and r["previous"] == q_then for r in t2["regressions"]), t2["regressions"]
     page = (branch / "trends.md").read_text()
     assert f"| `{SCENARIO}` | {q_then} |" in page and f"| `{SCENARIO}` | {q_now} |" in page, page
     pages = {name: (branch / name).read_text() for name in ("trends.md", "trends.html", "trends.json")}
     assert not [n for n, text in pages.items() if str(tmp) in text], "no temp path in the published pages"
     assert len(git("log", "--format=%s", cwd=branch).splitlines()) == 2, "one commit per run on the branch"
-    assert len([p for p in branch.iterdir() if (p / "journal.jsonl").exists()]) == 2
+    assert len([p for p in branch.iterdir() if (p / "journal.jsonl").exists()]) == 4
     assert "Drill trends" in drills.summary and "drill-history/trends.md" in history.summary, history.summary
     example = os.environ.get("DRILLKIT_CI_EXAMPLE_DIR")  # docs/examples/ci-history is made this way
     if example:
