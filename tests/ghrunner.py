@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -178,6 +179,7 @@ class Runner:
     # called after each step as hook(job, step id or name, job workspace, that step's outputs)
     after_step: Callable[[str, str, Path, dict[str, str]], None] | None = None
     log: list[str] = field(default_factory=list)
+    timings: list[str] = field(default_factory=list)  # "job/step: outcome in N s"
     checks: list[tuple[str, int, list[str | None]]] = field(default_factory=list)  # what the JUnit action saw
     job_workspace: Path = Path()  # the running job's
 
@@ -234,15 +236,18 @@ class Runner:
             files = {n: temp / f"{n.lower()}-{i}" for n in ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY", "GITHUB_ENV")}
             for f in files.values():
                 f.touch()
+            started = time.monotonic()
             if "uses" in step:
                 outcome = self.uses(step["uses"], {k: text_of(value(v)) for k, v in step.get("with", {}).items()})
             else:
                 outcome = self.shell(step["run"], workspace, temp, step_env, files, contexts["github"])
             outputs = parse_outputs(files["GITHUB_OUTPUT"].read_text())
             summary.append(files["GITHUB_STEP_SUMMARY"].read_text())
+            env.update(parse_outputs(files["GITHUB_ENV"].read_text()))  # for the later steps, as GitHub does
             if self.after_step:
                 self.after_step(name, key, workspace, outputs)
-            self.log.append(f"{name}/{key}: {outcome}")
+            self.timings.append(f"{name}/{key}: {outcome} in {time.monotonic() - started:.1f} s")
+            self.log.append(self.timings[-1])
             results.append(StepResult(key, outcome, outputs))
             conclusion = "success" if outcome == "failure" and step.get("continue-on-error") else outcome
             contexts["steps"][key] = {"outcome": outcome, "conclusion": conclusion, "outputs": outputs}

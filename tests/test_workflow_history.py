@@ -256,6 +256,7 @@ def test_two_quarters_of_the_workflow_keep_and_compare_their_history(tmp_path_fa
     assert len(git("log", "--format=%s", cwd=branch).splitlines()) == 2, "one commit per run on the branch"
     assert len([p for p in branch.iterdir() if (p / "journal.jsonl").exists()]) == 4
     assert "Drill trends" in drills.summary and "drill-history/trends.md" in history.summary, history.summary
+    print("\n".join(runner.timings))  # quarter two's step times (pytest -s)
     example = os.environ.get("DRILLKIT_CI_EXAMPLE_DIR")  # docs/examples/ci-history is made this way
     if example:
         Path(example).mkdir(parents=True, exist_ok=True)
