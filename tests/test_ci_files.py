@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +125,10 @@ def test_the_cronjob_validates_and_runs_the_suite_as_the_shipped_service_account
     assert commands[0][:2] == ["run", "/scenarios"] and commands[0][2:4] == ["--report-dir", "/reports"], commands
     assert commands[1:] == [["report", "index", "/reports"], ["report", "trends", "/reports"]], commands
     assert container["args"][0].rstrip().endswith('exit "$code"'), "the Job's exit code is the suite's"
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is not installed (scripts/setup.sh installs it)"
+    sc = subprocess.run([shellcheck, "-s", "sh", "-"], input=container["args"][0], capture_output=True, text=True)
+    assert sc.returncode == 0, f"the CronJob's script (sh):\n{sc.stdout}"
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     claim = next(v for v in pod["volumes"] if v["name"] == mounts["/reports"])["persistentVolumeClaim"]["claimName"]
     assert any(d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == claim for d in docs), claim
