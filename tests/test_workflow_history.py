@@ -65,8 +65,10 @@ def make_origin(tmp: Path) -> Path:
     """A bare repository holding the tree under test (its uncommitted edits included) on main."""
     src = tmp / "src"
     src.mkdir()
-    files = git("ls-files", "-co", "--exclude-standard", "-z", cwd=ROOT).split("\0")
-    for name in filter(None, files):
+    tracked = git("ls-files", "-c", "-z", cwd=ROOT).split("\0")
+    # new files not committed yet, but no tool caches (.hypothesis and the like)
+    new = [n for n in git("ls-files", "-o", "--exclude-standard", "-z", cwd=ROOT).split("\0") if n[:1] != "."]
+    for name in filter(None, tracked + new):
         if (ROOT / name).is_file():
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, src / name)
