@@ -67,7 +67,8 @@ def lab_up(
     from drillkit.lab import lab as lab_mod
 
     if on_kind:
-        if replicas is not None or base_port is not None:
+        given = click.get_current_context().get_parameter_source("base_port") == click.core.ParameterSource.COMMANDLINE
+        if replicas is not None or (base_port is not None and given):  # $DRILLKIT_LAB_BASE_PORT is the local lab's
             raise click.UsageError("--replicas and --base-port are for the local lab, not --kind")
         from drillkit.lab import kindlab
 
