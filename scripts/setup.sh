@@ -6,7 +6,7 @@ SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
 need=()
 for pair in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
             prometheus-postgres-exporter:prometheus-postgres-exporter stress-ng:stress-ng openssl:openssl \
-            chromium:chromium patch:patch ip:iproute2; do  # chromium: report.html is checked in a real headless browser; patch, ip: the test control plane
+            chromium:chromium patch:patch ip:iproute2 shellcheck:shellcheck; do  # chromium: report.html is checked in a real headless browser; patch, ip: the test control plane; shellcheck: actionlint checks the workflows' run: blocks with it
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
@@ -41,4 +41,21 @@ if command -v go >/dev/null 2>&1; then
   bash scripts/build-k8s.sh >/dev/null
 else
   echo "setup: Go not found: the Kubernetes wire tests need it to build the test control plane (scripts/build-k8s.sh)" >&2
+fi
+# actionlint (tests/test_workflows.py lints every workflow with it), from the Go module proxy at a
+# pinned version, once per machine into ~/.cache/drillkit/actionlint-<version>/.
+ACTIONLINT_VERSION=v1.7.12
+ACTIONLINT_BIN=${XDG_CACHE_HOME:-$HOME/.cache}/drillkit/actionlint-$ACTIONLINT_VERSION
+if [[ ! -x $ACTIONLINT_BIN/actionlint ]]; then
+  if command -v go >/dev/null 2>&1; then
+    log=$(mktemp)
+    if ! CGO_ENABLED=0 GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOFLAGS=-trimpath GOBIN=$ACTIONLINT_BIN \
+         go install "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION" >"$log" 2>&1; then
+      cat "$log" >&2
+      exit 1
+    fi
+    rm -f "$log"
+  else
+    echo "setup: Go not found: the workflow lint test needs it to build actionlint" >&2
+  fi
 fi

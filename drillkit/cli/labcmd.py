@@ -39,7 +39,13 @@ def _scrape_interval(_ctx: click.Context, _param: click.Parameter, value: str | 
     "--dir", "lab_dir", envvar="DRILLKIT_LAB_DIR", default=".drillkit/lab", show_default=True, help=LAB_DIR_HELP
 )
 @click.option("--replicas", type=click.IntRange(1, 20), default=None, help="Chat API replicas [2].")
-@click.option("--base-port", type=int, default=None, help="First of the lab's 127.0.0.1 ports (Prometheus) [19090].")
+@click.option(
+    "--base-port",
+    type=int,
+    default=None,
+    envvar="DRILLKIT_LAB_BASE_PORT",
+    help="First of the lab's 127.0.0.1 ports (Prometheus) [19090].",
+)
 @click.option(
     "--scrape-interval",
     callback=_scrape_interval,
@@ -61,7 +67,8 @@ def lab_up(
     from drillkit.lab import lab as lab_mod
 
     if on_kind:
-        if replicas is not None or base_port is not None:
+        given = click.get_current_context().get_parameter_source("base_port") == click.core.ParameterSource.COMMANDLINE
+        if replicas is not None or (base_port is not None and given):  # $DRILLKIT_LAB_BASE_PORT is the local lab's
             raise click.UsageError("--replicas and --base-port are for the local lab, not --kind")
         from drillkit.lab import kindlab
 
