@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from drillkit.errors import Aborted, PreflightError, UnavailableError
 from drillkit.faults import Fault, FaultContext, Undo
-from drillkit.procs import find_processes, matches_everything, spawn
+from drillkit.procs import detach, find_processes, matches_everything
 
 if TYPE_CHECKING:
     from drillkit.signals import StopFlag
@@ -77,4 +77,4 @@ def drill_length(ctx: FaultContext) -> float:
 
 def restart(argv: tuple[str, ...], cwd: str | None, log: str | None, times: int) -> list[int]:
     """Start `argv` `times` times (detached, output appended to `log`); their pids."""
-    return [spawn(list(argv), cwd, log).pid for _ in range(max(0, times))]
+    return [detach(list(argv), cwd, log) for _ in range(max(0, times))]
