@@ -135,9 +135,9 @@ def test_latency_is_stamped_when_the_proxy_applied_the_delay(tmp_path: Path) -> 
     from datetime import datetime
 
     from drillkit.faults import FaultContext, Undo
+    from drillkit.faults.local.latency import revision
     from drillkit.journal import Journal
     from drillkit.lab.proxy import Options, Proxy, applied_path
-    from drillkit.faults.local.latency import revision
     from drillkit.signals import StopFlag
     from tests.kube_drill import write_scenario
 
