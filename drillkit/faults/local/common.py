@@ -70,9 +70,13 @@ def one_target(kind: str, pattern: str | None, pidfile: str | None) -> int:
 
 def drill_length(ctx: FaultContext) -> float:
     """How long a whole drill may last: detection + recovery windows plus a minute of margin
-    (the dead-man's switch of harm that could outlive drillkit)."""
+    (the dead-man's switch of harm that could outlive drillkit). An exercise's recovery window
+    is its time limit and close-out window, when those are longer."""
     s = ctx.scenario
-    return s.detection.within + s.recovery.within + s.recovery.verify_within + 60.0
+    recovery = s.recovery.within
+    if s.exercise:
+        recovery = max(recovery, s.training.time_limit + s.training.close_out)
+    return s.detection.within + recovery + s.recovery.verify_within + 60.0
 
 
 def restart(argv: tuple[str, ...], cwd: str | None, log: str | None, times: int) -> list[int]:
