@@ -283,13 +283,17 @@ def verdicts(events: list[Event]) -> list[Verdict]:
     ack = first(events, "acknowledged")
     if ack and ack.data.get("severity"):
         expected, given = events[0].data["scenario"]["severity"], ack.data["severity"]
+        # more severe than the playbook's (P1 for a P2) is a point for the debrief, not a miss:
+        # a responder who escalates too early costs sleep, one who under-classifies costs users
+        over = str(given) < str(expected)
         out.append(
             Verdict(
                 "classification",
                 f"Severity classified as {given} (playbook: {expected})",
                 0.0,
                 None,
-                given == expected,
+                None if over else given == expected,
+                reason=f"{given} is more severe than the playbook's {expected}: to discuss, not a miss" if over else "",
                 expected=str(expected),
                 given=str(given),
             )
