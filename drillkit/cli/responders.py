@@ -36,11 +36,21 @@ def responder_command(name: str | None = None) -> Callable[[Callable[..., Any]],
         fn = _guard(fn)
         fn.__click_params__ = params  # type: ignore[attr-defined]  # the options declared above us
         fn = report_dir_option()(fn)
-        fn = click.option("--by", default=lambda: os.environ.get("USER", "someone"), help="Who did it.")(fn)
+        fn = click.option("--by", default=_me, help="Who did it [default: $USER].")(fn)
         fn = click.argument("run_id")(fn)
         return main.command(name)(fn)
 
     return decorate
+
+
+def _me() -> str:
+    """$USER, or the account's name when the shell has no $USER (tmux, sudo, cron)."""
+    import getpass
+
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "someone"
 
 
 def _recorded(what: str, action: Any) -> None:
@@ -125,6 +135,28 @@ def give_up(run_id: str, report_dir: str, by: str) -> None:
 # --- training exercises (logic in drillkit.train and drillkit.scorecard) ------------------------
 
 
+class _Duration(click.ParamType[float]):
+    """`30m`, `90s`, `1h`: seconds above zero."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        from drillkit.model import parse_duration
+
+        if isinstance(value, float):
+            return value
+        try:
+            seconds = parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(f"{value!r}: {exc}", param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r}: expected a duration above zero, like 30m", param, ctx)
+        return seconds
+
+
+DURATION = _Duration()
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, metavar="SCENARIO|FOLDER...")
 @click.option("--random", "pick", is_flag=True, help="Pick one of the scenarios at random (a blind exercise).")
@@ -134,12 +166,25 @@ def give_up(run_id: str, report_dir: str, by: str) -> None:
     default=None,
     help="With --random: only scenarios of this incident type.",
 )
-@click.option("--trainee", default=lambda: os.environ.get("USER", "trainee"), help="Who is training.")
+@click.option("--trainee", default=_me, help="Who is training [default: $USER].")
 @click.option(
     "--hint-every",
     type=click.FloatRange(min=1),
     default=None,
     help="Reveal the next runbook step every this many seconds [default: only on request].",
+)
+@click.option(
+    "--time-limit",
+    type=DURATION,
+    default=None,
+    help="How long the trainee has to restore service, e.g. 30m [default: the scenario's training.time_limit, 30m].",
+)
+@click.option(
+    "--close-out",
+    type=DURATION,
+    default=None,
+    help="Once service is back, how long the exercise stays open for the close-out (the trainee "
+    "ends it with `done`) [default: the scenario's training.close_out, 5m].",
 )
 @click.option("--no-blind", is_flag=True, help="Leave the fault's own names visible (a demonstration).")
 @report_dir_option("Where run folders are created.")
@@ -154,6 +199,8 @@ def train(
     incident: str | None,
     trainee: str,
     hint_every: float | None,
+    time_limit: float | None,
+    close_out: float | None,
     no_blind: bool,
     report_dir: str,
     policy: str | None,
@@ -203,7 +250,9 @@ def train(
         kube_factory=kube_factory,
     )
     with handle_signals(stop):
-        result = run_exercise(sc, opts, stop, TrainOptions(trainee, hint_every, not no_blind, am))
+        result = run_exercise(
+            sc, opts, stop, TrainOptions(trainee, hint_every, not no_blind, am, time_limit, close_out)
+        )
     sys.exit(result.exit_code)
 
 
