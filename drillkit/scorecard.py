@@ -205,6 +205,16 @@ def _channel_line(actions: list[Action], zero: Event) -> Line:
     return Line("Incident channel", "right", f"{name} ({_off(names[0], zero)})")
 
 
+def channel_note(name: str, day: str) -> str:
+    """What a responder is told when declaring `name` on `day`: "" if it follows the convention."""
+    m = CHANNEL_RE.fullmatch(name)
+    if m is None:
+        return f"not the playbook's convention: {channel_problem(name, day)}"
+    if m.group(1) != day:
+        return f"the date should be the incident's, {day}"
+    return ""
+
+
 def channel_problem(name: str, day: str) -> str:
     """Which part of `#incident-{date}-{short-description}` `name` breaks, in words."""
     want = f"expected #incident-{day}-short-description"

@@ -564,6 +564,11 @@ class Exercise(Drill):
             self.console.say(str(exc))
             return
         self.console.say(f"ok: {action.kind.value.replace('_', ' ')} recorded at {action.at:%H:%M:%S} UTC")
+        if action.kind is ActionKind.CHANNEL:
+            from drillkit.scorecard import channel_note
+
+            if note := channel_note(action.message, f"{action.at:%Y-%m-%d}"):
+                self.console.say(f"note: {note}")
 
     def _action(self, verb: str, args: list[str], rest: str) -> Action | None:
         from drillkit.clock import utcnow

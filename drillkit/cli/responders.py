@@ -77,9 +77,14 @@ def ack(run_id: str, report_dir: str, by: str, note: str, severity: str | None) 
 def channel(run_id: str, report_dir: str, by: str, channel: str) -> None:
     """Declare the incident channel, e.g. `#incident-2026-05-04-login-failures` (the playbook's
     #incident-{date}-{short-description}; the scorecard checks it)."""
+    from drillkit.redact import for_terminal
     from drillkit.respond import ActionKind, act
+    from drillkit.scorecard import channel_note
 
-    _recorded(f"channel {channel} declared", act(Path(report_dir), run_id, ActionKind.CHANNEL, by, message=channel))
+    action = act(Path(report_dir), run_id, ActionKind.CHANNEL, by, message=channel)
+    _recorded(f"channel {channel} declared", action)
+    if note := channel_note(channel, f"{action.at:%Y-%m-%d}"):
+        click.echo(for_terminal(f"note: {note}"))
 
 
 @responder_command()
