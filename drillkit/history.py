@@ -91,7 +91,7 @@ def find_runs(root: Path, include_training: bool = True) -> tuple[list[Run], lis
     """Every run folder below `root` (at any depth), oldest first, and a line per folder that
     could not be read (a damaged journal is reported, not fatal). Without `include_training`,
     training exercises are left out: a trainee's time-out says nothing of the platform."""
-    runs, problems = [], []
+    runs, problems, left_out = [], [], 0
     for journal in (folder / JOURNAL_NAME for folder in run_folders(root)):  # as `drillkit attempts`
         try:
             d = collect(journal.parent)
@@ -100,6 +100,7 @@ def find_runs(root: Path, include_training: bool = True) -> tuple[list[Run], lis
             continue
         exercise = first(d.events, "exercise_started")
         if exercise is not None and not include_training:
+            left_out += 1
             continue
         runs.append(
             Run(
@@ -117,7 +118,7 @@ def find_runs(root: Path, include_training: bool = True) -> tuple[list[Run], lis
                 training=exercise is not None,
             )
         )
-    if not runs and not problems and include_training:
+    if not runs and not problems and not left_out:
         raise InputError(f"{root}: no run folders (with a {JOURNAL_NAME}) below it")
     return sorted(runs, key=lambda r: r.started), problems
 
