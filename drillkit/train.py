@@ -395,11 +395,22 @@ class Exercise(Drill):
         super()._inject(faults, undo, journal)
         self.started_mono = time.monotonic()
         symptom = symptom_for(self.scenario)
-        journal.append("exercise_started", trainee=self.train.trainee, symptom=symptom, hints=len(self.hints))
+        training = self.scenario.training
+        journal.append(
+            "exercise_started",
+            trainee=self.train.trainee,
+            symptom=symptom,
+            hints=len(self.hints),
+            time_limit=training.time_limit,
+            close_out=training.close_out,
+        )
         self.console.say("")
         self.console.say(f"INCIDENT REPORT (exercise {self.run_id}, {time.strftime('%H:%M:%S')}):")
         self.console.say(f"  {symptom}")
-        self.console.say("  Investigate and restore service with your own tools. Type `help` for the commands.")
+        self.console.say(
+            f"  Investigate and restore service with your own tools: you have {format_duration(training.time_limit)}."
+            " Type `help` for the commands."
+        )
 
     def _respond(self, journal: Journal, fired: datetime, folder: Path) -> None:
         self.fired, self.fired_mono = fired, journal.mono_of(fired)
