@@ -40,7 +40,7 @@ from typing import IO, Any
 from drillkit.clock import utcnow
 from drillkit.engine import Drill, RunOptions, RunResult, report_folder
 from drillkit.errors import InputError
-from drillkit.faults import FaultContext, Made, Naming
+from drillkit.faults import FaultContext, Made, Naming, run_tag
 from drillkit.journal import Journal
 from drillkit.model import format_duration
 from drillkit.redact import for_terminal
@@ -379,13 +379,16 @@ class Exercise(Drill):
 
     def _hold_target(self, run_id: str) -> ExitStack:
         """Blind, the drill lock (a Lease anyone can read, the lab's lock file) names the
-        exercise, not the scenario: the lock takes the name as it is entered, here."""
+        exercise, not the scenario (and on the lab, not the run id): the lock takes the name as
+        it is entered, here."""
         if not self.train.blind:
             return super()._hold_target(run_id)
         scenario = self.scenario
         self.scenario = dataclasses.replace(scenario, name=LOCK_NAME)
+        # the lab's lock file sits in the lab folder the trainee reads: the run's digest, not its id
+        held = run_tag(run_id) if scenario.target.local is not None else run_id
         try:
-            return super()._hold_target(run_id)
+            return super()._hold_target(held)
         finally:
             self.scenario = scenario
 

@@ -124,7 +124,7 @@ def as_trainee(script: str, *args: str) -> str:
 
 
 TRAINEE_VIEW = r"""
-echo '== ps'; ps -eo pid,ppid,sid,user,comm,args
+echo '== ps'; ps -eww -o pid,ppid,sid,user,comm,args
 echo '== proc'
 for d in /proc/[0-9]*; do
   c=$(tr '\0' ' ' < "$d/cmdline" 2>/dev/null); e=$(tr '\0' ' ' < "$d/environ" 2>/dev/null)
@@ -133,7 +133,6 @@ done
 echo '== names'; find "$1" "$2" 2>/dev/null
 echo '== tmp'; ls -a "$3"
 echo '== contents'; grep -rIiF -f "$4" "$1" "$2" 2>/dev/null
-echo '== run folder'; ls "$5" >/dev/null 2>&1 && echo READABLE || echo DENIED
 """
 
 
@@ -152,7 +151,7 @@ def http_views(lab: Lab) -> str:
     ("name", "words"),
     [
         ("database-exhaustion", ["db-connection-exhaustion", "hold-connections", "holder", "drillkit.faults"]),
-        ("auth-failures", ["auth-secret-corruption", "backup", "corrupt", "drillkit.faults"]),
+        ("auth-failures", ["auth-secret-corruption", "backup", "drillkit.faults"]),
         # `latency` is the lab's own word (latency.json, ChatbotHighLatency): not a giveaway
         ("high-latency", ["run_id", "drillkit.faults"]),
     ],
@@ -174,7 +173,8 @@ def test_nothing_the_trainees_user_can_read_names_the_fault(lab: Lab, name: str,
         patterns.chmod(0o644)
         tmp = tempfile.gettempdir()
         lab_dir = str(lab.work / ".drillkit" / "lab")
-        view = as_trainee(TRAINEE_VIEW, lab_dir, str(reports), tmp, str(patterns), str(run))
+        view = as_trainee(TRAINEE_VIEW, lab_dir, str(reports), tmp, str(patterns))
+        denied = as_trainee('ls "$1" >/dev/null 2>&1 && echo READABLE || echo DENIED', str(run))
         web = http_views(lab)
         helpers = [
             p for p in psutil.process_iter(["cmdline"]) if f"-{run_tag(run_id)}/" in " ".join(p.info["cmdline"] or ())
@@ -194,7 +194,7 @@ def test_nothing_the_trainees_user_can_read_names_the_fault(lab: Lab, name: str,
     assert len(sections["ps"].splitlines()) > 10 and "drillkit.lab.app" in sections["ps"], sections["ps"][:2000]
     assert "latency.json" in sections["names"] and "logs" in sections["names"], sections["names"][:2000]
     assert "ChatbotServiceDown" in web, web[:500]
-    assert sections["run folder"].strip() == "DENIED", "the trainee's user can list the run folder"
+    assert denied.strip() == "DENIED", "the trainee's user can list the run folder"
     assert modes[run.name] == "0o700" and modes["facilitator.log"] == "0o600", modes
     assert f"-exercise-{run_id}" in run.name and sc.name not in run.name, run.name
     # the run folder's own name (in reports/) holds the run id the trainee's header shows anyway
