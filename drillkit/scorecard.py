@@ -274,6 +274,8 @@ def build_scorecard(folder: Path) -> Scorecard:
     card.targets += [_target_line(v, events, actions) for v in vs if v.target in ("mitigate", "resolve")]
     card.checks = [_severity_line(str(sc["severity"]), events, actions), *_updates_lines(vs, events)]
     card.checks.append(_channel_line(actions, zero))
+    if _self_healed(events):  # nothing to communicate about an incident nobody could act on
+        card.checks = [x if x.outcome != "missed" else Line(x.item, "not needed", x.detail) for x in card.checks]
     rb = sc.get("runbook", {})
     texts = [(f"initial response: {s}", False, True) for s in rb.get("initial_response", [])]
     texts += [(f"resolution: {s}", False, True) for s in rb.get("resolution", [])]

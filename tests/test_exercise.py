@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pexpect
 import psutil
@@ -40,7 +41,7 @@ from drillkit.train import SELF_HEAL_S
 from tests.helpers import drillkit_cmd, run_cli
 from tests.test_lab_e2e import SCENARIOS, Lab, wait_steady
 from tests.test_lab_up import free_block
-from tests.test_train import HOLDER, held, terminate_holder
+from tests.test_train import HOLDER, _Collect, held, terminate_holder
 from tests.trainee import journal_kinds, line, scorecard, wait_event
 
 pytestmark = pytest.mark.integration
@@ -153,7 +154,7 @@ def http_views(lab: Lab) -> str:
         ("database-exhaustion", ["db-connection-exhaustion", "hold-connections", "holder", "drillkit.faults"]),
         ("auth-failures", ["auth-secret-corruption", "backup", "drillkit.faults"]),
         # `latency` is the lab's own word (latency.json, ChatbotHighLatency): not a giveaway
-        ("high-latency", ["run_id", "drillkit.faults"]),
+        ("high-latency", ["drillkit.faults"]),
     ],
 )
 def test_nothing_the_trainees_user_can_read_names_the_fault(lab: Lab, name: str, words: list[str]) -> None:
@@ -206,6 +207,13 @@ def test_nothing_the_trainees_user_can_read_names_the_fault(lab: Lab, name: str,
         "lab and reports files": sections["contents"],
         "Prometheus and Alertmanager": web,
     }
+    # other people's drills run on this machine too: in `ps` and /proc, the fault's words count
+    # on lines of this exercise (its lab, its scratch folders); the run id and scenario anywhere
+    ours = (str(lab.work), run_tag(run_id), urlsplit(lab.state.dsn).netloc.rsplit("@", 1)[-1])
+    for where in ("ps", "/proc cmdline+environ"):
+        seen[where] = "\n".join(
+            ln for ln in seen[where].splitlines() if any(o in ln for o in ours) or run_id in ln or sc.name in ln
+        )
     found = {where: [s for s in secrets if s.lower() in text.lower()] for where, text in seen.items()}
     # $TMPDIR is everyone's: its names are searched for this run's id and scenario only
     found["$TMPDIR names"] = [s for s in (run_id, sc.name) if s in sections["tmp"]]
@@ -220,6 +228,7 @@ def test_nothing_the_trainees_user_can_read_names_the_fault(lab: Lab, name: str,
     assert "severity" not in labels and "incident" not in labels, labels
     assert all(ppid != proc.pid and sid != runner_sid for ppid, sid in parents.values()), parents
     assert "you gave up" in out, out + err
+    assert "run_id" not in (lab.work / ".drillkit" / "lab" / "latency.json").read_text()
 
 
 def test_a_30_minute_default_a_close_out_window_and_over_classification(lab: Lab) -> None:
@@ -341,11 +350,13 @@ def test_the_trainees_terminal_at_80_columns(lab: Lab) -> None:
     )
     screen = pyte.Screen(80, 24)
     stream = pyte.Stream(screen)
+    transcript: list[str] = []
+    child.logfile_read = _Collect(transcript)
     try:
         child.expect("PAGE: an alert is firing")
         child.expect(r"ack(nowledged)?: no")  # a header drawn after the page
         child.expect(r"ack(nowledged)?: no")
-        stream.feed(child.before + child.after)
+        stream.feed("".join(transcript))
         header = screen.display[0].rstrip()
         rows = [r.rstrip() for r in screen.display]
         child.sendline("give up")
