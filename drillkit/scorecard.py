@@ -77,6 +77,7 @@ class Scorecard:
     marks: list[Mark] = field(default_factory=list)
     spans: list[Span] = field(default_factory=list)
     ended_at_s: float = 0.0
+    times: dict[str, float | None] = field(default_factory=dict)  # seconds: acknowledge, mitigate
 
     @property
     def met(self) -> int:
@@ -296,6 +297,7 @@ def build_scorecard(folder: Path) -> Scorecard:
     for a in actions:
         card.people.setdefault(a.by or "someone", []).append(f"{_off(a, zero)} {_describe(a)}")
     card.debrief = _debrief(card, sc, events, len(texts))
+    card.times = {v.target: v.actual_seconds for v in vs if v.target in ("acknowledge", "mitigate")}
     card.badge = _badge(events)
     card.marks, card.spans, card.ended_at_s = _timeline(events, actions)
     return card
@@ -420,6 +422,9 @@ class Attempt:
     missed: int
     severity: str
     hints: int
+    scenario: str = ""
+    acknowledged: str = "-"  # time to acknowledge, as the scorecard measured it
+    restored: str = "-"  # time to restore the service
 
 
 def attempts(root: Path) -> dict[str, list[Attempt]]:
@@ -432,6 +437,7 @@ def attempts(root: Path) -> dict[str, list[Attempt]]:
             continue
         raw = printable(json.loads(path.read_text(encoding="utf-8", errors="replace")))
         severity = next((c["outcome"] for c in raw["checks"] if c["item"] == "Severity assigned"), "-")
+        times = raw.get("times") or {}
         out.setdefault(raw["scenario"], []).append(
             Attempt(
                 folder.relative_to(root).as_posix(),
@@ -442,6 +448,9 @@ def attempts(root: Path) -> dict[str, list[Attempt]]:
                 raw["missed"],
                 severity,
                 len(raw["hints"]),
+                raw["scenario"],
+                format_duration(times.get("acknowledge")),
+                format_duration(times.get("mitigate")),
             )
         )
     return {name: sorted(tries, key=lambda a: (a.date, Path(a.folder).name)) for name, tries in out.items()}
@@ -452,11 +461,17 @@ def write_attempts(root: Path) -> list[Path]:
     from drillkit.report import render_page
 
     by_scenario = attempts(root)
+    by_trainee: dict[str, list[Attempt]] = {}
+    for tries in by_scenario.values():
+        for a in tries:
+            by_trainee.setdefault(a.trainee, []).append(a)
+    by_trainee = {t: sorted(tries, key=lambda a: a.date) for t, tries in sorted(by_trainee.items())}
     written = []
     for fmt, name in ATTEMPTS_FILES.items():
         path = root / name
         path.write_text(
-            render_page(f"{name}.j2", fmt, by_scenario=by_scenario, generated=rfc3339_now()), encoding="utf-8"
+            render_page(f"{name}.j2", fmt, by_scenario=by_scenario, by_trainee=by_trainee, generated=rfc3339_now()),
+            encoding="utf-8",
         )
         written.append(path)
     return written

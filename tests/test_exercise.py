@@ -412,3 +412,26 @@ def wait_event_exercise(reports: Path) -> Path:
 def act_exercise(lab: Lab, reports: Path, *args: str) -> subprocess.CompletedProcess[str]:
     run_id = wait_event_exercise(reports).name.rsplit("-", 1)[1]
     return run_cli(args[0], run_id, *args[1:], "--by", "alice", "--report-dir", str(reports), cwd=lab.work)
+
+
+def test_lab_status_answers_at_once_and_names_a_frozen_replica(lab: Lab) -> None:
+    """Runbook step 2 during an outage: a frozen replica (SIGSTOP: the kernel still completes
+    TCP handshakes for it) is `not responding`, and `lab status` answers within about a second
+    per component instead of hanging on it."""
+    import signal
+
+    pid = lab.replica_pids()["api-2"]
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        r = run_cli("lab", "status", cwd=lab.work, timeout=60)
+        took = time.monotonic() - started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    row = next(ln for ln in r.stdout.splitlines() if ln.startswith("api-2"))
+    assert "not responding" in row and "process stopped" in row, r.stdout
+    others = [ln for ln in r.stdout.splitlines() if ln.split()[:1] and ln.split()[0] != "api-2"]
+    assert all(" up " in f"{ln} " for ln in others), r.stdout
+    assert r.returncode == 3, r
+    assert took < 10, f"lab status took {took:.1f}s with one frozen replica"

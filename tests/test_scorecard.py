@@ -104,8 +104,13 @@ def test_attempts_page_lists_every_trainee(tmp_path: Path) -> None:
         write_scorecard(exercise_folder(tmp_path, run_id, who))
     md, html = write_attempts(tmp_path)
     text = md.read_text()
-    assert "## `lab-database-exhaustion`" in text and "| alice |" in text and "| bob |" in text, text
+    assert "### `lab-database-exhaustion`" in text and "| alice |" in text and "| bob |" in text, text
     assert "aaaa0001/scorecard.md" in text and "bbbb0002/scorecard.html" in html.read_text()
+    # a page per trainee, with the times of each attempt (the synthetic run: acknowledged 47 s after the page, restored 70 s after the injection)
+    per = text.split("## Per drill")[0]
+    assert "### alice" in per and "### bob" in per, per
+    alice = per.split("### alice")[1].split("###")[0]
+    assert "| `lab-database-exhaustion` |" in alice and "| 47.0s | 1m10s |" in alice, alice
 
 
 @pytest.mark.parametrize(
