@@ -106,7 +106,8 @@ def test_attempts_page_lists_every_trainee(tmp_path: Path) -> None:
     text = md.read_text()
     assert "### `lab-database-exhaustion`" in text and "| alice |" in text and "| bob |" in text, text
     assert "aaaa0001/scorecard.md" in text and "bbbb0002/scorecard.html" in html.read_text()
-    # a page per trainee, with the times of each attempt (the synthetic run: acknowledged 47 s after the page, restored 70 s after the injection)
+    # a table per trainee, with the times of each attempt (the synthetic run: acknowledged 47 s
+    # after the page, restored 70 s after the injection)
     per = text.split("## Per drill")[0]
     assert "### alice" in per and "### bob" in per, per
     alice = per.split("### alice")[1].split("###")[0]
