@@ -6,18 +6,21 @@ own lines (scenario name, fault kind, plan) go to the run folder's `facilitator.
 facilitator follows with `drillkit watch RUN_ID`, and faults that show up in the system under
 names the trainee would see are disguised as the platform's own.
 
-The trainee mitigates with their own tools. drillkit watches the steady state come back and
-reverts only when that happened, when time runs out, when the trainee gives up, or on
-interrupt. Runbook steps are revealed as hints, one at a time, on request (`hint`, here or
-`drillkit hint RUN_ID`) or on a timer; each hint shown is journalled. Everything the trainee
-does goes through `drillkit.respond` (the same actions file other shells write), so the
-scorecard sees one record.
+The trainee mitigates with their own tools within the time limit (30 minutes unless the
+scenario's `training.time_limit` or `--time-limit` says otherwise). Once the steady state is
+back the exercise stays open for the close-out window (post `resolved`, declare the channel)
+until the trainee types `done`; drillkit reverts then, when time runs out, when the trainee
+gives up, or on interrupt. A fault that heals within SELF_HEAL_S of the page, before anyone did
+anything, ends the exercise as "no response needed". Runbook steps are revealed as hints, one
+at a time, on request (`hint`, here or `drillkit hint RUN_ID`) or on a timer counted from the
+page; each hint shown is journalled. Everything the trainee does goes through
+`drillkit.respond` (the same actions file other shells write), so the scorecard sees one record.
 
-On a terminal the progress sits in the top two rows (a scroll region below them): it is redrawn
-with the cursor saved and restored, so it never touches the line the trainee is typing; notices
-that arrive meanwhile are printed after their next Enter. Text people typed reaches the console
-and the facilitator log only through `redact.for_terminal` (no escape sequence of a responder's
-can clear or retitle a screen), and text that is not UTF-8 is refused, never fatal.
+Blind, what the trainee's own account can read names neither the fault nor the run: the run
+folder is `<time>-exercise-<id>`, mode 0700, and the lab's lock file holds a digest of the run
+id. The terminal is `drillkit.console`'s. Text people typed reaches the console and the
+facilitator log only through `redact.for_terminal`, and text that is not UTF-8 is refused,
+never fatal.
 """
 
 from __future__ import annotations
@@ -25,9 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import select
 import shlex
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from drillkit.clock import utcnow
+from drillkit.console import Console, Part
 from drillkit.engine import Drill, RunOptions, RunResult, report_folder
 from drillkit.errors import InputError
 from drillkit.faults import FaultContext, Made, Naming, run_tag
@@ -51,7 +53,6 @@ from drillkit.respond import (
     first_ack,
     read_actions,
     record,
-    tolerate_bytes,
 )
 from drillkit.scenario import AckSource, Incident, RecoveryAction, Scenario, Severity, load_scenario, scenario_paths
 from drillkit.signals import StopFlag
@@ -216,102 +217,6 @@ def runbook_steps(scenario: Scenario) -> list[str]:
     )
 
 
-@dataclass(frozen=True)
-class Part:
-    """One field of the header, with a shorter form for a narrow terminal."""
-
-    long: str
-    short: str = ""
-
-
-def fit(parts: list[Part], width: int) -> str:
-    """The header in `width` columns: every field in full if it fits, else the short forms from
-    the right, else cut at a field boundary with `…` (never mid-word: "acknowledg")."""
-    texts = [p.long for p in parts]
-    for i in reversed(range(len(parts))):
-        if len(" | ".join(t for t in texts if t)) <= width:
-            break
-        texts[i] = parts[i].short
-    line = " | ".join(t for t in texts if t)
-    while len(line) > width and " | " in line:
-        line = line.rsplit(" | ", 1)[0]
-    return line if len(line) <= width else line[: max(0, width - 1)] + "…"
-
-
-class Console:
-    """The trainee's terminal. On a tty, a header in the top row (fitted to the width) and the
-    latest notice in the second, a scroll region below them with the input on the last row: the
-    header is drawn between cursor save and restore, never on the input line. A notice (a page,
-    a hint) is written at once into the scrolling text just above the input line (the region is
-    narrowed to end above it while the line is written), so it stays in the scrollback and
-    never lands in what the trainee is typing. Without a tty, notices are plain lines."""
-
-    def __init__(self, inp: IO[str], out: IO[str], tty: bool) -> None:
-        self.inp, self.out, self.tty = inp, out, tty
-        tolerate_bytes(inp)
-        self.notice_line = ""
-        self.eof = False
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(columns, rows) now: a resized window is followed at the next redraw."""
-        cols, rows = shutil.get_terminal_size((80, 24))
-        return max(cols, 20), max(rows, 6)
-
-    def start(self) -> None:
-        if self.tty:  # reserve rows 1-2, scroll below them, cursor to the bottom
-            rows = self.size[1]
-            self.out.write(f"\x1b[2J\x1b[3;{rows}r\x1b[{rows};1H")
-            self.out.flush()
-
-    def end(self) -> None:
-        if self.tty:
-            rows = self.size[1]
-            self.out.write(f"\x1b7\x1b[1;1H\x1b[2K\x1b[2;1H\x1b[2K\x1b8\x1b[r\x1b[{rows};1H\n")
-            self.out.flush()
-
-    def status(self, parts: list[Part]) -> None:
-        if self.tty:
-            cols = self.size[0]
-            shown = fit([Part(for_terminal(p.long), for_terminal(p.short)) for p in parts], cols - 1)
-            notice = self.notice_line[: cols - 1]
-            self.out.write(f"\x1b7\x1b[1;1H\x1b[2K{shown}\x1b[2;1H\x1b[2K{notice}\x1b8")
-            self.out.flush()
-
-    def say(self, text: str) -> None:
-        """Print now: only in answer to the trainee's own command (they just pressed Enter)."""
-        self.out.write(for_terminal(text) + "\n")
-        self.out.flush()
-
-    def notice(self, text: str) -> None:
-        """Something happened (a page, a timed hint): written at once above the input line."""
-        shown = for_terminal(f">> {text}")
-        if not self.tty:
-            self.say(shown)
-            return
-        cols, rows = self.size
-        self.notice_line = shown.replace("\n", " ")
-        lines = [chunk[i : i + cols - 1] for chunk in shown.split("\n") for i in range(0, max(len(chunk), 1), cols - 1)]
-        body = "".join(f"\n\r\x1b[2K{line}" for line in lines)
-        # save; scroll region rows 3..rows-1; bottom of it; new lines there; region back; restore
-        self.out.write(f"\x1b7\x1b[3;{rows - 1}r\x1b[{rows - 1};1H{body}\x1b[3;{rows}r\x1b8")
-        self.out.flush()
-
-    def lines(self) -> list[str]:
-        """Complete lines typed since the last call (never blocks)."""
-        out: list[str] = []
-        while not self.eof:
-            ready, _, _ = select.select([self.inp], [], [], 0)
-            if not ready:
-                break
-            line = self.inp.readline()
-            if not line:
-                self.eof = True
-                break
-            out.append(line.strip())
-        return out
-
-
 class Exercise(Drill):
     """The drill loop with the trainee in charge of the response: `_tick` (called in every wait)
     reads the trainee's commands and the actions from other shells, `_respond` does not block,
@@ -339,7 +244,6 @@ class Exercise(Drill):
         self.outcome = ""
         self.closed = False  # the trainee typed `done`: the close-out is over
         self.closing = 0.0  # monotonic end of the close-out window, once the service is back
-        self.restored_mono = 0.0
 
     def _report_folder(self, run_id: str) -> Path:
         """Blind, the run folder's name says `exercise`, not the scenario, and nobody but the
@@ -462,8 +366,7 @@ class Exercise(Drill):
 
     def _close_out(self, journal: Journal) -> None:
         window = self.scenario.training.close_out
-        self.restored_mono = time.monotonic()
-        self.closing = self.restored_mono + window
+        self.closing = time.monotonic() + window
         journal.append("close_out", within=window)
         self.console.notice(
             f"SERVICE RESTORED: close the incident out (post `update resolved …`, declare the channel); "
