@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 WIDTH = 860  # px
 LEFT = 130  # the lanes' names
 RIGHT = 20
-LANE = 34  # px per lane
+LANE = 40  # px per lane
+TOP = 32  # px above the first lane: the system's moments (report, page, restored)
 TICKS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)  # candidate tick steps, seconds
 COLOURS = {"service down": "#f4a259", "alert firing": "#d1495b"}
 
@@ -32,7 +33,7 @@ def timeline_svg(card: Scorecard) -> str:
     total = max(card.ended_at_s, 1.0)
     people = list(dict.fromkeys(m.who for m in card.marks if m.who))
     lanes = ["service down", "alert firing", *people]
-    height = 30 + LANE * (len(lanes) + 1)
+    height = TOP + 10 + LANE * (len(lanes) + 1)
     span = WIDTH - LEFT - RIGHT
 
     def x(seconds: float) -> float:
@@ -42,33 +43,31 @@ def timeline_svg(card: Scorecard) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" '
         f'height="{height}" role="img" aria-label="time axis of the exercise" font-family="sans-serif" font-size="11">'
     ]
-    axis_y = 20 + LANE * len(lanes)
+    axis_y = TOP + LANE * len(lanes)
     for i, lane in enumerate(lanes):
-        y = 20 + LANE * i
+        y = TOP + LANE * i
         out.append(f'<text x="4" y="{y + 16}">{escape(lane)}</text>')
         out.append(f'<line x1="{LEFT}" y1="{y + LANE - 2}" x2="{WIDTH - RIGHT}" y2="{y + LANE - 2}" stroke="#eee"/>')
     for sp in card.spans:
-        y = 20 + LANE * lanes.index(sp.lane) + 6
+        y = TOP + LANE * lanes.index(sp.lane) + 6
         w = max(x(sp.end_s) - x(sp.start_s), 1.0)
         out.append(
             f'<rect x="{x(sp.start_s)}" y="{y}" width="{w:.1f}" height="16" fill="{COLOURS[sp.lane]}">'
             f"<title>{escape(sp.lane)}: +{format_duration(sp.start_s)} to +{format_duration(sp.end_s)}</title></rect>"
         )
-    for m in card.marks:  # the system's moments: a dashed line across every lane
-        if m.who:
-            continue
+    for i, m in enumerate(mk for mk in card.marks if not mk.who):  # a dashed line across every lane
         out.append(
-            f'<line x1="{x(m.at_s)}" y1="16" x2="{x(m.at_s)}" y2="{axis_y}" stroke="#555" stroke-dasharray="3,3"/>'
-            f'<text x="{x(m.at_s) + 2}" y="12" font-size="10">{escape(m.label)}</text>'
+            f'<line x1="{x(m.at_s)}" y1="{TOP - 4}" x2="{x(m.at_s)}" y2="{axis_y}" stroke="#555" '
+            'stroke-dasharray="3,3"/>'
+            f'<text x="{x(m.at_s) + 2}" y="{12 if i % 2 == 0 else 24}" font-size="10">{escape(m.label)}</text>'
         )
-    for m in card.marks:
-        if not m.who:
-            continue
-        y = 20 + LANE * lanes.index(m.who) + 14
+    for i, m in enumerate(mk for mk in card.marks if mk.who):
+        y = TOP + LANE * lanes.index(m.who) + 16
         label = f"+{format_duration(m.at_s)} {m.label}"
+        text_y = y - 7 if i % 2 else y + 13  # neighbours' labels alternate above and below the lane
         out.append(
             f'<circle cx="{x(m.at_s)}" cy="{y}" r="5" fill="#1f6feb"><title>{escape(m.who)}: {escape(label)}</title>'
-            f'</circle><text x="{x(m.at_s) + 7}" y="{y + 4}" font-size="10">{escape(m.label)}</text>'
+            f'</circle><text x="{x(m.at_s) + 6}" y="{text_y}" font-size="9">{escape(m.label)}</text>'
         )
     out.append(f'<line x1="{LEFT}" y1="{axis_y}" x2="{WIDTH - RIGHT}" y2="{axis_y}" stroke="#333"/>')
     step = _step(total)
