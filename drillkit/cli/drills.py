@@ -15,6 +15,7 @@ from drillkit.cli.common import (
     _guard,
     _interrupt_exits_130,
     _lab_url,
+    _me,
     _prom_config,
     _say,
     action_options,
@@ -300,7 +301,7 @@ _ROLES = ("ic", "tech", "comms", "ops")  # as `drillkit handover` (drillkit.resp
     default=None,
     help="The incident's state on the status page as of now (implies --status-page).",
 )
-@click.option("--by", default=lambda: os.environ.get("USER", ""), help="Who wrote it [default: $USER].")
+@click.option("--by", default=_me, help="Who wrote it [default: $USER].")
 @click.option(
     "--role",
     type=click.Choice(_ROLES),

@@ -3,7 +3,6 @@ drillkit.respond, drillkit.train and drillkit.scorecard)."""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from drillkit.cli.common import (
     _guard,
     _interrupt_exits_130,
     _lab_url,
+    _me,
     _prom_config,
     kube_options,
     main,
@@ -41,16 +41,6 @@ def responder_command(name: str | None = None) -> Callable[[Callable[..., Any]],
         return main.command(name)(fn)
 
     return decorate
-
-
-def _me() -> str:
-    """$USER, or the account's name when the shell has no $USER (tmux, sudo, cron)."""
-    import getpass
-
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except (KeyError, OSError):
-        return "someone"
 
 
 def _recorded(what: str, action: Any) -> None:
