@@ -161,6 +161,8 @@ class Verdict:
 
     @property
     def outcome(self) -> str:
+        if self.target == "classification" and self.met is None:
+            return "to discuss"  # over-classified: see verdicts()
         return {True: "met", False: "missed", None: "not measured"}[self.met]
 
     def summary(self) -> str:
@@ -293,7 +295,7 @@ def verdicts(events: list[Event]) -> list[Verdict]:
                 0.0,
                 None,
                 None if over else given == expected,
-                reason=f"{given} is more severe than the playbook's {expected}: to discuss, not a miss" if over else "",
+                reason="more severe than the playbook's: a point for the debrief, not a miss" if over else "",
                 expected=str(expected),
                 given=str(given),
             )
