@@ -153,7 +153,7 @@ class Drill:
             self._ctx.close()
 
     def _run(self, run_id: str) -> RunResult:
-        folder = report_folder(self.opts.report_root, self.scenario, run_id, utcnow())
+        folder = self._report_folder(run_id)
         journal = Journal(folder / JOURNAL_NAME)
         self.opts.out(f"drill {self.scenario.name}: run {run_id}, report folder {folder}")
         journal.append(
@@ -209,6 +209,9 @@ class Drill:
         if not self._render(folder, final):
             code = EXIT_NOT_RECORDED
         return RunResult(run_id, final, folder, code)
+
+    def _report_folder(self, run_id: str) -> Path:
+        return report_folder(self.opts.report_root, self.scenario, run_id, utcnow())
 
     def _save_series(self, journal: Journal, folder: Path) -> None:
         """The probes', the alert expression's and the impact queries' values around the drill,

@@ -21,7 +21,7 @@ from typing import Any
 
 from drillkit.clock import rfc3339
 from drillkit.errors import DrillkitError, InputError
-from drillkit.journal import JOURNAL_NAME
+from drillkit.journal import JOURNAL_NAME, first
 from drillkit.report import collect, write_page
 from drillkit.respond import run_folders
 
@@ -53,6 +53,13 @@ class Run:
     started: datetime
     measures: dict[str, float | None]
     missed: tuple[str, ...]
+    trainee: str = ""  # a training exercise's trainee; "" for a drill
+    training: bool = False  # a `drillkit train` exercise: a person learning, not the platform's readiness
+
+    @property
+    def group(self) -> str:
+        """The scenario as trends group it: exercises apart from drills of the same scenario."""
+        return f"{self.scenario} (training)" if self.training else self.scenario
 
     @property
     def quarter(self) -> str:
@@ -70,6 +77,8 @@ class Run:
             "quarter": self.quarter,
             "measures": self.measures,
             "missed": list(self.missed),
+            "training": self.training,
+            "trainee": self.trainee,
             "folder": os.path.relpath(self.folder, root),
         }
 
@@ -78,15 +87,20 @@ def quarter_of(at: datetime) -> str:
     return f"{at.year}-Q{(at.month - 1) // 3 + 1}"
 
 
-def find_runs(root: Path) -> tuple[list[Run], list[str]]:
+def find_runs(root: Path, include_training: bool = True) -> tuple[list[Run], list[str]]:
     """Every run folder below `root` (at any depth), oldest first, and a line per folder that
-    could not be read (a damaged journal is reported, not fatal)."""
-    runs, problems = [], []
+    could not be read (a damaged journal is reported, not fatal). Without `include_training`,
+    training exercises are left out: a trainee's time-out says nothing of the platform."""
+    runs, problems, left_out = [], [], 0
     for journal in (folder / JOURNAL_NAME for folder in run_folders(root)):  # as `drillkit attempts`
         try:
             d = collect(journal.parent)
         except (DrillkitError, KeyError, TypeError, ValueError) as exc:
             problems.append(f"{journal.parent}: skipped, not a readable run ({exc})")
+            continue
+        exercise = first(d.events, "exercise_started")
+        if exercise is not None and not include_training:
+            left_out += 1
             continue
         runs.append(
             Run(
@@ -100,9 +114,11 @@ def find_runs(root: Path) -> tuple[list[Run], list[str]]:
                 started=d.events[0].at,
                 measures=d.measures.to_dict(),
                 missed=tuple(v.description for v in d.verdicts if v.met is False),
+                trainee=str(exercise.data.get("trainee", "")) if exercise else "",
+                training=exercise is not None,
             )
         )
-    if not runs and not problems:
+    if not runs and not problems and not left_out:
         raise InputError(f"{root}: no run folders (with a {JOURNAL_NAME}) below it")
     return sorted(runs, key=lambda r: r.started), problems
 
@@ -189,8 +205,8 @@ def regressions(by: str, cells: list[Cell]) -> list[Regression]:
 
 def trends(runs: list[Run]) -> Trends:
     t = Trends(runs, sorted({r.quarter for r in runs}))
-    t.by_scenario = _cells(runs, lambda r: r.scenario)
-    t.by_incident = _cells(runs, lambda r: r.incident)
+    t.by_scenario = _cells(runs, lambda r: r.group)
+    t.by_incident = _cells(runs, lambda r: r.incident + (" (training)" if r.training else ""))
     for by, table in (("scenario", t.by_scenario), ("incident", t.by_incident)):
         for cells in table.values():
             t.regressions += regressions(by, cells)
@@ -205,9 +221,10 @@ def _link(root: Path, run: Run) -> str:
     return os.path.relpath(report, root) if report.exists() else ""
 
 
-def write_index(root: Path) -> list[Path]:
-    """index.html, index.md and index.json in `root`: every run, newest first."""
-    runs, problems = find_runs(root)
+def write_index(root: Path, include_training: bool = False) -> list[Path]:
+    """index.html, index.md and index.json in `root`: every run, newest first (training
+    exercises only with `include_training`, marked as such)."""
+    runs, problems = find_runs(root, include_training)
     rows = [{"run": r, "link": _link(root, r)} for r in reversed(runs)]
     ctx: dict[str, Any] = {"rows": rows, "problems": problems, "measures": MEASURES, "names": MEASURE_NAMES}
     ctx["root"] = str(root)
@@ -229,10 +246,11 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
         fh.write("\n")
 
 
-def write_trends(root: Path) -> tuple[list[Path], list[str]]:
+def write_trends(root: Path, include_training: bool = False) -> tuple[list[Path], list[str]]:
     """trends.html (with plots), trends.md and trends.json in `root`; returns them and the
-    regressions, one line each."""
-    runs, problems = find_runs(root)
+    regressions, one line each. Training exercises count only with `include_training`, and then
+    as groups of their own (`<scenario> (training)`)."""
+    runs, problems = find_runs(root, include_training)
     t = trends(runs)
     lines = [r.text() for r in t.regressions]
     ctx: dict[str, Any] = {
@@ -276,7 +294,7 @@ def _trend_plots(t: Trends) -> dict[str, dict[str, Any]]:
 
     per_scenario: dict[str, str] = {}
     for scenario in t.by_scenario:
-        runs = [r for r in t.runs if r.scenario == scenario and r.status in JUDGED]
+        runs = [r for r in t.runs if r.group == scenario and r.status in JUDGED]
         lines = [
             plots.TrendLine(
                 MEASURE_NAMES[m],

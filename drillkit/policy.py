@@ -161,6 +161,8 @@ class Verdict:
 
     @property
     def outcome(self) -> str:
+        if self.target == "classification" and self.met is None:
+            return "to discuss"  # over-classified: see verdicts()
         return {True: "met", False: "missed", None: "not measured"}[self.met]
 
     def summary(self) -> str:
@@ -283,13 +285,17 @@ def verdicts(events: list[Event]) -> list[Verdict]:
     ack = first(events, "acknowledged")
     if ack and ack.data.get("severity"):
         expected, given = events[0].data["scenario"]["severity"], ack.data["severity"]
+        # more severe than the playbook's (P1 for a P2) is a point for the debrief, not a miss:
+        # a responder who escalates too early costs sleep, one who under-classifies costs users
+        over = str(given) < str(expected)
         out.append(
             Verdict(
                 "classification",
                 f"Severity classified as {given} (playbook: {expected})",
                 0.0,
                 None,
-                given == expected,
+                None if over else given == expected,
+                reason="more severe than the playbook's: a point for the debrief, not a miss" if over else "",
                 expected=str(expected),
                 given=str(given),
             )

@@ -262,7 +262,10 @@ def went_well(events: list[Event], verdicts: list[Verdict], measured: MeasuredIm
     entries = status_page(events)
     if entries and "status_page" in met:
         states = " → ".join(dict.fromkeys(e.state for e in entries if e.state)) or "no states given"
-        out.append(f"The status page was kept current: {len(entries)} entries ({states})")
+        # "kept current" only if it ended on `resolved`: went_wrong says so otherwise
+        current = not first(events, "resolved") or entries[-1].state == "resolved"
+        what = "kept current" if current else "first updated in time"
+        out.append(f"The status page was {what}: {len(entries)} entries ({states})")
     named = [r for r in responders(events) if r.roles and not r.name.startswith("drillkit")]
     if named:
         out.append("Roles were taken: " + "; ".join(f"{r.name} as {', '.join(r.roles)}" for r in named))

@@ -223,6 +223,44 @@ def spawn(
     return proc
 
 
+# The go-between of `detach`: reads what to start on stdin (so nothing of it shows in `ps`),
+# starts it in a session of its own, prints its pid and exits, leaving it to be re-parented.
+_DETACH = (
+    "import json,subprocess,sys;s=json.load(sys.stdin);"
+    "o=open(s['log'],'ab') if s['log'] else subprocess.DEVNULL;"
+    "print(subprocess.Popen(s['argv'],cwd=s['cwd'],env=s['env'],stdin=subprocess.DEVNULL,stdout=o,"
+    "stderr=subprocess.STDOUT,start_new_session=True).pid)"
+)
+DETACH_WITHIN_S = 10.0  # python start-up of the go-between, on a loaded machine
+
+
+def detach(
+    argv: list[str], cwd: str | None = None, log_file: str | Path | None = None, env: dict[str, str] | None = None
+) -> int:
+    """Start `argv` as a helper nobody traces back to drillkit: in its own session (its pid is
+    its process group id, so it outlives a crashed drillkit and is stopped as a group) and not
+    drillkit's child (a go-between starts it and exits, so its parent is pid 1 or the nearest
+    subreaper: `ps` shows no PPID pointing at the runner). Output is appended to `log_file`.
+    Its pid; zombies it leaves are pid 1's to reap, and count as gone here."""
+    import json
+    import subprocess
+    import sys
+
+    spec = {"argv": argv, "cwd": cwd, "log": str(log_file) if log_file else None, "env": env or dict(os.environ)}
+    done = subprocess.run(
+        [sys.executable, "-c", _DETACH],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        timeout=DETACH_WITHIN_S,
+        start_new_session=True,
+        check=False,
+    )
+    if done.returncode != 0 or not done.stdout.strip().isdigit():
+        raise DrillkitError(f"could not start {argv[0]}: {done.stderr.strip()[-300:] or 'no pid reported'}")
+    return int(done.stdout)
+
+
 @dataclass(frozen=True)
 class Finished:
     """How a short-lived helper ended: its exit status and what it printed."""

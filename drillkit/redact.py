@@ -42,13 +42,27 @@ def _mask(m: re.Match[str]) -> str:
     return m.group("head") + (MASK if m.group("secret") else "") + (m.groupdict().get("at") or "")
 
 
+def _credential(word: str) -> bool:
+    """`word` after Bearer/Basic/Token looks like a credential, not prose ("If token issue,
+    rotate keys"): it has a digit or a symbol, mixes cases inside, or is long."""
+    return (
+        len(word) >= 16
+        or any(not c.isalpha() for c in word)
+        or (any(c.isupper() for c in word[1:]) and any(c.islower() for c in word))
+    )
+
+
+def _mask_auth(m: re.Match[str]) -> str:
+    return _mask(m) if _credential(m.group("secret")) else m.group(0)
+
+
 def redact(text: str) -> str:
     """`text` with every secret it carries replaced by `***`."""
     if not text:
         return text
-    for pattern in (_USERINFO, _QUERY, _KEYWORD, _AUTH):
+    for pattern in (_USERINFO, _QUERY, _KEYWORD):
         text = pattern.sub(_mask, text)
-    return text
+    return _AUTH.sub(_mask_auth, text)
 
 
 def redact_data(value: Any) -> Any:

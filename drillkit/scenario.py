@@ -174,11 +174,47 @@ class TargetOverrides:
 
 
 @dataclass(frozen=True)
+class Branch:
+    """A runbook step that is only right in one situation ("If traffic spike, add capacity")."""
+
+    when: str = doc("the situation, e.g. connection pool exhaustion")
+    do: str = doc("what to do then, e.g. increase the pool size")
+    applies: bool = doc(
+        "this scenario's fault is that situation: a trainee who skipped it is asked about it", default=False
+    )
+
+    @property
+    def text(self) -> str:
+        return f"if {self.when}: {self.do}"
+
+
+@dataclass(frozen=True)
 class Runbook:
-    """Trainee hints, from the playbook's common incidents."""
+    """Trainee hints, from the playbook's common incidents: the initial response, the resolution,
+    then the branches (numbered on in that order)."""
 
     initial_response: tuple[str, ...] = ()
     resolution: tuple[str, ...] = ()
+    branches: tuple[Branch, ...] = doc("resolution steps for one situation each (`when:`)", default=())
+
+
+@dataclass(frozen=True)
+class Training:
+    """How the scenario runs as an exercise (`drillkit train`)."""
+
+    time_limit: PositiveDuration = doc(
+        "how long the trainee has to restore service before drillkit reverts (a Wheel of Misfortune "
+        "round is about 30 minutes); `train --time-limit` overrides it",
+        default=1800.0,
+    )
+    close_out: PositiveDuration = doc(
+        "once service is back, how long the exercise stays open to post `resolved` and declare the "
+        "channel (the trainee ends it sooner with `done`)",
+        default=300.0,
+    )
+    symptoms: tuple[str, ...] = doc(
+        "what customer support reports, one picked at random (default: a few per incident type)", default=()
+    )
 
 
 @dataclass(frozen=True)
@@ -226,12 +262,14 @@ class Scenario:
     recovery: Recovery = Recovery()
     targets: TargetOverrides = TargetOverrides()
     runbook: Runbook = Runbook()
+    training: Training = Training()
     impact: Impact | None = doc("queries that measure the harm to users (failed requests, error rate)", default=None)
     channel: str = doc(
         "short description for the incident channel #incident-{date}-{short-description} (default: the name)",
         default="",
     )
     path: str = field(default="", metadata={"internal": True})
+    exercise: bool = field(default=False, metadata={"internal": True})  # run by `drillkit train`
 
     def __post_init__(self) -> None:
         if not _NAME_RE.fullmatch(self.name):

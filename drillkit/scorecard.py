@@ -46,10 +46,20 @@ class Step:
     text: str
     done: str = ""  # "by alice at +1m2s", or ""
     hinted: bool = False
+    branch: bool = False  # a step for one situation (`when:`)
+    applies: bool = True  # ... and this drill is that situation: asked about when skipped
+
+    @property
+    def ask(self) -> bool:
+        """Worth asking about in the debrief: skipped, and it applied."""
+        return not self.done and self.applies
 
 
 @dataclass
 class Scorecard:
+    """One exercise, judged. `ended_at_s`: seconds from the incident report to the end;
+    `marks`: what happened when (seconds from the report) for the time axis."""
+
     run_id: str
     scenario: str
     title: str
@@ -63,6 +73,11 @@ class Scorecard:
     hints: list[str] = field(default_factory=list)
     people: dict[str, list[str]] = field(default_factory=dict)
     debrief: list[str] = field(default_factory=list)
+    badge: str = ""  # restored / self-healed / gave up / timed out / ended
+    marks: list[Mark] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)
+    ended_at_s: float = 0.0
+    times: dict[str, float | None] = field(default_factory=dict)  # seconds: acknowledge, mitigate
 
     @property
     def met(self) -> int:
@@ -76,14 +91,43 @@ class Scorecard:
         return {**asdict(self), "met": self.met, "missed": self.missed}
 
 
+@dataclass(frozen=True)
+class Mark:
+    """A point on the scorecard's time axis: seconds after the incident report."""
+
+    at_s: float
+    label: str
+    who: str = ""  # a person (a trainee's action) or "" (the system: page, restored)
+
+
+@dataclass(frozen=True)
+class Span:
+    """A stretch on the time axis: the alert firing, the service down."""
+
+    lane: str
+    start_s: float
+    end_s: float
+
+
 def _off(e: Event | Action | datetime, zero: Event) -> str:
     at = e if isinstance(e, datetime) else e.at
     return "+" + format_duration((at - zero.at).total_seconds())
 
 
 def _target_line(v: Verdict, events: list[Event], actions: list[Action]) -> Line:
+    if _self_healed(events) and v.target in ("acknowledge", "mitigate"):
+        return Line(v.description, "not needed", "the service recovered by itself before anyone could act")
     if v.target == "acknowledge":
         return _ack_line(v, events, actions)
+    missed = first(events, "mitigation_missed")
+    if v.target == "mitigate" and missed is not None and missed.data.get("ended"):
+        after = format_duration(float(missed.data.get("after", 0.0)))
+        limit = format_duration(float(missed.data.get("within", v.limit_seconds)))
+        if missed.data["ended"] == "gave_up":
+            why = f"gave up at +{after}, before the service was restored"
+        else:
+            why = f"time ran out at {limit} (the exercise's limit) with the service still down"
+        return Line(v.description, "missed", f"{why}; target {format_duration(v.limit_seconds)}")
     if v.met is None:
         return Line(v.description, "not measured", v.reason)
     margin = v.margin_seconds or 0.0
@@ -123,15 +167,28 @@ def _ack_line(v: Verdict, events: list[Event], actions: list[Action]) -> Line:
     )
 
 
+def _self_healed(events: list[Event]) -> bool:
+    mitigated = first(events, "mitigated")
+    return mitigated is not None and mitigated.data.get("by") == "itself"
+
+
 def _severity_line(expected: str, events: list[Event], actions: list[Action]) -> Line:
     ack = first(events, "acknowledged")
     given = str(ack.data.get("severity", "")) if ack else ""
     if not given:
         given = next((a.severity.value for a in actions if a.kind is ActionKind.ACK and a.severity), "")
+    if not given and _self_healed(events):
+        return Line("Severity assigned", "not needed", f"nothing to classify in time (playbook: {expected})")
     if not given:
         return Line("Severity assigned", "missed", f"none given with the acknowledgement (playbook: {expected})")
     if given == expected:
         return Line("Severity assigned", "right", f"{given}, as the playbook classifies this incident")
+    if given < expected:  # P1 for a P2: more severe than needed
+        return Line(
+            "Severity assigned",
+            "to discuss",
+            f"{given}, more severe than the playbook's {expected}: over-classifying is not a miss; talk it through",
+        )
     return Line("Severity assigned", "wrong", f"{given}; the playbook classifies this incident as {expected}")
 
 
@@ -143,12 +200,38 @@ def _channel_line(actions: list[Action], zero: Event) -> Line:
     m = CHANNEL_RE.fullmatch(name)
     day = zero.at.strftime("%Y-%m-%d")
     if m is None:
-        return Line(
-            "Incident channel", "wrong", f"{name}: expected #incident-{day}-short-description (lowercase, dashes)"
-        )
+        return Line("Incident channel", "wrong", f"{name}: {channel_problem(name, day)}")
     if m.group(1) != day:
         return Line("Incident channel", "wrong", f"{name}: the date should be the incident's, {day}")
     return Line("Incident channel", "right", f"{name} ({_off(names[0], zero)})")
+
+
+def channel_note(name: str, day: str) -> str:
+    """What a responder is told when declaring `name` on `day`: "" if it follows the convention."""
+    m = CHANNEL_RE.fullmatch(name)
+    if m is None:
+        return f"not the playbook's convention: {channel_problem(name, day)}"
+    if m.group(1) != day:
+        return f"the date should be the incident's, {day}"
+    return ""
+
+
+def channel_problem(name: str, day: str) -> str:
+    """Which part of `#incident-{date}-{short-description}` `name` breaks, in words."""
+    want = f"expected #incident-{day}-short-description"
+    if not name.startswith("#"):
+        return f"a channel name starts with `#` ({want})"
+    if not name.startswith("#incident-"):
+        return f"the prefix should be `#incident-` ({want})"
+    rest = name[len("#incident-") :]
+    if not re.match(r"\d{4}-\d{2}-\d{2}(-|$)", rest):
+        return f"the date (YYYY-MM-DD) should follow `#incident-` ({want})"
+    desc = rest[11:]
+    if not desc:
+        return f"the short description is missing after the date ({want})"
+    if desc != desc.lower():
+        return f"the description should be lowercase ({want})"
+    return f"the description takes letters, digits and single dashes only ({want})"
 
 
 def _updates_lines(vs: list[Verdict], events: list[Event]) -> list[Line]:
@@ -192,15 +275,20 @@ def build_scorecard(folder: Path) -> Scorecard:
     card.targets += [_target_line(v, events, actions) for v in vs if v.target in ("mitigate", "resolve")]
     card.checks = [_severity_line(str(sc["severity"]), events, actions), *_updates_lines(vs, events)]
     card.checks.append(_channel_line(actions, zero))
+    if _self_healed(events):  # nothing to communicate about an incident nobody could act on
+        card.checks = [x if x.outcome != "missed" else Line(x.item, "not needed", x.detail) for x in card.checks]
     rb = sc.get("runbook", {})
-    texts = [f"initial response: {s}" for s in rb.get("initial_response", [])]
-    texts += [f"resolution: {s}" for s in rb.get("resolution", [])]
+    texts = [(f"initial response: {s}", False, True) for s in rb.get("initial_response", [])]
+    texts += [(f"resolution: {s}", False, True) for s in rb.get("resolution", [])]
+    texts += [(f"resolution: if {b['when']}: {b['do']}", True, bool(b.get("applies"))) for b in rb.get("branches", [])]
     hinted = {int(e.data["number"]) for e in events if e.kind == "hint_shown"}
     done = {}
     for a in actions:
         if a.kind is ActionKind.STEP_DONE and a.step not in done:
             done[a.step] = f"by {a.by} at {_off(a, zero)}"
-    card.steps = [Step(n, t, done.get(n, ""), n in hinted) for n, t in enumerate(texts, 1)]
+    card.steps = [
+        Step(n, t, done.get(n, ""), n in hinted, branch, applies) for n, (t, branch, applies) in enumerate(texts, 1)
+    ]
     card.hints = [
         f"{e.data['number']}: {e.data['text']} ({e.data.get('reason', '')}, {_off(e, zero)})"
         for e in events
@@ -209,16 +297,60 @@ def build_scorecard(folder: Path) -> Scorecard:
     for a in actions:
         card.people.setdefault(a.by or "someone", []).append(f"{_off(a, zero)} {_describe(a)}")
     card.debrief = _debrief(card, sc, events, len(texts))
+    card.times = {v.target: v.actual_seconds for v in vs if v.target in ("acknowledge", "mitigate")}
+    card.badge = _badge(events)
+    card.marks, card.spans, card.ended_at_s = _timeline(events, actions)
     return card
+
+
+def _badge(events: list[Event]) -> str:
+    if _self_healed(events):
+        return "self-healed"
+    if first(events, "gave_up"):
+        return "gave up"
+    if first(events, "mitigated"):
+        return "restored"
+    if first(events, "mitigation_missed"):
+        return "time ran out"
+    return "ended"
+
+
+def _timeline(events: list[Event], actions: list[Action]) -> tuple[list[Mark], list[Span], float]:
+    """The time axis, in seconds from the incident report (`injected`): the page, the service
+    down until restored, and every action, by whom."""
+    start = first(events, "exercise_started") or first(events, "injected") or events[0]
+    end = first(events, "finished") or events[-1]
+
+    def s(at: datetime) -> float:
+        return round((at - start.at).total_seconds(), 3)
+
+    total = max(s(end.at), 1.0)
+    detected, mitigated = first(events, "detected"), first(events, "mitigated")
+    back = mitigated or first(events, "reverted") or end
+    marks = [Mark(0.0, "incident report")]
+    spans = [Span("service down", 0.0, s(back.at))]
+    if detected is not None:
+        marks.append(Mark(s(detected.at), "page"))
+        spans.append(Span("alert firing", s(detected.at), s(back.at)))
+    if mitigated is not None:
+        marks.append(Mark(s(mitigated.at), "service restored"))
+    marks += [Mark(s(a.at), _describe(a).split(":")[0], a.by or "someone") for a in actions if s(a.at) >= 0]
+    return marks, spans, total
 
 
 def _outcome(events: list[Event]) -> str:
     end = first(events, "finished")
+    missed = first(events, "mitigation_missed")
+    after = format_duration(float(missed.data.get("after", 0.0))) if missed and "after" in missed.data else ""
     if first(events, "gave_up"):
-        return "gave up; drillkit reverted the fault"
+        return f"gave up{' at +' + after if after else ''}; drillkit reverted the fault"
+    if _self_healed(events):
+        return "the service recovered by itself before anyone could act: no response needed"
     if first(events, "mitigated"):
         return "service restored by the responders"
-    if first(events, "mitigation_missed"):
+    if missed is not None and missed.data.get("ended") == "time_limit":
+        return f"time ran out at {format_duration(float(missed.data['within']))}; drillkit reverted the fault"
+    if missed is not None:
         return "not restored in time; drillkit reverted the fault"
     return f"ended: {end.data.get('status')} {end.data.get('reason', '')}".strip() if end else "did not finish"
 
@@ -242,12 +374,19 @@ def _debrief(card: Scorecard, sc: dict[str, Any], events: list[Event], steps: in
     faults = ", ".join(f"`{f['kind']}`" for f in sc.get("faults", []))
     out = [f"What happened: {sc.get('description') or sc['title']} (fault: {faults})."]
     out.append(f"Outcome: {card.outcome}; {card.met} met, {card.missed} missed.")
-    wrong = [f"{x.item.lower()}: {x.detail}" for x in card.targets + card.checks if x.outcome in ("missed", "wrong")]
+    wrong = [
+        f"{x.item.lower()}: {x.detail}"
+        for x in card.targets + card.checks
+        if x.outcome in ("missed", "wrong", "to discuss")
+    ]
     out += [f"Discuss — {w}" for w in wrong]
-    undone = [s.number for s in card.steps if not s.done]
+    undone = [s.number for s in card.steps if s.ask]
+    done = sum(1 for s in card.steps if s.done)
+    skipped = sum(1 for s in card.steps if not s.done and not s.applies)
     if steps:
         out.append(
-            f"Runbook: {steps - len(undone)} of {steps} steps marked done; {len(card.hints)} hint(s) used."
+            f"Runbook: {done} of {steps} steps marked done; {len(card.hints)} hint(s) used."
+            + (f" {skipped} branch(es) for other situations left out." if skipped else "")
             + (f" Ask about steps {', '.join(map(str, undone))}." if undone else "")
         )
     out.append("Ask: what told you where to look first, and what would have found it sooner?")
@@ -265,7 +404,10 @@ def write_scorecard(folder: Path) -> list[Path]:
         if fmt == "json":
             path.write_text(json.dumps(card.to_dict(), indent=2) + "\n", encoding="utf-8")
         else:
-            path.write_text(render_page(f"{name}.j2", fmt, card=card), encoding="utf-8")
+            from drillkit.timeaxis import timeline_svg
+
+            svgs = {"timeline": timeline_svg(card)} if fmt == "html" else None
+            path.write_text(render_page(f"{name}.j2", fmt, svgs, card=card), encoding="utf-8")
         written.append(path)
     return written
 
@@ -280,6 +422,9 @@ class Attempt:
     missed: int
     severity: str
     hints: int
+    scenario: str = ""
+    acknowledged: str = "-"  # time to acknowledge, as the scorecard measured it
+    restored: str = "-"  # time to restore the service
 
 
 def attempts(root: Path) -> dict[str, list[Attempt]]:
@@ -292,6 +437,7 @@ def attempts(root: Path) -> dict[str, list[Attempt]]:
             continue
         raw = printable(json.loads(path.read_text(encoding="utf-8", errors="replace")))
         severity = next((c["outcome"] for c in raw["checks"] if c["item"] == "Severity assigned"), "-")
+        times = raw.get("times") or {}
         out.setdefault(raw["scenario"], []).append(
             Attempt(
                 folder.relative_to(root).as_posix(),
@@ -302,6 +448,9 @@ def attempts(root: Path) -> dict[str, list[Attempt]]:
                 raw["missed"],
                 severity,
                 len(raw["hints"]),
+                raw["scenario"],
+                format_duration(times.get("acknowledge")),
+                format_duration(times.get("mitigate")),
             )
         )
     return {name: sorted(tries, key=lambda a: (a.date, Path(a.folder).name)) for name, tries in out.items()}
@@ -312,11 +461,17 @@ def write_attempts(root: Path) -> list[Path]:
     from drillkit.report import render_page
 
     by_scenario = attempts(root)
+    by_trainee: dict[str, list[Attempt]] = {}
+    for tries in by_scenario.values():
+        for a in tries:
+            by_trainee.setdefault(a.trainee, []).append(a)
+    by_trainee = {t: sorted(tries, key=lambda a: a.date) for t, tries in sorted(by_trainee.items())}
     written = []
     for fmt, name in ATTEMPTS_FILES.items():
         path = root / name
         path.write_text(
-            render_page(f"{name}.j2", fmt, by_scenario=by_scenario, generated=rfc3339_now()), encoding="utf-8"
+            render_page(f"{name}.j2", fmt, by_scenario=by_scenario, by_trainee=by_trainee, generated=rfc3339_now()),
+            encoding="utf-8",
         )
         written.append(path)
     return written

@@ -6,18 +6,21 @@ own lines (scenario name, fault kind, plan) go to the run folder's `facilitator.
 facilitator follows with `drillkit watch RUN_ID`, and faults that show up in the system under
 names the trainee would see are disguised as the platform's own.
 
-The trainee mitigates with their own tools. drillkit watches the steady state come back and
-reverts only when that happened, when time runs out, when the trainee gives up, or on
-interrupt. Runbook steps are revealed as hints, one at a time, on request (`hint`, here or
-`drillkit hint RUN_ID`) or on a timer; each hint shown is journalled. Everything the trainee
-does goes through `drillkit.respond` (the same actions file other shells write), so the
-scorecard sees one record.
+The trainee mitigates with their own tools within the time limit (30 minutes unless the
+scenario's `training.time_limit` or `--time-limit` says otherwise). Once the steady state is
+back the exercise stays open for the close-out window (post `resolved`, declare the channel)
+until the trainee types `done`; drillkit reverts then, when time runs out, when the trainee
+gives up, or on interrupt. A fault that heals within SELF_HEAL_S of the page, before anyone did
+anything, ends the exercise as "no response needed". Runbook steps are revealed as hints, one
+at a time, on request (`hint`, here or `drillkit hint RUN_ID`) or on a timer counted from the
+page; each hint shown is journalled. Everything the trainee does goes through
+`drillkit.respond` (the same actions file other shells write), so the scorecard sees one record.
 
-On a terminal the progress sits in the top two rows (a scroll region below them): it is redrawn
-with the cursor saved and restored, so it never touches the line the trainee is typing; notices
-that arrive meanwhile are printed after their next Enter. Text people typed reaches the console
-and the facilitator log only through `redact.for_terminal` (no escape sequence of a responder's
-can clear or retitle a screen), and text that is not UTF-8 is refused, never fatal.
+Blind, what the trainee's own account can read names neither the fault nor the run: the run
+folder is `<time>-exercise-<id>`, mode 0700, and the lab's lock file holds a digest of the run
+id. The terminal is `drillkit.console`'s. Text people typed reaches the console and the
+facilitator log only through `redact.for_terminal`, and text that is not UTF-8 is refused,
+never fatal.
 """
 
 from __future__ import annotations
@@ -25,9 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import select
 import shlex
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -37,9 +38,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from drillkit.engine import Drill, RunOptions, RunResult
+from drillkit.clock import utcnow
+from drillkit.console import Console, Part
+from drillkit.engine import Drill, RunOptions, RunResult, report_folder
 from drillkit.errors import InputError
-from drillkit.faults import FaultContext, Made, Naming
+from drillkit.faults import FaultContext, Made, Naming, run_tag
 from drillkit.journal import Journal
 from drillkit.model import format_duration
 from drillkit.redact import for_terminal
@@ -50,7 +53,6 @@ from drillkit.respond import (
     first_ack,
     read_actions,
     record,
-    tolerate_bytes,
 )
 from drillkit.scenario import AckSource, Incident, RecoveryAction, Scenario, Severity, load_scenario, scenario_paths
 from drillkit.signals import StopFlag
@@ -67,15 +69,38 @@ DISGUISES = {
     "cpu-pressure": {"process_name": Naming(LAB_PLATFORM).head(Made.LOAD)},
 }
 
+# What customer support reports, a few ways per incident type (one picked at random, unless the
+# scenario writes its own under `training.symptoms`): after one exercise a trainee must not know
+# the incident from the wording. Each is something users feel, never a cause.
 SYMPTOMS = {
-    Incident.SERVICE_OUTAGE: "Customer support: users say the chat does not load at all; every request fails.",
-    Incident.HIGH_LATENCY: "Customer support: users say the chat has become very slow and messages sometimes time out.",
-    Incident.AUTH_FAILURE: "Customer support: users are being logged out and many cannot log back in.",
-    Incident.DATABASE: "Customer support: users say messages fail to send and conversations do not "
-    "load ('service unavailable').",
-    Incident.MEMORY_LEAK: "Customer support: users say the chat keeps dropping out for a few seconds, again and again.",
-    Incident.OTHER: "Customer support: users report that something is wrong with the chat.",
+    Incident.SERVICE_OUTAGE: (
+        "Customer support: users say the chat does not load at all; every request fails.",
+        "Customer support: several customers sent screenshots of an error page instead of the chat.",
+        "Customer support: the chat seems to be down for some users and flaky for the rest.",
+    ),
+    Incident.HIGH_LATENCY: (
+        "Customer support: users say the chat has become very slow and messages sometimes time out.",
+        "Customer support: customers complain that opening a conversation takes ages.",
+        "Customer support: some users see their messages fail to send; others say it all feels sluggish.",
+    ),
+    Incident.AUTH_FAILURE: (
+        "Customer support: users are being logged out and many cannot log back in.",
+        "Customer support: customers say the chat keeps asking them to sign in again.",
+        "Customer support: some users see an error page; others say the chat worked a minute ago.",
+    ),
+    Incident.DATABASE: (
+        "Customer support: users say messages fail to send and conversations do not load ('service unavailable').",
+        "Customer support: customers see 'service unavailable' on and off; some messages go through.",
+        "Customer support: users say the chat is very slow, then shows an error page.",
+    ),
+    Incident.MEMORY_LEAK: (
+        "Customer support: users say the chat keeps dropping out for a few seconds, again and again.",
+        "Customer support: a few customers say the chat froze briefly; most noticed nothing.",
+        "Customer support: users report short errors now and then; it seems to come and go.",
+    ),
+    Incident.OTHER: ("Customer support: users report that something is wrong with the chat.",),
 }
+SELF_HEAL_S = 10.0  # service back this soon after the page, untouched: nobody could have acted
 
 HELP = """commands (also from another shell: drillkit ack|channel|step|note|handover|hint|give-up RUN_ID …):
   ack [P1-P4] [note]             acknowledge the page, with the severity you assign
@@ -83,6 +108,7 @@ HELP = """commands (also from another shell: drillkit ack|channel|step|note|hand
   page [STATE] message           post a status page update
   channel #incident-…            declare the incident channel
   done N [N…]                    mark runbook steps done (numbers as the hints show them)
+  done                           once the service is back: close the exercise out
   note text                      write a note into the timeline
   handover ic|tech|comms|ops WHO hand a role over
   hint                           reveal the next runbook step
@@ -98,6 +124,8 @@ class TrainOptions:
     hint_every: float | None = None  # seconds between automatic hints (None: on request only)
     blind: bool = True
     alertmanager_url: str | None = None  # shown with the page: the trainee's tool, not a giveaway
+    time_limit: float | None = None  # seconds to restore service (None: the scenario's training.time_limit)
+    close_out: float | None = None  # seconds open after the service is back (None: the scenario's)
 
 
 def pick_scenario(paths: list[str], incident: Incident | None, rng: random.Random | None = None) -> Path:
@@ -113,19 +141,31 @@ def pick_scenario(paths: list[str], incident: Incident | None, rng: random.Rando
     return (rng or random.Random()).choice(candidates)
 
 
-def as_exercise(scenario: Scenario, blind: bool) -> Scenario:
+def as_exercise(scenario: Scenario, blind: bool, train: TrainOptions | None = None) -> Scenario:
     """The scenario as an exercise: the trainee acknowledges and mitigates (the revert is the
-    fallback, not the mitigation), and, blind, faults visible to the trainee look like the
-    platform's own."""
+    fallback, not the mitigation) within the exercise's time limit, and, blind, faults visible
+    to the trainee look like the platform's own."""
     faults = scenario.faults
     if blind and scenario.target.local is not None:
         faults = tuple(_disguised(f) for f in faults)
+    training = scenario.training
+    if train is not None and train.time_limit is not None:
+        training = dataclasses.replace(training, time_limit=train.time_limit)
+    if train is not None and train.close_out is not None:
+        training = dataclasses.replace(training, close_out=train.close_out)
     return dataclasses.replace(
         scenario,
         response=dataclasses.replace(scenario.response, acknowledge=AckSource.COMMAND),
         recovery=dataclasses.replace(scenario.recovery, action=RecoveryAction.WAIT),
         faults=faults,
+        training=training,
+        exercise=True,
     )
+
+
+def symptom_for(scenario: Scenario, rng: random.Random | None = None) -> str:
+    """What customer support reports: one of the scenario's own, or of its incident type's."""
+    return (rng or random.Random()).choice(scenario.training.symptoms or SYMPTOMS[scenario.incident])
 
 
 def _disguised(fault: Any) -> Any:
@@ -137,6 +177,29 @@ def _disguised(fault: Any) -> Any:
     return dataclasses.replace(fault, params=dataclasses.replace(fault.params, **change)) if change else fault
 
 
+def describe(action: Action, hints: list[str]) -> str:
+    """An action as the facilitator reads it in `watch`: with its severity, step, text or state."""
+    k = action.kind
+    if k is ActionKind.ACK:
+        sev = f" as {action.severity.value}" if action.severity else " (no severity)"
+        return f"acknowledged{sev}" + (f": {action.message}" if action.message else "")
+    if k is ActionKind.STEP_DONE:
+        n = action.step
+        return f"step {n} done" + (f": {hints[n - 1]}" if 0 < n <= len(hints) else " (no such step)")
+    if k in (ActionKind.STATUS_UPDATE, ActionKind.STATUS_PAGE):
+        what = "status page" if k is ActionKind.STATUS_PAGE else "status update"
+        return f"{what}{' (' + action.state + ')' if action.state else ''}: {action.message}"
+    if k is ActionKind.CHANNEL:
+        return f"declared channel {action.message}"
+    if k is ActionKind.HANDOVER:
+        return f"handed {action.role.value if action.role else 'a role'} over to {action.to}"
+    if k is ActionKind.HINT_REQUEST:
+        return "asked for a hint"
+    if k is ActionKind.GIVE_UP:
+        return "gave up"
+    return f"{k.value.replace('_', ' ')}: {action.message}".rstrip(": ")
+
+
 def naming_for(scenario: Scenario) -> Naming:
     """A blind exercise's names: the platform's own prefix, the Kubernetes target's namespace
     (the kind platform's `chatbot`), or the lab's."""
@@ -145,73 +208,13 @@ def naming_for(scenario: Scenario) -> Naming:
 
 
 def runbook_steps(scenario: Scenario) -> list[str]:
-    """The hints, numbered from 1: the initial response, then the resolution steps."""
+    """The hints, numbered from 1: the initial response, the resolution steps, then the branches."""
     rb = scenario.runbook
-    return [f"initial response: {s}" for s in rb.initial_response] + [f"resolution: {s}" for s in rb.resolution]
-
-
-class Console:
-    """The trainee's terminal. On a tty, two status rows at the top (scroll region below): the
-    progress is drawn there between cursor save and restore, never on the input line; notices
-    go there too and are printed in full after the trainee's next Enter. Without a tty, notices
-    are plain lines."""
-
-    def __init__(self, inp: IO[str], out: IO[str], tty: bool) -> None:
-        self.inp, self.out, self.tty = inp, out, tty
-        tolerate_bytes(inp)
-        self.pending: list[str] = []
-        self.notice_line = ""
-        self.eof = False
-        self.rows = shutil.get_terminal_size((80, 24)).lines if tty else 0
-
-    def start(self) -> None:
-        if self.tty:  # reserve rows 1-2, scroll below them, cursor to the bottom
-            self.out.write(f"\x1b[2J\x1b[3;{self.rows}r\x1b[{self.rows};1H")
-            self.out.flush()
-
-    def end(self) -> None:
-        if self.tty:
-            self.out.write(f"\x1b7\x1b[1;1H\x1b[2K\x1b[2;1H\x1b[2K\x1b8\x1b[r\x1b[{self.rows};1H\n")
-            self.out.flush()
-        self.flush_pending()
-
-    def status(self, text: str) -> None:
-        if self.tty:
-            shown, notice = for_terminal(text)[:200], self.notice_line[:200]
-            self.out.write(f"\x1b7\x1b[1;1H\x1b[2K{shown}\x1b[2;1H\x1b[2K{notice}\x1b8")
-            self.out.flush()
-
-    def say(self, text: str) -> None:
-        """Print now: only in answer to the trainee's own command (they just pressed Enter)."""
-        self.out.write(for_terminal(text) + "\n")
-        self.out.flush()
-
-    def notice(self, text: str) -> None:
-        """Something happened (a page, a timed hint): never printed over the trainee's typing."""
-        if self.tty:
-            self.notice_line = for_terminal(f">> {text}").replace("\n", " ")
-            self.pending.append(text)
-        else:
-            self.say(text)
-
-    def flush_pending(self) -> None:
-        for line in self.pending:
-            self.say(line)
-        self.pending.clear()
-
-    def lines(self) -> list[str]:
-        """Complete lines typed since the last call (never blocks)."""
-        out: list[str] = []
-        while not self.eof:
-            ready, _, _ = select.select([self.inp], [], [], 0)
-            if not ready:
-                break
-            line = self.inp.readline()
-            if not line:
-                self.eof = True
-                break
-            out.append(line.strip())
-        return out
+    return (
+        [f"initial response: {s}" for s in rb.initial_response]
+        + [f"resolution: {s}" for s in rb.resolution]
+        + [f"resolution: {b.text}" for b in rb.branches]
+    )
 
 
 class Exercise(Drill):
@@ -233,11 +236,25 @@ class Exercise(Drill):
         self.journal: Journal | None = None
         self.started_mono = 0.0
         self.fired: datetime | None = None
+        self.fired_mono = 0.0
         self.acked = False
         self.gave_up = ""
         self.last_hint_mono = 0.0
         self.last_status = 0.0
         self.outcome = ""
+        self.closed = False  # the trainee typed `done`: the close-out is over
+        self.closing = 0.0  # monotonic end of the close-out window, once the service is back
+
+    def _report_folder(self, run_id: str) -> Path:
+        """Blind, the run folder's name says `exercise`, not the scenario, and nobody but the
+        runner's user may enter it (the journal and facilitator log name the fault)."""
+        if not self.train.blind:
+            return super()._report_folder(run_id)
+        folder = report_folder(
+            self.opts.report_root, dataclasses.replace(self.scenario, name="exercise"), run_id, utcnow()
+        )
+        folder.chmod(0o700)
+        return folder
 
     # --- the facilitator's view -------------------------------------------------------------
 
@@ -247,7 +264,8 @@ class Exercise(Drill):
         if self.folder is None:
             self.facilitator.append(stamped)
             return
-        with open(self.folder / FACILITATOR_LOG, "a", encoding="utf-8") as fh:
+        fd = os.open(self.folder / FACILITATOR_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
             fh.write(stamped + "\n")
 
     def _context(self, run_id: str, journal: Journal) -> FaultContext:
@@ -265,13 +283,16 @@ class Exercise(Drill):
 
     def _hold_target(self, run_id: str) -> ExitStack:
         """Blind, the drill lock (a Lease anyone can read, the lab's lock file) names the
-        exercise, not the scenario: the lock takes the name as it is entered, here."""
+        exercise, not the scenario (and on the lab, not the run id): the lock takes the name as
+        it is entered, here."""
         if not self.train.blind:
             return super()._hold_target(run_id)
         scenario = self.scenario
         self.scenario = dataclasses.replace(scenario, name=LOCK_NAME)
+        # the lab's lock file sits in the lab folder the trainee reads: the run's digest, not its id
+        held = run_tag(run_id) if scenario.target.local is not None else run_id
         try:
-            return super()._hold_target(run_id)
+            return super()._hold_target(held)
         finally:
             self.scenario = scenario
 
@@ -280,34 +301,79 @@ class Exercise(Drill):
     def _inject(self, faults: Any, undo: Any, journal: Journal) -> None:
         super()._inject(faults, undo, journal)
         self.started_mono = time.monotonic()
-        symptom = SYMPTOMS[self.scenario.incident]
-        journal.append("exercise_started", trainee=self.train.trainee, symptom=symptom, hints=len(self.hints))
+        symptom = symptom_for(self.scenario)
+        training = self.scenario.training
+        journal.append(
+            "exercise_started",
+            trainee=self.train.trainee,
+            symptom=symptom,
+            hints=len(self.hints),
+            time_limit=training.time_limit,
+            close_out=training.close_out,
+        )
         self.console.say("")
         self.console.say(f"INCIDENT REPORT (exercise {self.run_id}, {time.strftime('%H:%M:%S')}):")
         self.console.say(f"  {symptom}")
-        self.console.say("  Investigate and restore service with your own tools. Type `help` for the commands.")
+        self.console.say(
+            f"  Investigate and restore service with your own tools: you have {format_duration(training.time_limit)}."
+            " Type `help` for the commands."
+        )
 
     def _respond(self, journal: Journal, fired: datetime, folder: Path) -> None:
-        self.fired = fired
+        self.fired, self.fired_mono = fired, journal.mono_of(fired)
+        self.last_hint_mono = time.monotonic()  # `--hint-every` counts from the page
+        self._to_facilitator(f"paged: {self.scenario.detection.alert} fired at {fired:%H:%M:%S} UTC")
         where = f" (see Alertmanager: {self.train.alertmanager_url})" if self.train.alertmanager_url else ""
         self.console.notice(f"PAGE: an alert is firing for the chat platform{where}")
         self._poll()
 
     def _recover(self, journal: Journal, reverts: ExitStack, injected_mono: float) -> None:
-        deadline = injected_mono + self.limits.mitigate
+        """Wait for the trainee's mitigation within the time limit; then, once the service is
+        back, keep the exercise open for the close-out (post `resolved`, declare the channel)
+        until the trainee types `done` or the window ends. A fault that healed by itself before
+        anyone could act needs no response and is not scored as a miss."""
+        limit = self.scenario.training.time_limit
+        deadline = injected_mono + limit
         restored = self._wait("recover", deadline, lambda: bool(self.gave_up) or self._steady_now())
+        after = time.monotonic() - injected_mono
         if self.gave_up:
-            journal.append("mitigation_missed", within=self.limits.mitigate, reason=f"{self.gave_up} gave up")
-            self.outcome = "you gave up; drillkit reverted the fault"
+            journal.append(
+                "mitigation_missed", within=limit, reason=f"{self.gave_up} gave up", ended="gave_up", after=after
+            )
+            self.outcome = f"you gave up at +{format_duration(after)}; drillkit reverted the fault"
+        elif restored and self._healed_by_itself():
+            journal.append("mitigated", probes=[p.name for p in self.scenario.steady_state], by="itself")
+            self._to_facilitator(f"service restored by itself at +{format_duration(after)}: no response needed")
+            self.outcome = "the service recovered by itself before anyone could act: no response needed"
+            return
         elif restored:
             journal.append("mitigated", probes=[p.name for p in self.scenario.steady_state], by="trainee")
+            self._to_facilitator(f"service restored at +{format_duration(after)}")
             took = format_duration(time.monotonic() - self.started_mono)
             self.outcome = f"service restored {took} after the report; drillkit cleaned up what was left"
+            self._close_out(journal)
         else:
-            journal.append("mitigation_missed", within=self.limits.mitigate)
-            self.outcome = "time ran out; drillkit reverted the fault"
+            journal.append("mitigation_missed", within=limit, ended="time_limit", after=after)
+            self.outcome = f"time ran out at {format_duration(limit)}; drillkit reverted the fault"
         if not self.acked:
             journal.append("acknowledge_missed", source="command", within=self.limits.acknowledge)
+
+    def _healed_by_itself(self) -> bool:
+        """Service came back within SELF_HEAL_S of the page (or of the report, if nothing paged)
+        and nobody had done anything: nobody could have."""
+        since = self.fired_mono or self.started_mono
+        return not self.seen and time.monotonic() - since <= SELF_HEAL_S
+
+    def _close_out(self, journal: Journal) -> None:
+        window = self.scenario.training.close_out
+        self.closing = time.monotonic() + window
+        journal.append("close_out", within=window)
+        self.console.notice(
+            f"SERVICE RESTORED: close the incident out (post `update resolved …`, declare the channel); "
+            f"type `done` when finished ({format_duration(window)} at most)"
+        )
+        self._wait("close-out", self.closing, lambda: self.closed or bool(self.gave_up), check_abort=False)
+        journal.append("closed_out", by="trainee" if self.closed else "time")
 
     # --- the trainee's side, every tick -------------------------------------------------------
 
@@ -319,14 +385,23 @@ class Exercise(Drill):
         now = time.monotonic()
         if now - self.last_status >= 1.0:
             self.last_status = now
-            self.console.status(self._status_text(now, deadline if phase == "recover" else None))
+            self.console.status(self._status_parts(now, deadline if phase == "recover" else None))
+
+    def _status_parts(self, now: float, deadline: float | None) -> list[Part]:
+        since = format_duration(now - self.started_mono)
+        parts = [Part(f"exercise {self.run_id}", self.run_id), Part(f"{since} since the report", f"+{since}")]
+        if self.closing:
+            left = format_duration(max(0.0, self.closing - now))
+            parts.append(Part(f"restored; closing out, {left} left (`done`)", f"close-out {left} (`done`)"))
+        elif deadline is not None:
+            parts.append(Part(f"{format_duration(max(0.0, deadline - now))} left"))
+        ack = "yes" if self.acked else "no"
+        parts += [Part(f"hints {self.shown}/{len(self.hints)}", f"h {self.shown}/{len(self.hints)}")]
+        parts += [Part(f"acknowledged: {ack}", f"ack: {ack}"), Part("`help`")]
+        return parts
 
     def _status_text(self, now: float, deadline: float | None) -> str:
-        parts = [f"exercise {self.run_id}", f"{format_duration(now - self.started_mono)} since the report"]
-        if deadline is not None:
-            parts.append(f"{format_duration(max(0.0, deadline - now))} left")
-        parts += [f"hints {self.shown}/{len(self.hints)}", f"acknowledged: {'yes' if self.acked else 'no'}"]
-        return " | ".join(parts) + " | `help`"
+        return " | ".join(p.long for p in self._status_parts(now, deadline))
 
     def _poll(self) -> None:
         assert self.folder is not None
@@ -342,7 +417,8 @@ class Exercise(Drill):
             extra = {"severity": ack.severity} if ack.severity else {}
             self.journal.append("acknowledged", at=ack.at, by=ack.by, note=ack.note, source="command", **extra)
         every = self.train.hint_every
-        if every and self.shown < len(self.hints) and time.monotonic() - self.last_hint_mono >= every:
+        due = every and self.fired is not None and time.monotonic() - self.last_hint_mono >= every
+        if due and self.shown < len(self.hints) and not self.closing:
             self._hint("timer", "drillkit")
 
     def _handle(self, action: Action) -> None:
@@ -352,7 +428,7 @@ class Exercise(Drill):
             self.gave_up = action.by
             assert self.journal is not None
             self.journal.append("gave_up", at=action.at, by=action.by)
-        self._to_facilitator(f"action: {action.kind.value} by {action.by} {action.message}".rstrip())
+        self._to_facilitator(f"{action.by}: {describe(action, self.hints)}")
 
     def _hint(self, why: str, by: str) -> None:
         self.last_hint_mono = time.monotonic()
@@ -363,11 +439,11 @@ class Exercise(Drill):
         text = self.hints[self.shown - 1]
         assert self.journal is not None
         self.journal.append("hint_shown", number=self.shown, text=text, reason=why, by=by)
+        self._to_facilitator(f"hint {self.shown}/{len(self.hints)} shown ({why}): {text}")
         self.console.notice(f"HINT {self.shown}/{len(self.hints)} — {text}")
 
     def _command(self, line: str) -> None:
         """One line typed by the trainee: answered at once (they just pressed Enter)."""
-        self.console.flush_pending()
         if not line:
             self.console.say(self._status_text(time.monotonic(), None))
             return
@@ -379,6 +455,14 @@ class Exercise(Drill):
         rest = " ".join(args)
         if verb == "help":
             self.console.say(HELP)
+            return
+        if verb == "done" and not args:
+            if not self.closing:
+                self.console.say("?? `done` alone ends the close-out, once the service is back (`done N` marks step N)")
+                return
+            self.closed = True
+            self.console.say("ok: closing the exercise")
+            self._to_facilitator(f"{self.train.trainee}: done (closed out)")
             return
         try:
             action = self._action(verb, args, rest)
@@ -397,6 +481,11 @@ class Exercise(Drill):
             self.console.say(str(exc))
             return
         self.console.say(f"ok: {action.kind.value.replace('_', ' ')} recorded at {action.at:%H:%M:%S} UTC")
+        if action.kind is ActionKind.CHANNEL:
+            from drillkit.scorecard import channel_note
+
+            if note := channel_note(action.message, f"{action.at:%Y-%m-%d}"):
+                self.console.say(f"note: {note}")
 
     def _action(self, verb: str, args: list[str], rest: str) -> Action | None:
         from drillkit.clock import utcnow
@@ -458,7 +547,7 @@ def run_exercise(
     stdout); returns the drill's result (the scorecard is in its folder)."""
     inp, out = inp or sys.stdin, out or sys.stdout
     console = Console(inp, out, tty=out.isatty() and inp.isatty() and os.environ.get("TERM", "") != "dumb")
-    exercise = Exercise(as_exercise(scenario, train.blind), opts, stop, train, console)
+    exercise = Exercise(as_exercise(scenario, train.blind, train), opts, stop, train, console)
     console.start()
     console.say("Exercise starting: drillkit checks that the platform is healthy, then the incident begins.")
     try:

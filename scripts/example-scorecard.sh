@@ -4,7 +4,8 @@
 # database-exhaustion drill blind with a hint every 20 s, and a scripted trainee in other
 # shells acknowledges (as P2), declares the channel, posts to the status page,
 # asks for a hint, marks runbook steps done, finds the idle `chatbot-batch` sessions in
-# pg_stat_activity and terminates them with SQL. The run folder
+# pg_stat_activity and terminates them with SQL, then in the close-out window marks the fix done
+# and posts "resolved". The run folder
 # (scorecard.md/.html/.json next to the report, the journal and the trainee's actions) and the
 # attempts page are copied to docs/examples/scorecard/.
 #
@@ -66,15 +67,17 @@ trainee() {
 	act update "Cause found: a batch client holds every database connection" --state identified --by alice
 	act update "Terminating the idle chatbot-batch sessions" --by alice --role ic
 	sql "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'chatbot-batch'" >/dev/null
-	# the exercise ends as soon as the service is back: what comes later is refused
-	"$DRILLKIT" step "$run" 6 --by alice --report-dir "$REPORTS" >/dev/null
+	# the service is back: the close-out window is open for the resolution and the last steps
+	sleep 5
+	act step 5 --by alice
+	act update "Resolved: the idle sessions are gone and messages send again" --state resolved --by alice --role comms
 }
 
 trainee &
 TRAINEE=$!
 # stdin stays open and silent: the trainee acts from other shells. Exit 1 (a missed target)
 # is a result worth showing; anything else stops the script.
-"$DRILLKIT" train scenarios/lab/database-exhaustion.yaml --trainee alice --hint-every 20 \
+"$DRILLKIT" train scenarios/lab/database-exhaustion.yaml --trainee alice --hint-every 20 --close-out 25s \
 	--report-dir "$REPORTS" < <(sleep 600) || [[ $? == 1 ]]
 wait "$TRAINEE" || true
 TRAINEE=""

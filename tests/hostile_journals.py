@@ -116,7 +116,7 @@ class Bench:
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(mode=0o700)
         (self.lab / "secret").write_bytes(b"the-original-secret")
-        (self.lab / "latency.json").write_text('{"delay_ms": 300, "run_id": "someone-else"}')
+        (self.lab / "latency.json").write_text('{"delay_ms": 300, "revision": "someone-else"}')
 
 
 def start_bench(base: Path) -> Bench:
@@ -128,6 +128,7 @@ def start_bench(base: Path) -> Bench:
     (out / "bk").write_text("an unrelated backup\n")
     (out / "signals.log").write_text("")
     os.environ["DRILLKIT_STATE_DIR"] = str(base / "state")
+    tempfile.tempdir = str(base / "scratch")  # backups and helpers' folders: inside the bench
     try:  # this host has run drills: it has a key (a drillkit older than journal keys has none)
         from drillkit import hostkey
 
@@ -281,9 +282,21 @@ def run_cleanup(bench: Bench) -> dict[str, Any]:
 # --- the corpus: tests/data/bad/journals/ ----------------------------------------------------
 
 
+def run_backup(bench: Bench, run_id: str) -> Path:
+    """The run's own backup of lab/secret, where auth-secret-corruption's inject leaves it."""
+    from drillkit.faults.local.secrets import backup_of
+
+    backup = backup_of(bench.lab / "secret", run_id)
+    backup.parent.mkdir(mode=0o700, exist_ok=True)
+    backup.write_bytes(b"the-original-secret")
+    return backup
+
+
 def substitute(text: str, bench: Bench, run_id: str) -> str:
-    backup = (bench.lab / f".secret.drillkit-backup-{run_id}").stat()
+    path = run_backup(bench, run_id) if not (bk := _backup_path(bench, run_id)).exists() else bk
+    backup = path.stat()
     for name, value in (
+        ("$BACKUP_PATH", str(path)),
         ("$BACKUP_DEV", str(backup.st_dev)),
         ("$BACKUP_INO", str(backup.st_ino)),
         ("$BASE", str(bench.base)),
@@ -313,14 +326,22 @@ def parse_case(path: Path) -> tuple[dict[str, str], list[tuple[str, str]]]:
     return headers, body
 
 
+def _backup_path(bench: Bench, run_id: str) -> Path:
+    from drillkit.faults.local.secrets import backup_of
+
+    return backup_of(bench.lab / "secret", run_id)
+
+
 def run_case(bench: Bench, path: Path) -> dict[str, Any]:
     headers, body = parse_case(path)
     run_id = secrets.token_hex(4)
-    backup = bench.lab / f".secret.drillkit-backup-{run_id}"
-    backup.write_bytes(b"the-original-secret")
+    backup = run_backup(bench, run_id)
     lines = [(how, json.loads(substitute(text, bench, run_id))) for how, text in body]
     write_run(bench, run_id, headers.get("started", "sealed"), lines)
-    result = run_cleanup(bench)
+    try:
+        result = run_cleanup(bench)
+    finally:
+        shutil.rmtree(backup.parent, ignore_errors=True)
     result["headers"] = headers
     return result
 
@@ -371,8 +392,7 @@ def property_test(bench: Bench, examples: int, broad: bool) -> None:
         ids = st.lists(proc_ids(true_ids), max_size=3)
         ints = st.lists(pids, max_size=3)
         scratch = str(bench.scratch / f"drillkit-{run_id}")
-        backup = lab / f".secret.drillkit-backup-{run_id}"
-        backup.write_bytes(b"the-original-secret")  # the run's own backup, as inject leaves it
+        backup = run_backup(bench, run_id)  # the run's own backup, as inject leaves it
         made = os.stat(backup)
         file_ids = [{"dev": made.st_dev, "ino": made.st_ino}, None, {"dev": 0, "ino": 0}]
         if true_ids:  # the real ids of files outside the bounds: only a record nobody sealed may name them

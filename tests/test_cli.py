@@ -179,17 +179,17 @@ def test_prompt_ack_from_a_terminal(prom_env: PromEnv, tmp_path: Path) -> None:
             os.close(slave)
             wait_for_event(reports, "detected")
             time.sleep(0.5)
-            os.write(master, b"p1 on it\n")
+            os.write(master, b"p3 on it\n")
             _out, err = proc.communicate(timeout=60)
     finally:
         os.close(master)
-    assert proc.returncode == 1, f"a wrong severity classification is a missed target\n{err}"
+    assert proc.returncode == 1, f"an under-classified severity is a missed target\n{err}"
     assert "acknowledge by pressing Enter" in err
     rep = report_json(run_folder(reports))
     ackev = next(e for e in rep["events"] if e["kind"] == "acknowledged")
-    assert ackev["note"] == "on it" and ackev["source"] == "prompt" and ackev["severity"] == "P1", ackev
+    assert ackev["note"] == "on it" and ackev["source"] == "prompt" and ackev["severity"] == "P3", ackev
     graded = next(v for v in rep["verdicts"] if v["target"] == "classification")
-    assert graded["met"] is False and "P1 (playbook: P2)" in graded["description"], graded
+    assert graded["met"] is False and "P3 (playbook: P2)" in graded["description"], graded
     assert rep["status"] == "failed"
     assert rep["measures"]["time_to_acknowledge"] >= 0.5
 

@@ -33,6 +33,8 @@ import pytest
 from drillkit.errors import Aborted, PreflightError, ScenarioError
 from drillkit.faults import Fault, FaultContext, Undo, fault_class, load_record
 from drillkit.faults.local import cgroups as cg
+from drillkit.faults.local.latency import revision
+from drillkit.faults.local.secrets import backup_of
 from drillkit.journal import JOURNAL_NAME, Journal, pending_reverts, read_journal
 from drillkit.model import Where
 from drillkit.procs import alive, cmdline, group_members, status
@@ -486,7 +488,8 @@ class LatencyRig(Rig):
 
     def harmed(self, journal: Path) -> None:
         content = json.loads(self.control.read_text())
-        assert content == {"delay_ms": self.delay_ms, "run_id": run_id_of(journal)}, content
+        assert content == {"delay_ms": self.delay_ms, "revision": revision(run_id_of(journal))}, content
+        assert run_id_of(journal) not in self.control.read_text(), "the run id in the lab's control file"
         rt = self.round_trip()
         assert rt >= 2 * self.delay_ms / 1000 * 0.9, f"SELECT 1 through the proxy took {rt:.3f}s"
 
@@ -625,7 +628,7 @@ class AuthRig(Rig):
         }
 
     def backup(self, journal: Path) -> Path:
-        return self.tmp / f".jwt.secret.drillkit-backup-{run_id_of(journal)}"
+        return backup_of(self.secret.absolute(), run_id_of(journal))
 
     def harmed(self, journal: Path) -> None:
         assert self.secret.read_bytes() != self.original
@@ -633,6 +636,7 @@ class AuthRig(Rig):
         assert backup.read_bytes() == self.original and stat.S_IMODE(backup.stat().st_mode) == 0o600
         assert self.original.strip().decode() not in journal.read_text(), "the secret leaked into the journal"
         assert latest_data(journal)["backup"] == str(backup)
+        assert not backup.is_relative_to(self.secret.parent), f"the backup {backup} is in the lab, beside the secret"
         new = self.pids()
         assert len(new) == 2 and not set(new) & set(self.pids0), f"replicas not restarted: {self.pids0} -> {new}"
         self.wait_serving()

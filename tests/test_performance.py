@@ -135,6 +135,7 @@ def test_latency_is_stamped_when_the_proxy_applied_the_delay(tmp_path: Path) -> 
     from datetime import datetime
 
     from drillkit.faults import FaultContext, Undo
+    from drillkit.faults.local.latency import revision
     from drillkit.journal import Journal
     from drillkit.lab.proxy import Options, Proxy, applied_path
     from drillkit.signals import StopFlag
@@ -182,7 +183,7 @@ def test_latency_is_stamped_when_the_proxy_applied_the_delay(tmp_path: Path) -> 
             report = json.loads(applied_path(control).read_text())
         (at,) = stamped
         assert at is not None, "stamped without the proxy's report"
-        assert report["run_id"] == "cafe01" and report["delay_ms"] == 300, report
+        assert report["revision"] == revision("cafe01") and report["delay_ms"] == 300, report
         assert at.timestamp() == pytest.approx(report["at"], abs=1e-6), (at, report)
         assert t0 <= at.timestamp() <= t0 + took, "applied outside the inject"
     finally:

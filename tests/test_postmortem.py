@@ -63,6 +63,8 @@ def test_a_status_page_never_set_to_resolved_is_what_went_wrong(tmp_path: Path) 
     (md,) = render(folder, ("md",))
     wrong = md.read_text().split("## What Went Wrong")[1].split("##")[0]
     assert "The status page still said `monitoring` when the drill ended" in wrong, wrong
+    well = md.read_text().split("## What Went Well")[1].split("##")[0]
+    assert "kept current" not in well, f"What Went Well contradicts What Went Wrong:\n{well}"
 
 
 def test_update_command_records_state_author_and_role(tmp_path: Path) -> None:

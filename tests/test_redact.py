@@ -24,6 +24,7 @@ SECRET = "S3cr-t@x:y"
         (f"Authorization: Bearer {SECRET}", "Authorization: Bearer ***"),
         ("{'Authorization': 'Basic S3cr3tQmFzZTY0=='}", "'Basic ***'"),
         (f"https://h/api?access_token={SECRET}", "https://h/api?access_token=***"),
+        ("Authorization: Basic dXNlcjpwYXNz", "Authorization: Basic ***"),
     ],
 )
 def test_secrets_are_masked_where_they_stand(text: str, kept: str) -> None:
@@ -33,7 +34,16 @@ def test_secrets_are_masked_where_they_stand(text: str, kept: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["postgresql://chatbot@db/chat", "http://127.0.0.1:9090/api/v1/query?query=up", "a:b@c"]
+    "text",
+    [
+        "postgresql://chatbot@db/chat",
+        "http://127.0.0.1:9090/api/v1/query?query=up",
+        "a:b@c",
+        # runbook prose: a word after Token/Basic/Bearer is not a credential
+        "If token issue, rotate keys if compromised",
+        "resolution: If token issue, rotate keys",
+        "Basic checks first, then the Bearer of bad news",
+    ],
 )
 def test_text_without_secrets_is_unchanged(text: str) -> None:
     assert redact(text) == text

@@ -113,7 +113,9 @@ def _classified(events: list[dict]) -> list[dict]:
 def test_severity_row_shows_the_severities_not_a_zero_limit(tmp_path: Path) -> None:
     (md,) = render(edited_run(tmp_path, _classified), ("md",))
     row = next(line for line in md.read_text().splitlines() if line.startswith("| Severity classified"))
-    assert row == "| Severity classified as P1 (playbook: P2) | P2 | P1 | missed | - |", row
+    # P1 for a P2: more severe than the playbook's, a point for the debrief, not a missed target
+    expected = "| Severity classified as P1 (playbook: P2) | P2 | P1 | to discuss (more severe than the playbook's: "
+    assert row == expected + "a point for the debrief, not a miss) | - |", row
 
 
 def _late(events: list[dict]) -> list[dict]:

@@ -104,5 +104,31 @@ def test_attempts_page_lists_every_trainee(tmp_path: Path) -> None:
         write_scorecard(exercise_folder(tmp_path, run_id, who))
     md, html = write_attempts(tmp_path)
     text = md.read_text()
-    assert "## `lab-database-exhaustion`" in text and "| alice |" in text and "| bob |" in text, text
+    assert "### `lab-database-exhaustion`" in text and "| alice |" in text and "| bob |" in text, text
     assert "aaaa0001/scorecard.md" in text and "bbbb0002/scorecard.html" in html.read_text()
+    # a table per trainee, with the times of each attempt (the synthetic run: acknowledged 47 s
+    # after the page, restored 70 s after the injection)
+    per = text.split("## Per drill")[0]
+    assert "### alice" in per and "### bob" in per, per
+    alice = per.split("### alice")[1].split("###")[0]
+    assert "| `lab-database-exhaustion` |" in alice and "| 47.0s | 1m10s |" in alice, alice
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("db-broken", "starts with `#`"),
+        ("#db-broken", "prefix should be `#incident-`"),
+        ("#incident-db", "the date (YYYY-MM-DD)"),
+        ("#incident-2026-05-04", "short description is missing"),
+        ("#incident-2026-05-04-DB-Pool", "should be lowercase"),
+        ("#incident-2026-05-04-db_pool", "single dashes only"),
+        ("#incident-2026-05-03-db-pool", "the date should be the incident's, 2026-05-04"),
+        ("#incident-2026-05-04-db-pool", ""),
+    ],
+)
+def test_a_channel_name_is_told_which_part_of_the_convention_it_breaks(name: str, said: str) -> None:
+    from drillkit.scorecard import channel_note
+
+    note = channel_note(name, "2026-05-04")
+    assert (said in note) if said else note == "", f"{name}: {note!r}"

@@ -103,7 +103,9 @@ class Platform:
     exporter: PlatformExporter
 
     def train(self, *extra: str) -> subprocess.Popen[str]:
-        """A real `drillkit train` process; the trainee acts from other processes."""
+        """A real `drillkit train` process; the trainee acts from other processes (and never
+        types `done`: a short close-out window)."""
+        close = () if "--close-out" in extra else ("--close-out", "2s")
         return subprocess.Popen(
             drillkit_cmd(
                 "train",
@@ -114,6 +116,7 @@ class Platform:
                 str(self.reports),
                 "--prometheus-url",
                 self.prometheus_url,
+                *close,
                 *extra,
             ),
             stdin=subprocess.PIPE,  # open and silent: the trainee acts from other shells

@@ -309,3 +309,13 @@ def action_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         help="Action items fall due this long after the drill, e.g. 14d or 2w [default: 14d].",
     )(fn)
     return click.option("--owner", default=None, help="Owner of the action items [default: [Name], to fill in].")(fn)
+
+
+def _me() -> str:
+    """$USER, or the account's name when the shell has no $USER (tmux, sudo, cron)."""
+    import getpass
+
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "someone"

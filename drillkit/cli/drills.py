@@ -15,6 +15,7 @@ from drillkit.cli.common import (
     _guard,
     _interrupt_exits_130,
     _lab_url,
+    _me,
     _prom_config,
     _say,
     action_options,
@@ -251,25 +252,34 @@ def report_render(path: str, formats: str, owner: str | None, due_in: float | No
 
 @report.command("index")
 @click.argument("root", default="reports", type=click.Path(exists=True, file_okay=False))
+@click.option("--include-training", is_flag=True, help="Also list training exercises (`drillkit train`), marked.")
 @_guard
-def report_index(root: str) -> None:
-    """Every run under REPORTS in one table: index.html, index.md and index.json there."""
+def report_index(root: str, include_training: bool) -> None:
+    """Every run under REPORTS in one table: index.html, index.md and index.json there.
+    Training exercises are left out unless --include-training."""
     from drillkit.history import write_index
 
-    for written in write_index(Path(root)):
+    for written in write_index(Path(root), include_training):
         click.echo(str(written))
 
 
 @report.command("trends")
 @click.argument("root", default="reports", type=click.Path(exists=True, file_okay=False))
 @click.option("--fail-on-regression", is_flag=True, help="Exit 1 if a scenario regressed against the previous quarter.")
+@click.option(
+    "--include-training",
+    is_flag=True,
+    help="Also count training exercises (`drillkit train`), as groups of their own: `<scenario> (training)`.",
+)
 @_guard
-def report_trends(root: str, fail_on_regression: bool) -> None:
+def report_trends(root: str, fail_on_regression: bool, include_training: bool) -> None:
     """Times to detect/acknowledge/mitigate/resolve and pass rates per scenario and incident type,
-    per quarter, with the regressions against the previous quarter: trends.html/.md/.json."""
+    per quarter, with the regressions against the previous quarter: trends.html/.md/.json.
+    Training exercises are left out unless --include-training (a trainee's time-out says nothing
+    of the platform)."""
     from drillkit.history import write_trends
 
-    written, regressions = write_trends(Path(root))
+    written, regressions = write_trends(Path(root), include_training)
     for path in written:
         click.echo(str(path))
     for line in regressions:
@@ -291,7 +301,7 @@ _ROLES = ("ic", "tech", "comms", "ops")  # as `drillkit handover` (drillkit.resp
     default=None,
     help="The incident's state on the status page as of now (implies --status-page).",
 )
-@click.option("--by", default=lambda: os.environ.get("USER", ""), help="Who wrote it [default: $USER].")
+@click.option("--by", default=_me, help="Who wrote it [default: $USER].")
 @click.option(
     "--role",
     type=click.Choice(_ROLES),

@@ -129,7 +129,7 @@ def lab_status(lab_dir: str) -> None:
         click.echo(f"no lab in {lab_dir}: start it with `drillkit lab up`")
         sys.exit(3)
     for r in rows:
-        click.echo(f"{r.name:<13} {'up' if r.up else 'DOWN':<5} {r.pid or '-':>8}  {r.detail}")
+        click.echo(f"{r.name:<13} {r.state:<5} {r.pid or '-':>8}  {r.detail}")
     sys.exit(0 if all(r.up for r in rows) else 3)
 
 

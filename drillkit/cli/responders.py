@@ -3,7 +3,6 @@ drillkit.respond, drillkit.train and drillkit.scorecard)."""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from drillkit.cli.common import (
     _guard,
     _interrupt_exits_130,
     _lab_url,
+    _me,
     _prom_config,
     kube_options,
     main,
@@ -36,7 +36,7 @@ def responder_command(name: str | None = None) -> Callable[[Callable[..., Any]],
         fn = _guard(fn)
         fn.__click_params__ = params  # type: ignore[attr-defined]  # the options declared above us
         fn = report_dir_option()(fn)
-        fn = click.option("--by", default=lambda: os.environ.get("USER", "someone"), help="Who did it.")(fn)
+        fn = click.option("--by", default=_me, help="Who did it [default: $USER].")(fn)
         fn = click.argument("run_id")(fn)
         return main.command(name)(fn)
 
@@ -67,9 +67,14 @@ def ack(run_id: str, report_dir: str, by: str, note: str, severity: str | None) 
 def channel(run_id: str, report_dir: str, by: str, channel: str) -> None:
     """Declare the incident channel, e.g. `#incident-2026-05-04-login-failures` (the playbook's
     #incident-{date}-{short-description}; the scorecard checks it)."""
+    from drillkit.redact import for_terminal
     from drillkit.respond import ActionKind, act
+    from drillkit.scorecard import channel_note
 
-    _recorded(f"channel {channel} declared", act(Path(report_dir), run_id, ActionKind.CHANNEL, by, message=channel))
+    action = act(Path(report_dir), run_id, ActionKind.CHANNEL, by, message=channel)
+    _recorded(f"channel {channel} declared", action)
+    if note := channel_note(channel, f"{action.at:%Y-%m-%d}"):
+        click.echo(for_terminal(f"note: {note}"))
 
 
 @responder_command()
@@ -125,6 +130,28 @@ def give_up(run_id: str, report_dir: str, by: str) -> None:
 # --- training exercises (logic in drillkit.train and drillkit.scorecard) ------------------------
 
 
+class _Duration(click.ParamType[float]):
+    """`30m`, `90s`, `1h`: seconds above zero."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        from drillkit.model import parse_duration
+
+        if isinstance(value, float):
+            return value
+        try:
+            seconds = parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(f"{value!r}: {exc}", param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r}: expected a duration above zero, like 30m", param, ctx)
+        return seconds
+
+
+DURATION = _Duration()
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, metavar="SCENARIO|FOLDER...")
 @click.option("--random", "pick", is_flag=True, help="Pick one of the scenarios at random (a blind exercise).")
@@ -134,12 +161,25 @@ def give_up(run_id: str, report_dir: str, by: str) -> None:
     default=None,
     help="With --random: only scenarios of this incident type.",
 )
-@click.option("--trainee", default=lambda: os.environ.get("USER", "trainee"), help="Who is training.")
+@click.option("--trainee", default=_me, help="Who is training [default: $USER].")
 @click.option(
     "--hint-every",
     type=click.FloatRange(min=1),
     default=None,
     help="Reveal the next runbook step every this many seconds [default: only on request].",
+)
+@click.option(
+    "--time-limit",
+    type=DURATION,
+    default=None,
+    help="How long the trainee has to restore service, e.g. 30m [default: the scenario's training.time_limit, 30m].",
+)
+@click.option(
+    "--close-out",
+    type=DURATION,
+    default=None,
+    help="Once service is back, how long the exercise stays open for the close-out (the trainee "
+    "ends it with `done`) [default: the scenario's training.close_out, 5m].",
 )
 @click.option("--no-blind", is_flag=True, help="Leave the fault's own names visible (a demonstration).")
 @report_dir_option("Where run folders are created.")
@@ -154,6 +194,8 @@ def train(
     incident: str | None,
     trainee: str,
     hint_every: float | None,
+    time_limit: float | None,
+    close_out: float | None,
     no_blind: bool,
     report_dir: str,
     policy: str | None,
@@ -203,7 +245,9 @@ def train(
         kube_factory=kube_factory,
     )
     with handle_signals(stop):
-        result = run_exercise(sc, opts, stop, TrainOptions(trainee, hint_every, not no_blind, am))
+        result = run_exercise(
+            sc, opts, stop, TrainOptions(trainee, hint_every, not no_blind, am, time_limit, close_out)
+        )
     sys.exit(result.exit_code)
 
 

@@ -78,6 +78,21 @@ class Naming:
         shown = params if self.platform is None or not params else (digest(*params, length=6),)
         return "-".join((self.head(made), *shown, *parts))
 
+    def tag(self, run_id: str) -> str:
+        """What stands for the run in names a local fault makes: the run id, or blind a digest
+        of it, so no folder, cgroup or file a trainee can list carries the id their header shows."""
+        return run_id if self.platform is None else run_tag(run_id)
+
+
+def run_tag(run_id: str) -> str:
+    """The blind stand-in for `run_id` in names (see `Naming.tag`)."""
+    return digest("run", run_id, length=8)
+
+
+def run_tags(run_id: str) -> tuple[str, str]:
+    """Both names a run may have used (plain and blind), for the checks of a journalled record."""
+    return run_id, run_tag(run_id)
+
 
 def digest(*parts: str, length: int = 10) -> str:
     """A short stable hex digest of `parts` (names that must be derivable again, but say nothing)."""

@@ -45,7 +45,6 @@ from drillkit.lab.services import (
     PrometheusSetup,
     Service,
     binary,
-    port_in_use,
     port_taken,
     start_prometheus,
     start_service,
@@ -517,16 +516,58 @@ def _purge(state: LabState) -> None:
         lab_dir.rmdir()  # only if nothing else is in it
 
 
+ANSWER_WITHIN_S = 1.0  # `lab status`: a component that takes longer is "not responding"
+HEALTH_PATHS = {"prometheus": "/-/healthy", "alertmanager": "/-/healthy"}  # and /healthz for replicas
+
+
 @dataclass(frozen=True)
 class ComponentStatus:
     name: str
     up: bool
     pid: int | None
     detail: str
+    condition: str = ""  # why it is not up, in words: "down", "not responding"
+
+    @property
+    def state(self) -> str:
+        return "up" if self.up else (self.condition or "DOWN")
+
+
+def answers(url: str | None, port: int, timeout: float = ANSWER_WITHIN_S) -> bool:
+    """The component answers within `timeout`: an HTTP health check where it has one, else a
+    TCP connect. A frozen process (SIGSTOP) still completes TCP handshakes from the kernel's
+    backlog, so HTTP is what tells it apart; every check is bounded, never the connect's 75 s."""
+    if url is not None:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                return bool(200 <= r.status < 500)
+        except (OSError, http.client.HTTPException):
+            return False
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(timeout)
+        try:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+        except OSError:
+            return False
+
+
+def _judge(name: str, pid: int | None, alive_: bool, url: str | None, port: int, detail: str) -> ComponentStatus:
+    if not alive_:
+        return ComponentStatus(name, False, pid, detail, "DOWN")
+    if not answers(url, port):
+        from drillkit.procs import status as proc_status
+
+        why = " (process stopped)" if pid is not None and proc_status(pid) == "stopped" else ""
+        return ComponentStatus(
+            name, False, pid, f"{detail}: no answer within {ANSWER_WITHIN_S:g}s{why}", "not responding"
+        )
+    return ComponentStatus(name, True, pid, detail)
 
 
 def status(lab_dir: Path = DEFAULT_DIR) -> list[ComponentStatus] | None:
-    """Each component up or down (process alive and its port answering)."""
+    """Each component up, down, or not responding (alive, but no answer within a second)."""
     state = load_state(lab_dir)
     if state is None:
         return None
@@ -544,15 +585,21 @@ def status(lab_dir: Path = DEFAULT_DIR) -> list[ComponentStatus] | None:
                 )
             )
             for (name, pid), port in zip(state.replica_pids().items(), state.ports.api, strict=True):
-                up_ = pid is not None and alive(pid) and port_in_use(port)
-                rows.append(ComponentStatus(name, up_, pid, state.urls[name]))
+                url = state.urls[name]
+                alive_ = pid is not None and alive(pid)
+                rows.append(_judge(name, pid, alive_, url.rstrip("/") + "/healthz", port, url))
             continue
         ports = state.ports.owned_by(c)
-        ok = running(proc) and all(port_in_use(p) for p in ports)
         detail = state.urls.get(c) or f"127.0.0.1:{ports[0]}"
         if c == "postgres":
             detail = f"{state.dsn_direct} (app via proxy: {state.dsn})"
-        rows.append(ComponentStatus(c, ok, proc.pid if proc else None, detail))
+        pid = proc.pid if proc else None
+        health = state.urls[c].rstrip("/") + HEALTH_PATHS[c] if c in HEALTH_PATHS and c in state.urls else None
+        worst = _judge(c, pid, running(proc), health, ports[0], detail)
+        for port in ports[1:]:
+            if worst.up:
+                worst = _judge(c, pid, True, None, port, detail)
+        rows.append(worst)
     return rows
 
 

@@ -42,7 +42,7 @@ QUEUE_CHUNKS = 256  # per direction; the reader waits when the writer is this fa
 
 def applied_path(control: Path) -> Path:
     """Where the proxy reports each delay it applies: `<control>.applied` holds
-    `{"delay_ms": N, "run_id": …, "at": <Unix seconds>}` (the run id the control file named),
+    `{"delay_ms": N, "revision": …, "at": <Unix seconds>}` (the revision the control file named),
     so the `latency` fault stamps `injected` when the delay took effect, not when it wrote."""
     return control.with_name(control.name + ".applied")
 
@@ -62,18 +62,18 @@ class DelayControl:
         now = time.monotonic()
         if now - self._read_at >= REREAD_S:
             self._read_at = now
-            self._value, run_id = self._read()
-            if self._reported != (self._value, run_id):
-                self._report(self._value, run_id)
+            self._value, revision = self._read()
+            if self._reported != (self._value, revision):
+                self._report(self._value, revision)
         return self._value
 
-    def _report(self, value: float, run_id: str | None) -> None:
-        body = json.dumps({"delay_ms": value, "run_id": run_id, "at": time.time()})
+    def _report(self, value: float, revision: str | None) -> None:
+        body = json.dumps({"delay_ms": value, "revision": revision, "at": time.time()})
         try:
             write_atomically(applied_path(self.path), body, durable=False)
         except OSError as exc:
             log.warning("cannot report the delay in %s: %s", applied_path(self.path), exc)
-        self._reported = (value, run_id)
+        self._reported = (value, revision)
 
     def _read(self) -> tuple[float, str | None]:
         try:
@@ -94,8 +94,8 @@ class DelayControl:
         if value != self._value:
             log.info("delay now %g ms", value)
         self._warned = ""
-        run_id = data.get("run_id")
-        return value, run_id if isinstance(run_id, str) else None
+        revision = data.get("revision")
+        return value, revision if isinstance(revision, str) else None
 
     def _bad(self, why: str) -> float:
         if why != self._warned:  # once per distinct problem, not every 200 ms

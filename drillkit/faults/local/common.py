@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from drillkit.errors import Aborted, PreflightError, UnavailableError
 from drillkit.faults import Fault, FaultContext, Undo
-from drillkit.procs import find_processes, matches_everything, spawn
+from drillkit.procs import detach, find_processes, matches_everything
 
 if TYPE_CHECKING:
     from drillkit.signals import StopFlag
@@ -70,11 +70,15 @@ def one_target(kind: str, pattern: str | None, pidfile: str | None) -> int:
 
 def drill_length(ctx: FaultContext) -> float:
     """How long a whole drill may last: detection + recovery windows plus a minute of margin
-    (the dead-man's switch of harm that could outlive drillkit)."""
+    (the dead-man's switch of harm that could outlive drillkit). An exercise's recovery window
+    is its time limit and close-out window, when those are longer."""
     s = ctx.scenario
-    return s.detection.within + s.recovery.within + s.recovery.verify_within + 60.0
+    recovery = s.recovery.within
+    if s.exercise:
+        recovery = max(recovery, s.training.time_limit + s.training.close_out)
+    return s.detection.within + recovery + s.recovery.verify_within + 60.0
 
 
 def restart(argv: tuple[str, ...], cwd: str | None, log: str | None, times: int) -> list[int]:
     """Start `argv` `times` times (detached, output appended to `log`); their pids."""
-    return [spawn(list(argv), cwd, log).pid for _ in range(max(0, times))]
+    return [detach(list(argv), cwd, log) for _ in range(max(0, times))]

@@ -16,9 +16,26 @@ from drillkit.errors import PreflightError, UnavailableError
 from drillkit.faults import Allowed, Declared, Fault, RevertContext, Undo
 from drillkit.faults.local import cgroups as cg
 from drillkit.faults.local.common import check_stop, drill_length, host_errors, one_target, validate_target
-from drillkit.faults.local.files import check_scratch, disguise, remove_scratch, scratch_name, state_dir
+from drillkit.faults.local.files import (
+    check_scratch,
+    disguise,
+    helper_files,
+    remove_scratch,
+    scratch_name,
+    state_dir,
+)
 from drillkit.model import Count, Duration, doc
-from drillkit.procs import ProcId, alive, cmdline, find_processes, group_members, own_group, proc_id, spawn, stop_group
+from drillkit.procs import (
+    ProcId,
+    alive,
+    cmdline,
+    detach,
+    find_processes,
+    group_members,
+    own_group,
+    proc_id,
+    stop_group,
+)
 from drillkit.signals import wait_until
 
 RUNNING_WITHIN_S = 10.0  # how long inject waits for every stress-ng worker to run
@@ -143,7 +160,7 @@ class CpuPressure(Fault[CpuPressureParams, Stressor, CpuPressureRecord]):
             argv.append("--keep-name")
         if found.procs_file is not None:  # move itself, then exec: its workers are born inside
             argv = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(found.procs_file), *argv]
-        log_file = work / "stress-ng.log"
+        log_file = work / helper_files(name, "stress-ng")[1]
         handle = undo.register(
             self,
             CpuPressureRecord(
@@ -154,7 +171,7 @@ class CpuPressure(Fault[CpuPressureParams, Stressor, CpuPressureRecord]):
                 program=program,
             ),
         )
-        pgid = spawn(argv, log_file=log_file).pid
+        pgid = detach(argv, log_file=log_file)
         handle.update(pgid=pgid, leader=proc_id(pgid))
         ctx.harm_started()  # stress-ng runs (its workers fork within milliseconds)
         running: list[int] = []
@@ -186,7 +203,7 @@ class CpuPressure(Fault[CpuPressureParams, Stressor, CpuPressureRecord]):
             folder = work.parent / scratch_name(allowed.run_id, name)
             return {
                 "temp_path": str(folder),
-                "log_file": str(folder / "stress-ng.log"),
+                "log_file": str(folder / helper_files(name, "stress-ng")[1]),
                 "program": str(folder / name) if name else None,
             }
 

@@ -34,10 +34,17 @@ from drillkit.errors import (
 from drillkit.faults import Allowed, Declared, Fault, RevertContext, Undo
 from drillkit.faults.local import conninfo
 from drillkit.faults.local.common import check_stop, drill_length, host_errors
-from drillkit.faults.local.files import check_scratch, disguise, remove_scratch, scratch_name, state_dir
+from drillkit.faults.local.files import (
+    check_scratch,
+    disguise,
+    helper_files,
+    remove_scratch,
+    scratch_name,
+    state_dir,
+)
 from drillkit.faults.local.holder import read_status
 from drillkit.model import Duration, doc
-from drillkit.procs import ProcId, alive, find_processes, own_group, proc_id, run_briefly, spawn, stop_group
+from drillkit.procs import ProcId, alive, detach, find_processes, own_group, proc_id, run_briefly, stop_group
 from drillkit.signals import wait_until
 
 if TYPE_CHECKING:
@@ -300,7 +307,8 @@ class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, Db
         p, ctx = self.params, self.ctx
         tag, name = self._tag(), p.process_name
         work = state_dir(ctx.run_id, name)
-        status, log_file = work / "hold-connections.json", work / "hold-connections.log"
+        status_name, log_name = helper_files(name, "hold-connections")
+        status, log_file = work / status_name, work / log_name
         launcher, program = (work / "job.py", work / name) if name else (None, None)
         status.unlink(missing_ok=True)
         handle = undo.register(
@@ -346,7 +354,7 @@ class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, Db
             # interpreter runs under the name (a link named like the platform's own)
             disguise(work, name, sys.executable)
             argv = _launcher(program, "job.py", args)
-        pid = spawn(argv, log_file=log_file, env=env).pid
+        pid = detach(argv, log_file=log_file, env=env)
         handle.update(holder_pid=pid, holder=proc_id(pid))
 
         def settled() -> dict[str, Any] | None:
@@ -390,8 +398,8 @@ class DbConnectionExhaustion(Fault[DbConnectionExhaustionParams, ServerSlots, Db
                 "dsn": d.text("dsn"),
                 "password_env": d.text("password_env"),
                 "application_name": d.text("application_name") or f"drillkit-{allowed.run_id}-hold",
-                "status_file": str(folder / "hold-connections.json") if folder else None,
-                "log_file": str(folder / "hold-connections.log") if folder else None,
+                "status_file": str(folder / helper_files(name, "hold-connections")[0]) if folder else None,
+                "log_file": str(folder / helper_files(name, "hold-connections")[1]) if folder else None,
                 "launcher": str(folder / "job.py") if folder and name else None,
                 "program": str(folder / name) if folder and name else None,
             }

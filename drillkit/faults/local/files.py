@@ -12,7 +12,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from drillkit.faults import OutOfBounds
+from drillkit.faults import OutOfBounds, run_tag
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,20 @@ def file_id(path: str | Path) -> FileId | None:
 
 
 def scratch_name(run_id: str, name: str | None = None) -> str:
-    return f"{name or 'drillkit'}-{run_id}"
+    """`drillkit-<run id>`, or for a helper disguised as `name` (a blind exercise)
+    `<name>-<digest of the run id>`: nothing in it a trainee could match to their exercise."""
+    return f"{name}-{run_tag(run_id)}" if name else f"drillkit-{run_id}"
+
+
+def helper_files(name: str | None, plain: str) -> tuple[str, str]:
+    """The status and log file names of a detached helper: `<plain>.json`/`.log`, or disguised
+    (`name` set) the words any batch job would use."""
+    return ("state.json", "job.log") if name else (f"{plain}.json", f"{plain}.log")
 
 
 def state_dir(run_id: str, name: str | None = None) -> Path:
-    """A private scratch folder of the run (status files, logs of detached helpers), named
-    `drillkit-<run id>`, or `<name>-<run id>` for a helper disguised as `name` (an exercise)."""
+    """A private scratch folder of the run (status files, logs of detached helpers), mode 0700,
+    named by `scratch_name`."""
     import tempfile  # as in drillkit.files
 
     d = Path(tempfile.gettempdir()) / scratch_name(run_id, name)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from drillkit.errors import DrillkitError, PreflightError
-from drillkit.faults import Allowed, Fault, RevertContext, Undo
+from drillkit.faults import Allowed, Fault, RevertContext, Undo, digest
 from drillkit.faults.local.common import check_stop, host_errors
 from drillkit.faults.local.files import FileId, file_id
 from drillkit.files import write_atomically
@@ -121,7 +121,7 @@ class Latency(Fault[LatencyParams, ControlFile, LatencyRecord]):
             mode = stat.S_IMODE(control.stat().st_mode)
             record = LatencyRecord(str(control), True, text, b64, mode)
         handle = undo.register(self, record)
-        body = json.dumps({"delay_ms": self.delay_ms, "run_id": self.ctx.run_id}).encode()
+        body = json.dumps({"delay_ms": self.delay_ms, "revision": revision(self.ctx.run_id)}).encode()
         written = time.time()
         write_atomically(control, body, record.mode & 0o777)
         if not record.existed:
@@ -144,7 +144,7 @@ class Latency(Fault[LatencyParams, ControlFile, LatencyRecord]):
         try:
             report = json.loads(applied_path(control).read_text())
             at = float(report["at"])
-            ours = report.get("run_id") == self.ctx.run_id and float(report["delay_ms"]) == self.delay_ms
+            ours = report.get("revision") == revision(self.ctx.run_id) and float(report["delay_ms"]) == self.delay_ms
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return datetime.fromtimestamp(at, UTC) if ours and at >= written - 1.0 else None
@@ -171,6 +171,12 @@ class Latency(Fault[LatencyParams, ControlFile, LatencyRecord]):
         return {"restored": True}
 
 
+def revision(run_id: str) -> str:
+    """What the control file says of the run that wrote it: a digest, never the run id (the
+    file sits in the lab, where a trainee looks), still telling this run's file from another's."""
+    return digest("config", run_id, length=10)
+
+
 def _made_by(control: Path, record: LatencyRecord, run_id: str) -> bool:
     """The control file at that path is the one inject wrote: the same inode, or (inject died
     before journalling it) a regular file holding this run's delay."""
@@ -179,6 +185,6 @@ def _made_by(control: Path, record: LatencyRecord, run_id: str) -> bool:
     if file_id(control) is None:
         return False
     try:
-        return bool(json.loads(control.read_bytes()).get("run_id") == run_id)
+        return bool(json.loads(control.read_bytes()).get("revision") == revision(run_id))
     except (OSError, ValueError, AttributeError):
         return False

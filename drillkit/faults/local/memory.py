@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from drillkit.errors import PreflightError, UnavailableError
-from drillkit.faults import Allowed, Fault, Made, OutOfBounds, RevertContext, Undo
+from drillkit.faults import Allowed, Fault, Made, OutOfBounds, RevertContext, Undo, run_tags
 from drillkit.faults.local import cgroups as cg
 from drillkit.faults.local.common import check_stop, host_errors, one_target, validate_target
 from drillkit.model import Duration, doc, parse_bytes
@@ -86,7 +86,7 @@ class MemoryPressureRecord:
 class MemoryPressure(Fault[MemoryPressureParams, MemoryTarget, MemoryPressureRecord]):
     """Put a process in a memory-limited cgroup and push it until the kernel OOM-kills it.
 
-    The cgroup `drillkit-<run id>` (in a blind exercise `chatbot-app-<run id>`: `ctx.naming`) is
+    The cgroup `drillkit-<run id>` (in a blind exercise `chatbot-app-<digest of the run id>`: `ctx.naming`) is
     created where this host allows: on cgroup v1 inside the process's own memory cgroup
     (`memory.limit_in_bytes`, OOM kills counted in `memory.oom_control`), on v2 under the nearest
     ancestor with `+memory` in `cgroup.subtree_control` (`memory.max`, `memory.events`). Pages
@@ -119,7 +119,7 @@ class MemoryPressure(Fault[MemoryPressureParams, MemoryTarget, MemoryPressureRec
         return MemoryTarget(pid, h, parent, origin)
 
     def _group(self, found: MemoryTarget) -> Path:
-        return found.parent / self.ctx.naming.name(Made.CGROUP, self.ctx.run_id)
+        return found.parent / self.ctx.naming.name(Made.CGROUP, self.ctx.naming.tag(self.ctx.run_id))
 
     def plan(self, found: MemoryTarget) -> list[str]:
         p, version = self.params, found.hierarchy.version
@@ -193,7 +193,7 @@ class MemoryPressure(Fault[MemoryPressureParams, MemoryTarget, MemoryPressureRec
             inside = any(path.is_relative_to(m) and (name == "origin" or path != m) for m in mounts)
             if not path.is_absolute() or ".." in path.parts or not inside:
                 raise OutOfBounds(name, f"{path} is not a cgroup in a mounted cgroup hierarchy")
-        if not Path(record.cgroup).name.endswith(f"-{allowed.run_id}"):
+        if not any(Path(record.cgroup).name.endswith(f"-{tag}") for tag in run_tags(allowed.run_id)):
             raise OutOfBounds("cgroup", f"{record.cgroup} is not a cgroup this run names (…-{allowed.run_id})")
 
     @classmethod

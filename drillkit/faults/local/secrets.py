@@ -1,7 +1,7 @@
 """auth-secret-corruption: replace the JWT secret file with random bytes and restart the
 replicas onto it (the playbook's "authentication failures" incident).
 
-Nothing secret is journalled: the original is copied to a 0600 backup next to it, and only the
+Nothing secret is journalled: the original is copied to a 0600 backup in a private folder, and only the
 backup's *path* is recorded.
 """
 
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import stat
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +20,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from drillkit.errors import DrillkitError, PreflightError
-from drillkit.faults import Allowed, Declared, Fault, OutOfBounds, RevertContext, Undo, check_blast_radius
+from drillkit.faults import (
+    Allowed,
+    Declared,
+    Fault,
+    Made,
+    Naming,
+    OutOfBounds,
+    RevertContext,
+    Undo,
+    check_blast_radius,
+    digest,
+    run_tags,
+)
 from drillkit.faults.local.common import check_stop, host_errors, restart, validate_target
 from drillkit.faults.local.files import FileId, file_id
 from drillkit.files import fsync_dir, write_atomically
@@ -87,8 +101,24 @@ class AuthSecretCorruptionRecord:
     killed_ids: tuple[ProcId, ...] = ()  # `killed` with start times
 
 
-def backup_of(secret: Path, run_id: str) -> Path:
-    return secret.with_name(f".{secret.name}.drillkit-backup-{run_id}")
+def backup_of(secret: Path, run_id: str, naming: Naming | None = None) -> Path:
+    """Where the original goes: a private folder (0700) outside the secret's own folder, so
+    nobody listing the lab finds a copy, named `drillkit-backup-<run id>` or blind
+    `<platform>-config-<digest of the run id>`, the file named by a digest of the secret's path."""
+    naming = naming or Naming()
+    folder = f"{naming.head(Made.BACKUP)}-{naming.tag(run_id)}"
+    return Path(tempfile.gettempdir()) / folder / digest(str(secret), length=12)
+
+
+def _is_backup_of(backup: Path, secret: Path, run_id: str) -> bool:
+    """`backup` is where `backup_of` puts this run's copy of `secret`, under either naming."""
+    folder = backup.parent.name
+    return (
+        backup.parent.parent == Path(tempfile.gettempdir())
+        and backup.name == digest(str(secret), length=12)
+        and re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", folder) is not None
+        and any(folder.endswith(f"-{tag}") for tag in run_tags(run_id))
+    )
 
 
 def _fresh(record: AuthSecretCorruptionRecord) -> list[int]:
@@ -163,7 +193,7 @@ class AuthSecretCorruption(Fault[AuthSecretCorruptionParams, Replicas, AuthSecre
     """Replace the JWT secret file with random bytes and restart replicas onto it (the
     "authentication failures" incident): tokens issued before no longer verify.
 
-    The original is first copied to `.<name>.drillkit-backup-<run id>` next to it, mode 0600;
+    The original is first copied to a private folder outside the lab (`backup_of`), mode 0600;
     the journal records that path, never the secret. Replicas are restarted with SIGTERM (the lab
     supervisor brings them back; otherwise `restart` is started for each missing one). The revert
     writes the backup's content back (atomic rename, original mode and owner), restarts the
@@ -180,7 +210,7 @@ class AuthSecretCorruption(Fault[AuthSecretCorruptionParams, Replicas, AuthSecre
     def preflight(self) -> Replicas:
         p = self.params
         secret = Path(p.secret_file).absolute()  # the record must hold wherever cleanup runs from
-        backup = backup_of(secret, self.ctx.run_id)
+        backup = backup_of(secret, self.ctx.run_id, self.ctx.naming)
         if not secret.is_file():
             raise PreflightError(f"{self.kind}: secret file {secret} does not exist or is not a file")
         if secret.is_symlink():  # replacing it would replace the link, not what it points to
@@ -231,6 +261,7 @@ class AuthSecretCorruption(Fault[AuthSecretCorruptionParams, Replicas, AuthSecre
         )
         handle = undo.register(self, record)
         original = secret.read_bytes()
+        backup.parent.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         made = os.fstat(fd)
         handle.update(backup_id=FileId(made.st_dev, made.st_ino))  # before a byte of it is written
@@ -288,7 +319,7 @@ class AuthSecretCorruption(Fault[AuthSecretCorruptionParams, Replicas, AuthSecre
 
         recorded = {name: getattr(record, name) for name in declared(Declared({}, None))}
         allowed.require(cls.kind, recorded, declared)
-        if record.backup != str(backup_of(Path(record.secret_file), allowed.run_id)):
+        if not _is_backup_of(Path(record.backup), Path(record.secret_file), allowed.run_id):
             raise OutOfBounds("backup", f"{record.backup!r} is not this run's backup of {record.secret_file}")
 
     @classmethod
@@ -303,6 +334,7 @@ class AuthSecretCorruption(Fault[AuthSecretCorruptionParams, Replicas, AuthSecre
             )
         if not record.backup_complete:  # crashed while writing the backup: secret untouched
             backup.unlink()
+            _remove_folder(backup)
             return {"restored": False, "removed_partial_backup": True}
         try:  # the secret keeps its owner (inject replaced it with the same one)
             st = secret.lstat()
@@ -324,4 +356,11 @@ class AuthSecretCorruption(Fault[AuthSecretCorruptionParams, Replicas, AuthSecre
         result["survived"] = survived
         backup.unlink()
         fsync_dir(backup.parent)
+        _remove_folder(backup)
         return {"restored": True, **result}
+
+
+def _remove_folder(backup: Path) -> None:
+    """The backup's private folder, once empty."""
+    with contextlib.suppress(OSError):
+        backup.parent.rmdir()
