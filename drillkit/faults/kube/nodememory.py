@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -142,6 +141,8 @@ class NodeMemoryPressure(KubeFault[NodeMemoryPressureParams, NodeLoad, NodeMemor
                 f"{p.max_memory}; bound the node (system-reserved) or raise max_memory"
             )
         evicted = tuple(x.uid for x in kube.list_pods(ns, field_selector=f"spec.nodeName={node.name}") if _evicted(x))
+        import secrets  # here: `drillkit validate` never needs it
+
         prefix = self.ctx.naming.name(Made.LOAD, self.ctx.run_id, secrets.token_hex(2))
         found = NodeLoad(
             ns, node, allocatable, requested, load, math.ceil(load / quantity_bytes(p.step)), prefix, evicted

@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import stat
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,6 +104,8 @@ def backup_of(secret: Path, run_id: str, naming: Naming | None = None) -> Path:
     """Where the original goes: a private folder (0700) outside the secret's own folder, so
     nobody listing the lab finds a copy, named `drillkit-backup-<run id>` or blind
     `<platform>-config-<digest of the run id>`, the file named by a digest of the secret's path."""
+    import tempfile  # here: it pulls in random and hashlib, which `drillkit validate` never needs
+
     naming = naming or Naming()
     folder = f"{naming.head(Made.BACKUP)}-{naming.tag(run_id)}"
     return Path(tempfile.gettempdir()) / folder / digest(str(secret), length=12)
@@ -112,6 +113,8 @@ def backup_of(secret: Path, run_id: str, naming: Naming | None = None) -> Path:
 
 def _is_backup_of(backup: Path, secret: Path, run_id: str) -> bool:
     """`backup` is where `backup_of` puts this run's copy of `secret`, under either naming."""
+    import tempfile
+
     folder = backup.parent.name
     return (
         backup.parent.parent == Path(tempfile.gettempdir())
