@@ -4,14 +4,16 @@ On-call engineers acknowledge by silencing the alert; the acknowledgement time i
 silence's `updatedAt`, set by Alertmanager when it stored the silence — not our poll loop's.
 Alertmanager keeps no per-alert notification log, so `notified` is the first time its API
 listed the alert (checked at most every 0.25 s while the drill waits, at least every 0.5 s);
-the journal says so.
+the journal says so. Only an alert with the drill's label matchers (`detection.labels`) that
+started (`startsAt`, Prometheus's firing time) after the injection counts: another alert of
+the same name, already firing elsewhere, is not this drill's page.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 from drillkit.clock import parse_time, utcnow
 from drillkit.errors import Aborted, TransientError, UnavailableError
 from drillkit.httpapi import HttpApi
+from drillkit.matchers import LabelMatcher
 from drillkit.prometheus import escape
 from drillkit.respond import Ack
 from drillkit.signals import StopFlag, wait_until
@@ -92,13 +95,22 @@ class Alertmanager:
             raise Aborted(self.stop.reason, by_signal=True)
         raise UnavailableError(f"Alertmanager at {self.url} not ready within {timeout:g}s")
 
-    def alert_labels(self, alert: str, labels: dict[str, str]) -> list[dict[str, str]]:
-        """Label sets of the matching alerts Alertmanager holds (active or silenced)."""
-        matchers = [f'alertname="{escape(alert)}"', *(f'{k}="{escape(v)}"' for k, v in sorted(labels.items()))]
+    def alert_labels(
+        self, alert: str, matchers: Sequence[LabelMatcher], since: datetime | None = None
+    ) -> list[dict[str, str]]:
+        """Label sets of the matching alerts Alertmanager holds (active or silenced), only those
+        that started at or after `since` if given."""
+        wanted = [f'alertname="{escape(alert)}"', *(m.promql() for m in matchers)]
         data = self._get(
-            "/api/v2/alerts", {"filter": matchers, "active": "true", "silenced": "true", "inhibited": "true"}
+            "/api/v2/alerts", {"filter": wanted, "active": "true", "silenced": "true", "inhibited": "true"}
         )
-        return [dict(a.get("labels", {})) for a in data] if isinstance(data, list) else []
+        out = []
+        for a in data if isinstance(data, list) else []:
+            starts = a.get("startsAt")
+            if since is not None and (not starts or parse_time(starts) < since):
+                continue
+            out.append(dict(a.get("labels", {})))
+        return out
 
     def silences(self) -> list[Silence]:
         data = self._get("/api/v2/silences")
@@ -127,13 +139,13 @@ class AlertmanagerAck:
 
     am: Alertmanager
     alert: str
-    labels: dict[str, str]
+    matchers: Sequence[LabelMatcher]
 
     def wait(self, detected_at: datetime, deadline: float, stop: StopFlag, tick: Callable[[], None]) -> Ack | None:
-        target = {"alertname": self.alert, **self.labels}
+        target = {"alertname": self.alert, **{m.name: m.value for m in self.matchers if m.op == "="}}
 
         def acknowledged() -> Ack | None:
-            held = self.am.alert_labels(self.alert, self.labels) or [target]
+            held = self.am.alert_labels(self.alert, self.matchers) or [target]
             for s in self.am.silences():
                 if s.state == "active" and s.updated_at >= detected_at and any(s.covers(lb) for lb in held):
                     return Ack(s.updated_at, s.created_by or "alertmanager", f"silence {s.id}: {s.comment}".strip())
@@ -149,7 +161,8 @@ class NotificationWatch:
 
     am: Alertmanager
     alert: str
-    labels: dict[str, str]
+    matchers: Sequence[LabelMatcher]
+    since: datetime | None = None  # the injection: an alert that started before it is not the page
     seen_at: datetime | None = None
     _last: float = 0.0
 
@@ -158,7 +171,7 @@ class NotificationWatch:
         if self.seen_at is not None or time.monotonic() - self._last < 0.25:
             return None
         self._last = time.monotonic()
-        if self.am.alert_labels(self.alert, self.labels):
+        if self.am.alert_labels(self.alert, self.matchers, self.since):
             self.seen_at = utcnow()
             return self.seen_at
         return None

@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from drillkit.alertmanager import Alertmanager, AlertmanagerAck, NotificationWatch
-from drillkit.clock import utcnow
+from drillkit.clock import rfc3339, utcnow
 from drillkit.errors import Aborted, DrillkitError, InputError, PreflightError, UnavailableError
 from drillkit.evidence import save_series, scenario_record
 from drillkit.faults import FaultContext, Prepared, Undo, fault_class
 from drillkit.journal import JOURNAL_NAME, Journal
 from drillkit.model import format_duration
 from drillkit.policy import ActionDefaults, Policy, limits_for, verdicts
-from drillkit.prometheus import AlertRule, FiringWatch, PromConfig, Prometheus, Sample
+from drillkit.prometheus import AlertRule, AlertTarget, FiringWatch, PromConfig, Prometheus, Sample
 from drillkit.respond import AckWaiter, AutoAck, CommandAck, PromptAck, check_interactive
 from drillkit.scenario import AbortCondition, AckSource, Probe, RecoveryAction, Scenario
 from drillkit.signals import StopFlag, wait_until
@@ -132,6 +132,7 @@ class Drill:
         self._injecting = ""
         self._inject_lock = threading.Lock()
         self.rule: AlertRule | None = None  # the detection alert's rule, found in preflight
+        self.target: AlertTarget | None = None  # its rules chosen by detection.labels, in preflight
         self._abort_armed = False  # the current wait checks the abort conditions
         self._lab: LabWatch | None = None  # the lab's components, once the faults took effect
 
@@ -287,19 +288,25 @@ class Drill:
             raise NotStarted(str(exc)) from None
 
     def _dry_run(self, run_id: str) -> RunResult:
+        from drillkit.alertcheck import check_alert
+        from drillkit.alertcheck import plan as alert_plan
+
+        self.prom.wait_ready(self.opts.ready_timeout)
+        checked = check_alert(self.prom, self.scenario)  # before preflight: FILE:LINE lines, exit 2
+        problems = self.prom.query_problems(self.scenario) + list(checked.problems)
+        for line in problems:
+            self.opts.out(line)
+        if problems or checked.target is None:
+            self.opts.out(f"dry run: {len(problems)} problem(s); the drill would not work as written")
+            return RunResult(run_id, Status.NOT_STARTED, None, InputError.exit_code, problems)
         with tempfile.TemporaryDirectory(prefix="drillkit-dry-") as tmp:
             journal = Journal(Path(tmp) / JOURNAL_NAME)
             try:
                 faults = self._preflight(self._context(run_id, journal))
             finally:
                 journal.close()
-        problems = self.prom.query_problems(self.scenario)
-        for line in problems:
-            self.opts.out(line)
-        if problems:
-            self.opts.out(f"dry run: {len(problems)} PromQL problem(s); the drill would not work as written")
-            return RunResult(run_id, Status.NOT_STARTED, None, InputError.exit_code, problems)
         plan = [f"Prometheus {self.prom.url}: alert rule {self.scenario.detection.alert} loaded"]
+        plan += alert_plan(checked.target)
         plan += [f"steady state: {p.name}: {p.expr} {p.expect}" for p in self.scenario.steady_state]
         for f in faults:
             plan += [f"{f.kind}: {line}" for line in f.plan()]
@@ -317,7 +324,9 @@ class Drill:
         self.prom.wait_ready(self.opts.ready_timeout)
         if self.am:
             self.am.wait_ready(self.opts.ready_timeout)
-        self.rule = self.prom.rule(self.scenario.detection.alert)
+        d = self.scenario.detection
+        self.target = self.prom.target(d.alert, d.matchers)
+        self.rule = self.target.rule
         target = self.scenario.target_kind
         faults = [fault_class(spec.kind, target)(spec.params, ctx).prepare() for spec in self.scenario.faults]
         if self.stop.is_set():
@@ -334,7 +343,7 @@ class Drill:
         started = time.monotonic()
 
         def settled() -> bool:
-            if self.prom.alerts(d.alert, d.labels) or any(self.prom.alerts(a, {}) for a in self.opts.settle_alerts):
+            if self.prom.alerts(d.alert, d.matchers) or any(self.prom.alerts(a, ()) for a in self.opts.settle_alerts):
                 return False
             return self._steady_now()
 
@@ -344,14 +353,18 @@ class Drill:
     def _steady_state(self, journal: Journal) -> None:
         waited = self._settle()
         probes, conditions, d = self.scenario.steady_state, self.scenario.guardrails.abort_when, self.scenario.detection
-        exprs = [p.expr for p in probes] + [c.expr for c in conditions] + [self.prom.firing_selector(d.alert, d.labels)]
+        exprs = (
+            [p.expr for p in probes] + [c.expr for c in conditions] + [self.prom.firing_selector(d.alert, d.matchers)]
+        )
         held = self.prom.query_many(exprs)  # the probes, the abort conditions and the alert: one request
         self._last_abort_check = time.monotonic()
         failing = [f"{p.name}: {why}" for p, samples in zip(probes, held, strict=False) if (why := _why(p, samples))]
         if failing:
             raise NotStarted("steady state does not hold: " + "; ".join(failing))
         if held[-1]:
-            raise NotStarted(f"alert {d.alert} is already firing before the drill")
+            from drillkit.alertcheck import already_firing
+
+            raise NotStarted(already_firing(d.alert, d.labels, [s.labels for s in held[-1]]))
         holding = [c.name or c.expr for c, samples in zip(conditions, held[len(probes) : -1], strict=True) if samples]
         if holding:
             raise NotStarted(f"abort condition already holds before the drill: {'; '.join(holding)}")
@@ -403,12 +416,12 @@ class Drill:
     def _detect_respond_recover(self, journal: Journal, reverts: ExitStack, folder: Path) -> None:
         injected = next(e for e in journal.events if e.kind == "injected")
         d = self.scenario.detection
-        rule = self.rule
-        if rule is None:  # preflight always finds it before anything is injected
+        target = self.target
+        if target is None:  # preflight always finds it before anything is injected
             raise DrillkitError(f"no rule for {self.scenario.detection.alert} (preflight did not run)")
         since = injected.at - timedelta(seconds=0.5)
-        watch = FiringWatch(self.prom, rule, d.labels, since)  # exact, at ~1 request per poll
-        earliest = injected.mono + rule.fires_after  # firing = activeAt + for: never sooner
+        watch = FiringWatch(self.prom, target, since)  # exact, at ~1 request per poll
+        earliest = injected.mono + target.fires_after  # firing = activeAt + for: never sooner
 
         def detected() -> tuple[datetime, str] | None:
             if time.monotonic() < earliest:
@@ -426,26 +439,79 @@ class Drill:
             if found is not None and journal.mono_of(found[0]) > injected.mono + self.limits.detect:
                 found = None  # fired, but late: _late_detection reports it
         if found is None:
-            journal.append("detection_missed", alert=d.alert, within=self.limits.detect)
-            self.opts.out(f"alert {d.alert} did not fire within {format_duration(self.limits.detect)}")
+            self._missed(journal, target, since)
             return
         fired, method = found
-        pending = watch.pending or self.prom.pending_time(rule, d.labels, since)
+        pending = watch.pending or self.prom.pending_time(target, since)
+        self._dropped_episodes(journal, target, since, pending or fired)
         if pending is not None and pending <= fired:
             journal.append("alert_pending", at=pending, alert=d.alert, source="prometheus activeAt")
         journal.append(
-            "detected", at=fired, alert=d.alert, for_seconds=rule.for_seconds, source="prometheus", method=method
+            "detected",
+            at=fired,
+            alert=d.alert,
+            for_seconds=self._fired_rule(target).for_seconds,
+            source="prometheus",
+            method=method,
         )
         self.opts.out(
             f"detected: {d.alert} firing at {fired.isoformat()} "
             f"({format_duration((fired - injected.at).total_seconds())} after injection)"
         )
         if self.am:
-            self._notify = NotificationWatch(self.am, d.alert, d.labels)
+            self._notify = NotificationWatch(self.am, d.alert, d.matchers, since)
             self._journal = journal
             self._poll_notification()
         self._respond(journal, fired, folder)
         self._recover(journal, reverts, injected.mono)
+
+    def _fired_rule(self, target: AlertTarget) -> AlertRule:
+        """The rule the firing alert came from, when several of that name fit `detection.labels`
+        (one more request); the only one otherwise."""
+        if len(target.rules) == 1:
+            return target.rule
+        try:
+            firing = [a for a in self.prom.alerts(target.name, target.matchers) if a.state == "firing"]
+        except DrillkitError:
+            return target.rule
+        return target.rule_of(firing[0].labels) if firing else target.rule
+
+    def _dropped_episodes(self, journal: Journal, target: AlertTarget, since: datetime, before: datetime) -> None:
+        """Journal the pending episodes that dropped before the one that fired (best effort)."""
+        try:
+            episodes = self.prom.pending_episodes(target, since)
+        except DrillkitError:
+            return
+        for start, last, fired in episodes:
+            if not fired and last < before:
+                journal.append(
+                    "alert_pending",
+                    at=start,
+                    alert=target.name,
+                    source="prometheus ALERTS",
+                    until=rfc3339(last),
+                    fired=False,
+                )
+
+    def _missed(self, journal: Journal, target: AlertTarget, since: datetime) -> None:
+        """Journal the miss with its cause (see alertcheck.explain_miss) and each pending
+        episode that dropped before `for:`."""
+        from drillkit.alertcheck import explain_miss
+
+        d = self.scenario.detection
+        try:
+            miss = explain_miss(self.prom, target, since)
+        except DrillkitError as exc:
+            self.opts.out(f"could not tell why {d.alert} did not fire: {exc}")
+            miss = None
+        for start, last in miss.episodes if miss else ():
+            journal.append(
+                "alert_pending", at=start, alert=d.alert, source="prometheus ALERTS", until=rfc3339(last), fired=False
+            )
+        why: dict[str, object] = {"cause": miss.cause.value, "why": miss.detail} if miss else {}
+        journal.append("detection_missed", None, alert=d.alert, within=self.limits.detect, **why)
+        said = f": {miss.cause.value}: {miss.detail}" if miss else ""
+        self.opts.out(f"alert {d.alert} did not fire within {format_duration(self.limits.detect)}{said}")
 
     def _respond(self, journal: Journal, fired: datetime, folder: Path) -> None:
         source = self.scenario.response.acknowledge
@@ -474,7 +540,7 @@ class Drill:
             return PromptAck(self.opts.out)
         if source is AckSource.ALERTMANAGER and self.am:
             d = self.scenario.detection
-            return AlertmanagerAck(self.am, d.alert, d.labels)
+            return AlertmanagerAck(self.am, d.alert, d.matchers)
         return AutoAck()
 
     def _recover(self, journal: Journal, reverts: ExitStack, injected_mono: float) -> None:
@@ -520,11 +586,16 @@ class Drill:
         """After a missed detection, ask Prometheus once whether the alert fired later after all
         (before the drill ended), so the report says when instead of "-"."""
         injected = next((e for e in journal.events if e.kind == "injected"), None)
-        if injected is None or self.rule is None or not _has(journal, "detection_missed") or _has(journal, "detected"):
+        if (
+            injected is None
+            or self.target is None
+            or not _has(journal, "detection_missed")
+            or _has(journal, "detected")
+        ):
             return
         d = self.scenario.detection
         try:
-            found = self.prom.firing_time(self.rule, d.labels, injected.at - timedelta(seconds=0.5))
+            found = self.prom.firing_time(self.target, injected.at - timedelta(seconds=0.5))
         except DrillkitError as exc:
             self.opts.out(f"could not check whether {d.alert} fired late: {exc}")
             return

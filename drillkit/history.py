@@ -55,6 +55,8 @@ class Run:
     missed: tuple[str, ...]
     trainee: str = ""  # a training exercise's trainee; "" for a drill
     training: bool = False  # a `drillkit train` exercise: a person learning, not the platform's readiness
+    alert: str = ""  # the detection alert and its label matchers (drillkit coverage)
+    alert_labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def group(self) -> str:
@@ -116,6 +118,8 @@ def find_runs(root: Path, include_training: bool = True) -> tuple[list[Run], lis
                 missed=tuple(v.description for v in d.verdicts if v.met is False),
                 trainee=str(exercise.data.get("trainee", "")) if exercise else "",
                 training=exercise is not None,
+                alert=str(d.scenario.get("alert", "")),
+                alert_labels=tuple(sorted((d.scenario.get("alert_labels") or {}).items())),
             )
         )
     if not runs and not problems and not left_out:

@@ -56,6 +56,19 @@ class Event:
         return cls(kind, at, mono, raw, number)
 
 
+def held(path: Path) -> bool:
+    """A live process holds the journal at `path` open for writing (a drill still running):
+    its exclusive lock refuses a shared one."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 class JournalBusy(DrillkitError):
     """Another live process (the drill itself, or another cleanup) holds this journal."""
 

@@ -225,7 +225,7 @@ def went_well(events: list[Event], verdicts: list[Verdict], measured: MeasuredIm
     injected, detected = first(events, "injected"), first(events, "detected")
     out = []
     if detected and injected and "detect" in met:
-        pending = first(events, "alert_pending")
+        pending = next((e for e in events if e.kind == "alert_pending" and e.data.get("fired") is not False), None)
         how = (
             f"pending {format_duration(pending.mono - injected.mono)} after the fault took effect, then firing "
             f"after its `for: {detected.data.get('for_seconds', 0):g}s`"
@@ -272,8 +272,53 @@ def went_well(events: list[Event], verdicts: list[Verdict], measured: MeasuredIm
     return out
 
 
+def miss(events: list[Event]) -> tuple[str, str] | None:
+    """Why the alert missed its target, and the action that follows from it; None if it did
+    not miss (or an old journal says nothing). Causes as `alertcheck.MissCause` journals them;
+    a `detected_late` event makes it "fired after the target"."""
+    missed, late, injected = (
+        first(events, "detection_missed"),
+        first(events, "detected_late"),
+        first(events, "injected"),
+    )
+    if missed is None:
+        return None
+    alert = f"`{missed.data.get('alert')}`"
+    if late is not None and injected is not None:
+        took = format_duration(late.mono - injected.mono)
+        target = format_duration(missed.data.get("within"))
+        return (
+            f"Why the alert missed: fired after the target: {alert} fired {took} after the fault took effect "
+            f"(target {target})",
+            f"Make {alert} fire sooner (a shorter `for:`, a faster evaluation interval, a window that reacts "
+            f"sooner) or agree a detection target above {took}",
+        )
+    cause, why = missed.data.get("cause"), missed.data.get("why", "")
+    if cause == "no series":
+        return (
+            f"Why the alert missed: no series: {why}",
+            f"Make the metrics {alert} reads exist where it runs ({why}): is the exporter scraped, was a metric or "
+            "label renamed? No threshold or `for:` change can make it fire",
+        )
+    if cause == "pending then dropped":
+        return (
+            f"Why the alert missed: {why}",
+            f"{alert} saw the incident but dropped it: its condition flapped or its `for:` is longer than the "
+            "harm lasts; smooth the expression (a longer window) or shorten `for:`",
+        )
+    if cause == "condition never true":
+        return (
+            f"Why the alert missed: condition never true: {why}",
+            f"The condition of {alert} never held while the fault was in effect: compare its threshold with "
+            "what the fault did to the metric (the alert chart) and lower it, or alert on a symptom users feel",
+        )
+    return None
+
+
 def went_wrong(events: list[Event], verdicts: list[Verdict], measured: MeasuredImpact | None) -> list[str]:
     out = [v.summary() for v in verdicts if v.met is False]
+    if (explained := miss(events)) is not None:
+        out.append(explained[0])
     for e in events:
         if e.kind == "revert_failed":
             out.append(f"Revert failed: {e.data.get('error')}")
@@ -315,7 +360,12 @@ def action_items(events: list[Event], verdicts: list[Verdict], defaults: ActionD
     `--due-in` after the drill."""
     owner = defaults.owner  # empty: the template's [Name], to fill in
     due = f"{events[0].at + timedelta(seconds=defaults.due_in):%Y-%m-%d}"
-    texts = [f"{FIXES.get(v.target, 'Review')} ({v.summary()})" for v in verdicts if v.met is False]
+    explained = miss(events)
+    texts = [
+        f"{explained[1] if v.target == 'detect' and explained else FIXES.get(v.target, 'Review')} ({v.summary()})"
+        for v in verdicts
+        if v.met is False
+    ]
     texts += [f"Investigate: {e.data.get('error')}" for e in events if e.kind in ("revert_failed", "error")]
     if not texts:
         texts = ["Review this drill in the next post-mortem meeting"]

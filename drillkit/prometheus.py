@@ -6,7 +6,9 @@ plain GETs. Both go through one `HttpApi` session, so one status mapping and one
 cover every call (see docs/design-notes.md, "Prometheus access").
 The detection time is Prometheus's: `activeAt` + the rule's `for` while the alert is firing,
 or the first raw `ALERTS{alertstate="firing"}` sample once it has resolved — never the moment
-our poll loop noticed.
+our poll loop noticed. Several rules may share an alert name (a warning/critical pair with
+different `for:`): the drill's `detection.labels` choose among them by their static labels
+(`AlertTarget`), and each alert is timed with the `for:` of the rule it came from.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from drillkit.clock import parse_time
 from drillkit.errors import Aborted, PreflightError, RejectedRequest, TransientError, UnavailableError
 from drillkit.httpapi import HttpApi
+from drillkit.matchers import LabelMatcher, all_match, describe
 from drillkit.scenario import Scenario, query_sites
 from drillkit.signals import StopFlag, wait_until
 
@@ -64,6 +67,17 @@ class AlertRule:
     group: str
     last_evaluation: datetime | None
     interval: float = 0.0  # the group's evaluation interval (s)
+    file: str = ""  # the rule file Prometheus read it from
+
+    def could_match(self, matchers: Sequence[LabelMatcher]) -> bool:
+        """Its static labels do not contradict `matchers` (labels it does not set come from
+        the series, so only the alert can tell)."""
+        return all(m.matches(self.labels) for m in matchers if m.name in self.labels)
+
+    def made(self, labels: dict[str, str]) -> bool:
+        """An alert with `labels` can come from this rule: it carries the rule's static labels
+        (a templated one, `{{ ... }}`, is not compared)."""
+        return all(labels.get(k) == v for k, v in self.labels.items() if "{{" not in v)
 
     @property
     def fires_after(self) -> float:
@@ -71,6 +85,34 @@ class AlertRule:
         if self.interval <= 0:
             return self.for_seconds
         return math.ceil(self.for_seconds / self.interval - 1e-9) * self.interval
+
+
+@dataclass(frozen=True)
+class AlertTarget:
+    """The alert a drill waits for: the rules of that name whose static labels fit the
+    scenario's matchers (usually one), and the matchers every alert of it must satisfy."""
+
+    name: str
+    matchers: tuple[LabelMatcher, ...]
+    rules: tuple[AlertRule, ...]
+
+    @property
+    def rule(self) -> AlertRule:
+        """The rule that fires first (the slowest tier of a pair never fires before it)."""
+        return min(self.rules, key=lambda r: r.fires_after)
+
+    @property
+    def fires_after(self) -> float:
+        return self.rule.fires_after
+
+    def rule_of(self, labels: dict[str, str]) -> AlertRule:
+        """The rule an alert with `labels` came from: the one whose static labels it carries
+        (the most specific), else the first to fire."""
+        made = [r for r in self.rules if r.made(labels)]
+        return max(made, key=lambda r: len(r.labels)) if made else self.rule
+
+    def describe(self) -> str:
+        return f"{self.name}{describe(self.matchers) if self.matchers else ''}"
 
 
 @dataclass(frozen=True)
@@ -208,6 +250,12 @@ class Prometheus:
         data = self._query(f"{expr}[{window}s]")
         return [(dict(r.get("metric", {})), float(ts)) for r in data for ts, _ in r.get("values", [])]
 
+    def series(self, selector: str, seconds: float) -> list[dict[str, str]]:
+        """The label sets of the series `selector` matched within the last `seconds`."""
+        end = time.time()
+        params = {"match[]": selector, "start": f"{end - seconds:.3f}", "end": f"{end:.3f}"}
+        return [dict(s) for s in self._data("/api/v1/series", params) or []]
+
     # --- readiness and rules --------------------------------------------------------------
 
     def rules(self, retry: bool = True, timeout: float | None = None) -> list[AlertRule]:
@@ -227,20 +275,20 @@ class Prometheus:
                         group=group.get("name", ""),
                         last_evaluation=None if not last or last.startswith("0001") else parse_time(last),
                         interval=float(group.get("interval") or 0),
+                        file=group.get("file", ""),
                     )
                 )
         return out
 
     def rule(self, name: str) -> AlertRule:
-        """The named alert rule, or a PreflightError saying which exist."""
+        """The named alert rule (the first to fire if several share the name)."""
+        return self.target(name, ()).rule
+
+    def target(self, name: str, matchers: Sequence[LabelMatcher]) -> AlertTarget:
+        """The rules named `name` whose static labels fit `matchers`, or a PreflightError
+        saying which exist (did you mean) or what their labels are."""
         rules, self._ready_rules = self._ready_rules or self.rules(), None
-        for r in rules:
-            if r.name == name:
-                return r
-        names = sorted({r.name for r in rules})
-        near = difflib.get_close_matches(name, names, n=1)
-        hint = f"did you mean {near[0]!r}?" if near else f"loaded alert rules: {', '.join(names) or 'none'}"
-        raise PreflightError(f"Prometheus at {self.url} has no alert rule {name!r}; {hint}")
+        return choose(rules, name, matchers, f"Prometheus at {self.url}")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait up to `timeout` s until Prometheus has evaluated every alert rule once since it
@@ -271,12 +319,13 @@ class Prometheus:
 
     # --- alerts ---------------------------------------------------------------------------
 
-    def alerts(self, name: str, labels: dict[str, str]) -> list[ActiveAlert]:
+    def alerts(self, name: str, matchers: Sequence[LabelMatcher]) -> list[ActiveAlert]:
+        """The pending and firing alerts named `name` whose labels satisfy `matchers`."""
         data = self._data("/api/v1/alerts")
         out = []
         for a in data.get("alerts", []):
             al = dict(a.get("labels", {}))
-            if al.get("alertname") != name or any(al.get(k) != v for k, v in labels.items()):
+            if al.get("alertname") != name or not all_match(matchers, al):
                 continue
             active = a.get("activeAt")
             if not active or active.startswith(_ZERO_TIME[:4]):
@@ -284,29 +333,31 @@ class Prometheus:
             out.append(ActiveAlert(name, al, a.get("state", ""), parse_time(active)))
         return out
 
-    def firing_time(self, rule: AlertRule, labels: dict[str, str], since: datetime) -> tuple[datetime, str] | None:
+    def firing_time(self, target: AlertTarget, since: datetime) -> tuple[datetime, str] | None:
         """When Prometheus itself moved the alert to firing, for an episode that began after
         `since`, and how that was read; None if it has not fired (yet)."""
-        return self.active_firing(self.alerts(rule.name, labels), rule, since) or self.resolved_firing_time(
-            rule, labels, since
+        return self.active_firing(self.alerts(target.name, target.matchers), target, since) or (
+            self.resolved_firing_time(target, since)
         )
 
     @staticmethod
-    def active_firing(alerts: list[ActiveAlert], rule: AlertRule, since: datetime) -> tuple[datetime, str] | None:
-        for a in sorted(alerts, key=lambda a: a.active_at):
-            if a.state == "firing" and a.active_at >= since:
-                return a.active_at + timedelta(seconds=rule.fires_after), "activeAt + for"
-        return None
+    def active_firing(alerts: list[ActiveAlert], target: AlertTarget, since: datetime) -> tuple[datetime, str] | None:
+        """The earliest firing time of the firing `alerts` that became active after `since`,
+        each by the `for:` of its own rule."""
+        times = [
+            a.active_at + timedelta(seconds=target.rule_of(a.labels).fires_after)
+            for a in alerts
+            if a.state == "firing" and a.active_at >= since
+        ]
+        return (min(times), "activeAt + for") if times else None
 
-    def resolved_firing_time(
-        self, rule: AlertRule, labels: dict[str, str], since: datetime
-    ) -> tuple[datetime, str] | None:
+    def resolved_firing_time(self, target: AlertTarget, since: datetime) -> tuple[datetime, str] | None:
         """An episode that fired after `since` and already resolved: the first raw firing sample
         of it (a sample right after another belongs to an episode that began earlier)."""
-        gap = 1.5 * (rule.interval or 1.0)
+        gap = 1.5 * (target.rule.interval or 1.0)
         seconds = (datetime.now(UTC) - since).total_seconds() + 3 * gap
         series: dict[tuple[tuple[str, str], ...], list[float]] = {}
-        for lbls, ts in self.raw_samples(_selector(rule.name, labels, "firing"), seconds):
+        for lbls, ts in self.raw_samples(_selector(target.name, target.matchers, "firing"), seconds):
             series.setdefault(tuple(sorted(lbls.items())), []).append(ts)
         starts = []
         for stamps in series.values():
@@ -318,23 +369,74 @@ class Prometheus:
             return None
         return datetime.fromtimestamp(min(starts), UTC), "first raw ALERTS firing sample"
 
-    def pending_time(self, rule: AlertRule, labels: dict[str, str], since: datetime) -> datetime | None:
+    def pending_time(self, target: AlertTarget, since: datetime) -> datetime | None:
         """When the alert's condition first held (`activeAt`), for an episode after `since`."""
-        times = [a.active_at for a in self.alerts(rule.name, labels) if a.active_at >= since]
+        times = [a.active_at for a in self.alerts(target.name, target.matchers) if a.active_at >= since]
         return min(times) if times else None
 
+    def pending_episodes(self, target: AlertTarget, since: datetime) -> list[tuple[datetime, datetime, bool]]:
+        """Each episode of the alert since `since` from its raw `ALERTS` samples: (first sample,
+        last sample, whether it reached firing). A pending episode that never fired is one the
+        condition held for less than `for:` (or a fault that stopped too soon)."""
+        gap = 1.5 * (target.rule.interval or 1.0)
+        seconds = (datetime.now(UTC) - since).total_seconds() + 3 * gap
+        series: dict[tuple[tuple[str, str], ...], list[tuple[float, bool]]] = {}
+        data = self._query(f"{_selector(target.name, target.matchers, None)}[{max(1, int(seconds) + 1)}s]")
+        for r in data:
+            labels = dict(r.get("metric", {}))
+            firing = labels.pop("alertstate", "") == "firing"
+            key = tuple(sorted(labels.items()))
+            series.setdefault(key, []).extend((float(ts), firing) for ts, _ in r.get("values", []))
+        out = []
+        for samples in series.values():
+            samples.sort()
+            start = prev = None
+            fired = False
+            for ts, firing in [*samples, (math.inf, False)]:
+                if start is not None and prev is not None and ts - prev > gap:
+                    if start >= since.timestamp():
+                        out.append((datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(prev, UTC), fired))
+                    start, fired = None, False
+                if ts == math.inf:
+                    break
+                start = ts if start is None else start
+                fired, prev = fired or firing, ts
+        return sorted(out)
+
     @staticmethod
-    def firing_selector(name: str, labels: dict[str, str]) -> str:
+    def firing_selector(name: str, matchers: Sequence[LabelMatcher]) -> str:
         """The PromQL of the alert's firing series (non-empty exactly while it fires), so "is it
         firing?" can share a batched query (`query_many`) with the steady-state probes."""
-        return _selector(name, labels, "firing")
+        return _selector(name, matchers, "firing")
 
 
-def _selector(alert: str, labels: dict[str, str], state: str | None) -> str:
+def choose(rules: Sequence[AlertRule], name: str, matchers: Sequence[LabelMatcher], where: str) -> AlertTarget:
+    """The `AlertTarget` of `name` among `rules` (see Prometheus.target)."""
+    named = [r for r in rules if r.name == name]
+    if not named:
+        names = sorted({r.name for r in rules})
+        near = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean {near[0]!r}?" if near else f"loaded alert rules: {', '.join(names) or 'none'}"
+        raise PreflightError(f"{where} has no alert rule {name!r}; {hint}")
+    fit = tuple(r for r in named if r.could_match(matchers))
+    if not fit:
+        have = "; ".join(f"for: {r.for_seconds:g}s {describe_static(r)}" for r in named)
+        raise PreflightError(
+            f"{where} has {len(named)} rule(s) named {name!r} but none whose labels fit "
+            f"detection.labels {describe(matchers)}: {have}"
+        )
+    return AlertTarget(name, tuple(matchers), fit)
+
+
+def describe_static(rule: AlertRule) -> str:
+    return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(rule.labels.items())) + "}"
+
+
+def _selector(alert: str, matchers: Sequence[LabelMatcher], state: str | None) -> str:
     """The alert's ALERTS series: in `state` (pending or firing), or in either (None)."""
-    matchers = [f'alertname="{alert}"'] + ([f'alertstate="{state}"'] if state else [])
-    matchers += [f'{k}="{escape(v)}"' for k, v in sorted(labels.items())]
-    return "ALERTS{" + ",".join(matchers) + "}"
+    parts = [f'alertname="{alert}"'] + ([f'alertstate="{state}"'] if state else [])
+    parts += [m.promql() for m in matchers]
+    return "ALERTS{" + ",".join(parts) + "}"
 
 
 def escape(value: str) -> str:
@@ -351,10 +453,8 @@ class FiringWatch:
     between two polls (it was active at the last poll and is no longer), every `raw_every`
     polls as a safety net, and once more at the deadline (`last_look`)."""
 
-    def __init__(
-        self, prom: Prometheus, rule: AlertRule, labels: dict[str, str], since: datetime, raw_every: int = 10
-    ) -> None:
-        self.prom, self.rule, self.labels, self.since, self.raw_every = prom, rule, labels, since, raw_every
+    def __init__(self, prom: Prometheus, target: AlertTarget, since: datetime, raw_every: int = 10) -> None:
+        self.prom, self.target, self.since, self.raw_every = prom, target, since, raw_every
         self._was_active = False
         self._polls = 0
         self.pending: datetime | None = None  # the earliest activeAt seen: when the condition first held
@@ -364,11 +464,12 @@ class FiringWatch:
         self._polls += 1
         held: list[list[Sample]] = []
         if extra:
-            batch = self.prom.query_many([_selector(self.rule.name, self.labels, None), *extra])
+            t = self.target
+            batch = self.prom.query_many([_selector(t.name, t.matchers, None), *extra])
             states, held = {s.labels.get("alertstate") for s in batch[0]}, batch[1:]
-            alerts = self.prom.alerts(self.rule.name, self.labels) if "firing" in states else []
+            alerts = self.prom.alerts(t.name, t.matchers) if "firing" in states else []
         else:
-            alerts = self.prom.alerts(self.rule.name, self.labels)
+            alerts = self.prom.alerts(self.target.name, self.target.matchers)
             states = {a.state for a in alerts}
         found = None
         if "firing" in states:
@@ -376,14 +477,14 @@ class FiringWatch:
             if active:
                 first = min(a.active_at for a in active)
                 self.pending = first if self.pending is None else min(self.pending, first)
-            found = self.prom.active_firing(active, self.rule, self.since)
+            found = self.prom.active_firing(active, self.target, self.since)
         if found is None and ((self._was_active and not states) or self._polls % self.raw_every == 0):
-            found = self.prom.resolved_firing_time(self.rule, self.labels, self.since)
+            found = self.prom.resolved_firing_time(self.target, self.since)
         self._was_active = bool(states)
         return found, held
 
     def last_look(self) -> tuple[datetime, str] | None:
-        return self.prom.firing_time(self.rule, self.labels, self.since)
+        return self.prom.firing_time(self.target, self.since)
 
 
 _TAG = "drillkit_probe"  # query_many's label telling the batched expressions apart

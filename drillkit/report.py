@@ -31,6 +31,7 @@ from drillkit.journal import (
     Omitted,
     digest,
     first,
+    held,
     iter_journal,
     measures,
     printable,
@@ -154,13 +155,17 @@ def _public(kind: str, data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in hidden}
 
 
+UNFINISHED = {True: "the drill is still running", False: "the run did not finish (crashed or killed)"}
+
+
 def collect(folder: Path) -> ReportData:
     events, omitted = _read(folder)
     start, end = events[0], first(events, "finished")
+    live = end is None and held(folder / JOURNAL_NAME)  # a drill still running: `index` says so
     return ReportData(
         run_id=str(start.data["run_id"]),
-        status=str(end.data["status"]) if end else "inconclusive",
-        reason=str(end.data.get("reason", "")) if end else "the run did not finish (crashed or killed)",
+        status=str(end.data["status"]) if end else ("running" if live else "inconclusive"),
+        reason=str(end.data.get("reason", "")) if end else UNFINISHED[live],
         scenario=start.data["scenario"],
         events=events,
         measures=measures(events),

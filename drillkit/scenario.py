@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from drillkit.errors import ScenarioError
+from drillkit.matchers import LabelMatcher, parse_labels
 from drillkit.model import (
     Comparator,
     Count,
@@ -136,8 +137,23 @@ class Detection:
     """The Prometheus alert that must catch the incident, and how fast."""
 
     alert: str = doc("name of the Prometheus alerting rule that must fire")
-    labels: dict[str, str] = doc("labels the firing alert must carry, e.g. {namespace: chatbot}", default_factory=dict)
+    labels: dict[str, str] = doc(
+        "labels the firing alert must carry, matched against each rule's static labels (which rule of "
+        "that name is drilled) and the alert's own: a value, or one starting with !=, =~ or !~, e.g. "
+        '{severity: critical, instance: "=~db-.*"}',
+        default_factory=dict,
+    )
     within: PositiveDuration = doc("detection target: injected -> firing", default=300.0)
+
+    def __post_init__(self) -> None:
+        try:
+            parse_labels(self.labels)
+        except ValueError as exc:
+            raise ValueError(f"labels: {exc}") from None
+
+    @property
+    def matchers(self) -> tuple[LabelMatcher, ...]:
+        return parse_labels(self.labels)
 
 
 @dataclass(frozen=True)
@@ -393,6 +409,20 @@ def query_sites(scenario: Scenario) -> list[QuerySite]:
             if expr:
                 sites.append(QuerySite(top.key(data, "impact").key(node, key), expr, needs))
     return sorted(sites, key=lambda s: s.where.line)
+
+
+def detection_sites(scenario: Scenario) -> dict[str, Where]:
+    """Where `detection.alert`, `.within`, `.labels` and each `labels.<name>` are written, for
+    the checks of the alert before a drill (the file is read again, as in `query_sites`)."""
+    data = load_yaml(Path(scenario.path), variable)
+    top = Where(scenario.path, getattr(data, "line", 1), "")
+    node = data.get("detection", {}) if isinstance(data, dict) else {}
+    det = top.key(data, "detection")
+    out = {key: det.key(node, key) for key in ("alert", "within", "labels")}
+    labels = node.get("labels", {}) if isinstance(node, dict) else {}
+    for name in scenario.detection.labels:
+        out[f"labels.{name}"] = out["labels"].key(labels, name)
+    return out
 
 
 SUITE_SUFFIXES = (".suite.yaml", ".suite.yml")

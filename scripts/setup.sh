@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
 need=()
 for pair in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
-            prometheus-postgres-exporter:prometheus-postgres-exporter stress-ng:stress-ng openssl:openssl \
+            prometheus-postgres-exporter:prometheus-postgres-exporter prometheus-node-exporter:prometheus-node-exporter \
+            stress-ng:stress-ng openssl:openssl \
             chromium:chromium patch:patch ip:iproute2 shellcheck:shellcheck; do  # chromium: report.html is checked in a real headless browser; patch, ip: the test control plane; shellcheck: actionlint checks the workflows' run: blocks with it
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
@@ -15,7 +16,7 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # The Debian packages start their own daemons on the default ports; drillkit starts its own.
-for svc in prometheus prometheus-alertmanager prometheus-postgres-exporter postgresql; do
+for svc in prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-node-exporter postgresql; do
   $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done
 PY=${PYTHON:-python3}
@@ -39,6 +40,9 @@ rm -f "$log"
 # scheduler, kubectl, KWOK), built from the Go module proxy once per machine into ~/.cache/drillkit.
 if command -v go >/dev/null 2>&1; then
   bash scripts/build-k8s.sh >/dev/null
+  # Public alerting rules (node-exporter and Prometheus mixins) for the "your own rules" tests,
+  # rendered into ~/.cache/drillkit/public-rules, never committed.
+  bash scripts/fetch-public-rules.sh >/dev/null
 else
   echo "setup: Go not found: the Kubernetes wire tests need it to build the test control plane (scripts/build-k8s.sh)" >&2
 fi

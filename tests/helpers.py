@@ -105,3 +105,20 @@ class MetricsServer:
     def close(self) -> None:
         self.http.shutdown()
         self.http.server_close()
+
+
+PUBLIC_RULES = Path(
+    os.environ.get("DRILLKIT_PUBLIC_RULES")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "drillkit" / "public-rules"
+)
+PUBLIC_RULE_SETS = {"node-mixin": "v1.12.1", "prometheus-mixin": "v0.54.1"}  # scripts/fetch-public-rules.sh
+
+
+def public_rules(name: str) -> Path:
+    """The folder of a public rule set (`node-mixin` or `prometheus-mixin`) rendered by
+    scripts/fetch-public-rules.sh (run by scripts/setup.sh): the rule file and the module's LICENSE.
+    Never committed; a missing set is a failure that names the script, not a skip."""
+    folder = PUBLIC_RULES / f"{name}-{PUBLIC_RULE_SETS[name]}"
+    if not any(folder.glob("*.yml")) or not (folder / "LICENSE").is_file():
+        raise AssertionError(f"{folder}: public rules missing: run scripts/setup.sh (or scripts/fetch-public-rules.sh)")
+    return folder

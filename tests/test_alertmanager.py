@@ -83,7 +83,7 @@ def test_silence_wait_ends_at_the_deadline_or_on_a_stop_request(prom_env: PromEn
     am = Alertmanager(prom_env.alertmanager.url, stop)
     am.wait_ready(timeout=10)
     ticks: list[float] = []
-    waiter = AlertmanagerAck(am, "DemoNeverFires", {})
+    waiter = AlertmanagerAck(am, "DemoNeverFires", ())
     t = time.monotonic()
     assert waiter.wait(datetime.now(UTC), t + 0.6, stop, lambda: ticks.append(time.monotonic())) is None
     assert 0.5 <= time.monotonic() - t < 3 and len(ticks) >= 2, f"polled {len(ticks)} times, every 0.25 s"

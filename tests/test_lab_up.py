@@ -87,7 +87,7 @@ def test_lab_up_starts_every_component(lab: tuple[Path, int, float]) -> None:
     state = load_state(lab_dir)
     assert state is not None
     assert state.ports.prometheus == base and state.ports.api == (base + 10, base + 11)
-    assert set(state.procs) == {"postgres", "exporter", "proxy", "api", "traffic", "alertmanager", "prometheus"}
+    assert set(state.procs) == {"postgres", "exporter", "proxy", "api", "traffic", "node", "alertmanager", "prometheus"}
     dead = {c: p.pid for c, p in state.procs.items() if not alive(p.pid)}
     assert not dead, f"recorded processes not alive: {dead}"
     # every target up and the lab's rules evaluated, per Prometheus itself
@@ -95,7 +95,15 @@ def test_lab_up_starts_every_component(lab: tuple[Path, int, float]) -> None:
     jobs = {t["labels"]["job"]: t["health"] for t in targets}
     assert jobs == {
         j: "up"
-        for j in ("chatbot-api", "postgres", "chatbot-db-proxy", "chatbot-traffic", "alertmanager", "prometheus")
+        for j in (
+            "chatbot-api",
+            "postgres",
+            "chatbot-db-proxy",
+            "chatbot-traffic",
+            "node",
+            "alertmanager",
+            "prometheus",
+        )
     }, jobs
     groups = prom_get(state, "/api/v1/rules")["groups"]
     chatbot = next(g for g in groups if g["name"] == "chatbot")
@@ -114,7 +122,7 @@ def test_lab_up_starts_every_component(lab: tuple[Path, int, float]) -> None:
     assert Path(state.jwt_secret_file).stat().st_mode & 0o077 == 0, "JWT secret readable by others"
     r = run_cli("lab", "status", "--dir", str(lab_dir))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "DOWN" not in r.stdout and r.stdout.count(" up ") == 9, r.stdout
+    assert "DOWN" not in r.stdout and r.stdout.count(" up ") == 10, r.stdout
     r = run_cli("lab", "logs", "supervisor", "--dir", str(lab_dir), "-n", "5")
     assert r.returncode == 0 and "api-1 started" in r.stdout, r.stdout + r.stderr
 
@@ -188,7 +196,7 @@ def test_lab_down_leaves_no_process(lab: tuple[Path, int, float]) -> None:
         for p in Path("/proc").iterdir()
         if p.name.isdigit() and str(Path(state.pg_root) / "data") in _cmdline(int(p.name))
     ]
-    assert len(pids) == 9, pids
+    assert len(pids) == 10, pids  # 8 components (node_exporter included) + 2 replicas
     r = run_cli("lab", "down", "--purge", "--dir", str(lab_dir), timeout=120)
     assert r.returncode == 0, r.stderr
     assert not Path(state.pg_root).exists() and not (lab_dir / "logs").exists(), "--purge left data"

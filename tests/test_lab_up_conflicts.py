@@ -60,7 +60,7 @@ def test_two_lab_ups_at_once_start_one_lab(lab_dir: Path) -> None:
     assert any("waiting for another `drillkit lab` command" in e for _, e in outs), said
     state = load_state(lab_dir)
     assert state is not None and set(state.procs) == {
-        "postgres", "exporter", "proxy", "api", "traffic", "alertmanager", "prometheus",
+        "postgres", "exporter", "proxy", "api", "traffic", "node", "alertmanager", "prometheus",
     }, state  # fmt: skip
     dead = [p for p in all_pids(state) if not alive(p)]
     assert not dead, f"recorded but not running: {dead}"

@@ -206,10 +206,11 @@ def test_errors_from_a_real_prometheus_are_wrapped(prom_env: PromEnv) -> None:
             prom.query("sum(up")  # a PromQL syntax error is our input: never retried
         with pytest.raises(PreflightError, match="did you mean 'DemoExporterDown'"):
             prom.rule("DemoExporterDwn")
-        rule = prom.rule("DemoExporterDown")
+        target = prom.target("DemoExporterDown", ())
+        rule = target.rule
         assert rule.for_seconds == 2.0 and rule.last_evaluation is not None
         since = datetime.now(UTC) + timedelta(seconds=60)
-        assert prom.firing_time(rule, {}, since) is None
+        assert prom.firing_time(target, since) is None
         (now,) = prom.query("time()")  # a scalar: one unlabelled sample
         assert now.labels == {} and abs(now.value - datetime.now(UTC).timestamp()) < 5, now
     finally:
@@ -269,19 +270,19 @@ class RawSamplesPrometheus(BaseHTTPRequestHandler):
 
 
 def test_resolved_alert_time_is_the_start_of_an_episode_after_injection() -> None:
-    from drillkit.prometheus import AlertRule
+    from drillkit.prometheus import AlertRule, AlertTarget
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), RawSamplesPrometheus)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     prom = Prometheus(PromConfig(url=f"http://127.0.0.1:{server.server_address[1]}"))
-    rule = AlertRule("A", 2.0, "", {}, "g", None, 1.0)
+    rule = AlertTarget("A", (), (AlertRule("A", 2.0, "", {}, "g", None, 1.0),))
     try:
         at = lambda ts: datetime.fromtimestamp(ts, UTC)  # noqa: E731
-        assert prom.firing_time(rule, {}, at(99.5)) == (at(100.0), "first raw ALERTS firing sample")
+        assert prom.firing_time(rule, at(99.5)) == (at(100.0), "first raw ALERTS firing sample")
         # injected mid-episode: that episode began before the fault, the next one counts
-        assert prom.firing_time(rule, {}, at(100.5)) == (at(110.0), "first raw ALERTS firing sample")
-        assert prom.firing_time(rule, {}, at(110.5)) is None
+        assert prom.firing_time(rule, at(100.5)) == (at(110.0), "first raw ALERTS firing sample")
+        assert prom.firing_time(rule, at(110.5)) is None
     finally:
         prom.close()
         server.shutdown()

@@ -65,6 +65,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Finish the reverts of killed drills: pending journalled reverts, then every object labelled "
         "drillkit.io/run-id (exit 1 if something could not be undone).",
     ),
+    "coverage": (
+        "coveragecmd",
+        "Write coverage.md, .html and .json: every alerting rule with the scenarios that detect on it and the last "
+        "drill's result, and the playbook's incident types with their scenarios.",
+    ),
     "give-up": ("responders", "Give up a training exercise: drillkit reverts the fault and writes the scorecard."),
     "handover": (
         "responders",

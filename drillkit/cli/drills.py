@@ -168,8 +168,9 @@ def run(
     "--prometheus-url",
     envvar="DRILLKIT_PROMETHEUS_URL",
     default=None,
-    help="Also run every PromQL expression against this Prometheus: rejected queries and probes "
-    "that return no data are errors.",
+    help="Also run every PromQL expression against this Prometheus (rejected queries and probes "
+    "that return no data are errors) and check the alert can fire: it exists, its metrics have "
+    "series, detection.labels can appear on it, detection.within covers its for:.",
 )
 @_guard
 def validate(paths: tuple[str, ...], prometheus_url: str | None) -> None:
@@ -197,7 +198,9 @@ def validate(paths: tuple[str, ...], prometheus_url: str | None) -> None:
             errors += 1
             continue
         if prom is not None:
-            problems = prom.query_problems(sc)
+            from drillkit.alertcheck import check_alert
+
+            problems = prom.query_problems(sc) + list(check_alert(prom, sc).problems)
             for line in problems:
                 _say(line)
             if problems:

@@ -54,6 +54,14 @@ def _scrape_interval(_ctx: click.Context, _param: click.Parameter, value: str | 
     help="Prometheus' scrape and evaluation interval, e.g. 30s; the rules' windows follow it [1s: fast drills].",
 )
 @click.option(
+    "--rules",
+    "rules",
+    multiple=True,
+    metavar="FILE_OR_DIR",
+    help="Your alert rules beside the lab's: Prometheus rule files or PrometheusRule manifests (their "
+    "spec.groups), or folders of them; checked with promtool, kept for every Prometheus restart (repeatable).",
+)
+@click.option(
     "--kind",
     "on_kind",
     is_flag=True,
@@ -61,15 +69,21 @@ def _scrape_interval(_ctx: click.Context, _param: click.Parameter, value: str | 
 )
 @_guard
 def lab_up(
-    lab_dir: str, replicas: int | None, base_port: int | None, scrape_interval: int | None, on_kind: bool
+    lab_dir: str,
+    replicas: int | None,
+    base_port: int | None,
+    scrape_interval: int | None,
+    rules: tuple[str, ...],
+    on_kind: bool,
 ) -> None:
     """Start the lab (idempotent) and wait until Prometheus sees it all."""
     from drillkit.lab import lab as lab_mod
 
     if on_kind:
         given = click.get_current_context().get_parameter_source("base_port") == click.core.ParameterSource.COMMANDLINE
-        if replicas is not None or (base_port is not None and given):  # $DRILLKIT_LAB_BASE_PORT is the local lab's
-            raise click.UsageError("--replicas and --base-port are for the local lab, not --kind")
+        # $DRILLKIT_LAB_BASE_PORT is the local lab's: only a --base-port typed here is refused
+        if replicas is not None or (base_port is not None and given) or rules:
+            raise click.UsageError("--replicas, --base-port and --rules are for the local lab, not --kind")
         from drillkit.lab import kindlab
 
         kres = kindlab.up(out=_say, scrape_interval=scrape_interval or 1)
@@ -77,8 +91,12 @@ def lab_up(
         for line in kindlab.summary(kres):
             click.echo(line)
         return
-    res = lab_mod.up(Path(lab_dir), base_port, replicas, out=_say, scrape_interval=scrape_interval)
-    if res.already_running:
+    res = lab_mod.up(
+        Path(lab_dir), base_port, replicas, out=_say, scrape_interval=scrape_interval, rules=list(rules) or None
+    )
+    if res.rules_reloaded:
+        click.echo(f"lab already running in {res.state.dir}; Prometheus reloaded {len(res.state.rules)} rule file(s)")
+    elif res.already_running:
         click.echo(f"lab already running in {res.state.dir}; nothing changed")
     else:
         click.echo(f"lab up in {res.seconds:.1f}s ({', '.join(res.started)} started)")

@@ -3,8 +3,9 @@
 Drills need something real to break and a real Prometheus to catch it, on any Debian/Ubuntu
 machine without Docker or Kubernetes. The lab is PostgreSQL, its exporter, a delaying DB proxy
 (the `latency` fault's lever), N chat API replicas kept alive by `drillkit.lab.supervise` (the
-Deployment analogue), a traffic generator, Alertmanager and Prometheus with the lab's alert
-rules — each a process group started here, on 127.0.0.1, at fixed offsets from a base port.
+Deployment analogue), a traffic generator, node_exporter (the host's memory, CPU and disks),
+Alertmanager and Prometheus with the lab's alert rules and your own (`--rules`,
+`drillkit.lab.userrules`) — each a process group started here, on 127.0.0.1, at fixed offsets from a base port.
 
 Everything the faults and `drillkit run` need to find the lab is in ``<dir>/state.json``
 (`drillkit.lab.state`); PostgreSQL's own set-up is `drillkit.lab.postgres`. `up` is
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from drillkit.errors import InputError, UnavailableError
-from drillkit.lab import ruleset, services
+from drillkit.lab import ruleset, services, userrules
 from drillkit.lab.layout import (
     DEFAULT_BASE_PORT,
     DEFAULT_DIR,
@@ -63,7 +64,7 @@ LOCK_FILE = ".lab.lock"  # held by `lab up` and `lab down` while they run
 # another `up` may take its whole readiness wait, and more
 LOCK_WAIT_S = READY_TIMEOUT_S + READY_SCRAPES * ruleset.MAX_INTERVAL_S + 120.0
 
-COMPONENTS = ("postgres", "exporter", "proxy", "api", "traffic", "alertmanager", "prometheus")
+COMPONENTS = ("postgres", "exporter", "proxy", "api", "traffic", "node", "alertmanager", "prometheus")
 
 
 # --- the other components -------------------------------------------------------------------
@@ -81,6 +82,17 @@ def start_exporter(state: LabState) -> Proc:
     svc = start_service(
         "exporter", argv, _logs(state), url=f"http://{addr}", env={**os.environ, "DATA_SOURCE_NAME": state.dsn_admin}
     )
+    wait_http(svc, "/metrics", 20)
+    return started(svc, f"--web.listen-address={addr}", svc.log)
+
+
+def start_node(state: LabState) -> Proc:
+    """node_exporter: the host's memory, CPU, disks and pressure, so host rules (the node-exporter
+    mixin) see what the memory and CPU faults do. It sees the whole host, not the lab alone (see
+    docs/lab.md)."""
+    addr = f"127.0.0.1:{state.ports.node}"
+    argv = [binary("prometheus-node-exporter"), f"--web.listen-address={addr}", "--log.level=warn"]
+    svc = start_service("node", argv, _logs(state), url=f"http://{addr}")
     wait_http(svc, "/metrics", 20)
     return started(svc, f"--web.listen-address={addr}", svc.log)
 
@@ -174,10 +186,11 @@ def prometheus_setup(state: LabState) -> PrometheusSetup:
             "postgres": [local(p.exporter)],
             "chatbot-db-proxy": [local(p.proxy_metrics)],
             "chatbot-traffic": [local(p.traffic_metrics)],
+            "node": [local(p.node)],
             "alertmanager": [local(p.alertmanager)],
             "prometheus": [local(p.prometheus)],
         },
-        rule_files=[rules_file(state)],
+        rule_files=[rules_file(state), *userrules.rule_globs(state.dir)],
         alertmanager=local(p.alertmanager),
         interval_s=state.scrape_interval,
     )
@@ -205,12 +218,13 @@ STARTERS: dict[str, Callable[[LabState], Proc]] = {
     "proxy": start_proxy,
     "api": start_api,
     "traffic": start_traffic,
+    "node": start_node,
     "alertmanager": start_alertmanager,
     "prometheus": start_prom,
 }
 # Prometheus first: its first scrape and rule evaluation come seconds after it starts, so
 # that wait overlaps with starting everything else. Dependencies before dependents otherwise.
-START_ORDER = ("prometheus", "alertmanager", "postgres", "exporter", "proxy", "api", "traffic")
+START_ORDER = ("prometheus", "alertmanager", "postgres", "exporter", "proxy", "api", "traffic", "node")
 
 
 # --- up / down / status / logs ---------------------------------------------------------------
@@ -221,6 +235,7 @@ class UpResult:
     state: LabState
     started: list[str]
     seconds: float
+    rules_reloaded: bool = False  # `--rules` on a running lab: Prometheus reloaded them
 
     @property
     def already_running(self) -> bool:
@@ -269,16 +284,19 @@ def up(
     out: Callable[[str], None] = print,
     ready_timeout: float = READY_TIMEOUT_S,
     scrape_interval: int | None = None,
+    rules: list[str] | None = None,
 ) -> UpResult:
     """Start whatever part of the lab is not running; wait until Prometheus sees it all. A
     second `up` meanwhile waits for this one, then finds the lab running (`already_running`).
     `scrape_interval` (seconds; default the running lab's, else 1) sets Prometheus' scrape and
-    evaluation interval and the rules' windows."""
+    evaluation interval and the rules' windows. `rules` (files or folders; None: keep the
+    recorded ones) are checked with promtool before anything starts, recorded, and loaded
+    by every Prometheus start; a running Prometheus reloads them."""
     t0 = time.monotonic()
     lab_dir = lab_dir.absolute()
     lab_dir.mkdir(parents=True, exist_ok=True)
     with _one_at_a_time(lab_dir, out):
-        return _up(lab_dir, base_port, replicas, scrape_interval, out, ready_timeout, t0)
+        return _up(lab_dir, base_port, replicas, scrape_interval, out, ready_timeout, t0, rules)
 
 
 def _up(
@@ -289,6 +307,7 @@ def _up(
     out: Callable[[str], None],
     ready_timeout: float,
     t0: float,
+    rules: list[str] | None = None,
 ) -> UpResult:
     state = load_state(lab_dir)
     live = [c for c in COMPONENTS if state and running(state.procs.get(c))]
@@ -308,8 +327,16 @@ def _up(
         replicas = replicas or (state.replicas if state else 2)
         ports = Ports.layout(base_port, replicas)
     missing = [c for c in START_ORDER if c not in live]
+    recorded = userrules.install(rules, lab_dir) if rules is not None else (state.rules if state else [])
+    if not recorded:  # copies left by a lab that was brought down must not load
+        shutil.rmtree(userrules.rules_dir(lab_dir), ignore_errors=True)
     if state and not missing:
-        return UpResult(state, [], time.monotonic() - t0)
+        if rules is None:
+            return UpResult(state, [], time.monotonic() - t0)
+        state.rules = recorded
+        state.save()
+        userrules.reload(state.urls["prometheus"], ready_timeout)
+        return UpResult(state, [], time.monotonic() - t0, rules_reloaded=True)
     _refuse_taken_ports(ports, missing)  # before anything is created or started
     for c in missing:  # every program, before anything is created or started
         for name in {
@@ -317,10 +344,12 @@ def _up(
             "exporter": ["prometheus-postgres-exporter"],
             "alertmanager": ["prometheus-alertmanager"],
             "prometheus": ["prometheus"],
+            "node": ["prometheus-node-exporter"],
         }.get(c, []):
             binary(name)
     if state is None or not live:
         state = new_state(lab_dir, ports.prometheus, len(ports.api), interval)
+    state.rules = recorded
     _prepare_files(state)
     state.save()
     done: list[str] = []
@@ -330,6 +359,8 @@ def _up(
             state.procs[c] = STARTERS[c](state)  # a component that fails stops itself (wait_up)
             done.append(c)
             state.save()
+        if rules is not None and "prometheus" not in missing:  # a running Prometheus takes the new rules
+            userrules.reload(state.urls["prometheus"], ready_timeout)
         wait_ready(state, ready_timeout + READY_SCRAPES * state.scrape_interval)
     except BaseException as exc:
         for c in reversed(done):
@@ -627,6 +658,7 @@ def summary(state: LabState) -> list[str]:
     """What `lab up` prints: where everything is and what to do next."""
     lines = [f"Prometheus    {state.urls['prometheus']}", f"Alertmanager  {state.urls['alertmanager']}"]
     lines += [f"{name:<13} {state.urls[name]}" for name in state.pid_files]
+    lines += [f"your rules    {path}" for path in state.rules]
     lines += [
         f"PostgreSQL    {state.dsn_direct}",
         f"app DSN       {state.dsn}  (through the latency proxy)",

@@ -26,6 +26,7 @@ OFFSETS = {
     "proxy_metrics": 4,
     "exporter": 5,
     "traffic_metrics": 6,
+    "node": 7,
 }
 API_OFFSET = 10
 
@@ -40,11 +41,13 @@ class Ports:
     exporter: int
     traffic_metrics: int
     api: tuple[int, ...]
+    node: int = 0  # node_exporter (0 only while reading a state recorded before it existed)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Ports:
         """As recorded in state.json (KeyError/TypeError if it is not)."""
-        return cls(**{**raw, "api": tuple(raw["api"])})
+        node = raw.get("node", raw["prometheus"] + OFFSETS["node"])
+        return cls(**{**raw, "api": tuple(raw["api"]), "node": node})
 
     @classmethod
     def layout(cls, base: int, replicas: int) -> Ports:
@@ -63,6 +66,7 @@ class Ports:
             "proxy": [self.proxy, self.proxy_metrics],
             "api": list(self.api),
             "traffic": [self.traffic_metrics],
+            "node": [self.node],
             "alertmanager": [self.alertmanager],
             "prometheus": [self.prometheus],
         }[component]
@@ -85,7 +89,7 @@ def lab_dir_default() -> Path:
 
 def lab_variable(name: str) -> str:
     """A scenario's `${lab.…}` variable: `lab.dir`, `lab.port.<component>` (prometheus,
-    alertmanager, postgres, proxy, proxy_metrics, exporter, traffic_metrics, api-1, api-2…).
+    alertmanager, postgres, proxy, proxy_metrics, exporter, traffic_metrics, node, api-1, api-2…).
 
     Values come from the lab in `lab_dir_default()` (not from the scenario's own
     `target.local.lab_dir`, which may itself be `${lab.dir}`) if it is up, else from the default

@@ -28,6 +28,7 @@ PACKAGES = {
     "promtool": "prometheus",
     "prometheus-alertmanager": "prometheus-alertmanager",
     "prometheus-postgres-exporter": "prometheus-postgres-exporter",
+    "prometheus-node-exporter": "prometheus-node-exporter",
     "stress-ng": "stress-ng",
     "initdb": "postgresql",
     "pg_ctl": "postgresql",

@@ -52,6 +52,7 @@ class LabState:
     pid_files: dict[str, str]  # replica name -> pid file written by the supervisor
     procs: dict[str, Proc] = field(default_factory=dict)
     scrape_interval: int = 1  # seconds: Prometheus' scrape and evaluation interval, the rules' scale
+    rules: list[str] = field(default_factory=list)  # `lab up --rules` files, copied into prometheus/rules/
 
     @property
     def path(self) -> Path:
