@@ -14,4 +14,4 @@ def test_the_variable_is_the_local_labs_not_a_refusal_for_kind(tools: FakeTools)
     r = run_cli("lab", "up", "--kind", env_extra=env)
     assert r.returncode == 3 and "needs `docker` or `podman`" in r.stderr, r.stderr
     r = run_cli("lab", "up", "--kind", "--base-port", "20000", env_extra=env)
-    assert r.returncode == 2 and "--replicas and --base-port are for the local lab" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--replicas, --base-port and --rules are for the local lab" in r.stderr, r.stderr

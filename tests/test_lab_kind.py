@@ -186,11 +186,15 @@ def test_prometheus_gets_the_local_labs_rules_and_promtool_accepts_them(tmp_path
         # Debian's promtool is built without Kubernetes discovery: check the rest of the job
         if job.pop("kubernetes_sd_configs", None) is not None:
             job["static_configs"] = [{"targets": ["pod:8000"]}]
+        for section, key in (("tls_config", "ca_file"), ("authorization", "credentials_file")):
+            if key in job.get(section, {}):  # the pod's ServiceAccount mount, here a file of ours
+                (tmp_path / key).write_text("x\n")
+                job[section][key] = str(tmp_path / key)
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(checked))
     r = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True)
     assert r.returncode == 0 and "SUCCESS: 1 rule files found" in r.stdout, r.stdout + r.stderr
     jobs = {j["job_name"] for j in prom_yml["scrape_configs"]}
-    assert jobs == {"kube-state-metrics", "chatbot"}, jobs
+    assert jobs == {"kube-state-metrics", "kubelet-cadvisor", "chatbot"}, jobs
     assert prom_yml["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager.monitoring:9093"]
 
 
@@ -593,7 +597,7 @@ def test_down_deletes_the_cluster_once(tools: FakeTools) -> None:
 
 def test_local_lab_options_are_refused_with_kind(tools: FakeTools) -> None:
     r = run_cli("lab", "up", "--kind", "--base-port", "20000")
-    assert r.returncode == 2 and "--replicas and --base-port are for the local lab" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--replicas, --base-port and --rules are for the local lab" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize(
