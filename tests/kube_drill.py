@@ -34,7 +34,7 @@ RBAC_NODE_MEMORY = RBAC_NODE_DRAIN.with_name("rbac-node-memory.yaml")
 def scenario(
     faults: list[dict[str, Any]],
     alert: str = "DemoNeverFires",
-    within: str = "500ms",
+    within: str = "2s",  # DemoNeverFires: for 1s plus one evaluation, or the dry run refuses it
     namespace: str = "chatbot",
     context: str = CONTEXT,
     **extra: Any,
